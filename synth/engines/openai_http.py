@@ -1,0 +1,113 @@
+"""A client for any OpenAI-compatible chat server (`vllm serve` and the like).
+
+Requests of a batch run concurrently up to `max_concurrency`; each has a timeout and is retried with
+exponential backoff on connection errors, timeouts, 429 and 5xx. A request that still fails comes
+back as a completion with `finish_reason="error"`, so one bad request never sinks a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from synth.engines.base import ChatRequest, Completion, EngineError
+from synth.schemas import OpenAIEngineConfig
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIEngine:
+    """Talks to `{base_url}/chat/completions` with structured output through `response_format`."""
+
+    def __init__(self, config: OpenAIEngineConfig, transport: httpx.BaseTransport | None = None) -> None:
+        self.config = config
+        self.model_name = config.model
+        headers = {}
+        if key := os.environ.get(config.api_key_env):
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
+            limits=httpx.Limits(max_connections=config.max_concurrency),
+            transport=transport,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=config.max_concurrency, thread_name_prefix="openai")
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        s = request.sampling
+        messages = [m.model_dump() for m in request.messages]
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+        }
+        if request.prefill is not None:
+            # vLLM's server extension for continuing the assistant's turn.
+            messages.append({"role": "assistant", "content": request.prefill})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if request.stop:
+            body["stop"] = request.stop
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": request.json_schema, "strict": True},
+            }
+        return body
+
+    def _one(self, request: ChatRequest) -> Completion:
+        body = self._body(request)
+        last_error = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self._client.post("/chat/completions", json=body)
+            except httpx.TransportError as e:
+                last_error = f"{type(e).__name__}: {e}"
+                continue
+            if response.status_code in _RETRY_STATUS:
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code >= 400:
+                return Completion(text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}")
+            try:
+                data = response.json()
+                choice = data["choices"][0]
+                usage = data.get("usage") or {}
+                reason = choice.get("finish_reason")
+                return Completion(
+                    text=choice["message"].get("content") or "",
+                    finish_reason="length" if reason == "length" else "stop",
+                    prompt_tokens=usage.get("prompt_tokens", 0),
+                    completion_tokens=usage.get("completion_tokens", 0),
+                )
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                return Completion(text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}")
+        log.warning("request failed after %d attempts: %s", self.config.max_retries + 1, last_error)
+        return Completion(text="", finish_reason="error", error=last_error)
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        results = list(self._pool.map(self._one, requests))
+        if results and all(r.finish_reason == "error" and r.error and "ConnectError" in r.error for r in results):
+            raise EngineError(f"cannot reach the model server at {self.config.base_url}: {results[0].error}")
+        return results
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._client.close()

@@ -1,0 +1,118 @@
+"""ROUGE-L novelty: reject text too similar to anything already in a growing pool.
+
+ROUGE-L F1 between token lists a and b is 2·LCS(a, b) / (|a| + |b|), which is exactly rapidfuzz's
+normalized Indel similarity on the same token lists. Tokens follow the reference `rouge_score`
+tokenizer without stemming: lowercase, runs of [a-z0-9], everything else a separator. Tokens are
+mapped to integers once so the C++ kernel compares ints, and a whole batch is scored against the
+pool in one multi-threaded `cdist` call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """Tokens as `rouge_score` makes them (no stemming)."""
+    return _TOKEN.findall(text.lower())
+
+
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F1 of two token lists (0.0 when either is empty, as the reference scorer says)."""
+    if not a or not b:
+        return 0.0
+    return Indel.normalized_similarity(a, b)
+
+
+@dataclass
+class NoveltyVerdict:
+    text: str
+    kept: bool
+    max_score: float
+    neighbors: list[str]
+    neighbor_scores: list[float]
+
+
+@dataclass
+class RougeNoveltyIndex:
+    """A pool of texts; candidates scoring above `threshold` against any pool text are rejected.
+
+    `check` processes candidates in order and adds each kept one to the pool before the next is
+    judged, so two near-identical candidates of one batch cannot both get in.
+    """
+
+    threshold: float = 0.7
+    neighbors_kept: int = 10
+    workers: int = -1
+    texts: list[str] = field(default_factory=list)
+    _tokens: list[list[int]] = field(default_factory=list)
+    _vocab: dict[str, int] = field(default_factory=dict)
+
+    def _encode(self, text: str) -> list[int]:
+        vocab = self._vocab
+        return [vocab.setdefault(tok, len(vocab)) for tok in rouge_tokens(text)]
+
+    def add(self, texts: Sequence[str]) -> None:
+        for text in texts:
+            self.texts.append(text)
+            self._tokens.append(self._encode(text))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def _scores(self, queries: list[list[int]], choices: list[list[int]]) -> np.ndarray:
+        if not queries or not choices:
+            return np.zeros((len(queries), len(choices)), dtype=np.float64)
+        scores = process.cdist(queries, choices, scorer=Indel.normalized_similarity, processor=None, workers=self.workers, dtype=np.float64)
+        # rapidfuzz says 1.0 for two empty lists; ROUGE-L says 0.
+        empty_q = np.array([not q for q in queries])
+        empty_c = np.array([not c for c in choices])
+        scores[empty_q, :] = 0.0
+        scores[:, empty_c] = 0.0
+        return scores
+
+    def check(self, candidates: Sequence[str], add: bool = True) -> list[NoveltyVerdict]:
+        """Judge candidates in order against the pool and the candidates kept before them.
+
+        With `add`, kept candidates join the pool; without, the pool is left as it was (call
+        `add` later, once the caller has committed them).
+        """
+        encoded = [self._encode(c) for c in candidates]
+        against_pool = self._scores(encoded, self._tokens)
+        within = self._scores(encoded, encoded)
+        verdicts: list[NoveltyVerdict] = []
+        accepted: list[int] = []
+        pool_size = len(self.texts)
+        for i, text in enumerate(candidates):
+            row = np.concatenate([against_pool[i], within[i, accepted]])
+            names = self.texts[:pool_size] + [candidates[j] for j in accepted]
+            if row.size:
+                top = np.argsort(-row, kind="stable")[: self.neighbors_kept]
+                best = float(row[top[0]])
+            else:
+                top, best = np.array([], dtype=int), 0.0
+            kept = best <= self.threshold
+            verdicts.append(
+                NoveltyVerdict(
+                    text=text,
+                    kept=kept,
+                    max_score=best,
+                    neighbors=[names[k] for k in top],
+                    neighbor_scores=[float(row[k]) for k in top],
+                )
+            )
+            if kept:
+                accepted.append(i)
+        if add:
+            for i in accepted:
+                self.texts.append(candidates[i])
+                self._tokens.append(encoded[i])
+        return verdicts

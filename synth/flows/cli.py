@@ -1,0 +1,130 @@
+"""The `synth` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Manufacture and curate instruction-tuning data with a local model.", no_args_is_help=True)
+generate_app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+console = Console()
+err = Console(stderr=True)
+
+EngineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--engine-config",
+        help="Engine config file (TOML/YAML/JSON): kind vllm|openai, model, dtype, max_model_len, "
+        "tensor_parallel_size, sampling... Default: in-process vLLM on the embedded model.",
+    ),
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load_engine(path: Path | None) -> Any:
+    from synth.schemas import EngineSettings, VLLMEngineConfig, load_config_file
+
+    if path is None:
+        return VLLMEngineConfig()
+    return load_config_file(path, EngineSettings).engine  # type: ignore[attr-defined]
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Records kept, rejects by stage and reason, and where the shards are."""
+    table = Table(title="Rejects by stage and reason", show_lines=False)
+    table.add_column("stage")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for stage, reasons in sorted(summary["rejects_by_reason"].items()):
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            table.add_row(stage, reason, str(n))
+    console.print(table)
+    path = Path(summary["dataset"])
+    status = "" if summary["reached_target"] else " [yellow](stopped at the batch budget before the target)[/]"
+    console.print(
+        f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
+        f"in {summary['batches']} batches (run {summary['run_id']}){status}"
+    )
+    console.print(f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   manifest: {path / 'manifest.json'}")
+
+
+@generate_app.command("self-instruct")
+def generate_self_instruct(
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
+    seeds: Annotated[
+        Path | None, typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt.")
+    ] = None,
+    num: Annotated[int, typer.Option("--num", min=1, help="Records (instances) to keep.")] = 100,
+    engine_config: EngineOpt = None,
+    prompts_per_batch: Annotated[int, typer.Option(min=1, help="Task-generation prompts per batch.")] = 16,
+    max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
+    instances_per_task: Annotated[int, typer.Option(min=1, help="Instances to keep per new task.")] = 1,
+    seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+) -> None:
+    """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
+
+    Re-running the same command resumes the run; a larger --num extends it.
+    """
+    _quiet_libraries()
+    from synth.engines import EngineError
+    from synth.generators.seeds import SeedFileError, load_seed_tasks
+    from synth.schemas import ConfigFileError, DatasetConfig, SelfInstructConfig
+    from synth.shards import DatasetError
+
+    try:
+        engine = _load_engine(engine_config)
+        seed_tasks = load_seed_tasks(seeds)
+        config = SelfInstructConfig(
+            seeds=str(seeds) if seeds else None,
+            num_records=num,
+            prompts_per_batch=prompts_per_batch,
+            max_batches=max_batches,
+            instances_per_task=instances_per_task,
+            seed=seed,
+        )
+        from synth.flows.self_instruct import self_instruct_flow
+
+        summary = self_instruct_flow(config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine)
+    except (SeedFileError, ConfigFileError, DatasetError, EngineError) as e:
+        _fail(str(e))
+    print_summary(summary)
+
+
+@app.command("prepare-model")
+def prepare_model() -> None:
+    """Convert the embedded default model once into the local cache (done on first use otherwise)."""
+    from synth.engines import EngineError
+    from synth.engines.embedded import ensure_embedded_model
+
+    try:
+        path = ensure_embedded_model()
+    except EngineError as e:
+        _fail(str(e))
+    console.print(f"embedded model ready: {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

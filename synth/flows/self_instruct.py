@@ -1,0 +1,117 @@
+"""The Self-Instruct flow: one Prefect task per batch, each committed to the dataset before the next.
+
+A run's id is a hash of what defines its output (generator config without the target size, seed
+tasks, prompt templates, engine and model). Re-running the same command resumes that run from its
+last committed batch; raising `--num` extends it; any other change starts a new run beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from synth.engines import get_engine
+from synth.generators.seeds import load_seed_tasks
+from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
+from synth.generators.templates import load_template
+from synth.schemas import DatasetConfig, EngineConfig, RunInfo, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
+from synth.shards import DatasetWriter, scan
+
+_TEMPLATES = (
+    "self_instruct_tasks",
+    "self_instruct_classify",
+    "self_instruct_instances_input_first",
+    "self_instruct_instances_output_first",
+)
+
+
+def self_instruct_run_id(config: SelfInstructConfig, engine: EngineConfig, seeds: list[SeedTask]) -> str:
+    seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
+    templates = [load_template(name).hash for name in _TEMPLATES]
+    return run_id(GENERATOR, config.identity(), seed_hash, templates, engine.kind, engine.model)
+
+
+def accepted_tasks(path: str | Path, rid: str) -> list[str]:
+    """Tasks that earlier batches of run `rid` admitted to the pool, in batch then text order.
+
+    Every admitted task ends up either in a kept record or in a reject of the classification or
+    instance stage, so the pool can be rebuilt from the shards alone.
+    """
+    kept = scan(path, "kept").filter(pl.col("run_id") == rid).select("batch", "instruction")
+    late = (
+        scan(path, "rejects")
+        .filter((pl.col("run_id") == rid) & pl.col("stage").is_in(["classification", "instance"]))
+        .select("batch", "instruction")
+    )
+    rows = pl.concat([kept, late]).unique().collect().rows()
+    return [text for _, text in sorted(rows)]
+
+
+def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) -> int:
+    """How many prompts the next batch sends: the full batch, or, near the target, about what the
+    run's yield so far says is needed (with a margin), so the last batch does not overshoot much."""
+    remaining = config.num_records - kept
+    if kept == 0 or prompts_sent == 0:
+        return config.prompts_per_batch
+    per_prompt = kept / prompts_sent
+    return max(1, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
+
+
+@task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+def generate_batch(generator: SelfInstructGenerator, writer: DatasetWriter, rid: str, batch: int, prompts: int) -> list[str]:
+    """Generate one batch and commit it; returns the paths of the shards written."""
+    result = generator.run_batch(batch, prompts)
+    run = writer.manifest.runs[rid]
+    state = {"prompts_sent": run.state.get("prompts_sent", 0) + result.prompts}
+    shards = writer.commit_batch(rid, batch, result.kept, result.rejects, state=state)
+    generator.accept(result.accepted_tasks)
+    get_run_logger().info(
+        "batch %d: %d prompts, %d new tasks, %d records kept, %d rejected (run total %d/%d kept)",
+        batch, prompts, len(result.accepted_tasks), len(result.kept), len(result.rejects), run.kept, generator.config.num_records,
+    )  # fmt: skip
+    return [s.path for s in shards]
+
+
+def run_self_instruct(
+    config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, seeds: list[SeedTask] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) Self-Instruct into `dataset`; returns a summary of the run."""
+    seeds = seeds if seeds is not None else load_seed_tasks(config.seeds)
+    rid = self_instruct_run_id(config, engine, seeds)
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+        model = get_engine(engine)
+        run = writer.start_run(
+            RunInfo(run_id=rid, generator=GENERATOR, config=config.model_dump(), engine=engine.model_dump(), model=model.model_name)
+        )
+        run.config = config.model_dump()
+        generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
+        generator.accept(accepted_tasks(dataset.path, rid))
+        batch = run.batches_done
+        while run.kept < config.num_records and batch < config.max_batches:
+            prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
+            generate_batch(generator, writer, rid, batch, prompts)
+            batch += 1
+        writer.finish_run(rid)
+        return {
+            "run_id": rid,
+            "dataset": str(dataset.path),
+            "kept": run.kept,
+            "rejected": run.rejected,
+            "batches": run.batches_done,
+            "rejects_by_reason": run.rejects_by_reason,
+            "reached_target": run.kept >= config.num_records,
+        }
+
+
+@flow(name="self-instruct", log_prints=True)
+def self_instruct_flow(
+    config: SelfInstructConfig, dataset: DatasetConfig, engine: EngineConfig | None = None
+) -> dict[str, Any]:
+    """Self-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
+    return run_self_instruct(config, engine or VLLMEngineConfig(), dataset)

@@ -1,0 +1,52 @@
+"""Data contracts shared by every layer: records, rejects, configs and the manifest."""
+
+from synth.schemas.config import (
+    ConfigFileError,
+    DatasetConfig,
+    EngineConfig,
+    EngineSettings,
+    OpenAIEngineConfig,
+    ScriptedEngineConfig,
+    SelfInstructConfig,
+    VLLMEngineConfig,
+    load_config_file,
+    run_id,
+)
+from synth.schemas.manifest import SCHEMA_VERSION, Manifest, RunInfo, ShardInfo
+from synth.schemas.records import (
+    Instance,
+    Message,
+    Provenance,
+    Record,
+    Reject,
+    Sampling,
+    SeedTask,
+    content_id,
+    to_messages,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfigFileError",
+    "DatasetConfig",
+    "EngineConfig",
+    "EngineSettings",
+    "Instance",
+    "Manifest",
+    "Message",
+    "OpenAIEngineConfig",
+    "Provenance",
+    "Record",
+    "Reject",
+    "RunInfo",
+    "Sampling",
+    "ScriptedEngineConfig",
+    "SeedTask",
+    "SelfInstructConfig",
+    "ShardInfo",
+    "VLLMEngineConfig",
+    "content_id",
+    "load_config_file",
+    "run_id",
+    "to_messages",
+]

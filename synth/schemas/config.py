@@ -1,0 +1,155 @@
+"""Validated configuration: which engine runs the model, and how each generator behaves.
+
+Configs are data: they validate, serialize into the manifest, and hash into a run id. Moving from
+the embedded model on a laptop to a GPU server is a change of `EngineConfig` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synth.schemas.records import Sampling
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VLLMEngineConfig(_Strict):
+    """In-process vLLM: the whole batch goes to one `LLM.chat` call.
+
+    `model` is a local folder or a model name vLLM can load; left empty it is the embedded
+    default model (SmolLM2-135M-Instruct), converted once into a local cache.
+    """
+
+    kind: Literal["vllm"] = "vllm"
+    model: str | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int = Field(default=2048, gt=0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    # None: eager on CPU (compiling costs over a minute there and gains nothing), compiled on GPU.
+    enforce_eager: bool | None = None
+    cpu_kvcache_gib: int = Field(default=4, ge=1)
+    sampling: Sampling = Field(default_factory=Sampling)
+    seed: int = 0
+
+
+class OpenAIEngineConfig(_Strict):
+    """Any OpenAI-compatible chat server (`vllm serve`, or another compatible one)."""
+
+    kind: Literal["openai"] = "openai"
+    model: str
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    sampling: Sampling = Field(default_factory=Sampling)
+    seed: int = 0
+
+
+class ScriptedEngineConfig(_Strict):
+    """Replays scripted replies; for tests and dry runs of a pipeline's plumbing."""
+
+    kind: Literal["scripted"] = "scripted"
+    model: str = "scripted"
+    sampling: Sampling = Field(default_factory=Sampling)
+    seed: int = 0
+
+
+EngineConfig = Annotated[
+    VLLMEngineConfig | OpenAIEngineConfig | ScriptedEngineConfig, Field(discriminator="kind")
+]
+
+
+class EngineSettings(_Strict):
+    """Wrapper so an engine config file validates on its own."""
+
+    engine: EngineConfig = Field(default_factory=VLLMEngineConfig)
+
+
+class SelfInstructConfig(_Strict):
+    """Self-Instruct (Wang et al. 2022) as the paper runs it; defaults follow the paper."""
+
+    seeds: str | None = Field(default=None, description="Seed file; empty for the built-in set.")
+    num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
+    max_batches: int = Field(default=50, ge=1, description="Budget: stop after this many batches.")
+    prompts_per_batch: int = Field(default=16, ge=1)
+    num_seed_demos: int = Field(default=6, ge=0)
+    num_machine_demos: int = Field(default=2, ge=0)
+    max_new_tasks_per_prompt: int = Field(default=8, ge=1)
+    instances_per_task: int = Field(default=1, ge=1)
+    rouge_threshold: float = Field(default=0.7, ge=0, le=1)
+    neighbors_kept: int = Field(default=10, ge=0)
+    min_words: int = 3
+    max_words: int = 150
+    task_sampling: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=1.0)
+    )
+    classify_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=3))
+    instance_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=384))
+    seed: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what a run produces; the target size and budget are left out
+        so that raising `--num` on the same command extends the run instead of starting a new one; the
+        seed file is identified by its content, not its path."""
+        return self.model_dump(exclude={"num_records", "max_batches", "seeds"})
+
+
+class DatasetConfig(_Strict):
+    """Where and how shards are written."""
+
+    path: str
+    shard_rows: int = Field(default=10_000, ge=1)
+
+
+def run_id(*parts: Any) -> str:
+    """A short stable id for a run: a hash of what defines it."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read or does not validate; the message names the file."""
+
+
+def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
+    """Read a TOML, YAML or JSON file into `model`, with errors that name the file and the key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{p}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigFileError(f"{p}: cannot parse: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{p}: expected a mapping at the top level")
+    # An engine file may hold the engine table alone.
+    if model is EngineSettings and "engine" not in data:
+        data = {"engine": data}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigFileError(f"{p}: {problems}") from None

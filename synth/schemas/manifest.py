@@ -1,0 +1,73 @@
+"""The manifest: the one file that says which shards make up a dataset and how each run went."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ShardInfo(BaseModel):
+    """One Parquet file of the dataset, relative to the dataset directory."""
+
+    path: str
+    kind: Literal["kept", "rejects"]
+    rows: int
+    bytes: int
+    sha256: str
+    run_id: str
+    batch: int
+
+
+class RunInfo(BaseModel):
+    """One run that wrote into the dataset: its full config and its progress.
+
+    `batches_done` is the resume point: batches below it are committed (their shards are listed),
+    anything above was never recorded and is generated again.
+    """
+
+    run_id: str
+    generator: str
+    config: dict[str, Any]
+    engine: dict[str, Any]
+    model: str = ""
+    status: Literal["running", "finished"] = "running"
+    started_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    batches_done: int = 0
+    kept: int = 0
+    rejected: int = 0
+    rejects_by_reason: dict[str, dict[str, int]] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(
+        default_factory=dict, description="Generator state needed to resume (small, JSON)."
+    )
+
+
+class Manifest(BaseModel):
+    """Top-level description of a dataset directory."""
+
+    schema_version: int = SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    shards: list[ShardInfo] = Field(default_factory=list)
+    runs: dict[str, RunInfo] = Field(default_factory=dict)
+
+    def rows(self, kind: Literal["kept", "rejects"]) -> int:
+        return sum(s.rows for s in self.shards if s.kind == kind)
+
+    def rejects_by_reason(self) -> dict[str, dict[str, int]]:
+        """Reject counts per stage and reason, summed over runs."""
+        out: dict[str, dict[str, int]] = {}
+        for run in self.runs.values():
+            for stage, reasons in run.rejects_by_reason.items():
+                bucket = out.setdefault(stage, {})
+                for reason, n in reasons.items():
+                    bucket[reason] = bucket.get(reason, 0) + n
+        return out

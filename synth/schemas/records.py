@@ -1,0 +1,127 @@
+"""Data contracts for what flows through the pipeline: seed tasks, generated records, rejects."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    """One chat turn, in the shape TRL and `datasets` expect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Instance(BaseModel):
+    """One input/output example of a task."""
+
+    input: str = ""
+    output: str
+
+
+class SeedTask(BaseModel):
+    """A task in the Self-Instruct release format (plain instruction files map onto it too)."""
+
+    id: str
+    name: str = ""
+    instruction: str = Field(min_length=1)
+    instances: list[Instance] = Field(default_factory=list)
+    is_classification: bool = False
+
+
+class Sampling(BaseModel):
+    """Sampling parameters as recorded on every record (what produced it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+
+def content_id(instruction: str, input: str, output: str) -> str:
+    """Stable id of a record: a hash of its content, so the same example always has the same id."""
+    digest = hashlib.sha256("\x1f".join((instruction, input, output)).encode("utf-8"))
+    return digest.hexdigest()[:20]
+
+
+def to_messages(instruction: str, input: str, output: str) -> list[Message]:
+    """The chat form of an (instruction, input, output) example."""
+    prompt = instruction if not input else f"{instruction}\n\n{input}"
+    return [Message(role="user", content=prompt), Message(role="assistant", content=output)]
+
+
+class Provenance(BaseModel):
+    """Where a record came from: enough to reproduce it and to trace its lineage."""
+
+    generator: str
+    model: str = ""
+    sampling: Sampling = Field(default_factory=Sampling)
+    template: str = ""
+    template_hash: str = ""
+    seed: int = 0
+    run_id: str = ""
+    batch: int = 0
+    # Lineage: evolved records point to their parent and the original instruction.
+    parent_id: str | None = None
+    root_id: str | None = None
+    operation: str | None = None
+    round: int | None = None
+    # Backtranslation: the document and character span a segment came from.
+    source_doc: str | None = None
+    source_start: int | None = None
+    source_end: int | None = None
+
+
+class Record(Provenance):
+    """A kept instruction-tuning example with its provenance and curation scores."""
+
+    id: str = ""
+    instruction: str
+    input: str = ""
+    output: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    is_classification: bool | None = None
+    novelty_rouge_l: float | None = None
+    novelty_neighbors: list[str] = Field(default_factory=list)
+    judge_score: float | None = None
+    judge_rationale: str | None = None
+    judge_model: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.id:
+            self.id = content_id(self.instruction, self.input, self.output)
+        if not self.messages and self.output:
+            self.messages = to_messages(self.instruction, self.input, self.output)
+
+
+RejectStage = Literal["parse", "heuristic", "novelty", "classification", "instance", "engine", "judge", "dedup"]
+
+
+class Reject(Record):
+    """A dropped candidate: the same fields as a record plus why and where it was dropped.
+
+    `raw` keeps the model text the candidate came from when the reason is about that text
+    (an unparseable reply, say), so nothing is lost.
+    """
+
+    instruction: str = ""
+    stage: RejectStage
+    reason: str
+    detail: str = ""
+    raw: str = ""
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.id:
+            self.id = content_id(self.instruction, self.input, self.output or self.raw)

@@ -1,0 +1,92 @@
+"""The dataset card: a README.md in the Hugging Face format, built from the manifest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from synth.schemas import Manifest
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return label
+    return "n>1M"
+
+
+def card_header(manifest: Manifest) -> dict:
+    configs = []
+    if any(s.kind == "kept" for s in manifest.shards):
+        configs.append({"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]})
+    if any(s.kind == "rejects" for s in manifest.shards):
+        configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": "rejects/*.parquet"}]})
+    generators = sorted({run.generator for run in manifest.runs.values()})
+    return {
+        "configs": configs,
+        "license": "other",
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "size_categories": [_size_category(manifest.rows("kept"))],
+        "tags": ["synthetic", "instruction-tuning", *generators],
+        "pretty_name": "Synthetic instruction data",
+    }
+
+
+def render_card(manifest: Manifest) -> str:
+    header = yaml.safe_dump(card_header(manifest), sort_keys=False)
+    kept, rejected = manifest.rows("kept"), manifest.rows("rejects")
+    lines = [
+        "---",
+        header.rstrip(),
+        "---",
+        "",
+        "# Synthetic instruction data",
+        "",
+        f"{kept} kept records and {rejected} rejects, generated with a local model and curated.",
+        "",
+        "## How it was made",
+        "",
+        "| run | generator | model | batches | kept | rejected | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in manifest.runs.values():
+        lines.append(
+            f"| `{run.run_id}` | {run.generator} | {run.model} | {run.batches_done} | {run.kept} | {run.rejected} | {run.status} |"
+        )
+    lines += ["", "Each run's full configuration is in `manifest.json`.", "", "## Funnel: rejects by stage and reason", ""]
+    by_reason = manifest.rejects_by_reason()
+    if by_reason:
+        lines += ["| stage | reason | count |", "|---|---|---|"]
+        for stage, reasons in sorted(by_reason.items()):
+            for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {stage} | {reason} | {n} |")
+    else:
+        lines.append("No rejects.")
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import polars as pl",
+        'pl.read_parquet("data/*.parquet")          # kept records',
+        'pl.read_parquet("rejects/*.parquet")       # rejects, with stage and reason',
+        "from datasets import load_dataset",
+        'load_dataset("parquet", data_files="data/*.parquet")',
+        "```",
+        "",
+        "## Caveats",
+        "",
+        "The instructions and outputs were written by a language model and filtered automatically;",
+        "they can be wrong, repetitive or unsafe. Small default models produce low-quality text: this",
+        "data is for trying the pipeline, not for training, unless a capable model generated it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(path: Path, manifest: Manifest) -> None:
+    from synth.shards.store import atomic_write_bytes
+
+    atomic_write_bytes(path / "README.md", render_card(manifest).encode())

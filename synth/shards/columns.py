@@ -1,0 +1,77 @@
+"""The Parquet column types of kept records and rejects, in the order of the pydantic models.
+
+Stated explicitly so every shard of a dataset has the same schema whatever its rows hold (an
+all-empty list column would otherwise be typed differently from one with values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from synth.schemas import Record, Reject
+
+_MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+_SAMPLING = pl.Struct(
+    {
+        "temperature": pl.Float64,
+        "top_p": pl.Float64,
+        "max_tokens": pl.Int64,
+        "presence_penalty": pl.Float64,
+        "frequency_penalty": pl.Float64,
+        "seed": pl.Int64,
+    }
+)
+
+_TYPES: dict[str, pl.DataType] = {
+    "generator": pl.String(),
+    "model": pl.String(),
+    "sampling": _SAMPLING,
+    "template": pl.String(),
+    "template_hash": pl.String(),
+    "seed": pl.Int64(),
+    "run_id": pl.String(),
+    "batch": pl.Int64(),
+    "parent_id": pl.String(),
+    "root_id": pl.String(),
+    "operation": pl.String(),
+    "round": pl.Int64(),
+    "source_doc": pl.String(),
+    "source_start": pl.Int64(),
+    "source_end": pl.Int64(),
+    "id": pl.String(),
+    "instruction": pl.String(),
+    "input": pl.String(),
+    "output": pl.String(),
+    "messages": pl.List(_MESSAGE),
+    "is_classification": pl.Boolean(),
+    "novelty_rouge_l": pl.Float64(),
+    "novelty_neighbors": pl.List(pl.String),
+    "judge_score": pl.Float64(),
+    "judge_rationale": pl.String(),
+    "judge_model": pl.String(),
+    "tags": pl.List(pl.String),
+    "created_at": pl.Datetime("us", "UTC"),
+    "stage": pl.String(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+    "raw": pl.String(),
+}
+
+# What a person looks at first leads; provenance and scores follow in the models' order.
+_LEAD = ("id", "stage", "reason", "instruction", "input", "output", "messages")
+
+
+def _schema(fields: Sequence[str]) -> pl.Schema:
+    ordered = [f for f in _LEAD if f in fields] + [f for f in fields if f not in _LEAD]
+    return pl.Schema({name: _TYPES[name] for name in ordered})
+
+
+RECORD_SCHEMA = _schema(list(Record.model_fields))
+REJECT_SCHEMA = _schema(list(Reject.model_fields))
+
+
+def to_frame(rows: Sequence[Record], schema: pl.Schema) -> pl.DataFrame:
+    """Records (or rejects) as a DataFrame with the dataset's fixed schema."""
+    return pl.DataFrame([r.model_dump() for r in rows], schema=schema)

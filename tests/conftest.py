@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated Prefect home, scripted replies for Self-Instruct, the real engine."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+# Isolate Prefect from the user's profile and keep it quiet; set before Prefect is imported.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="synth-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_API_URL"] = ""
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+from synth.engines import ChatRequest  # noqa: E402
+
+_TASK_NUM = re.compile(r"numbered from (\d+) to (\d+)")
+
+
+class SelfInstructScript:
+    """Scripted replies for the three Self-Instruct prompts.
+
+    Task prompts get a numbered list of tasks whose words come from a counter, so they are novel
+    unless `repeat` makes them copies; classification says yes for tasks containing "label";
+    instances answer in the requested format.
+    """
+
+    def __init__(self, per_prompt: int = 3) -> None:
+        self.per_prompt = per_prompt
+        self.counter = 0
+
+    def task_words(self, n: int) -> str:
+        # Distinct vocabulary per task keeps ROUGE-L between tasks low.
+        return " ".join(f"w{n}x{k}" for k in range(6))
+
+    def __call__(self, request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        if request.tag == "self_instruct_tasks":
+            first = int(_TASK_NUM.search(prompt).group(1))
+            lines = []
+            for i in range(self.per_prompt):
+                self.counter += 1
+                kind = "label" if self.counter % 3 == 0 else "explain"
+                lines.append(f"Task {first + i}: Please {kind} {self.task_words(self.counter)}")
+            return "\n".join(lines)
+        if request.tag == "self_instruct_classify":
+            task = prompt.rsplit("Task: ", 1)[1]
+            return '{"classification": "yes"}' if "Please label" in task else '{"classification": "no"}'
+        task = prompt.rsplit("Task: ", 1)[1].strip()
+        if request.tag == "self_instruct_instances_output_first":
+            return f"Example 1\nClass label: positive\nInput: text for {task}"
+        return f"Example 1\nInput: input for {task}\nOutput: answer to {task}"
+
+
+@pytest.fixture
+def script() -> SelfInstructScript:
+    return SelfInstructScript()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def vllm_engine():
+    """The real in-process vLLM engine on the embedded model, loaded once for the session."""
+    from synth.engines import get_engine
+    from synth.schemas import VLLMEngineConfig
+
+    return get_engine(VLLMEngineConfig())
