@@ -21,14 +21,14 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 from synth.engines import ChatRequest  # noqa: E402
 
-_TASK_NUM = re.compile(r"numbered from (\d+) to (\d+)")
+_NEXT_TASK = re.compile(r"Task (\d+):$")
 
 
 class SelfInstructScript:
-    """Scripted replies for the three Self-Instruct prompts.
+    """Scripted replies for the three Self-Instruct prompts, continuing each prompt's prefill.
 
-    Task prompts get a numbered list of tasks whose words come from a counter, so they are novel
-    unless `repeat` makes them copies; classification says yes for tasks containing "label";
+    Task prompts get `per_prompt` new numbered tasks whose words come from a counter, so they are
+    novel; every third is a labelling task, which the classification reply calls not open-ended;
     instances answer in the requested format.
     """
 
@@ -36,27 +36,25 @@ class SelfInstructScript:
         self.per_prompt = per_prompt
         self.counter = 0
 
-    def task_words(self, n: int) -> str:
+    def next_task(self) -> str:
+        self.counter += 1
+        kind = "label" if self.counter % 3 == 0 else "explain"
         # Distinct vocabulary per task keeps ROUGE-L between tasks low.
-        return " ".join(f"w{n}x{k}" for k in range(6))
+        return f"Please {kind} " + " ".join(f"w{self.counter}x{k}" for k in range(6))
 
     def __call__(self, request: ChatRequest) -> str:
         prompt = request.messages[-1].content
         if request.tag == "self_instruct_tasks":
-            first = int(_TASK_NUM.search(prompt).group(1))
-            lines = []
-            for i in range(self.per_prompt):
-                self.counter += 1
-                kind = "label" if self.counter % 3 == 0 else "explain"
-                lines.append(f"Task {first + i}: Please {kind} {self.task_words(self.counter)}")
+            first = int(_NEXT_TASK.search(request.prefill).group(1))
+            lines = [" " + self.next_task()]
+            lines += [f"Task {first + i}: {self.next_task()}" for i in range(1, self.per_prompt)]
             return "\n".join(lines)
-        if request.tag == "self_instruct_classify":
-            task = prompt.rsplit("Task: ", 1)[1]
-            return '{"classification": "yes"}' if "Please label" in task else '{"classification": "no"}'
         task = prompt.rsplit("Task: ", 1)[1].strip()
+        if request.tag == "self_instruct_classify":
+            return " no" if task.startswith("Please label") else " yes"
         if request.tag == "self_instruct_instances_output_first":
-            return f"Example 1\nClass label: positive\nInput: text for {task}"
-        return f"Example 1\nInput: input for {task}\nOutput: answer to {task}"
+            return f" positive\nInput: text for {task}"
+        return f" input for {task}\nOutput: answer to {task}"
 
 
 @pytest.fixture

@@ -1,0 +1,282 @@
+"""Self-Instruct with a scripted engine: prompts, parsing, every filter, pool growth, determinism."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from synth.engines import ChatRequest, Completion, ScriptedEngine
+from synth.generators.seeds import load_seed_tasks
+from synth.generators.self_instruct import (
+    SelfInstructGenerator,
+    instance_reasons,
+    parse_instances,
+    parse_is_classification,
+    parse_task_list,
+)
+from synth.schemas import SelfInstructConfig
+
+SEEDS = load_seed_tasks()
+
+
+def make(responder, **config) -> SelfInstructGenerator:
+    return SelfInstructGenerator(SelfInstructConfig(**config), ScriptedEngine(responder), SEEDS, run_id="run1")
+
+
+def listed_tasks(request: ChatRequest) -> list[str]:
+    return re.findall(r"^Task \d+: (.*)$", request.prefill, flags=re.MULTILINE)
+
+
+# -- prompts -------------------------------------------------------------------------------------
+
+
+def test_first_prompts_list_eight_seed_tasks_and_continue_from_task_nine(script):
+    gen = make(script)
+    request = gen.task_request(random.Random(0), batch=0, index=0)
+    tasks = listed_tasks(request)
+    assert len(tasks) == 8
+    assert set(tasks) <= {" ".join(s.instruction.split()) for s in SEEDS}
+    assert request.prefill.endswith("Task 9:")
+    assert request.stop == ["Task 17:"]
+    assert request.sampling.max_tokens == gen.config.task_sampling.max_tokens
+
+
+def test_prompts_mix_six_seeds_with_two_generated_tasks_once_the_pool_has_some(script):
+    gen = make(script)
+    machine = [f"Generated task number {i} about topic {i}" for i in range(5)]
+    gen.accept(machine)
+    tasks = listed_tasks(gen.task_request(random.Random(1), batch=1, index=0))
+    assert len(tasks) == 8
+    assert sum(t in machine for t in tasks) == 2
+
+
+def test_demo_counts_are_configurable(script):
+    gen = make(script, num_seed_demos=3, num_machine_demos=1, max_new_tasks_per_prompt=4)
+    gen.accept(["Generated task one about rivers"])
+    request = gen.task_request(random.Random(0), 0, 0)
+    assert len(listed_tasks(request)) == 4
+    assert request.prefill.endswith("Task 5:")
+    assert request.stop == ["Task 9:"]
+
+
+def test_classification_prompt_shows_seed_examples_and_asks_about_the_task(script):
+    gen = make(script)
+    request = gen.classify_request("Tell whether the review is positive", 0, 0)
+    prompt = request.messages[0].content
+    assert prompt.rstrip().endswith("Task: Tell whether the review is positive")
+    assert prompt.count("Open-ended: no") >= 1 and prompt.count("Open-ended: yes") >= 1
+    assert request.prefill == "Open-ended:"
+    assert request.sampling.temperature == 0.0
+
+
+def test_instance_prompts_are_output_first_for_classification_and_input_first_otherwise(script):
+    gen = make(script)
+    cls = gen.instance_request("Label the mood", True, 0, 0)
+    gen_ = gen.instance_request("Explain gravity", False, 0, 1)
+    assert cls.tag == "self_instruct_instances_output_first"
+    assert cls.prefill.endswith("Class label:")
+    assert gen_.tag == "self_instruct_instances_input_first"
+    assert gen_.prefill.endswith("Input:")
+
+
+def test_seed_text_with_placeholder_syntax_is_not_expanded(script):
+    seeds = [*SEEDS[:5], SEEDS[5].model_copy(update={"instruction": "Fill in {{instruction}} and {{examples}} literally"})]
+    gen = SelfInstructGenerator(SelfInstructConfig(), ScriptedEngine(script), seeds)
+    request = gen.instance_request("Fill in {{examples}} literally please", False, 0, 0)
+    assert "Task: Fill in {{examples}} literally please" in request.messages[0].content
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def test_task_list_parsing_handles_numbering_styles_continuations_and_preamble():
+    text = (
+        "Here are more tasks:\n"
+        "Task 9: Name three rivers in Europe.\n"
+        "10. Summarize the paragraph\nin one sentence.\n"
+        "\n"
+        "A stray remark that belongs to no task.\n"
+        "**Task 11:** Convert 5 miles to kilometers.\n"
+        "12) Give a synonym for happy.\n"
+        "Task 13:\n"
+    )
+    assert parse_task_list(text) == [
+        "Name three rivers in Europe.",
+        "Summarize the paragraph in one sentence.",
+        "Convert 5 miles to kilometers.",
+        "Give a synonym for happy.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [(" no", True), (" yes", False), ("No.", True), ("YES, it is", False), (" not sure", None), ("nope", None), ("", None), ("maybe", None)],
+)
+def test_classification_verdict_is_parsed_strictly(reply, expected):
+    assert parse_is_classification(reply) is expected
+
+
+def test_input_first_instances_parse_with_empty_inputs_and_stop_at_a_new_task():
+    text = "Example 1\nInput: None\nOutput: Paris.\nExample 2\nInput: Italy\nOutput: Rome.\nTask: Another task\nInput: x\nOutput: y"
+    assert parse_instances(text, classification=False) == [("", "Paris."), ("Italy", "Rome.")]
+
+
+def test_reply_without_fields_is_the_output_of_a_task_without_input():
+    assert parse_instances("Example 1\nInput: The sky is blue because of scattering.", False) == []
+    assert parse_instances("Light scatters off air molecules.", False) == [("", "Light scatters off air molecules.")]
+
+
+def test_output_first_instances_take_the_label_as_output():
+    text = "Example 1\nClass label: Positive\nInput: I loved it.\nExample 2\nClass label: Negative\nInput: Awful."
+    assert parse_instances(text, classification=True) == [("I loved it.", "Positive"), ("Awful.", "Negative")]
+    assert parse_instances("Positive, probably.", classification=True) == []
+
+
+def test_instance_filters_name_each_rule():
+    pairs = [
+        ("a", ""),  # empty output
+        ("same", "Same"),  # output equals input
+        ("q", "one"),
+        ("q", "two"),  # conflicting outputs for input q: both go
+        ("x", "y"),
+        ("x", "y"),  # duplicate
+        ("z", "w"),  # over the limit of 1 kept
+    ]
+    assert instance_reasons(pairs, limit=1) == [
+        "empty output",
+        "output equals input",
+        "conflicting outputs for one input",
+        "conflicting outputs for one input",
+        None,
+        "duplicate instance",
+        "over the per-task instance limit",
+    ]
+
+
+# -- batches -------------------------------------------------------------------------------------
+
+
+def test_batch_produces_records_with_provenance_and_grows_the_pool(script):
+    gen = make(script, prompts_per_batch=2)
+    result = gen.run_batch(0)
+    assert len(result.accepted_tasks) == 6
+    assert gen.machine_tasks == []  # the pool changes only on accept
+    gen.accept(result.accepted_tasks)
+    assert gen.machine_tasks == result.accepted_tasks
+    assert len(result.kept) == 6
+    by_task = {r.instruction: r for r in result.kept}
+    labelled = [t for t in result.accepted_tasks if t.startswith("Please label")]
+    assert labelled and all(by_task[t].is_classification and by_task[t].output == "positive" for t in labelled)
+    record = result.kept[0]
+    assert record.generator == "self_instruct"
+    assert record.run_id == "run1" and record.batch == 0 and record.model == "scripted"
+    assert record.template_hash and record.sampling.seed is not None
+    assert record.messages[0].role == "user" and record.messages[1].content == record.output
+    assert record.novelty_neighbors and 0 <= record.novelty_rouge_l <= 0.7
+
+    second = gen.engine.calls
+    gen.run_batch(1)
+    later_prompts = [listed_tasks(r) for r in gen.engine.calls[len(second) - 3 :][0]]
+    assert any(set(p) & set(result.accepted_tasks) for p in later_prompts)
+
+
+def test_duplicate_tasks_across_prompts_of_one_batch_keep_only_one():
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_tasks":
+            return " Describe the water cycle for a science class.\nTask 10: Explain why leaves change color in autumn."
+        if request.tag == "self_instruct_classify":
+            return " yes"
+        return " None\nOutput: An answer."
+
+    result = make(responder, prompts_per_batch=3).run_batch(0)
+    assert len(result.accepted_tasks) == 2
+    novelty = [r for r in result.rejects if r.stage == "novelty"]
+    assert len(novelty) == 0  # exact repeats collapse before scoring...
+    result = make(lambda r: responder(r).replace("class.", "class today.") if r.sampling.seed % 2 else responder(r), prompts_per_batch=6).run_batch(0)
+    novelty = [r for r in result.rejects if r.stage == "novelty"]
+    assert novelty and all(r.novelty_rouge_l > 0.7 and r.reason == "ROUGE-L above 0.7" for r in novelty)
+    assert all(r.novelty_neighbors[0] in result.accepted_tasks for r in novelty)
+
+
+def test_heuristic_failures_are_rejects_with_reasons(script):
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_tasks":
+            return " Draw a picture of a horse in the field.\nTask 10: Write a program that prints primes.\nTask 11: Hi."
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    reasons = sorted(r.reason for r in result.rejects if r.stage == "heuristic")
+    assert reasons == ["non-text modality (draw)", "starts with 'write a program'", "too short (<= 3 words)"]
+    assert result.kept == []
+
+
+def test_truncated_reply_drops_its_last_task(script):
+    def responder(request: ChatRequest):
+        if request.tag == "self_instruct_tasks":
+            return Completion(text=" Name the planets of the solar system.\nTask 10: Describe how volcanoes form and why they", finish_reason="length")
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    assert result.accepted_tasks == ["Name the planets of the solar system."]
+    [cut] = [r for r in result.rejects if r.stage == "parse"]
+    assert cut.reason == "cut off at the token limit"
+    assert cut.instruction.startswith("Describe how volcanoes")
+
+
+def test_unparseable_and_failed_replies_become_rejects_keeping_the_raw_text(script):
+    def responder(request: ChatRequest):
+        if request.tag == "self_instruct_tasks":
+            if request.sampling.seed % 2:
+                return Completion(text="", finish_reason="error", error="boom")
+            return "\n\n"  # the model ended its turn without writing task 9
+        return script(request)
+
+    result = make(responder, prompts_per_batch=6).run_batch(0)
+    stages = {(r.stage, r.reason) for r in result.rejects}
+    assert stages <= {("engine", "engine error"), ("parse", "no numbered tasks in reply")}
+    assert len(result.rejects) == 6
+    assert all(r.raw == "\n\n" for r in result.rejects if r.stage == "parse")
+    assert {r.stage for r in result.rejects} == {"engine", "parse"}
+    assert all(r.detail == "boom" for r in result.rejects if r.stage == "engine")
+
+
+def test_unparseable_classification_is_a_reject_not_a_guess(script):
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_classify":
+            return " it depends"
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    assert result.kept == []
+    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {("classification", "unparseable verdict", " it depends")}
+    assert len(result.rejects) == len(result.accepted_tasks) == 3
+
+
+def test_instances_failing_filters_are_rejects_tied_to_their_task(script):
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_instances_input_first":
+            return " same text\nOutput: same text"
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    rejected = [r for r in result.rejects if r.stage == "instance"]
+    assert rejected and all(r.reason == "output equals input" and r.instruction for r in rejected)
+
+
+def test_same_seed_and_replies_give_identical_batches_and_another_seed_differs(script):
+    from tests.conftest import SelfInstructScript
+
+    def run(seed: int):
+        gen = make(SelfInstructScript(), seed=seed, prompts_per_batch=3)
+        out = []
+        for b in range(3):
+            r = gen.run_batch(b)
+            gen.accept(r.accepted_tasks)
+            out.append(([x.id for x in r.kept], [x.id for x in r.rejects]))
+        prompts = [[q.prefill for q in call] for call in gen.engine.calls]
+        return out, prompts
+
+    assert run(5) == run(5)
+    assert run(5)[1] != run(6)[1]
