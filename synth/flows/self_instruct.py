@@ -16,7 +16,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from synth.engines import get_engine
+from synth.engines import Engine, get_engine
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.generators.templates import load_template
@@ -79,13 +79,24 @@ def generate_batch(generator: SelfInstructGenerator, writer: DatasetWriter, rid:
 
 
 def run_self_instruct(
-    config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, seeds: list[SeedTask] | None = None
+    config: SelfInstructConfig,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    *,
+    model: Engine | None = None,
+    batch_retries: int = 2,
 ) -> dict[str, Any]:
-    """Run (or resume) Self-Instruct into `dataset`; returns a summary of the run."""
-    seeds = seeds if seeds is not None else load_seed_tasks(config.seeds)
+    """Run (or resume) Self-Instruct into `dataset`; returns a summary of the run.
+
+    `model` overrides the engine built from `engine` (tests pass a scripted one; `engine` still
+    names the model in the run id). A batch whose engine calls fail is retried `batch_retries`
+    times with backoff; it changes nothing until it commits, so a retry starts clean.
+    """
+    seeds = load_seed_tasks(config.seeds)
     rid = self_instruct_run_id(config, engine, seeds)
+    run_batch = generate_batch.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
-        model = get_engine(engine)
+        model = model or get_engine(engine)
         run = writer.start_run(
             RunInfo(run_id=rid, generator=GENERATOR, config=config.model_dump(), engine=engine.model_dump(), model=model.model_name)
         )
@@ -95,7 +106,7 @@ def run_self_instruct(
         batch = run.batches_done
         while run.kept < config.num_records and batch < config.max_batches:
             prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
-            generate_batch(generator, writer, rid, batch, prompts)
+            run_batch(generator, writer, rid, batch, prompts)
             batch += 1
         writer.finish_run(rid)
         return {
@@ -115,3 +126,4 @@ def self_instruct_flow(
 ) -> dict[str, Any]:
     """Self-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
     return run_self_instruct(config, engine or VLLMEngineConfig(), dataset)
+

@@ -1,0 +1,147 @@
+"""The Self-Instruct flow end to end on a scripted engine: targets, resume, runs side by side."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from synth.engines import ChatRequest, EngineError, ScriptedEngine
+from synth.flows.self_instruct import run_self_instruct, self_instruct_flow
+from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
+from synth.shards import read_manifest, scan, verify
+from tests.conftest import SelfInstructScript
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ENGINE = ScriptedEngineConfig()
+
+
+def run(path, model=None, retries: int = 0, **config):
+    config.setdefault("prompts_per_batch", 2)
+    return run_self_instruct(
+        SelfInstructConfig(**config),
+        ENGINE,
+        DatasetConfig(path=str(path), shard_rows=4),
+        model=model or ScriptedEngine(SelfInstructScript()),
+        batch_retries=retries,
+    )
+
+
+def contents(path) -> tuple[list, list]:
+    kept = scan(path).select("id", "instruction", "input", "output", "batch").sort("id").collect().rows()
+    rejects = scan(path, "rejects").select("id", "stage", "reason", "batch").sort("id").collect().rows()
+    return kept, rejects
+
+
+def test_run_keeps_records_until_the_target_and_writes_a_valid_dataset(tmp_path):
+    summary = run(tmp_path / "ds", num_records=10)
+    assert summary["reached_target"] and summary["kept"] >= 10
+    manifest = read_manifest(tmp_path / "ds")
+    [info] = manifest.runs.values()
+    assert info.status == "finished" and info.kept == summary["kept"]
+    assert manifest.rows("kept") == summary["kept"]
+    assert verify(tmp_path / "ds") == []
+    frame = pl.read_parquet(tmp_path / "ds" / "data" / "*.parquet")
+    assert frame.height == summary["kept"] and frame["id"].n_unique() == frame.height
+
+
+def test_last_batch_is_sized_from_the_yield_so_the_target_is_not_overshot_much(tmp_path):
+    summary = run(tmp_path / "ds", num_records=7, prompts_per_batch=8)  # 3 records per prompt
+    assert 7 <= summary["kept"] < 7 + 8 * 3
+
+
+def test_budget_stops_a_run_that_cannot_reach_its_target(tmp_path):
+    def refuses(request: ChatRequest) -> str:
+        return ""
+
+    summary = run(tmp_path / "ds", model=ScriptedEngine(refuses), num_records=5, max_batches=3)
+    assert not summary["reached_target"] and summary["batches"] == 3 and summary["kept"] == 0
+    assert summary["rejects_by_reason"] == {"parse": {"no numbered tasks in reply": 6}}
+
+
+def test_rerunning_with_a_larger_budget_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    run(tmp_path / "whole", num_records=1000, max_batches=4)
+    run(tmp_path / "parts", num_records=1000, max_batches=2)
+    # A fresh script object: the resumed run must not depend on the replies' counter state,
+    # only on what the dataset holds. Replies are numbered from where the first run stopped.
+    script = SelfInstructScript()
+    script.counter = 2 * 2 * 3
+    run(tmp_path / "parts", model=ScriptedEngine(script), num_records=1000, max_batches=4)
+    assert contents(tmp_path / "parts") == contents(tmp_path / "whole")
+    manifest = read_manifest(tmp_path / "parts")
+    assert len(manifest.runs) == 1 and next(iter(manifest.runs.values())).batches_done == 4
+
+
+def test_resumed_run_rebuilds_the_task_pool_from_the_shards(tmp_path):
+    first = ScriptedEngine(SelfInstructScript())
+    run(tmp_path / "ds", model=first, num_records=1000, max_batches=1)
+    accepted = scan(tmp_path / "ds").select("instruction").collect()["instruction"].to_list()
+    script = SelfInstructScript()
+    script.counter = 100
+    second = ScriptedEngine(script)
+    run(tmp_path / "ds", model=second, num_records=1000, max_batches=2, num_machine_demos=2)
+    listed = "\n".join(r.prefill for r in second.calls[0])
+    assert any(task in listed for task in accepted)
+
+
+def test_a_batch_that_fails_commits_nothing_and_the_rerun_finishes_the_job(tmp_path):
+    class Flaky(ScriptedEngine):
+        def __init__(self, fail_on_call: int) -> None:
+            super().__init__(SelfInstructScript())
+            self.fail_on_call = fail_on_call
+
+        def chat(self, requests):
+            if len(self.calls) == self.fail_on_call:
+                raise EngineError("server went away")
+            return super().chat(requests)
+
+    run(tmp_path / "whole", num_records=1000, max_batches=3)
+    # Call 4 is batch 1's classification step: batch 0 is committed, batch 1 is half done.
+    with pytest.raises(EngineError):
+        run(tmp_path / "crashed", model=Flaky(fail_on_call=4), num_records=1000, max_batches=3)
+    manifest = read_manifest(tmp_path / "crashed")
+    assert next(iter(manifest.runs.values())).batches_done == 1
+    script = SelfInstructScript()
+    script.counter = 2 * 3
+    run(tmp_path / "crashed", model=ScriptedEngine(script), num_records=1000, max_batches=3)
+    assert contents(tmp_path / "crashed") == contents(tmp_path / "whole")
+
+
+def test_a_failed_batch_is_retried_from_a_clean_state(tmp_path):
+    class FailsOnce(ScriptedEngine):
+        failed = False
+
+        def chat(self, requests):
+            if len(self.calls) == 2 and not self.failed:
+                self.failed = True
+                raise EngineError("timeout")
+            return super().chat(requests)
+
+    engine = FailsOnce(SelfInstructScript())
+    summary = run(tmp_path / "ds", model=engine, retries=1, num_records=1000, max_batches=2)
+    assert engine.failed and summary["batches"] == 2
+    kept = scan(tmp_path / "ds").collect()
+    assert kept["id"].n_unique() == kept.height
+
+
+def test_a_second_run_adds_beside_the_first_without_touching_its_shards(tmp_path):
+    run(tmp_path / "ds", num_records=6, seed=0)
+    before = {s.path: s.sha256 for s in read_manifest(tmp_path / "ds").shards}
+    run(tmp_path / "ds", num_records=6, seed=1)
+    manifest = read_manifest(tmp_path / "ds")
+    assert len(manifest.runs) == 2
+    after = {s.path: s.sha256 for s in manifest.shards}
+    assert all(after[p] == h for p, h in before.items())
+    assert verify(tmp_path / "ds") == []
+
+
+def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
+    import synth.flows.self_instruct as module
+
+    monkeypatch.setattr(module, "get_engine", lambda config: ScriptedEngine(SelfInstructScript()))
+    summary = self_instruct_flow(
+        config=SelfInstructConfig(num_records=4, prompts_per_batch=2),
+        dataset=DatasetConfig(path=str(tmp_path / "ds")),
+        engine=ENGINE,
+    )
+    assert summary["kept"] >= 4
+    assert scan(tmp_path / "ds").collect().height == summary["kept"]
