@@ -78,7 +78,7 @@ class OpenAIEngine:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
                 response = self._client.post("/chat/completions", json=body)
-            except httpx.TransportError as e:
+            except httpx.RequestError as e:  # connection, timeout, protocol and decoding errors
                 last_error = f"{type(e).__name__}: {e}"
                 continue
             if response.status_code in _RETRY_STATUS:
@@ -94,8 +94,8 @@ class OpenAIEngine:
                 return Completion(
                     text=choice["message"].get("content") or "",
                     finish_reason="length" if reason == "length" else "stop",
-                    prompt_tokens=usage.get("prompt_tokens", 0),
-                    completion_tokens=usage.get("completion_tokens", 0),
+                    prompt_tokens=usage.get("prompt_tokens") or 0,
+                    completion_tokens=usage.get("completion_tokens") or 0,
                 )
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 return Completion(text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}")

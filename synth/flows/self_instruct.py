@@ -71,6 +71,7 @@ def generate_batch(generator: SelfInstructGenerator, writer: DatasetWriter, rid:
     state = {"prompts_sent": run.state.get("prompts_sent", 0) + result.prompts}
     shards = writer.commit_batch(rid, batch, result.kept, result.rejects, state=state)
     generator.accept(result.accepted_tasks)
+    run = writer.manifest.runs[rid]
     get_run_logger().info(
         "batch %d: %d prompts, %d new tasks, %d records kept, %d rejected (run total %d/%d kept)",
         batch, prompts, len(result.accepted_tasks), len(result.kept), len(result.rejects), run.kept, generator.config.num_records,
@@ -97,18 +98,19 @@ def run_self_instruct(
     run_batch = generate_batch.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
-        run = writer.start_run(
+        writer.start_run(
             RunInfo(run_id=rid, generator=GENERATOR, config=config.model_dump(), engine=engine.model_dump(), model=model.model_name)
         )
-        run.config = config.model_dump()
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
         generator.accept(accepted_tasks(dataset.path, rid))
-        batch = run.batches_done
-        while run.kept < config.num_records and batch < config.max_batches:
+        while True:
+            run = writer.manifest.runs[rid]
+            if run.kept >= config.num_records or run.batches_done >= config.max_batches:
+                break
             prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
-            run_batch(generator, writer, rid, batch, prompts)
-            batch += 1
+            run_batch(generator, writer, rid, run.batches_done, prompts)
         writer.finish_run(rid)
+        run = writer.manifest.runs[rid]
         return {
             "run_id": rid,
             "dataset": str(dataset.path),

@@ -133,9 +133,10 @@ def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
     except UnicodeDecodeError as e:
         raise ConfigFileError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        if p.suffix == ".toml":
+        suffix = p.suffix.lower()
+        if suffix == ".toml":
             data = tomllib.loads(text)
-        elif p.suffix == ".json":
+        elif suffix == ".json":
             data = json.loads(text)
         else:
             data = yaml.safe_load(text)

@@ -51,6 +51,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _is_temp(path: Path) -> bool:
+    """A temporary file of `atomic_write_bytes` (a crash can leave one behind)."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -93,7 +98,7 @@ class DatasetWriter:
         if self.path.exists() and not self.path.is_dir():
             raise DatasetError(f"{self.path}: exists and is not a directory")
         if self.path.is_dir() and not (self.path / MANIFEST).exists():
-            foreign = {p.name for p in self.path.iterdir()} - {*_DIRS.values(), ".lock"}
+            foreign = {p.name for p in self.path.iterdir() if not _is_temp(p)} - {*_DIRS.values(), ".lock"}
             if foreign:
                 raise DatasetError(f"{self.path}: directory is not empty and holds no dataset; choose another --out")
         for sub in _DIRS.values():
@@ -116,22 +121,29 @@ class DatasetWriter:
             self._lock = None
 
     def _remove_orphans(self) -> None:
+        """Remove what a crashed writer left: unlisted shards and half-written temporary files."""
         listed = {s.path for s in self.manifest.shards}
+        for file in self.path.iterdir():
+            if _is_temp(file):
+                file.unlink()
         for sub in _DIRS.values():
             for file in (self.path / sub).iterdir():
                 rel = f"{sub}/{file.name}"
-                if rel not in listed and (file.suffix in (".parquet", ".tmp")):
+                if rel not in listed and (file.suffix == ".parquet" or _is_temp(file)):
                     file.unlink()
 
     def start_run(self, run: RunInfo) -> RunInfo:
-        """Register `run`, or return the recorded one with the same id so the caller can resume it."""
-        existing = self.manifest.runs.get(run.run_id)
+        """Register `run`, or reopen the recorded one with the same id (its progress kept, its
+        config replaced by the new one, which may ask for more) so the caller can resume it."""
+        manifest = self.manifest.model_copy(deep=True)
+        existing = manifest.runs.get(run.run_id)
         if existing is not None:
             existing.status = "running"
-            return existing
-        self.manifest.runs[run.run_id] = run
-        self._save()
-        return run
+            existing.config = run.config
+        else:
+            manifest.runs[run.run_id] = run
+        self._save(manifest)
+        return self.manifest.runs[run.run_id]
 
     def _write_shards(self, rows: Sequence[Record], kind: Literal["kept", "rejects"], run_id: str, batch: int) -> list[ShardInfo]:
         schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
@@ -163,11 +175,14 @@ class DatasetWriter:
         A crash before the manifest is replaced leaves the batch unrecorded: it is generated again
         on resume and its stray shards are removed, so no record is ever written twice.
         """
-        run = self.manifest.runs[run_id]
-        if batch < run.batches_done:
+        if batch < self.manifest.runs[run_id].batches_done:
             raise DatasetError(f"{self.path}: batch {batch} of run {run_id} is already committed")
         shards = self._write_shards(list(kept), "kept", run_id, batch) + self._write_shards(list(rejects), "rejects", run_id, batch)
-        self.manifest.shards.extend(shards)
+        # Change a copy and adopt it only once it is on disk: a failed manifest write leaves this
+        # writer as it was, so the same batch can be retried.
+        manifest = self.manifest.model_copy(deep=True)
+        manifest.shards.extend(shards)
+        run = manifest.runs[run_id]
         run.batches_done = batch + 1
         run.kept += len(kept)
         run.rejected += len(rejects)
@@ -177,19 +192,23 @@ class DatasetWriter:
         if state is not None:
             run.state = state
         run.updated_at = datetime.now(UTC)
-        self._save()
+        self._save(manifest)
         return shards
 
     def finish_run(self, run_id: str) -> None:
-        run = self.manifest.runs[run_id]
+        manifest = self.manifest.model_copy(deep=True)
+        run = manifest.runs[run_id]
         run.status = "finished"
         run.updated_at = datetime.now(UTC)
-        self._save()
+        self._save(manifest)
 
-    def _save(self) -> None:
-        self.manifest.updated_at = datetime.now(UTC)
-        atomic_write_bytes(self.path / MANIFEST, self.manifest.model_dump_json(indent=2).encode())
-        write_card(self.path, self.manifest)
+    def _save(self, manifest: Manifest | None = None) -> None:
+        """Write `manifest` (default: the current one) and adopt it once it is on disk."""
+        manifest = manifest or self.manifest
+        manifest.updated_at = datetime.now(UTC)
+        atomic_write_bytes(self.path / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        self.manifest = manifest
+        write_card(self.path, manifest)
 
 
 def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept") -> pl.LazyFrame:
