@@ -27,6 +27,8 @@ demo: setup
 	$(BIN)/synth generate self-instruct --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
 test: setup
+	$(BIN)/ruff check synth tests bench
+	$(BIN)/mypy synth
 	$(BIN)/pytest
 
 lint: setup

@@ -75,7 +75,8 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def vllm_engine():
     """The real in-process vLLM engine on the embedded model, loaded once for the session."""
-    from synth.engines import get_engine
+    from synth.engines import close_engines, get_engine
     from synth.schemas import VLLMEngineConfig
 
-    return get_engine(VLLMEngineConfig())
+    yield get_engine(VLLMEngineConfig())
+    close_engines()

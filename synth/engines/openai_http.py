@@ -85,7 +85,9 @@ class OpenAIEngine:
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
             if response.status_code >= 400:
-                return Completion(text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}")
+                return Completion(
+                    text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}"
+                )
             try:
                 data = response.json()
                 choice = data["choices"][0]
@@ -98,7 +100,9 @@ class OpenAIEngine:
                     completion_tokens=usage.get("completion_tokens") or 0,
                 )
             except (ValueError, KeyError, IndexError, TypeError) as e:
-                return Completion(text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}")
+                return Completion(
+                    text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}"
+                )
         log.warning("request failed after %d attempts: %s", self.config.max_retries + 1, last_error)
         return Completion(text="", finish_reason="error", error=last_error)
 

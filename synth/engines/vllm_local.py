@@ -93,7 +93,7 @@ class VLLMEngine:
             indices = [i for i, r in enumerate(requests) if (r.prefill is not None) == prefilled]
             if not indices:
                 continue
-            conversations = []
+            conversations: list[Any] = []
             for i in indices:
                 turns = [m.model_dump() for m in requests[i].messages]
                 if prefilled:
@@ -127,4 +127,8 @@ class VLLMEngine:
         return completions
 
     def close(self) -> None:
+        """Stop vLLM's engine processes now (otherwise they stop when the interpreter exits)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
         del self.llm

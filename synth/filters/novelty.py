@@ -71,7 +71,9 @@ class RougeNoveltyIndex:
     def _scores(self, queries: list[list[int]], choices: list[list[int]]) -> np.ndarray:
         if not queries or not choices:
             return np.zeros((len(queries), len(choices)), dtype=np.float64)
-        scores = process.cdist(queries, choices, scorer=Indel.normalized_similarity, processor=None, workers=self.workers, dtype=np.float64)
+        scores = process.cdist(
+            queries, choices, scorer=Indel.normalized_similarity, processor=None, workers=self.workers, dtype=np.float64
+        )
         # rapidfuzz says 1.0 for two empty lists; ROUGE-L says 0.
         empty_q = np.array([not q for q in queries])
         empty_c = np.array([not c for c in choices])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,14 +62,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
         f"in {summary['batches']} batches (run {summary['run_id']}){status}"
     )
-    console.print(f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   manifest: {path / 'manifest.json'}")
+    console.print(
+        f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   manifest: {path / 'manifest.json'}"
+    )
 
 
 @generate_app.command("self-instruct")
 def generate_self_instruct(
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
     seeds: Annotated[
-        Path | None, typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt.")
+        Path | None,
+        typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt."),
     ] = None,
     num: Annotated[int, typer.Option("--num", min=1, help="Records (instances) to keep.")] = 100,
     engine_config: EngineOpt = None,
@@ -92,7 +94,7 @@ def generate_self_instruct(
 
     try:
         engine = _load_engine(engine_config)
-        seed_tasks = load_seed_tasks(seeds)
+        load_seed_tasks(seeds)
         config = SelfInstructConfig(
             seeds=str(seeds) if seeds else None,
             num_records=num,
@@ -103,7 +105,9 @@ def generate_self_instruct(
         )
         from synth.flows.self_instruct import self_instruct_flow
 
-        summary = self_instruct_flow(config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine)
+        summary = self_instruct_flow(
+            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine
+        )
     except (SeedFileError, ConfigFileError, DatasetError, EngineError) as e:
         _fail(str(e))
     print_summary(summary)
@@ -127,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

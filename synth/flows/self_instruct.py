@@ -64,7 +64,9 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
 
 
 @task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
-def generate_batch(generator: SelfInstructGenerator, writer: DatasetWriter, rid: str, batch: int, prompts: int) -> list[str]:
+def generate_batch(
+    generator: SelfInstructGenerator, writer: DatasetWriter, rid: str, batch: int, prompts: int
+) -> list[str]:
     """Generate one batch and commit it; returns the paths of the shards written."""
     result = generator.run_batch(batch, prompts)
     run = writer.manifest.runs[rid]
@@ -99,7 +101,13 @@ def run_self_instruct(
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
         writer.start_run(
-            RunInfo(run_id=rid, generator=GENERATOR, config=config.model_dump(), engine=engine.model_dump(), model=model.model_name)
+            RunInfo(
+                run_id=rid,
+                generator=GENERATOR,
+                config=config.model_dump(),
+                engine=engine.model_dump(),
+                model=model.model_name,
+            )
         )
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
         generator.accept(accepted_tasks(dataset.path, rid))
@@ -128,4 +136,3 @@ def self_instruct_flow(
 ) -> dict[str, Any]:
     """Self-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
     return run_self_instruct(config, engine or VLLMEngineConfig(), dataset)
-

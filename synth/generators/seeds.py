@@ -36,8 +36,8 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise SeedFileError(f"{file}:{line}: not UTF-8 text (byte {e.start})") from None
+        bad_line = raw[: e.start].count(b"\n") + 1
+        raise SeedFileError(f"{file}:{bad_line}: not UTF-8 text (byte {e.start})") from None
     tasks: list[SeedTask] = []
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):

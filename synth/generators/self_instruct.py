@@ -221,7 +221,9 @@ class SelfInstructGenerator:
     def instance_request(self, instruction: str, classification: bool, batch: int, index: int) -> ChatRequest:
         template = self.t_output_first if classification else self.t_input_first
         prompt = template.render(
-            examples=self._demo_block(classification), instruction=instruction, max_examples=self.config.instances_per_task
+            examples=self._demo_block(classification),
+            instruction=instruction,
+            max_examples=self.config.instances_per_task,
         )
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
@@ -292,16 +294,22 @@ class SelfInstructGenerator:
         candidates: list[str] = []
         for request, reply in zip(requests, replies, strict=True):
             if reply.finish_reason == "error":
-                out.rejects.append(self._reject(batch, "engine", "engine error", self.t_tasks, detail=reply.error or ""))
+                out.rejects.append(
+                    self._reject(batch, "engine", "engine error", self.t_tasks, detail=reply.error or "")
+                )
                 continue
-            tasks = parse_task_list(request.prefill.rsplit("\n", 1)[-1] + reply.text)
+            tasks = parse_task_list((request.prefill or "").rsplit("\n", 1)[-1] + reply.text)
             if not tasks:
-                out.rejects.append(self._reject(batch, "parse", "no numbered tasks in reply", self.t_tasks, raw=reply.text))
+                out.rejects.append(
+                    self._reject(batch, "parse", "no numbered tasks in reply", self.t_tasks, raw=reply.text)
+                )
                 continue
             if reply.finish_reason == "length":
                 cut = tasks.pop()
                 out.rejects.append(
-                    self._reject(batch, "parse", "cut off at the token limit", self.t_tasks, instruction=cut, raw=reply.text)
+                    self._reject(
+                        batch, "parse", "cut off at the token limit", self.t_tasks, instruction=cut, raw=reply.text
+                    )
                 )
             candidates.extend(tasks[: self.config.max_new_tasks_per_prompt])
         return candidates
@@ -315,7 +323,15 @@ class SelfInstructGenerator:
             if verdict is None:
                 reason = "engine error" if reply.finish_reason == "error" else "unparseable verdict"
                 out.rejects.append(
-                    self._reject(batch, "classification", reason, self.t_classify, instruction=task, raw=reply.text, detail=reply.error or "")
+                    self._reject(
+                        batch,
+                        "classification",
+                        reason,
+                        self.t_classify,
+                        instruction=task,
+                        raw=reply.text,
+                        detail=reply.error or "",
+                    )
                 )
             else:
                 labels[task] = verdict
@@ -334,20 +350,28 @@ class SelfInstructGenerator:
                 novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors,
             )  # fmt: skip
             if reply.finish_reason == "error":
-                out.rejects.append(self._reject(batch, "instance", "engine error", template, detail=reply.error or "", **common))
+                out.rejects.append(
+                    self._reject(batch, "instance", "engine error", template, detail=reply.error or "", **common)
+                )
                 continue
             pairs = parse_instances((request.prefill or "") + reply.text, classification)
             if reply.finish_reason == "length" and pairs:
                 inp, outp = pairs.pop()
                 out.rejects.append(
-                    self._reject(batch, "instance", "cut off at the token limit", template, input=inp, output=outp, **common)
+                    self._reject(
+                        batch, "instance", "cut off at the token limit", template, input=inp, output=outp, **common
+                    )
                 )
             if not pairs:
-                out.rejects.append(self._reject(batch, "instance", "no instances in reply", template, raw=reply.text, **common))
+                out.rejects.append(
+                    self._reject(batch, "instance", "no instances in reply", template, raw=reply.text, **common)
+                )
                 continue
             for (inp, outp), reason in zip(pairs, instance_reasons(pairs, self.config.instances_per_task), strict=True):
                 if reason:
-                    out.rejects.append(self._reject(batch, "instance", reason, template, input=inp, output=outp, **common))
+                    out.rejects.append(
+                        self._reject(batch, "instance", reason, template, input=inp, output=outp, **common)
+                    )
                 else:
                     out.kept.append(
                         Record(

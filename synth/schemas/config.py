@@ -66,9 +66,7 @@ class ScriptedEngineConfig(_Strict):
     seed: int = 0
 
 
-EngineConfig = Annotated[
-    VLLMEngineConfig | OpenAIEngineConfig | ScriptedEngineConfig, Field(discriminator="kind")
-]
+EngineConfig = Annotated[VLLMEngineConfig | OpenAIEngineConfig | ScriptedEngineConfig, Field(discriminator="kind")]
 
 
 class EngineSettings(_Strict):
@@ -150,7 +148,5 @@ def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
         raise ConfigFileError(f"{p}: {problems}") from None

@@ -45,9 +45,7 @@ class RunInfo(BaseModel):
     kept: int = 0
     rejected: int = 0
     rejects_by_reason: dict[str, dict[str, int]] = Field(default_factory=dict)
-    state: dict[str, Any] = Field(
-        default_factory=dict, description="Generator state needed to resume (small, JSON)."
-    )
+    state: dict[str, Any] = Field(default_factory=dict, description="Generator state needed to resume (small, JSON).")
 
 
 class Manifest(BaseModel):

@@ -1,6 +1,6 @@
 """Parquet shard store: atomic shard writes, the manifest, the dataset card and a lazy reader."""
 
-from synth.shards.columns import REJECT_SCHEMA, RECORD_SCHEMA
+from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
 from synth.shards.store import (
     MANIFEST,
     DatasetBusyError,

@@ -55,7 +55,13 @@ def render_card(manifest: Manifest) -> str:
         lines.append(
             f"| `{run.run_id}` | {run.generator} | {run.model} | {run.batches_done} | {run.kept} | {run.rejected} | {run.status} |"
         )
-    lines += ["", "Each run's full configuration is in `manifest.json`.", "", "## Funnel: rejects by stage and reason", ""]
+    lines += [
+        "",
+        "Each run's full configuration is in `manifest.json`.",
+        "",
+        "## Funnel: rejects by stage and reason",
+        "",
+    ]
     by_reason = manifest.rejects_by_reason()
     if by_reason:
         lines += ["| stage | reason | count |", "|---|---|---|"]

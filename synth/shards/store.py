@@ -29,7 +29,7 @@ import polars as pl
 
 from synth.schemas import SCHEMA_VERSION, Manifest, Record, Reject, RunInfo, ShardInfo
 from synth.shards.card import write_card
-from synth.shards.columns import REJECT_SCHEMA, RECORD_SCHEMA, to_frame
+from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
 
 MANIFEST = "manifest.json"
 _DIRS = {"kept": "data", "rejects": "rejects"}
@@ -81,7 +81,9 @@ def read_manifest(path: str | Path) -> Manifest:
     except ValueError as e:
         raise DatasetError(f"{file}: not a valid manifest: {e}") from None
     if manifest.schema_version > SCHEMA_VERSION:
-        raise DatasetError(f"{file}: schema version {manifest.schema_version} is newer than this tool's {SCHEMA_VERSION}")
+        raise DatasetError(
+            f"{file}: schema version {manifest.schema_version} is newer than this tool's {SCHEMA_VERSION}"
+        )
     return manifest
 
 
@@ -108,7 +110,9 @@ class DatasetWriter:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise DatasetBusyError(f"{self.path}: another run is writing to this dataset; wait for it to finish") from None
+            raise DatasetBusyError(
+                f"{self.path}: another run is writing to this dataset; wait for it to finish"
+            ) from None
         self._lock = lock
         self.manifest = read_manifest(self.path)
         self._remove_orphans()
@@ -145,7 +149,9 @@ class DatasetWriter:
         self._save(manifest)
         return self.manifest.runs[run.run_id]
 
-    def _write_shards(self, rows: Sequence[Record], kind: Literal["kept", "rejects"], run_id: str, batch: int) -> list[ShardInfo]:
+    def _write_shards(
+        self, rows: Sequence[Record], kind: Literal["kept", "rejects"], run_id: str, batch: int
+    ) -> list[ShardInfo]:
         schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
         shards = []
         for part, start in enumerate(range(0, len(rows), self.shard_rows)):
@@ -158,7 +164,15 @@ class DatasetWriter:
             data = buffer.getvalue()
             atomic_write_bytes(self.path / rel, data)
             shards.append(
-                ShardInfo(path=rel, kind=kind, rows=len(chunk), bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), run_id=run_id, batch=batch)
+                ShardInfo(
+                    path=rel,
+                    kind=kind,
+                    rows=len(chunk),
+                    bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    run_id=run_id,
+                    batch=batch,
+                )
             )
         return shards
 
@@ -177,7 +191,9 @@ class DatasetWriter:
         """
         if batch < self.manifest.runs[run_id].batches_done:
             raise DatasetError(f"{self.path}: batch {batch} of run {run_id} is already committed")
-        shards = self._write_shards(list(kept), "kept", run_id, batch) + self._write_shards(list(rejects), "rejects", run_id, batch)
+        shards = self._write_shards(list(kept), "kept", run_id, batch) + self._write_shards(
+            list(rejects), "rejects", run_id, batch
+        )
         # Change a copy and adopt it only once it is on disk: a failed manifest write leaves this
         # writer as it was, so the same batch can be retried.
         manifest = self.manifest.model_copy(deep=True)

@@ -26,17 +26,30 @@ def test_batch_returns_one_completion_per_request_in_order_with_token_counts(vll
 
 
 def test_token_limit_is_reported_as_length(vllm_engine):
-    [c] = vllm_engine.chat([ask("Write a long story about a dragon.", sampling=Sampling(temperature=0.0, max_tokens=5))])
+    [c] = vllm_engine.chat(
+        [ask("Write a long story about a dragon.", sampling=Sampling(temperature=0.0, max_tokens=5))]
+    )
     assert c.finish_reason == "length" and c.completion_tokens == 5
 
 
 def test_structured_output_follows_the_json_schema(vllm_engine):
     schema = {
         "type": "object",
-        "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}, "verdict": {"type": "string", "enum": ["keep", "drop"]}},
+        "properties": {
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+            "verdict": {"type": "string", "enum": ["keep", "drop"]},
+        },
         "required": ["score", "verdict"],
     }
-    [c] = vllm_engine.chat([ask("Rate this answer: 'Paris is the capital of France.'", json_schema=schema, sampling=Sampling(temperature=0.0, max_tokens=40))])
+    [c] = vllm_engine.chat(
+        [
+            ask(
+                "Rate this answer: 'Paris is the capital of France.'",
+                json_schema=schema,
+                sampling=Sampling(temperature=0.0, max_tokens=40),
+            )
+        ]
+    )
     data = json.loads(c.text)
     assert 1 <= data["score"] <= 5 and data["verdict"] in ("keep", "drop")
 

@@ -35,7 +35,23 @@ def test_score_equals_reference_lcs_on_random_token_lists():
 
 def test_batched_scores_equal_reference_for_every_pair():
     rng = random.Random(3)
-    words = "the a cat dog sat on mat ran far quick brown fox jumps over lazy".split()
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "mat",
+        "ran",
+        "far",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+    ]
     pool = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(40)]
     candidates = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(25)]
     # Threshold 1.0 keeps every candidate, so each is compared with the pool and all earlier ones.
@@ -85,7 +101,9 @@ def test_threshold_is_exclusive():
 def test_candidates_accepted_earlier_in_a_batch_join_the_pool_for_later_ones():
     index = RougeNoveltyIndex(threshold=0.7)
     index.add(["an unrelated seed task about gardening"])
-    first, second = index.check(["summarize the news article in two sentences", "summarize the news article in three sentences"])
+    first, second = index.check(
+        ["summarize the news article in two sentences", "summarize the news article in three sentences"]
+    )
     assert first.kept
     assert not second.kept
     assert second.neighbors[0] == first.text

@@ -53,7 +53,18 @@ def test_out_directory_holding_other_files_is_refused(tmp_path):
     (out / "notes.txt").write_text("mine")
     engine = tmp_path / "engine.json"
     engine.write_text(json.dumps({"kind": "scripted"}))
-    result = invoke("generate", "self-instruct", "--engine-config", str(engine), "--out", str(out), "--num", "1", "--max-batches", "1")
+    result = invoke(
+        "generate",
+        "self-instruct",
+        "--engine-config",
+        str(engine),
+        "--out",
+        str(out),
+        "--num",
+        "1",
+        "--max-batches",
+        "1",
+    )
     assert result.exit_code == 2
     assert "not empty" in result.output
     assert (out / "notes.txt").read_text() == "mine"
@@ -61,7 +72,12 @@ def test_out_directory_holding_other_files_is_refused(tmp_path):
 
 def test_help_lists_the_generator_and_its_options():
     env = {**os.environ, "COLUMNS": "200"}
-    out = subprocess.run([sys.executable, "-m", "synth.flows.cli", "generate", "self-instruct", "--help"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "synth.flows.cli", "generate", "self-instruct", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0
     for option in ("--seeds", "--num", "--out", "--engine-config"):
         assert option in out.stdout

@@ -31,7 +31,9 @@ def test_release_format_is_read_with_instances_and_classification_flag(tmp_path)
 
 
 def test_plain_jsonl_and_text_files_become_tasks_with_line_ids(tmp_path):
-    jsonl = write_lines(tmp_path / "plain.jsonl", [json.dumps({"instruction": "Name a color."}), json.dumps("Count to five.")])
+    jsonl = write_lines(
+        tmp_path / "plain.jsonl", [json.dumps({"instruction": "Name a color."}), json.dumps("Count to five.")]
+    )
     text = write_lines(tmp_path / "plain.txt", ["Name a color.", "", "Count to five."])
     assert [t.instruction for t in load_seed_tasks(jsonl)] == ["Name a color.", "Count to five."]
     tasks = load_seed_tasks(text)

@@ -82,7 +82,10 @@ def test_instance_prompts_are_output_first_for_classification_and_input_first_ot
 
 
 def test_seed_text_with_placeholder_syntax_is_not_expanded(script):
-    seeds = [*SEEDS[:5], SEEDS[5].model_copy(update={"instruction": "Fill in {{instruction}} and {{examples}} literally"})]
+    seeds = [
+        *SEEDS[:5],
+        SEEDS[5].model_copy(update={"instruction": "Fill in {{instruction}} and {{examples}} literally"}),
+    ]
     gen = SelfInstructGenerator(SelfInstructConfig(), ScriptedEngine(script), seeds)
     request = gen.instance_request("Fill in {{examples}} literally please", False, 0, 0)
     assert "Task: Fill in {{examples}} literally please" in request.messages[0].content
@@ -112,7 +115,16 @@ def test_task_list_parsing_handles_numbering_styles_continuations_and_preamble()
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
-    [(" no", True), (" yes", False), ("No.", True), ("YES, it is", False), (" not sure", None), ("nope", None), ("", None), ("maybe", None)],
+    [
+        (" no", True),
+        (" yes", False),
+        ("No.", True),
+        ("YES, it is", False),
+        (" not sure", None),
+        ("nope", None),
+        ("", None),
+        ("maybe", None),
+    ],
 )
 def test_classification_verdict_is_parsed_strictly(reply, expected):
     assert parse_is_classification(reply) is expected
@@ -194,7 +206,10 @@ def test_duplicate_tasks_across_prompts_of_one_batch_keep_only_one():
     assert len(result.accepted_tasks) == 2
     novelty = [r for r in result.rejects if r.stage == "novelty"]
     assert len(novelty) == 0  # exact repeats collapse before scoring...
-    result = make(lambda r: responder(r).replace("class.", "class today.") if r.sampling.seed % 2 else responder(r), prompts_per_batch=6).run_batch(0)
+    result = make(
+        lambda r: responder(r).replace("class.", "class today.") if r.sampling.seed % 2 else responder(r),
+        prompts_per_batch=6,
+    ).run_batch(0)
     novelty = [r for r in result.rejects if r.stage == "novelty"]
     assert novelty and all(r.novelty_rouge_l > 0.7 and r.reason == "ROUGE-L above 0.7" for r in novelty)
     assert all(r.novelty_neighbors[0] in result.accepted_tasks for r in novelty)
@@ -203,7 +218,9 @@ def test_duplicate_tasks_across_prompts_of_one_batch_keep_only_one():
 def test_heuristic_failures_are_rejects_with_reasons(script):
     def responder(request: ChatRequest) -> str:
         if request.tag == "self_instruct_tasks":
-            return " Draw a picture of a horse in the field.\nTask 10: Write a program that prints primes.\nTask 11: Hi."
+            return (
+                " Draw a picture of a horse in the field.\nTask 10: Write a program that prints primes.\nTask 11: Hi."
+            )
         return script(request)
 
     result = make(responder, prompts_per_batch=1).run_batch(0)
@@ -215,7 +232,10 @@ def test_heuristic_failures_are_rejects_with_reasons(script):
 def test_truncated_reply_drops_its_last_task(script):
     def responder(request: ChatRequest):
         if request.tag == "self_instruct_tasks":
-            return Completion(text=" Name the planets of the solar system.\nTask 10: Describe how volcanoes form and why they", finish_reason="length")
+            return Completion(
+                text=" Name the planets of the solar system.\nTask 10: Describe how volcanoes form and why they",
+                finish_reason="length",
+            )
         return script(request)
 
     result = make(responder, prompts_per_batch=1).run_batch(0)
@@ -250,7 +270,9 @@ def test_unparseable_classification_is_a_reject_not_a_guess(script):
 
     result = make(responder, prompts_per_batch=1).run_batch(0)
     assert result.kept == []
-    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {("classification", "unparseable verdict", " it depends")}
+    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {
+        ("classification", "unparseable verdict", " it depends")
+    }
     assert len(result.rejects) == len(result.accepted_tasks) == 3
 
 
