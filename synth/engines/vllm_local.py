@@ -65,6 +65,12 @@ class VLLMEngine:
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        else:
+            # vLLM 0.32 rewinds a seeded request's random generator after sampling for a prompt
+            # that was only partly prefilled, and torch's CPU generator cannot rewind: a batch
+            # whose prompts exceed one step's token budget killed the engine. Without chunked
+            # prefill no prompt is split, so seeded batches of any size run.
+            kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
         self.llm: LLM = LLM(**kwargs)
 

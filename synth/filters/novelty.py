@@ -32,6 +32,20 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return Indel.normalized_similarity(a, b)
 
 
+def _top_k(row: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest scores, best first, ties broken by position (no full sort)."""
+    if k <= 0 or row.size == 0:
+        return []
+    if row.size > k:
+        part = np.argpartition(-row, k - 1)[:k]
+        # argpartition may pick any of several equal scores at the boundary; take the earliest.
+        cutoff = row[part].min()
+        part = np.concatenate([np.flatnonzero(row > cutoff), np.flatnonzero(row == cutoff)])[:k]
+    else:
+        part = np.arange(row.size)
+    return sorted(part.tolist(), key=lambda j: (-row[j], j))
+
+
 @dataclass
 class NoveltyVerdict:
     text: str
@@ -95,19 +109,15 @@ class RougeNoveltyIndex:
         pool_size = len(self.texts)
         for i, text in enumerate(candidates):
             row = np.concatenate([against_pool[i], within[i, accepted]])
-            names = self.texts[:pool_size] + [candidates[j] for j in accepted]
-            if row.size:
-                top = np.argsort(-row, kind="stable")[: self.neighbors_kept]
-                best = float(row[top[0]])
-            else:
-                top, best = np.array([], dtype=int), 0.0
+            best = float(row.max()) if row.size else 0.0
+            top = _top_k(row, self.neighbors_kept)
             kept = best <= self.threshold
             verdicts.append(
                 NoveltyVerdict(
                     text=text,
                     kept=kept,
                     max_score=best,
-                    neighbors=[names[k] for k in top],
+                    neighbors=[self.texts[k] if k < pool_size else candidates[accepted[k - pool_size]] for k in top],
                     neighbor_scores=[float(row[k]) for k in top],
                 )
             )

@@ -68,3 +68,16 @@ def test_same_seed_gives_the_same_sample(vllm_engine):
     request = ask("Invent a name for a cat.", sampling=Sampling(temperature=1.0, max_tokens=12, seed=1234))
     first, second = vllm_engine.chat([request, request])
     assert first.text == second.text
+
+
+def test_seeded_batch_larger_than_one_prefill_step_runs(vllm_engine):
+    """vLLM's CPU build crashed on seeded requests whose prompts were prefilled in chunks."""
+    filler = " ".join(f"item{i}" for i in range(300))
+    requests = [
+        ask(f"{filler} Request {i}: name a fruit.", sampling=Sampling(temperature=0.7, max_tokens=4, seed=i))
+        for i in range(24)
+    ]
+    completions = vllm_engine.chat(requests)
+    assert len(completions) == 24
+    assert sum(c.prompt_tokens for c in completions) > 8192  # more than vLLM's per-step budget
+    assert all(c.finish_reason in ("stop", "length") for c in completions)
