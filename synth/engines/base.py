@@ -13,14 +13,14 @@ from synth.schemas import Message, Sampling
 class ChatRequest(BaseModel):
     """One conversation to complete.
 
-    `json_schema` asks for structured output (the reply is JSON valid against it). `prefill` starts
+    `sampling` left empty takes the engine config's defaults. `json_schema` asks for structured output (the reply is JSON valid against it). `prefill` starts
     the assistant's reply with the given text and lets the model continue it (the completion holds
     only the continuation); this is how a chat model continues a numbered list. `tag` names the
     prompt template the request came from; engines ignore it, scripted engines route on it.
     """
 
     messages: list[Message]
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: Sampling | None = None  # None: the engine config's sampling defaults
     json_schema: dict[str, Any] | None = None
     prefill: str | None = None
     stop: list[str] = Field(default_factory=list)

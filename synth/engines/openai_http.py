@@ -43,7 +43,7 @@ class OpenAIEngine:
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrency, thread_name_prefix="openai")
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
-        s = request.sampling
+        s = request.sampling or self.config.sampling
         messages = [m.model_dump() for m in request.messages]
         body: dict[str, Any] = {
             "model": self.config.model,

@@ -78,7 +78,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        s = request.sampling
+        s = request.sampling or self.config.sampling
         structured = StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
         return SamplingParams(
             temperature=s.temperature,

@@ -329,3 +329,16 @@ def test_no_authorization_header_when_the_key_env_var_is_unset(make_engine, monk
 
     make_engine(handler, api_key_env="SYNTH_TEST_KEY_UNSET").chat([request()])
     assert "authorization" not in headers[0]
+
+
+def test_request_without_sampling_takes_the_engine_config_defaults():
+    bodies: list[dict] = []
+
+    def handler(http_request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(http_request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+
+    defaults = Sampling(temperature=0.2, top_p=0.8, max_tokens=77)
+    engine = OpenAIEngine(OpenAIEngineConfig(model="m", sampling=defaults), transport=httpx.MockTransport(handler))
+    engine.chat([ChatRequest(messages=[Message(role="user", content="hi")])])
+    assert (bodies[0]["temperature"], bodies[0]["top_p"], bodies[0]["max_tokens"]) == (0.2, 0.8, 77)
