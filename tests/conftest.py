@@ -63,6 +63,62 @@ def script() -> SelfInstructScript:
     return SelfInstructScript()
 
 
+def build_small_dataset(path, batches: int = 2) -> None:
+    """A dataset like a real run's, made with the scripted engine (no Prefect, no model): Self-Instruct
+    batches, plus a three-step chain of evolved records so lineage views have something to show."""
+    from synth.engines import ScriptedEngine
+    from synth.generators.seeds import load_seed_tasks
+    from synth.generators.self_instruct import SelfInstructGenerator
+    from synth.schemas import Record, RunInfo, SelfInstructConfig
+    from synth.shards import DatasetWriter
+
+    script = SelfInstructScript()
+
+    def with_rejects(request):
+        reply = script(request)
+        if request.tag == "self_instruct_tasks":  # one heuristic reject and one near-copy per prompt
+            reply += f"\nTask 90: Draw a picture of task {script.counter}\nTask 91: {script.next_task()[:-1]}"
+        return reply
+
+    config = SelfInstructConfig(prompts_per_batch=3)
+    generator = SelfInstructGenerator(config, ScriptedEngine(with_rejects), load_seed_tasks(), run_id="si")
+    with DatasetWriter(path, shard_rows=5) as writer:
+        writer.start_run(
+            RunInfo(run_id="si", generator="self_instruct", config=config.model_dump(), engine={}, model="scripted")
+        )
+        for batch in range(batches):
+            result = generator.run_batch(batch)
+            writer.commit_batch("si", batch, result.kept, result.rejects)
+            generator.accept(result.accepted_tasks)
+        writer.finish_run("si")
+        root = Record(generator="evol_instruct", instruction="Explain rain.", output="Water falls.", round=0)
+        chain = [root]
+        for step, op in enumerate(["add_constraint", "deepen"], start=1):
+            parent = chain[-1]
+            chain.append(
+                Record(
+                    generator="evol_instruct",
+                    instruction=f"{parent.instruction} Step {step}.",
+                    output=f"Answer {step}.",
+                    parent_id=parent.id,
+                    root_id=root.id,
+                    operation=op,
+                    round=step,
+                    judge_score=float(3 + step),
+                )
+            )
+        writer.start_run(RunInfo(run_id="evol", generator="evol_instruct", config={}, engine={}, model="scripted"))
+        writer.commit_batch("evol", 0, chain, [])
+        writer.finish_run("evol")
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    path = tmp_path / "small"
+    build_small_dataset(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server for the whole session (it takes seconds to start)."""

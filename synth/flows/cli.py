@@ -113,6 +113,88 @@ def generate_self_instruct(
     print_summary(summary)
 
 
+@app.command("inspect")
+def inspect_dataset(
+    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    sample: Annotated[int, typer.Option("--sample", min=0, help="Show N random kept records.")] = 3,
+    rejects: Annotated[bool, typer.Option("--rejects", help="Show N random rejects with their reasons too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON, for scripts.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = 0,
+) -> None:
+    """Summarize a dataset: funnel by stage and reason, generator mix, lengths, scores, samples."""
+    import json
+
+    from synth.shards import DatasetError
+    from synth.shards.summary import summarize
+
+    try:
+        summary = summarize(path, sample=sample, seed=seed)
+    except DatasetError as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    _print_inspection(summary, show_rejects=rejects)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def _print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
+    console.print(
+        f"[bold]{summary['path']}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
+        f"(keep rate {summary['keep_rate']:.1%})"
+    )
+    console.print(_table("Runs", summary["runs"], ["run_id", "generator", "model", "status", "kept", "rejected"]))
+    console.print(_table("Funnel", summary["funnel"], ["stage", "reason", "count"]))
+    console.print(_table("Generators", summary["generators"], ["generator", "count"]))
+    console.print(_table("Lengths (words)", summary["lengths"], ["field", "mean", "p50", "p90", "max"]))
+    console.print(_table("Leading verbs", summary["leading_verbs"], ["verb", "count"]))
+    for key, title, column in (
+        ("judge_scores", "Judge scores", "judge_score"),
+        ("evolution_rounds", "Evolution rounds", "round"),
+        ("sources", "Source documents", "source_doc"),
+    ):
+        if summary[key]:
+            console.print(_table(title, summary[key], [column, "count"]))
+    if summary["samples"]:
+        console.print(_table("Sample records", summary["samples"], ["instruction", "input", "output"]))
+    if show_rejects and summary["reject_samples"]:
+        console.print(_table("Sample rejects", summary["reject_samples"], ["stage", "reason", "instruction", "detail"]))
+
+
+@app.command("export")
+def export_dataset(
+    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | alpaca | sharegpt | messages")] = "messages",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: DIR/export/FORMAT.jsonl).")] = None,
+) -> None:
+    """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT or chat messages."""
+    from synth.shards import DatasetError
+    from synth.shards.export import FORMATS, export
+
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    target = out or path / "export" / f"{fmt}.jsonl"
+    try:
+        rows = export(path, fmt, target)  # type: ignore[arg-type]
+    except DatasetError as e:
+        _fail(str(e))
+    console.print(f"{rows} records written to {target}")
+
+
 @app.command("prepare-model")
 def prepare_model() -> None:
     """Convert the embedded default model once into the local cache (done on first use otherwise)."""

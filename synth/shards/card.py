@@ -4,9 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from synth.schemas import Manifest
+from synth.shards.columns import RECORD_SCHEMA
+
+
+def _feature(dtype: pl.DataType) -> dict:
+    """The `datasets` feature spec of a column type, as the card's YAML writes it."""
+    if isinstance(dtype, pl.List):
+        inner = _feature(dtype.inner)
+        return {"list": inner["struct"]} if "struct" in inner else {"sequence": inner["dtype"]}
+    if isinstance(dtype, pl.Struct):
+        return {"struct": [{"name": f.name, **_feature(f.dtype)} for f in dtype.fields]}
+    if isinstance(dtype, pl.Datetime):
+        return {
+            "dtype": f"timestamp[{dtype.time_unit}, tz={dtype.time_zone}]"
+            if dtype.time_zone
+            else f"timestamp[{dtype.time_unit}]"
+        }
+    names = {pl.String: "string", pl.Int64: "int64", pl.Float64: "float64", pl.Boolean: "bool"}
+    return {"dtype": names[dtype.base_type()]}
+
+
+def features(schema: pl.Schema = RECORD_SCHEMA) -> list[dict]:
+    return [{"name": name, **_feature(dtype)} for name, dtype in schema.items()]
 
 
 def _size_category(n: int) -> str:
@@ -23,12 +46,24 @@ def card_header(manifest: Manifest) -> dict:
     if any(s.kind == "rejects" for s in manifest.shards):
         configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": "rejects/*.parquet"}]})
     generators = sorted({run.generator for run in manifest.runs.values()})
+    kept = manifest.rows("kept")
     return {
         "configs": configs,
+        "dataset_info": {
+            "config_name": "default",
+            "features": features(),
+            "splits": [
+                {
+                    "name": "train",
+                    "num_examples": kept,
+                    "num_bytes": sum(s.bytes for s in manifest.shards if s.kind == "kept"),
+                }
+            ],
+        },
         "license": "other",
         "language": ["en"],
         "task_categories": ["text-generation"],
-        "size_categories": [_size_category(manifest.rows("kept"))],
+        "size_categories": [_size_category(kept)],
         "tags": ["synthetic", "instruction-tuning", *generators],
         "pretty_name": "Synthetic instruction data",
     }

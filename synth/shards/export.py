@@ -1,0 +1,52 @@
+"""Export kept records into the JSONL shapes training tools read.
+
+- `jsonl`: every column of the record (provenance included).
+- `alpaca`: `instruction`, `input`, `output`.
+- `sharegpt`: `conversations` of `{"from": "human"|"gpt", "value": ...}`.
+- `messages`: `messages` of `{"role", "content"}` (TRL, `datasets` chat format).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from synth.shards.store import atomic_write_bytes, scan
+
+ExportFormat = Literal["jsonl", "alpaca", "sharegpt", "messages"]
+FORMATS: tuple[str, ...] = ("jsonl", "alpaca", "sharegpt", "messages")
+
+
+def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
+    """The kept records of a dataset in the shape of `fmt`."""
+    kept = scan(path, "kept")
+    if fmt == "jsonl":
+        return kept.with_columns(pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).collect()
+    if fmt == "alpaca":
+        return kept.select("instruction", "input", "output").collect()
+    if fmt == "messages":
+        return kept.select("messages").collect()
+    if fmt == "sharegpt":
+        turn = pl.struct(
+            pl.element()
+            .struct.field("role")
+            .replace_strict({"user": "human", "assistant": "gpt", "system": "system"})
+            .alias("from"),
+            pl.element().struct.field("content").alias("value"),
+        )
+        return kept.select(pl.col("messages").list.eval(turn).alias("conversations")).collect()
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def export(path: str | Path, fmt: ExportFormat, out: str | Path) -> int:
+    """Write the kept records of `path` as JSON lines in `fmt` to `out` (atomically); returns rows written."""
+    frame = export_frame(path, fmt)
+    buffer = io.BytesIO()
+    frame.write_ndjson(buffer)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, buffer.getvalue())
+    return frame.height

@@ -1,0 +1,117 @@
+"""What a person asks of a dataset first: the funnel, the mix, the lengths, the scores, samples.
+
+Computed with polars over the shards the manifest lists; used by `synth inspect`, the notebook and
+the dataset card, so all three show the same figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synth.shards.store import read_manifest, scan
+
+_LEAD_WORD = r"^[^A-Za-z]*([A-Za-z]+)"
+
+
+def funnel(path: str | Path) -> pl.DataFrame:
+    """One row per (stage, reason) with its count, plus a `kept` row: the whole fate of every candidate."""
+    rejects = (
+        scan(path, "rejects")
+        .group_by("stage", "reason")
+        .agg(pl.len().alias("count"))
+        .collect()
+        .sort(["stage", "count"], descending=[False, True])
+    )
+    kept = pl.DataFrame({"stage": ["kept"], "reason": [""], "count": [read_manifest(path).rows("kept")]})
+    return pl.concat([kept, rejects.cast({"count": pl.Int64})], how="vertical_relaxed")
+
+
+def length_stats(kept: pl.LazyFrame) -> pl.DataFrame:
+    """Word counts of instruction, input and output: mean and quantiles."""
+    rows = []
+    for column in ("instruction", "input", "output"):
+        words = pl.col(column).str.split(" ").list.len().alias("words")
+        stats = kept.select(
+            pl.lit(column).alias("field"),
+            words.mean().alias("mean"),
+            words.quantile(0.5).alias("p50"),
+            words.quantile(0.9).alias("p90"),
+            words.max().alias("max"),
+        )
+        rows.append(stats)
+    return pl.concat(rows).collect()
+
+
+def leading_verbs(kept: pl.LazyFrame, top: int = 15) -> pl.DataFrame:
+    """The most common first words of instructions (Self-Instruct's view of diversity, without a parser)."""
+    return (
+        kept.select(pl.col("instruction").str.extract(_LEAD_WORD, 1).str.to_lowercase().alias("verb"))
+        .drop_nulls()
+        .group_by("verb")
+        .agg(pl.len().alias("count"))
+        .sort(["count", "verb"], descending=[True, False])
+        .head(top)
+        .collect()
+    )
+
+
+def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Every figure of the inspection view as plain JSON-able data."""
+    manifest = read_manifest(path)
+    kept = scan(path, "kept")
+    rejects = scan(path, "rejects")
+    n_kept, n_rejected = manifest.rows("kept"), manifest.rows("rejects")
+    generators = kept.group_by("generator").agg(pl.len().alias("count")).sort("count", descending=True).collect()
+    scores = kept.filter(pl.col("judge_score").is_not_null()).group_by("judge_score").agg(pl.len().alias("count"))
+    rounds = kept.filter(pl.col("round").is_not_null()).group_by("round").agg(pl.len().alias("count"))
+    sources = kept.filter(pl.col("source_doc").is_not_null()).group_by("source_doc").agg(pl.len().alias("count"))
+    kept_df = kept.collect()
+    rejects_df = rejects.collect()
+    return {
+        "path": str(path),
+        "kept": n_kept,
+        "rejected": n_rejected,
+        "keep_rate": n_kept / (n_kept + n_rejected) if n_kept + n_rejected else 0.0,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "generator": r.generator,
+                "model": r.model,
+                "status": r.status,
+                "kept": r.kept,
+                "rejected": r.rejected,
+            }
+            for r in manifest.runs.values()
+        ],
+        "funnel": funnel(path).to_dicts(),
+        "generators": generators.to_dicts(),
+        "lengths": length_stats(kept).to_dicts(),
+        "leading_verbs": leading_verbs(kept).to_dicts(),
+        "judge_scores": scores.sort("judge_score").collect().to_dicts(),
+        "evolution_rounds": rounds.sort("round").collect().to_dicts(),
+        "sources": sources.sort("count", descending=True).head(20).collect().to_dicts(),
+        "classification_share": float(kept_df["is_classification"].mean() or 0.0) if n_kept else 0.0,
+        "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),
+        "reject_samples": _sample(rejects_df, sample, seed, ["id", "stage", "reason", "instruction", "detail"]),
+    }
+
+
+def _sample(frame: pl.DataFrame, n: int, seed: int, columns: list[str]) -> list[dict[str, Any]]:
+    if n <= 0 or frame.is_empty():
+        return []
+    return frame.sample(min(n, frame.height), seed=seed).select(columns).to_dicts()
+
+
+def lineage(path: str | Path, record_id: str) -> list[dict[str, Any]]:
+    """The chain from a record back to its root through `parent_id` (the record first)."""
+    kept = scan(path, "kept").select("id", "parent_id", "instruction", "operation", "round").collect()
+    by_id = {row["id"]: row for row in kept.to_dicts()}
+    chain: list[dict[str, Any]] = []
+    current = by_id.get(record_id)
+    while current is not None and len(chain) <= len(by_id):
+        chain.append(current)
+        current = by_id.get(current["parent_id"]) if current["parent_id"] else None
+    return chain
