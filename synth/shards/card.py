@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import yaml
@@ -11,7 +12,7 @@ from synth.schemas import Manifest
 from synth.shards.columns import RECORD_SCHEMA
 
 
-def _feature(dtype: pl.DataType) -> dict:
+def _feature(dtype: Any) -> dict:
     """The `datasets` feature spec of a column type, as the card's YAML writes it."""
     if isinstance(dtype, pl.List):
         inner = _feature(dtype.inner)

@@ -93,7 +93,7 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
         "judge_scores": scores.sort("judge_score").collect().to_dicts(),
         "evolution_rounds": rounds.sort("round").collect().to_dicts(),
         "sources": sources.sort("count", descending=True).head(20).collect().to_dicts(),
-        "classification_share": float(kept_df["is_classification"].mean() or 0.0) if n_kept else 0.0,
+        "classification_share": kept_df.select(pl.col("is_classification").cast(pl.Float64).mean()).item() or 0.0,
         "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),
         "reject_samples": _sample(rejects_df, sample, seed, ["id", "stage", "reason", "instruction", "detail"]),
     }
