@@ -113,6 +113,52 @@ def generate_self_instruct(
     print_summary(summary)
 
 
+@generate_app.command("evol")
+def generate_evol(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Instructions to evolve: a dataset directory, a JSONL or Parquet file, or a seed file."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
+    engine_config: EngineOpt = None,
+    seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+) -> None:
+    """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
+    (in-breadth) ones over several rounds, eliminating failed evolutions with a reason.
+
+    Re-running the same command resumes the run.
+    """
+    _quiet_libraries()
+    from synth.engines import EngineError
+    from synth.generators.sources import SourceError, load_instructions
+    from synth.schemas import ConfigFileError, DatasetConfig, EvolInstructConfig
+    from synth.shards import DatasetError
+
+    try:
+        engine = _load_engine(engine_config)
+        load_instructions(source)  # fail fast on a bad source, before any model loads
+        config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed)
+        from synth.flows.evol_instruct import evol_instruct_flow
+
+        summary = evol_instruct_flow(
+            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine
+        )
+    except (SourceError, ConfigFileError, DatasetError, EngineError) as e:
+        _fail(str(e))
+    rows = [
+        {"round": r, "in": f["in"], "evolved": f["evolved"], **{"eliminated": sum(f["eliminated"].values())}}
+        for r, f in summary["rounds"].items()
+    ]
+    console.print(_table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
+    print_summary(summary)
+
+
 @app.command("inspect")
 def inspect_dataset(
     path: Annotated[Path, typer.Argument(help="Dataset directory.")],

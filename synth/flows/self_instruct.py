@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
+from synth.flows.common import run_summary
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.generators.templates import load_template
@@ -118,16 +119,9 @@ def run_self_instruct(
             prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
             run_batch(generator, writer, rid, run.batches_done, prompts)
         writer.finish_run(rid)
-        run = writer.manifest.runs[rid]
-        return {
-            "run_id": rid,
-            "dataset": str(dataset.path),
-            "kept": run.kept,
-            "rejected": run.rejected,
-            "batches": run.batches_done,
-            "rejects_by_reason": run.rejects_by_reason,
-            "reached_target": run.kept >= config.num_records,
-        }
+        return run_summary(
+            writer, rid, dataset.path, reached_target=writer.manifest.runs[rid].kept >= config.num_records
+        )
 
 
 @flow(name="self-instruct", log_prints=True)

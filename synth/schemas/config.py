@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from synth.schemas.records import Sampling
 
@@ -102,6 +102,37 @@ class SelfInstructConfig(_Strict):
         so that raising `--num` on the same command extends the run instead of starting a new one; the
         seed file is identified by its content, not its path."""
         return self.model_dump(exclude={"num_records", "max_batches", "seeds"})
+
+
+EVOL_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
+
+
+class EvolInstructConfig(_Strict):
+    """Evol-Instruct (Xu et al. 2023): rounds of in-depth and in-breadth evolution with elimination."""
+
+    source: str = Field(description="Dataset directory, JSONL/Parquet file with an instruction column, or seed file.")
+    rounds: int = Field(default=4, ge=1)
+    chunk_size: int = Field(default=256, ge=1, description="Source instructions per committed batch.")
+    limit: int | None = Field(default=None, ge=1, description="Evolve only the first N source instructions.")
+    operation_weights: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(EVOL_OPERATIONS, 1.0))
+    evolve_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=384))
+    judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
+    response_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=512))
+    seed: int = 0
+
+    @field_validator("operation_weights")
+    @classmethod
+    def _known_operations(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = set(weights) - set(EVOL_OPERATIONS)
+        if unknown:
+            raise ValueError(f"unknown operations {sorted(unknown)}; known: {', '.join(EVOL_OPERATIONS)}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("weights must be non-negative with at least one positive")
+        return weights
+
+    def identity(self) -> dict[str, Any]:
+        """What defines a run's output: everything but the source path (its content is hashed)."""
+        return self.model_dump(exclude={"source"})
 
 
 class DatasetConfig(_Strict):

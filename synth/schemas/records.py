@@ -106,7 +106,9 @@ class Record(Provenance):
             self.messages = to_messages(self.instruction, self.input, self.output)
 
 
-RejectStage = Literal["parse", "heuristic", "novelty", "classification", "instance", "engine", "judge", "dedup"]
+RejectStage = Literal[
+    "parse", "heuristic", "novelty", "classification", "instance", "engine", "evolution", "judge", "dedup"
+]
 
 
 class Reject(Record):

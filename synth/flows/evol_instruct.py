@@ -1,0 +1,106 @@
+"""The Evol-Instruct flow: one Prefect task per chunk of source instructions, all rounds inside it.
+
+A chunk is the unit of commit and resume: re-running the same command skips committed chunks.
+The per-round funnel (in, evolved, eliminated by reason) accumulates in the run's manifest entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from synth.engines import Engine, get_engine
+from synth.flows.common import run_summary
+from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
+from synth.generators.sources import SourceItem, load_instructions
+from synth.generators.templates import load_template
+from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, RunInfo, VLLMEngineConfig, run_id
+from synth.shards import DatasetWriter
+
+
+def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[SourceItem]) -> str:
+    source_hash = hashlib.sha256(
+        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()
+    ).hexdigest()
+    templates = [load_template(f"evol_{op}").hash for op in OPERATIONS] + [
+        load_template("evol_equality").hash,
+        load_template("evol_response").hash,
+    ]
+    return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
+
+
+def merge_rounds(total: dict[str, Any], new: dict[int, Any]) -> dict[str, Any]:
+    """Add one chunk's per-round funnel to the run's running totals (JSON keys are strings)."""
+    merged = {
+        k: {"in": v["in"], "evolved": v["evolved"], "eliminated": dict(v["eliminated"])} for k, v in total.items()
+    }
+    for rnd, funnel in new.items():
+        entry = merged.setdefault(str(rnd), {"in": 0, "evolved": 0, "eliminated": {}})
+        entry["in"] += funnel.entered
+        entry["evolved"] += funnel.evolved
+        for reason, n in funnel.eliminated.items():
+            entry["eliminated"][reason] = entry["eliminated"].get(reason, 0) + n
+    return merged
+
+
+@task(name="evol-instruct-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+def evolve_chunk(
+    generator: EvolInstructGenerator, writer: DatasetWriter, rid: str, chunk: int, items: list[SourceItem]
+) -> list[str]:
+    """Evolve one chunk through every round and commit it; returns the paths of the shards written."""
+    result = generator.run_chunk(chunk, items)
+    state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), result.rounds)}
+    shards = writer.commit_batch(rid, chunk, result.kept, result.rejects, state=state)
+    get_run_logger().info(
+        "chunk %d: %d instructions, %d evolutions kept, %d eliminated",
+        chunk,
+        len(items),
+        len(result.kept),
+        len(result.rejects),
+    )
+    return [s.path for s in shards]
+
+
+def run_evol_instruct(
+    config: EvolInstructConfig,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    *,
+    model: Engine | None = None,
+    batch_retries: int = 2,
+) -> dict[str, Any]:
+    """Run (or resume) Evol-Instruct from `config.source` into `dataset`; returns a summary."""
+    items = load_instructions(config.source)[: config.limit]
+    rid = evol_run_id(config, engine, items)
+    chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
+    step = evolve_chunk.with_options(retries=batch_retries)
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+        model = model or get_engine(engine)
+        writer.start_run(
+            RunInfo(
+                run_id=rid,
+                generator=GENERATOR,
+                config=config.model_dump(),
+                engine=engine.model_dump(),
+                model=model.model_name,
+            )
+        )
+        generator = EvolInstructGenerator(config, model, run_id=rid)
+        for chunk in range(writer.manifest.runs[rid].batches_done, len(chunks)):
+            step(generator, writer, rid, chunk, chunks[chunk])
+        writer.finish_run(rid)
+        summary = run_summary(writer, rid, dataset.path, reached_target=True)
+        summary["rounds"] = writer.manifest.runs[rid].state.get("rounds", {})
+        summary["source_instructions"] = len(items)
+        return summary
+
+
+@flow(name="evol-instruct", log_prints=True)
+def evol_instruct_flow(
+    config: EvolInstructConfig, dataset: DatasetConfig, engine: EngineConfig | None = None
+) -> dict[str, Any]:
+    """Evol-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
+    return run_evol_instruct(config, engine or VLLMEngineConfig(), dataset)
