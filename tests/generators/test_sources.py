@@ -24,7 +24,7 @@ def test_jsonl_and_parquet_with_optional_input_and_id(tmp_path):
         json.dumps({"instruction": "Add", "input": "1 2", "id": "x"}) + "\n" + json.dumps("Plain one") + "\n"
     )
     items = load_instructions(jsonl)
-    assert [(i.id, i.instruction, i.input) for i in items][0] == ("x", "Add", "1 2")
+    assert (items[0].id, items[0].instruction, items[0].input) == ("x", "Add", "1 2")
     assert items[1].input == "" and items[1].id  # a content id when none is given
     parquet = tmp_path / "a.parquet"
     pl.DataFrame({"instruction": ["One", "Two", "One"]}).write_parquet(parquet)
