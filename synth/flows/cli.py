@@ -30,6 +30,8 @@ EngineOpt = Annotated[
 def _quiet_libraries() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A local run's temporary Prefect server would try to send usage data and log its failure.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -156,6 +158,63 @@ def generate_evol(
         for r, f in summary["rounds"].items()
     ]
     console.print(_table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
+    print_summary(summary)
+
+
+@generate_app.command("backtranslate")
+def generate_backtranslate(
+    docs: Annotated[Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")] = 1,
+    min_score: Annotated[int, typer.Option("--min-score", min=1, max=5, help="Keep pairs graded at least this (5 strict, 4 permissive).")] = 5,
+    text_field: Annotated[str, typer.Option(help="Text field or column of a JSONL/Parquet source.")] = "text",
+    max_segments: Annotated[int | None, typer.Option(min=1, help="Use only the first N segments.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Segments per committed batch.")] = 128,
+    engine_config: EngineOpt = None,
+    backward_engine_config: Annotated[
+        Path | None, typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+) -> None:
+    """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
+    answers, grade the pairs on a 5-point rubric, keep the best.
+
+    Re-running the same command resumes the run.
+    """
+    _quiet_libraries()
+    from synth.engines import EngineError
+    from synth.generators.documents import DocumentError
+    from synth.schemas import BacktranslationConfig, ConfigFileError, DatasetConfig
+    from synth.shards import DatasetError
+
+    try:
+        engine = _load_engine(engine_config)
+        backward = _load_engine(backward_engine_config) if backward_engine_config else None
+        config = BacktranslationConfig(
+            docs=str(docs), rounds=rounds, min_score=min_score, text_field=text_field,
+            max_segments=max_segments, chunk_size=chunk_size, seed=seed,
+        )  # fmt: skip
+        from synth.flows.backtranslation import backtranslation_flow
+        from synth.generators.documents import read_documents
+
+        read_documents(docs, text_field)  # fail fast on a source that cannot be read at all
+        summary = backtranslation_flow(
+            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine, backward_engine=backward
+        )
+    except (DocumentError, ConfigFileError, DatasetError, EngineError) as e:
+        _fail(str(e))
+    funnel = summary["funnel"]
+    console.print(
+        f"documents {funnel.get('documents', 0)} (skipped {sum(funnel.get('documents_skipped', {}).values())}), "
+        f"segments {funnel.get('segments', 0)} (dropped {sum(funnel.get('segments_dropped', {}).values())})"
+    )
+    rows = [
+        {"round": r, "graded": f["graded"], "unparseable": f["unparseable"], "kept": f["kept"],
+         "scores": ", ".join(f"{s}: {n}" for s, n in sorted(f["scores"].items()))}
+        for r, f in funnel.get("rounds", {}).items()
+    ]  # fmt: skip
+    console.print(_table("Rounds", rows, ["round", "graded", "unparseable", "kept", "scores"]))
     print_summary(summary)
 
 

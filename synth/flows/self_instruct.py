@@ -56,12 +56,14 @@ def accepted_tasks(path: str | Path, rid: str) -> list[str]:
 
 def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) -> int:
     """How many prompts the next batch sends: the full batch, or, near the target, about what the
-    run's yield so far says is needed (with a margin), so the last batch does not overshoot much."""
+    run's yield so far says is needed (with a margin), so the last batch does not overshoot much.
+    Never below a quarter batch: each batch costs three engine calls whatever its size."""
     remaining = config.num_records - kept
     if kept == 0 or prompts_sent == 0:
         return config.prompts_per_batch
     per_prompt = kept / prompts_sent
-    return max(1, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
+    floor = max(1, math.ceil(config.prompts_per_batch / 4))
+    return max(floor, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
 
 
 @task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])

@@ -1,6 +1,7 @@
 """Data contracts shared by every layer: records, rejects, configs and the manifest."""
 
 from synth.schemas.config import (
+    BacktranslationConfig,
     ConfigFileError,
     DatasetConfig,
     EngineConfig,
@@ -28,6 +29,7 @@ from synth.schemas.records import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BacktranslationConfig",
     "ConfigFileError",
     "DatasetConfig",
     "EngineConfig",

@@ -135,6 +135,30 @@ class EvolInstructConfig(_Strict):
         return self.model_dump(exclude={"source"})
 
 
+class BacktranslationConfig(_Strict):
+    """Instruction backtranslation (Li et al. 2023, Humpback): segment, self-augment, self-curate."""
+
+    docs: str = Field(description="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
+    text_field: str = "text"
+    min_chars: int = Field(default=120, ge=1)
+    max_chars: int = Field(default=2000, ge=1)
+    max_short_line_share: float = Field(default=0.5, ge=0, le=1)
+    max_upper_share: float = Field(default=0.4, ge=0, le=1)
+    max_symbol_share: float = Field(default=0.25, ge=0, le=1)
+    max_link_share: float = Field(default=0.5, ge=0, le=1)
+    rounds: int = Field(default=1, ge=1, description="Iterations; curated pairs join the next round's few-shot pool.")
+    min_score: int = Field(default=5, ge=1, le=5, description="Keep pairs graded at least this (4 is the permissive option).")
+    num_demos: int = Field(default=3, ge=0, description="Few-shot (output, instruction) pairs per backward prompt.")
+    chunk_size: int = Field(default=128, ge=1, description="Segments per committed batch.")
+    max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")
+    augment_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=128))
+    grade_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=256))
+    seed: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"docs"})
+
+
 class DatasetConfig(_Strict):
     """Where and how shards are written."""
 

@@ -107,7 +107,19 @@ class Record(Provenance):
 
 
 RejectStage = Literal[
-    "parse", "heuristic", "novelty", "classification", "instance", "engine", "evolution", "judge", "dedup"
+    "parse",
+    "heuristic",
+    "novelty",
+    "classification",
+    "instance",
+    "engine",
+    "evolution",
+    "document",
+    "segment",
+    "augmentation",
+    "curation",
+    "judge",
+    "dedup",
 ]
 
 
@@ -126,4 +138,7 @@ class Reject(Record):
 
     def model_post_init(self, __context: object) -> None:
         if not self.id:
-            self.id = content_id(self.instruction, self.input, self.output or self.raw)
+            # Where and why it was dropped are part of a reject's identity: two empty documents
+            # are two rejects.
+            where = "\x1f".join(map(str, (self.stage, self.reason, self.source_doc, self.source_start, self.source_end)))
+            self.id = content_id(self.instruction, self.input, f"{self.output or self.raw}\x1f{where}")

@@ -1,0 +1,207 @@
+"""Instruction backtranslation (Li et al. 2023, "Humpback"): instructions for human-written text.
+
+For each document segment (see `documents`), the backward step asks the model which instruction
+the segment would answer, with few-shot (output, instruction) pairs shown in reverse
+(self-augmentation); then the model grades each (instruction, segment) pair on a 5-point rubric,
+with a brief rationale first, through structured output with a fallback parse of a final
+"Score: N" line (self-curation). Pairs at or above `min_score` are kept. Across rounds, the pairs
+curated in one round join the few-shot pool of the next.
+
+Documents are untrusted: their text is fenced, markers that could end the fence or open a chat
+turn are defused in the prompt (the record keeps the original text), templates render in one
+pass, and nothing from a document is executed or used as a path.
+
+Inputs: `Segment`s, an engine (and optionally a separate backward engine), a `BacktranslationConfig`.
+Outputs: `Record`s (instruction generated, output = the segment, with source, offsets, score,
+rationale, round, tag "document-derived") and `Reject`s with stage and reason.
+Reference: Li et al., "Self-Alignment with Instruction Backtranslation", 2023.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from synth.engines import ChatRequest, Engine
+from synth.generators.documents import Segment
+from synth.generators.self_instruct import request_seed
+from synth.generators.templates import load_template
+from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTask
+
+GENERATOR = "backtranslation"
+GRADE_SCHEMA = {
+    "type": "object",
+    "properties": {"rationale": {"type": "string", "maxLength": 600}, "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["rationale", "score"],
+    "additionalProperties": False,
+}
+_PREFILL = "Instruction:"
+_SCORE_LINE = re.compile(r"^\W*score\W*([1-5])\W*$", re.IGNORECASE | re.MULTILINE)
+# Strings that open or close chat turns in common templates, and our own fence markers.
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (START|END)\]", re.IGNORECASE)
+
+
+def defuse(text: str) -> str:
+    """Document text made safe to place inside a prompt: chat-control markers and our fence markers
+    are broken up so they read as text and cannot end the fence or start a turn."""
+    return _CONTROL.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text)
+
+
+def parse_grade(text: str) -> tuple[int, str] | None:
+    """(score, rationale) from a grading reply: JSON first, else a last "Score: N" line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        score = data.get("score")
+        if isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 5:
+            return score, str(data.get("rationale", "")).strip()
+        return None
+    matches = list(_SCORE_LINE.finditer(text))
+    if not matches:
+        return None
+    last = matches[-1]
+    return int(last.group(1)), text[: last.start()].strip()
+
+
+def clean_instruction(text: str) -> str:
+    """The instruction a backward reply wrote: its first paragraph, without quotes or labels."""
+    first = text.strip().split("\n\n", 1)[0].strip()
+    first = re.sub(r"^(instruction|request)\s*:\s*", "", first, flags=re.IGNORECASE)
+    return first.strip().strip('"').strip()
+
+
+@dataclass
+class RoundStats:
+    graded: int = 0
+    kept: int = 0
+    unparseable: int = 0
+    scores: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class ChunkResult:
+    kept: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    stats: RoundStats = field(default_factory=RoundStats)
+
+
+def seed_pairs(seeds: Sequence[SeedTask]) -> list[tuple[str, str]]:
+    """(instruction, output) few-shot pairs from seed tasks that have an answer worth showing."""
+    return [(s.instruction, s.instances[0].output) for s in seeds if s.instances and len(s.instances[0].output) > 40]
+
+
+class BacktranslationGenerator:
+    """Self-augmentation and self-curation of segment chunks; the few-shot pool grows per round."""
+
+    def __init__(
+        self,
+        config: BacktranslationConfig,
+        engine: Engine,
+        pairs: Sequence[tuple[str, str]],
+        run_id: str = "",
+        backward: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.backward = backward or engine
+        self.run_id = run_id
+        self.pool = list(pairs)
+        self.t_backward = load_template("backtranslation_backward")
+        self.t_grade = load_template("backtranslation_grade")
+
+    def add_to_pool(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Curated pairs of a finished round join the few-shot pool of the next."""
+        self.pool.extend(pairs)
+
+    def backward_request(self, seg: Segment, rng: random.Random, where: tuple) -> ChatRequest:
+        demos = rng.sample(self.pool, min(self.config.num_demos, len(self.pool)))
+        examples = "\n\n".join(f"[TEXT START]\n{defuse(out)}\n[TEXT END]\n{_PREFILL} {defuse(ins)}" for ins, out in demos)
+        return ChatRequest(
+            messages=[Message(role="user", content=self.t_backward.render(examples=examples, output=defuse(seg.text)))],
+            prefill=_PREFILL,
+            sampling=self.config.augment_sampling.model_copy(update={"seed": request_seed(self.config.seed, *where, "backward")}),
+            stop=["[TEXT START]", "\n\n\n"],
+            tag=self.t_backward.name,
+        )
+
+    def grade_request(self, instruction: str, seg: Segment, where: tuple) -> ChatRequest:
+        prompt = self.t_grade.render(instruction=defuse(instruction), output=defuse(seg.text))
+        return ChatRequest(
+            messages=[Message(role="user", content=prompt)],
+            sampling=self.config.grade_sampling.model_copy(update={"seed": request_seed(self.config.seed, *where, "grade")}),
+            json_schema=GRADE_SCHEMA,
+            tag=self.t_grade.name,
+        )
+
+    def run_chunk(self, batch: int, rnd: int, segments: Sequence[Segment]) -> ChunkResult:
+        out = ChunkResult()
+        rng = random.Random(f"{self.config.seed}:{batch}:{rnd}")
+        wheres = [(batch, rnd, i) for i in range(len(segments))]
+        requests = [self.backward_request(s, rng, w) for s, w in zip(segments, wheres, strict=True)]
+        candidates: list[tuple[int, str]] = []
+        for i, reply in enumerate(self.backward.chat(requests)):
+            instruction = clean_instruction(reply.text)
+            if reply.finish_reason == "error":
+                out.rejects.append(self._reject(rnd, segments[i], "augmentation", "engine error", detail=reply.error or ""))
+            elif reply.finish_reason == "length":
+                out.rejects.append(self._reject(rnd, segments[i], "augmentation", "instruction cut off at the token limit", instruction=instruction, raw=reply.text))
+            elif not instruction:
+                out.rejects.append(self._reject(rnd, segments[i], "augmentation", "empty instruction", raw=reply.text))
+            else:
+                candidates.append((i, instruction))
+        grades = self.engine.chat([self.grade_request(ins, segments[i], wheres[i]) for i, ins in candidates])
+        for (i, instruction), reply in zip(candidates, grades, strict=True):
+            seg = segments[i]
+            parsed = None if reply.finish_reason == "error" else parse_grade(reply.text)
+            if parsed is None:
+                out.stats.unparseable += 1
+                reason = "engine error" if reply.finish_reason == "error" else "unparseable grade"
+                out.rejects.append(self._reject(rnd, seg, "curation", reason, instruction=instruction, raw=reply.text, detail=reply.error or ""))
+                continue
+            score, rationale = parsed
+            out.stats.graded += 1
+            out.stats.scores[score] += 1
+            judged = dict(instruction=instruction, judge_score=float(score), judge_rationale=rationale, judge_model=self.engine.model_name)
+            if score < self.config.min_score:
+                out.rejects.append(self._reject(rnd, seg, "curation", f"score {score} below {self.config.min_score}", **judged))
+            else:
+                out.stats.kept += 1
+                out.kept.append(Record(output=seg.text, tags=["backtranslation", "document-derived"], **judged, **self._common(rnd, seg)))  # type: ignore[arg-type]
+        return out
+
+    def _common(self, rnd: int, seg: Segment) -> dict:
+        return dict(
+            generator=GENERATOR,
+            model=self.backward.model_name,
+            sampling=self.config.augment_sampling,
+            template=self.t_backward.name,
+            template_hash=self.t_backward.hash,
+            seed=self.config.seed,
+            run_id=self.run_id,
+            round=rnd,
+            source_doc=seg.doc,
+            source_start=seg.start,
+            source_end=seg.end,
+        )
+
+    def _reject(self, rnd: int, seg: Segment, stage: str, reason: str, **fields: object) -> Reject:
+        fields.setdefault("output", seg.text)
+        return Reject(stage=stage, reason=reason, **self._common(rnd, seg), **fields)  # type: ignore[arg-type]
+
+
+def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:
+    """A segment dropped by the cleaning rules, kept with its text and place."""
+    return Reject(
+        generator=GENERATOR, stage="segment", reason=reason, output=seg.text, run_id=run_id, seed=seed,
+        source_doc=seg.doc, source_start=seg.start, source_end=seg.end,
+    )  # fmt: skip
+
+
+def document_reject(doc: str, reason: str, run_id: str, seed: int) -> Reject:
+    return Reject(generator=GENERATOR, stage="document", reason=reason, run_id=run_id, seed=seed, source_doc=doc)

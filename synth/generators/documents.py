@@ -1,0 +1,319 @@
+"""Unlabelled documents for backtranslation: reading them safely and cutting them into segments.
+
+Documents come from a folder (`.txt`, `.md`, `.html`), a JSONL file with a text field, or a Parquet
+file with a text column, one at a time, so a corpus never has to fit in memory. Text files are read
+line by line and HTML is fed to the parser in pieces, so one huge file is streamed too. Binary
+files, non-UTF-8 text and empty documents are skipped with a reason, never a crash.
+
+A segment is a candidate output: the text under one heading (Markdown or HTML), or a window of
+paragraphs for plain text, within character bounds, cleaned of navigation and boilerplate lines.
+Offsets are character positions in the document's text (for HTML, in its extracted text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from synth.schemas import BacktranslationConfig
+
+TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A document (or record of a file) that was not used, and why."""
+
+    doc: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of text from a document: a paragraph, or a heading when `heading` is true."""
+
+    text: str
+    start: int
+    heading: bool = False
+
+
+@dataclass(frozen=True)
+class Segment:
+    doc: str
+    start: int
+    end: int
+    heading: str
+    text: str
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(f"{self.doc}\x1f{self.start}\x1f{self.end}".encode()).hexdigest()[:16]
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _looks_binary(head: bytes) -> bool:
+    return b"\x00" in head
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file, streamed; raises UnicodeDecodeError on bad bytes."""
+    with open(path, encoding="utf-8", errors="strict", newline="") as f:
+        yield from f
+
+
+def _text_blocks(lines: Iterable[str], markdown: bool) -> Iterator[Block]:
+    """Paragraph blocks (and Markdown headings) from lines, with character offsets."""
+    offset = 0
+    para: list[str] = []
+    para_start = 0
+    in_fence = False
+    for line in lines:
+        stripped = line.strip()
+        if markdown and stripped.startswith("```"):
+            in_fence = not in_fence
+        is_heading = markdown and not in_fence and re.match(r"^#{1,6}\s+\S", stripped) is not None
+        if (not stripped and not in_fence) or is_heading:
+            if para:
+                yield Block("".join(para).strip(), para_start)
+                para = []
+            if is_heading:
+                yield Block(stripped.lstrip("#").strip(), offset, heading=True)
+        else:
+            if not para:
+                para_start = offset
+            para.append(line)
+        offset += len(line)
+    if para:
+        yield Block("".join(para).strip(), para_start)
+
+
+_SKIP_TAGS = {"script", "style", "nav", "header", "footer", "aside", "form", "noscript", "svg", "button", "select"}
+_BLOCK_TAGS = {"p", "div", "li", "pre", "blockquote", "td", "th", "tr", "section", "article", "br", "dd", "dt", "table", "ul", "ol"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+
+
+class _HTMLBlocks(HTMLParser):
+    """Turns HTML into heading and paragraph blocks, dropping scripts, navigation and the like."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[Block] = []
+        self._buf: list[str] = []
+        self._skip = 0
+        self._heading = False
+        self._offset = 0  # position in the extracted text
+        self._in_link = 0
+        self._link_chars = 0
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self._buf).split())
+        link_share = self._link_chars / max(1, len(text))
+        self._buf, self._link_chars = [], 0
+        # A block that is mostly link text is a menu or a list of links, not prose.
+        if text and (self._heading or link_share <= 0.6):
+            self.blocks.append(Block(text, self._offset, heading=self._heading))
+            self._offset += len(text) + 2
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+        elif tag in _HEADINGS:
+            self._flush()
+            self._heading = True
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+        elif tag == "a":
+            self._in_link += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _HEADINGS:
+            self._flush()
+            self._heading = False
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+        elif tag == "a":
+            self._in_link = max(0, self._in_link - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        self._buf.append(data)
+        if self._in_link:
+            self._link_chars += len(data.strip())
+
+    def take(self) -> list[Block]:
+        blocks, self.blocks = self.blocks, []
+        return blocks
+
+
+def _html_blocks(path: Path) -> Iterator[Block]:
+    parser = _HTMLBlocks()
+    with open(path, encoding="utf-8", errors="strict") as f:
+        while chunk := f.read(_CHUNK):
+            parser.feed(chunk)
+            yield from parser.take()
+    parser.close()
+    parser._flush()
+    yield from parser.take()
+
+
+def read_folder(folder: Path) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+    """(document name, kind, its blocks) for every usable file under `folder`, in name order."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        kind = TEXT_SUFFIXES.get(path.suffix.lower())
+        if kind is None:
+            yield Skipped(name, f"unsupported file type '{path.suffix or path.name}'")
+            continue
+        with open(path, "rb") as f:
+            head = f.read(8192)
+        if not head.strip():
+            yield Skipped(name, "empty document")
+        elif _looks_binary(head):
+            yield Skipped(name, "binary file")
+        else:
+            blocks = _html_blocks(path) if kind == "html" else _text_blocks(_file_lines(path), markdown=kind == "markdown")
+            yield name, kind, blocks
+
+
+def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+    """Documents from the `text_field` of a JSONL or Parquet file, one record at a time."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(path)
+        if text_field not in file.schema_arrow.names:
+            raise DocumentError(f"{path}: no '{text_field}' column (columns: {', '.join(file.schema_arrow.names)})")
+        row = 0
+        for batch in file.iter_batches(columns=[text_field], batch_size=1024):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                yield _record_doc(f"{path.name}:{row}", value)
+        return
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            name = f"{path.name}:{number}"
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield Skipped(name, "not UTF-8 text")
+                continue
+            except json.JSONDecodeError as e:
+                yield Skipped(name, f"invalid JSON: {e.msg}")
+                continue
+            value = data.get(text_field) if isinstance(data, dict) else None
+            yield _record_doc(name, value) if isinstance(value, str) or value is None else Skipped(name, f"'{text_field}' is not text")
+
+
+def _record_doc(name: str, value: object) -> tuple[str, str, Iterator[Block]] | Skipped:
+    if not isinstance(value, str) or not value.strip():
+        return Skipped(name, "empty document")
+    if "\x00" in value:
+        return Skipped(name, "binary content")
+    kind = "markdown" if re.search(r"^#{1,6}\s", value, re.MULTILINE) else "text"
+    return name, kind, _text_blocks(value.splitlines(keepends=True), markdown=kind == "markdown")
+
+
+class DocumentError(ValueError):
+    """A document source that cannot be read at all; the message names it."""
+
+
+def read_documents(source: str | Path, text_field: str = "text") -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+    path = Path(source)
+    if path.is_dir():
+        return read_folder(path)
+    if not path.exists():
+        raise DocumentError(f"{path}: no such file or directory")
+    if path.suffix in (".jsonl", ".parquet"):
+        return read_records(path, text_field)
+    raise DocumentError(f"{path}: expected a folder of .txt/.md/.html files, a .jsonl or a .parquet file")
+
+
+# -- cleaning and segmenting -----------------------------------------------------------------------
+
+_BOILERPLATE = re.compile(
+    r"^(home|menu|search|skip to (main )?content|log ?in|sign ?(in|up)|subscribe( now)?|share( this)?|"
+    r"cookies?( policy| settings)?|privacy policy|terms( of (use|service))?|all rights reserved.*|"
+    r"(copyright|©).*|back to top|next|previous|read more|click here.*|advertisement|follow us.*)$",
+    re.IGNORECASE,
+)
+_NAV_LINE = re.compile(r"^\s*(\S+( \S+){0,3}\s*[|•·»>]\s*){2,}\S+( \S+){0,3}\s*$")
+_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_URL = re.compile(r"https?://\S+")
+
+
+def clean_lines(text: str) -> str:
+    """The text without navigation and boilerplate lines."""
+    kept = [ln for ln in text.splitlines() if not (_BOILERPLATE.match(ln.strip()) or _NAV_LINE.match(ln))]
+    return "\n".join(kept).strip()
+
+
+def segment_problem(text: str, config: BacktranslationConfig) -> str | None:
+    """Why a cleaned segment is not a usable output, or None."""
+    if len(text) < config.min_chars:
+        return f"shorter than {config.min_chars} characters"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) >= 4 and sum(len(ln.split()) < 4 for ln in lines) / len(lines) > config.max_short_line_share:
+        return "too many short lines"
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(c.isupper() for c in letters) / len(letters) > config.max_upper_share:
+        return "mostly capitals"
+    symbols = sum(not (c.isalnum() or c.isspace()) for c in text)
+    if symbols / len(text) > config.max_symbol_share:
+        return "mostly symbols"
+    link_chars = sum(len(m.group(0)) for m in _MD_LINK.finditer(text)) + sum(len(m.group(0)) for m in _URL.finditer(text))
+    if link_chars / len(text) > config.max_link_share:
+        return "mostly links"
+    return None
+
+
+def _windows(blocks: list[Block], max_chars: int) -> Iterator[list[Block]]:
+    """Consecutive blocks grouped up to `max_chars` (a single longer block stands alone)."""
+    group: list[Block] = []
+    size = 0
+    for block in blocks:
+        if group and size + len(block.text) + 2 > max_chars:
+            yield group
+            group, size = [], 0
+        group.append(block)
+        size += len(block.text) + 2
+    if group:
+        yield group
+
+
+def segment(doc: str, blocks: Iterable[Block], config: BacktranslationConfig) -> Iterator[Segment | tuple[Segment, str]]:
+    """Segments of one document; a dropped one comes as (segment, reason)."""
+    heading = ""
+    section: list[Block] = []
+
+    def emit(parts: list[Block], title: str) -> Iterator[Segment | tuple[Segment, str]]:
+        for group in _windows(parts, config.max_chars):
+            text = clean_lines("\n\n".join(b.text for b in group))
+            last = group[-1]
+            seg = Segment(doc, group[0].start, last.start + len(last.text), title, text)
+            if len(text) > config.max_chars:
+                yield seg, f"longer than {config.max_chars} characters"
+            elif problem := segment_problem(text, config):
+                yield seg, problem
+            else:
+                yield seg
+
+    for block in blocks:
+        if block.heading:
+            yield from emit(section, heading)
+            section, heading = [], block.text
+        else:
+            section.append(block)
+    yield from emit(section, heading)
