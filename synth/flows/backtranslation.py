@@ -35,7 +35,9 @@ from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Re
 from synth.shards import DatasetWriter, scan
 
 
-def chunks(config: BacktranslationConfig, rid: str, rnd: int, done: set[str]) -> Iterator[tuple[list[Segment], list[Reject], dict]]:
+def chunks(
+    config: BacktranslationConfig, rid: str, rnd: int, done: set[str]
+) -> Iterator[tuple[list[Segment], list[Reject], dict]]:
     """(segments, rejects met on the way, counts) per chunk of round `rnd`, skipping segments in `done`.
 
     Only round 1 reports dropped documents and segments (later rounds see the same ones again).
@@ -126,13 +128,17 @@ def curated(path: str | Path, rid: str, before_round: int | None = None) -> pl.D
     frame = scan(path).filter(pl.col("run_id") == rid)
     if before_round is not None:
         frame = frame.filter(pl.col("round") < before_round)
-    return frame.select("instruction", "output", "source_doc", "source_start", "source_end", "round").collect().sort(
-        ["round", "source_doc", "source_start"]
+    return (
+        frame.select("instruction", "output", "source_doc", "source_start", "source_end", "round")
+        .collect()
+        .sort(["round", "source_doc", "source_start"])
     )
 
 
 def _keys(frame: pl.DataFrame) -> set[str]:
-    return {Segment(d, s, e, "", "").key for d, s, e in frame.select("source_doc", "source_start", "source_end").iter_rows()}
+    return {
+        Segment(d, s, e, "", "").key for d, s, e in frame.select("source_doc", "source_start", "source_end").iter_rows()
+    }
 
 
 @task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
@@ -156,7 +162,15 @@ def curate_chunk(
 def backtranslation_run_id(config: BacktranslationConfig, engine: EngineConfig, backward: EngineConfig | None) -> str:
     templates = [load_template(n).hash for n in ("backtranslation_backward", "backtranslation_grade")]
     docs = Path(config.docs).resolve()
-    return run_id(GENERATOR, config.identity(), str(docs), templates, engine.kind, engine.model, backward.model if backward else None)
+    return run_id(
+        GENERATOR,
+        config.identity(),
+        str(docs),
+        templates,
+        engine.kind,
+        engine.model,
+        backward.model if backward else None,
+    )
 
 
 def run_backtranslation(
@@ -177,7 +191,13 @@ def run_backtranslation(
         if backward_model is None and backward_engine is not None:
             backward_model = get_engine(backward_engine)
         writer.start_run(
-            RunInfo(run_id=rid, generator=GENERATOR, config=config.model_dump(), engine=engine.model_dump(), model=model.model_name)
+            RunInfo(
+                run_id=rid,
+                generator=GENERATOR,
+                config=config.model_dump(),
+                engine=engine.model_dump(),
+                model=model.model_name,
+            )
         )
         seeds = seed_pairs(load_seed_tasks())
         generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)

@@ -163,16 +163,23 @@ def generate_evol(
 
 @generate_app.command("backtranslate")
 def generate_backtranslate(
-    docs: Annotated[Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")],
+    docs: Annotated[
+        Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")] = 1,
-    min_score: Annotated[int, typer.Option("--min-score", min=1, max=5, help="Keep pairs graded at least this (5 strict, 4 permissive).")] = 5,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")
+    ] = 1,
+    min_score: Annotated[
+        int, typer.Option("--min-score", min=1, max=5, help="Keep pairs graded at least this (5 strict, 4 permissive).")
+    ] = 5,
     text_field: Annotated[str, typer.Option(help="Text field or column of a JSONL/Parquet source.")] = "text",
     max_segments: Annotated[int | None, typer.Option(min=1, help="Use only the first N segments.")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Segments per committed batch.")] = 128,
     engine_config: EngineOpt = None,
     backward_engine_config: Annotated[
-        Path | None, typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step.")
+        Path | None,
+        typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
@@ -200,7 +207,10 @@ def generate_backtranslate(
 
         read_documents(docs, text_field)  # fail fast on a source that cannot be read at all
         summary = backtranslation_flow(
-            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine, backward_engine=backward
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            engine=engine,
+            backward_engine=backward,
         )
     except (DocumentError, ConfigFileError, DatasetError, EngineError) as e:
         _fail(str(e))

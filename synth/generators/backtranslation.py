@@ -35,7 +35,10 @@ from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTa
 GENERATOR = "backtranslation"
 GRADE_SCHEMA = {
     "type": "object",
-    "properties": {"rationale": {"type": "string", "maxLength": 600}, "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "properties": {
+        "rationale": {"type": "string", "maxLength": 600},
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+    },
     "required": ["rationale", "score"],
     "additionalProperties": False,
 }
@@ -48,7 +51,9 @@ _CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (STA
 def defuse(text: str) -> str:
     """Document text made safe to place inside a prompt: chat-control markers and our fence markers
     are broken up so they read as text and cannot end the fence or start a turn."""
-    return _CONTROL.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text)
+    return _CONTROL.sub(
+        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
+    )
 
 
 def parse_grade(text: str) -> tuple[int, str] | None:
@@ -121,11 +126,15 @@ class BacktranslationGenerator:
 
     def backward_request(self, seg: Segment, rng: random.Random, where: tuple) -> ChatRequest:
         demos = rng.sample(self.pool, min(self.config.num_demos, len(self.pool)))
-        examples = "\n\n".join(f"[TEXT START]\n{defuse(out)}\n[TEXT END]\n{_PREFILL} {defuse(ins)}" for ins, out in demos)
+        examples = "\n\n".join(
+            f"[TEXT START]\n{defuse(out)}\n[TEXT END]\n{_PREFILL} {defuse(ins)}" for ins, out in demos
+        )
         return ChatRequest(
             messages=[Message(role="user", content=self.t_backward.render(examples=examples, output=defuse(seg.text)))],
             prefill=_PREFILL,
-            sampling=self.config.augment_sampling.model_copy(update={"seed": request_seed(self.config.seed, *where, "backward")}),
+            sampling=self.config.augment_sampling.model_copy(
+                update={"seed": request_seed(self.config.seed, *where, "backward")}
+            ),
             stop=["[TEXT START]", "\n\n\n"],
             tag=self.t_backward.name,
         )
@@ -134,7 +143,9 @@ class BacktranslationGenerator:
         prompt = self.t_grade.render(instruction=defuse(instruction), output=defuse(seg.text))
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
-            sampling=self.config.grade_sampling.model_copy(update={"seed": request_seed(self.config.seed, *where, "grade")}),
+            sampling=self.config.grade_sampling.model_copy(
+                update={"seed": request_seed(self.config.seed, *where, "grade")}
+            ),
             json_schema=GRADE_SCHEMA,
             tag=self.t_grade.name,
         )
@@ -148,9 +159,20 @@ class BacktranslationGenerator:
         for i, reply in enumerate(self.backward.chat(requests)):
             instruction = clean_instruction(reply.text)
             if reply.finish_reason == "error":
-                out.rejects.append(self._reject(rnd, segments[i], "augmentation", "engine error", detail=reply.error or ""))
+                out.rejects.append(
+                    self._reject(rnd, segments[i], "augmentation", "engine error", detail=reply.error or "")
+                )
             elif reply.finish_reason == "length":
-                out.rejects.append(self._reject(rnd, segments[i], "augmentation", "instruction cut off at the token limit", instruction=instruction, raw=reply.text))
+                out.rejects.append(
+                    self._reject(
+                        rnd,
+                        segments[i],
+                        "augmentation",
+                        "instruction cut off at the token limit",
+                        instruction=instruction,
+                        raw=reply.text,
+                    )
+                )
             elif not instruction:
                 out.rejects.append(self._reject(rnd, segments[i], "augmentation", "empty instruction", raw=reply.text))
             else:
@@ -162,17 +184,35 @@ class BacktranslationGenerator:
             if parsed is None:
                 out.stats.unparseable += 1
                 reason = "engine error" if reply.finish_reason == "error" else "unparseable grade"
-                out.rejects.append(self._reject(rnd, seg, "curation", reason, instruction=instruction, raw=reply.text, detail=reply.error or ""))
+                out.rejects.append(
+                    self._reject(
+                        rnd, seg, "curation", reason, instruction=instruction, raw=reply.text, detail=reply.error or ""
+                    )
+                )
                 continue
             score, rationale = parsed
             out.stats.graded += 1
             out.stats.scores[score] += 1
-            judged = dict(instruction=instruction, judge_score=float(score), judge_rationale=rationale, judge_model=self.engine.model_name)
+            judged = dict(
+                instruction=instruction,
+                judge_score=float(score),
+                judge_rationale=rationale,
+                judge_model=self.engine.model_name,
+            )
             if score < self.config.min_score:
-                out.rejects.append(self._reject(rnd, seg, "curation", f"score {score} below {self.config.min_score}", **judged))
+                out.rejects.append(
+                    self._reject(rnd, seg, "curation", f"score {score} below {self.config.min_score}", **judged)
+                )
             else:
                 out.stats.kept += 1
-                out.kept.append(Record(output=seg.text, tags=["backtranslation", "document-derived"], **judged, **self._common(rnd, seg)))  # type: ignore[arg-type]
+                out.kept.append(
+                    Record(
+                        output=seg.text,
+                        tags=["backtranslation", "document-derived"],
+                        **judged,
+                        **self._common(rnd, seg),
+                    )
+                )  # type: ignore[arg-type]
         return out
 
     def _common(self, rnd: int, seg: Segment) -> dict:

@@ -96,7 +96,24 @@ def _text_blocks(lines: Iterable[str], markdown: bool) -> Iterator[Block]:
 
 
 _SKIP_TAGS = {"script", "style", "nav", "header", "footer", "aside", "form", "noscript", "svg", "button", "select"}
-_BLOCK_TAGS = {"p", "div", "li", "pre", "blockquote", "td", "th", "tr", "section", "article", "br", "dd", "dt", "table", "ul", "ol"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "li",
+    "pre",
+    "blockquote",
+    "td",
+    "th",
+    "tr",
+    "section",
+    "article",
+    "br",
+    "dd",
+    "dt",
+    "table",
+    "ul",
+    "ol",
+}
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 
 
@@ -182,7 +199,9 @@ def read_folder(folder: Path) -> Iterator[tuple[str, str, Iterator[Block]] | Ski
         elif _looks_binary(head):
             yield Skipped(name, "binary file")
         else:
-            blocks = _html_blocks(path) if kind == "html" else _text_blocks(_file_lines(path), markdown=kind == "markdown")
+            blocks = (
+                _html_blocks(path) if kind == "html" else _text_blocks(_file_lines(path), markdown=kind == "markdown")
+            )
             yield name, kind, blocks
 
 
@@ -214,7 +233,11 @@ def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterat
                 yield Skipped(name, f"invalid JSON: {e.msg}")
                 continue
             value = data.get(text_field) if isinstance(data, dict) else None
-            yield _record_doc(name, value) if isinstance(value, str) or value is None else Skipped(name, f"'{text_field}' is not text")
+            yield (
+                _record_doc(name, value)
+                if isinstance(value, str) or value is None
+                else Skipped(name, f"'{text_field}' is not text")
+            )
 
 
 def _record_doc(name: str, value: object) -> tuple[str, str, Iterator[Block]] | Skipped:
@@ -230,7 +253,9 @@ class DocumentError(ValueError):
     """A document source that cannot be read at all; the message names it."""
 
 
-def read_documents(source: str | Path, text_field: str = "text") -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+def read_documents(
+    source: str | Path, text_field: str = "text"
+) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
     path = Path(source)
     if path.is_dir():
         return read_folder(path)
@@ -273,7 +298,9 @@ def segment_problem(text: str, config: BacktranslationConfig) -> str | None:
     symbols = sum(not (c.isalnum() or c.isspace()) for c in text)
     if symbols / len(text) > config.max_symbol_share:
         return "mostly symbols"
-    link_chars = sum(len(m.group(0)) for m in _MD_LINK.finditer(text)) + sum(len(m.group(0)) for m in _URL.finditer(text))
+    link_chars = sum(len(m.group(0)) for m in _MD_LINK.finditer(text)) + sum(
+        len(m.group(0)) for m in _URL.finditer(text)
+    )
     if link_chars / len(text) > config.max_link_share:
         return "mostly links"
     return None
@@ -293,7 +320,9 @@ def _windows(blocks: list[Block], max_chars: int) -> Iterator[list[Block]]:
         yield group
 
 
-def segment(doc: str, blocks: Iterable[Block], config: BacktranslationConfig) -> Iterator[Segment | tuple[Segment, str]]:
+def segment(
+    doc: str, blocks: Iterable[Block], config: BacktranslationConfig
+) -> Iterator[Segment | tuple[Segment, str]]:
     """Segments of one document; a dropped one comes as (segment, reason)."""
     heading = ""
     section: list[Block] = []

@@ -147,7 +147,9 @@ class BacktranslationConfig(_Strict):
     max_symbol_share: float = Field(default=0.25, ge=0, le=1)
     max_link_share: float = Field(default=0.5, ge=0, le=1)
     rounds: int = Field(default=1, ge=1, description="Iterations; curated pairs join the next round's few-shot pool.")
-    min_score: int = Field(default=5, ge=1, le=5, description="Keep pairs graded at least this (4 is the permissive option).")
+    min_score: int = Field(
+        default=5, ge=1, le=5, description="Keep pairs graded at least this (4 is the permissive option)."
+    )
     num_demos: int = Field(default=3, ge=0, description="Few-shot (output, instruction) pairs per backward prompt.")
     chunk_size: int = Field(default=128, ge=1, description="Segments per committed batch.")
     max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")

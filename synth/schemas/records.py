@@ -140,5 +140,7 @@ class Reject(Record):
         if not self.id:
             # Where and why it was dropped are part of a reject's identity: two empty documents
             # are two rejects.
-            where = "\x1f".join(map(str, (self.stage, self.reason, self.source_doc, self.source_start, self.source_end)))
+            where = "\x1f".join(
+                map(str, (self.stage, self.reason, self.source_doc, self.source_start, self.source_end))
+            )
             self.id = content_id(self.instruction, self.input, f"{self.output or self.raw}\x1f{where}")
