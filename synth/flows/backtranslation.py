@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary
+from synth.flows.common import run_summary, start_run
 from synth.generators.backtranslation import (
     GENERATOR,
     BacktranslationGenerator,
@@ -31,7 +31,7 @@ from synth.generators.backtranslation import (
 from synth.generators.documents import Segment, Skipped, read_documents, segment
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.templates import load_template
-from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, RunInfo, VLLMEngineConfig, run_id
+from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
 from synth.shards import DatasetWriter, scan
 
 
@@ -190,15 +190,7 @@ def run_backtranslation(
         model = model or get_engine(engine)
         if backward_model is None and backward_engine is not None:
             backward_model = get_engine(backward_engine)
-        writer.start_run(
-            RunInfo(
-                run_id=rid,
-                generator=GENERATOR,
-                config=config.model_dump(),
-                engine=engine.model_dump(),
-                model=model.model_name,
-            )
-        )
+        start_run(writer, rid, GENERATOR, config, engine, model)
         seeds = seed_pairs(load_seed_tasks())
         generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)
         position = writer.manifest.runs[rid].state.get("position", {"round": 1, "chunk": 0})

@@ -5,7 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from synth.engines import Engine
+from synth.schemas import RunInfo
 from synth.shards import DatasetWriter
+
+
+def start_run(
+    writer: DatasetWriter, rid: str, generator: str, config: BaseModel, engine: BaseModel, model: Engine
+) -> None:
+    """Register the run in the dataset, or reopen it to resume (see `DatasetWriter.start_run`)."""
+    writer.start_run(
+        RunInfo(
+            run_id=rid,
+            generator=generator,
+            config=config.model_dump(),
+            engine=engine.model_dump(),
+            model=model.model_name,
+        )
+    )
 
 
 def run_summary(writer: DatasetWriter, rid: str, path: str | Path, reached_target: bool) -> dict[str, Any]:

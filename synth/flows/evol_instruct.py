@@ -13,11 +13,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary
+from synth.flows.common import run_summary, start_run
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
 from synth.generators.templates import load_template
-from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, RunInfo, VLLMEngineConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, VLLMEngineConfig, run_id
 from synth.shards import DatasetWriter
 
 
@@ -79,15 +79,7 @@ def run_evol_instruct(
     step = evolve_chunk.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
-        writer.start_run(
-            RunInfo(
-                run_id=rid,
-                generator=GENERATOR,
-                config=config.model_dump(),
-                engine=engine.model_dump(),
-                model=model.model_name,
-            )
-        )
+        start_run(writer, rid, GENERATOR, config, engine, model)
         generator = EvolInstructGenerator(config, model, run_id=rid)
         for chunk in range(writer.manifest.runs[rid].batches_done, len(chunks)):
             step(generator, writer, rid, chunk, chunks[chunk])

@@ -17,11 +17,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary
+from synth.flows.common import run_summary, start_run
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.generators.templates import load_template
-from synth.schemas import DatasetConfig, EngineConfig, RunInfo, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
 from synth.shards import DatasetWriter, scan
 
 _TEMPLATES = (
@@ -103,15 +103,7 @@ def run_self_instruct(
     run_batch = generate_batch.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
-        writer.start_run(
-            RunInfo(
-                run_id=rid,
-                generator=GENERATOR,
-                config=config.model_dump(),
-                engine=engine.model_dump(),
-                model=model.model_name,
-            )
-        )
+        start_run(writer, rid, GENERATOR, config, engine, model)
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
         generator.accept(accepted_tasks(dataset.path, rid))
         while True:

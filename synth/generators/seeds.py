@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from synth.generators.files import read_utf8
 from synth.schemas import SeedTask
 
 DEFAULT_SEEDS = Path(__file__).parent / "seeds" / "default_seed_tasks.jsonl"
@@ -27,17 +28,7 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
     A `.txt` file holds one instruction per non-empty line.
     """
     file = Path(path) if path is not None else DEFAULT_SEEDS
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise SeedFileError(f"{file}: no such file") from None
-    except IsADirectoryError:
-        raise SeedFileError(f"{file}: is a directory, expected a JSONL file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad_line = raw[: e.start].count(b"\n") + 1
-        raise SeedFileError(f"{file}:{bad_line}: not UTF-8 text (byte {e.start})") from None
+    text = read_utf8(file, SeedFileError)
     tasks: list[SeedTask] = []
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from synth.generators.files import read_utf8
 from synth.schemas import content_id
 from synth.shards import MANIFEST, scan
 
@@ -70,15 +71,7 @@ def _from_parquet(path: Path) -> list[SourceItem]:
 
 
 def _from_jsonl(path: Path) -> list[SourceItem]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad_line = raw[: e.start].count(b"\n") + 1
-        raise SourceError(f"{path}:{bad_line}: not UTF-8 text") from None
+    text = read_utf8(path, SourceError)
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
