@@ -135,7 +135,8 @@ class BacktranslationGenerator:
             sampling=self.config.augment_sampling.model_copy(
                 update={"seed": request_seed(self.config.seed, *where, "backward")}
             ),
-            stop=["[TEXT START]", "\n\n\n"],
+            # The instruction is the reply's first paragraph; a model that writes on is done.
+            stop=["[TEXT START]", "\n\n"],
             tag=self.t_backward.name,
         )
 
