@@ -1,0 +1,42 @@
+"""A Self-Instruct run in its own process, for the kill-and-resume test.
+
+Replies depend only on each request (its seed), so a resumed run sees exactly the replies an
+uninterrupted one would. Each engine call sleeps a little so the test can kill the process mid-run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from synth.engines import ChatRequest, ScriptedEngine
+from synth.flows.self_instruct import run_self_instruct
+from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
+
+
+def reply(request: ChatRequest) -> str:
+    seed = request.sampling.seed if request.sampling else 0
+    if request.tag == "self_instruct_tasks":
+        words = [" ".join(f"t{seed}k{i}w{j}" for j in range(5)) for i in range(3)]
+        first = int(request.prefill.rsplit("Task ", 1)[1].rstrip(":"))
+        return f" Describe {words[0]}\nTask {first + 1}: Summarize {words[1]}\nTask {first + 2}: Compare {words[2]}"
+    if request.tag == "self_instruct_classify":
+        return " yes"
+    return f" data {seed}\nOutput: result {seed}"
+
+
+class SlowEngine(ScriptedEngine):
+    def chat(self, requests):
+        time.sleep(0.3)
+        return super().chat(requests)
+
+
+if __name__ == "__main__":
+    out, batches = sys.argv[1], int(sys.argv[2])
+    run_self_instruct(
+        SelfInstructConfig(num_records=10_000, max_batches=batches, prompts_per_batch=3),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=out, shard_rows=4),
+        model=SlowEngine(reply),
+        batch_retries=0,
+    )
