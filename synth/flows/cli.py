@@ -228,6 +228,64 @@ def generate_backtranslate(
     print_summary(summary)
 
 
+@app.command("run")
+def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, TOML or JSON).")]) -> None:
+    """Run every step of a recipe once, in order, into its dataset."""
+    _quiet_libraries()
+    from synth.engines import EngineError
+    from synth.generators.documents import DocumentError
+    from synth.generators.seeds import SeedFileError
+    from synth.generators.sources import SourceError
+    from synth.schemas import ConfigFileError
+    from synth.schemas.recipe import load_recipe
+    from synth.shards import DatasetError
+
+    try:
+        loaded = load_recipe(recipe)
+        from synth.flows.recipe import recipe_flow
+
+        summaries = recipe_flow(recipe=loaded)
+    except (ConfigFileError, SeedFileError, SourceError, DocumentError, DatasetError, EngineError) as e:
+        _fail(str(e))
+    for summary in summaries:
+        console.print(f"[bold]{summary['generator']}[/]")
+        print_summary(summary)
+
+
+@app.command("serve")
+def serve_recipe(recipes: Annotated[list[Path], typer.Argument(help="Recipe files with a schedule.")]) -> None:
+    """Register the recipes' schedules as deployments on the Prefect server (PREFECT_API_URL) and
+    run them as they come due, until stopped."""
+    _quiet_libraries()
+    from synth.schemas import ConfigFileError
+    from synth.schemas.recipe import load_recipe
+
+    try:
+        for path in recipes:
+            if load_recipe(path).schedule is None:
+                _fail(f"{path}: no 'schedule'; use `synth run` for a one-off run")
+        _check_server()
+    except ConfigFileError as e:
+        _fail(str(e))
+    from synth.flows.recipe import serve_recipes
+
+    serve_recipes(list(recipes))
+
+
+def _check_server() -> None:
+    """Fail with the URL when the configured Prefect server does not answer."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        _fail("no Prefect server configured: start one (`prefect server start`) and set PREFECT_API_URL")
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as e:
+        _fail(f"the Prefect server at {url} is not reachable: {e}")
+
+
 @app.command("inspect")
 def inspect_dataset(
     path: Annotated[Path, typer.Argument(help="Dataset directory.")],
