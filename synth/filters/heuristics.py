@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from synth.filters.base import FilterResult, reject
+from synth.schemas import Record
+from synth.schemas.curation import HeuristicsConfig
 
 # Tasks a text-only model cannot do (Self-Instruct's list, extended with audio and video).
 NON_TEXT_KEYWORDS: tuple[str, ...] = (
@@ -201,3 +206,73 @@ def only_punctuation_and_stop_words(text: str) -> bool:
 def is_short_refusal(text: str, max_words: int = 80) -> bool:
     """True for a reply that apologizes or declines ("sorry", "I cannot"...) in under `max_words` words."""
     return len(text.split()) < max_words and _REFUSAL.search(text) is not None
+
+
+_PLACEHOLDER = re.compile(
+    r"^\s*(\[[^\]]*\]|<[^>]*>|\{[^}]*\}|todo|tbd|n/?a|none|null|placeholder|lorem ipsum.*|\.\.\.|-+)\s*$", re.IGNORECASE
+)
+
+
+def _symbol_share(text: str) -> float:
+    chars = [c for c in text if not c.isspace()]
+    return sum(not c.isalnum() for c in chars) / len(chars) if chars else 0.0
+
+
+def _repeated_line_share(text: str) -> float:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return 1 - len(set(lines)) / len(lines) if len(lines) > 1 else 0.0
+
+
+class HeuristicFilter:
+    """Record-level rules, each switchable: lengths, refusals, non-text requests, placeholders,
+    output equal to input, cut-off outputs (tagged "cut-off" by generators), symbols, repetition."""
+
+    stage = "heuristic"
+
+    def __init__(self, config: HeuristicsConfig) -> None:
+        self.config = config
+        self.instructions = InstructionHeuristics(min_words=0, max_words=10**9)
+
+    def reason(self, r: Record) -> str | None:
+        c = self.config
+        n_ins, n_out = len(r.instruction.split()), len(r.output.split())
+        if c.placeholders:
+            for name in ("instruction", "output"):
+                if not getattr(r, name).strip() or _PLACEHOLDER.match(getattr(r, name)):
+                    return f"empty or placeholder {name}"
+        if n_ins < c.min_instruction_words:
+            return f"instruction under {c.min_instruction_words} words"
+        if n_ins > c.max_instruction_words:
+            return f"instruction over {c.max_instruction_words} words"
+        if n_out < c.min_output_words:
+            return f"output under {c.min_output_words} words"
+        if n_out > c.max_output_words:
+            return f"output over {c.max_output_words} words"
+        if c.cut_off and "cut-off" in r.tags:
+            return "output cut off at the token limit"
+        if c.refusals and is_short_refusal(r.output):
+            return "refusal or apology"
+        if c.non_text and (m := self.instructions._pattern.search(r.instruction)):
+            return f"non-text modality ({m.group(1).lower()})"
+        if (
+            c.output_equals_input
+            and r.input.strip()
+            and " ".join(r.input.lower().split()) == " ".join(r.output.lower().split())
+        ):
+            return "output equals input"
+        for name in ("instruction", "output"):
+            text = getattr(r, name)
+            if _symbol_share(text) > c.max_symbol_share:
+                return f"{name} mostly symbols"
+            if _repeated_line_share(text) > c.max_repeated_line_share:
+                return f"{name} mostly repeated lines"
+        return None
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        out = FilterResult()
+        for r in records:
+            if why := self.reason(r):
+                out.rejects.append(reject(r, self.stage, why))
+            else:
+                out.kept.append(r)
+        return out

@@ -19,7 +19,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary, start_run
+from synth.filters.base import FilterChain
+from synth.filters.dedup import MinHashIndex
+from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.curation import build_chain
 from synth.generators.backtranslation import (
     GENERATOR,
     BacktranslationGenerator,
@@ -32,6 +35,7 @@ from synth.generators.documents import Segment, Skipped, read_documents, segment
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.templates import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
+from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter, scan
 
 
@@ -143,15 +147,16 @@ def _keys(frame: pl.DataFrame) -> set[str]:
 
 @task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
 def curate_chunk(
-    generator: BacktranslationGenerator, writer: DatasetWriter, rid: str, batch: int, rnd: int, index: int,
-    segments: list[Segment], rejects: list[Reject], counts: dict,
+    generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | None],
+    rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,
 ) -> list[str]:  # fmt: skip
-    """Augment and curate one chunk, then commit it with the rejects met while reading it."""
+    """Augment and self-curate one chunk, run the curation chain, then commit it with the rejects
+    met while reading it."""
     result = generator.run_chunk(batch, rnd, segments) if segments else ChunkResult()
     state = dict(writer.manifest.runs[rid].state)
     state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result)
     state["position"] = {"round": rnd, "chunk": index + 1}
-    shards = writer.commit_batch(rid, batch, result.kept, rejects + result.rejects, state=state)
+    shards = commit_curated(writer, rid, batch, *curation, result.kept, rejects + result.rejects, state=state)
     get_run_logger().info(
         "round %d chunk %d: %d segments, %d kept (scores %s), %d rejected",
         rnd, index, len(segments), len(result.kept), dict(result.stats.scores), len(rejects) + len(result.rejects),
@@ -179,6 +184,7 @@ def run_backtranslation(
     dataset: DatasetConfig,
     *,
     backward_engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
     model: Engine | None = None,
     backward_model: Engine | None = None,
     batch_retries: int = 2,
@@ -193,6 +199,7 @@ def run_backtranslation(
         start_run(writer, rid, GENERATOR, config, engine, model)
         seeds = seed_pairs(load_seed_tasks())
         generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)
+        curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         position = writer.manifest.runs[rid].state.get("position", {"round": 1, "chunk": 0})
         for rnd in range(position["round"], config.rounds + 1):
             earlier = curated(dataset.path, rid, before_round=rnd)
@@ -202,7 +209,7 @@ def run_backtranslation(
             for index, (segments, rejects, counts) in enumerate(chunks(config, rid, rnd, _keys(earlier))):
                 if index >= skip:
                     batch = writer.manifest.runs[rid].batches_done
-                    step(generator, writer, rid, batch, rnd, index, segments, rejects, counts)
+                    step(generator, writer, curation_chain, rid, batch, rnd, index, segments, rejects, counts)
         writer.finish_run(rid)
         summary = run_summary(writer, rid, dataset.path, reached_target=True)
         summary["funnel"] = writer.manifest.runs[rid].state.get("funnel", {})
@@ -215,6 +222,9 @@ def backtranslation_flow(
     dataset: DatasetConfig,
     engine: EngineConfig | None = None,
     backward_engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
 ) -> dict[str, Any]:
     """Backtranslation into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_backtranslation(config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine)
+    return run_backtranslation(
+        config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
+    )

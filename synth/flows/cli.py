@@ -286,6 +286,71 @@ def _check_server() -> None:
         _fail(f"the Prefect server at {url} is not reachable: {e}")
 
 
+@app.command("curate")
+def curate(
+    target: Annotated[
+        Path, typer.Argument(help="A dataset directory (curated in place) or a JSONL/Parquet file of records.")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", help="Dataset to curate a file into (new or existing).")] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="Curation config (TOML/YAML/JSON); default: heuristics, exact and near dedup."),
+    ] = None,
+    benchmark: Annotated[
+        list[Path] | None, typer.Option("--benchmark", help="Benchmark prompts to decontaminate against (repeatable).")
+    ] = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Also score records with the model on the rubric.")] = False,
+    engine_config: EngineOpt = None,
+    rebuild_index: Annotated[
+        bool, typer.Option("--rebuild-index", help="Rebuild the dataset's MinHash index with the current settings.")
+    ] = False,
+) -> None:
+    """Curate records: heuristics, exact and near-duplicate removal across the whole dataset,
+    optional ROUGE-L novelty, decontamination and model-judged quality; every drop is a reject
+    with its stage and reason."""
+    _quiet_libraries()
+    from synth.engines import EngineError, get_engine
+    from synth.filters.decontamination import BenchmarkFileError
+    from synth.filters.dedup import IndexMismatchError, MinHashIndex
+    from synth.flows.curation import CurationInputError, curate_dataset, curate_file
+    from synth.schemas import ConfigFileError, load_config_file
+    from synth.schemas.curation import CurationConfig
+    from synth.shards import DatasetError
+
+    try:
+        config = load_config_file(config_file, CurationConfig) if config_file else CurationConfig()
+        assert isinstance(config, CurationConfig)
+        if benchmark:
+            config.decontamination.benchmarks += [str(b) for b in benchmark]
+        if judge:
+            config.judge.enabled = True
+        engine = get_engine(_load_engine(engine_config)) if config.judge.enabled else None
+        if target.is_dir():
+            if out is not None:
+                _fail("--out is for curating a file; a dataset directory is curated in place")
+            if rebuild_index:
+                MinHashIndex.open(target, config.minhash, rebuild=True)
+            summary = curate_dataset(target, config, engine=engine)
+        else:
+            if out is None:
+                _fail(f"{target}: give --out DIR to curate a file into a dataset")
+            assert out is not None
+            if rebuild_index and (out / "manifest.json").is_file():
+                MinHashIndex.open(out, config.minhash, rebuild=True)
+            summary = curate_file(target, out, config, engine=engine)
+    except (
+        ConfigFileError,
+        CurationInputError,
+        BenchmarkFileError,
+        IndexMismatchError,
+        DatasetError,
+        EngineError,
+    ) as e:
+        _fail(str(e))
+    console.print(f"{summary['records_in']} records in")
+    print_summary(summary)
+
+
 @app.command("inspect")
 def inspect_dataset(
     path: Annotated[Path, typer.Argument(help="Dataset directory.")],

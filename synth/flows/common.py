@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from synth.engines import Engine
-from synth.schemas import RunInfo
+from synth.filters.base import FilterChain
+from synth.filters.dedup import MinHashIndex
+from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetWriter
+
+
+def commit_curated(
+    writer: DatasetWriter,
+    rid: str,
+    batch: int,
+    chain: FilterChain,
+    index: MinHashIndex | None,
+    kept: Sequence[Record],
+    rejects: Sequence[Reject],
+    state: dict[str, Any] | None = None,
+) -> list[ShardInfo]:
+    """Run a batch's records through the curation chain, commit what survives with every reject,
+    then bring the dataset's MinHash index up to date with the new shards."""
+    curated = chain.apply(kept)
+    shards = writer.commit_batch(rid, batch, curated.kept, [*rejects, *curated.rejects], state=state)
+    if index is not None:
+        index.sync(writer.path)
+    return shards
 
 
 def start_run(

@@ -13,11 +13,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary, start_run
+from synth.filters.base import FilterChain
+from synth.filters.dedup import MinHashIndex
+from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.curation import build_chain
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
 from synth.generators.templates import load_template
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, VLLMEngineConfig, run_id
+from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
 
 
@@ -48,12 +52,17 @@ def merge_rounds(total: dict[str, Any], new: dict[int, Any]) -> dict[str, Any]:
 
 @task(name="evol-instruct-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
 def evolve_chunk(
-    generator: EvolInstructGenerator, writer: DatasetWriter, rid: str, chunk: int, items: list[SourceItem]
+    generator: EvolInstructGenerator,
+    writer: DatasetWriter,
+    curation: tuple[FilterChain, MinHashIndex | None],
+    rid: str,
+    chunk: int,
+    items: list[SourceItem],
 ) -> list[str]:
-    """Evolve one chunk through every round and commit it; returns the paths of the shards written."""
+    """Evolve one chunk through every round, curate it and commit it; returns the shards' paths."""
     result = generator.run_chunk(chunk, items)
     state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), result.rounds)}
-    shards = writer.commit_batch(rid, chunk, result.kept, result.rejects, state=state)
+    shards = commit_curated(writer, rid, chunk, *curation, result.kept, result.rejects, state=state)
     get_run_logger().info(
         "chunk %d: %d instructions, %d evolutions kept, %d eliminated",
         chunk,
@@ -69,6 +78,7 @@ def run_evol_instruct(
     engine: EngineConfig,
     dataset: DatasetConfig,
     *,
+    curation: CurationConfig | None = None,
     model: Engine | None = None,
     batch_retries: int = 2,
 ) -> dict[str, Any]:
@@ -81,8 +91,9 @@ def run_evol_instruct(
         model = model or get_engine(engine)
         start_run(writer, rid, GENERATOR, config, engine, model)
         generator = EvolInstructGenerator(config, model, run_id=rid)
+        curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         for chunk in range(writer.manifest.runs[rid].batches_done, len(chunks)):
-            step(generator, writer, rid, chunk, chunks[chunk])
+            step(generator, writer, curation_chain, rid, chunk, chunks[chunk])
         writer.finish_run(rid)
         summary = run_summary(writer, rid, dataset.path, reached_target=True)
         summary["rounds"] = writer.manifest.runs[rid].state.get("rounds", {})
@@ -92,7 +103,10 @@ def run_evol_instruct(
 
 @flow(name="evol-instruct", log_prints=True)
 def evol_instruct_flow(
-    config: EvolInstructConfig, dataset: DatasetConfig, engine: EngineConfig | None = None
+    config: EvolInstructConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
 ) -> dict[str, Any]:
     """Evol-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_evol_instruct(config, engine or VLLMEngineConfig(), dataset)
+    return run_evol_instruct(config, engine or VLLMEngineConfig(), dataset, curation=curation)

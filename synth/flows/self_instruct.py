@@ -17,11 +17,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import run_summary, start_run
+from synth.filters.base import FilterChain
+from synth.filters.dedup import MinHashIndex
+from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.curation import build_chain
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.generators.templates import load_template
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
+from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter, scan
 
 _TEMPLATES = (
@@ -45,9 +49,14 @@ def accepted_tasks(path: str | Path, rid: str) -> list[str]:
     instance stage, so the pool can be rebuilt from the shards alone.
     """
     kept = scan(path, "kept").filter(pl.col("run_id") == rid).select("batch", "instruction")
+    # Rejects of the classification and instance stages, and records the curation chain dropped
+    # (they have an output; the generator's own task-level rejects do not).
     late = (
         scan(path, "rejects")
-        .filter((pl.col("run_id") == rid) & pl.col("stage").is_in(["classification", "instance"]))
+        .filter(
+            (pl.col("run_id") == rid)
+            & (pl.col("stage").is_in(["classification", "instance"]) | (pl.col("output") != ""))
+        )
         .select("batch", "instruction")
     )
     rows = pl.concat([kept, late]).unique().collect().rows()
@@ -68,13 +77,18 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
 
 @task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
 def generate_batch(
-    generator: SelfInstructGenerator, writer: DatasetWriter, rid: str, batch: int, prompts: int
+    generator: SelfInstructGenerator,
+    writer: DatasetWriter,
+    curation: tuple[FilterChain, MinHashIndex | None],
+    rid: str,
+    batch: int,
+    prompts: int,
 ) -> list[str]:
-    """Generate one batch and commit it; returns the paths of the shards written."""
+    """Generate one batch, curate it and commit it; returns the paths of the shards written."""
     result = generator.run_batch(batch, prompts)
     run = writer.manifest.runs[rid]
     state = {"prompts_sent": run.state.get("prompts_sent", 0) + result.prompts}
-    shards = writer.commit_batch(rid, batch, result.kept, result.rejects, state=state)
+    shards = commit_curated(writer, rid, batch, *curation, result.kept, result.rejects, state=state)
     generator.accept(result.accepted_tasks)
     run = writer.manifest.runs[rid]
     get_run_logger().info(
@@ -89,10 +103,12 @@ def run_self_instruct(
     engine: EngineConfig,
     dataset: DatasetConfig,
     *,
+    curation: CurationConfig | None = None,
     model: Engine | None = None,
     batch_retries: int = 2,
 ) -> dict[str, Any]:
-    """Run (or resume) Self-Instruct into `dataset`; returns a summary of the run.
+    """Run (or resume) Self-Instruct into `dataset`, curating each batch before it is written
+    (`curation`, default: heuristics, exact and near dedup); returns a summary of the run.
 
     `model` overrides the engine built from `engine` (tests pass a scripted one; `engine` still
     names the model in the run id). A batch whose engine calls fail is retried `batch_retries`
@@ -105,13 +121,14 @@ def run_self_instruct(
         model = model or get_engine(engine)
         start_run(writer, rid, GENERATOR, config, engine, model)
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
+        chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         generator.accept(accepted_tasks(dataset.path, rid))
         while True:
             run = writer.manifest.runs[rid]
             if run.kept >= config.num_records or run.batches_done >= config.max_batches:
                 break
             prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
-            run_batch(generator, writer, rid, run.batches_done, prompts)
+            run_batch(generator, writer, chain, rid, run.batches_done, prompts)
         writer.finish_run(rid)
         return run_summary(
             writer, rid, dataset.path, reached_target=writer.manifest.runs[rid].kept >= config.num_records
@@ -120,7 +137,10 @@ def run_self_instruct(
 
 @flow(name="self-instruct", log_prints=True)
 def self_instruct_flow(
-    config: SelfInstructConfig, dataset: DatasetConfig, engine: EngineConfig | None = None
+    config: SelfInstructConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
 ) -> dict[str, Any]:
     """Self-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_self_instruct(config, engine or VLLMEngineConfig(), dataset)
+    return run_self_instruct(config, engine or VLLMEngineConfig(), dataset, curation=curation)

@@ -19,7 +19,6 @@ Reference: Li et al., "Self-Alignment with Instruction Backtranslation", 2023.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -27,51 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Engine
+from synth.filters.judge import GRADE_SCHEMA, defuse, parse_grade
 from synth.generators.documents import Segment
 from synth.generators.self_instruct import request_seed
 from synth.generators.templates import load_template
 from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTask
 
 GENERATOR = "backtranslation"
-GRADE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "rationale": {"type": "string", "maxLength": 600},
-        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-    },
-    "required": ["rationale", "score"],
-    "additionalProperties": False,
-}
 _PREFILL = "Instruction:"
-_SCORE_LINE = re.compile(r"^\W*score\W*([1-5])\W*$", re.IGNORECASE | re.MULTILINE)
-# Strings that open or close chat turns in common templates, and our own fence markers.
-_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (START|END)\]", re.IGNORECASE)
-
-
-def defuse(text: str) -> str:
-    """Document text made safe to place inside a prompt: chat-control markers and our fence markers
-    are broken up so they read as text and cannot end the fence or start a turn."""
-    return _CONTROL.sub(
-        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
-    )
-
-
-def parse_grade(text: str) -> tuple[int, str] | None:
-    """(score, rationale) from a grading reply: JSON first, else a last "Score: N" line."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
-        score = data.get("score")
-        if isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 5:
-            return score, str(data.get("rationale", "")).strip()
-        return None
-    matches = list(_SCORE_LINE.finditer(text))
-    if not matches:
-        return None
-    last = matches[-1]
-    return int(last.group(1)), text[: last.start()].strip()
 
 
 def clean_instruction(text: str) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from synth.generators.files import read_utf8
 from synth.schemas import SeedTask
+from synth.shards.files import read_utf8
 
 DEFAULT_SEEDS = Path(__file__).parent / "seeds" / "default_seed_tasks.jsonl"
 

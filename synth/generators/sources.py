@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.generators.files import read_utf8
 from synth.schemas import content_id
 from synth.shards import MANIFEST, scan
+from synth.shards.files import read_utf8
 
 
 class SourceError(ValueError):

@@ -96,6 +96,7 @@ class Record(Provenance):
     judge_score: float | None = None
     judge_rationale: str | None = None
     judge_model: str | None = None
+    judge_rubric: str | None = None  # hash of the rubric the judge scored against
     tags: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -120,6 +121,7 @@ RejectStage = Literal[
     "curation",
     "judge",
     "dedup",
+    "decontamination",
 ]
 
 

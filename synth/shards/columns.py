@@ -51,6 +51,7 @@ _TYPES: dict[str, pl.DataType] = {
     "judge_score": pl.Float64(),
     "judge_rationale": pl.String(),
     "judge_model": pl.String(),
+    "judge_rubric": pl.String(),
     "tags": pl.List(pl.String),
     "created_at": pl.Datetime("us", "UTC"),
     "stage": pl.String(),

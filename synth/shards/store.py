@@ -211,6 +211,29 @@ class DatasetWriter:
         self._save(manifest)
         return shards
 
+    def replace_kept(self, run_id: str, kept: Sequence[Record], rejects: Sequence[Reject]) -> list[ShardInfo]:
+        """Swap every kept shard for `kept` and add `rejects`, as one batch of run `run_id` (curating
+        a dataset in place). The old kept files are removed only after the new manifest is on disk."""
+        batch = self.manifest.runs[run_id].batches_done
+        shards = self._write_shards(list(kept), "kept", run_id, batch) + self._write_shards(
+            list(rejects), "rejects", run_id, batch
+        )
+        manifest = self.manifest.model_copy(deep=True)
+        old = [s for s in manifest.shards if s.kind == "kept"]
+        manifest.shards = [s for s in manifest.shards if s.kind != "kept"] + shards
+        run = manifest.runs[run_id]
+        run.batches_done = batch + 1
+        run.kept = len(kept)
+        run.rejected += len(rejects)
+        for r in rejects:
+            bucket = run.rejects_by_reason.setdefault(r.stage, {})
+            bucket[r.reason] = bucket.get(r.reason, 0) + 1
+        run.updated_at = datetime.now(UTC)
+        self._save(manifest)
+        for s in old:
+            (self.path / s.path).unlink(missing_ok=True)
+        return shards
+
     def finish_run(self, run_id: str) -> None:
         manifest = self.manifest.model_copy(deep=True)
         run = manifest.runs[run_id]

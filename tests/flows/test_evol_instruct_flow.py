@@ -11,6 +11,7 @@ from synth.engines import ScriptedEngine
 from synth.flows.cli import app
 from synth.flows.evol_instruct import run_evol_instruct
 from synth.schemas import DatasetConfig, EvolInstructConfig, ScriptedEngineConfig
+from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.shards import read_manifest, scan, verify
 from tests.generators.test_evol_instruct import EvolScript
 
@@ -24,11 +25,16 @@ def write_source(path, n: int = 5):
     return path
 
 
+# The script's round-2 rewrites differ from round 1's by two words: near duplicates by design.
+NO_NEAR_DEDUP = CurationConfig(minhash=MinHashConfig(enabled=False))
+
+
 def run(source, out, **config):
     return run_evol_instruct(
         EvolInstructConfig(source=str(source), **config),
         ScriptedEngineConfig(),
         DatasetConfig(path=str(out)),
+        curation=NO_NEAR_DEDUP,
         model=ScriptedEngine(EvolScript()),
         batch_retries=0,
     )
@@ -53,6 +59,7 @@ def test_rerun_skips_committed_chunks(tmp_path):
         EvolInstructConfig(source=str(source), rounds=1, chunk_size=2),
         ScriptedEngineConfig(),
         DatasetConfig(path=str(tmp_path / "ds")),
+        curation=NO_NEAR_DEDUP,
         model=engine,
     )
     assert engine.calls == [] and again["kept"] == first["kept"]

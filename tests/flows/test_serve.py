@@ -104,22 +104,27 @@ def test_served_recipe_runs_on_its_interval_and_writes_shards(tmp_path):
         stop(server)
 
 
-def test_serve_names_an_unreachable_server(tmp_path, monkeypatch):
+def test_serve_names_an_unreachable_server(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "name": "r",
-                "dataset": {"path": str(tmp_path / "d")},
-                "schedule": {"cron": "0 2 * * *"},
-                "steps": [{"generator": "self_instruct"}],
-            }
-        )
-    )
+    data = {
+        "name": "r",
+        "dataset": {"path": str(tmp_path / "d")},
+        "schedule": {"cron": "0 2 * * *"},
+        "steps": [{"generator": "self_instruct"}],
+    }
+    recipe.write_text(yaml.safe_dump(data))
     url = f"http://127.0.0.1:{free_port()}/api"
-    monkeypatch.setenv("PREFECT_API_URL", url)
-    result = CliRunner().invoke(app, ["serve", str(recipe)])
-    assert result.exit_code == 2 and url in result.output and "not reachable" in result.output
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    # A real process, as a user runs it: settings come from its environment, and a wrong outcome
+    # (serving forever) ends at the timeout instead of hanging the suite.
+    out = subprocess.run(
+        [sys.executable, "-m", "synth.flows.cli", "serve", str(recipe)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and url in out.stderr and "not reachable" in out.stderr
 
 
 def test_serve_refuses_a_recipe_without_a_schedule(tmp_path):

@@ -7,13 +7,8 @@ import random
 import pytest
 
 from synth.engines import ChatRequest, Completion, ScriptedEngine
-from synth.generators.backtranslation import (
-    BacktranslationGenerator,
-    clean_instruction,
-    defuse,
-    parse_grade,
-    seed_pairs,
-)
+from synth.filters.judge import defuse, parse_grade
+from synth.generators.backtranslation import BacktranslationGenerator, clean_instruction, seed_pairs
 from synth.generators.documents import Segment
 from synth.generators.seeds import load_seed_tasks
 from synth.schemas import BacktranslationConfig

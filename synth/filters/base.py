@@ -1,0 +1,64 @@
+"""The filter contract: a batch of records in, the kept ones and the rejects (with stage and reason) out.
+
+Filters chain in a configured order, cheap first; the chain counts rejects per stage and reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from synth.schemas import Record, Reject
+
+_NOT_COPIED = {"id", "messages", "created_at"}
+
+
+@dataclass
+class FilterResult:
+    kept: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class Filter(Protocol):
+    """Keeps or drops each record of a batch; a dropped record becomes a reject with a reason."""
+
+    stage: str
+
+    def apply(self, records: Sequence[Record]) -> FilterResult: ...
+
+
+def reject(record: Record, stage: str, reason: str, detail: str = "", **fields: object) -> Reject:
+    """`record` as a reject of `stage`, keeping all its content and provenance."""
+    data = record.model_dump(exclude=_NOT_COPIED)
+    data.update(fields)
+    return Reject(**data, stage=stage, reason=reason, detail=detail)  # type: ignore[arg-type]
+
+
+@dataclass
+class ChainResult:
+    kept: list[Record]
+    rejects: list[Reject]
+    counts: dict[str, dict[str, int]]
+
+
+class FilterChain:
+    """Filters applied in order; each sees only what the ones before it kept."""
+
+    def __init__(self, filters: Sequence[Filter]) -> None:
+        self.filters = list(filters)
+
+    def apply(self, records: Sequence[Record]) -> ChainResult:
+        kept = list(records)
+        rejects: list[Reject] = []
+        counts: dict[str, dict[str, int]] = {}
+        for f in self.filters:
+            if not kept:
+                break
+            result = f.apply(kept)
+            kept = result.kept
+            rejects.extend(result.rejects)
+            for r in result.rejects:
+                bucket = counts.setdefault(r.stage, {})
+                bucket[r.reason] = bucket.get(r.reason, 0) + 1
+        return ChainResult(kept, rejects, counts)

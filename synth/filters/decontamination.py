@@ -1,0 +1,94 @@
+"""Decontamination: drop records that overlap benchmark prompts by a shared word n-gram.
+
+Benchmark files are JSONL (every string value of an object, or a string per line), Parquet
+(every text column of a row) or plain text (one item per line). Each reject names the benchmark
+items it hit, and `hits` counts them per item, so the report says which benchmark items leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from synth.filters.base import FilterResult, reject
+from synth.schemas import Record
+from synth.schemas.curation import DecontaminationConfig
+from synth.shards.files import read_utf8
+
+_WORD = re.compile(r"\w+")
+
+
+class BenchmarkFileError(ValueError):
+    """A benchmark file that cannot be read; the message names it (and the line)."""
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
+    """(item name, text) of every item of a benchmark file."""
+    if path.suffix == ".parquet":
+        frame = pl.read_parquet(path)
+        texts = [c for c, t in frame.schema.items() if t == pl.String]
+        if not texts:
+            raise BenchmarkFileError(f"{path}: no text columns")
+        for i, row in enumerate(frame.select(texts).iter_rows(), start=1):
+            yield f"{path.name}:{i}", "\n".join(v for v in row if v)
+        return
+    text = read_utf8(path, BenchmarkFileError)
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkFileError(f"{path}:{i}: invalid JSON: {e.msg}") from None
+            values = (
+                [data]
+                if isinstance(data, str)
+                else [v for v in data.values() if isinstance(v, str)]
+                if isinstance(data, dict)
+                else []
+            )
+            yield f"{path.name}:{i}", "\n".join(values)
+        else:
+            yield f"{path.name}:{i}", line
+
+
+class DecontaminationFilter:
+    stage = "decontamination"
+
+    def __init__(self, config: DecontaminationConfig) -> None:
+        self.config = config
+        self.index: dict[tuple[str, ...], str] = {}
+        for file in config.benchmarks:
+            path = Path(file)
+            if not path.is_file():
+                raise BenchmarkFileError(f"{path}: no such file")
+            for name, text in benchmark_items(path):
+                for gram in ngrams(text, config.ngram):
+                    self.index.setdefault(gram, name)
+        self.hits: Counter[str] = Counter()
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        result = FilterResult()
+        for r in records:
+            items: set[str] = set()
+            for name in self.config.fields:
+                items.update(self.index[g] for g in ngrams(getattr(r, name), self.config.ngram) if g in self.index)
+            if items:
+                self.hits.update(items)
+                result.rejects.append(
+                    reject(r, self.stage, "overlaps a benchmark item", detail=", ".join(sorted(items)))
+                )
+            else:
+                result.kept.append(r)
+        return result

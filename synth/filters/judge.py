@@ -1,0 +1,121 @@
+"""Quality judged by a model: a rubric, structured output (rationale, then a 1-5 score), a threshold.
+
+One batched engine call per batch. A reply that does not parse is a reject with its raw text,
+never a pass. Kept and rejected records carry the score, the rationale, the judge's model and the
+rubric's hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from synth.engines import ChatRequest, Engine
+from synth.filters.base import FilterResult, reject
+from synth.schemas import Message, Record
+from synth.schemas.curation import JudgeConfig
+
+GRADE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "rationale": {"type": "string", "maxLength": 600},
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+    },
+    "required": ["rationale", "score"],
+    "additionalProperties": False,
+}
+_SCORE_LINE = re.compile(r"^\W*score\W*([1-5])\W*$", re.IGNORECASE | re.MULTILINE)
+# Strings that open or close chat turns in common templates, and our own fence markers.
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (START|END)\]", re.IGNORECASE)
+_PROMPTS = Path(__file__).parents[1] / "generators" / "prompts"
+
+
+def defuse(text: str) -> str:
+    """Untrusted text made safe to place inside a prompt: chat-control markers and our fence
+    markers are broken up so they read as text and cannot end the fence or start a turn."""
+    return _CONTROL.sub(
+        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
+    )
+
+
+def parse_grade(text: str) -> tuple[int, str] | None:
+    """(score, rationale) from a grading reply: JSON first, else a last "Score: N" line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        score = data.get("score")
+        if isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 5:
+            return score, str(data.get("rationale", "")).strip()
+        return None
+    matches = list(_SCORE_LINE.finditer(text))
+    if not matches:
+        return None
+    last = matches[-1]
+    return int(last.group(1)), text[: last.start()].strip()
+
+
+class JudgeFilter:
+    """Keeps records the engine scores at or above `threshold` on the rubric."""
+
+    stage = "judge"
+
+    def __init__(self, config: JudgeConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        rubric_path = Path(config.rubric) if config.rubric else _PROMPTS / "judge_rubric.txt"
+        self.rubric = rubric_path.read_text(encoding="utf-8").strip()
+        self.rubric_hash = hashlib.sha256(self.rubric.encode()).hexdigest()[:12]
+        self.template = (_PROMPTS / "judge.txt").read_text(encoding="utf-8").strip()
+
+    def request(self, r: Record) -> ChatRequest:
+        shown = f"{r.instruction}\n\n{r.input}" if r.input else r.instruction
+        prompt = self.template.replace("{{rubric}}", self.rubric, 1)
+        # Single-pass fill: the record's text is never scanned for placeholders.
+        head, rest = prompt.split("{{instruction}}", 1)
+        middle, tail = rest.split("{{output}}", 1)
+        prompt = f"{head}{defuse(shown)}{middle}{defuse(r.output)}{tail}"
+        return ChatRequest(
+            messages=[Message(role="user", content=prompt)],
+            sampling=self.config.sampling,
+            json_schema=GRADE_SCHEMA,
+            tag="judge",
+        )
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        result = FilterResult()
+        replies = self.engine.chat([self.request(r) for r in records])
+        for r, reply in zip(records, replies, strict=True):
+            parsed = None if reply.finish_reason == "error" else parse_grade(reply.text)
+            if parsed is None:
+                reason = "engine error" if reply.finish_reason == "error" else "unparseable judgement"
+                result.rejects.append(
+                    reject(
+                        r,
+                        self.stage,
+                        reason,
+                        detail=reply.error or "",
+                        raw=reply.text,
+                        judge_model=self.engine.model_name,
+                        judge_rubric=self.rubric_hash,
+                    )
+                )
+                continue
+            score, rationale = parsed
+            judged = r.model_copy(
+                update={
+                    "judge_score": float(score),
+                    "judge_rationale": rationale,
+                    "judge_model": self.engine.model_name,
+                    "judge_rubric": self.rubric_hash,
+                }
+            )
+            if score < self.config.threshold:
+                result.rejects.append(reject(judged, self.stage, f"score {score} below {self.config.threshold}"))
+            else:
+                result.kept.append(judged)
+        return result

@@ -1,0 +1,38 @@
+"""ROUGE-L novelty as a filter of its own: instructions too close to a reference pool are dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from synth.filters.base import FilterResult, reject
+from synth.filters.novelty import RougeNoveltyIndex
+from synth.schemas import Record
+
+
+class NoveltyFilter:
+    """Keeps a record when its instruction's ROUGE-L F1 against every pool instruction (and every
+    instruction kept before it) is at most `threshold`; kept instructions join the pool."""
+
+    stage = "novelty"
+
+    def __init__(self, pool: Sequence[str], threshold: float = 0.7) -> None:
+        self.index = RougeNoveltyIndex(threshold=threshold)
+        self.index.add(pool)
+
+    def apply(self, records: Sequence[Record]) -> FilterResult:
+        result = FilterResult()
+        verdicts = self.index.check([r.instruction for r in records])
+        for r, v in zip(records, verdicts, strict=True):
+            scored = r.model_copy(update={"novelty_rouge_l": v.max_score, "novelty_neighbors": v.neighbors})
+            if v.kept:
+                result.kept.append(scored)
+            else:
+                result.rejects.append(
+                    reject(
+                        scored,
+                        self.stage,
+                        f"ROUGE-L above {self.index.threshold}",
+                        detail=f"most similar: {v.neighbors[0]}",
+                    )
+                )
+        return result

@@ -1,0 +1,188 @@
+"""The curation chain built from its config for a dataset, and curating whole datasets and files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from synth.engines import Engine
+from synth.filters.base import Filter, FilterChain
+from synth.filters.decontamination import DecontaminationFilter
+from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
+from synth.filters.heuristics import HeuristicFilter
+from synth.filters.judge import JudgeFilter
+from synth.filters.novelty_filter import NoveltyFilter
+from synth.flows.common import run_summary
+from synth.schemas import Record, Reject, RunInfo, run_id
+from synth.schemas.curation import CurationConfig
+from synth.shards import DatasetError, DatasetWriter
+from synth.shards.files import read_utf8
+from synth.shards.store import MANIFEST, scan
+
+
+def build_chain(
+    config: CurationConfig, dataset: str | Path | None, engine: Engine | None = None, rebuild_index: bool = False
+) -> tuple[FilterChain, MinHashIndex | None]:
+    """The chain, cheap first, with dedup indexes holding the dataset's kept records.
+
+    Returns the MinHash index too, so the caller can persist it (`index.sync(dataset)`) once the
+    batch's records are committed.
+    """
+    filters: list[Filter] = []
+    if config.heuristics.enabled:
+        filters.append(HeuristicFilter(config.heuristics))
+    if config.exact_dedup:
+        filters.append(ExactDedupFilter(dataset))
+    index = None
+    if config.minhash.enabled:
+        if config.minhash.backend == "redis":
+            from synth.filters.redis_index import RedisMinHashIndex
+
+            index = RedisMinHashIndex.open(dataset, config.minhash)
+        else:
+            index = (
+                MinHashIndex.open(dataset, config.minhash, rebuild=rebuild_index)
+                if dataset
+                else MinHashIndex(config.minhash)
+            )
+        filters.append(NearDedupFilter(index))
+    if config.novelty.enabled:
+        if config.novelty.reference:
+            from synth.generators.sources import load_instructions
+
+            pool = [i.instruction for i in load_instructions(config.novelty.reference)]
+        elif dataset is not None and (Path(dataset) / MANIFEST).is_file():
+            pool = scan(dataset).select("instruction").collect()["instruction"].to_list()
+        else:
+            pool = []
+        filters.append(NoveltyFilter(pool, config.novelty.threshold))
+    if config.decontamination.benchmarks:
+        filters.append(DecontaminationFilter(config.decontamination))
+    if config.judge.enabled:
+        if engine is None:
+            raise ValueError("the judge filter needs an engine")
+        filters.append(JudgeFilter(config.judge, engine))
+    return FilterChain(filters), index
+
+
+# -- curating whole datasets and files --------------------------------------------------------------
+
+CURATE = "curate"
+
+
+def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
+    return [Record.model_validate(row) for row in frame.iter_rows(named=True)]
+
+
+def records_from_file(path: str | Path) -> list[Record]:
+    """Records from a JSONL or Parquet file with `instruction`, `input` (optional) and `output`;
+    a missing or non-text field is an error naming the file (and the line, for JSONL)."""
+    file = Path(path)
+    rows: list[tuple[str, str, str]] = []
+    if file.suffix == ".parquet":
+        frame = pl.read_parquet(file)
+        for column in ("instruction", "output"):
+            if column not in frame.columns:
+                raise CurationInputError(f"{file}: no '{column}' column (columns: {', '.join(frame.columns)})")
+            if frame.schema[column] != pl.String:
+                raise CurationInputError(f"{file}: column '{column}' is {frame.schema[column]}, expected text")
+        inputs = (
+            frame["input"].cast(pl.String).fill_null("") if "input" in frame.columns else pl.Series([""] * frame.height)
+        )
+        for number, (ins, inp, out) in enumerate(
+            zip(frame["instruction"], inputs, frame["output"], strict=True), start=1
+        ):
+            if ins is None or out is None:
+                raise CurationInputError(f"{file}: row {number}: empty 'instruction' or 'output'")
+            rows.append((ins, inp, out))
+    elif file.suffix == ".jsonl":
+        for number, line in enumerate(read_utf8(file, CurationInputError).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CurationInputError(f"{file}:{number}: invalid JSON: {e.msg}") from None
+            if not isinstance(data, dict):
+                raise CurationInputError(f"{file}:{number}: expected a JSON object")
+            for key in ("instruction", "output"):
+                if not isinstance(data.get(key), str):
+                    raise CurationInputError(f"{file}:{number}: field '{key}' is missing or not text")
+            if not isinstance(data.get("input", ""), str):
+                raise CurationInputError(f"{file}:{number}: field 'input' is not text")
+            rows.append((data["instruction"], data.get("input", ""), data["output"]))
+    else:
+        raise CurationInputError(f"{file}: expected a .jsonl or .parquet file of records, or a dataset directory")
+    if not rows:
+        raise CurationInputError(f"{file}: no records")
+    return [
+        Record(generator="import", instruction=i, input=n, output=o, source_doc=file.name, tags=["imported"])
+        for i, n, o in rows
+    ]
+
+
+class CurationInputError(ValueError):
+    """Records that cannot be curated as given; the message names the file and line."""
+
+
+def _curate_run(config: CurationConfig, source: str) -> RunInfo:
+    rid = run_id(CURATE, config.model_dump(), source)
+    return RunInfo(run_id=rid, generator=CURATE, config=config.model_dump(), engine={}, model="")
+
+
+def curate_dataset(
+    path: str | Path, config: CurationConfig, engine: Engine | None = None, batch_size: int = 10_000
+) -> dict[str, Any]:
+    """Apply the chain to a dataset's kept records in place: the first of each duplicate group
+    stays, everything dropped moves to the rejects with its stage and reason."""
+    root = Path(path)
+    if not (root / MANIFEST).is_file():
+        raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
+    records = _rows_to_records(scan(root).collect())
+    # The dataset's records are what is being curated: the indexes start empty, not from the shards.
+    chain, _ = build_chain(config, dataset=None, engine=engine)
+    kept: list[Record] = []
+    rejects: list[Reject] = []
+    counts: dict[str, dict[str, int]] = {}
+    for start in range(0, len(records), batch_size):
+        result = chain.apply(records[start : start + batch_size])
+        kept += result.kept
+        rejects += result.rejects
+        for stage, reasons in result.counts.items():
+            for reason, n in reasons.items():
+                counts.setdefault(stage, {})[reason] = counts.setdefault(stage, {}).get(reason, 0) + n
+    run = _curate_run(config, f"in-place:{root.resolve()}")
+    with DatasetWriter(root) as writer:
+        writer.start_run(run)
+        writer.replace_kept(run.run_id, kept, rejects)
+        writer.finish_run(run.run_id)
+        summary = run_summary(writer, run.run_id, root, reached_target=True)
+    if config.minhash.enabled and config.minhash.backend == "local":
+        MinHashIndex.open(root, config.minhash, rebuild=True)
+    summary.update(records_in=len(records), counts=counts)
+    return summary
+
+
+def curate_file(
+    file: str | Path, out: str | Path, config: CurationConfig, engine: Engine | None = None, batch_size: int = 10_000
+) -> dict[str, Any]:
+    """Curate records from a file into a dataset, deduplicated against what the dataset holds."""
+    records = records_from_file(file)
+    run = _curate_run(config, f"file:{Path(file).resolve()}")
+    with DatasetWriter(out) as writer:
+        writer.start_run(run)
+        chain, index = build_chain(config, dataset=out, engine=engine)
+        for batch, start in enumerate(range(0, len(records), batch_size)):
+            if batch < writer.manifest.runs[run.run_id].batches_done:
+                continue
+            result = chain.apply(records[start : start + batch_size])
+            writer.commit_batch(run.run_id, batch, result.kept, result.rejects)
+            if index is not None:
+                index.sync(out)
+        writer.finish_run(run.run_id)
+        summary = run_summary(writer, run.run_id, out, reached_target=True)
+    summary["records_in"] = len(records)
+    return summary

@@ -1,0 +1,80 @@
+"""Configuration of the curation chain: which filters run, in which order, with which settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from synth.schemas.config import _Strict
+from synth.schemas.records import Sampling
+
+
+class HeuristicsConfig(_Strict):
+    enabled: bool = True
+    min_instruction_words: int = Field(default=3, ge=0)
+    max_instruction_words: int = Field(default=500, ge=1)
+    min_output_words: int = Field(default=1, ge=0)
+    max_output_words: int = Field(default=4000, ge=1)
+    refusals: bool = True
+    non_text: bool = True
+    placeholders: bool = True
+    output_equals_input: bool = True
+    cut_off: bool = True
+    max_symbol_share: float = Field(default=0.5, ge=0, le=1)
+    max_repeated_line_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class MinHashConfig(_Strict):
+    """Near-duplicate removal. The scheme and parameters are stored with the dataset's index; an
+    index built with others is refused (rebuild it with `synth curate DIR --rebuild-index`)."""
+
+    enabled: bool = True
+    shingle: Literal["word", "char"] = "word"
+    ngram: int = Field(default=3, ge=1)
+    lowercase: bool = True
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    threshold: float = Field(default=0.8, gt=0, lt=1)
+    seed: int = 1
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class NoveltyConfig(_Strict):
+    """ROUGE-L novelty of instructions against a reference pool (the dataset's own, by default)."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.7, ge=0, le=1)
+    reference: str | None = Field(
+        default=None, description="A file of instructions; default: the dataset's kept records."
+    )
+
+
+TextField = Literal["instruction", "input", "output"]
+_TEXT_FIELDS: list[TextField] = ["instruction", "input", "output"]
+
+
+class DecontaminationConfig(_Strict):
+    benchmarks: list[str] = Field(
+        default_factory=list, description="Files of benchmark prompts (JSONL, Parquet or text)."
+    )
+    ngram: int = Field(default=13, ge=1)
+    fields: list[TextField] = Field(default_factory=lambda: list(_TEXT_FIELDS))
+
+
+class JudgeConfig(_Strict):
+    enabled: bool = False
+    rubric: str | None = Field(default=None, description="A rubric file; default: ours.")
+    threshold: int = Field(default=4, ge=1, le=5)
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=256))
+
+
+class CurationConfig(_Strict):
+    """The chain, cheap first: heuristics, exact dedup, near dedup, novelty, decontamination, judge."""
+
+    heuristics: HeuristicsConfig = Field(default_factory=HeuristicsConfig)
+    exact_dedup: bool = True
+    minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
