@@ -13,14 +13,16 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from synth.filters.base import FilterResult, reject
-from synth.filters.minhash import SCHEME, band_keys, estimated_jaccard, optimal_bands, signatures
+from synth.filters.minhash import SCHEME, band_keys, banding, estimated_jaccard, signatures
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
 from synth.shards.store import MANIFEST, atomic_write_bytes, read_manifest, scan
@@ -73,7 +75,7 @@ class MinHashIndex:
 
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
-        self.bands, self.rows = optimal_bands(config.threshold, config.num_perm)
+        self.bands, self.rows = banding(config.threshold, config.num_perm)
         self.ids: list[str] = []
         self.sigs = np.empty((0, config.num_perm), dtype=np.uint32)
         self._keys = pl.DataFrame(schema={"key": pl.UInt64, "row": pl.Int64})
@@ -81,6 +83,11 @@ class MinHashIndex:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One process owns an in-memory index: nothing to lock (the Redis index locks)."""
+        yield
 
     def add(self, ids: Sequence[str], sigs: np.ndarray, remember: bool = True) -> None:
         start = len(self.ids)
@@ -190,7 +197,7 @@ class NearDedupFilter:
 
     stage = "dedup"
 
-    def __init__(self, index: MinHashIndex) -> None:
+    def __init__(self, index: MinHashIndex | RedisMinHashIndex) -> None:
         self.index = index
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
@@ -198,10 +205,13 @@ class NearDedupFilter:
         if not records:
             return result
         sigs = signatures([record_text(r) for r in records], self.index.config)
-        keep: list[int] = []
-        for i, (r, dup) in enumerate(zip(records, self.index.duplicates(sigs), strict=True)):
+        # Check and insert as one step, so concurrent writers to a shared index never both keep a pair.
+        with self.index.locked():
+            found = self.index.duplicates(sigs)
+            keep = [i for i, dup in enumerate(found) if dup is None]
+            self.index.add([records[i].id for i in keep], sigs[keep])
+        for r, dup in zip(records, found, strict=True):
             if dup is None:
-                keep.append(i)
                 result.kept.append(r)
                 continue
             j, score = dup
@@ -209,5 +219,4 @@ class NearDedupFilter:
             result.rejects.append(
                 reject(r, self.stage, "near duplicate", detail=f"estimated Jaccard {score:.2f} with {other}")
             )
-        self.index.add([records[i].id for i in keep], sigs[keep])
         return result

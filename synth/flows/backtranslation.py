@@ -21,6 +21,7 @@ from prefect.cache_policies import NONE
 from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import commit_curated, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.generators.backtranslation import (
@@ -147,7 +148,7 @@ def _keys(frame: pl.DataFrame) -> set[str]:
 
 @task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
 def curate_chunk(
-    generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | None],
+    generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,
 ) -> list[str]:  # fmt: skip
     """Augment and self-curate one chunk, run the curation chain, then commit it with the rejects

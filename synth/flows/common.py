@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from synth.engines import Engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetWriter
 
@@ -20,7 +21,7 @@ def commit_curated(
     rid: str,
     batch: int,
     chain: FilterChain,
-    index: MinHashIndex | None,
+    index: MinHashIndex | RedisMinHashIndex | None,
     kept: Sequence[Record],
     rejects: Sequence[Reject],
     state: dict[str, Any] | None = None,

@@ -15,6 +15,7 @@ from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.novelty_filter import NoveltyFilter
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import run_summary
 from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
@@ -25,7 +26,7 @@ from synth.shards.store import MANIFEST, scan
 
 def build_chain(
     config: CurationConfig, dataset: str | Path | None, engine: Engine | None = None, rebuild_index: bool = False
-) -> tuple[FilterChain, MinHashIndex | None]:
+) -> tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None]:
     """The chain, cheap first, with dedup indexes holding the dataset's kept records.
 
     Returns the MinHash index too, so the caller can persist it (`index.sync(dataset)`) once the
@@ -36,7 +37,7 @@ def build_chain(
         filters.append(HeuristicFilter(config.heuristics))
     if config.exact_dedup:
         filters.append(ExactDedupFilter(dataset))
-    index = None
+    index: MinHashIndex | RedisMinHashIndex | None = None
     if config.minhash.enabled:
         if config.minhash.backend == "redis":
             from synth.filters.redis_index import RedisMinHashIndex

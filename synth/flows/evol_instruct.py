@@ -15,6 +15,7 @@ from prefect.cache_policies import NONE
 from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import commit_curated, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
@@ -54,7 +55,7 @@ def merge_rounds(total: dict[str, Any], new: dict[int, Any]) -> dict[str, Any]:
 def evolve_chunk(
     generator: EvolInstructGenerator,
     writer: DatasetWriter,
-    curation: tuple[FilterChain, MinHashIndex | None],
+    curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str,
     chunk: int,
     items: list[SourceItem],

@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE
 from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import commit_curated, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.generators.seeds import load_seed_tasks
@@ -79,7 +80,7 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
 def generate_batch(
     generator: SelfInstructGenerator,
     writer: DatasetWriter,
-    curation: tuple[FilterChain, MinHashIndex | None],
+    curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str,
     batch: int,
     prompts: int,
