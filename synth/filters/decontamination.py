@@ -28,7 +28,10 @@ class BenchmarkFileError(ValueError):
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Word n-grams of a text; a text shorter than n words is one gram of all its words."""
     words = _WORD.findall(text.lower())
+    if 0 < len(words) < n:
+        return {tuple(words)}
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
@@ -69,6 +72,7 @@ class DecontaminationFilter:
     def __init__(self, config: DecontaminationConfig) -> None:
         self.config = config
         self.index: dict[tuple[str, ...], str] = {}
+        self.lengths: set[int] = set()  # gram lengths in the index (short items give shorter ones)
         for file in config.benchmarks:
             path = Path(file)
             if not path.is_file():
@@ -76,6 +80,7 @@ class DecontaminationFilter:
             for name, text in benchmark_items(path):
                 for gram in ngrams(text, config.ngram):
                     self.index.setdefault(gram, name)
+                    self.lengths.add(len(gram))
         self.hits: Counter[str] = Counter()
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
@@ -83,7 +88,9 @@ class DecontaminationFilter:
         for r in records:
             items: set[str] = set()
             for name in self.config.fields:
-                items.update(self.index[g] for g in ngrams(getattr(r, name), self.config.ngram) if g in self.index)
+                text = getattr(r, name)
+                for n in self.lengths:
+                    items.update(self.index[g] for g in ngrams(text, n) if len(g) == n and g in self.index)
             if items:
                 self.hits.update(items)
                 result.rejects.append(

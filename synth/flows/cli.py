@@ -27,6 +27,23 @@ EngineOpt = Annotated[
 ]
 
 
+CurationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--curation",
+        help="Curation config file (TOML/YAML/JSON) applied to each batch before it is written. "
+        "Default: heuristics, exact and near-duplicate removal against the whole dataset.",
+    ),
+]
+
+
+def _load_curation(path: Path | None) -> Any:
+    from synth.schemas import load_config_file
+    from synth.schemas.curation import CurationConfig
+
+    return load_config_file(path, CurationConfig) if path else CurationConfig()
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -83,6 +100,7 @@ def generate_self_instruct(
     instances_per_task: Annotated[int, typer.Option(min=1, help="Instances to keep per new task.")] = 1,
     seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    curation: CurationOpt = None,
 ) -> None:
     """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
 
@@ -108,7 +126,10 @@ def generate_self_instruct(
         from synth.flows.self_instruct import self_instruct_flow
 
         summary = self_instruct_flow(
-            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            engine=engine,
+            curation=_load_curation(curation),
         )
     except (SeedFileError, ConfigFileError, DatasetError, EngineError) as e:
         _fail(str(e))
@@ -130,6 +151,7 @@ def generate_evol(
     engine_config: EngineOpt = None,
     seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    curation: CurationOpt = None,
 ) -> None:
     """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
     (in-breadth) ones over several rounds, eliminating failed evolutions with a reason.
@@ -149,7 +171,10 @@ def generate_evol(
         from synth.flows.evol_instruct import evol_instruct_flow
 
         summary = evol_instruct_flow(
-            config=config, dataset=DatasetConfig(path=str(out), shard_rows=shard_rows), engine=engine
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            engine=engine,
+            curation=_load_curation(curation),
         )
     except (SourceError, ConfigFileError, DatasetError, EngineError) as e:
         _fail(str(e))
@@ -183,6 +208,7 @@ def generate_backtranslate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    curation: CurationOpt = None,
 ) -> None:
     """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
     answers, grade the pairs on a 5-point rubric, keep the best.
@@ -210,6 +236,7 @@ def generate_backtranslate(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
             engine=engine,
+            curation=_load_curation(curation),
             backward_engine=backward,
         )
     except (DocumentError, ConfigFileError, DatasetError, EngineError) as e:

@@ -25,10 +25,16 @@ from synth.shards.summary import funnel, summarize
 def _run_step(recipe: Recipe, step: Any) -> dict[str, Any]:
     fields = step.model_dump(exclude={"generator"})
     if isinstance(step, SelfInstructStep):
-        return self_instruct_flow(config=SelfInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine)
+        return self_instruct_flow(
+            config=SelfInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
+        )
     if isinstance(step, EvolInstructStep):
-        return evol_instruct_flow(config=EvolInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine)
-    return backtranslation_flow(config=BacktranslationConfig(**fields), dataset=recipe.dataset, engine=recipe.engine)
+        return evol_instruct_flow(
+            config=EvolInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
+        )
+    return backtranslation_flow(
+        config=BacktranslationConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
+    )
 
 
 def publish_artifacts(path: str | Path, key: str) -> None:

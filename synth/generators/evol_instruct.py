@@ -239,7 +239,9 @@ class EvolInstructGenerator:
             elif only_punctuation_and_stop_words(response):
                 eliminate(i, "response is only punctuation and stop words", evolved, output=response)
             else:
-                record = self._record(chunk, rnd, pool[i], ops[i], evolved, response)
+                record = self._record(
+                    chunk, rnd, pool[i], ops[i], evolved, response, cut=reply.finish_reason == "length"
+                )
                 out.kept.append(record)
                 funnel.evolved += 1
                 next_pool[i] = PoolItem(record.id, evolved, root_id=pool[i].root_id, depth=pool[i].depth + 1)
@@ -262,8 +264,12 @@ class EvolInstructGenerator:
             round=rnd,
         )
 
-    def _record(self, chunk: int, rnd: int, parent: PoolItem, op: str, evolved: str, response: str) -> Record:
-        tags = ["evol-instruct", "in-breadth" if op == "breadth" else "in-depth"]
+    def _record(
+        self, chunk: int, rnd: int, parent: PoolItem, op: str, evolved: str, response: str, cut: bool
+    ) -> Record:
+        # A response cut at the token limit is kept by the generator and tagged; the curation
+        # chain's heuristics drop it (or keep it, if configured so).
+        tags = ["evol-instruct", "in-breadth" if op == "breadth" else "in-depth", *(["cut-off"] if cut else [])]
         return Record(instruction=evolved, output=response, tags=tags, **self._common(chunk, rnd, parent, op))
 
     def _reject(

@@ -18,6 +18,7 @@ from synth.schemas.config import (
     _Strict,
     load_config_file,
 )
+from synth.schemas.curation import CurationConfig
 
 
 class SelfInstructStep(SelfInstructConfig):
@@ -55,6 +56,7 @@ class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: DatasetConfig
     engine: EngineConfig = Field(default_factory=VLLMEngineConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
     steps: list[Step] = Field(min_length=1)
     schedule: Schedule | None = None
 

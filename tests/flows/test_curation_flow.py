@@ -1,0 +1,122 @@
+"""Curating datasets and files, from the library and the CLI; two runs leave no duplicates across them."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from synth.engines import ScriptedEngine
+from synth.flows.cli import app
+from synth.flows.curation import CurationInputError, curate_dataset, curate_file, records_from_file
+from synth.flows.self_instruct import run_self_instruct
+from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
+from synth.schemas.curation import CurationConfig
+from synth.shards import read_manifest, scan, verify
+from tests.conftest import SelfInstructScript
+
+runner = CliRunner()
+WORDS = " ".join(f"word{i}" for i in range(30))
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+ROWS = [
+    {"instruction": "Explain how tides work on the coast", "output": f"Tides follow the moon. {WORDS}"},
+    {"instruction": "explain how tides  work on the coast", "output": f"tides follow the moon. {WORDS}"},  # exact, after folding
+    {"instruction": "Explain how tides work on the coast today", "output": f"Tides follow the moon. {WORDS} indeed"},  # near
+    {"instruction": "Hi", "output": "Hello there friend"},  # heuristic: too short
+    {"instruction": "Name three primary colours for a painter", "input": "", "output": "Red, yellow and blue are the three."},
+]
+
+
+def test_curating_a_file_into_a_dataset_explains_every_drop(tmp_path):
+    summary = curate_file(write_jsonl(tmp_path / "in.jsonl", ROWS), tmp_path / "ds", CurationConfig())
+    assert summary["records_in"] == 5 and summary["kept"] == 2
+    rejects = scan(tmp_path / "ds", "rejects").collect()
+    assert sorted(rejects["reason"].to_list()) == ["exact duplicate", "instruction under 3 words", "near duplicate"]
+    assert verify(tmp_path / "ds") == []
+    kept = scan(tmp_path / "ds").collect()
+    assert set(kept["generator"]) == {"import"} and kept["source_doc"].to_list() == ["in.jsonl", "in.jsonl"]
+
+
+def test_a_second_file_into_the_same_dataset_adds_no_duplicates_of_the_first(tmp_path):
+    curate_file(write_jsonl(tmp_path / "a.jsonl", ROWS[:1]), tmp_path / "ds", CurationConfig())
+    second = curate_file(write_jsonl(tmp_path / "b.jsonl", ROWS[1:3] + ROWS[4:]), tmp_path / "ds", CurationConfig())
+    assert second["kept"] == 1
+    assert scan(tmp_path / "ds").collect().height == 2
+
+
+def test_curating_a_dataset_in_place_moves_drops_to_the_rejects(tmp_path):
+    curate_file(write_jsonl(tmp_path / "in.jsonl", ROWS), tmp_path / "ds", CurationConfig(exact_dedup=False, heuristics={"enabled": False}, minhash={"enabled": False}))
+    assert scan(tmp_path / "ds").collect().height == 5
+    summary = curate_dataset(tmp_path / "ds", CurationConfig())
+    assert summary["records_in"] == 5 and summary["kept"] == 2
+    assert scan(tmp_path / "ds").collect().height == 2
+    assert read_manifest(tmp_path / "ds").rows("rejects") == 3
+    assert verify(tmp_path / "ds") == []
+    assert list((tmp_path / "ds" / "data").iterdir()) and all(f.name.startswith(summary["run_id"]) for f in (tmp_path / "ds" / "data").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"instruction": "x"}\n', "in.jsonl:1: field 'output' is missing or not text"),
+        ('{"instruction": "x", "output": 3}\n', "in.jsonl:1: field 'output'"),
+        ('{"instruction": "x", "output": "y", "input": 1}\n', "in.jsonl:1: field 'input' is not text"),
+        ("not json\n", "in.jsonl:1: invalid JSON"),
+        ("\n", "in.jsonl: no records"),
+    ],
+)
+def test_bad_record_files_name_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "in.jsonl"
+    path.write_text(content)
+    with pytest.raises(CurationInputError) as e:
+        records_from_file(path)
+    assert message in str(e.value)
+
+
+def test_parquet_without_an_output_column_is_refused(tmp_path):
+    pl.DataFrame({"instruction": ["a b c"]}).write_parquet(tmp_path / "in.parquet")
+    with pytest.raises(CurationInputError, match="no 'output' column"):
+        records_from_file(tmp_path / "in.parquet")
+
+
+def test_cli_curates_a_file_with_a_benchmark_and_in_place(tmp_path):
+    bench = tmp_path / "bench.txt"
+    bench.write_text("name three primary colours for a painter\n")
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    result = runner.invoke(app, ["curate", str(source), "--out", str(tmp_path / "ds"), "--benchmark", str(bench)])
+    assert result.exit_code == 0, result.output
+    rejects = scan(tmp_path / "ds", "rejects").collect()
+    leak = rejects.filter(pl.col("stage") == "decontamination")
+    assert leak["detail"].to_list() == ["bench.txt:1"]
+    again = runner.invoke(app, ["curate", str(tmp_path / "ds")])
+    assert again.exit_code == 0, again.output
+    missing = runner.invoke(app, ["curate", str(source)])
+    assert missing.exit_code == 2 and "--out" in missing.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_two_generator_runs_into_one_dataset_leave_no_duplicates_across_them(tmp_path):
+    def run(seed: int):
+        return run_self_instruct(
+            SelfInstructConfig(num_records=6, prompts_per_batch=2, seed=seed),
+            ScriptedEngineConfig(),
+            DatasetConfig(path=str(tmp_path / "ds")),
+            model=ScriptedEngine(SelfInstructScript()),  # the same replies for both runs
+            batch_retries=0,
+        )
+
+    first, second = run(0), run(1)
+    # The second run's first replies repeat the first run's records word for word: all dropped,
+    # and the run goes on to its own target with new ones.
+    assert second["rejects_by_reason"]["dedup"] == {"exact duplicate": first["kept"]}
+    kept = scan(tmp_path / "ds").collect()
+    assert kept.height == first["kept"] + second["kept"]
+    assert kept.select("instruction", "input", "output").n_unique() == kept.height
