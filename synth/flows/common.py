@@ -35,6 +35,25 @@ def commit_curated(
     return shards
 
 
+class Progress:
+    """A progress artifact on the current flow run (nothing outside one), updated as batches commit."""
+
+    def __init__(self, description: str) -> None:
+        from prefect.context import FlowRunContext
+
+        self.artifact_id = None
+        if FlowRunContext.get() is not None:
+            from prefect.artifacts import create_progress_artifact
+
+            self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+
+    def update(self, fraction: float) -> None:
+        if self.artifact_id is not None:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.artifact_id, progress=round(100 * min(1.0, fraction), 1))  # type: ignore[arg-type]
+
+
 def start_run(
     writer: DatasetWriter, rid: str, generator: str, config: BaseModel, engine: BaseModel, model: Engine
 ) -> None:

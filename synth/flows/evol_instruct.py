@@ -16,7 +16,7 @@ from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.common import Progress, commit_curated, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
@@ -93,8 +93,11 @@ def run_evol_instruct(
         start_run(writer, rid, GENERATOR, config, engine, model)
         generator = EvolInstructGenerator(config, model, run_id=rid)
         curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
+        progress = Progress(f"Evol-Instruct into {dataset.path}: chunks of {config.chunk_size} instructions done")
         for chunk in range(writer.manifest.runs[rid].batches_done, len(chunks)):
+            progress.update(chunk / max(1, len(chunks)))
             step(generator, writer, curation_chain, rid, chunk, chunks[chunk])
+        progress.update(1.0)
         writer.finish_run(rid)
         summary = run_summary(writer, rid, dataset.path, reached_target=True)
         summary["rounds"] = writer.manifest.runs[rid].state.get("rounds", {})

@@ -20,7 +20,7 @@ from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.common import Progress, commit_curated, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
@@ -124,8 +124,10 @@ def run_self_instruct(
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
         chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         generator.accept(accepted_tasks(dataset.path, rid))
+        progress = Progress(f"Self-Instruct into {dataset.path}: records kept of {config.num_records}")
         while True:
             run = writer.manifest.runs[rid]
+            progress.update(run.kept / config.num_records)
             if run.kept >= config.num_records or run.batches_done >= config.max_batches:
                 break
             prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))

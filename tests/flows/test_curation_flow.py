@@ -28,10 +28,20 @@ def write_jsonl(path, rows):
 
 ROWS = [
     {"instruction": "Explain how tides work on the coast", "output": f"Tides follow the moon. {WORDS}"},
-    {"instruction": "explain how tides  work on the coast", "output": f"tides follow the moon. {WORDS}"},  # exact, after folding
-    {"instruction": "Explain how tides work on the coast today", "output": f"Tides follow the moon. {WORDS} indeed"},  # near
+    {
+        "instruction": "explain how tides  work on the coast",
+        "output": f"tides follow the moon. {WORDS}",
+    },  # exact, after folding
+    {
+        "instruction": "Explain how tides work on the coast today",
+        "output": f"Tides follow the moon. {WORDS} indeed",
+    },  # near
     {"instruction": "Hi", "output": "Hello there friend"},  # heuristic: too short
-    {"instruction": "Name three primary colours for a painter", "input": "", "output": "Red, yellow and blue are the three."},
+    {
+        "instruction": "Name three primary colours for a painter",
+        "input": "",
+        "output": "Red, yellow and blue are the three.",
+    },
 ]
 
 
@@ -53,14 +63,20 @@ def test_a_second_file_into_the_same_dataset_adds_no_duplicates_of_the_first(tmp
 
 
 def test_curating_a_dataset_in_place_moves_drops_to_the_rejects(tmp_path):
-    curate_file(write_jsonl(tmp_path / "in.jsonl", ROWS), tmp_path / "ds", CurationConfig(exact_dedup=False, heuristics={"enabled": False}, minhash={"enabled": False}))
+    curate_file(
+        write_jsonl(tmp_path / "in.jsonl", ROWS),
+        tmp_path / "ds",
+        CurationConfig(exact_dedup=False, heuristics={"enabled": False}, minhash={"enabled": False}),
+    )
     assert scan(tmp_path / "ds").collect().height == 5
     summary = curate_dataset(tmp_path / "ds", CurationConfig())
     assert summary["records_in"] == 5 and summary["kept"] == 2
     assert scan(tmp_path / "ds").collect().height == 2
     assert read_manifest(tmp_path / "ds").rows("rejects") == 3
     assert verify(tmp_path / "ds") == []
-    assert list((tmp_path / "ds" / "data").iterdir()) and all(f.name.startswith(summary["run_id"]) for f in (tmp_path / "ds" / "data").iterdir())
+    assert list((tmp_path / "ds" / "data").iterdir()) and all(
+        f.name.startswith(summary["run_id"]) for f in (tmp_path / "ds" / "data").iterdir()
+    )
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,10 @@ def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
     )
     assert summary["kept"] >= 4
     assert scan(tmp_path / "ds").collect().height == summary["kept"]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        progress = [
+            a for a in client.read_artifacts() if a.type == "progress" and str(tmp_path / "ds") in (a.description or "")
+        ]
+    assert progress and progress[0].data == 100.0
