@@ -38,6 +38,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/self_instruct_bench.py
+	$(BIN)/python bench/dedup_bench.py
 
 notebook: setup
 	SYNTH_DATASET=$${SYNTH_DATASET:-$(CURDIR)/out/demo} $(BIN)/jupyter lab notebooks/inspect_shards.ipynb

@@ -77,9 +77,14 @@ class MinHashIndex:
         self.config = config
         self.bands, self.rows = banding(config.threshold, config.num_perm)
         self.ids: list[str] = []
-        self.sigs = np.empty((0, config.num_perm), dtype=np.uint32)
+        # Signatures live in a buffer that doubles when full: adding a batch never copies the index.
+        self._buffer = np.empty((1024, config.num_perm), dtype=np.uint32)
         self._keys = pl.DataFrame(schema={"key": pl.UInt64, "row": pl.Int64})
-        self._pending: dict[str, np.ndarray] = {}
+        self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
+
+    @property
+    def sigs(self) -> np.ndarray:
+        return self._buffer[: len(self.ids)]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,14 +95,18 @@ class MinHashIndex:
         yield
 
     def add(self, ids: Sequence[str], sigs: np.ndarray, remember: bool = True) -> None:
-        start = len(self.ids)
+        start, end = len(self.ids), len(self.ids) + len(ids)
+        if end > len(self._buffer):
+            grown = np.empty((max(end, 2 * len(self._buffer)), self.config.num_perm), dtype=np.uint32)
+            grown[:start] = self._buffer[:start]
+            self._buffer = grown
+        self._buffer[start:end] = sigs
         self.ids.extend(ids)
-        self.sigs = np.concatenate([self.sigs, sigs]) if len(self.sigs) else sigs.copy()
         keys = band_keys(sigs, self.bands, self.rows)
-        rows = np.repeat(np.arange(start, start + len(ids)), self.bands)
+        rows = np.repeat(np.arange(start, end), self.bands)
         self._keys = pl.concat([self._keys, pl.DataFrame({"key": keys.ravel(), "row": rows})], rechunk=False)
         if remember:
-            self._pending.update(zip(ids, sigs, strict=True))
+            self._pending.update(zip(ids, range(start, end), strict=True))
 
     def duplicates(self, sigs: np.ndarray) -> list[tuple[int, float] | None]:
         """For each new signature, (index row or -1 - earlier batch position, estimated Jaccard) of
@@ -172,15 +181,15 @@ class MinHashIndex:
         )
         ids = frame["id"].to_list()
         have = [self._pending.get(i) for i in ids]
-        todo = [k for k, sig in enumerate(have) if sig is None]
+        todo = [k for k, row in enumerate(have) if row is None]
         sigs = np.empty((len(ids), self.config.num_perm), dtype=np.uint32)
+        for k, row in enumerate(have):
+            if row is not None:
+                sigs[k] = self._buffer[row]
         if todo:
             texts = ["\n".join(row) for row in frame.select("instruction", "input", "output")[todo].iter_rows()]
             sigs[todo] = signatures(texts, self.config)
             self.add([ids[k] for k in todo], sigs[todo], remember=False)
-        for k, sig in enumerate(have):
-            if sig is not None:
-                sigs[k] = sig
         folder.mkdir(parents=True, exist_ok=True)
         part = f"part-{len(meta['parts']):05d}.parquet"
         buffer = io.BytesIO()

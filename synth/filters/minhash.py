@@ -46,9 +46,10 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _permute(h: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(h), num_perm) uint32: the top 32 bits of a*h + b (mod 2**64), per permutation."""
+    """(num_perm, len(h)) uint32: the top 32 bits of a*h + b (mod 2**64), per permutation.
+    Permutations are rows so the per-text minimum runs along contiguous memory."""
     with np.errstate(over="ignore"):
-        return ((h[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
+        return ((a[:, None] * h[None, :] + b[:, None]) >> np.uint64(32)).astype(np.uint32)
 
 
 def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
@@ -137,7 +138,7 @@ def signatures(texts: Sequence[str], config: MinHashConfig, chunk: int = 4096) -
             lengths = np.array([len(p) for p in parts])
             flat = np.concatenate(parts)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        out[start : start + len(part)] = np.minimum.reduceat(_permute(flat, a, b), offsets, axis=0)
+        out[start : start + len(part)] = np.minimum.reduceat(_permute(flat, a, b), offsets, axis=1).T
     return out
 
 
