@@ -375,6 +375,9 @@ def curate(
     ) as e:
         _fail(str(e))
     console.print(f"{summary['records_in']} records in")
+    if summary["benchmark_hits"]:
+        hits = [{"benchmark item": item, "records": n} for item, n in summary["benchmark_hits"].items()]
+        console.print(_table("Benchmark items hit", hits, ["benchmark item", "records"]))
     print_summary(summary)
 
 

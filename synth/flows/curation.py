@@ -74,6 +74,15 @@ def build_chain(
 CURATE = "curate"
 
 
+def benchmark_hits(chain: FilterChain) -> dict[str, int]:
+    """How many records hit each benchmark item, from the chain's decontamination filter."""
+    hits: dict[str, int] = {}
+    for f in chain.filters:
+        if isinstance(f, DecontaminationFilter):
+            hits.update(f.hits)
+    return dict(sorted(hits.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
     return [Record.model_validate(row) for row in frame.iter_rows(named=True)]
 
@@ -163,7 +172,7 @@ def curate_dataset(
         summary = run_summary(writer, run.run_id, root, reached_target=True)
     if config.minhash.enabled and config.minhash.backend == "local":
         MinHashIndex.open(root, config.minhash, rebuild=True)
-    summary.update(records_in=len(records), counts=counts)
+    summary.update(records_in=len(records), counts=counts, benchmark_hits=benchmark_hits(chain))
     return summary
 
 
@@ -185,5 +194,5 @@ def curate_file(
                 index.sync(out)
         writer.finish_run(run.run_id)
         summary = run_summary(writer, run.run_id, out, reached_target=True)
-    summary["records_in"] = len(records)
+    summary.update(records_in=len(records), benchmark_hits=benchmark_hits(chain))
     return summary

@@ -112,6 +112,7 @@ def test_cli_curates_a_file_with_a_benchmark_and_in_place(tmp_path):
     rejects = scan(tmp_path / "ds", "rejects").collect()
     leak = rejects.filter(pl.col("stage") == "decontamination")
     assert leak["detail"].to_list() == ["bench.txt:1"]
+    assert "Benchmark items hit" in result.output and "bench.txt:1" in result.output
     again = runner.invoke(app, ["curate", str(tmp_path / "ds")])
     assert again.exit_code == 0, again.output
     missing = runner.invoke(app, ["curate", str(source)])
