@@ -46,7 +46,6 @@ class VLLMEngine:
         on_gpu = has_cuda()
         if not on_gpu:
             _prepare_cpu_environment(config)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1") if config.model is None else None
         try:
             from vllm import LLM
         except ImportError as e:

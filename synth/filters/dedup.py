@@ -21,7 +21,15 @@ import numpy as np
 import polars as pl
 
 from synth.filters.base import FilterResult, reject
-from synth.filters.minhash import SCHEME, band_keys, banding, estimated_jaccard, signatures
+from synth.filters.minhash import (
+    band_keys,
+    banding,
+    estimated_jaccard,
+    frame_texts,
+    mark_within_batch,
+    signature_params,
+    signatures,
+)
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
@@ -65,9 +73,6 @@ class ExactDedupFilter:
 
 class IndexMismatchError(ValueError):
     """A persisted index built with other parameters; the message says how to rebuild it."""
-
-
-_SIGNATURE_PARAMS = ("shingle", "ngram", "lowercase", "num_perm", "seed")
 
 
 class MinHashIndex:
@@ -122,20 +127,13 @@ class MinHashIndex:
             for i, j, s in zip(left, right, scores, strict=True):
                 if s >= self.config.threshold and found[i] is None:
                     found[i] = (int(j), float(s))
-        inner = new.join(new, on="key", suffix="_other").filter(pl.col("new_other") < pl.col("new"))
-        inner = inner.select("new", "new_other").unique().sort("new", "new_other")
-        if inner.height:
-            left, right = inner["new"].to_numpy(), inner["new_other"].to_numpy()
-            scores = estimated_jaccard(sigs[left], sigs[right])
-            for i, j, s in zip(left, right, scores, strict=True):
-                if s >= self.config.threshold and found[i] is None and found[j] is None:
-                    found[i] = (-1 - int(j), float(s))
+        mark_within_batch(sigs, keys, found, self.config.threshold)
         return found
 
     # -- persistence next to a dataset -----------------------------------------------------------
 
     def meta(self) -> dict:
-        return {"scheme": SCHEME, **{k: getattr(self.config, k) for k in _SIGNATURE_PARAMS}}
+        return signature_params(self.config)
 
     @classmethod
     def open(cls, dataset: str | Path, config: MinHashConfig, rebuild: bool = False) -> MinHashIndex:
@@ -187,8 +185,7 @@ class MinHashIndex:
             if row is not None:
                 sigs[k] = self._buffer[row]
         if todo:
-            texts = ["\n".join(row) for row in frame.select("instruction", "input", "output")[todo].iter_rows()]
-            sigs[todo] = signatures(texts, self.config)
+            sigs[todo] = signatures(frame_texts(frame[todo]), self.config)
             self.add([ids[k] for k in todo], sigs[todo], remember=False)
         folder.mkdir(parents=True, exist_ok=True)
         part = f"part-{len(meta['parts']):05d}.parquet"

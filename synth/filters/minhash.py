@@ -174,6 +174,31 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys ^ (np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
+def signature_params(config: MinHashConfig) -> dict:
+    """The scheme and the parameters that decide a signature; an index built with others differs."""
+    return {"scheme": SCHEME, **{k: getattr(config, k) for k in ("shingle", "ngram", "lowercase", "num_perm", "seed")}}
+
+
+def frame_texts(frame: pl.DataFrame) -> list[str]:
+    """The text a record is signed by (instruction, input, output joined by newlines), per row."""
+    return ["\n".join(row) for row in frame.select("instruction", "input", "output").iter_rows()]
+
+
+def mark_within_batch(sigs: np.ndarray, keys: np.ndarray, found: list, threshold: float) -> None:
+    """Mark each text of a batch that nearly duplicates an earlier text of the same batch, as
+    (-1 - earlier position, estimated Jaccard), unless either is already marked."""
+    frame = pl.DataFrame({"key": keys.ravel(), "new": np.repeat(np.arange(len(sigs)), keys.shape[1])})
+    inner = frame.join(frame, on="key", suffix="_other").filter(pl.col("new_other") < pl.col("new"))
+    inner = inner.select("new", "new_other").unique().sort("new", "new_other")
+    if not inner.height:
+        return
+    left, right = inner["new"].to_numpy(), inner["new_other"].to_numpy()
+    scores = estimated_jaccard(sigs[left], sigs[right])
+    for i, j, s in zip(left, right, scores, strict=True):
+        if s >= threshold and found[i] is None and found[j] is None:
+            found[i] = (-1 - int(j), float(s))
+
+
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise share of equal signature values (the MinHash estimate of Jaccard similarity)."""
     return (a == b).mean(axis=1)

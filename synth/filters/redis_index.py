@@ -16,13 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from synth.filters.minhash import SCHEME, band_keys, banding, estimated_jaccard, signatures
+from synth.filters.minhash import (
+    band_keys,
+    banding,
+    estimated_jaccard,
+    frame_texts,
+    mark_within_batch,
+    signature_params,
+    signatures,
+)
 from synth.schemas.curation import MinHashConfig
 from synth.shards.store import MANIFEST, scan
-
-_SIGNATURE_PARAMS = ("shingle", "ngram", "lowercase", "num_perm", "seed")
 
 
 class RedisUnavailableError(RuntimeError):
@@ -35,7 +40,7 @@ class RedisMinHashIndex:
 
         self.config = config
         self.bands, self.rows = banding(config.threshold, config.num_perm)
-        self.params = {"scheme": SCHEME, **{k: getattr(config, k) for k in _SIGNATURE_PARAMS}}
+        self.params = signature_params(config)
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:10]
         self.ns = f"synth:minhash:{namespace}:{digest}"
         self.client = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=5)
@@ -55,8 +60,7 @@ class RedisMinHashIndex:
                 if dataset is not None and (Path(dataset) / MANIFEST).is_file():
                     frame = scan(dataset).select("id", "instruction", "input", "output").collect()
                     if frame.height:
-                        texts = ["\n".join(row) for row in frame.select("instruction", "input", "output").iter_rows()]
-                        index.add(frame["id"].to_list(), signatures(texts, config))
+                        index.add(frame["id"].to_list(), signatures(frame_texts(frame), config))
                 index.client.hset(f"{index.ns}:meta", mapping={"params": json.dumps(index.params)})
         return index
 
@@ -107,14 +111,7 @@ class RedisMinHashIndex:
             if best is not None:
                 self.ids.append(best[0])
                 out[i] = (len(self.ids) - 1, best[1])
-        # Within the batch: the same rule as the local index, on the batch's own band keys.
-        frame = pl.DataFrame({"key": keys.ravel(), "new": np.repeat(np.arange(len(sigs)), self.bands)})
-        inner = frame.join(frame, on="key", suffix="_other").filter(pl.col("new_other") < pl.col("new"))
-        for i, j in inner.select("new", "new_other").unique().sort("new", "new_other").iter_rows():
-            if out[i] is None and out[j] is None:
-                score = float(estimated_jaccard(sigs[i : i + 1], sigs[j : j + 1])[0])
-                if score >= self.config.threshold:
-                    out[i] = (-1 - j, score)
+        mark_within_batch(sigs, keys, out, self.config.threshold)
         return out
 
     def sync(self, dataset: str | Path) -> None:

@@ -51,6 +51,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _count_rejects(run: RunInfo, rejects: Sequence[Reject]) -> None:
+    for r in rejects:
+        bucket = run.rejects_by_reason.setdefault(r.stage, {})
+        bucket[r.reason] = bucket.get(r.reason, 0) + 1
+
+
 def _is_temp(path: Path) -> bool:
     """A temporary file of `atomic_write_bytes` (a crash can leave one behind)."""
     return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
@@ -202,9 +208,7 @@ class DatasetWriter:
         run.batches_done = batch + 1
         run.kept += len(kept)
         run.rejected += len(rejects)
-        for r in rejects:
-            bucket = run.rejects_by_reason.setdefault(r.stage, {})
-            bucket[r.reason] = bucket.get(r.reason, 0) + 1
+        _count_rejects(run, rejects)
         if state is not None:
             run.state = state
         run.updated_at = datetime.now(UTC)
@@ -225,9 +229,7 @@ class DatasetWriter:
         run.batches_done = batch + 1
         run.kept = len(kept)
         run.rejected += len(rejects)
-        for r in rejects:
-            bucket = run.rejects_by_reason.setdefault(r.stage, {})
-            bucket[r.reason] = bucket.get(r.reason, 0) + 1
+        _count_rejects(run, rejects)
         run.updated_at = datetime.now(UTC)
         self._save(manifest)
         for s in old:
