@@ -2,7 +2,7 @@
 
 What it measures, on deterministic synthetic instructions with planted near-duplicates:
 
-1. Speed: the work `NearDedupFilter.apply` does on texts (batched `signatures`, then
+1. Speed: the work `NearDedupFilter.apply` does on texts (batched `sign`, then
    `MinHashIndex.duplicates`, then `MinHashIndex.add` of the kept rows), in batches of 10,000 over
    the whole stream, against datasketch 2.0 used record by record (`MinHash` + `update` per
    shingle, `MinHashLSH.query`, `insert` when nothing is found) on the first records of the same
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datasketch import MinHash, MinHashLSH
 
 from synth.filters.dedup import MinHashIndex
-from synth.filters.minhash import signatures
+from synth.filters.minhash import sign
 from synth.schemas.curation import MinHashConfig
 
 SPEED_GOAL = 20.0
@@ -187,15 +187,15 @@ class OurStage:
     def feed(self, texts: Sequence[str]) -> None:
         start = time.perf_counter()
         first = self.seen
-        sigs = signatures(["\n".join((t, "", "")) for t in texts], self.config)  # record_text(...)
+        batch = sign(["\n".join((t, "", "")) for t in texts], self.config)  # record_text(...)
         keep: list[int] = []
-        for i, dup in enumerate(self.index.duplicates(sigs)):
+        for i, dup in enumerate(self.index.duplicates(batch)):
             if dup is None:
                 keep.append(i)
             else:
                 j = dup[0]
                 self.pairs.add((first + i, self.row_to_idx[j] if j >= 0 else first + (-1 - j)))
-        self.index.add([str(first + i) for i in keep], sigs[keep])
+        self.index.add([str(first + i) for i in keep], batch.take(keep))
         self.row_to_idx.extend(first + i for i in keep)
         self.seen += len(texts)
         self.seconds += time.perf_counter() - start

@@ -19,16 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from synth.filters import lsh_kernels
 from synth.filters.base import FilterResult, reject
 from synth.filters.minhash import (
-    band_keys,
+    SignedBatch,
     banding,
-    estimated_jaccard,
     frame_texts,
-    mark_within_batch,
+    from_shingles,
+    matches,
+    measure_name,
+    sign,
     signature_params,
-    signatures,
 )
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record
@@ -76,59 +79,101 @@ class IndexMismatchError(ValueError):
 
 
 class MinHashIndex:
-    """Signatures of every kept record of a dataset, banded for LSH lookups, kept in memory."""
+    """The shingle sets of every kept record of a dataset, their signatures banded for LSH lookups
+    in a compiled open-addressing table, in memory: per record, 4 bytes per distinct shingle and 8
+    to 16 per band, and with `verify: estimate` its signature (4 bytes per permutation) instead of
+    its shingles being what candidates are confirmed on."""
 
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
         self.bands, self.rows = banding(config.threshold, config.num_perm)
         self.ids: list[str] = []
-        # Signatures live in a buffer that doubles when full: adding a batch never copies the index.
-        self._buffer = np.empty((1024, config.num_perm), dtype=np.uint32)
-        self._keys = pl.DataFrame(schema={"key": pl.UInt64, "row": pl.Int64})
+        # Buffers that double when full. Signatures are kept only to confirm candidates on them.
+        self._sigs = np.empty((1024, config.num_perm if config.verify == "estimate" else 0), dtype=np.uint32)
+        self._shingles = np.empty(16 * 1024, dtype=np.uint32)
+        self._offsets = np.zeros(1025, dtype=np.int64)
+        self._table = np.full(1 << 14, lsh_kernels.EMPTY, dtype=np.uint64)
         self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
 
     @property
     def sigs(self) -> np.ndarray:
-        return self._buffer[: len(self.ids)]
+        return self._sigs[: len(self.ids)]
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def measure(self) -> str:
+        return measure_name(self.config)
+
+    def rows_of(self, rows: Sequence[int]) -> SignedBatch:
+        """Indexed records as a batch, by row (without signatures unless the index keeps them)."""
+        n = len(self.ids)
+        whole = SignedBatch(self.sigs, self._shingles[: self._offsets[n]], self._offsets[: n + 1])
+        return whole.take(rows)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One process owns an in-memory index: nothing to lock (the Redis index locks)."""
         yield
 
-    def add(self, ids: Sequence[str], sigs: np.ndarray, remember: bool = True) -> None:
+    def _reserve(self, new_rows: int, new_shingles: int) -> None:
+        start, end = len(self.ids), len(self.ids) + new_rows
+        if end > len(self._sigs):
+            size = max(end, 2 * len(self._sigs))
+            self._sigs = _grown(self._sigs, size, start)
+            self._offsets = _grown(self._offsets, size + 1, start + 1)
+        used = int(self._offsets[start])
+        if used + new_shingles > len(self._shingles):
+            self._shingles = _grown(self._shingles, max(used + new_shingles, 2 * len(self._shingles)), used)
+        entries = end * self.bands
+        if 2 * entries > len(self._table):
+            size = len(self._table)
+            while 2 * entries > size:
+                size *= 2
+            table = np.full(size, lsh_kernels.EMPTY, dtype=np.uint64)
+            lsh_kernels.table_rehash(self._table, table, lsh_kernels.table_shift(table))
+            self._table = table
+
+    def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None:
+        if not len(ids):
+            return
+        self._reserve(len(ids), len(batch.shingles))
         start, end = len(self.ids), len(self.ids) + len(ids)
-        if end > len(self._buffer):
-            grown = np.empty((max(end, 2 * len(self._buffer)), self.config.num_perm), dtype=np.uint32)
-            grown[:start] = self._buffer[:start]
-            self._buffer = grown
-        self._buffer[start:end] = sigs
+        self._sigs[start:end] = batch.sigs[:, : self._sigs.shape[1]]
+        used = int(self._offsets[start])
+        self._shingles[used : used + len(batch.shingles)] = batch.shingles
+        self._offsets[start + 1 : end + 1] = used + batch.offsets[1:]
+        keys = batch.keys(self.bands, self.rows)
+        lsh_kernels.table_insert(self._table, lsh_kernels.table_shift(self._table), keys, start)
         self.ids.extend(ids)
-        keys = band_keys(sigs, self.bands, self.rows)
-        rows = np.repeat(np.arange(start, end), self.bands)
-        self._keys = pl.concat([self._keys, pl.DataFrame({"key": keys.ravel(), "row": rows})], rechunk=False)
         if remember:
             self._pending.update(zip(ids, range(start, end), strict=True))
 
-    def duplicates(self, sigs: np.ndarray) -> list[tuple[int, float] | None]:
-        """For each new signature, (index row or -1 - earlier batch position, estimated Jaccard) of
-        the first indexed or earlier-in-batch text it nearly duplicates, or None."""
-        n = len(sigs)
-        keys = band_keys(sigs, self.bands, self.rows)
-        new = pl.DataFrame({"key": keys.ravel(), "new": np.repeat(np.arange(n), self.bands)})
-        found: list[tuple[int, float] | None] = [None] * n
-        pairs = new.join(self._keys, on="key").select("new", "row").unique().sort("new", "row")
-        if pairs.height:
-            left, right = pairs["new"].to_numpy(), pairs["row"].to_numpy()
-            scores = estimated_jaccard(sigs[left], self.sigs[right])
-            for i, j, s in zip(left, right, scores, strict=True):
-                if s >= self.config.threshold and found[i] is None:
-                    found[i] = (int(j), float(s))
-        mark_within_batch(sigs, keys, found, self.config.threshold)
-        return found
+    def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
+        """For each new text, (index row or -1 - earlier batch position, similarity) of the indexed
+        or earlier-in-batch text it is most similar to at or above the threshold, or None."""
+        n = len(batch)
+        match = np.full(n, lsh_kernels.NO_MATCH, dtype=np.int64)
+        score = np.zeros(n, dtype=np.float64)
+        if n:
+            rows = len(self.ids)
+            lsh_kernels.find_duplicates(
+                batch.keys(self.bands, self.rows),
+                batch.sigs,
+                batch.shingles,
+                batch.offsets,
+                self._table,
+                lsh_kernels.table_shift(self._table),
+                self.sigs,
+                self._shingles,
+                self._offsets[: rows + 1],
+                self.config.verify == "exact",
+                self.config.threshold,
+                match,
+                score,
+            )
+        return matches(match, score)
 
     # -- persistence next to a dataset -----------------------------------------------------------
 
@@ -154,7 +199,7 @@ class MinHashIndex:
             covered = meta["shards"]
             for part in meta["parts"]:
                 frame = pl.read_parquet(folder / part)
-                index.add(frame["id"].to_list(), frame["sig"].to_numpy().astype(np.uint32), remember=False)
+                index.add(frame["id"].to_list(), _frame_batch(frame, config), remember=False)
         index.sync(dataset, covered)
         return index
 
@@ -180,21 +225,39 @@ class MinHashIndex:
         ids = frame["id"].to_list()
         have = [self._pending.get(i) for i in ids]
         todo = [k for k, row in enumerate(have) if row is None]
-        sigs = np.empty((len(ids), self.config.num_perm), dtype=np.uint32)
-        for k, row in enumerate(have):
-            if row is not None:
-                sigs[k] = self._buffer[row]
         if todo:
-            sigs[todo] = signatures(frame_texts(frame[todo]), self.config)
-            self.add([ids[k] for k in todo], sigs[todo], remember=False)
+            fresh = sign(frame_texts(frame[todo]), self.config)
+            first = len(self.ids)
+            self.add([ids[k] for k in todo], fresh, remember=False)
+            for k, row in zip(todo, range(first, first + len(todo)), strict=True):
+                have[k] = row
+        batch = self.rows_of([row for row in have if row is not None])
         folder.mkdir(parents=True, exist_ok=True)
         part = f"part-{len(meta['parts']):05d}.parquet"
         buffer = io.BytesIO()
-        pl.DataFrame({"id": ids, "sig": sigs}).write_parquet(buffer)
+        _batch_frame(ids, batch).write_parquet(buffer)
         atomic_write_bytes(folder / part, buffer.getvalue())
         meta = {"params": self.meta(), "shards": sorted(done | set(missing)), "parts": [*meta["parts"], part]}
         atomic_write_bytes(meta_file, json.dumps(meta, indent=2).encode())
         self._pending.clear()
+
+
+def _grown(array: np.ndarray, size: int, used: int) -> np.ndarray:
+    grown = np.empty((size, *array.shape[1:]), dtype=array.dtype)
+    grown[:used] = array[:used]
+    return grown
+
+
+def _batch_frame(ids: Sequence[str], batch: SignedBatch) -> pl.DataFrame:
+    """Ids and shingle sets as a frame (how index parts are stored; signatures follow from them)."""
+    shingles = pa.LargeListArray.from_arrays(pa.array(batch.offsets, pa.int64()), pa.array(batch.shingles, pa.uint32()))
+    return pl.DataFrame({"id": list(ids)}).with_columns(pl.Series("shingles", shingles))
+
+
+def _frame_batch(frame: pl.DataFrame, config: MinHashConfig) -> SignedBatch:
+    lengths = frame["shingles"].list.len().to_numpy().astype(np.int64)
+    shingles = frame["shingles"].explode().drop_nulls().to_numpy().astype(np.uint32)
+    return from_shingles(shingles, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), config)
 
 
 class NearDedupFilter:
@@ -210,12 +273,12 @@ class NearDedupFilter:
         result = FilterResult()
         if not records:
             return result
-        sigs = signatures([record_text(r) for r in records], self.index.config)
+        batch = sign([record_text(r) for r in records], self.index.config)
         # Check and insert as one step, so concurrent writers to a shared index never both keep a pair.
         with self.index.locked():
-            found = self.index.duplicates(sigs)
+            found = self.index.duplicates(batch)
             keep = [i for i, dup in enumerate(found) if dup is None]
-            self.index.add([records[i].id for i in keep], sigs[keep])
+            self.index.add([records[i].id for i in keep], batch.take(keep))
         for r, dup in zip(records, found, strict=True):
             if dup is None:
                 result.kept.append(r)
@@ -223,6 +286,6 @@ class NearDedupFilter:
             j, score = dup
             other = self.index.ids[j] if j >= 0 else records[-1 - j].id
             result.rejects.append(
-                reject(r, self.stage, "near duplicate", detail=f"estimated Jaccard {score:.2f} with {other}")
+                reject(r, self.stage, "near duplicate", detail=f"{self.index.measure} {score:.2f} with {other}")
             )
         return result

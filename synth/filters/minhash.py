@@ -1,41 +1,38 @@
 """MinHash signatures for whole batches at once, and LSH banding.
 
-Scheme "synth-minhash-v1" (recorded with every persisted index, with its parameters):
+Scheme "synth-minhash-v2" (recorded with every persisted index, with its parameters):
 - text: instruction, input and output joined by newlines; lowercased when configured;
-- word shingles: runs of \\w+ tokens, n at a time (a text shorter than n is one shingle); each
-  distinct token is hashed once with blake2b (8 bytes) and an n-gram's hash combines its tokens'
-  hashes polynomially (mod 2**64); char shingles: n consecutive characters (whitespace collapsed),
-  hashed polynomially over their code points;
+- word shingles: runs of \\w+ tokens (polars' regex engine), n at a time (a text shorter than n
+  is one shingle); a token's hash is FNV-1a over its UTF-8 bytes, finished with the splitmix64
+  mixer, and an n-gram's hash combines its tokens' hashes polynomially (mod 2**64);
+  char shingles: n consecutive characters (whitespace collapsed), hashed polynomially over their
+  code points;
 - shingle hashes are cut to 32 bits; permutation k maps h to the top 32 bits of
   (a_k*h + b_k) mod 2**64 (multiply-shift hashing; a_k odd), with (a_k, b_k) drawn from numpy's
   RandomState(seed). datasketch uses a Mersenne-prime modulus instead; the division it costs was
   most of the time of a batch here, and the multiply-shift family is universal as well;
 - a signature is the per-permutation minimum over a text's shingles.
-Every step after shingling is a numpy array operation over the whole batch.
+Tokenizing runs in polars over the whole batch; hashing, n-grams and signatures in the compiled
+kernels of `lsh_kernels`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
-from functools import cache
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from synth.filters import lsh_kernels
 from synth.schemas.curation import MinHashConfig
 
-SCHEME = "synth-minhash-v1"
+SCHEME = "synth-minhash-v2"
 _MAX32 = np.uint64((1 << 32) - 1)
 _MULT = np.uint64(1_000_003)
-_TOKEN = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
-
-
-@cache
-def _token_hash(token: str) -> int:
-    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
 
 
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,13 +40,6 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     a = gen.randint(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64) | np.uint64(1)
     b = gen.randint(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64)
     return a, b
-
-
-def _permute(h: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(num_perm, len(h)) uint32: the top 32 bits of a*h + b (mod 2**64), per permutation.
-    Permutations are rows so the per-text minimum runs along contiguous memory."""
-    with np.errstate(over="ignore"):
-        return ((a[:, None] * h[None, :] + b[:, None]) >> np.uint64(32)).astype(np.uint32)
 
 
 def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
@@ -68,78 +58,100 @@ def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
 
 def shingle_hashes(text: str, config: MinHashConfig) -> np.ndarray:
     """The 32-bit hashes of one text's shingles (at least one, even for an empty text)."""
+    if config.shingle == "word":
+        flat, _ = _word_shingles([text], config)
+        return flat
     if config.lowercase:
         text = text.lower()
-    if config.shingle == "word":
-        tokens = _TOKEN.findall(text)
-        codes = np.fromiter((_token_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
-    else:
-        collapsed = _SPACE.sub(" ", text).strip()
-        codes = np.frombuffer(collapsed.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    collapsed = _SPACE.sub(" ", text).strip()
+    codes = np.frombuffer(collapsed.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     return _ngram_hashes(codes, config.ngram) & _MAX32
 
 
 def _word_shingles(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(flat shingle hashes, shingles per text) for a batch, tokenized and hashed column-wise."""
+    """(flat shingle hashes, shingles per text) for a batch: tokenized by polars, hashed compiled."""
     series = pl.Series(texts, dtype=pl.String)
     if config.lowercase:
         series = series.str.to_lowercase()
     tokens = series.str.extract_all(r"\w+")
     counts = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat_tokens = tokens.explode().drop_nulls()
-    unique = flat_tokens.unique()
-    lookup = pl.DataFrame(
-        {"t": unique, "h": np.fromiter((_token_hash(t) for t in unique), dtype=np.uint64, count=len(unique))}
-    )
-    codes = flat_tokens.to_frame("t").join(lookup, on="t", how="left", maintain_order="left")["h"].to_numpy()
-    n = config.ngram
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    long_docs = counts >= n
-    # Windows of n tokens that start inside a text and end inside it.
-    if len(codes) >= n:
-        windows = np.lib.stride_tricks.sliding_window_view(codes, n)
-        powers = _MULT ** np.arange(n - 1, -1, -1, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            all_hashes = (windows * powers).sum(axis=1, dtype=np.uint64)
-    else:
-        all_hashes = np.empty(0, dtype=np.uint64)
-    per_text = np.where(long_docs, counts - n + 1, 1)
-    pieces = []
-    for i in np.flatnonzero(~long_docs):  # short texts: one shingle of everything they hold
-        pieces.append((i, _ngram_hashes(codes[starts[i] : starts[i] + counts[i]], n)))
-    window_index = (
-        np.concatenate([np.arange(s, s + c - n + 1) for s, c in zip(starts[long_docs], counts[long_docs], strict=True)])
-        if long_docs.any()
-        else np.empty(0, dtype=np.int64)
-    )
-    out = np.empty(int(per_text.sum()), dtype=np.uint64)
-    text_offsets = np.concatenate([[0], np.cumsum(per_text)[:-1]])
-    long_positions = (
-        np.concatenate([np.arange(o, o + k) for o, k in zip(text_offsets[long_docs], per_text[long_docs], strict=True)])
-        if long_docs.any()
-        else np.empty(0, dtype=np.int64)
-    )
-    out[long_positions] = all_hashes[window_index]
-    for i, h in pieces:
-        out[text_offsets[i]] = h[0]
-    return out & _MAX32, per_text
+    lists = tokens.to_arrow()
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    flat = lists.flatten().cast(pa.large_string())
+    _, offsets_buffer, data_buffer = flat.buffers()
+    token_offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[flat.offset : flat.offset + len(flat) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, dtype=np.uint8)
+    return lsh_kernels.word_shingles(data, np.ascontiguousarray(token_offsets), counts, config.ngram)
 
 
-def signatures(texts: Sequence[str], config: MinHashConfig, chunk: int = 4096) -> np.ndarray:
-    """MinHash signatures, one row of `num_perm` uint32 per text."""
+@dataclass
+class SignedBatch:
+    """A batch's MinHash signatures (one row of `num_perm` uint32 per text) and its shingle sets
+    (sorted distinct uint32 hashes, back to back; text i's are shingles[offsets[i]:offsets[i+1]])."""
+
+    sigs: np.ndarray
+    shingles: np.ndarray
+    offsets: np.ndarray
+    _keys: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def keys(self, bands: int, rows: int) -> np.ndarray:
+        """The LSH band keys of every text (computed once per banding)."""
+        if (bands, rows) not in self._keys:
+            self._keys[bands, rows] = band_keys(self.sigs, bands, rows)
+        return self._keys[bands, rows]
+
+    def __len__(self) -> int:
+        return len(self.sigs)
+
+    def shingle_set(self, i: int) -> np.ndarray:
+        return self.shingles[self.offsets[i] : self.offsets[i + 1]]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> SignedBatch:
+        """The batch of the given texts, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        keys = {banding: k[rows] for banding, k in self._keys.items()}
+        return SignedBatch(self.sigs[rows], self.shingles[positions], offsets, keys)
+
+
+def sign(texts: Sequence[str], config: MinHashConfig, chunk: int = 8192) -> SignedBatch:
+    """Signatures and shingle sets of a batch of texts."""
     a, b = _permutations(config.num_perm, config.seed)
-    out = np.empty((len(texts), config.num_perm), dtype=np.uint32)
+    sigs = np.empty((len(texts), config.num_perm), dtype=np.uint32)
+    shingle_parts, length_parts = [], []
     for start in range(0, len(texts), chunk):
         part = texts[start : start + chunk]
         if config.shingle == "word":
             flat, lengths = _word_shingles(part, config)
         else:
-            parts = [shingle_hashes(t, config) for t in part]
-            lengths = np.array([len(p) for p in parts])
-            flat = np.concatenate(parts)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        out[start : start + len(part)] = np.minimum.reduceat(_permute(flat, a, b), offsets, axis=1).T
-    return out
+            pieces = [shingle_hashes(t, config) for t in part]
+            lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+            flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        lsh_kernels.minhash(np.ascontiguousarray(flat, dtype=np.uint64), offsets, a, b, sigs[start : start + len(part)])
+        distinct, distinct_offsets = lsh_kernels.distinct_sorted(flat, offsets)
+        shingle_parts.append(distinct)
+        length_parts.append(np.diff(distinct_offsets))
+    lengths = np.concatenate(length_parts) if length_parts else np.empty(0, dtype=np.int64)
+    shingles = np.concatenate(shingle_parts) if shingle_parts else np.empty(0, dtype=np.uint32)
+    return SignedBatch(sigs, shingles, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def from_shingles(shingles: np.ndarray, offsets: np.ndarray, config: MinHashConfig) -> SignedBatch:
+    """A batch from stored shingle sets (the signature of a set is that of the text it came from)."""
+    a, b = _permutations(config.num_perm, config.seed)
+    sigs = np.empty((len(offsets) - 1, config.num_perm), dtype=np.uint32)
+    lsh_kernels.minhash(shingles.astype(np.uint64), offsets, a, b, sigs)
+    return SignedBatch(sigs, shingles, offsets)
+
+
+def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
+    """MinHash signatures, one row of `num_perm` uint32 per text."""
+    return sign(texts, config).sigs
 
 
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
@@ -165,13 +177,11 @@ def banding(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One uint64 key per (text, band): a polynomial hash of the band's rows."""
-    view = sigs[:, : bands * rows].astype(np.uint64).reshape(len(sigs), bands, rows)
-    powers = _MULT ** np.arange(rows, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        keys = (view * powers).sum(axis=2, dtype=np.uint64)
-    # Mix in the band number so equal rows in different bands do not collide.
-    return keys ^ (np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    """One uint64 key per (text, band): a polynomial hash of the band's rows, mixed with the band's
+    number so equal rows in different bands do not collide."""
+    out = np.empty((len(sigs), bands), dtype=np.uint64)
+    lsh_kernels.band_keys(np.ascontiguousarray(sigs), rows, out)
+    return out
 
 
 def signature_params(config: MinHashConfig) -> dict:
@@ -184,21 +194,35 @@ def frame_texts(frame: pl.DataFrame) -> list[str]:
     return ["\n".join(row) for row in frame.select("instruction", "input", "output").iter_rows()]
 
 
-def mark_within_batch(sigs: np.ndarray, keys: np.ndarray, found: list, threshold: float) -> None:
-    """Mark each text of a batch that nearly duplicates an earlier text of the same batch, as
-    (-1 - earlier position, estimated Jaccard), unless either is already marked."""
-    frame = pl.DataFrame({"key": keys.ravel(), "new": np.repeat(np.arange(len(sigs)), keys.shape[1])})
-    inner = frame.join(frame, on="key", suffix="_other").filter(pl.col("new_other") < pl.col("new"))
-    inner = inner.select("new", "new_other").unique().sort("new", "new_other")
-    if not inner.height:
-        return
-    left, right = inner["new"].to_numpy(), inner["new_other"].to_numpy()
-    scores = estimated_jaccard(sigs[left], sigs[right])
-    for i, j, s in zip(left, right, scores, strict=True):
-        if s >= threshold and found[i] is None and found[j] is None:
-            found[i] = (-1 - int(j), float(s))
+def measure_name(config: MinHashConfig) -> str:
+    """How a near-duplicate reject's similarity was measured, as its detail names it."""
+    return "Jaccard" if config.verify == "exact" else "estimated Jaccard"
 
 
-def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise share of equal signature values (the MinHash estimate of Jaccard similarity)."""
-    return (a == b).mean(axis=1)
+def matches(match: np.ndarray, score: np.ndarray) -> list[tuple[int, float] | None]:
+    """The kernel's answer per text: None, or (index row or -1 - earlier batch position, similarity)."""
+    return [None if m == lsh_kernels.NO_MATCH else (int(m), float(s)) for m, s in zip(match, score, strict=True)]
+
+
+def within_batch(
+    batch: SignedBatch, bands: int, rows: int, config: MinHashConfig, match: np.ndarray, score: np.ndarray
+) -> None:
+    """Mark texts of a batch that nearly duplicate an earlier text of the same batch (see
+    `lsh_kernels.find_duplicates`; texts already marked in `match` are left as they are)."""
+    empty = np.full(16, lsh_kernels.EMPTY, dtype=np.uint64)  # no indexed rows: only the batch itself
+    lsh_kernels.find_duplicates(
+        batch.keys(bands, rows), batch.sigs, batch.shingles, batch.offsets,
+        empty, lsh_kernels.table_shift(empty),
+        np.empty((0, config.num_perm), dtype=np.uint32), np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64),
+        config.verify == "exact", config.threshold, match, score,
+    )  # fmt: skip
+
+
+def similarity(
+    config: MinHashConfig, sig_a: np.ndarray, sig_b: np.ndarray, set_a: np.ndarray, set_b: np.ndarray
+) -> float:
+    """Two texts' similarity as the index confirms candidates: exact Jaccard of the shingle sets,
+    or the share of equal signature values."""
+    if config.verify == "exact":
+        return float(lsh_kernels.sorted_jaccard(set_a, set_b))
+    return float((sig_a == sig_b).mean())

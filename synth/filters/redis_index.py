@@ -1,7 +1,8 @@
 """The MinHash index in Redis, shared by every worker and machine that writes one dataset.
 
 Layout under `synth:minhash:{dataset}:{params hash}`: one set of record ids per LSH band key
-(`:b:{key}`), the signatures in a hash (`:sig`), the parameters (`:meta`). A batch is checked and
+(`:b:{key}`), the signatures in a hash (`:sig`), the shingle sets in another (`:sh`), the
+parameters (`:meta`). A batch is checked and
 inserted under one Redis lock, so two workers can never both keep near-duplicate records. All
 commands of a batch go through pipelines; a Redis that cannot be reached is an error naming its
 URL, raised before anything of the batch is written.
@@ -17,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.filters import lsh_kernels
 from synth.filters.minhash import (
-    band_keys,
+    SignedBatch,
     banding,
-    estimated_jaccard,
     frame_texts,
-    mark_within_batch,
+    matches,
+    measure_name,
+    sign,
     signature_params,
-    signatures,
+    similarity,
+    within_batch,
 )
 from synth.schemas.curation import MinHashConfig
 from synth.shards.store import MANIFEST, scan
@@ -60,7 +64,7 @@ class RedisMinHashIndex:
                 if dataset is not None and (Path(dataset) / MANIFEST).is_file():
                     frame = scan(dataset).select("id", "instruction", "input", "output").collect()
                     if frame.height:
-                        index.add(frame["id"].to_list(), signatures(frame_texts(frame), config))
+                        index.add(frame["id"].to_list(), sign(frame_texts(frame), config))
                 index.client.hset(f"{index.ns}:meta", mapping={"params": json.dumps(index.params)})
         return index
 
@@ -73,46 +77,64 @@ class RedisMinHashIndex:
         with self.client.lock(f"{self.ns}:lock", timeout=300, blocking_timeout=600):
             yield
 
-    def add(self, ids: Sequence[str], sigs: np.ndarray, remember: bool = True) -> None:
-        keys = band_keys(sigs, self.bands, self.rows)
+    @property
+    def measure(self) -> str:
+        return measure_name(self.config)
+
+    def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None:
+        keys = batch.keys(self.bands, self.rows)
         pipe = self.client.pipeline(transaction=True)
-        for rid, row, sig in zip(ids, keys, sigs, strict=True):
+        for i, (rid, row) in enumerate(zip(ids, keys, strict=True)):
             for key in row:
                 pipe.sadd(f"{self.ns}:b:{int(key):x}", rid)
-            pipe.hset(f"{self.ns}:sig", rid, sig.astype("<u4").tobytes())
+            pipe.hset(f"{self.ns}:sig", rid, batch.sigs[i].astype("<u4").tobytes())
+            pipe.hset(f"{self.ns}:sh", rid, batch.shingle_set(i).astype("<u4").tobytes())
         pipe.execute()
 
-    def duplicates(self, sigs: np.ndarray) -> list[tuple[int, float] | None]:
-        keys = band_keys(sigs, self.bands, self.rows)
+    def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
+        """As `MinHashIndex.duplicates`; an indexed match is reported by its position in `self.ids`."""
+        keys = batch.keys(self.bands, self.rows)
         pipe = self.client.pipeline(transaction=False)
         for row in keys:
             for key in row:
                 pipe.smembers(f"{self.ns}:b:{int(key):x}")
         answers = pipe.execute()
         candidates: list[set[str]] = []
-        for i in range(len(sigs)):
+        for i in range(len(batch)):
             found: set[str] = set()
             for members in answers[i * self.bands : (i + 1) * self.bands]:
                 found.update(m.decode() for m in members)
             candidates.append(found)
         wanted = sorted(set().union(*candidates)) if candidates else []
-        stored = dict(zip(wanted, self.client.hmget(f"{self.ns}:sig", wanted), strict=True)) if wanted else {}
-        out: list[tuple[int, float] | None] = [None] * len(sigs)
+        sigs, sets = {}, {}
+        if wanted:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(f"{self.ns}:sig", wanted)
+            pipe.hmget(f"{self.ns}:sh", wanted)
+            raw_sigs, raw_sets = pipe.execute()
+            sigs = {rid: raw for rid, raw in zip(wanted, raw_sigs, strict=True) if raw is not None}
+            sets = {rid: raw for rid, raw in zip(wanted, raw_sets, strict=True) if raw is not None}
+        match = np.full(len(batch), lsh_kernels.NO_MATCH, dtype=np.int64)
+        score = np.zeros(len(batch), dtype=np.float64)
         for i, found in enumerate(candidates):
             best: tuple[str, float] | None = None
             for rid in sorted(found):
-                raw = stored.get(rid)
-                if raw is None:
+                if rid not in sigs or rid not in sets:
                     continue
-                stored_sig = np.frombuffer(raw if isinstance(raw, bytes) else raw.encode(), dtype="<u4")
-                score = float(estimated_jaccard(sigs[i : i + 1], stored_sig[None, :])[0])
-                if score >= self.config.threshold and (best is None or score > best[1]):
-                    best = (rid, score)
+                sim = similarity(
+                    self.config,
+                    batch.sigs[i],
+                    np.frombuffer(sigs[rid], dtype="<u4"),
+                    batch.shingle_set(i),
+                    np.frombuffer(sets[rid], dtype="<u4").astype(np.uint32),
+                )
+                if sim >= self.config.threshold and (best is None or sim > best[1]):
+                    best = (rid, sim)
             if best is not None:
                 self.ids.append(best[0])
-                out[i] = (len(self.ids) - 1, best[1])
-        mark_within_batch(sigs, keys, out, self.config.threshold)
-        return out
+                match[i], score[i] = len(self.ids) - 1, best[1]
+        within_batch(batch, self.bands, self.rows, self.config, match, score)
+        return matches(match, score)
 
     def sync(self, dataset: str | Path) -> None:
         """Nothing to do: kept records entered Redis when the filter kept them."""

@@ -35,6 +35,14 @@ class MinHashConfig(_Strict):
     lowercase: bool = True
     num_perm: int = Field(default=128, ge=16, le=1024)
     threshold: float = Field(default=0.8, gt=0, lt=1)
+    verify: Literal["exact", "estimate"] = Field(
+        default="exact",
+        description=(
+            "How an LSH candidate is confirmed: 'exact' by the Jaccard similarity of the two shingle sets "
+            "(kept with the index, 4 bytes per distinct shingle), 'estimate' by the share of equal "
+            "signature values (the classic MinHash estimate, off by about 0.035 at 0.8 with 128 permutations)."
+        ),
+    )
     seed: int = 1
     backend: Literal["local", "redis"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -117,7 +117,7 @@ def test_near_duplicates_are_removed_within_a_batch_and_distinct_texts_kept():
     )
     assert [r.instruction for r in result.kept] == [BASE, LONG]
     [dup] = result.rejects
-    assert dup.reason == "near duplicate" and "estimated Jaccard" in dup.detail and len(index) == 2
+    assert dup.reason == "near duplicate" and dup.detail.startswith("Jaccard 0.9") and len(index) == 2
 
 
 def test_near_dedup_spans_runs_through_the_persisted_index(tmp_path):
@@ -132,7 +132,7 @@ def test_near_dedup_spans_runs_through_the_persisted_index(tmp_path):
     reopened = MinHashIndex.open(tmp_path / "ds", config)
     assert sorted(reopened.ids) == sorted([rec(instruction=BASE).id, rec(instruction=LONG).id])
     meta = json.loads((tmp_path / "ds" / "index" / "minhash" / "meta.json").read_text())
-    assert meta["params"]["scheme"] == "synth-minhash-v1" and len(meta["parts"]) == 2
+    assert meta["params"]["scheme"] == "synth-minhash-v2" and len(meta["parts"]) == 2
 
 
 def test_an_index_built_with_other_parameters_is_refused_unless_rebuilt(tmp_path):
@@ -141,7 +141,7 @@ def test_an_index_built_with_other_parameters_is_refused_unless_rebuilt(tmp_path
     with pytest.raises(IndexMismatchError, match="rebuild"):
         MinHashIndex.open(tmp_path / "ds", MinHashConfig(num_perm=64))
     rebuilt = MinHashIndex.open(tmp_path / "ds", MinHashConfig(num_perm=64), rebuild=True)
-    assert len(rebuilt) == 1 and rebuilt.sigs.shape == (1, 64)
+    assert len(rebuilt) == 1 and rebuilt.meta()["num_perm"] == 64
 
 
 def judge_engine(reply):
