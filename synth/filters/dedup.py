@@ -94,6 +94,7 @@ class MinHashIndex:
         self._offsets = np.zeros(1025, dtype=np.int64)
         self._table = np.full(1 << 14, lsh_kernels.EMPTY, dtype=np.uint64)
         self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
+        self._known: set[str] = set()
 
     @property
     def sigs(self) -> np.ndarray:
@@ -105,6 +106,10 @@ class MinHashIndex:
     @property
     def measure(self) -> str:
         return measure_name(self.config)
+
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        """Whether each id is indexed already."""
+        return [i in self._known for i in ids]
 
     def rows_of(self, rows: Sequence[int]) -> SignedBatch:
         """Indexed records as a batch, by row (without signatures unless the index keeps them)."""
@@ -147,6 +152,7 @@ class MinHashIndex:
         keys = batch.keys(self.bands, self.rows)
         lsh_kernels.table_insert(self._table, lsh_kernels.table_shift(self._table), keys, start)
         self.ids.extend(ids)
+        self._known.update(ids)
         if remember:
             self._pending.update(zip(ids, range(start, end), strict=True))
 
@@ -261,8 +267,11 @@ def _frame_batch(frame: pl.DataFrame, config: MinHashConfig) -> SignedBatch:
 
 
 class NearDedupFilter:
-    """Drops records whose MinHash-estimated Jaccard similarity to a record already in the dataset,
-    or earlier in the batch, reaches the threshold."""
+    """Drops records whose similarity (exact shingle-set Jaccard, or its MinHash estimate) to a
+    record already in the dataset, or earlier in the batch, reaches the threshold.
+
+    A record whose id the index already holds was admitted before (a retried or resumed batch
+    regenerates the same records): it is kept as it is, never counted as its own duplicate."""
 
     stage = "dedup"
 
@@ -273,18 +282,22 @@ class NearDedupFilter:
         result = FilterResult()
         if not records:
             return result
-        batch = sign([record_text(r) for r in records], self.index.config)
         # Check and insert as one step, so concurrent writers to a shared index never both keep a pair.
         with self.index.locked():
+            known = self.index.contains([r.id for r in records])
+            fresh = [r for r, seen in zip(records, known, strict=True) if not seen]
+            batch = sign([record_text(r) for r in fresh], self.index.config)
             found = self.index.duplicates(batch)
             keep = [i for i, dup in enumerate(found) if dup is None]
-            self.index.add([records[i].id for i in keep], batch.take(keep))
-        for r, dup in zip(records, found, strict=True):
+            self.index.add([fresh[i].id for i in keep], batch.take(keep))
+        verdicts = iter(found)
+        for r, seen in zip(records, known, strict=True):
+            dup = None if seen else next(verdicts)
             if dup is None:
                 result.kept.append(r)
                 continue
             j, score = dup
-            other = self.index.ids[j] if j >= 0 else records[-1 - j].id
+            other = self.index.ids[j] if j >= 0 else fresh[-1 - j].id
             result.rejects.append(
                 reject(r, self.stage, "near duplicate", detail=f"{self.index.measure} {score:.2f} with {other}")
             )

@@ -81,6 +81,28 @@ class RedisMinHashIndex:
     def measure(self) -> str:
         return measure_name(self.config)
 
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        """Whether each id is indexed already."""
+        if not ids:
+            return []
+        return [raw is not None for raw in self.client.hmget(f"{self.ns}:sh", list(ids))]
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Take records out of the index (records that were kept but will never be committed)."""
+        if not ids:
+            return
+        stored = self.client.hmget(f"{self.ns}:sig", list(ids))
+        pipe = self.client.pipeline(transaction=True)
+        for rid, raw in zip(ids, stored, strict=True):
+            if raw is None:
+                continue
+            sig = np.frombuffer(raw if isinstance(raw, bytes) else raw.encode(), dtype="<u4").astype(np.uint32)[None, :]
+            for key in SignedBatch(sig, np.empty(0, np.uint32), np.zeros(2, np.int64)).keys(self.bands, self.rows)[0]:
+                pipe.srem(f"{self.ns}:b:{int(key):x}", rid)
+            pipe.hdel(f"{self.ns}:sig", rid)
+            pipe.hdel(f"{self.ns}:sh", rid)
+        pipe.execute()
+
     def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None:
         keys = batch.keys(self.bands, self.rows)
         pipe = self.client.pipeline(transaction=True)

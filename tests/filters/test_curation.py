@@ -120,6 +120,29 @@ def test_near_duplicates_are_removed_within_a_batch_and_distinct_texts_kept():
     assert dup.reason == "near duplicate" and dup.detail.startswith("Jaccard 0.9") and len(index) == 2
 
 
+def test_a_retried_batch_is_not_its_own_near_duplicate():
+    index = MinHashIndex(MinHashConfig())
+    batch = [rec(instruction=BASE), rec(instruction=LONG)]
+    assert len(NearDedupFilter(index).apply(batch).kept) == 2
+    again = NearDedupFilter(index).apply([*batch, rec(instruction=near_copy(LONG))])
+    assert again.kept == batch and len(index) == 2
+    assert again.rejects[0].detail.endswith(f"with {batch[1].id}")
+
+
+def test_exact_verification_confirms_on_shingle_sets_and_estimate_on_signatures():
+    words = [f"v{k}" for k in range(30)]
+    a, b = " ".join(words), " ".join(words[:-1] + ["other"])  # 27 of 29 word-3-grams shared: J = 27/29
+    for verify in ("exact", "estimate"):
+        index = MinHashIndex(MinHashConfig(verify=verify, threshold=0.9))
+        result = NearDedupFilter(index).apply([rec(instruction=a, output=""), rec(instruction=b, output="")])
+        [dup] = result.rejects
+        score = float(dup.detail.split()[-3])
+        if verify == "exact":
+            assert dup.detail.startswith("Jaccard") and score == round(27 / 29, 2)
+        else:
+            assert dup.detail.startswith("estimated Jaccard") and abs(score - 27 / 29) < 0.1
+
+
 def test_near_dedup_spans_runs_through_the_persisted_index(tmp_path):
     config = MinHashConfig()
     write_dataset(tmp_path / "ds", [rec(instruction=BASE)])

@@ -113,3 +113,17 @@ def test_a_redis_that_is_down_is_a_clear_error():
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(RedisUnavailableError, match=url):
         RedisMinHashIndex(MinHashConfig(backend="redis", redis_url=url), "ds")
+
+
+def test_a_retried_batch_is_not_its_own_duplicate_and_removed_records_leave_the_index(redis_url):
+    config = MinHashConfig(backend="redis", redis_url=redis_url)
+    batch = [rec(text(1)), rec(text(2))]
+    assert len(NearDedupFilter(RedisMinHashIndex(config, "retry")).apply(batch).kept) == 2
+    # The same records again (a batch retried after its commit failed): kept, not counted twice.
+    index = RedisMinHashIndex(config, "retry")
+    assert len(NearDedupFilter(index).apply(batch).kept) == 2 and len(index) == 2
+    # Taken out of the index, a record no longer blocks its near copies.
+    index.remove([batch[0].id])
+    assert len(index) == 1 and index.contains([batch[0].id, batch[1].id]) == [False, True]
+    result = NearDedupFilter(index).apply([rec(text(1, " again")), rec(text(2, " again"))])
+    assert [r.instruction for r in result.kept] == [text(1, " again")]
