@@ -6,6 +6,8 @@ a model is loaded once per worker however many batches or flows use it.
 
 from __future__ import annotations
 
+import importlib
+
 import threading
 
 from synth.engines.base import ChatRequest, Completion, Engine, EngineError
@@ -39,7 +41,11 @@ def _build(config: EngineConfig) -> Engine:
 
         return OpenAIEngine(config)
     if isinstance(config, ScriptedEngineConfig):
-        return ScriptedEngine(model_name=config.model)
+        if config.responder is None:
+            return ScriptedEngine(model_name=config.model)
+        module, _, attribute = config.responder.partition(":")
+        make = getattr(importlib.import_module(module), attribute)
+        return ScriptedEngine(make(), model_name=config.model)
     raise TypeError(f"unknown engine config {type(config).__name__}")
 
 

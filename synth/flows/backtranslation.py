@@ -197,7 +197,7 @@ def run_backtranslation(
         model = model or get_engine(engine)
         if backward_model is None and backward_engine is not None:
             backward_model = get_engine(backward_engine)
-        start_run(writer, rid, GENERATOR, config, engine, model)
+        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
         seeds = seed_pairs(load_seed_tasks())
         generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)
         curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)

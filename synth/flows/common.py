@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from synth.engines import Engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
@@ -55,7 +54,7 @@ class Progress:
 
 
 def start_run(
-    writer: DatasetWriter, rid: str, generator: str, config: BaseModel, engine: BaseModel, model: Engine
+    writer: DatasetWriter, rid: str, generator: str, config: BaseModel, engine: BaseModel, model_name: str
 ) -> None:
     """Register the run in the dataset, or reopen it to resume (see `DatasetWriter.start_run`)."""
     writer.start_run(
@@ -64,7 +63,7 @@ def start_run(
             generator=generator,
             config=config.model_dump(),
             engine=engine.model_dump(),
-            model=model.model_name,
+            model=model_name,
         )
     )
 

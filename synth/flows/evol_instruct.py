@@ -90,7 +90,7 @@ def run_evol_instruct(
     step = evolve_chunk.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
-        start_run(writer, rid, GENERATOR, config, engine, model)
+        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
         generator = EvolInstructGenerator(config, model, run_id=rid)
         curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         progress = Progress(f"Evol-Instruct into {dataset.path}: chunks of {config.chunk_size} instructions done")

@@ -6,24 +6,65 @@ two artifacts on the run: a table of the dataset's funnel and a markdown sample 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, serve
+from prefect import flow, get_run_logger, serve
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.schedules import Cron, Interval
 
+from synth.engines import close_engines
 from synth.flows.backtranslation import backtranslation_flow
 from synth.flows.evol_instruct import evol_instruct_flow
+from synth.flows.scaleout import run_evol_instruct_on_ray, run_self_instruct_on_ray
 from synth.flows.self_instruct import self_instruct_flow
-from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
-from synth.schemas.recipe import EvolInstructStep, Recipe, SelfInstructStep, load_recipe
+from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, EvolInstructConfig, SelfInstructConfig
+from synth.schemas.curation import CurationConfig
+from synth.schemas.recipe import EvolInstructStep, LocalRunner, RayRunner, Recipe, SelfInstructStep, load_recipe
 from synth.shards.summary import funnel, summarize
+
+
+@flow(name="self-instruct-on-ray", log_prints=True)
+def self_instruct_ray_flow(
+    config: SelfInstructConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig,
+    curation: CurationConfig,
+    runner: RayRunner,
+) -> dict[str, Any]:
+    """Self-Instruct with its batches on a Ray cluster (see `synth.flows.scaleout`)."""
+    return run_self_instruct_on_ray(config, engine, dataset, curation, runner)
+
+
+@flow(name="evol-instruct-on-ray", log_prints=True)
+def evol_instruct_ray_flow(
+    config: EvolInstructConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig,
+    curation: CurationConfig,
+    runner: RayRunner,
+) -> dict[str, Any]:
+    """Evol-Instruct with its chunks on a Ray cluster (see `synth.flows.scaleout`)."""
+    return run_evol_instruct_on_ray(config, engine, dataset, curation, runner)
 
 
 def _run_step(recipe: Recipe, step: Any) -> dict[str, Any]:
     fields = step.model_dump(exclude={"generator"})
+    runner = recipe.runner
+    if isinstance(runner, RayRunner) and isinstance(step, SelfInstructStep | EvolInstructStep):
+        from prefect_ray import RayTaskRunner
+
+        on_ray = RayTaskRunner(address=runner.address, init_kwargs=runner.init_kwargs)
+        if isinstance(step, SelfInstructStep):
+            return self_instruct_ray_flow.with_options(task_runner=on_ray)(
+                SelfInstructConfig(**fields), recipe.dataset, recipe.engine, recipe.curation, runner
+            )
+        return evol_instruct_ray_flow.with_options(task_runner=on_ray)(
+            EvolInstructConfig(**fields), recipe.dataset, recipe.engine, recipe.curation, runner
+        )
     if isinstance(step, SelfInstructStep):
         return self_instruct_flow(
             config=SelfInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
@@ -54,12 +95,65 @@ def publish_artifacts(path: str | Path, key: str) -> None:
     create_markdown_artifact(key=f"{key}-samples", markdown="\n".join(lines), description="Sample records and rejects")
 
 
+@contextmanager
+def gpu_slot(recipe: Recipe) -> Iterator[None]:
+    """Hold a slot of the recipe's GPU concurrency limit while its engine is loaded, and release
+    the engine before the slot. On Ray the cluster schedules GPUs itself: nothing to hold."""
+    name = recipe.gpu_limit_name()
+    if name is None or isinstance(recipe.runner, RayRunner):
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    get_run_logger().info("waiting for a slot of the concurrency limit %r", name)
+    with concurrency(name, occupy=1):
+        try:
+            yield
+        finally:
+            close_engines()
+
+
+@contextmanager
+def ray_session(runner: LocalRunner | RayRunner) -> Iterator[None]:
+    """One Ray connection for every step of a recipe (the steps' task runners reuse it)."""
+    if not isinstance(runner, RayRunner):
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=runner.address, **runner.init_kwargs)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 @flow(name="recipe", log_prints=True)
 def recipe_flow(recipe: Recipe) -> list[dict[str, Any]]:
     """Every step of `recipe`, in order, into its dataset; returns each step's summary."""
-    summaries = [_run_step(recipe, step) for step in recipe.steps]
+    with gpu_slot(recipe), ray_session(recipe.runner):
+        summaries = [_run_step(recipe, step) for step in recipe.steps]
     publish_artifacts(recipe.dataset.path, key=recipe.name.lower().replace("_", "-").replace(".", "-"))
     return summaries
+
+
+def ensure_concurrency_limit(name: str, slots: int = 1) -> bool:
+    """Create the global concurrency limit `name` on the current Prefect server if it has none of
+    that name (an existing one is left as its owner set it); returns whether it was created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return False
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+            return True
 
 
 def serve_recipes(paths: list[str | Path]) -> None:
@@ -67,6 +161,9 @@ def serve_recipes(paths: list[str | Path]) -> None:
     deployments = []
     for path in paths:
         recipe = load_recipe(path)
+        limit = recipe.gpu_limit_name()
+        if limit is not None and not isinstance(recipe.runner, RayRunner) and ensure_concurrency_limit(limit):
+            print(f"created the global concurrency limit {limit!r} with one slot (prefect gcl update to change it)")
         schedule = None
         if recipe.schedule is not None and recipe.schedule.cron:
             schedule = Cron(recipe.schedule.cron, timezone=recipe.schedule.timezone)

@@ -120,7 +120,7 @@ def run_self_instruct(
     run_batch = generate_batch.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
         model = model or get_engine(engine)
-        start_run(writer, rid, GENERATOR, config, engine, model)
+        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
         chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         generator.accept(accepted_tasks(dataset.path, rid))

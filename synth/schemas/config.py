@@ -62,6 +62,12 @@ class ScriptedEngineConfig(_Strict):
 
     kind: Literal["scripted"] = "scripted"
     model: str = "scripted"
+    responder: str | None = Field(
+        default=None,
+        description="'module:attribute' of a callable that makes the responder (called with no arguments); "
+        "default: echo the last message. This is how processes that build their own engine, such as Ray "
+        "workers, get a script.",
+    )
     sampling: Sampling = Field(default_factory=Sampling)
     seed: int = 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,6 +50,37 @@ class Schedule(_Strict):
         return self
 
 
+class LocalRunner(_Strict):
+    """Batches run one after another in the flow's own process (the default)."""
+
+    kind: Literal["local"] = "local"
+
+
+class RayRunner(_Strict):
+    """Batches run as Prefect tasks on a Ray cluster (prefect-ray), `workers` at a time.
+
+    Each Ray worker process loads the engine once and keeps it for every batch it runs; a batch
+    task asks Ray for `num_gpus` and `num_cpus`. Workers curate their batches against one shared
+    MinHash index in Redis; the flow commits finished batches to the dataset in order.
+    """
+
+    kind: Literal["ray"] = "ray"
+    address: str | None = Field(
+        default=None,
+        description="None starts a Ray instance on this machine; 'auto' joins the one `ray start` runs here; "
+        "'ray://HEAD:10001' joins a remote cluster.",
+    )
+    workers: int = Field(default=2, ge=1, description="Batches in flight at once.")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs per batch task (1 on a GPU cluster).")
+    num_cpus: float = Field(default=1, ge=0, description="CPUs per batch task.")
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="More arguments for ray.init (runtime_env, num_cpus, ...)."
+    )
+
+
+Runner = Annotated[LocalRunner | RayRunner, Field(discriminator="kind")]
+
+
 class Recipe(_Strict):
     """Steps run in order into one dataset, on one engine. Paths are relative to where `synth` runs."""
 
@@ -59,6 +90,29 @@ class Recipe(_Strict):
     curation: CurationConfig = Field(default_factory=CurationConfig)
     steps: list[Step] = Field(min_length=1)
     schedule: Schedule | None = None
+    runner: Runner = Field(default_factory=LocalRunner)
+    gpu_limit: str | None = Field(
+        default=None,
+        description="A Prefect global concurrency limit every run holds a slot of while its engine is loaded "
+        "(default: 'synth-gpu' for a vLLM engine, none otherwise), so runs of different recipes never put two "
+        "models on one GPU at once. `synth serve` creates it (one slot) if the server has none of that name.",
+    )
+
+    @model_validator(mode="after")
+    def _shared_index_on_ray(self) -> Recipe:
+        minhash = self.curation.minhash
+        if isinstance(self.runner, RayRunner) and minhash.enabled and minhash.backend != "redis":
+            raise ValueError(
+                "curation.minhash.backend: a Ray runner needs 'redis' (its workers dedupe against one shared "
+                "index), or set curation.minhash.enabled: false"
+            )
+        return self
+
+    def gpu_limit_name(self) -> str | None:
+        """The concurrency limit runs of this recipe hold, if any."""
+        if self.gpu_limit is not None:
+            return self.gpu_limit or None
+        return "synth-gpu" if isinstance(self.engine, VLLMEngineConfig) else None
 
 
 def _inputs(step: Step) -> list[tuple[str, str | None]]:

@@ -131,7 +131,7 @@ def test_a_retried_batch_is_not_its_own_near_duplicate():
 
 def test_exact_verification_confirms_on_shingle_sets_and_estimate_on_signatures():
     words = [f"v{k}" for k in range(30)]
-    a, b = " ".join(words), " ".join(words[:-1] + ["other"])  # 27 of 29 word-3-grams shared: J = 27/29
+    a, b = " ".join(words), " ".join([*words[:-1], "other"])  # 27 of 29 word-3-grams shared: J = 27/29
     for verify in ("exact", "estimate"):
         index = MinHashIndex(MinHashConfig(verify=verify, threshold=0.9))
         result = NearDedupFilter(index).apply([rec(instruction=a, output=""), rec(instruction=b, output="")])

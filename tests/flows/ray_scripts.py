@@ -1,0 +1,29 @@
+"""Scripted replies that Ray workers build for themselves (`ScriptedEngineConfig.responder`).
+
+Ray workers are separate processes: they cannot share the test's script object, so replies depend
+only on the request. Self-Instruct tasks take their words from the request's seed, which differs
+per batch and prompt, so batches on different workers write different tasks.
+"""
+
+from __future__ import annotations
+
+from synth.engines import ChatRequest, Completion
+from tests.conftest import SelfInstructScript
+from tests.generators.test_evol_instruct import EvolScript
+
+
+class _SeededSelfInstruct(SelfInstructScript):
+    def __call__(self, request: ChatRequest) -> str:
+        if request.tag == "self_instruct_tasks":
+            self.counter = 1000 * ((request.sampling.seed if request.sampling else 0) or 0) % 10**9
+        return super().__call__(request)
+
+
+def pipeline():
+    """Self-Instruct and Evol-Instruct replies, routed on the request's template."""
+    self_instruct, evol = _SeededSelfInstruct(), EvolScript()
+
+    def reply(request: ChatRequest) -> str | Completion:
+        return evol(request) if request.tag.startswith("evol_") else self_instruct(request)
+
+    return reply

@@ -1,0 +1,147 @@
+"""A recipe on a local Ray cluster: batches on Ray workers, one shared Redis index, in-order
+commits, resume from staged batches; and the GPU concurrency limit that keeps runs of different
+recipes from loading two models at once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from synth.filters.redis_index import RedisMinHashIndex
+from synth.flows.scaleout import BatchJob, read_staged, run_job, staged_path
+from synth.schemas import ConfigFileError, ScriptedEngineConfig
+from synth.schemas.curation import CurationConfig, MinHashConfig
+from synth.schemas.recipe import Recipe, load_recipe
+from synth.shards import read_manifest, scan, verify
+from tests.flows.test_recipe import write
+
+ROOT = Path(__file__).parents[2]
+RESPONDER = "tests.flows.ray_scripts:pipeline"
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
+    return {
+        "name": "on-ray",
+        "dataset": {"path": str(tmp_path / "ds")},
+        "engine": {"kind": "scripted", "responder": RESPONDER},
+        "curation": {"minhash": {"backend": "redis", "redis_url": redis_url}},
+        "runner": {
+            "kind": "ray",
+            "workers": workers,
+            "num_cpus": 1,
+            # Workers import the test's scripts from the repository, as a cluster's nodes would
+            # import the installed package.
+            "init_kwargs": {
+                "num_cpus": 2,
+                "include_dashboard": False,
+                "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}},
+            },
+        },
+        "steps": [
+            {"generator": "self_instruct", "num_records": 12, "prompts_per_batch": 2},
+            # The first 8 records of the dataset: the Self-Instruct step's, on every run.
+            {"generator": "evol_instruct", "source": str(tmp_path / "ds"), "rounds": 1, "chunk_size": 3, "limit": 8},
+        ],
+    }
+
+
+def test_a_ray_runner_needs_the_shared_redis_index(tmp_path, redis_url):
+    data = ray_recipe(tmp_path, redis_url)
+    data["curation"] = {"minhash": {"backend": "local"}}
+    with pytest.raises(ConfigFileError, match="curation.minhash.backend: a Ray runner needs 'redis'"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_a_staged_batch_is_reused_not_regenerated(tmp_path, redis_url):
+    """A batch staged before a crash is committed from its folder: the worker does not run it again."""
+    curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
+    job = BatchJob(
+        generator="self_instruct", config={"num_records": 4, "prompts_per_batch": 2},
+        engine=ScriptedEngineConfig(responder=RESPONDER), curation=curation,
+        dataset=str(tmp_path / "ds"), run_id="r1", batch=0, prompts=2,
+    )  # fmt: skip
+    (tmp_path / "ds").mkdir()
+    path = run_job(job)
+    kept, rejects, meta = read_staged(path)
+    assert kept and path == str(staged_path(tmp_path / "ds", "r1", 0)) and meta["prompts"] == 2
+    stamp = os.stat(Path(path) / "kept.jsonl").st_mtime_ns
+    assert run_job(job) == path and os.stat(Path(path) / "kept.jsonl").st_mtime_ns == stamp
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_recipe_runs_on_a_local_ray_cluster_and_resumes(tmp_path, redis_url):
+    from synth.flows.recipe import recipe_flow
+
+    recipe = load_recipe(write(tmp_path, ray_recipe(tmp_path, redis_url)))
+    summaries = recipe_flow(recipe=recipe)
+    si, evol = summaries
+    assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8
+
+    path = tmp_path / "ds"
+    assert verify(path) == []
+    manifest = read_manifest(path)
+    kept = scan(path).collect()
+    assert kept["id"].n_unique() == kept.height == sum(run.kept for run in manifest.runs.values())
+    # Every batch ran on a Ray worker process, none on the test's own.
+    workers = {w for run in manifest.runs.values() for w in run.state["workers"]}
+    assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
+    assert sum(n for run in manifest.runs.values() for n in run.state["workers"].values()) == sum(
+        run.batches_done for run in manifest.runs.values()
+    )
+    # Nothing left staged, and the shared index holds exactly the dataset's kept records: batches
+    # staged past Self-Instruct's target were discarded and their records taken out again.
+    assert not any((path / "staging").rglob("*.jsonl"))
+    index = RedisMinHashIndex.open(path, recipe.curation.minhash)
+    assert len(index) == kept.height and all(index.contains(kept["id"].to_list()))
+
+    # The same recipe again: every run is complete, nothing is generated or written twice.
+    again = recipe_flow(recipe=recipe)
+    assert [s["kept"] for s in again] == [si["kept"], evol["kept"]]
+    assert scan(path).collect().height == kept.height
+    assert scan(path).filter(pl.col("generator") == "evol_instruct").collect().height == evol["kept"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_runs_holding_the_gpu_limit_never_overlap(tmp_path, monkeypatch):
+    """Two recipes on one GPU limit: the second waits until the first has released its engine."""
+    import synth.flows.recipe as recipe_module
+    from synth.flows.recipe import ensure_concurrency_limit, gpu_slot
+
+    assert ensure_concurrency_limit("test-gpu") is True
+    assert ensure_concurrency_limit("test-gpu") is False  # an existing limit is left alone
+    spans: list[tuple[str, float, float]] = []
+    closed: list[float] = []
+    monkeypatch.setattr(recipe_module, "close_engines", lambda: closed.append(time.monotonic()))
+    monkeypatch.setattr(recipe_module, "get_run_logger", lambda: __import__("logging").getLogger("t"))
+
+    def run(name: str) -> None:
+        recipe = Recipe.model_validate(
+            {
+                "name": name,
+                "dataset": {"path": str(tmp_path / name)},
+                "engine": {"kind": "scripted"},
+                "gpu_limit": "test-gpu",
+                "steps": [{"generator": "self_instruct", "num_records": 1}],
+            }
+        )
+        with gpu_slot(recipe):
+            start = time.monotonic()
+            time.sleep(1.5)
+            spans.append((name, start, time.monotonic()))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    (_, s1, e1), (_, s2, e2) = sorted(spans, key=lambda s: s[1])
+    assert e1 <= s2  # the second held the slot only after the first let go
+    assert len(closed) == 2 and closed[0] <= s2  # and the first's engines were released before that
