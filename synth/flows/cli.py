@@ -257,9 +257,11 @@ def generate_backtranslate(
 
 @app.command("run")
 def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, TOML or JSON).")]) -> None:
-    """Run every step of a recipe once, in order, into its dataset."""
+    """Run every step of a recipe once, in order, into its dataset, on the recipe's runner (this
+    process, or a Ray cluster). Re-running resumes where an interrupted run stopped."""
     _quiet_libraries()
     from synth.engines import EngineError
+    from synth.filters.redis_index import RedisUnavailableError
     from synth.generators.documents import DocumentError
     from synth.generators.seeds import SeedFileError
     from synth.generators.sources import SourceError
@@ -272,7 +274,9 @@ def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, T
         from synth.flows.recipe import recipe_flow
 
         summaries = recipe_flow(recipe=loaded)
-    except (ConfigFileError, SeedFileError, SourceError, DocumentError, DatasetError, EngineError) as e:
+    except (
+        ConfigFileError, SeedFileError, SourceError, DocumentError, DatasetError, EngineError, RedisUnavailableError
+    ) as e:  # fmt: skip
         _fail(str(e))
     for summary in summaries:
         console.print(f"[bold]{summary['generator']}[/]")

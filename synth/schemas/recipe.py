@@ -94,8 +94,9 @@ class Recipe(_Strict):
     gpu_limit: str | None = Field(
         default=None,
         description="A Prefect global concurrency limit every run holds a slot of while its engine is loaded "
-        "(default: 'synth-gpu' for a vLLM engine, none otherwise), so runs of different recipes never put two "
-        "models on one GPU at once. `synth serve` creates it (one slot) if the server has none of that name.",
+        "(default: 'synth-gpu' for a vLLM engine, none otherwise; '' for none), so runs of different recipes "
+        "never put two models on one GPU at once. `synth serve` creates it (one slot) if the server has none "
+        "of that name. Not used on a Ray runner: Ray schedules GPUs itself.",
     )
 
     @model_validator(mode="after")
