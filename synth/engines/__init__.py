@@ -7,7 +7,6 @@ a model is loaded once per worker however many batches or flows use it.
 from __future__ import annotations
 
 import importlib
-
 import threading
 
 from synth.engines.base import ChatRequest, Completion, Engine, EngineError

@@ -56,7 +56,7 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
 def test_a_ray_runner_needs_the_shared_redis_index(tmp_path, redis_url):
     data = ray_recipe(tmp_path, redis_url)
     data["curation"] = {"minhash": {"backend": "local"}}
-    with pytest.raises(ConfigFileError, match="curation.minhash.backend: a Ray runner needs 'redis'"):
+    with pytest.raises(ConfigFileError, match=r"curation\.minhash\.backend: a Ray runner needs 'redis'"):
         load_recipe(write(tmp_path, data))
 
 
@@ -70,7 +70,7 @@ def test_a_staged_batch_is_reused_not_regenerated(tmp_path, redis_url):
     )  # fmt: skip
     (tmp_path / "ds").mkdir()
     path = run_job(job)
-    kept, rejects, meta = read_staged(path)
+    kept, _, meta = read_staged(path)
     assert kept and path == str(staged_path(tmp_path / "ds", "r1", 0)) and meta["prompts"] == 2
     stamp = os.stat(Path(path) / "kept.jsonl").st_mtime_ns
     assert run_job(job) == path and os.stat(Path(path) / "kept.jsonl").st_mtime_ns == stamp
@@ -142,6 +142,6 @@ def test_runs_holding_the_gpu_limit_never_overlap(tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join(timeout=120)
-    (_, s1, e1), (_, s2, e2) = sorted(spans, key=lambda s: s[1])
-    assert e1 <= s2  # the second held the slot only after the first let go
-    assert len(closed) == 2 and closed[0] <= s2  # and the first's engines were released before that
+    (_, _, end_first), (_, start_second, _) = sorted(spans, key=lambda s: s[1])
+    assert end_first <= start_second  # the second held the slot only after the first let go
+    assert len(closed) == 2 and closed[0] <= start_second  # and the first's engines were released before that
