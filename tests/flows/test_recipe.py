@@ -65,7 +65,7 @@ def test_bad_recipes_name_the_file_and_the_key(tmp_path, change, message):
     assert str(e.value).startswith(str(path)) and message in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "nightly-gpu.yaml", "ray-cluster.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "every-minute.yaml", "nightly-gpu.yaml", "ray-cluster.yaml"])
 def test_example_recipes_validate(name):
     path = ROOT / "recipes" / name
     recipe = load_config_file_only(path)
