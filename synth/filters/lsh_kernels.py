@@ -195,6 +195,41 @@ def _similarity(
 
 
 @nb.njit(cache=True, nogil=True)
+def _probe(
+    table: np.ndarray,
+    shift: np.uint64,
+    key: np.uint64,
+    seen: np.ndarray,
+    i: int,
+    exact: bool,
+    sig: np.ndarray,
+    shingle_set: np.ndarray,
+    other_sigs: np.ndarray,
+    other_shingles: np.ndarray,
+    other_offsets: np.ndarray,
+    threshold: float,
+    best: float,
+    best_row: np.int64,
+) -> tuple[float, np.int64]:
+    """Check text i against every row of `table` whose band key matches `key` and that text i has
+    not checked yet (`seen[row] == i + 1` once checked); returns the most similar row at or above
+    the threshold so far, with its similarity (`best`, `best_row` when none beats them)."""
+    fragment = key & _MAX32
+    mask = table.shape[0] - 1
+    s = _start(fragment, shift)
+    while table[s] != EMPTY:
+        entry = table[s]
+        row = np.int64(entry & _MAX32)
+        if (entry >> _SHIFT32) == fragment and seen[row] != i + 1:
+            seen[row] = i + 1
+            sim = _similarity(exact, sig, shingle_set, other_sigs, other_shingles, other_offsets, row)
+            if sim >= threshold and sim > best:
+                best, best_row = sim, row
+        s = (s + 1) & mask
+    return best, best_row
+
+
+@nb.njit(cache=True, nogil=True)
 def find_duplicates(
     band_keys: np.ndarray,
     sigs: np.ndarray,
@@ -219,7 +254,6 @@ def find_duplicates(
     only costs a check); each is confirmed on the Jaccard similarity of the shingle sets (`exact`)
     or on the share of equal signature values."""
     n, bands = band_keys.shape
-    mask = table.shape[0] - 1
     stamp = np.zeros(index_offsets.shape[0] - 1, dtype=np.int32)  # last text i (+1) that checked a row
     # Earlier kept texts of this batch, in a table of their own.
     local_size = 16
@@ -227,40 +261,27 @@ def find_duplicates(
         local_size *= 2
     local = np.full(local_size, EMPTY, dtype=np.uint64)
     local_shift = np.uint64(64 - int(np.log2(local_size)))
-    local_mask = local_size - 1
     local_stamp = np.zeros(n, dtype=np.int32)
     for i in range(n):
         if match[i] != NO_MATCH:  # decided by the caller (the Redis index answers for its records)
             continue
-        best = -1.0
         sh_i = shingles[shingle_offsets[i] : shingle_offsets[i + 1]]
+        best, row = -1.0, np.int64(-1)
         for k in range(bands):
-            fragment = band_keys[i, k] & _MAX32
-            s = _start(fragment, shift)
-            while table[s] != EMPTY:
-                entry = table[s]
-                row = np.int64(entry & _MAX32)
-                if (entry >> _SHIFT32) == fragment and stamp[row] != i + 1:
-                    stamp[row] = i + 1
-                    sim = _similarity(exact, sigs[i], sh_i, index_sigs, index_shingles, index_offsets, row)
-                    if sim >= threshold and sim > best:
-                        best = sim
-                        match[i] = row
-                s = (s + 1) & mask
-        if match[i] == NO_MATCH:
+            best, row = _probe(
+                table, shift, band_keys[i, k], stamp, i, exact, sigs[i], sh_i,
+                index_sigs, index_shingles, index_offsets, threshold, best, row,
+            )  # fmt: skip
+        if row >= 0:
+            match[i] = row
+        else:
             for k in range(bands):
-                fragment = band_keys[i, k] & _MAX32
-                s = _start(fragment, local_shift)
-                while local[s] != EMPTY:
-                    entry = local[s]
-                    j = np.int64(entry & _MAX32)
-                    if (entry >> _SHIFT32) == fragment and local_stamp[j] != i + 1:
-                        local_stamp[j] = i + 1
-                        sim = _similarity(exact, sigs[i], sh_i, sigs, shingles, shingle_offsets, j)
-                        if sim >= threshold and sim > best:
-                            best = sim
-                            match[i] = -1 - j
-                    s = (s + 1) & local_mask
+                best, row = _probe(
+                    local, local_shift, band_keys[i, k], local_stamp, i, exact, sigs[i], sh_i,
+                    sigs, shingles, shingle_offsets, threshold, best, row,
+                )  # fmt: skip
+            if row >= 0:
+                match[i] = -1 - row
         if match[i] == NO_MATCH:
             for k in range(bands):
                 _put(local, local_shift, band_keys[i, k], i)

@@ -27,28 +27,19 @@ from synth.schemas.recipe import EvolInstructStep, LocalRunner, RayRunner, Recip
 from synth.shards.summary import funnel, summarize
 
 
-@flow(name="self-instruct-on-ray", log_prints=True)
-def self_instruct_ray_flow(
-    config: SelfInstructConfig,
+@flow(name="step-on-ray", log_prints=True)
+def ray_step_flow(
+    step: SelfInstructStep | EvolInstructStep,
     dataset: DatasetConfig,
     engine: EngineConfig,
     curation: CurationConfig,
     runner: RayRunner,
 ) -> dict[str, Any]:
-    """Self-Instruct with its batches on a Ray cluster (see `synth.flows.scaleout`)."""
-    return run_self_instruct_on_ray(config, engine, dataset, curation, runner)
-
-
-@flow(name="evol-instruct-on-ray", log_prints=True)
-def evol_instruct_ray_flow(
-    config: EvolInstructConfig,
-    dataset: DatasetConfig,
-    engine: EngineConfig,
-    curation: CurationConfig,
-    runner: RayRunner,
-) -> dict[str, Any]:
-    """Evol-Instruct with its chunks on a Ray cluster (see `synth.flows.scaleout`)."""
-    return run_evol_instruct_on_ray(config, engine, dataset, curation, runner)
+    """A Self-Instruct or Evol-Instruct step with its batches on a Ray cluster (see `synth.flows.scaleout`)."""
+    fields = step.model_dump(exclude={"generator"})
+    if isinstance(step, SelfInstructStep):
+        return run_self_instruct_on_ray(SelfInstructConfig(**fields), engine, dataset, curation, runner)
+    return run_evol_instruct_on_ray(EvolInstructConfig(**fields), engine, dataset, curation, runner)
 
 
 def _run_step(recipe: Recipe, step: Any) -> dict[str, Any]:
@@ -58,12 +49,8 @@ def _run_step(recipe: Recipe, step: Any) -> dict[str, Any]:
         from prefect_ray import RayTaskRunner
 
         on_ray = RayTaskRunner(address=runner.address, init_kwargs=runner.init_kwargs)
-        if isinstance(step, SelfInstructStep):
-            return self_instruct_ray_flow.with_options(task_runner=on_ray)(
-                SelfInstructConfig(**fields), recipe.dataset, recipe.engine, recipe.curation, runner
-            )
-        return evol_instruct_ray_flow.with_options(task_runner=on_ray)(
-            EvolInstructConfig(**fields), recipe.dataset, recipe.engine, recipe.curation, runner
+        return ray_step_flow.with_options(task_runner=on_ray, flow_run_name=f"{step.generator}-on-ray")(
+            step, recipe.dataset, recipe.engine, recipe.curation, runner
         )
     if isinstance(step, SelfInstructStep):
         return self_instruct_flow(
