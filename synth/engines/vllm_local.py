@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,41 @@ if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
 
 log = logging.getLogger(__name__)
+
+
+# Run by a watcher process: wait until the engine's process is gone (its end of the pipe closes),
+# then kill the processes vLLM started for it, each only if it is still the same process.
+_WATCHER = """
+import sys, psutil
+sys.stdin.buffer.read()
+for item in sys.argv[1:]:
+    pid, started = item.split("@")
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - float(started)) < 0.01:
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def watch_children() -> subprocess.Popen | None:
+    """Make sure the processes vLLM started for this one die with it.
+
+    vLLM's engine core and workers are separate processes. When this process is killed (SIGKILL,
+    the OOM killer) they stay alive holding the model's memory (seen: still running a minute
+    after), so a resumed run would load a second copy beside them. A small watcher holds a pipe
+    from this process and kills them when the pipe closes. Stop it (`kill()`) before shutting
+    vLLM down normally."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    if not children:
+        return None
+    args = [f"{c.pid}@{c.create_time()}" for c in children]
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, *args], stdin=subprocess.PIPE, start_new_session=True, close_fds=True
+    )
 
 
 def has_cuda() -> bool:
@@ -72,6 +109,7 @@ class VLLMEngine:
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
         self.llm: LLM = LLM(**kwargs)
+        self._watcher = watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:
         from vllm import SamplingParams
@@ -133,6 +171,9 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop vLLM's engine processes now (otherwise they stop when the interpreter exits)."""
+        if self._watcher is not None:
+            self._watcher.kill()
+            self._watcher.wait()
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()

@@ -81,3 +81,44 @@ def test_seeded_batch_larger_than_one_prefill_step_runs(vllm_engine):
     assert len(completions) == 24
     assert sum(c.prompt_tokens for c in completions) > 8192  # more than vLLM's per-step budget
     assert all(c.finish_reason in ("stop", "length") for c in completions)
+
+
+def test_a_killed_run_leaves_no_model_process_behind():
+    """SIGKILL of a process holding the engine must free the model: nothing of vLLM's may outlive it
+    (a resumed run would load the model again beside a leftover copy)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "from synth.engines import get_engine; from synth.schemas import VLLMEngineConfig; "
+        "get_engine(VLLMEngineConfig()); print('ready', flush=True); import time; time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert any(line.strip() == "ready" for line in proc.stdout)  # vLLM logs to stdout too
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def alive() -> list[psutil.Process]:
+        out = []
+        for p in descendants:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leftovers = alive()
+    for p in leftovers:
+        p.kill()
+    assert [p.name() for p in leftovers] == []
