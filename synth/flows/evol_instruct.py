@@ -37,16 +37,17 @@ def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[So
     return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
 
 
-def merge_rounds(total: dict[str, Any], new: dict[int, Any]) -> dict[str, Any]:
-    """Add one chunk's per-round funnel to the run's running totals (JSON keys are strings)."""
+def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Add one chunk's per-round funnel (round -> `RoundFunnel.as_dict()`) to the run's running
+    totals (JSON keys are strings)."""
     merged = {
         k: {"in": v["in"], "evolved": v["evolved"], "eliminated": dict(v["eliminated"])} for k, v in total.items()
     }
     for rnd, funnel in new.items():
         entry = merged.setdefault(str(rnd), {"in": 0, "evolved": 0, "eliminated": {}})
-        entry["in"] += funnel.entered
-        entry["evolved"] += funnel.evolved
-        for reason, n in funnel.eliminated.items():
+        entry["in"] += funnel["in"]
+        entry["evolved"] += funnel["evolved"]
+        for reason, n in funnel["eliminated"].items():
             entry["eliminated"][reason] = entry["eliminated"].get(reason, 0) + n
     return merged
 
@@ -62,7 +63,8 @@ def evolve_chunk(
 ) -> list[str]:
     """Evolve one chunk through every round, curate it and commit it; returns the shards' paths."""
     result = generator.run_chunk(chunk, items)
-    state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), result.rounds)}
+    funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
+    state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), funnels)}
     shards = commit_curated(writer, rid, chunk, *curation, result.kept, result.rejects, state=state)
     get_run_logger().info(
         "chunk %d: %d instructions, %d evolutions kept, %d eliminated",

@@ -28,8 +28,6 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +42,7 @@ from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Progress, run_summary, start_run
 from synth.flows.curation import build_chain
+from synth.flows.evol_instruct import evol_run_id, merge_rounds
 from synth.generators.evol_instruct import GENERATOR as EVOL
 from synth.generators.evol_instruct import EvolInstructGenerator
 from synth.generators.seeds import load_seed_tasks
@@ -168,25 +167,29 @@ def discard_staged(dataset: str | Path, rid: str, from_batch: int, curation: Cur
         folder.rmdir()
 
 
-@contextmanager
-def _in_flight(runner: RayRunner) -> Iterator[Callable[[BatchJob], Any]]:
-    """A submit function for batch jobs with the runner's Ray resource request."""
+def _submit(runner: RayRunner, job: BatchJob) -> Any:
+    """Submit a batch job to the Ray task runner with the runner's resource request."""
     from prefect_ray.context import remote_options
 
-    def submit(job: BatchJob) -> Any:
-        with remote_options(num_gpus=runner.num_gpus, num_cpus=runner.num_cpus):
-            return stage_batch.submit(job)
-
-    yield submit
+    with remote_options(num_gpus=runner.num_gpus, num_cpus=runner.num_cpus):
+        return stage_batch.submit(job)
 
 
-def _commit(writer: DatasetWriter, rid: str, batch: int, path: str | Path, state: dict[str, Any]) -> dict[str, Any]:
-    kept, rejects, meta = read_staged(path)
+def _commit(
+    writer: DatasetWriter,
+    rid: str,
+    batch: int,
+    path: str | Path,
+    staged: tuple[list[Record], list[Reject], dict[str, Any]],
+    state: dict[str, Any],
+) -> None:
+    """Commit a staged batch (as `read_staged` read it) with the run state `state`, counting the
+    worker that made it, then remove its folder."""
+    kept, rejects, meta = staged
     workers = dict(state.get("workers", {}))
     workers[meta["worker"]] = workers.get(meta["worker"], 0) + 1
     writer.commit_batch(rid, batch, kept, rejects, state={**state, "workers": workers})
     shutil.rmtree(path)
-    return meta
 
 
 def run_self_instruct_on_ray(
@@ -206,32 +209,32 @@ def run_self_instruct_on_ray(
         pool = accepted_tasks(dataset.path, rid)
         progress = Progress(f"Self-Instruct on Ray into {dataset.path}: records kept of {config.num_records}")
         futures: dict[int, Any] = {}
-        with _in_flight(runner) as submit:
-            while True:
-                run = writer.manifest.runs[rid]
-                progress.update(run.kept / config.num_records)
-                done = run.kept >= config.num_records or run.batches_done >= config.max_batches
-                if done:
-                    break
-                # Keep the pipeline full: batches after the last submitted one, up to `workers` ahead.
-                nxt = max([run.batches_done - 1, *futures]) + 1
-                while len(futures) < runner.workers and nxt < config.max_batches:
-                    prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
-                    job = BatchJob(
-                        generator="self_instruct", config=config.model_dump(mode="json"), engine=engine,
-                        curation=curation, dataset=str(dataset.path), run_id=rid, batch=nxt,
-                        prompts=prompts, pool=pool,
-                    )  # fmt: skip
-                    futures[nxt] = submit(job)
-                    nxt += 1
-                batch = run.batches_done
-                path = futures.pop(batch).result()
-                sent = run.state.get("prompts_sent", 0)
-                meta = read_staged(path)[2]
-                _commit(writer, rid, batch, path, {**run.state, "prompts_sent": sent + meta["prompts"]})
-                pool = [*pool, *meta["accepted_tasks"]]
-            for future in futures.values():
-                future.wait()
+        while True:
+            run = writer.manifest.runs[rid]
+            progress.update(run.kept / config.num_records)
+            done = run.kept >= config.num_records or run.batches_done >= config.max_batches
+            if done:
+                break
+            # Keep the pipeline full: batches after the last submitted one, up to `workers` ahead.
+            nxt = max([run.batches_done - 1, *futures]) + 1
+            while len(futures) < runner.workers and nxt < config.max_batches:
+                prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
+                job = BatchJob(
+                    generator="self_instruct", config=config.model_dump(mode="json"), engine=engine,
+                    curation=curation, dataset=str(dataset.path), run_id=rid, batch=nxt,
+                    prompts=prompts, pool=pool,
+                )  # fmt: skip
+                futures[nxt] = _submit(runner, job)
+                nxt += 1
+            batch = run.batches_done
+            path = futures.pop(batch).result()
+            sent = run.state.get("prompts_sent", 0)
+            staged = read_staged(path)
+            meta = staged[2]
+            _commit(writer, rid, batch, path, staged, {**run.state, "prompts_sent": sent + meta["prompts"]})
+            pool = [*pool, *meta["accepted_tasks"]]
+        for future in futures.values():
+            future.wait()
         discard_staged(dataset.path, rid, writer.manifest.runs[rid].batches_done, curation)
         writer.finish_run(rid)
         return run_summary(
@@ -247,8 +250,6 @@ def run_evol_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Evol-Instruct with up to `runner.workers` chunks in flight on Ray; returns the run summary."""
-    from synth.flows.evol_instruct import evol_run_id
-
     items = load_instructions(config.source)[: config.limit]
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
@@ -257,39 +258,27 @@ def run_evol_instruct_on_ray(
         progress = Progress(f"Evol-Instruct on Ray into {dataset.path}: chunks of {config.chunk_size} done")
         first = writer.manifest.runs[rid].batches_done
         futures: dict[int, Any] = {}
-        with _in_flight(runner) as submit:
-            upcoming = iter(range(first, len(chunks)))
-            for chunk in range(first, len(chunks)):
-                for nxt in upcoming:
-                    futures[nxt] = submit(
-                        BatchJob(
-                            generator="evol_instruct", config=config.model_dump(mode="json"), engine=engine,
-                            curation=curation, dataset=str(dataset.path), run_id=rid, batch=nxt,
-                            items=[{"id": i.id, "instruction": i.instruction, "input": i.input} for i in chunks[nxt]],
-                        )
-                    )  # fmt: skip
-                    if len(futures) >= runner.workers:
-                        break
-                path = futures.pop(chunk).result()
-                run = writer.manifest.runs[rid]
-                rounds = _merge_rounds(run.state.get("rounds", {}), read_staged(path)[2]["rounds"])
-                _commit(writer, rid, chunk, path, {**run.state, "rounds": rounds})
-                progress.update((chunk + 1) / max(1, len(chunks)))
+        upcoming = iter(range(first, len(chunks)))
+        for chunk in range(first, len(chunks)):
+            for nxt in upcoming:
+                futures[nxt] = _submit(
+                    runner,
+                    BatchJob(
+                        generator="evol_instruct", config=config.model_dump(mode="json"), engine=engine,
+                        curation=curation, dataset=str(dataset.path), run_id=rid, batch=nxt,
+                        items=[{"id": i.id, "instruction": i.instruction, "input": i.input} for i in chunks[nxt]],
+                    )
+                )  # fmt: skip
+                if len(futures) >= runner.workers:
+                    break
+            path = futures.pop(chunk).result()
+            state = writer.manifest.runs[rid].state
+            staged = read_staged(path)
+            rounds = merge_rounds(state.get("rounds", {}), staged[2]["rounds"])
+            _commit(writer, rid, chunk, path, staged, {**state, "rounds": rounds})
+            progress.update((chunk + 1) / max(1, len(chunks)))
         writer.finish_run(rid)
         summary = run_summary(writer, rid, dataset.path, reached_target=True)
         summary["rounds"] = writer.manifest.runs[rid].state.get("rounds", {})
         summary["source_instructions"] = len(items)
         return summary
-
-
-def _merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    merged = {
-        k: {"in": v["in"], "evolved": v["evolved"], "eliminated": dict(v["eliminated"])} for k, v in total.items()
-    }
-    for rnd, funnel in new.items():
-        entry = merged.setdefault(rnd, {"in": 0, "evolved": 0, "eliminated": {}})
-        entry["in"] += funnel["in"]
-        entry["evolved"] += funnel["evolved"]
-        for reason, n in funnel["eliminated"].items():
-            entry["eliminated"][reason] = entry["eliminated"].get(reason, 0) + n
-    return merged
