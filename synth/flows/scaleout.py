@@ -38,7 +38,6 @@ from pydantic import BaseModel, Field
 from synth.engines import get_engine
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
 from synth.filters.base import FilterChain
-from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Progress, run_summary, start_run
 from synth.flows.curation import build_chain
@@ -78,15 +77,15 @@ def staged_path(dataset: str | Path, rid: str, batch: int) -> Path:
 
 # -- on the worker ----------------------------------------------------------------------------------
 
-_chains: dict[str, tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None]] = {}
+_chains: dict[str, FilterChain] = {}
 
 
 def _chain(job: BatchJob) -> FilterChain:
     """The curation chain for the job's dataset, built once per worker process and run."""
     key = json.dumps([job.dataset, job.run_id, job.curation.model_dump(mode="json"), job.engine.model_dump()])
     if key not in _chains:
-        _chains[key] = build_chain(job.curation, job.dataset, engine=get_engine(job.engine))
-    return _chains[key][0]
+        _chains[key] = build_chain(job.curation, job.dataset, engine=get_engine(job.engine))[0]
+    return _chains[key]
 
 
 def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta: dict[str, Any]) -> None:
