@@ -229,15 +229,15 @@ class MinHashIndex:
             [pl.read_parquet(root / p, columns=["id", "instruction", "input", "output"]) for p in missing]
         )
         ids = frame["id"].to_list()
-        have = [self._pending.get(i) for i in ids]
-        todo = [k for k, row in enumerate(have) if row is None]
+        # Rows of the records the filter indexed already; the others are signed and added now.
+        rows = [self._pending.get(i, -1) for i in ids]
+        todo = [k for k, row in enumerate(rows) if row < 0]
         if todo:
-            fresh = sign(frame_texts(frame[todo]), self.config)
             first = len(self.ids)
-            self.add([ids[k] for k in todo], fresh, remember=False)
+            self.add([ids[k] for k in todo], sign(frame_texts(frame[todo]), self.config), remember=False)
             for k, row in zip(todo, range(first, first + len(todo)), strict=True):
-                have[k] = row
-        batch = self.rows_of([row for row in have if row is not None])
+                rows[k] = row
+        batch = self.rows_of(rows)
         folder.mkdir(parents=True, exist_ok=True)
         part = f"part-{len(meta['parts']):05d}.parquet"
         buffer = io.BytesIO()

@@ -41,15 +41,19 @@ def _token_hash(data: np.ndarray, start: int, end: int) -> np.uint64:
 
 
 @nb.njit(cache=True, nogil=True)
-def word_shingles(
-    data: np.ndarray, token_offsets: np.ndarray, counts: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(32-bit shingle hashes back to back, shingles per text) for texts whose tokens are the UTF-8
-    strings data[token_offsets[t]:token_offsets[t + 1]], counts[i] of them for text i, in order.
-    Every window of n tokens is one shingle; a text of n tokens or fewer is a single shingle."""
+def token_hashes(data: np.ndarray, token_offsets: np.ndarray) -> np.ndarray:
+    """The hash of each token data[token_offsets[t]:token_offsets[t + 1]] (UTF-8 bytes)."""
     hashes = np.empty(token_offsets.shape[0] - 1, dtype=np.uint64)
     for t in range(hashes.shape[0]):
         hashes[t] = _token_hash(data, token_offsets[t], token_offsets[t + 1])
+    return hashes
+
+
+@nb.njit(cache=True, nogil=True)
+def ngrams(codes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(32-bit shingle hashes back to back, shingles per text) for texts whose units (token hashes
+    or code points) are `codes`, counts[i] of them for text i, in order. Every window of n units
+    is one shingle, hashed polynomially (mod 2**64); a text of n units or fewer is one shingle."""
     per_text = np.empty(counts.shape[0], dtype=np.int64)
     total = 0
     for i in range(counts.shape[0]):
@@ -63,7 +67,7 @@ def word_shingles(
         for w in range(per_text[i]):
             h = np.uint64(0)
             for t in range(first + w, first + w + width):
-                h = h * _MULT + hashes[t]
+                h = h * _MULT + np.uint64(codes[t])
             out[pos] = h & _MAX32
             pos += 1
         first += counts[i]

@@ -30,8 +30,6 @@ from synth.filters import lsh_kernels
 from synth.schemas.curation import MinHashConfig
 
 SCHEME = "synth-minhash-v2"
-_MAX32 = np.uint64((1 << 32) - 1)
-_MULT = np.uint64(1_000_003)
 _SPACE = re.compile(r"\s+")
 
 
@@ -42,30 +40,16 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
-    """Polynomial hashes (mod 2**64) of every window of n values; one hash of all if shorter."""
-    if len(codes) <= n:
-        h = np.uint64(0)
-        with np.errstate(over="ignore"):
-            for c in codes:
-                h = h * _MULT + np.uint64(c)
-        return np.array([h], dtype=np.uint64)
-    windows = np.lib.stride_tricks.sliding_window_view(codes, n)
-    powers = _MULT ** np.arange(n - 1, -1, -1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return (windows * powers).sum(axis=1, dtype=np.uint64)
-
-
-def shingle_hashes(text: str, config: MinHashConfig) -> np.ndarray:
-    """The 32-bit hashes of one text's shingles (at least one, even for an empty text)."""
-    if config.shingle == "word":
-        flat, _ = _word_shingles([text], config)
-        return flat
-    if config.lowercase:
-        text = text.lower()
-    collapsed = _SPACE.sub(" ", text).strip()
-    codes = np.frombuffer(collapsed.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    return _ngram_hashes(codes, config.ngram) & _MAX32
+def _char_shingles(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(flat shingle hashes, shingles per text) for a batch of character n-grams over each text's
+    code points, whitespace collapsed."""
+    parts = []
+    for text in texts:
+        collapsed = _SPACE.sub(" ", text.lower() if config.lowercase else text).strip()
+        parts.append(np.frombuffer(collapsed.encode("utf-32-le"), dtype=np.uint32))
+    counts = np.array([len(p) for p in parts], dtype=np.int64)
+    codes = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32)
+    return lsh_kernels.ngrams(codes.astype(np.uint64), counts, config.ngram)
 
 
 def _word_shingles(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +66,7 @@ def _word_shingles(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndar
     _, offsets_buffer, data_buffer = flat.buffers()
     token_offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[flat.offset : flat.offset + len(flat) + 1]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, dtype=np.uint8)
-    return lsh_kernels.word_shingles(data, np.ascontiguousarray(token_offsets), counts, config.ngram)
+    return lsh_kernels.ngrams(lsh_kernels.token_hashes(data, np.ascontiguousarray(token_offsets)), counts, config.ngram)
 
 
 @dataclass
@@ -125,12 +109,7 @@ def sign(texts: Sequence[str], config: MinHashConfig, chunk: int = 8192) -> Sign
     shingle_parts, length_parts = [], []
     for start in range(0, len(texts), chunk):
         part = texts[start : start + chunk]
-        if config.shingle == "word":
-            flat, lengths = _word_shingles(part, config)
-        else:
-            pieces = [shingle_hashes(t, config) for t in part]
-            lengths = np.array([len(p) for p in pieces], dtype=np.int64)
-            flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint64)
+        flat, lengths = (_word_shingles if config.shingle == "word" else _char_shingles)(part, config)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         lsh_kernels.minhash(np.ascontiguousarray(flat, dtype=np.uint64), offsets, a, b, sigs[start : start + len(part)])
         distinct, distinct_offsets = lsh_kernels.distinct_sorted(flat, offsets)
