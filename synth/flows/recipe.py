@@ -85,9 +85,9 @@ def publish_artifacts(path: str | Path, key: str) -> None:
 @contextmanager
 def gpu_slot(recipe: Recipe) -> Iterator[None]:
     """Hold a slot of the recipe's GPU concurrency limit while its engine is loaded, and release
-    the engine before the slot. On Ray the cluster schedules GPUs itself: nothing to hold."""
+    the engine before the slot."""
     name = recipe.gpu_limit_name()
-    if name is None or isinstance(recipe.runner, RayRunner):
+    if name is None:
         yield
         return
     from prefect.concurrency.sync import concurrency
@@ -149,7 +149,7 @@ def serve_recipes(paths: list[str | Path]) -> None:
     for path in paths:
         recipe = load_recipe(path)
         limit = recipe.gpu_limit_name()
-        if limit is not None and not isinstance(recipe.runner, RayRunner) and ensure_concurrency_limit(limit):
+        if limit is not None and ensure_concurrency_limit(limit):
             print(f"created the global concurrency limit {limit!r} with one slot (prefect gcl update to change it)")
         schedule = None
         if recipe.schedule is not None and recipe.schedule.cron:

@@ -110,7 +110,9 @@ class Recipe(_Strict):
         return self
 
     def gpu_limit_name(self) -> str | None:
-        """The concurrency limit runs of this recipe hold, if any."""
+        """The concurrency limit runs of this recipe hold, if any (none on Ray: it schedules GPUs)."""
+        if isinstance(self.runner, RayRunner):
+            return None
         if self.gpu_limit is not None:
             return self.gpu_limit or None
         return "synth-gpu" if isinstance(self.engine, VLLMEngineConfig) else None
