@@ -42,6 +42,7 @@ from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Progress, run_summary, start_run
 from synth.flows.curation import build_chain
 from synth.flows.evol_instruct import evol_run_id, merge_rounds
+from synth.flows.self_instruct import accepted_tasks, prompts_for_batch, self_instruct_run_id
 from synth.generators.evol_instruct import GENERATOR as EVOL
 from synth.generators.evol_instruct import EvolInstructGenerator
 from synth.generators.seeds import load_seed_tasks
@@ -199,8 +200,6 @@ def run_self_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Self-Instruct with up to `runner.workers` batches in flight on Ray; returns the run summary."""
-    from synth.flows.self_instruct import accepted_tasks, prompts_for_batch, self_instruct_run_id
-
     seeds = load_seed_tasks(config.seeds)
     rid = self_instruct_run_id(config, engine, seeds)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
