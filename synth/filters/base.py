@@ -1,6 +1,10 @@
 """The filter contract: a batch of records in, the kept ones and the rejects (with stage and reason) out.
 
 Filters chain in a configured order, cheap first; the chain counts rejects per stage and reason.
+
+Filters that remember what they kept (dedup indexes, the novelty pool) stage it: what a batch added
+becomes permanent with `commit()` once the batch is in the dataset, and `rollback()` forgets it when
+the batch could not be committed, so a retried or resumed batch starts from the committed state.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ class Filter(Protocol):
     stage: str
 
     def apply(self, records: Sequence[Record]) -> FilterResult: ...
+
+
+class Stateful(Protocol):
+    """A filter whose `apply` remembers kept records until they are committed or rolled back."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
 
 
 def reject(record: Record, stage: str, reason: str, detail: str = "", **fields: object) -> Reject:
@@ -62,3 +74,15 @@ class FilterChain:
                 bucket = counts.setdefault(r.stage, {})
                 bucket[r.reason] = bucket.get(r.reason, 0) + 1
         return ChainResult(kept, rejects, counts)
+
+    def commit(self) -> None:
+        """The last applied batches are in the dataset: what the filters staged is now theirs."""
+        for f in self.filters:
+            if hasattr(f, "commit"):
+                f.commit()
+
+    def rollback(self) -> None:
+        """The last applied batches were not committed: filters forget what they staged."""
+        for f in reversed(self.filters):
+            if hasattr(f, "rollback"):
+                f.rollback()

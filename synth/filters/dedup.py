@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
+import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ from synth.filters.minhash import (
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
-from synth.shards.store import MANIFEST, atomic_write_bytes, read_manifest, scan
+from synth.shards.store import MANIFEST, DatasetError, atomic_write_bytes, checked_path, read_manifest, scan
 
 
 def record_text(r: Record) -> str:
@@ -56,6 +57,7 @@ class ExactDedupFilter:
 
     def __init__(self, dataset: str | Path | None = None) -> None:
         self.seen: dict[bytes, str] = {}
+        self._staged: list[bytes] = []
         if dataset is not None and (Path(dataset) / MANIFEST).is_file():
             for rid, ins, inp, out in (
                 scan(dataset).select("id", "instruction", "input", "output").collect().iter_rows()
@@ -70,8 +72,17 @@ class ExactDedupFilter:
                 result.rejects.append(reject(r, self.stage, "exact duplicate", detail=f"same text as {first}"))
             else:
                 self.seen[key] = r.id
+                self._staged.append(key)
                 result.kept.append(r)
         return result
+
+    def commit(self) -> None:
+        self._staged.clear()
+
+    def rollback(self) -> None:
+        for key in self._staged:
+            self.seen.pop(key, None)
+        self._staged.clear()
 
 
 class IndexMismatchError(ValueError):
@@ -95,6 +106,24 @@ class MinHashIndex:
         self._table = np.full(1 << 14, lsh_kernels.EMPTY, dtype=np.uint64)
         self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
         self._known: set[str] = set()
+        self._committed = 0  # rows below this belong to committed batches
+
+    def commit(self) -> None:
+        """Records added so far are in the dataset (they stay pending until `sync` persists them)."""
+        self._committed = len(self.ids)
+
+    def rollback(self) -> None:
+        """Forget the records added since the last commit: their batch never reached the dataset."""
+        keep = self._committed
+        if keep == len(self.ids):
+            return
+        for rid in self.ids[keep:]:
+            self._known.discard(rid)
+            self._pending.pop(rid, None)
+        del self.ids[keep:]
+        table = np.full(len(self._table), lsh_kernels.EMPTY, dtype=np.uint64)
+        lsh_kernels.table_rehash(self._table, table, lsh_kernels.table_shift(table), keep)
+        self._table = table
 
     @property
     def sigs(self) -> np.ndarray:
@@ -155,6 +184,8 @@ class MinHashIndex:
         self._known.update(ids)
         if remember:
             self._pending.update(zip(ids, range(start, end), strict=True))
+        else:  # loaded from the dataset: committed already
+            self._committed = len(self.ids)
 
     def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
         """For each new text, (index row or -1 - earlier batch position, similarity) of the indexed
@@ -188,33 +219,63 @@ class MinHashIndex:
 
     @classmethod
     def open(cls, dataset: str | Path, config: MinHashConfig, rebuild: bool = False) -> MinHashIndex:
-        """The dataset's index, loaded and brought up to date with its kept shards."""
+        """The dataset's index, loaded and brought up to date with its kept shards.
+
+        The persisted index is derived state and is checked against the manifest: one that is
+        unreadable, names shards the dataset no longer lists, or holds another number of records
+        than they do, is rebuilt from the shards (the result equals an intact index)."""
+        root = Path(dataset)
+        folder = _index_folder(root)
         index = cls(config)
-        folder = Path(dataset) / "index" / "minhash"
-        meta_file = folder / "meta.json"
-        if rebuild and folder.exists():
-            shutil.rmtree(folder)
-        covered: list[str] = []
-        if meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
-            if meta["params"] != index.meta():
-                raise IndexMismatchError(
-                    f"{folder}: built with {meta['params']}, asked for {index.meta()}; "
-                    "rebuild it (`synth curate DIR --rebuild-index`) or use the same settings"
-                )
-            covered = meta["shards"]
-            for part in meta["parts"]:
-                frame = pl.read_parquet(folder / part)
-                index.add(frame["id"].to_list(), _frame_batch(frame, config), remember=False)
-        index.sync(dataset, covered)
+        if rebuild:
+            _clear(folder)
+        elif (folder / "meta.json").exists():
+            try:
+                covered = index._load(root, folder)
+            except IndexMismatchError:
+                raise
+            except Exception as e:  # whatever is wrong with derived state, rebuild it
+                _log.warning("%s: %s; rebuilding it from the dataset's shards", folder, _why(e))
+                _clear(folder)
+                index = cls(config)
+            else:
+                index.sync(dataset, covered)
+                return index
+        index.sync(dataset, [])
         return index
+
+    def _load(self, root: Path, folder: Path) -> list[str]:
+        meta = json.loads((folder / "meta.json").read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+            raise ValueError("meta.json holds no parameters")
+        if meta["params"] != self.meta():
+            raise IndexMismatchError(
+                f"{folder}: built with {meta['params']}, asked for {self.meta()}; "
+                "rebuild it (`synth curate DIR --rebuild-index`) or use the same settings"
+            )
+        covered, parts = meta.get("shards"), meta.get("parts")
+        if not isinstance(covered, list) or not isinstance(parts, list):
+            raise ValueError("meta.json lists no shards or parts")
+        listed = {s.path: s.rows for s in read_manifest(root).shards if s.kind == "kept"}
+        stale = [p for p in covered if p not in listed]
+        if stale:
+            raise ValueError(f"it covers shards the dataset no longer lists ({stale[0]})")
+        for part in parts:
+            if not isinstance(part, str) or not _PART.fullmatch(part):
+                raise ValueError(f"meta.json names an unexpected part {part!r}")
+            frame = pl.read_parquet(folder / part)
+            self.add(frame["id"].to_list(), _frame_batch(frame, self.config), remember=False)
+        expected = sum(listed[p] for p in covered)
+        if len(self.ids) != expected:
+            raise ValueError(f"it holds {len(self.ids)} records, the shards it covers hold {expected}")
+        return list(covered)
 
     def sync(self, dataset: str | Path, covered: list[str] | None = None) -> None:
         """Index the kept shards the persisted index does not cover yet, and persist the result."""
         root = Path(dataset)
         if not (root / MANIFEST).is_file():
             return
-        folder = root / "index" / "minhash"
+        folder = _index_folder(root)
         meta_file = folder / "meta.json"
         meta = (
             json.loads(meta_file.read_text())
@@ -222,11 +283,12 @@ class MinHashIndex:
             else {"params": self.meta(), "shards": [], "parts": []}
         )
         done = set(covered if covered is not None else meta["shards"])
-        missing = [s.path for s in read_manifest(root).shards if s.kind == "kept" and s.path not in done]
-        if not missing:
+        shards = [s for s in read_manifest(root).shards if s.kind == "kept" and s.path not in done]
+        if not shards:
             return
+        missing = [s.path for s in shards]
         frame = pl.concat(
-            [pl.read_parquet(root / p, columns=["id", "instruction", "input", "output"]) for p in missing]
+            [pl.read_parquet(checked_path(root, s), columns=["id", "instruction", "input", "output"]) for s in shards]
         )
         ids = frame["id"].to_list()
         # Rows of the records the filter indexed already; the others are signed and added now.
@@ -246,6 +308,33 @@ class MinHashIndex:
         meta = {"params": self.meta(), "shards": sorted(done | set(missing)), "parts": [*meta["parts"], part]}
         atomic_write_bytes(meta_file, json.dumps(meta, indent=2).encode())
         self._pending.clear()
+
+
+_PART = re.compile(r"part-[0-9]{5}\.parquet")
+_log = logging.getLogger(__name__)
+
+
+def _why(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"damaged index ({type(error).__name__}{': ' + text[:200] if text else ''})"
+
+
+def _index_folder(root: Path) -> Path:
+    """`DIR/index/minhash`, refused if either folder is a symlink (it could lead anywhere)."""
+    for folder in (root / "index", root / "index" / "minhash"):
+        if folder.is_symlink():
+            raise DatasetError(f"{folder}: is a symlink; the index must be a folder inside the dataset")
+    return root / "index" / "minhash"
+
+
+def _clear(folder: Path) -> None:
+    """Remove the index's own files (what else the folder holds is not ours to delete)."""
+    if not folder.is_dir():
+        return
+    for file in folder.iterdir():
+        ours = file.name == "meta.json" or _PART.fullmatch(file.name) or file.name.endswith(".tmp")
+        if ours and (file.is_file() or file.is_symlink()):
+            file.unlink()
 
 
 def _grown(array: np.ndarray, size: int, used: int) -> np.ndarray:
@@ -277,6 +366,12 @@ class NearDedupFilter:
 
     def __init__(self, index: MinHashIndex | RedisMinHashIndex) -> None:
         self.index = index
+
+    def commit(self) -> None:
+        self.index.commit()
+
+    def rollback(self) -> None:
+        self.index.rollback()
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         result = FilterResult()

@@ -160,12 +160,13 @@ def table_insert(table: np.ndarray, shift: np.uint64, band_keys: np.ndarray, fir
 
 
 @nb.njit(cache=True, nogil=True)
-def table_rehash(table: np.ndarray, new_table: np.ndarray, shift: np.uint64) -> None:
-    """Move every entry of `table` into the (larger, empty) `new_table`."""
+def table_rehash(table: np.ndarray, new_table: np.ndarray, shift: np.uint64, below: int = -1) -> None:
+    """Move every entry of `table` into the (larger, empty) `new_table`; with `below` >= 0, only
+    the entries of rows below it (forgetting rows added since)."""
     mask = new_table.shape[0] - 1
     for s in range(table.shape[0]):
         entry = table[s]
-        if entry != EMPTY:
+        if entry != EMPTY and (below < 0 or np.int64(entry & _MAX32) < below):
             t = _start(entry >> _SHIFT32, shift)
             while new_table[t] != EMPTY:
                 t = (t + 1) & mask

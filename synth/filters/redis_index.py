@@ -1,11 +1,16 @@
 """The MinHash index in Redis, shared by every worker and machine that writes one dataset.
 
-Layout under `synth:minhash:{dataset}:{params hash}`: one set of record ids per LSH band key
+Layout under `synth:minhash:{namespace}:{params hash}`, where the namespace is the dataset's id
+from its manifest (or `minhash.namespace`, to share one index between datasets on purpose): one set of record ids per LSH band key
 (`:b:{key}`), the signatures in a hash (`:sig`), the shingle sets in another (`:sh`), the
 parameters (`:meta`). A batch is checked and
 inserted under one Redis lock, so two workers can never both keep near-duplicate records. All
 commands of a batch go through pipelines; a Redis that cannot be reached is an error naming its
-URL, raised before anything of the batch is written.
+URL, raised before anything of the batch is written; it is not retried for minutes (socket
+timeouts are a few seconds, and Redis errors are not transient for the batch retry).
+
+A batch's records enter the index when the filter keeps them and leave it again (`rollback`) when
+the batch is not committed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,20 @@ class RedisUnavailableError(RuntimeError):
     """Redis did not answer; the message names the URL."""
 
 
+def namespace_for(dataset: str | Path | None, config: MinHashConfig) -> str:
+    """The index's name: the configured namespace, else the dataset's id (kept in its manifest)."""
+    if config.namespace:
+        return config.namespace
+    if dataset is None:
+        raise ValueError("the Redis MinHash index needs a dataset or an explicit minhash.namespace")
+    from synth.shards.store import read_manifest
+
+    dataset_id = read_manifest(dataset).dataset_id
+    if not dataset_id:
+        raise ValueError(f"{dataset}: the dataset has no id yet (open it with its writer first)")
+    return dataset_id
+
+
 class RedisMinHashIndex:
     def __init__(self, config: MinHashConfig, namespace: str) -> None:
         import redis
@@ -47,34 +66,56 @@ class RedisMinHashIndex:
         self.params = signature_params(config)
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:10]
         self.ns = f"synth:minhash:{namespace}:{digest}"
-        self.client = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.client = redis.Redis.from_url(
+            config.redis_url, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 1)
+        )
         self.ids: list[str] = []  # ids seen in answers, so `duplicates` can refer to them by position
-        try:
+        self._staged: list[str] = []  # ids added since the last commit
+        with self.reachable():
             self.client.ping()
+
+    @contextmanager
+    def reachable(self) -> Iterator[None]:
+        """Turn a Redis failure into one error naming the URL."""
+        import redis
+
+        try:
+            yield
         except redis.RedisError as e:
-            raise RedisUnavailableError(f"Redis at {config.redis_url} is not reachable: {e}") from None
+            raise RedisUnavailableError(f"Redis at {self.config.redis_url} is not reachable: {e}") from None
+
+    def commit(self) -> None:
+        self._staged.clear()
+
+    def rollback(self) -> None:
+        """Take the records of a batch that was not committed out of the shared index."""
+        staged, self._staged = self._staged, []
+        self.remove(staged)
 
     @classmethod
     def open(cls, dataset: str | Path | None, config: MinHashConfig) -> RedisMinHashIndex:
         """The shared index for `dataset`; filled from its shards the first time it is used."""
-        name = Path(dataset).resolve().name if dataset is not None else "default"
-        index = cls(config, name)
+        index = cls(config, namespace_for(dataset, config))
         with index.locked():
             if not index.client.exists(f"{index.ns}:meta"):
                 if dataset is not None and (Path(dataset) / MANIFEST).is_file():
                     frame = scan(dataset).select("id", "instruction", "input", "output").collect()
                     if frame.height:
-                        index.add(frame["id"].to_list(), sign(frame_texts(frame), config))
+                        index.add(frame["id"].to_list(), sign(frame_texts(frame), config), remember=False)
                 index.client.hset(f"{index.ns}:meta", mapping={"params": json.dumps(index.params)})
         return index
 
     def __len__(self) -> int:
-        return int(self.client.hlen(f"{self.ns}:sig"))
+        with self.reachable():
+            return int(self.client.hlen(f"{self.ns}:sig"))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the index's lock: check-then-insert of a batch happens as one step across workers."""
-        with self.client.lock(f"{self.ns}:lock", timeout=300, blocking_timeout=600):
+        with self.reachable(), self.client.lock(f"{self.ns}:lock", timeout=300, blocking_timeout=600):
             yield
 
     @property
@@ -85,12 +126,17 @@ class RedisMinHashIndex:
         """Whether each id is indexed already."""
         if not ids:
             return []
-        return [raw is not None for raw in self.client.hmget(f"{self.ns}:sh", list(ids))]
+        with self.reachable():
+            return [raw is not None for raw in self.client.hmget(f"{self.ns}:sh", list(ids))]
 
     def remove(self, ids: Sequence[str]) -> None:
         """Take records out of the index (records that were kept but will never be committed)."""
         if not ids:
             return
+        with self.reachable():
+            self._remove(ids)
+
+    def _remove(self, ids: Sequence[str]) -> None:
         stored = self.client.hmget(f"{self.ns}:sig", list(ids))
         pipe = self.client.pipeline(transaction=True)
         for rid, raw in zip(ids, stored, strict=True):
@@ -104,6 +150,19 @@ class RedisMinHashIndex:
         pipe.execute()
 
     def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None:
+        with self.reachable():
+            self._add(ids, batch)
+        if remember:
+            self._staged.extend(ids)
+
+    def drop(self) -> None:
+        """Delete the whole shared index (it is rebuilt from the dataset's shards on next use)."""
+        with self.reachable():
+            keys = list(self.client.scan_iter(match=f"{self.ns}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                self.client.delete(*keys[start : start + 1000])
+
+    def _add(self, ids: Sequence[str], batch: SignedBatch) -> None:
         keys = batch.keys(self.bands, self.rows)
         pipe = self.client.pipeline(transaction=True)
         for i, (rid, row) in enumerate(zip(ids, keys, strict=True)):
@@ -115,6 +174,10 @@ class RedisMinHashIndex:
 
     def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
         """As `MinHashIndex.duplicates`; an indexed match is reported by its position in `self.ids`."""
+        with self.reachable():
+            return self._duplicates(batch)
+
+    def _duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
         keys = batch.keys(self.bands, self.rows)
         pipe = self.client.pipeline(transaction=False)
         for row in keys:

@@ -22,7 +22,7 @@ from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import commit_curated, run_summary, start_run
+from synth.flows.common import commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.generators.backtranslation import (
     GENERATOR,
@@ -146,7 +146,7 @@ def _keys(frame: pl.DataFrame) -> set[str]:
     }
 
 
-@task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
 def curate_chunk(
     generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,
@@ -157,12 +157,12 @@ def curate_chunk(
     state = dict(writer.manifest.runs[rid].state)
     state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result)
     state["position"] = {"round": rnd, "chunk": index + 1}
-    shards = commit_curated(writer, rid, batch, *curation, result.kept, rejects + result.rejects, state=state)
+    committed = commit_curated(writer, rid, batch, *curation, result.kept, rejects + result.rejects, state=state)
     get_run_logger().info(
         "round %d chunk %d: %d segments, %d kept (scores %s), %d rejected",
-        rnd, index, len(segments), len(result.kept), dict(result.stats.scores), len(rejects) + len(result.rejects),
+        rnd, index, len(segments), committed.kept, dict(result.stats.scores), committed.rejected,
     )  # fmt: skip
-    return [s.path for s in shards]
+    return committed.paths
 
 
 def backtranslation_run_id(config: BacktranslationConfig, engine: EngineConfig, backward: EngineConfig | None) -> str:

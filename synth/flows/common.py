@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,25 @@ from pydantic import BaseModel
 
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
-from synth.filters.redis_index import RedisMinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex, RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
-from synth.shards import DatasetWriter
+from synth.shards import DatasetError, DatasetWriter
+from synth.shards.store import is_disk_full
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Committed:
+    """What one batch put into the dataset (after curation)."""
+
+    shards: list[ShardInfo]
+    kept: int
+    rejected: int
+
+    @property
+    def paths(self) -> list[str]:
+        return [s.path for s in self.shards]
 
 
 def commit_curated(
@@ -24,14 +42,34 @@ def commit_curated(
     kept: Sequence[Record],
     rejects: Sequence[Reject],
     state: dict[str, Any] | None = None,
-) -> list[ShardInfo]:
+) -> Committed:
     """Run a batch's records through the curation chain, commit what survives with every reject,
-    then bring the dataset's MinHash index up to date with the new shards."""
-    curated = chain.apply(kept)
-    shards = writer.commit_batch(rid, batch, curated.kept, [*rejects, *curated.rejects], state=state)
+    then bring the dataset's MinHash index up to date with the new shards.
+
+    The chain's dedup state changes only if the batch commits: when curation (a judge call) or the
+    write fails, what the filters staged is rolled back, so a retry starts from the committed state
+    and never takes its own records for duplicates."""
+    try:
+        curated = chain.apply(kept)
+        all_rejects = [*rejects, *curated.rejects]
+        shards = writer.commit_batch(rid, batch, curated.kept, all_rejects, state=state)
+    except BaseException:
+        chain.rollback()
+        raise
+    chain.commit()
     if index is not None:
-        index.sync(writer.path)
-    return shards
+        try:
+            index.sync(writer.path)
+        except OSError as e:  # derived state: the next open catches up from the manifest
+            _log.warning("%s: could not persist the MinHash index (%s); it is rebuilt on next use", writer.path, e)
+    return Committed(shards, len(curated.kept), len(all_rejects))
+
+
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition of batch tasks: engine hiccups are retried, faults that a retry
+    cannot fix (a full disk, Redis gone, a dataset error) stop the run at once."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return not (is_disk_full(error) or isinstance(error, RedisUnavailableError | DatasetError))
 
 
 class Progress:

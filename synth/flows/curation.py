@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,12 @@ from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import run_summary
+from synth.flows.common import commit_curated, run_summary
 from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.files import read_utf8
-from synth.shards.store import MANIFEST, scan
+from synth.shards.store import MANIFEST, checked_path, scan
 
 
 def build_chain(
@@ -144,54 +145,80 @@ def _curate_run(config: CurationConfig, source: str) -> RunInfo:
 
 
 def curate_dataset(
-    path: str | Path, config: CurationConfig, engine: Engine | None = None, batch_size: int = 10_000
+    path: str | Path,
+    config: CurationConfig,
+    engine: Engine | None = None,
+    batch_size: int = 10_000,
+    wait: float | None = 0,
 ) -> dict[str, Any]:
     """Apply the chain to a dataset's kept records in place: the first of each duplicate group
-    stays, everything dropped moves to the rejects with its stage and reason."""
+    stays, everything dropped moves to the rejects with its stage and reason.
+
+    Holds the dataset's writer lock from before the first read to the last write, so records a
+    generator commits meanwhile are never lost (a second writer waits `wait` seconds, or fails
+    naming the holder). Reads one shard at a time and writes as it goes: memory holds a batch."""
     root = Path(path)
     if not (root / MANIFEST).is_file():
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
-    records = _rows_to_records(scan(root).collect())
-    # The dataset's records are what is being curated: the indexes start empty, not from the shards.
-    chain, _ = build_chain(config, dataset=None, engine=engine)
-    kept: list[Record] = []
-    rejects: list[Reject] = []
-    counts: dict[str, dict[str, int]] = {}
-    for start in range(0, len(records), batch_size):
-        result = chain.apply(records[start : start + batch_size])
-        kept += result.kept
-        rejects += result.rejects
-        for stage, reasons in result.counts.items():
-            for reason, n in reasons.items():
-                counts.setdefault(stage, {})[reason] = counts.setdefault(stage, {}).get(reason, 0) + n
+    # The dataset's records are what is being curated: the indexes start empty, not from the
+    # shards, and live in this process (no other writer can add to the dataset meanwhile).
+    local = config.model_copy(deep=True)
+    local.minhash.backend = "local"
+    chain, _ = build_chain(local, dataset=None, engine=engine)
     run = _curate_run(config, f"in-place:{root.resolve()}")
-    with DatasetWriter(root) as writer:
+    counts: dict[str, dict[str, int]] = {}
+    dropped: list[str] = []
+    seen = 0
+
+    def batches(writer: DatasetWriter) -> Iterator[tuple[list[Record], list[Reject]]]:
+        nonlocal seen
+        for shard in [s for s in writer.manifest.shards if s.kind == "kept"]:
+            frame = pl.read_parquet(checked_path(root, shard))
+            for part in frame.iter_slices(batch_size):
+                records = _rows_to_records(part)
+                seen += len(records)
+                result = chain.apply(records)
+                for stage, reasons in result.counts.items():
+                    for reason, n in reasons.items():
+                        counts.setdefault(stage, {})[reason] = counts.setdefault(stage, {}).get(reason, 0) + n
+                kept_ids = {r.id for r in result.kept}
+                dropped.extend(r.id for r in records if r.id not in kept_ids)
+                yield result.kept, result.rejects
+
+    with DatasetWriter(root, wait=wait, holder=f"synth curate {run.run_id}") as writer:
         writer.start_run(run)
-        writer.replace_kept(run.run_id, kept, rejects)
+        writer.replace_kept(run.run_id, batches(writer))
         writer.finish_run(run.run_id)
         summary = run_summary(writer, run.run_id, root, reached_target=True)
-    if config.minhash.enabled and config.minhash.backend == "local":
-        MinHashIndex.open(root, config.minhash, rebuild=True)
-    summary.update(records_in=len(records), counts=counts, benchmark_hits=benchmark_hits(chain))
+        # The dataset's own indexes must forget what left it.
+        if config.minhash.enabled and config.minhash.backend == "local":
+            MinHashIndex.open(root, config.minhash, rebuild=True)
+        elif config.minhash.enabled and dropped:
+            index = RedisMinHashIndex.open(root, config.minhash)
+            with index.locked():
+                index.remove(dropped)
+    summary.update(records_in=seen, counts=counts, benchmark_hits=benchmark_hits(chain))
     return summary
 
 
 def curate_file(
-    file: str | Path, out: str | Path, config: CurationConfig, engine: Engine | None = None, batch_size: int = 10_000
+    file: str | Path,
+    out: str | Path,
+    config: CurationConfig,
+    engine: Engine | None = None,
+    batch_size: int = 10_000,
+    wait: float | None = 0,
 ) -> dict[str, Any]:
     """Curate records from a file into a dataset, deduplicated against what the dataset holds."""
     records = records_from_file(file)
     run = _curate_run(config, f"file:{Path(file).resolve()}")
-    with DatasetWriter(out) as writer:
+    with DatasetWriter(out, wait=wait, holder=f"synth curate {run.run_id}") as writer:
         writer.start_run(run)
         chain, index = build_chain(config, dataset=out, engine=engine)
         for batch, start in enumerate(range(0, len(records), batch_size)):
             if batch < writer.manifest.runs[run.run_id].batches_done:
                 continue
-            result = chain.apply(records[start : start + batch_size])
-            writer.commit_batch(run.run_id, batch, result.kept, result.rejects)
-            if index is not None:
-                index.sync(out)
+            commit_curated(writer, run.run_id, batch, chain, index, records[start : start + batch_size], [])
         writer.finish_run(run.run_id)
         summary = run_summary(writer, run.run_id, out, reached_target=True)
     summary.update(records_in=len(records), benchmark_hits=benchmark_hits(chain))

@@ -16,7 +16,7 @@ from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Progress, commit_curated, run_summary, start_run
+from synth.flows.common import Progress, commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
@@ -52,7 +52,7 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@task(name="evol-instruct-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="evol-instruct-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
 def evolve_chunk(
     generator: EvolInstructGenerator,
     writer: DatasetWriter,
@@ -65,15 +65,15 @@ def evolve_chunk(
     result = generator.run_chunk(chunk, items)
     funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
     state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), funnels)}
-    shards = commit_curated(writer, rid, chunk, *curation, result.kept, result.rejects, state=state)
+    committed = commit_curated(writer, rid, chunk, *curation, result.kept, result.rejects, state=state)
     get_run_logger().info(
-        "chunk %d: %d instructions, %d evolutions kept, %d eliminated",
+        "chunk %d: %d instructions, %d evolutions kept, %d rejected",
         chunk,
         len(items),
-        len(result.kept),
-        len(result.rejects),
+        committed.kept,
+        committed.rejected,
     )
-    return [s.path for s in shards]
+    return committed.paths
 
 
 def run_evol_instruct(

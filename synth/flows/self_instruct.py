@@ -20,7 +20,7 @@ from synth.engines import Engine, get_engine
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Progress, commit_curated, run_summary, start_run
+from synth.flows.common import Progress, commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
@@ -76,7 +76,7 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
     return max(floor, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
 
 
-@task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
 def generate_batch(
     generator: SelfInstructGenerator,
     writer: DatasetWriter,
@@ -89,14 +89,14 @@ def generate_batch(
     result = generator.run_batch(batch, prompts)
     run = writer.manifest.runs[rid]
     state = {"prompts_sent": run.state.get("prompts_sent", 0) + result.prompts}
-    shards = commit_curated(writer, rid, batch, *curation, result.kept, result.rejects, state=state)
+    committed = commit_curated(writer, rid, batch, *curation, result.kept, result.rejects, state=state)
     generator.accept(result.accepted_tasks)
     run = writer.manifest.runs[rid]
     get_run_logger().info(
         "batch %d: %d prompts, %d new tasks, %d records kept, %d rejected (run total %d/%d kept)",
-        batch, prompts, len(result.accepted_tasks), len(result.kept), len(result.rejects), run.kept, generator.config.num_records,
+        batch, prompts, len(result.accepted_tasks), committed.kept, committed.rejected, run.kept, generator.config.num_records,
     )  # fmt: skip
-    return [s.path for s in shards]
+    return committed.paths
 
 
 def run_self_instruct(

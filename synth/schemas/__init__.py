@@ -14,7 +14,7 @@ from synth.schemas.config import (
     load_config_file,
     run_id,
 )
-from synth.schemas.manifest import SCHEMA_VERSION, Manifest, RunInfo, ShardInfo
+from synth.schemas.manifest import SCHEMA_VERSION, Manifest, QuarantineEntry, RunInfo, ShardInfo
 from synth.schemas.records import (
     Instance,
     Message,
@@ -40,6 +40,7 @@ __all__ = [
     "Message",
     "OpenAIEngineConfig",
     "Provenance",
+    "QuarantineEntry",
     "Record",
     "Reject",
     "RunInfo",

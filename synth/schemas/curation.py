@@ -46,6 +46,15 @@ class MinHashConfig(_Strict):
     seed: int = 1
     backend: Literal["local", "redis"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description=(
+            "Redis backend: the name of the shared index. Default: the dataset's own id (made once when "
+            "the dataset is created), so no two datasets share an index by accident. Give several "
+            "datasets the same namespace to deduplicate them against each other on purpose."
+        ),
+    )
 
 
 class NoveltyConfig(_Strict):

@@ -24,6 +24,16 @@ class ShardInfo(BaseModel):
     sha256: str
     run_id: str
     batch: int
+    recovered: bool = Field(default=False, description="Listed again by `synth verify --repair` from the file itself.")
+
+
+class QuarantineEntry(BaseModel):
+    """A file `synth verify --repair` moved out of the dataset into `quarantine/` (never deleted)."""
+
+    path: str
+    moved_to: str
+    reason: str
+    at: datetime = Field(default_factory=_now)
 
 
 class RunInfo(BaseModel):
@@ -52,10 +62,19 @@ class Manifest(BaseModel):
     """Top-level description of a dataset directory."""
 
     schema_version: int = SCHEMA_VERSION
+    dataset_id: str = Field(
+        default="", description="Made once when the dataset is created; names its shared indexes (e.g. in Redis)."
+    )
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     shards: list[ShardInfo] = Field(default_factory=list)
     runs: dict[str, RunInfo] = Field(default_factory=dict)
+    retired: list[ShardInfo] = Field(
+        default_factory=list, description="Shards a commit replaced, removed by the writer right after it."
+    )
+    quarantined: list[QuarantineEntry] = Field(
+        default_factory=list, description="What `synth verify --repair` set aside, and why."
+    )
 
     def rows(self, kind: Literal["kept", "rejects"]) -> int:
         return sum(s.rows for s in self.shards if s.kind == kind)

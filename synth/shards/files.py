@@ -2,19 +2,80 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
+
+# json.loads turns a valid escaped pair into one character, so a surrogate left in a string is an
+# unpaired one ("\ud800"): Python accepts it, but it is not Unicode text and cannot be written.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _open_error(path: Path, error: type[ValueError], e: OSError) -> ValueError:
+    if isinstance(e, FileNotFoundError):
+        return error(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return error(f"{path}: is a directory, expected a file")
+    return error(f"{path}: cannot read: {e.strerror or e}")
 
 
 def read_utf8(path: Path, error: type[ValueError]) -> str:
-    """The file's text; a missing file, a directory or non-UTF-8 bytes raise `error` naming it."""
+    """The file's text; a missing file, a directory or non-UTF-8 bytes raise `error` naming it
+    (and the line of the first bad byte). The text is decoded as it is read, without a second
+    copy of the file's bytes."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, expected a file") from None
+        with open(path, encoding="utf-8", errors="strict", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        pass
+    except OSError as e:
+        raise _open_error(path, error, e) from None
+    # Find the first bad line again, streaming, to name it.
+    for _number, _line in utf8_lines(path, error):
+        pass
+    raise error(f"{path}: not UTF-8 text")  # pragma: no cover - utf8_lines has raised
+
+
+def utf8_lines(path: Path, error: type[ValueError]) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file, streamed one line at a time.
+
+    Lines end at "\\n" only (a JSON string may hold U+2028 and the like), the line ending is
+    removed, and bytes that are not UTF-8 raise `error` as "file:LINE: not UTF-8 text (byte N)".
+    """
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise error(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+        f = open(path, "rb")  # noqa: SIM115 - closed below; a generator holds it across yields
+    except OSError as e:
+        raise _open_error(path, error, e) from None
+    with f:
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{number}: not UTF-8 text (byte {offset + e.start})") from None
+            offset += len(raw)
+            yield number, text.rstrip("\r\n")
+
+
+def lone_surrogate(value: object) -> bool:
+    """Whether a parsed JSON value holds a string (or key) with an unpaired surrogate."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(lone_surrogate(k) or lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(lone_surrogate(v) for v in value)
+    return False
+
+
+def json_line(path: Path, number: int, line: str, error: type[ValueError]) -> object:
+    """One JSONL line parsed; invalid JSON and unpaired surrogate escapes raise `error` as
+    "file:LINE: ..."."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{number}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if lone_surrogate(data):
+        raise error(f"{path}:{number}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text")
+    return data

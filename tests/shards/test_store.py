@@ -269,23 +269,37 @@ def test_failed_commit_can_be_retried_on_the_same_writer(tmp_path, monkeypatch):
     assert scan(root).collect().height == len(batch)
 
 
-def test_orphan_shard_and_temp_files_in_shard_dirs_are_removed_on_open(tmp_path):
+def test_uncommitted_staged_shard_and_temp_files_are_removed_on_open(tmp_path):
     root = tmp_path / "ds"
     with DatasetWriter(root) as w:
         w.start_run(run())
         w.commit_batch("run-a", 0, records(2), [])
     listed = {s.path for s in read_manifest(root).shards}
-    (root / "data" / "run-a-b00001-000.parquet").write_bytes(b"stray")
+    (root / "data" / "run-a-b00001-000.parquet.staged").write_bytes(b"never committed")
     (root / "rejects" / ".run-a-b00001-000.parquet.abc123.tmp").write_bytes(b"half")
     with DatasetWriter(root):
         assert parquet_files(root) == listed
         assert tmp_files(root) == []
+        assert not (root / "data" / "run-a-b00001-000.parquet.staged").exists()
+
+
+def test_unlisted_shard_is_refused_and_left_in_place(tmp_path):
+    root = tmp_path / "ds"
+    with DatasetWriter(root) as w:
+        w.start_run(run())
+        w.commit_batch("run-a", 0, records(2), [])
+    stray = root / "data" / "someone-elses.parquet"
+    stray.write_bytes(b"not ours")
+    with pytest.raises(DatasetError, match=r"does not list \(data/someone-elses.parquet\).*synth verify"):
+        with DatasetWriter(root):
+            pass
+    assert stray.read_bytes() == b"not ours"
 
 
 def crash_during_manifest_write(root: Path, commits: int) -> None:
     """Run a writer in a child process that dies (os._exit, as in a power cut, so no cleanup runs)
     while installing manifest.json, after `commits` committed batches; with `commits=0` it dies
-    during the very first manifest write, in `start_run` on a new dataset."""
+    during the very first manifest write, when the writer opens a new dataset."""
     code = textwrap.dedent(
         f"""
         import os
@@ -301,9 +315,9 @@ def crash_during_manifest_write(root: Path, commits: int) -> None:
             return real(src, dst, *a, **k)
 
         commits = {commits}
+        if commits == 0:
+            os.replace = die
         with store.DatasetWriter({str(root)!r}) as w:
-            if commits == 0:
-                os.replace = die
             w.start_run(RunInfo(run_id="run-a", generator="g", config={{}}, engine={{}}))
             for b in range(commits):
                 w.commit_batch("run-a", b, [Record(generator="g", instruction=f"kept {{b}}", output="o")], [])
