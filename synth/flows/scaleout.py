@@ -39,7 +39,7 @@ from synth.engines import get_engine
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
 from synth.filters.base import FilterChain
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Progress, run_summary, start_run
+from synth.flows.common import Progress, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.evol_instruct import evol_run_id, merge_rounds
 from synth.flows.self_instruct import accepted_tasks, prompts_for_batch, self_instruct_run_id
@@ -123,12 +123,18 @@ def run_job(job: BatchJob) -> str:
         result = evol.run_chunk(job.batch, [SourceItem(**item) for item in job.items])
         kept, rejects = result.kept, result.rejects
         meta |= {"rounds": {str(k): v.as_dict() for k, v in result.rounds.items()}}
-    curated = _chain(job).apply(kept)
-    _write_staged(target, curated.kept, [*rejects, *curated.rejects], meta)
+    chain = _chain(job)
+    try:
+        curated = chain.apply(kept)
+        _write_staged(target, curated.kept, [*rejects, *curated.rejects], meta)
+    except BaseException:
+        chain.rollback()  # the batch is not staged: its records leave the shared index
+        raise
+    chain.commit()
     return str(target)
 
 
-@task(name="staged-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="staged-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
 def stage_batch(job: BatchJob) -> str:
     """A batch on a Ray worker (see `run_job`)."""
     path = run_job(job)
