@@ -5,10 +5,16 @@ normalized Indel similarity on the same token lists. Tokens follow the reference
 tokenizer without stemming: lowercase, runs of [a-z0-9], everything else a separator. Tokens are
 mapped to integers once so the C++ kernel compares ints, and a whole batch is scored against the
 pool in one multi-threaded `cdist` call.
+
+Verdicts name their nearest pool texts by reference, never by copying them: `neighbor_ref` is a
+stable id (a record's or seed's id when the pool was given one, else a short content hash) and
+the first `SNIPPET_CHARS` characters of the text. So a record's `novelty_neighbors` costs a few
+hundred bytes however long the pool's texts are, and the pool itself keeps only tokens and refs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +24,30 @@ from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
 _TOKEN = re.compile(r"[a-z0-9]+")
+SNIPPET_CHARS = 80
+MAX_REF_ID_CHARS = 40
+
+
+def text_id(text: str) -> str:
+    """A short, stable content hash of a text (12 hex digits of its SHA-256)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The text's first `limit` characters with whitespace runs collapsed, "…" added when cut."""
+    head = " ".join(text[: limit * 4].split())
+    if len(head) > limit or len(text) > limit * 4:
+        return head[:limit].rstrip() + "…"
+    return head
+
+
+def neighbor_ref(text: str, ref_id: str | None = None) -> str:
+    """How a verdict names a pool text: "<id>: <snippet>".
+
+    The id is `ref_id` (a record or seed id) when given and short, else `text_id(text)`.
+    """
+    rid = ref_id if ref_id and len(ref_id) <= MAX_REF_ID_CHARS else text_id(text)
+    return f"{rid}: {snippet(text)}"
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -48,6 +78,9 @@ def _top_k(row: np.ndarray, k: int) -> list[int]:
 
 @dataclass
 class NoveltyVerdict:
+    """A candidate's verdict; `neighbors` are `neighbor_ref`s of its most similar pool texts, best
+    first, with their scores in `neighbor_scores`."""
+
     text: str
     kept: bool
     max_score: float
@@ -60,13 +93,14 @@ class RougeNoveltyIndex:
     """A pool of texts; candidates scoring above `threshold` against any pool text are rejected.
 
     `check` processes candidates in order and adds each kept one to the pool before the next is
-    judged, so two near-identical candidates of one batch cannot both get in.
+    judged, so two near-identical candidates of one batch cannot both get in. The pool keeps each
+    text's tokens and its `neighbor_ref`, not the text.
     """
 
     threshold: float = 0.7
     neighbors_kept: int = 10
     workers: int = -1
-    texts: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
     _tokens: list[list[int]] = field(default_factory=list)
     _vocab: dict[str, int] = field(default_factory=dict)
 
@@ -74,13 +108,16 @@ class RougeNoveltyIndex:
         vocab = self._vocab
         return [vocab.setdefault(tok, len(vocab)) for tok in rouge_tokens(text)]
 
-    def add(self, texts: Sequence[str]) -> None:
-        for text in texts:
-            self.texts.append(text)
+    def add(self, texts: Sequence[str], ids: Sequence[str | None] | None = None) -> None:
+        """Add texts to the pool; `ids` (one per text, None for none) name them in verdicts."""
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        for i, text in enumerate(texts):
+            self.refs.append(neighbor_ref(text, ids[i] if ids is not None else None))
             self._tokens.append(self._encode(text))
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.refs)
 
     def _scores(self, queries: list[list[int]], choices: list[list[int]]) -> np.ndarray:
         if not queries or not choices:
@@ -106,7 +143,14 @@ class RougeNoveltyIndex:
         within = self._scores(encoded, encoded)
         verdicts: list[NoveltyVerdict] = []
         accepted: list[int] = []
-        pool_size = len(self.texts)
+        pool_size = len(self.refs)
+        refs: dict[int, str] = {}  # candidates' refs, made only for those that are neighbours
+
+        def ref(i: int) -> str:
+            if i not in refs:
+                refs[i] = neighbor_ref(candidates[i])
+            return refs[i]
+
         for i, text in enumerate(candidates):
             row = np.concatenate([against_pool[i], within[i, accepted]])
             best = float(row.max()) if row.size else 0.0
@@ -117,7 +161,7 @@ class RougeNoveltyIndex:
                     text=text,
                     kept=kept,
                     max_score=best,
-                    neighbors=[self.texts[k] if k < pool_size else candidates[accepted[k - pool_size]] for k in top],
+                    neighbors=[self.refs[k] if k < pool_size else ref(accepted[k - pool_size]) for k in top],
                     neighbor_scores=[float(row[k]) for k in top],
                 )
             )
@@ -125,6 +169,6 @@ class RougeNoveltyIndex:
                 accepted.append(i)
         if add:
             for i in accepted:
-                self.texts.append(candidates[i])
+                self.refs.append(ref(i))
                 self._tokens.append(encoded[i])
         return verdicts

@@ -11,13 +11,19 @@ from synth.schemas import Record
 
 class NoveltyFilter:
     """Keeps a record when its instruction's ROUGE-L F1 against every pool instruction (and every
-    instruction kept before it) is at most `threshold`; kept instructions join the pool."""
+    instruction kept before it) is at most `threshold`; kept instructions join the pool.
+
+    A record's `novelty_neighbors` name its nearest pool instructions by reference (an id and a
+    short snippet, see `neighbor_ref`): `pool_ids`, when given, are the ids used, else content
+    hashes."""
 
     stage = "novelty"
 
-    def __init__(self, pool: Sequence[str], threshold: float = 0.7) -> None:
+    def __init__(
+        self, pool: Sequence[str], threshold: float = 0.7, pool_ids: Sequence[str | None] | None = None
+    ) -> None:
         self.index = RougeNoveltyIndex(threshold=threshold)
-        self.index.add(pool)
+        self.index.add(pool, pool_ids)
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         result = FilterResult()
@@ -32,7 +38,7 @@ class NoveltyFilter:
                         scored,
                         self.stage,
                         f"ROUGE-L above {self.index.threshold}",
-                        detail=f"most similar: {v.neighbors[0]}",
+                        detail=f"most similar ({v.max_score:.3f}): {v.neighbors[0] if v.neighbors else ''}",
                     )
                 )
         return result

@@ -11,6 +11,12 @@ Documents are untrusted: their text is fenced, markers that could end the fence 
 turn are defused in the prompt (the record keeps the original text), templates render in one
 pass, and nothing from a document is executed or used as a path.
 
+Segments are capped by `max_chars` when documents are cut; a segment longer than
+`MAX_SEGMENT_CHARS` characters (possible only with a larger `max_chars`) is never placed into a
+prompt: it is a reject of stage "segment", counted in the round's `oversized`. A rejected segment
+longer than that keeps only a snippet of its text (its document and span locate the rest), so a
+huge paragraph is not copied into the rejects.
+
 Inputs: `Segment`s, an engine (and optionally a separate backward engine), a `BacktranslationConfig`.
 Outputs: `Record`s (instruction generated, output = the segment, with source, offsets, score,
 rationale, round, tag "document-derived") and `Reject`s with stage and reason.
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.judge import GRADE_SCHEMA, defuse, parse_grade
+from synth.filters.novelty import snippet
 from synth.generators.documents import Segment
 from synth.generators.self_instruct import request_seed
 from synth.generators.templates import load_template
@@ -34,6 +41,9 @@ from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTa
 
 GENERATOR = "backtranslation"
 _PREFILL = "Instruction:"
+# More than a small model's context holds (about 4 characters a token); generous on purpose.
+MAX_SEGMENT_CHARS = 20_000
+OVERSIZED = f"longer than {MAX_SEGMENT_CHARS} characters"
 
 
 def clean_instruction(text: str) -> str:
@@ -48,6 +58,7 @@ class RoundStats:
     graded: int = 0
     kept: int = 0
     unparseable: int = 0
+    oversized: int = 0
     scores: Counter[int] = field(default_factory=Counter)
 
 
@@ -117,6 +128,13 @@ class BacktranslationGenerator:
         out = ChunkResult()
         rng = random.Random(f"{self.config.seed}:{batch}:{rnd}")
         wheres = [(batch, rnd, i) for i in range(len(segments))]
+        if any(len(s.text) > MAX_SEGMENT_CHARS for s in segments):
+            for s in segments:
+                if len(s.text) > MAX_SEGMENT_CHARS:
+                    out.stats.oversized += 1
+                    out.rejects.append(segment_reject(s, OVERSIZED, self.run_id, self.config.seed))
+            kept = [i for i, s in enumerate(segments) if len(s.text) <= MAX_SEGMENT_CHARS]
+            segments, wheres = [segments[i] for i in kept], [wheres[i] for i in kept]
         requests = [self.backward_request(s, rng, w) for s, w in zip(segments, wheres, strict=True)]
         candidates: list[tuple[int, str]] = []
         for i, reply in enumerate(self.backward.chat(requests)):
@@ -199,9 +217,12 @@ class BacktranslationGenerator:
 
 
 def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:
-    """A segment dropped by the cleaning rules, kept with its text and place."""
+    """A segment dropped by the cleaning rules, kept with its text and place (a segment longer
+    than `MAX_SEGMENT_CHARS` with a snippet of its text: the place locates the rest)."""
+    big = len(seg.text) > MAX_SEGMENT_CHARS
     return Reject(
-        generator=GENERATOR, stage="segment", reason=reason, output=seg.text, run_id=run_id, seed=seed,
+        generator=GENERATOR, stage="segment", reason=reason, run_id=run_id, seed=seed,
+        output=snippet(seg.text, 200) if big else seg.text, detail=f"{len(seg.text)} characters" if big else "",
         source_doc=seg.doc, source_start=seg.start, source_end=seg.end,
     )  # fmt: skip
 

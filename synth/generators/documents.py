@@ -3,7 +3,9 @@
 Documents come from a folder (`.txt`, `.md`, `.html`), a JSONL file with a text field, or a Parquet
 file with a text column, one at a time, so a corpus never has to fit in memory. Text files are read
 line by line and HTML is fed to the parser in pieces, so one huge file is streamed too. Binary
-files, non-UTF-8 text and empty documents are skipped with a reason, never a crash.
+files, non-UTF-8 text and empty documents are skipped with a reason, never a crash; a JSONL record
+is named "file.jsonl:LINE", so a line with bytes that are not UTF-8, or with a JSON string holding
+an unpaired surrogate escape ("\\ud800", which no writer can store), is reported by file and line.
 
 A segment is a candidate output: the text under one heading (Markdown or HTML), or a window of
 paragraphs for plain text, within character bounds, cleaned of navigation and boilerplate lines.
@@ -21,6 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from synth.schemas import BacktranslationConfig
+from synth.shards.files import lone_surrogate
 
 TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 _CHUNK = 1 << 20
@@ -233,6 +236,9 @@ def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterat
                 yield Skipped(name, f"invalid JSON: {e.msg}")
                 continue
             value = data.get(text_field) if isinstance(data, dict) else None
+            if lone_surrogate(value):
+                yield Skipped(name, "not UTF-8 text (unpaired surrogate escape)")
+                continue
             yield (
                 _record_doc(name, value)
                 if isinstance(value, str) or value is None

@@ -13,6 +13,12 @@ the next round can try again:
 3. its response is a short refusal ("sorry" and the like, under 80 words);
 4. its response is only punctuation and stop words.
 
+A source instruction (with its input) longer than `MAX_INSTRUCTION_CHARS` characters is too
+large to rewrite: it becomes a reject of round 1 with the reason, its source id as parent and root,
+and only a snippet of its text; it is never placed into a prompt. Instructions are untrusted
+text: wherever one (or an evolution of one) is placed into a prompt, chat-control markers are
+defused; records keep the text as written.
+
 Inputs: `SourceItem`s, an engine, an `EvolInstructConfig`.
 Outputs: one `Record` per surviving evolution (instruction, the model's response, lineage: root,
 parent, operation, round) and `Reject`s with stage "evolution" and the reason.
@@ -30,14 +36,19 @@ from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
+from synth.filters.judge import defuse
+from synth.filters.novelty import snippet
 from synth.generators.self_instruct import request_seed
 from synth.generators.sources import SourceItem
 from synth.generators.templates import Template, load_template
-from synth.schemas import EvolInstructConfig, Message, Record, Reject
+from synth.schemas import EvolInstructConfig, Message, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
 GENERATOR = "evol_instruct"
 STAGE = "evolution"
+# More than a small model's context holds (about 4 characters a token); generous on purpose.
+MAX_INSTRUCTION_CHARS = 20_000
+OVERSIZED = f"source instruction longer than {MAX_INSTRUCTION_CHARS} characters"
 
 # Words of the rewriting prompts that must not appear in an evolved instruction.
 LEAK_MARKERS = (
@@ -167,7 +178,7 @@ class EvolInstructGenerator:
         )
 
     def evolve_request(self, op: str, text: str, where: tuple) -> ChatRequest:
-        request = self._request(self.templates[op], "evolve_sampling", (*where, "evolve"), instruction=text)
+        request = self._request(self.templates[op], "evolve_sampling", (*where, "evolve"), instruction=defuse(text))
         # The reply opens as the rewrite itself (small models otherwise talk about the task first),
         # and the prompt's sections are headed "###": a model that starts another section is done.
         request.prefill = _EVOLVE_PREFILL[op == "breadth"]
@@ -177,15 +188,44 @@ class EvolInstructGenerator:
     def run_chunk(self, chunk: int, items: Sequence[SourceItem]) -> EvolResult:
         """All rounds for `items`; the pool starts as the items themselves."""
         out = EvolResult()
-        pool = [
-            PoolItem(i.id, f"{i.instruction}\n\n{i.input}" if i.input else i.instruction, root_id=i.id) for i in items
-        ]
+        pool = []
+        for i in items:
+            text = f"{i.instruction}\n\n{i.input}" if i.input else i.instruction
+            if len(text) > MAX_INSTRUCTION_CHARS:
+                self._oversized(chunk, i.id, text, out)
+            else:
+                pool.append(PoolItem(i.id, text, root_id=i.id))
         for rnd in range(1, self.config.rounds + 1):
-            funnel = out.rounds.setdefault(rnd, RoundFunnel(entered=len(pool)))
+            funnel = out.rounds.setdefault(rnd, RoundFunnel())
+            funnel.entered += len(pool)
             rng = random.Random(f"{self.config.seed}:{chunk}:{rnd}")
             ops = [self.choose(rng, p.text) for p in pool]
             pool = self._round(chunk, rnd, pool, ops, funnel, out)
         return out
+
+    def _oversized(self, chunk: int, source_id: str, text: str, out: EvolResult) -> None:
+        """A source instruction too large to rewrite: a reject of round 1 that names the source and
+        keeps a snippet (the text stays in the source, not in the rejects)."""
+        funnel = out.rounds.setdefault(1, RoundFunnel())
+        funnel.entered += 1
+        funnel.eliminated[OVERSIZED] += 1
+        out.rejects.append(
+            Reject(
+                id=content_id(STAGE, OVERSIZED, source_id),
+                generator=GENERATOR,
+                model=self.engine.model_name,
+                seed=self.config.seed,
+                run_id=self.run_id,
+                batch=chunk,
+                parent_id=source_id,
+                root_id=source_id,
+                round=1,
+                stage=STAGE,
+                reason=OVERSIZED,
+                instruction=snippet(text, 200),
+                detail=f"source {source_id!r}: {len(text)} characters",
+            )
+        )
 
     def _round(
         self, chunk: int, rnd: int, pool: list[PoolItem], ops: list[str], funnel: RoundFunnel, out: EvolResult
@@ -213,7 +253,9 @@ class EvolInstructGenerator:
                 candidates.append((i, evolved))
 
         judge = [
-            self._request(self.t_equal, "judge_sampling", (*where[i], "equal"), first=pool[i].text, second=evolved)
+            self._request(
+                self.t_equal, "judge_sampling", (*where[i], "equal"), first=defuse(pool[i].text), second=defuse(evolved)
+            )
             for i, evolved in candidates
         ]
         gained: list[tuple[int, str]] = []
@@ -227,7 +269,7 @@ class EvolInstructGenerator:
                 gained.append((i, evolved))
 
         answer = [
-            self._request(self.t_response, "response_sampling", (*where[i], "response"), instruction=evolved)
+            self._request(self.t_response, "response_sampling", (*where[i], "response"), instruction=defuse(evolved))
             for i, evolved in gained
         ]
         for (i, evolved), reply in zip(gained, self.engine.chat(answer), strict=True):

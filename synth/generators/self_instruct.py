@@ -6,6 +6,12 @@ score ROUGE-L above the threshold against the pool (seeds, earlier tasks and tas
 in the same batch), let the model decide which are classification tasks, then generate instances:
 output-first for classification tasks (label, then an input for it), input-first for the rest.
 
+Seed tasks and generated tasks are untrusted text: wherever they are placed into a prompt,
+chat-control markers are defused (records keep the original text). A seed task larger than
+`MAX_SEED_CHARS` is not used (see `seeds`; `skipped_seeds` lists the ids of any given here), and
+records name their nearest pool tasks by reference (an id and a short snippet), so a record's size
+does not grow with the seeds'.
+
 Inputs: seed tasks (`SeedTask`), an engine, a `SelfInstructConfig`.
 Outputs: `Record`s (one per instance) and `Reject`s with stage and reason; nothing is dropped silently.
 Reference: Wang et al., "Self-Instruct: Aligning Language Models with Self-Generated Instructions", 2022.
@@ -21,6 +27,8 @@ from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters import InstructionHeuristics, RougeNoveltyIndex
+from synth.filters.judge import defuse
+from synth.generators.seeds import MAX_SEED_CHARS, seed_chars
 from synth.generators.templates import Template, load_template
 from synth.schemas import Message, Record, Reject, Sampling, SeedTask, SelfInstructConfig
 
@@ -136,14 +144,18 @@ class SelfInstructGenerator:
     def __init__(self, config: SelfInstructConfig, engine: Engine, seeds: Sequence[SeedTask], run_id: str = "") -> None:
         if not seeds:
             raise ValueError("Self-Instruct needs at least one seed task")
+        # The loader skips oversized seeds already; seeds built in code are held to the same limit.
+        self.skipped_seeds = [s.id for s in seeds if seed_chars(s) > MAX_SEED_CHARS]
+        self.seeds = [s for s in seeds if seed_chars(s) <= MAX_SEED_CHARS]
+        if not self.seeds:
+            raise ValueError(f"Self-Instruct needs at least one seed task of at most {MAX_SEED_CHARS} characters")
         self.config = config
         self.engine = engine
-        self.seeds = list(seeds)
         self.run_id = run_id
         self.machine_tasks: list[str] = []
         self.heuristics = InstructionHeuristics(min_words=config.min_words, max_words=config.max_words)
         self.novelty = RougeNoveltyIndex(threshold=config.rouge_threshold, neighbors_kept=config.neighbors_kept)
-        self.novelty.add([s.instruction for s in self.seeds])
+        self.novelty.add([s.instruction for s in self.seeds], [s.id for s in self.seeds])
         self.t_tasks = load_template("self_instruct_tasks")
         self.t_classify = load_template("self_instruct_classify")
         self.t_input_first = load_template("self_instruct_instances_input_first")
@@ -169,7 +181,7 @@ class SelfInstructGenerator:
         n_seed = min(c.num_seed_demos + c.num_machine_demos - n_machine, len(self.seeds))
         demos += [s.instruction for s in rng.sample(self.seeds, n_seed)]
         rng.shuffle(demos)
-        listing = "".join(f"Task {i}: {' '.join(d.split())}\n" for i, d in enumerate(demos, start=1))
+        listing = "".join(f"Task {i}: {' '.join(defuse(d).split())}\n" for i, d in enumerate(demos, start=1))
         first = len(demos) + 1
         return ChatRequest(
             messages=[Message(role="user", content=self.t_tasks.render())],
@@ -193,11 +205,12 @@ class SelfInstructGenerator:
         if order and order[-1].is_classification:
             order.insert(0, order.pop())
         return "\n\n".join(
-            f"Task: {s.instruction}\n{_CLASSIFY_PREFILL} {'no' if s.is_classification else 'yes'}" for s in order
+            f"Task: {defuse(s.instruction)}\n{_CLASSIFY_PREFILL} {'no' if s.is_classification else 'yes'}"
+            for s in order
         )
 
     def classify_request(self, instruction: str, batch: int, index: int) -> ChatRequest:
-        prompt = self.t_classify.render(examples=self._seed_examples_classify(), instruction=instruction)
+        prompt = self.t_classify.render(examples=self._seed_examples_classify(), instruction=defuse(instruction))
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
             prefill=_CLASSIFY_PREFILL,
@@ -210,19 +223,19 @@ class SelfInstructGenerator:
         demos = [s for s in self.seeds if s.is_classification == classification and s.instances][:2]
         blocks = []
         for s in demos:
-            inst = s.instances[0]
+            inp, outp = defuse(s.instances[0].input) or "None", defuse(s.instances[0].output)
             if classification:
-                body = f"Example 1\nClass label: {inst.output}\nInput: {inst.input or 'None'}"
+                body = f"Example 1\nClass label: {outp}\nInput: {inp}"
             else:
-                body = f"Example 1\nInput: {inst.input or 'None'}\nOutput: {inst.output}"
-            blocks.append(f"Task: {s.instruction}\n{body}")
+                body = f"Example 1\nInput: {inp}\nOutput: {outp}"
+            blocks.append(f"Task: {defuse(s.instruction)}\n{body}")
         return "\n\n".join(blocks)
 
     def instance_request(self, instruction: str, classification: bool, batch: int, index: int) -> ChatRequest:
         template = self.t_output_first if classification else self.t_input_first
         prompt = template.render(
             examples=self._demo_block(classification),
-            instruction=instruction,
+            instruction=defuse(instruction),
             max_examples=self.config.instances_per_task,
         )
         return ChatRequest(

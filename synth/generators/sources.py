@@ -2,12 +2,13 @@
 
 A source is a dataset directory written by this project, a JSONL or Parquet file with an
 `instruction` column (and optional `input` and `id`), or a seed file. Problems are reported as a
-`SourceError` naming the file (and the line, for JSONL).
+`SourceError` naming the file (and the line, for JSONL: bytes that are not UTF-8, invalid JSON, a
+JSON string with an unpaired surrogate escape). JSONL is read one line at a time. Instructions of
+any length are returned; the generator rejects those too large to rewrite.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import polars as pl
 
 from synth.schemas import content_id
 from synth.shards import MANIFEST, scan
-from synth.shards.files import read_utf8
+from synth.shards.files import json_line, utf8_lines
 
 
 class SourceError(ValueError):
@@ -71,18 +72,14 @@ def _from_parquet(path: Path) -> list[SourceItem]:
 
 
 def _from_jsonl(path: Path) -> list[SourceItem]:
-    text = read_utf8(path, SourceError)
     items = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in utf8_lines(path, SourceError):
         if not line.strip():
             continue
         if path.suffix == ".txt":
             data: object = {"instruction": line.strip()}
         else:
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{number}: invalid JSON: {e.msg}") from None
+            data = json_line(path, number, line, SourceError)
         if isinstance(data, str):
             data = {"instruction": data}
         if not isinstance(data, dict) or not isinstance(data.get("instruction"), str):

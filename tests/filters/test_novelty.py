@@ -7,6 +7,7 @@ import random
 import pytest
 
 from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
+from synth.filters.novelty import neighbor_ref
 
 
 def reference_rouge_l(a: list[str], b: list[str]) -> float:
@@ -81,7 +82,7 @@ def test_candidate_above_threshold_is_rejected_with_its_neighbors():
     index.add(["write a short poem about the sea", "explain how tides work", "list three fruits"])
     near, far = index.check(["write a short poem about the blue sea", "describe the rules of chess briefly"])
     assert not near.kept
-    assert near.neighbors[0] == "write a short poem about the sea"
+    assert near.neighbors[0] == neighbor_ref("write a short poem about the sea")
     assert near.max_score > 0.7
     assert len(near.neighbors) == 2
     assert far.kept
@@ -106,7 +107,7 @@ def test_candidates_accepted_earlier_in_a_batch_join_the_pool_for_later_ones():
     )
     assert first.kept
     assert not second.kept
-    assert second.neighbors[0] == first.text
+    assert second.neighbors[0] == neighbor_ref(first.text)
 
 
 def test_rejected_candidates_do_not_join_the_pool():
@@ -121,4 +122,4 @@ def test_check_without_add_leaves_the_pool_unchanged():
     index.add(["seed"])
     [verdict] = index.check(["a completely different request"], add=False)
     assert verdict.kept
-    assert index.texts == ["seed"]
+    assert index.refs == [neighbor_ref("seed")]

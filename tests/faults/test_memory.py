@@ -1,0 +1,109 @@
+"""Memory bounded by the batch, not by the input: records name their novelty neighbours by a short
+reference (an id and a snippet), never by a copy of the pool's text, however long that text is."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from synth.engines import ScriptedEngine
+from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
+from synth.filters.novelty import SNIPPET_CHARS, neighbor_ref, snippet, text_id
+from synth.filters.novelty_filter import NoveltyFilter
+from synth.generators.seeds import MAX_SEED_CHARS, load_seed_tasks
+from synth.generators.self_instruct import SelfInstructGenerator
+from synth.schemas import Record, SelfInstructConfig
+
+REF = re.compile(rf"^[^:]{{1,40}}: .{{0,{SNIPPET_CHARS + 1}}}$", re.DOTALL)
+MAX_REF_CHARS = 40 + 2 + SNIPPET_CHARS + 1
+
+
+def long_text(i: int, words: int = 4000) -> str:
+    """A pool text of ~30k characters sharing a few words with the candidates below."""
+    return f"summarize the report number {i} " + " ".join(f"t{i}w{j}" for j in range(words))
+
+
+def assert_short_refs(neighbors: list[str]) -> None:
+    assert neighbors
+    for ref in neighbors:
+        assert len(ref) <= MAX_REF_CHARS and REF.match(ref), ref[:200]
+
+
+def test_neighbor_refs_are_an_id_and_a_short_snippet():
+    text = long_text(1)
+    ref = neighbor_ref(text)
+    assert ref == f"{text_id(text)}: {snippet(text)}"
+    assert re.fullmatch(r"[0-9a-f]{12}", text_id(text)) and text_id(text) != text_id(long_text(2))
+    assert snippet(text).endswith("…") and len(snippet(text)) <= SNIPPET_CHARS + 1
+    assert text.startswith(snippet(text)[:-1])
+    assert snippet("  short\n text ") == "short text"
+    assert neighbor_ref("a task", "seed_7") == "seed_7: a task"
+    assert neighbor_ref("a task", "x" * 500) == neighbor_ref("a task")  # a huge id is not copied either
+
+
+def test_verdicts_against_a_pool_of_long_texts_hold_short_refs_and_unchanged_scores():
+    pool = [long_text(i) for i in range(12)]
+    candidates = ["summarize the report number 3 in two lines", "summarize the report number 3 in three lines"]
+    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+    index.add(pool)
+    verdicts = index.check(candidates)
+    for i, v in enumerate(verdicts):
+        assert_short_refs(v.neighbors)
+        assert len(v.neighbors) == 10
+        # The scores are ROUGE-L as before: the best one is the reference scorer's maximum.
+        others = pool + candidates[:i]
+        assert v.max_score == pytest.approx(max(rouge_l(rouge_tokens(v.text), rouge_tokens(p)) for p in others))
+    assert [v.kept for v in verdicts] == [True, False]
+    assert verdicts[1].neighbors[0] == neighbor_ref(candidates[0])  # accepted earlier in the batch
+    assert verdicts[0].neighbors[0] == neighbor_ref(pool[3])
+    # The pool keeps refs, not the texts.
+    assert sum(len(r) for r in index.refs) < 200 * len(index)
+    # A given id names the text.
+    named = RougeNoveltyIndex(threshold=0.7)
+    named.add(pool, [f"pool_{i}" if i % 2 else None for i in range(len(pool))])
+    [verdict] = named.check(candidates[:1])
+    assert verdict.neighbors[0] == "pool_3: " + snippet(pool[3])
+    assert verdict.max_score == verdicts[0].max_score
+
+
+def test_the_novelty_filter_fills_records_with_short_refs():
+    pool = [long_text(i) for i in range(5)]
+    records = [
+        Record(generator="x", instruction="summarize the report number 1 briefly please", output="ok"),
+        Record(generator="x", instruction=pool[2], output="a copy of a pool text"),
+    ]
+    result = NoveltyFilter(pool).apply(records)
+    [kept] = result.kept
+    [reject] = result.rejects
+    assert_short_refs(kept.novelty_neighbors)
+    assert_short_refs(reject.novelty_neighbors)
+    assert reject.novelty_neighbors[0] == neighbor_ref(pool[2])
+    assert len(reject.detail) < 200
+    ids = NoveltyFilter(pool, pool_ids=[f"doc{i}" for i in range(5)]).apply(records[1:]).rejects[0]
+    assert ids.novelty_neighbors[0].startswith("doc2: ")
+
+
+def test_a_large_seed_file_keeps_self_instruct_records_small(tmp_path, script):
+    # ~0.9 MB of seeds just under the limit, and one line far over it.
+    words = (MAX_SEED_CHARS - 200) // 9
+    path = tmp_path / "seeds.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(60):
+            text = f"Describe seed topic {i} " + " ".join(f"s{i:02d}x{j:04d}" for j in range(words))
+            f.write(json.dumps({"instruction": text, "instances": [{"output": "An answer."}]}) + "\n")
+        f.write(json.dumps({"instruction": "giraffes " * 200_000}) + "\n")
+    seeds = load_seed_tasks(path)
+
+    gen = SelfInstructGenerator(SelfInstructConfig(prompts_per_batch=2), ScriptedEngine(script), seeds, run_id="r")
+    result = gen.run_batch(0)
+    assert result.kept
+    for r in [*result.kept, *result.rejects]:
+        size = len(r.model_dump_json())
+        assert size < 6_000, (r.stage if hasattr(r, "stage") else "kept", size)
+        if r.novelty_neighbors:
+            assert_short_refs(r.novelty_neighbors)
+    assert len(seeds) == 60 and all(len(s.instruction) > MAX_SEED_CHARS // 2 for s in seeds)
+    # Seed neighbours are named by their ids.
+    assert any(n.startswith("seed_") for r in result.kept for n in r.novelty_neighbors)
