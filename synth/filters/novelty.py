@@ -119,6 +119,11 @@ class RougeNoveltyIndex:
     def __len__(self) -> int:
         return len(self.refs)
 
+    def truncate(self, size: int) -> None:
+        """Forget every pool text added after the first `size` (a batch that was not committed)."""
+        del self.refs[size:]
+        del self._tokens[size:]
+
     def _scores(self, queries: list[list[int]], choices: list[list[int]]) -> np.ndarray:
         if not queries or not choices:
             return np.zeros((len(queries), len(choices)), dtype=np.float64)

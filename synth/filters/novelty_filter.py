@@ -24,6 +24,13 @@ class NoveltyFilter:
     ) -> None:
         self.index = RougeNoveltyIndex(threshold=threshold)
         self.index.add(pool, pool_ids)
+        self._committed = len(self.index)
+
+    def commit(self) -> None:
+        self._committed = len(self.index)
+
+    def rollback(self) -> None:
+        self.index.truncate(self._committed)
 
     def apply(self, records: Sequence[Record]) -> FilterResult:
         result = FilterResult()

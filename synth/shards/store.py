@@ -242,6 +242,11 @@ class DatasetWriter:
         if self.path.exists() and not self.path.is_dir():
             raise DatasetError(f"{self.path}: exists and is not a directory")
         if self.path.is_dir() and not (self.path / MANIFEST).exists():
+            if any(not _is_temp(f) for f in shard_files(self.path)):
+                raise DatasetError(
+                    f"{self.path}: holds shards but no {MANIFEST}; nothing was written. "
+                    f"`synth verify {self.path} --repair` rebuilds the manifest from the shards"
+                )
             foreign = {p.name for p in self.path.iterdir() if not _is_temp(p)} - {*_DIRS.values(), LOCK}
             if foreign:
                 raise DatasetError(f"{self.path}: directory is not empty and holds no dataset; choose another --out")

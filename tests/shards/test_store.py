@@ -290,9 +290,11 @@ def test_unlisted_shard_is_refused_and_left_in_place(tmp_path):
         w.commit_batch("run-a", 0, records(2), [])
     stray = root / "data" / "someone-elses.parquet"
     stray.write_bytes(b"not ours")
-    with pytest.raises(DatasetError, match=r"does not list \(data/someone-elses.parquet\).*synth verify"):
-        with DatasetWriter(root):
-            pass
+    with (
+        pytest.raises(DatasetError, match=r"does not list \(data/someone-elses.parquet\).*synth verify"),
+        DatasetWriter(root),
+    ):
+        pass
     assert stray.read_bytes() == b"not ours"
 
 
