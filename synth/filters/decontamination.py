@@ -7,7 +7,6 @@ items it hit, and `hits` counts them per item, so the report says which benchmar
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,7 @@ import polars as pl
 from synth.filters.base import FilterResult, reject
 from synth.schemas import Record
 from synth.schemas.curation import DecontaminationConfig
-from synth.shards.files import read_utf8
+from synth.shards.files import json_line, utf8_lines
 
 _WORD = re.compile(r"\w+")
 
@@ -45,15 +44,11 @@ def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
         for i, row in enumerate(frame.select(texts).iter_rows(), start=1):
             yield f"{path.name}:{i}", "\n".join(v for v in row if v)
         return
-    text = read_utf8(path, BenchmarkFileError)
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in utf8_lines(path, BenchmarkFileError):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkFileError(f"{path}:{i}: invalid JSON: {e.msg}") from None
+            data = json_line(path, i, line, BenchmarkFileError)
             values = (
                 [data]
                 if isinstance(data, str)

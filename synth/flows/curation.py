@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from synth.flows.common import commit_curated, run_summary
 from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetError, DatasetWriter
-from synth.shards.files import read_utf8
+from synth.shards.files import json_line, utf8_lines
 from synth.shards.store import MANIFEST, checked_path, scan
 
 
@@ -110,13 +109,10 @@ def records_from_file(path: str | Path) -> list[Record]:
                 raise CurationInputError(f"{file}: row {number}: empty 'instruction' or 'output'")
             rows.append((ins, inp, out))
     elif file.suffix == ".jsonl":
-        for number, line in enumerate(read_utf8(file, CurationInputError).splitlines(), start=1):
+        for number, line in utf8_lines(file, CurationInputError):
             if not line.strip():
                 continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CurationInputError(f"{file}:{number}: invalid JSON: {e.msg}") from None
+            data = json_line(file, number, line, CurationInputError)
             if not isinstance(data, dict):
                 raise CurationInputError(f"{file}:{number}: expected a JSON object")
             for key in ("instruction", "output"):

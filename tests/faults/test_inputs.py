@@ -264,3 +264,18 @@ def test_jsonl_helpers_stream_lines_and_reject_lone_surrogates(tmp_path):
         json_line(path, *lines[1], InputError)
     with pytest.raises(InputError, match=r"x\.jsonl:7: invalid JSON"):
         json_line(path, 7, "{oops", InputError)
+
+
+def test_records_and_benchmark_files_name_the_line_of_a_lone_surrogate(tmp_path):
+    from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
+    from synth.flows.curation import CurationInputError, records_from_file
+    from synth.schemas.curation import DecontaminationConfig
+
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "bad \\ud800", "output": "ok"}\n')
+    with pytest.raises(CurationInputError, match=r"records.jsonl:2: .*surrogate"):
+        records_from_file(records)
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"prompt": "fine"}\n\n{"prompt": "\\udfff"}\n')
+    with pytest.raises(BenchmarkFileError, match=r"bench.jsonl:3: .*surrogate"):
+        DecontaminationFilter(DecontaminationConfig(benchmarks=[str(bench)]))
