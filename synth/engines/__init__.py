@@ -7,13 +7,28 @@ a model is loaded once per worker however many batches or flows use it.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from synth.engines.base import ChatRequest, Completion, Engine, EngineError
+from synth.engines.base import ChatRequest, Completion, Engine, EngineConfigError, EngineError
 from synth.engines.scripted import ScriptedEngine
 from synth.schemas import EngineConfig, OpenAIEngineConfig, ScriptedEngineConfig, VLLMEngineConfig
 
-__all__ = ["ChatRequest", "Completion", "Engine", "EngineError", "ScriptedEngine", "close_engines", "get_engine"]
+__all__ = [
+    "ChatRequest",
+    "Completion",
+    "Engine",
+    "EngineConfigError",
+    "EngineError",
+    "ScriptedEngine",
+    "check_engine",
+    "close_engines",
+    "get_engine",
+    "load_responder",
+]
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -42,10 +57,54 @@ def _build(config: EngineConfig) -> Engine:
     if isinstance(config, ScriptedEngineConfig):
         if config.responder is None:
             return ScriptedEngine(model_name=config.model)
-        module, _, attribute = config.responder.partition(":")
-        make = getattr(importlib.import_module(module), attribute)
-        return ScriptedEngine(make(), model_name=config.model)
+        return ScriptedEngine(load_responder(config.responder)(), model_name=config.model)
     raise TypeError(f"unknown engine config {type(config).__name__}")
+
+
+def load_responder(spec: str) -> Callable[[], Any]:
+    """The factory a scripted engine's `responder` ('module:attribute') names; EngineConfigError
+    naming the key when it does not import or is not callable."""
+    module, _, attribute = spec.partition(":")
+    try:
+        make = getattr(importlib.import_module(module), attribute)
+    except AttributeError:
+        raise EngineConfigError(f"responder: module {module!r} has no attribute {attribute!r}") from None
+    except Exception as e:  # whatever importing the module raised
+        raise EngineConfigError(f"responder: cannot import {module!r} ({type(e).__name__}: {e})") from None
+    if not callable(make):
+        raise EngineConfigError(f"responder: {spec!r} is not callable")
+    return make  # type: ignore[no-any-return]
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or (os.sep != "/" and os.sep in model)
+
+
+def check_engine(config: EngineConfig, timeout: float = 5.0) -> None:
+    """Fail at once on what would otherwise fail only after a run has started: a scripted
+    responder that does not import, a local model folder that is not there, an OpenAI-compatible
+    server that does not answer. Loads no model.
+
+    Raises EngineConfigError (the config names something that is not there) or EngineError (the
+    server does not answer); both messages start with the config key."""
+    if isinstance(config, ScriptedEngineConfig) and config.responder:
+        load_responder(config.responder)
+    elif isinstance(config, VLLMEngineConfig) and config.model and _looks_like_path(config.model):
+        if not Path(config.model).expanduser().is_dir():
+            raise EngineConfigError(f"model: {config.model}: no such folder (a local model folder, or a model name)")
+    elif isinstance(config, OpenAIEngineConfig):
+        import httpx
+
+        url = f"{config.base_url.rstrip('/')}/models"
+        try:
+            httpx.get(url, timeout=timeout)  # any HTTP answer will do: the server is up
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+            raise EngineConfigError(f"base_url: {config.base_url!r} is not an http(s) URL ({e})") from None
+        except httpx.RequestError as e:
+            raise EngineError(
+                f"base_url: the model server at {config.base_url} does not answer ({type(e).__name__}: {e}); "
+                "start it or correct base_url"
+            ) from None
 
 
 def close_engines() -> None:

@@ -53,3 +53,8 @@ class Engine(Protocol):
 
 class EngineError(RuntimeError):
     """The engine as a whole cannot serve (model missing, server unreachable)."""
+
+
+class EngineConfigError(ValueError):
+    """An engine config names something that is not there (a responder, a model folder, a URL);
+    the message starts with the key."""

@@ -2,20 +2,230 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(help="Manufacture and curate instruction-tuning data with a local model.", no_args_is_help=True)
-generate_app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
-app.add_typer(generate_app, name="generate")
 console = Console()
 err = Console(stderr=True)
+
+
+# -- errors: one line on stderr, exit 2 for input the user can fix, 1 for a fault at run time ---------
+
+
+class CLIError(Exception):
+    """A fault the CLI reports as one line; `code` 2 for input the user can fix, 1 for a fault at run time."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# The package's own error types, recognized by name (nothing to import on the error path), with
+# their exit code. A subclass takes the code of the first of its classes listed here.
+_KNOWN_ERRORS = {
+    "ConfigFileError": 2,
+    "SeedFileError": 2,
+    "SourceError": 2,
+    "DocumentError": 2,
+    "CurationInputError": 2,
+    "BenchmarkFileError": 2,
+    "IndexMismatchError": 2,
+    "EngineConfigError": 2,
+    "DatasetBusyError": 1,
+    "DatasetError": 2,
+    "EngineError": 1,
+    "RedisUnavailableError": 1,
+}
+# Paths the user can fix; any other OSError is a fault at run time.
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.ENAMETOOLONG}
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_writing_to: Path | None = None  # the dataset or file the command writes, named when the disk fills
+
+
+def _chain(exc: BaseException, every: bool = False) -> list[BaseException]:
+    """`exc` and what it was raised from, outermost first, with the members of exception groups
+    (Prefect and anyio wrap errors in both ways). `every` follows suppressed contexts too."""
+    seen: set[int] = set()
+    out: list[BaseException] = []
+
+    def walk(e: BaseException | None) -> None:
+        while e is not None and id(e) not in seen and len(out) < 100:
+            seen.add(id(e))
+            out.append(e)
+            if isinstance(e, BaseExceptionGroup):
+                for member in e.exceptions:
+                    walk(member)
+            e = e.__cause__ or (e.__context__ if every or not e.__suppress_context__ else None)
+
+    walk(exc)
+    return out
+
+
+def _known_code(e: BaseException) -> int | None:
+    if isinstance(e, CLIError):
+        return e.code
+    for cls in type(e).__mro__:
+        if cls.__module__.startswith("synth.") and cls.__name__ in _KNOWN_ERRORS:
+            return _KNOWN_ERRORS[cls.__name__]
+    return None
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        return True
+    text = str(e)  # a library that reports the OS error only in its message (Rust's io::Error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _os_message(e: OSError) -> str:
+    what = e.strerror or str(e)
+    if e.filename is None:
+        return what
+    if e.filename2 is not None:
+        return f"{e.filename} -> {e.filename2}: {what}"
+    return f"{e.filename}: {what}"
+
+
+def _validation_message(e: Any) -> str:
+    problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+    return f"invalid {e.title}: {problems}"
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """The one line that reports `exc` and the exit code: 2 for input the user can fix (paths,
+    configs, value ranges), 1 for a fault at run time (engine, Redis, disk, Prefect)."""
+    from pydantic import ValidationError
+
+    for e in _chain(exc, every=True):
+        if _is_disk_full(e):
+            where = getattr(e, "filename", None) or _writing_to or "the dataset"
+            return (
+                f"disk full while writing {where}: what was committed is kept; free space and re-run to resume",
+                1,
+            )
+    chain = _chain(exc)
+    for e in chain:
+        code = _known_code(e)
+        if code is not None:
+            return str(e), code
+        if isinstance(e, ValidationError):
+            return _validation_message(e), 2
+        if isinstance(e, OSError):
+            return _os_message(e), 2 if e.errno in _USER_ERRNOS else 1
+    # Unexpected: report the first error that is not one of Prefect's wrappers around it.
+    real = next((e for e in chain if not type(e).__module__.startswith(("prefect", "anyio"))), chain[-1])
+    return f"unexpected {type(real).__name__}: {real} (re-run with -v for the traceback)", 1
+
+
+def _debug(ctx: Any = None) -> bool:
+    """Whether errors show their traceback: -v/--verbose, or SYNTH_DEBUG=1."""
+    verbose = bool(ctx.find_root().params.get("verbose")) if ctx is not None else _verbose
+    return verbose or os.environ.get("SYNTH_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+_verbose = False
+
+
+def _log_tracebacks_off() -> None:
+    """Prefect logs a failed task or flow with its traceback; the `error:` line that ends the
+    command says what happened (and -v shows the traceback). Its log lines stay, one line each."""
+    if _debug():
+        return
+    loggers = [logging.getLogger()] + [
+        logger
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and name.startswith("prefect")
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            formatter = handler.formatter
+            patched = getattr(formatter, "_synth_one_line", False)
+            if isinstance(handler, logging.StreamHandler) and formatter is not None and not patched:
+                formatter.format = _one_line(formatter.format)  # type: ignore[method-assign]
+                formatter._synth_one_line = True  # type: ignore[attr-defined]
+
+
+def _one_line(format: Any) -> Any:
+    def without_traceback(record: logging.LogRecord) -> str:
+        # Another handler may have cached the traceback's text on the record: hide both.
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return str(format(record))
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+    return without_traceback
+
+
+def report(exc: BaseException, traceback_too: bool = False) -> int:
+    """Print `exc` as one `error: ...` line on stderr (after its traceback if asked); returns the exit code."""
+    message, code = describe(exc)
+    if traceback_too:
+        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.flush()
+    line = " ".join(message.split())  # one line, however the message was built
+    if len(line) > 2000:
+        line = line[:2000] + " ..."
+    # Text, not markup: record text and paths such as `[/INST]` or `[/b]` print as they are.
+    err.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True, highlight=False)
+    return code
+
+
+class _ReportingGroup(TyperGroup):
+    """The top-level command group: any error a command raises ends as one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # the command line library's Context
+        global _writing_to
+        _writing_to = None
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if type(e).__module__.partition(".")[0] in {"typer", "click"}:
+                raise  # usage errors, exits and aborts: the command line's own
+            debug = _debug(ctx)
+            if not debug:
+                # The error line ends the output: no "Stopping temporary server" after it.
+                logging.getLogger("prefect").setLevel(logging.WARNING)
+            raise typer.Exit(report(e, traceback_too=debug)) from None
+
+
+app = typer.Typer(
+    cls=_ReportingGroup,
+    help="Manufacture and curate instruction-tuning data with a local model.\n\n"
+    "Exit codes: 0 done; 2 bad input (a path, a config, a value out of range); 1 a fault at run time "
+    "(engine, Redis, disk, Prefect server). Errors are one line; -v or SYNTH_DEBUG=1 adds the traceback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+generate_app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="On an error, show its traceback too (or set SYNTH_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Options of every command."""
+    global _verbose
+    _verbose = verbose
+
 
 EngineOpt = Annotated[
     Path | None,
@@ -54,9 +264,197 @@ def _quiet_libraries() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(message: str, code: int = 2) -> None:
+    raise CLIError(message, code)
+
+
+# -- preflight: what would fail after a flow (and a Prefect server) started fails first, in a second ---
+
+_DATASET_ENTRIES = {"data", "rejects", ".lock"}  # a folder holding only these is an empty dataset
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    parent = _existing_ancestor(path.parent)
+    if not parent.is_dir():
+        _fail(f"{flag} {path}: cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"{flag} {path}: cannot be created: {parent} is not writable")
+
+
+def check_out(out: Path, flag: str = "--out") -> None:
+    """A dataset folder to create or add to: an existing dataset (its manifest must read), an
+    empty folder, or a path whose parent can be created and written."""
+    from synth.shards.store import MANIFEST, read_manifest
+
+    if out.is_dir():
+        if (out / MANIFEST).exists():
+            read_manifest(out)  # a damaged manifest is refused here, naming it, before anything starts
+        else:
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES and not _is_temp(p))
+            if foreign:
+                _fail(
+                    f"{flag} {out}: folder is not empty and holds no dataset (no {MANIFEST}; it holds {foreign[0]!r}"
+                    f"{' and more' if len(foreign) > 1 else ''}); choose another {flag}"
+                )
+        if not os.access(out, os.W_OK | os.X_OK):
+            _fail(f"{flag} {out}: folder is not writable")
+        return
+    if out.exists() or out.is_symlink():
+        _fail(f"{flag} {out}: exists and is not a folder")
+    _check_writable_parent(out, flag)
+
+
+def check_out_file(out: Path, flag: str = "--out") -> None:
+    """A file to write: not a folder, in a folder that exists or can be created, and is writable."""
+    if out.is_dir():
+        _fail(f"{flag} {out}: is a folder; give the path of a file")
+    if out.exists() and not os.access(out, os.W_OK):
+        _fail(f"{flag} {out}: file is not writable")
+    _check_writable_parent(out, flag)
+
+
+def check_engine(config: Any, where: str) -> None:
+    """The engine config names nothing missing and its server answers; `where` prefixes the key."""
+    from synth.engines import EngineConfigError, EngineError
+    from synth.engines import check_engine as check
+
+    try:
+        check(config)
+    except EngineConfigError as e:
+        _fail(f"{where}{e}")
+    except EngineError as e:
+        _fail(f"{where}{e}", 1)
+
+
+def check_curation(config: Any, where: str) -> None:
+    """Files the curation config names exist, and its Redis answers (when the index lives there)."""
+    minhash = config.minhash
+    if minhash.enabled and minhash.backend == "redis":
+        import redis
+
+        try:
+            client = redis.Redis.from_url(minhash.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        except ValueError as e:
+            _fail(f"{where}minhash.redis_url: {minhash.redis_url!r} is not a Redis URL ({e})")
+        try:
+            client.ping()
+        except redis.RedisError as e:
+            _fail(f"{where}minhash.redis_url: Redis at {minhash.redis_url} is not reachable ({e}); start it", 1)
+        finally:
+            client.close()
+    for benchmark in config.decontamination.benchmarks:
+        if not Path(benchmark).is_file():
+            _fail(f"{where}decontamination.benchmarks: {benchmark}: no such file")
+    if config.novelty.enabled and config.novelty.reference and not Path(config.novelty.reference).exists():
+        _fail(f"{where}novelty.reference: {config.novelty.reference}: no such file or folder")
+    if config.judge.enabled and config.judge.rubric and not Path(config.judge.rubric).is_file():
+        _fail(f"{where}judge.rubric: {config.judge.rubric}: no such file")
+
+
+def check_prefect_api() -> None:
+    """A flow reports to the Prefect server PREFECT_API_URL names: fail at once, naming it, when it
+    does not answer (with none configured, Prefect starts a temporary one of its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        _check_server()
+
+
+def _where(path: Path | None, prefix: str = "") -> str:
+    return f"{path}: " if path is not None else prefix
+
+
+def preflight(
+    out: Path | None,
+    engines: list[tuple[Any, str]],
+    curation: Any,
+    curation_where: str,
+    flow: bool = True,
+) -> None:
+    """Every check a run can make before it starts, cheapest first."""
+    if out is not None:
+        check_out(out)
+    check_curation(curation, curation_where)
+    for config, where in engines:
+        check_engine(config, where)
+    if flow:
+        check_prefect_api()
+
+
+@contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """While a command writes `out`: name it if the disk fills, and if the command created the
+    folder and fails before anything was committed, remove it again (no empty dataset is left)."""
+    global _writing_to
+    top = None if out.exists() else _topmost_missing(out)
+    _writing_to = out
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            _remove_if_empty(out, top)
+        raise
+
+
+def _topmost_missing(path: Path) -> Path:
+    current = path.absolute()
+    while not current.parent.exists() and current.parent != current:
+        current = current.parent
+    return current
+
+
+def _remove_if_empty(out: Path, top: Path) -> None:
+    """Remove `out` and its new parents up to `top` if the failed command left an empty dataset
+    there: a manifest with no run and no shard (or none), its card, empty shard folders, the lock
+    (taken first, so a writer that started meanwhile is never pulled from under). Best effort:
+    anything else stays, and so does the folder then."""
+    import fcntl
+
+    from synth.shards.store import MANIFEST, read_manifest
+
+    if not out.is_dir() or out.is_symlink():
+        return
+    try:
+        manifest = read_manifest(out)
+    except Exception:
+        return
+    if manifest.runs or manifest.shards:
+        return  # something was committed: it is kept
+    try:
+        with open(out / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            entries = [e for e in out.iterdir() if e.name != ".lock"]
+            folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
+            files = [e for e in entries if e.name in {MANIFEST, "README.md"} or _is_temp(e)]
+            if len(folders) + len(files) != len(entries) or any(any(f.iterdir()) for f in folders):
+                return  # something this cleanup does not know: leave everything as it is
+            for entry in folders:
+                entry.rmdir()
+            for entry in files:
+                entry.unlink()
+            (out / ".lock").unlink()
+    except OSError:
+        return
+    current = out.absolute()
+    while True:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == top or current.parent == current:
+            return
+        current = current.parent
 
 
 def _load_engine(path: Path | None) -> Any:
@@ -68,23 +466,26 @@ def _load_engine(path: Path | None) -> Any:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """Records kept, rejects by stage and reason, and where the shards are."""
+    """Records kept, rejects by stage and reason, and where the shards are (data printed literally)."""
     table = Table(title="Rejects by stage and reason", show_lines=False)
     table.add_column("stage")
     table.add_column("reason")
     table.add_column("count", justify="right")
     for stage, reasons in sorted(summary["rejects_by_reason"].items()):
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            table.add_row(stage, reason, str(n))
+            table.add_row(Text(str(stage)), Text(str(reason)), str(n))
     console.print(table)
     path = Path(summary["dataset"])
     status = "" if summary["reached_target"] else " [yellow](stopped at the batch budget before the target)[/]"
     console.print(
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
-        f"in {summary['batches']} batches (run {summary['run_id']}){status}"
+        f"in {summary['batches']} batches (run {escape(str(summary['run_id']))}){status}"
     )
     console.print(
-        f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   manifest: {path / 'manifest.json'}"
+        Text(
+            f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "
+            f"manifest: {path / 'manifest.json'}"
+        )
     )
 
 
@@ -109,32 +510,32 @@ def generate_self_instruct(
     Re-running the same command resumes the run; a larger --num extends it.
     """
     _quiet_libraries()
-    from synth.engines import EngineError
-    from synth.generators.seeds import SeedFileError, load_seed_tasks
-    from synth.schemas import ConfigFileError, DatasetConfig, SelfInstructConfig
-    from synth.shards import DatasetError
+    from synth.generators.seeds import load_seed_tasks
+    from synth.schemas import DatasetConfig, SelfInstructConfig
 
-    try:
-        engine = _load_engine(engine_config)
-        load_seed_tasks(seeds)
-        config = SelfInstructConfig(
-            seeds=str(seeds) if seeds else None,
-            num_records=num,
-            prompts_per_batch=prompts_per_batch,
-            max_batches=max_batches,
-            instances_per_task=instances_per_task,
-            seed=seed,
-        )
-        from synth.flows.self_instruct import self_instruct_flow
+    engine = _load_engine(engine_config)
+    load_seed_tasks(seeds)
+    config = SelfInstructConfig(
+        seeds=str(seeds) if seeds else None,
+        num_records=num,
+        prompts_per_batch=prompts_per_batch,
+        max_batches=max_batches,
+        instances_per_task=instances_per_task,
+        seed=seed,
+    )
+    curation_config = _load_curation(curation)
+    preflight(out, [(engine, _where(engine_config))], curation_config, _where(curation))
+    from synth.flows.self_instruct import self_instruct_flow
 
+    _log_tracebacks_off()
+
+    with writing(out):
         summary = self_instruct_flow(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
             engine=engine,
-            curation=_load_curation(curation),
+            curation=curation_config,
         )
-    except (SeedFileError, ConfigFileError, DatasetError, EngineError) as e:
-        _fail(str(e))
     print_summary(summary)
 
 
@@ -161,25 +562,25 @@ def generate_evol(
     Re-running the same command resumes the run.
     """
     _quiet_libraries()
-    from synth.engines import EngineError
-    from synth.generators.sources import SourceError, load_instructions
-    from synth.schemas import ConfigFileError, DatasetConfig, EvolInstructConfig
-    from synth.shards import DatasetError
+    from synth.generators.sources import load_instructions
+    from synth.schemas import DatasetConfig, EvolInstructConfig
 
-    try:
-        engine = _load_engine(engine_config)
-        load_instructions(source)  # fail fast on a bad source, before any model loads
-        config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed)
-        from synth.flows.evol_instruct import evol_instruct_flow
+    engine = _load_engine(engine_config)
+    load_instructions(source)  # fail fast on a bad source, before any model loads
+    config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed)
+    curation_config = _load_curation(curation)
+    preflight(out, [(engine, _where(engine_config))], curation_config, _where(curation))
+    from synth.flows.evol_instruct import evol_instruct_flow
 
+    _log_tracebacks_off()
+
+    with writing(out):
         summary = evol_instruct_flow(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
             engine=engine,
-            curation=_load_curation(curation),
+            curation=curation_config,
         )
-    except (SourceError, ConfigFileError, DatasetError, EngineError) as e:
-        _fail(str(e))
     rows = [
         {"round": r, "in": f["in"], "evolved": f["evolved"], **{"eliminated": sum(f["eliminated"].values())}}
         for r, f in summary["rounds"].items()
@@ -218,31 +619,33 @@ def generate_backtranslate(
     Re-running the same command resumes the run.
     """
     _quiet_libraries()
-    from synth.engines import EngineError
-    from synth.generators.documents import DocumentError
-    from synth.schemas import BacktranslationConfig, ConfigFileError, DatasetConfig
-    from synth.shards import DatasetError
+    from synth.generators.documents import read_documents
+    from synth.schemas import BacktranslationConfig, DatasetConfig
 
-    try:
-        engine = _load_engine(engine_config)
-        backward = _load_engine(backward_engine_config) if backward_engine_config else None
-        config = BacktranslationConfig(
-            docs=str(docs), rounds=rounds, min_score=min_score, text_field=text_field,
-            max_segments=max_segments, chunk_size=chunk_size, seed=seed,
-        )  # fmt: skip
-        from synth.flows.backtranslation import backtranslation_flow
-        from synth.generators.documents import read_documents
+    engine = _load_engine(engine_config)
+    backward = _load_engine(backward_engine_config) if backward_engine_config else None
+    config = BacktranslationConfig(
+        docs=str(docs), rounds=rounds, min_score=min_score, text_field=text_field,
+        max_segments=max_segments, chunk_size=chunk_size, seed=seed,
+    )  # fmt: skip
+    read_documents(docs, text_field)  # fail fast on a source that cannot be read at all
+    curation_config = _load_curation(curation)
+    engines = [(engine, _where(engine_config))]
+    if backward is not None:
+        engines.append((backward, _where(backward_engine_config)))
+    preflight(out, engines, curation_config, _where(curation))
+    from synth.flows.backtranslation import backtranslation_flow
 
-        read_documents(docs, text_field)  # fail fast on a source that cannot be read at all
+    _log_tracebacks_off()
+
+    with writing(out):
         summary = backtranslation_flow(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
             engine=engine,
-            curation=_load_curation(curation),
+            curation=curation_config,
             backward_engine=backward,
         )
-    except (DocumentError, ConfigFileError, DatasetError, EngineError) as e:
-        _fail(str(e))
     funnel = summary["funnel"]
     console.print(
         f"documents {funnel.get('documents', 0)} (skipped {sum(funnel.get('documents_skipped', {}).values())}), "
@@ -262,27 +665,40 @@ def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, T
     """Run every step of a recipe once, in order, into its dataset, on the recipe's runner (this
     process, or a Ray cluster). Re-running resumes where an interrupted run stopped."""
     _quiet_libraries()
-    from synth.engines import EngineError
-    from synth.filters.redis_index import RedisUnavailableError
-    from synth.generators.documents import DocumentError
-    from synth.generators.seeds import SeedFileError
-    from synth.generators.sources import SourceError
-    from synth.schemas import ConfigFileError
     from synth.schemas.recipe import load_recipe
-    from synth.shards import DatasetError
 
-    try:
-        loaded = load_recipe(recipe)
-        from synth.flows.recipe import recipe_flow
+    loaded = load_recipe(recipe)
+    out = Path(loaded.dataset.path)
+    _check_step_inputs(loaded)
+    preflight(out, [(loaded.engine, f"{recipe}: engine.")], loaded.curation, f"{recipe}: curation.")
+    from synth.flows.recipe import recipe_flow
 
+    _log_tracebacks_off()
+
+    with writing(out):
         summaries = recipe_flow(recipe=loaded)
-    except (
-        ConfigFileError, SeedFileError, SourceError, DocumentError, DatasetError, EngineError, RedisUnavailableError
-    ) as e:  # fmt: skip
-        _fail(str(e))
     for summary in summaries:
-        console.print(f"[bold]{summary['generator']}[/]")
+        console.print(Text(str(summary["generator"]), style="bold"))
         print_summary(summary)
+
+
+def _check_step_inputs(recipe: Any) -> None:
+    """Read each step's input as `synth generate` does before it starts, so a malformed seed file
+    or source fails naming its file and line, not inside the flow."""
+    from synth.generators.documents import read_documents
+    from synth.generators.seeds import load_seed_tasks
+    from synth.generators.sources import load_instructions
+    from synth.schemas.recipe import EvolInstructStep, SelfInstructStep
+
+    own = Path(recipe.dataset.path).resolve()
+    for step in recipe.steps:
+        if isinstance(step, SelfInstructStep):
+            load_seed_tasks(step.seeds)
+        elif isinstance(step, EvolInstructStep):
+            if Path(step.source).resolve() != own:  # the recipe's own dataset may not exist yet
+                load_instructions(step.source)
+        else:
+            read_documents(step.docs, step.text_field)
 
 
 @app.command("serve")
@@ -290,16 +706,12 @@ def serve_recipe(recipes: Annotated[list[Path], typer.Argument(help="Recipe file
     """Register the recipes' schedules as deployments on the Prefect server (PREFECT_API_URL) and
     run them as they come due, until stopped."""
     _quiet_libraries()
-    from synth.schemas import ConfigFileError
     from synth.schemas.recipe import load_recipe
 
-    try:
-        for path in recipes:
-            if load_recipe(path).schedule is None:
-                _fail(f"{path}: no 'schedule'; use `synth run` for a one-off run")
-        _check_server()
-    except ConfigFileError as e:
-        _fail(str(e))
+    for path in recipes:
+        if load_recipe(path).schedule is None:
+            _fail(f"{path}: no 'schedule'; use `synth run` for a one-off run")
+    _check_server()
     from synth.flows.recipe import serve_recipes
 
     serve_recipes(list(recipes))
@@ -316,7 +728,7 @@ def _check_server() -> None:
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
     except httpx.HTTPError as e:
-        _fail(f"the Prefect server at {url} is not reachable: {e}")
+        _fail(f"the Prefect server at {url} (PREFECT_API_URL) is not reachable: {e}", 1)
 
 
 @app.command("curate")
@@ -342,44 +754,39 @@ def curate(
     optional ROUGE-L novelty, decontamination and model-judged quality; every drop is a reject
     with its stage and reason."""
     _quiet_libraries()
-    from synth.engines import EngineError, get_engine
-    from synth.filters.decontamination import BenchmarkFileError
-    from synth.filters.dedup import IndexMismatchError, MinHashIndex
-    from synth.flows.curation import CurationInputError, curate_dataset, curate_file
-    from synth.schemas import ConfigFileError, load_config_file
+    from synth.engines import get_engine
+    from synth.filters.dedup import MinHashIndex
+    from synth.flows.curation import curate_dataset, curate_file
+    from synth.schemas import load_config_file
     from synth.schemas.curation import CurationConfig
-    from synth.shards import DatasetError
 
-    try:
-        config = load_config_file(config_file, CurationConfig) if config_file else CurationConfig()
-        assert isinstance(config, CurationConfig)
-        if benchmark:
-            config.decontamination.benchmarks += [str(b) for b in benchmark]
-        if judge:
-            config.judge.enabled = True
-        engine = get_engine(_load_engine(engine_config)) if config.judge.enabled else None
-        if target.is_dir():
-            if out is not None:
-                _fail("--out is for curating a file; a dataset directory is curated in place")
-            if rebuild_index:
-                MinHashIndex.open(target, config.minhash, rebuild=True)
-            summary = curate_dataset(target, config, engine=engine)
-        else:
-            if out is None:
-                _fail(f"{target}: give --out DIR to curate a file into a dataset")
-            assert out is not None
-            if rebuild_index and (out / "manifest.json").is_file():
-                MinHashIndex.open(out, config.minhash, rebuild=True)
+    config = load_config_file(config_file, CurationConfig) if config_file else CurationConfig()
+    assert isinstance(config, CurationConfig)
+    if benchmark:
+        config.decontamination.benchmarks += [str(b) for b in benchmark]
+    if judge:
+        config.judge.enabled = True
+    engine_settings = _load_engine(engine_config) if config.judge.enabled else None
+    if target.is_dir():
+        if out is not None:
+            _fail("--out is for curating a file; a dataset directory is curated in place")
+    elif out is None:
+        _fail(f"{target}: give --out DIR to curate a file into a dataset")
+    elif not target.exists():
+        _fail(f"{target}: no such file or folder")
+    engines = [(engine_settings, _where(engine_config))] if engine_settings is not None else []
+    preflight(None if target.is_dir() else out, engines, config, _where(config_file), flow=False)
+    engine = get_engine(engine_settings) if engine_settings is not None else None
+    if target.is_dir():
+        if rebuild_index:
+            MinHashIndex.open(target, config.minhash, rebuild=True)
+        summary = curate_dataset(target, config, engine=engine)
+    else:
+        assert out is not None
+        if rebuild_index and (out / "manifest.json").is_file():
+            MinHashIndex.open(out, config.minhash, rebuild=True)
+        with writing(out):
             summary = curate_file(target, out, config, engine=engine)
-    except (
-        ConfigFileError,
-        CurationInputError,
-        BenchmarkFileError,
-        IndexMismatchError,
-        DatasetError,
-        EngineError,
-    ) as e:
-        _fail(str(e))
     console.print(f"{summary['records_in']} records in")
     if summary["benchmark_hits"]:
         hits = [{"benchmark item": item, "records": n} for item, n in summary["benchmark_hits"].items()]
@@ -398,13 +805,9 @@ def inspect_dataset(
     """Summarize a dataset: funnel by stage and reason, generator mix, lengths, scores, samples."""
     import json
 
-    from synth.shards import DatasetError
     from synth.shards.summary import summarize
 
-    try:
-        summary = summarize(path, sample=sample, seed=seed)
-    except DatasetError as e:
-        _fail(str(e))
+    summary = summarize(path, sample=sample, seed=seed)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
@@ -420,15 +823,16 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     return table
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A table cell printed as it is: record text such as `[/INST]` is not Rich markup."""
     if isinstance(value, float):
-        return f"{value:.2f}"
-    return "" if value is None else str(value)
+        return Text(f"{value:.2f}")
+    return Text("" if value is None else str(value))
 
 
 def _print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
     console.print(
-        f"[bold]{summary['path']}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
+        f"[bold]{escape(str(summary['path']))}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
         f"(keep rate {summary['keep_rate']:.1%})"
     )
     console.print(_table("Runs", summary["runs"], ["run_id", "generator", "model", "status", "kept", "rejected"]))
@@ -456,30 +860,28 @@ def export_dataset(
     out: Annotated[Path | None, typer.Option("--out", help="Output file (default: DIR/export/FORMAT.jsonl).")] = None,
 ) -> None:
     """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT or chat messages."""
-    from synth.shards import DatasetError
     from synth.shards.export import FORMATS, export
+    from synth.shards.store import MANIFEST
 
     if fmt not in FORMATS:
         _fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not (path / MANIFEST).is_file():
+        _fail(f"{path}: no {MANIFEST}; not a dataset folder")
     target = out or path / "export" / f"{fmt}.jsonl"
-    try:
-        rows = export(path, fmt, target)  # type: ignore[arg-type]
-    except DatasetError as e:
-        _fail(str(e))
-    console.print(f"{rows} records written to {target}")
+    check_out_file(target)
+    global _writing_to
+    _writing_to = target
+    rows = export(path, fmt, target)  # type: ignore[arg-type]
+    console.print(Text(f"{rows} records written to {target}"))
 
 
 @app.command("prepare-model")
 def prepare_model() -> None:
     """Convert the embedded default model once into the local cache (done on first use otherwise)."""
-    from synth.engines import EngineError
     from synth.engines.embedded import ensure_embedded_model
 
-    try:
-        path = ensure_embedded_model()
-    except EngineError as e:
-        _fail(str(e))
-    console.print(f"embedded model ready: {path}")
+    path = ensure_embedded_model()
+    console.print(Text(f"embedded model ready: {path}"))
 
 
 def main() -> None:

@@ -13,13 +13,35 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.schemas.records import Sampling
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(Sampling):
+    """Sampling parameters as a config gives them, checked against the ranges vLLM and OpenAI-compatible
+    servers accept, so a typo fails when the file loads instead of at the first batch. A plain
+    `Sampling` is accepted too (and checked); the fields, and so run ids, are those of `Sampling`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=512, ge=1)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    seed: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sampling(cls, data: Any) -> Any:
+        if isinstance(data, Sampling) and not isinstance(data, cls):
+            return data.model_dump()
+        return data
 
 
 class VLLMEngineConfig(_Strict):
@@ -38,7 +60,7 @@ class VLLMEngineConfig(_Strict):
     # None: eager on CPU (compiling costs over a minute there and gains nothing), compiled on GPU.
     enforce_eager: bool | None = None
     cpu_kvcache_gib: int = Field(default=4, ge=1)
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     seed: int = 0
 
 
@@ -53,7 +75,7 @@ class OpenAIEngineConfig(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     seed: int = 0
 
 
@@ -68,8 +90,19 @@ class ScriptedEngineConfig(_Strict):
         "default: echo the last message. This is how processes that build their own engine, such as Ray "
         "workers, get a script.",
     )
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     seed: int = 0
+
+    @field_validator("responder")
+    @classmethod
+    def _module_and_attribute(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        module, sep, attribute = value.partition(":")
+        dotted = all(part.isidentifier() for part in module.split("."))
+        if not sep or not dotted or not attribute.isidentifier():
+            raise ValueError(f"expected 'module:attribute' (e.g. 'mypkg.scripts:make'), got {value!r}")
+        return value
 
 
 EngineConfig = Annotated[VLLMEngineConfig | OpenAIEngineConfig | ScriptedEngineConfig, Field(discriminator="kind")]
@@ -96,11 +129,15 @@ class SelfInstructConfig(_Strict):
     neighbors_kept: int = Field(default=10, ge=0)
     min_words: int = 3
     max_words: int = 150
-    task_sampling: Sampling = Field(
-        default_factory=lambda: Sampling(temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=1.0)
+    task_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=1.0)
     )
-    classify_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=3))
-    instance_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=384))
+    classify_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=3)
+    )
+    instance_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=384)
+    )
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
@@ -121,9 +158,15 @@ class EvolInstructConfig(_Strict):
     chunk_size: int = Field(default=256, ge=1, description="Source instructions per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Evolve only the first N source instructions.")
     operation_weights: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(EVOL_OPERATIONS, 1.0))
-    evolve_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=384))
-    judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=16))
-    response_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=512))
+    evolve_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=384)
+    )
+    judge_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=16)
+    )
+    response_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=512)
+    )
     seed: int = 0
 
     @field_validator("operation_weights")
@@ -159,8 +202,12 @@ class BacktranslationConfig(_Strict):
     num_demos: int = Field(default=3, ge=0, description="Few-shot (output, instruction) pairs per backward prompt.")
     chunk_size: int = Field(default=128, ge=1, description="Segments per committed batch.")
     max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")
-    augment_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, top_p=0.95, max_tokens=128))
-    grade_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=256))
+    augment_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=128)
+    )
+    grade_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
+    )
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
@@ -191,6 +238,12 @@ def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigFileError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigFileError(f"{p}: is a folder; expected a config file") from None
+    except PermissionError:
+        raise ConfigFileError(f"{p}: cannot read it (permission denied)") from None
+    except OSError as e:
+        raise ConfigFileError(f"{p}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise ConfigFileError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
@@ -206,10 +259,36 @@ def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
     if not isinstance(data, dict):
         raise ConfigFileError(f"{p}: expected a mapping at the top level")
     # An engine file may hold the engine table alone.
-    if model is EngineSettings and "engine" not in data:
+    bare = model is EngineSettings and "engine" not in data
+    if bare:
         data = {"engine": data}
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(describe_error(err, data, skip=1 if bare else 0) for err in e.errors())
         raise ConfigFileError(f"{p}: {problems}") from None
+
+
+def describe_error(err: Any, data: Any, skip: int = 0) -> str:
+    """One pydantic error as `key.path: message (got value)`, the path as the file spells it: the
+    tags pydantic puts in the path of a tagged union (`engine.scripted.sampling`) are left out, and
+    so are the first `skip` keys (a wrapper the file does not have)."""
+    keys: list[str] = []
+    node = data
+    loc = list(err["loc"])
+    for i, part in enumerate(loc):
+        present = part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node or ())
+        if present and isinstance(node, dict | list):
+            node = node[part]
+        elif i == len(loc) - 1 and err["type"] == "missing":
+            pass  # the key the message is about, absent from the mapping
+        else:
+            continue  # a union tag: not a key of the file
+        keys.append(str(part))
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] not in {"missing", "extra_forbidden"} and not message.startswith(("unknown", "expected")):
+        value = err.get("input")
+        shown = isinstance(value, str) and repr(value) in message
+        if isinstance(value, str | int | float | bool) and len(repr(value)) <= 80 and not shown:
+            message += f" (got {value!r})"
+    return f"{'.'.join(keys[skip:]) or '(top)'}: {message}"

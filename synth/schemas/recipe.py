@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synth.schemas.config import (
     BacktranslationConfig,
@@ -42,6 +42,35 @@ class Schedule(_Strict):
     cron: str | None = None
     interval_seconds: int | None = Field(default=None, ge=1)
     timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # Prefect's own cron schedule says what `synth serve` will accept; asked here, when the
+        # recipe loads, so a typo fails at once instead of when the recipe is served.
+        from prefect.client.schemas.schedules import CronSchedule
+        from pydantic import ValidationError
+
+        try:
+            CronSchedule(cron=value)
+        except ValidationError:
+            raise ValueError(
+                f"{value!r} is not a valid cron expression (five fields, e.g. '0 3 * * *': every day at 03:00)"
+            ) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'UTC' or 'Europe/Paris')") from None
+        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> Schedule:

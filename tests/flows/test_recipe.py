@@ -45,8 +45,12 @@ def test_a_valid_recipe_loads_with_typed_steps(tmp_path):
     ("change", "message"),
     [
         (lambda r: r.update(colour="red"), "colour: Extra inputs are not permitted"),
-        (lambda r: r["steps"][0].update(num_records="many"), "steps.0.self_instruct.num_records"),
-        (lambda r: r["steps"][0].update(temprature=0.1), "steps.0.self_instruct.temprature"),
+        # Keys as the file spells them: the union tag pydantic puts in the path is left out.
+        (lambda r: r["steps"][0].update(num_records="many"), "steps.0.num_records: Input should be a valid integer"),
+        (lambda r: r["steps"][0].update(temprature=0.1), "steps.0.temprature: Extra inputs are not permitted"),
+        (lambda r: r["steps"][0].update(task_sampling={"top_p": 0}), "steps.0.task_sampling.top_p"),
+        (lambda r: r.update(schedule={"cron": "0 25 * * *"}), "schedule.cron: '0 25 * * *' is not a valid cron"),
+        (lambda r: r.update(schedule={"interval_seconds": 60, "timezone": "Moon/Base"}), "schedule.timezone"),
         (lambda r: r["steps"][0].update(generator="magic"), "steps.0"),
         (
             lambda r: r["steps"].append({"generator": "backtranslation", "docs": "/no/such/docs"}),
