@@ -37,7 +37,7 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
     """(item name, text) of every item of a benchmark file."""
     if path.suffix == ".parquet":
-        frame = pl.read_parquet(path)
+        frame = pl.read_parquet(path, glob=False)
         texts = [c for c, t in frame.schema.items() if t == pl.String]
         if not texts:
             raise BenchmarkFileError(f"{path}: no text columns")

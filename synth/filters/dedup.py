@@ -263,7 +263,7 @@ class MinHashIndex:
         for part in parts:
             if not isinstance(part, str) or not _PART.fullmatch(part):
                 raise ValueError(f"meta.json names an unexpected part {part!r}")
-            frame = pl.read_parquet(folder / part)
+            frame = pl.read_parquet(folder / part, glob=False)
             self.add(frame["id"].to_list(), _frame_batch(frame, self.config), remember=False)
         expected = sum(listed[p] for p in covered)
         if len(self.ids) != expected:
@@ -288,7 +288,10 @@ class MinHashIndex:
             return
         missing = [s.path for s in shards]
         frame = pl.concat(
-            [pl.read_parquet(checked_path(root, s), columns=["id", "instruction", "input", "output"]) for s in shards]
+            [
+                pl.read_parquet(checked_path(root, s), columns=["id", "instruction", "input", "output"], glob=False)
+                for s in shards
+            ]
         )
         ids = frame["id"].to_list()
         # Rows of the records the filter indexed already; the others are signed and added now.

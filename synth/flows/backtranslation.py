@@ -146,7 +146,13 @@ def _keys(frame: pl.DataFrame) -> set[str]:
     }
 
 
-@task(name="backtranslation-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+@task(
+    name="backtranslation-chunk",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=worth_retrying,
+)
 def curate_chunk(
     generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,

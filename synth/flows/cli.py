@@ -255,6 +255,9 @@ def _load_curation(path: Path | None) -> Any:
 
 
 def _quiet_libraries() -> None:
+    from synth.flows.lifeline import hold_lifeline
+
+    hold_lifeline()  # the temporary Prefect server and vLLM's processes end with this one
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # A local run's temporary Prefect server would try to send usage data and log its failure.
@@ -882,6 +885,48 @@ def prepare_model() -> None:
 
     path = ensure_embedded_model()
     console.print(Text(f"embedded model ready: {path}"))
+
+
+@app.command("verify")
+def verify_dataset(
+    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Move damaged and unlisted shards to DIR/quarantine/ and rewrite the manifest with what "
+            "remains (rebuilt from the shards when it is lost or unreadable). Nothing is deleted.",
+        ),
+    ] = False,
+) -> None:
+    """Check every shard the manifest lists (present, size, checksum, row count, readable) and list
+    files it does not; exits 1 naming each problem. With --repair, set the problems aside."""
+    from synth.shards import DatasetError
+    from synth.shards.repair import check
+    from synth.shards.repair import repair as repair_dataset
+
+    try:
+        if repair:
+            report, moved = repair_dataset(path)
+        else:
+            report, moved = check(path), []
+    except DatasetError as e:
+        _fail(str(e))
+    for line in report.problems():
+        (console if repair else err).print(escape(line), highlight=False, soft_wrap=True)
+    if repair:
+        for entry in moved:
+            console.print(escape(f"set aside {entry.path} -> {entry.moved_to or '(was missing)'}: {entry.reason}"))
+        if report.manifest_error:
+            console.print(escape(f"{path}: manifest rebuilt from the shards that could be read"))
+        console.print(escape(f"{path}: repaired; {len(moved)} file(s) set aside, nothing deleted"))
+        return
+    if not report.ok:
+        err.print(
+            escape(f"{path}: {len(report.problems())} problem(s); `synth verify {path} --repair` sets them aside")
+        )
+        raise typer.Exit(1)
+    console.print(escape(f"{path}: {report.shards} shards, {report.rows} rows, all match the manifest"))
 
 
 def main() -> None:

@@ -93,7 +93,7 @@ def records_from_file(path: str | Path) -> list[Record]:
     file = Path(path)
     rows: list[tuple[str, str, str]] = []
     if file.suffix == ".parquet":
-        frame = pl.read_parquet(file)
+        frame = pl.read_parquet(file, glob=False)
         for column in ("instruction", "output"):
             if column not in frame.columns:
                 raise CurationInputError(f"{file}: no '{column}' column (columns: {', '.join(frame.columns)})")
@@ -169,7 +169,7 @@ def curate_dataset(
     def batches(writer: DatasetWriter) -> Iterator[tuple[list[Record], list[Reject]]]:
         nonlocal seen
         for shard in [s for s in writer.manifest.shards if s.kind == "kept"]:
-            frame = pl.read_parquet(checked_path(root, shard))
+            frame = pl.read_parquet(checked_path(root, shard), glob=False)
             for part in frame.iter_slices(batch_size):
                 records = _rows_to_records(part)
                 seen += len(records)

@@ -52,7 +52,13 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@task(name="evol-instruct-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+@task(
+    name="evol-instruct-chunk",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=worth_retrying,
+)
 def evolve_chunk(
     generator: EvolInstructGenerator,
     writer: DatasetWriter,

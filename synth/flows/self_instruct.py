@@ -76,7 +76,13 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
     return max(floor, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
 
 
-@task(name="self-instruct-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+@task(
+    name="self-instruct-batch",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=worth_retrying,
+)
 def generate_batch(
     generator: SelfInstructGenerator,
     writer: DatasetWriter,

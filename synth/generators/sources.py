@@ -54,7 +54,7 @@ def load_instructions(source: str | Path) -> list[SourceItem]:
 
 def _from_parquet(path: Path) -> list[SourceItem]:
     try:
-        frame = pl.read_parquet(path)
+        frame = pl.read_parquet(path, glob=False)
     except Exception as e:  # polars raises several error types for a file that is not Parquet
         raise SourceError(f"{path}: cannot read as Parquet: {e}") from None
     if "instruction" not in frame.columns:

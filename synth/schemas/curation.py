@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from synth.schemas.config import _Strict
-from synth.schemas.records import Sampling
+from synth.schemas.config import SamplingConfig, _Strict
 
 
 class HeuristicsConfig(_Strict):
@@ -83,7 +82,7 @@ class JudgeConfig(_Strict):
     enabled: bool = False
     rubric: str | None = Field(default=None, description="A rubric file; default: ours.")
     threshold: int = Field(default=4, ge=1, le=5)
-    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=256))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256))
 
 
 class CurationConfig(_Strict):

@@ -29,6 +29,7 @@ fails at once naming the holder, or waits for it when asked to.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -237,6 +238,7 @@ class DatasetWriter:
         self.holder = holder
         self.manifest = Manifest()
         self._lock: IO[str] | None = None
+        self._reopened: dict[str, str] = {}  # run id -> its status before `start_run`, until it commits
 
     def __enter__(self) -> DatasetWriter:
         if self.path.exists() and not self.path.is_dir():
@@ -269,8 +271,24 @@ class DatasetWriter:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._release()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is not None:
+                self._restore_status()
+        finally:
+            self._release()
+
+    def _restore_status(self) -> None:
+        """A run reopened but ended by an error before it committed anything keeps the status it
+        had: a failed start never turns a finished run back into a running one."""
+        changed = {rid: old for rid, old in self._reopened.items() if self.manifest.runs[rid].status != old}
+        if not changed:
+            return
+        manifest = self.manifest.model_copy(deep=True)
+        for rid, old in changed.items():
+            manifest.runs[rid].status = old  # type: ignore[assignment]
+        with contextlib.suppress(OSError):  # the error that ended the run is the one to report
+            self._save(manifest)
 
     def _acquire(self) -> None:
         self._lock = acquire_lock(self.path, self.wait, self.holder)
@@ -334,6 +352,7 @@ class DatasetWriter:
         manifest = self.manifest.model_copy(deep=True)
         existing = manifest.runs.get(run.run_id)
         if existing is not None:
+            self._reopened.setdefault(run.run_id, existing.status)
             existing.status = "running"
             existing.config = run.config
         else:
@@ -417,6 +436,7 @@ class DatasetWriter:
         except BaseException:
             self._discard(shards)
             raise
+        self._reopened.pop(run_id, None)
         self._publish(shards)
         self._write_card()
         return shards
@@ -527,7 +547,7 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
     if not files:
         return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files, schema=schema)
+    return pl.scan_parquet(files, schema=schema, glob=False)
 
 
 def verify(path: str | Path) -> list[str]:

@@ -419,11 +419,6 @@ def test_inspect_prints_markup_like_record_text_literally(tmp_path):
         assert text in result.output
 
 
-@pytest.mark.xfail(
-    reason="synth.shards.store.scan hands shard paths to polars as glob patterns: a folder name "
-    "with '[' is an invalid glob (pl.scan_parquet(..., glob=False) fixes it)",
-    strict=False,
-)
 def test_inspect_a_dataset_whose_path_looks_like_markup(tmp_path):
     path = tmp_path / "odd[/b]name"
     _odd_dataset(path)

@@ -316,3 +316,17 @@ def test_files_get_the_users_umask(tmp_path):
         os.umask(old)
     for file in [root / MANIFEST, root / "README.md", *(root / "data").iterdir()]:
         assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
+
+
+def test_a_failed_start_never_turns_a_finished_run_back_into_a_running_one(tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root)
+    with pytest.raises(RuntimeError), DatasetWriter(root) as w:
+        w.start_run(RunInfo(run_id="run-a", generator="g", config={}, engine={}))
+        raise RuntimeError("the engine did not load")
+    assert read_manifest(root).runs["run-a"].status == "finished"
+    with pytest.raises(RuntimeError), DatasetWriter(root) as w:  # once it commits, it is running again
+        w.start_run(RunInfo(run_id="run-a", generator="g", config={}, engine={}))
+        w.commit_batch("run-a", 2, records(1, "more", 2), [])
+        raise RuntimeError("killed later")
+    assert read_manifest(root).runs["run-a"].status == "running"

@@ -18,7 +18,7 @@ from synth.flows.scaleout import BatchJob, read_staged, run_job, staged_path
 from synth.schemas import ConfigFileError, ScriptedEngineConfig
 from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.schemas.recipe import Recipe, load_recipe
-from synth.shards import read_manifest, scan, verify
+from synth.shards import DatasetWriter, read_manifest, scan, verify
 from tests.flows.test_recipe import write
 
 ROOT = Path(__file__).parents[2]
@@ -68,7 +68,8 @@ def test_a_staged_batch_is_reused_not_regenerated(tmp_path, redis_url):
         engine=ScriptedEngineConfig(responder=RESPONDER), curation=curation,
         dataset=str(tmp_path / "ds"), run_id="r1", batch=0, prompts=2,
     )  # fmt: skip
-    (tmp_path / "ds").mkdir()
+    with DatasetWriter(tmp_path / "ds"):  # the flow opens the dataset (and so gives it its id) first
+        pass
     path = run_job(job)
     kept, _, meta = read_staged(path)
     assert kept and path == str(staged_path(tmp_path / "ds", "r1", 0)) and meta["prompts"] == 2
