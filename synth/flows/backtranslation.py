@@ -199,7 +199,7 @@ def run_backtranslation(
     """Run (or resume) backtranslation over `config.docs` into `dataset`; returns a summary."""
     rid = backtranslation_run_id(config, engine, backward_engine)
     step = curate_chunk.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         model = model or get_engine(engine)
         if backward_model is None and backward_engine is not None:
             backward_model = get_engine(backward_engine)

@@ -237,6 +237,17 @@ EngineOpt = Annotated[
 ]
 
 
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another command writing the same dataset to finish (default: stop at "
+        "once, naming it).",
+    ),
+]
+
+
 CurationOpt = Annotated[
     Path | None,
     typer.Option(
@@ -506,6 +517,7 @@ def generate_self_instruct(
     instances_per_task: Annotated[int, typer.Option(min=1, help="Instances to keep per new task.")] = 1,
     seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    wait: WaitOpt = 0,
     curation: CurationOpt = None,
 ) -> None:
     """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
@@ -535,7 +547,7 @@ def generate_self_instruct(
     with writing(out):
         summary = self_instruct_flow(
             config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
             engine=engine,
             curation=curation_config,
         )
@@ -557,6 +569,7 @@ def generate_evol(
     engine_config: EngineOpt = None,
     seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    wait: WaitOpt = 0,
     curation: CurationOpt = None,
 ) -> None:
     """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
@@ -580,7 +593,7 @@ def generate_evol(
     with writing(out):
         summary = evol_instruct_flow(
             config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
             engine=engine,
             curation=curation_config,
         )
@@ -614,6 +627,7 @@ def generate_backtranslate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
+    wait: WaitOpt = 0,
     curation: CurationOpt = None,
 ) -> None:
     """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
@@ -644,7 +658,7 @@ def generate_backtranslate(
     with writing(out):
         summary = backtranslation_flow(
             config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows),
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
             engine=engine,
             curation=curation_config,
             backward_engine=backward,
@@ -752,13 +766,13 @@ def curate(
     rebuild_index: Annotated[
         bool, typer.Option("--rebuild-index", help="Rebuild the dataset's MinHash index with the current settings.")
     ] = False,
+    wait: WaitOpt = 0,
 ) -> None:
     """Curate records: heuristics, exact and near-duplicate removal across the whole dataset,
     optional ROUGE-L novelty, decontamination and model-judged quality; every drop is a reject
     with its stage and reason."""
     _quiet_libraries()
     from synth.engines import get_engine
-    from synth.filters.dedup import MinHashIndex
     from synth.flows.curation import curate_dataset, curate_file
     from synth.schemas import load_config_file
     from synth.schemas.curation import CurationConfig
@@ -780,16 +794,12 @@ def curate(
     engines = [(engine_settings, _where(engine_config))] if engine_settings is not None else []
     preflight(None if target.is_dir() else out, engines, config, _where(config_file), flow=False)
     engine = get_engine(engine_settings) if engine_settings is not None else None
-    if target.is_dir():
-        if rebuild_index:
-            MinHashIndex.open(target, config.minhash, rebuild=True)
-        summary = curate_dataset(target, config, engine=engine)
+    if target.is_dir():  # in-place curation always rebuilds the dataset's index afterwards
+        summary = curate_dataset(target, config, engine=engine, wait=wait)
     else:
         assert out is not None
-        if rebuild_index and (out / "manifest.json").is_file():
-            MinHashIndex.open(out, config.minhash, rebuild=True)
         with writing(out):
-            summary = curate_file(target, out, config, engine=engine)
+            summary = curate_file(target, out, config, engine=engine, wait=wait, rebuild_index=rebuild_index)
     console.print(f"{summary['records_in']} records in")
     if summary["benchmark_hits"]:
         hits = [{"benchmark item": item, "records": n} for item, n in summary["benchmark_hits"].items()]

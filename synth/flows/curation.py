@@ -15,7 +15,7 @@ from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.novelty_filter import NoveltyFilter
-from synth.filters.redis_index import RedisMinHashIndex
+from synth.filters.redis_index import RedisMinHashIndex, namespace_for
 from synth.flows.common import commit_curated, run_summary
 from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
@@ -40,8 +40,8 @@ def build_chain(
     index: MinHashIndex | RedisMinHashIndex | None = None
     if config.minhash.enabled:
         if config.minhash.backend == "redis":
-            from synth.filters.redis_index import RedisMinHashIndex
-
+            if rebuild_index and dataset is not None:
+                RedisMinHashIndex(config.minhash, namespace_for(dataset, config.minhash)).drop()
             index = RedisMinHashIndex.open(dataset, config.minhash)
         else:
             index = (
@@ -204,13 +204,15 @@ def curate_file(
     engine: Engine | None = None,
     batch_size: int = 10_000,
     wait: float | None = 0,
+    rebuild_index: bool = False,
 ) -> dict[str, Any]:
-    """Curate records from a file into a dataset, deduplicated against what the dataset holds."""
+    """Curate records from a file into a dataset, deduplicated against what the dataset holds
+    (its MinHash index rebuilt from the shards first with `rebuild_index`)."""
     records = records_from_file(file)
     run = _curate_run(config, f"file:{Path(file).resolve()}")
     with DatasetWriter(out, wait=wait, holder=f"synth curate {run.run_id}") as writer:
         writer.start_run(run)
-        chain, index = build_chain(config, dataset=out, engine=engine)
+        chain, index = build_chain(config, dataset=out, engine=engine, rebuild_index=rebuild_index)
         for batch, start in enumerate(range(0, len(records), batch_size)):
             if batch < writer.manifest.runs[run.run_id].batches_done:
                 continue

@@ -96,7 +96,7 @@ def run_evol_instruct(
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
     step = evolve_chunk.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         model = model or get_engine(engine)
         start_run(writer, rid, GENERATOR, config, engine, model.model_name)
         generator = EvolInstructGenerator(config, model, run_id=rid)

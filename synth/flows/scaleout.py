@@ -208,7 +208,7 @@ def run_self_instruct_on_ray(
     """Self-Instruct with up to `runner.workers` batches in flight on Ray; returns the run summary."""
     seeds = load_seed_tasks(config.seeds)
     rid = self_instruct_run_id(config, engine, seeds)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         start_run(writer, rid, SELF_INSTRUCT, config, engine, engine.model or EMBEDDED_MODEL_NAME)
         pool = accepted_tasks(dataset.path, rid)
         progress = Progress(f"Self-Instruct on Ray into {dataset.path}: records kept of {config.num_records}")
@@ -257,7 +257,7 @@ def run_evol_instruct_on_ray(
     items = load_instructions(config.source)[: config.limit]
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         start_run(writer, rid, EVOL, config, engine, engine.model or EMBEDDED_MODEL_NAME)
         progress = Progress(f"Evol-Instruct on Ray into {dataset.path}: chunks of {config.chunk_size} done")
         first = writer.manifest.runs[rid].batches_done

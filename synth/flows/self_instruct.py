@@ -124,7 +124,7 @@ def run_self_instruct(
     seeds = load_seed_tasks(config.seeds)
     rid = self_instruct_run_id(config, engine, seeds)
     run_batch = generate_batch.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows) as writer:
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         model = model or get_engine(engine)
         start_run(writer, rid, GENERATOR, config, engine, model.model_name)
         generator = SelfInstructGenerator(config, model, seeds, run_id=rid)

@@ -219,6 +219,12 @@ class DatasetConfig(_Strict):
 
     path: str
     shard_rows: int = Field(default=10_000, ge=1)
+    wait: float | None = Field(
+        default=0,
+        ge=0,
+        description="Seconds to wait for another writer of the dataset to finish (0: fail at once "
+        "naming it; null: wait as long as it takes).",
+    )
 
 
 def run_id(*parts: Any) -> str:

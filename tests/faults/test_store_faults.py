@@ -330,3 +330,35 @@ def test_a_failed_start_never_turns_a_finished_run_back_into_a_running_one(tmp_p
         w.commit_batch("run-a", 2, records(1, "more", 2), [])
         raise RuntimeError("killed later")
     assert read_manifest(root).runs["run-a"].status == "running"
+
+
+def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_path):
+    """`synth generate` adds batches while `synth curate DIR --wait` waits for it, then curates
+    everything: every record the generator committed is either kept or a reject with a reason."""
+    root_dir = Path(__file__).parents[2]
+    engine = tmp_path / "engine.json"
+    engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:pipeline"}))
+    env = {**os.environ, "PYTHONPATH": str(root_dir), "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "p")}
+    out = tmp_path / "ds"
+    generate = subprocess.Popen(
+        [SYNTH, "generate", "self-instruct", "--engine-config", str(engine), "--num", "60", "--prompts-per-batch", "2",
+         "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "manifest.json").exists() or not read_manifest(out).runs:
+        assert time.monotonic() < deadline and generate.poll() is None, generate.communicate()[0]
+        time.sleep(0.1)
+    busy = subprocess.run([SYNTH, "curate", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 1 and "another writer holds" in busy.stderr and "Traceback" not in busy.stderr
+    curate = subprocess.run([SYNTH, "curate", str(out), "--wait", "600"], env=env, capture_output=True, text=True)
+    assert generate.wait(timeout=60) == 0, generate.communicate()[0]
+    assert curate.returncode == 0, curate.stderr
+    manifest = read_manifest(out)
+    generated = next(r for r in manifest.runs.values() if r.generator == "self_instruct")
+    curated = next(r for r in manifest.runs.values() if r.generator == "curate")
+    assert generated.status == "finished" and generated.kept >= 60
+    # everything the generator kept went through curation: kept now, or a curation reject
+    assert curated.kept + curated.rejected == generated.kept
+    assert scan(out).collect().height == curated.kept
+    assert check(out).ok
