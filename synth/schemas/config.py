@@ -10,7 +10,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,6 +42,39 @@ class SamplingConfig(Sampling):
         if isinstance(data, Sampling) and not isinstance(data, cls):
             return data.model_dump()
         return data
+
+
+Profile = Literal["paper", "small-model"]
+PROFILES: tuple[str, ...] = ("paper", "small-model")
+
+
+class _Profiled(_Strict):
+    """A generator config whose defaults come from a named profile.
+
+    `paper` (the default) is the method as its paper and reference code run it. Other profiles
+    change named defaults (e.g. `small-model`, for what a tiny local model needs); a value the
+    user gives explicitly always wins over the profile's."""
+
+    # Per profile, the defaults it changes (the class's own defaults are the paper's).
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    profile: Profile = Field(
+        default="paper",
+        description="'paper': the published method's settings. 'small-model': what the small embedded model needs.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            overrides = cls._PROFILE_DEFAULTS.get(data.get("profile", "paper"), {})
+            return {**overrides, **data}
+        return data
+
+    @classmethod
+    def profile_changes(cls, profile: str) -> dict[str, Any]:
+        """The defaults `profile` changes, as a config file would spell them."""
+        return dict(cls._PROFILE_DEFAULTS.get(profile, {}))
 
 
 class VLLMEngineConfig(_Strict):
