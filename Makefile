@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/synth generate self-instruct --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
+	$(BIN)/synth generate self-instruct --profile small-model --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
 test: setup
 	$(BIN)/ruff check synth tests bench

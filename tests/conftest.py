@@ -54,11 +54,14 @@ class SelfInstructScript:
             lines += [f"Task {first + i}: {self.next_task()}" for i in range(1, self.per_prompt)]
             return "\n".join(lines)
         task = prompt.rsplit("Task: ", 1)[1].strip()
-        if request.tag == "self_instruct_classify":
+        if request.tag == "self_instruct_classify":  # "Is it classification?"
+            return " Yes" if task.startswith("Please label") else " No"
+        if request.tag == "self_instruct_open_ended":  # "Open-ended:"
             return " no" if task.startswith("Please label") else " yes"
         if request.tag == "self_instruct_instances_output_first":
             return f" positive\nInput: text for {task}"
-        return f" input for {task}\nOutput: answer to {task}"
+        field = "" if (request.prefill or "").endswith("Input:") else "Input:"
+        return f"{field} input for {task}\nOutput: answer to {task}"
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from synth.filters.base import FilterResult, reject
 from synth.schemas import Record
 from synth.schemas.curation import HeuristicsConfig
 
-# Tasks a text-only model cannot do (Self-Instruct's list, extended with audio and video).
-NON_TEXT_KEYWORDS: tuple[str, ...] = (
+# Tasks a text-only model cannot do: Self-Instruct's list, and that list extended with audio and video.
+SELF_INSTRUCT_KEYWORDS: tuple[str, ...] = (
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+    "draw", "plot", "go to",
 )  # fmt: skip
+NON_TEXT_KEYWORDS: tuple[str, ...] = (*SELF_INSTRUCT_KEYWORDS, "video", "audio", "music", "flowchart", "diagram")
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,25 @@ EngineOpt = Annotated[
 ]
 
 
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        help="'paper': the method as published (the default). 'small-model': settings the small embedded "
+        "model needs; the README lists each difference.",
+    ),
+]
+
+
+def print_profile(config: Any) -> None:
+    """Say which profile a run used, and what it changed from the paper's settings."""
+    changed = type(config).profile_changes(config.profile)
+    if changed:
+        console.print(
+            Text(f"profile {config.profile}: not the paper's settings for {', '.join(sorted(changed))}", style="yellow")
+        )
+
+
 WaitOpt = Annotated[
     float,
     typer.Option(
@@ -514,7 +533,10 @@ def generate_self_instruct(
     engine_config: EngineOpt = None,
     prompts_per_batch: Annotated[int, typer.Option(min=1, help="Task-generation prompts per batch.")] = 16,
     max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
-    instances_per_task: Annotated[int, typer.Option(min=1, help="Instances to keep per new task.")] = 1,
+    instances_per_task: Annotated[
+        int | None, typer.Option(min=1, help="Instances to keep per new task (default: the profile's; paper: 5).")
+    ] = None,
+    profile: ProfileOpt = "paper",
     seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")] = 10_000,
     wait: WaitOpt = 0,
@@ -530,13 +552,15 @@ def generate_self_instruct(
 
     engine = _load_engine(engine_config)
     load_seed_tasks(seeds)
+    given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
     config = SelfInstructConfig(
         seeds=str(seeds) if seeds else None,
         num_records=num,
         prompts_per_batch=prompts_per_batch,
         max_batches=max_batches,
-        instances_per_task=instances_per_task,
+        profile=profile,
         seed=seed,
+        **given,
     )
     curation_config = _load_curation(curation)
     preflight(out, [(engine, _where(engine_config))], curation_config, _where(curation))
@@ -552,6 +576,7 @@ def generate_self_instruct(
             curation=curation_config,
         )
     print_summary(summary)
+    print_profile(config)
 
 
 @generate_app.command("evol")
@@ -559,12 +584,22 @@ def generate_evol(
     source: Annotated[
         str,
         typer.Option(
-            "--from", help="Instructions to evolve: a dataset directory, a JSONL or Parquet file, or a seed file."
+            "--from",
+            help="Instructions to evolve: a dataset directory, a JSONL, JSON array (Alpaca format) or Parquet "
+            "file, or a seed file.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
+    include_source: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-source/--no-include-source",
+            help="Write the source examples too, as round 0 (the paper's training mix; on by default); "
+            "a source without an output gets the model's response.",
+        ),
+    ] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
     engine_config: EngineOpt = None,
     seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
@@ -583,7 +618,8 @@ def generate_evol(
 
     engine = _load_engine(engine_config)
     load_instructions(source)  # fail fast on a bad source, before any model loads
-    config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed)
+    chosen = {"include_source": include_source} if include_source is not None else {}
+    config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed, **chosen)
     curation_config = _load_curation(curation)
     preflight(out, [(engine, _where(engine_config))], curation_config, _where(curation))
     from synth.flows.evol_instruct import evol_instruct_flow
@@ -611,6 +647,14 @@ def generate_backtranslate(
         Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")],
+    seeds: Annotated[
+        Path | None,
+        typer.Option(
+            "--seeds",
+            help="Seed (instruction, output) pairs for the backward prompts: JSONL or a JSON array (Alpaca format). "
+            "Pairs with an input or a reference to text not shown are skipped. Default: the built-in pairs.",
+        ),
+    ] = None,
     rounds: Annotated[
         int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")
     ] = 1,
@@ -637,13 +681,16 @@ def generate_backtranslate(
     """
     _quiet_libraries()
     from synth.generators.documents import read_documents
+    from synth.generators.seed_pairs import load_seed_pairs
     from synth.schemas import BacktranslationConfig, DatasetConfig
 
     engine = _load_engine(engine_config)
     backward = _load_engine(backward_engine_config) if backward_engine_config else None
+    if seeds is not None:
+        load_seed_pairs(seeds)  # fail fast on a bad seed file, before any model loads
     config = BacktranslationConfig(
-        docs=str(docs), rounds=rounds, min_score=min_score, text_field=text_field,
-        max_segments=max_segments, chunk_size=chunk_size, seed=seed,
+        docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
+        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed,
     )  # fmt: skip
     read_documents(docs, text_field)  # fail fast on a source that cannot be read at all
     curation_config = _load_curation(curation)
@@ -668,6 +715,11 @@ def generate_backtranslate(
         f"documents {funnel.get('documents', 0)} (skipped {sum(funnel.get('documents_skipped', {}).values())}), "
         f"segments {funnel.get('segments', 0)} (dropped {sum(funnel.get('segments_dropped', {}).values())})"
     )
+    if pairs := funnel.get("seeds"):
+        skipped = ", ".join(f"{n} {reason}" for reason, n in pairs["skipped"].items())
+        console.print(
+            Text(f"seed pairs {pairs['used']} from {pairs['file']}" + (f" (skipped {skipped})" if skipped else ""))
+        )
     rows = [
         {"round": r, "graded": f["graded"], "unparseable": f["unparseable"], "kept": f["kept"],
          "scores": ", ".join(f"{s}: {n}" for s, n in sorted(f["scores"].items()))}
@@ -703,6 +755,7 @@ def _check_step_inputs(recipe: Any) -> None:
     """Read each step's input as `synth generate` does before it starts, so a malformed seed file
     or source fails naming its file and line, not inside the flow."""
     from synth.generators.documents import read_documents
+    from synth.generators.seed_pairs import load_seed_pairs
     from synth.generators.seeds import load_seed_tasks
     from synth.generators.sources import load_instructions
     from synth.schemas.recipe import EvolInstructStep, SelfInstructStep
@@ -716,6 +769,8 @@ def _check_step_inputs(recipe: Any) -> None:
                 load_instructions(step.source)
         else:
             read_documents(step.docs, step.text_field)
+            if step.seeds is not None:
+                load_seed_pairs(step.seeds)
 
 
 @app.command("serve")

@@ -32,8 +32,11 @@ from synth.shards import DatasetWriter, scan
 _TEMPLATES = (
     "self_instruct_tasks",
     "self_instruct_classify",
+    "self_instruct_open_ended",
     "self_instruct_instances_input_first",
     "self_instruct_instances_output_first",
+    "self_instruct_demos_input_first",
+    "self_instruct_demos_output_first",
 )
 
 

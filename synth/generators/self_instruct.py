@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters import InstructionHeuristics, RougeNoveltyIndex
+from synth.filters.heuristics import NON_TEXT_KEYWORDS, SELF_INSTRUCT_KEYWORDS
 from synth.filters.judge import defuse
+from synth.filters.novelty import neighbor_ref
 from synth.generators.seeds import MAX_SEED_CHARS, seed_chars
 from synth.generators.templates import Template, load_template
 from synth.schemas import Message, Record, Reject, Sampling, SeedTask, SelfInstructConfig
@@ -38,9 +40,18 @@ _EXAMPLE_HEAD = re.compile(r"^\s*[*#\s]*example\s*\d*\s*[:.]?\s*[*]*\s*$", re.IG
 _FIELD = re.compile(r"^\s*[*\s]*(input|output|class label|label)\s*[*]*\s*:\s*[*]*\s*", re.IGNORECASE | re.MULTILINE)
 _NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "no input", "(empty)", "empty", "-"}
 _INSTANCE_PREFILL = {True: "Example 1\nClass label:", False: "Example 1\nInput:"}
+# The paper's prompts let the model decide whether a task needs an input: no "Input:" forced.
+_INSTANCE_PREFILL_FREE = {True: "Example 1\nClass label:", False: "Example 1\n"}
 _NEW_TASK = re.compile(r"^\s*task\s*\d*\s*:", re.IGNORECASE | re.MULTILINE)
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
-_CLASSIFY_PREFILL = "Open-ended:"
+_OPEN_ENDED_PREFILL = "Open-ended:"
+_CLASSIFY_PREFILL = "Is it classification?"
+_LABEL_SPLIT = re.compile(r"^\s*[*\s]*class label\s*[*]*\s*:", re.IGNORECASE | re.MULTILINE)
+
+
+def _listed(task: str) -> str:
+    """A task as a numbered list shows it: defused, on one line."""
+    return " ".join(defuse(task).split())
 
 
 def request_seed(*parts: object) -> int:
@@ -72,14 +83,15 @@ def parse_task_list(text: str) -> list[str]:
     return [t for t in (_clean(" ".join(parts)) for parts in tasks) if t]
 
 
-def parse_is_classification(text: str) -> bool | None:
-    """The verdict after "Open-ended:": "no" means a classification task, "yes" an open-ended one.
+def parse_is_classification(text: str, question: str = "classification") -> bool | None:
+    """The verdict after "Is it classification?" ("yes": a classification task) or, with
+    `question="open-ended"`, after "Open-ended:" ("no": a classification task).
 
     Only a reply whose first word is exactly yes or no counts ("not sure", "nope" do not); anything
     else is None (unparseable), never a guess.
     """
     if m := _YES_NO.match(text):
-        return m.group(1).lower() == "no"
+        return (m.group(1).lower() == "yes") == (question == "classification")
     return None
 
 
@@ -99,6 +111,15 @@ def _examples(text: str) -> list[str]:
     return parts or [text]
 
 
+def _label_blocks(chunk: str) -> list[str]:
+    """An output-first example holding several "Class label:" blocks without "Example N" heads
+    (as the paper's own prompts write them) split into one block per label."""
+    starts = [m.start() for m in _LABEL_SPLIT.finditer(chunk)]
+    if len(starts) < 2:
+        return [chunk]
+    return [chunk[a:b] for a, b in zip(starts, [*starts[1:], len(chunk)], strict=True)]
+
+
 def _input(value: str) -> str:
     return "" if value.strip().lower() in _NO_INPUT else value.strip()
 
@@ -113,7 +134,10 @@ def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
     if m := _NEW_TASK.search(text):
         text = text[: m.start()]
     pairs = []
-    for chunk in _examples(text):
+    chunks = _examples(text)
+    if classification:
+        chunks = [block for chunk in chunks for block in _label_blocks(chunk)]
+    for chunk in chunks:
         f = _fields(chunk)
         if classification:
             if "label" in f and "input" in f:
@@ -131,6 +155,7 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     accepted_tasks: list[str] = field(default_factory=list)
     prompts: int = 0
+    demos: dict[str, list[str]] = field(default_factory=dict)  # task -> the in-context tasks that produced it
 
 
 class SelfInstructGenerator:
@@ -153,13 +178,22 @@ class SelfInstructGenerator:
         self.engine = engine
         self.run_id = run_id
         self.machine_tasks: list[str] = []
-        self.heuristics = InstructionHeuristics(min_words=config.min_words, max_words=config.max_words)
+        keywords = NON_TEXT_KEYWORDS if config.extra_non_text_keywords else SELF_INSTRUCT_KEYWORDS
+        self.heuristics = InstructionHeuristics(
+            min_words=config.min_words, max_words=config.max_words, keywords=keywords
+        )
         self.novelty = RougeNoveltyIndex(threshold=config.rouge_threshold, neighbors_kept=config.neighbors_kept)
         self.novelty.add([s.instruction for s in self.seeds], [s.id for s in self.seeds])
         self.t_tasks = load_template("self_instruct_tasks")
-        self.t_classify = load_template("self_instruct_classify")
+        paper_question = config.classify_question == "classification"
+        self.t_classify = load_template("self_instruct_classify" if paper_question else "self_instruct_open_ended")
         self.t_input_first = load_template("self_instruct_instances_input_first")
         self.t_output_first = load_template("self_instruct_instances_output_first")
+        self.t_demos = {
+            False: load_template("self_instruct_demos_input_first"),
+            True: load_template("self_instruct_demos_output_first"),
+        }
+        self._seed_refs = {_listed(s.instruction): neighbor_ref(s.instruction, s.id) for s in self.seeds}
 
     def accept(self, machine_tasks: Sequence[str]) -> None:
         """Add tasks to the pool: a batch's accepted tasks once its records are committed, or, when
@@ -172,6 +206,12 @@ class SelfInstructGenerator:
     def _sampling(self, base: Sampling, *where: object) -> Sampling:
         return base.model_copy(update={"seed": request_seed(self.config.seed, *where)})
 
+    def demo_refs(self, request: ChatRequest) -> list[str]:
+        """The in-context tasks a task prompt listed, as "id: snippet" (seed ids; content hashes
+        for generated tasks), read back from the prompt's numbered list."""
+        listed = [m.group(2) for line in (request.prefill or "").splitlines()[:-1] if (m := _TASK_LINE.match(line))]
+        return [self._seed_refs.get(text) or neighbor_ref(text) for text in listed]
+
     def task_request(self, rng: random.Random, batch: int, index: int) -> ChatRequest:
         """A prompt listing k in-context tasks (machine-generated ones first drawn, topped up with
         seeds), which the model continues from the next number on, as in the paper."""
@@ -181,7 +221,7 @@ class SelfInstructGenerator:
         n_seed = min(c.num_seed_demos + c.num_machine_demos - n_machine, len(self.seeds))
         demos += [s.instruction for s in rng.sample(self.seeds, n_seed)]
         rng.shuffle(demos)
-        listing = "".join(f"Task {i}: {' '.join(defuse(d).split())}\n" for i, d in enumerate(demos, start=1))
+        listing = "".join(f"Task {i}: {_listed(d)}\n" for i, d in enumerate(demos, start=1))
         first = len(demos) + 1
         return ChatRequest(
             messages=[Message(role="user", content=self.t_tasks.render())],
@@ -191,7 +231,7 @@ class SelfInstructGenerator:
             tag=self.t_tasks.name,
         )
 
-    def _seed_examples_classify(self) -> str:
+    def _seed_examples_open_ended(self) -> str:
         # Asked as "is it open-ended?" in the paper's few-shot continuation form: most tasks are
         # not classification tasks, the examples say so two to one, and the list ends on an
         # open-ended one. Measured on the embedded model: asked as "is it a classification
@@ -205,21 +245,33 @@ class SelfInstructGenerator:
         if order and order[-1].is_classification:
             order.insert(0, order.pop())
         return "\n\n".join(
-            f"Task: {defuse(s.instruction)}\n{_CLASSIFY_PREFILL} {'no' if s.is_classification else 'yes'}"
+            f"Task: {defuse(s.instruction)}\n{_OPEN_ENDED_PREFILL} {'no' if s.is_classification else 'yes'}"
             for s in order
         )
 
     def classify_request(self, instruction: str, batch: int, index: int) -> ChatRequest:
-        prompt = self.t_classify.render(examples=self._seed_examples_classify(), instruction=defuse(instruction))
+        """Is the task a classification task? Asked the paper's way (a balanced few-shot list of
+        our own, "Is it classification?"), or with `classify_question: open-ended` the inverted
+        question with examples from the seeds."""
+        if self.config.classify_question == "classification":
+            prompt, prefill = self.t_classify.render(instruction=defuse(instruction)), _CLASSIFY_PREFILL
+        else:
+            examples = self._seed_examples_open_ended()
+            prompt = self.t_classify.render(examples=examples, instruction=defuse(instruction))
+            prefill = _OPEN_ENDED_PREFILL
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
-            prefill=_CLASSIFY_PREFILL,
+            prefill=prefill,
             sampling=self._sampling(self.config.classify_sampling, batch, "classify", index),
-            stop=["\n"],
+            stop=["\n", "Task"],
             tag=self.t_classify.name,
         )
 
     def _demo_block(self, classification: bool) -> str:
+        """Worked examples of instance generation: our own tasks with several examples each (the
+        paper's kind of prompt), or with `instance_demos: seeds` one instance of two seed tasks."""
+        if self.config.instance_demos == "template":
+            return self.t_demos[classification].render()
         demos = [s for s in self.seeds if s.is_classification == classification and s.instances][:2]
         blocks = []
         for s in demos:
@@ -238,9 +290,10 @@ class SelfInstructGenerator:
             instruction=defuse(instruction),
             max_examples=self.config.instances_per_task,
         )
+        prefills = _INSTANCE_PREFILL_FREE if self.config.instance_demos == "template" else _INSTANCE_PREFILL
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
-            prefill=_INSTANCE_PREFILL[classification],
+            prefill=prefills[classification],
             sampling=self._sampling(self.config.instance_sampling, batch, "instances", index),
             stop=["\nTask:", f"Example {self.config.instances_per_task + 1}"],
             tag=template.name,
@@ -280,7 +333,9 @@ class SelfInstructGenerator:
         passed = []
         for task in candidates:
             if reason := self.heuristics.reason(task):
-                out.rejects.append(self._reject(batch, "heuristic", reason, self.t_tasks, instruction=task))
+                out.rejects.append(
+                    self._reject(batch, "heuristic", reason, self.t_tasks, instruction=task, demos=out.demos[task])
+                )
             else:
                 passed.append(task)
         verdicts = {}
@@ -293,6 +348,7 @@ class SelfInstructGenerator:
                     self._reject(
                         batch, "novelty", f"ROUGE-L above {c.rouge_threshold}", self.t_tasks,
                         instruction=v.text, novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors,
+                        demos=out.demos[v.text],
                         detail=f"most similar ({v.max_score:.3f}): {v.neighbors[0] if v.neighbors else ''}",
                     )
                 )  # fmt: skip
@@ -312,19 +368,30 @@ class SelfInstructGenerator:
                 )
                 continue
             tasks = parse_task_list((request.prefill or "").rsplit("\n", 1)[-1] + reply.text)
+            demos = self.demo_refs(request)
             if not tasks:
                 out.rejects.append(
-                    self._reject(batch, "parse", "no numbered tasks in reply", self.t_tasks, raw=reply.text)
+                    self._reject(
+                        batch, "parse", "no numbered tasks in reply", self.t_tasks, raw=reply.text, demos=demos
+                    )
                 )
                 continue
             if reply.finish_reason == "length":
-                cut = tasks.pop()
-                out.rejects.append(
-                    self._reject(
-                        batch, "parse", "cut off at the token limit", self.t_tasks, instruction=cut, raw=reply.text
-                    )
-                )
-            candidates.extend(tasks[: self.config.max_new_tasks_per_prompt])
+                # The reference code drops a reply cut off at the token limit; `last_task` keeps
+                # all but its unfinished last task.
+                cut = tasks if self.config.length_cut == "reply" else [tasks[-1]]
+                for task in cut:
+                    out.rejects.append(
+                        self._reject(
+                            batch, "parse", "cut off at the token limit", self.t_tasks,
+                            instruction=task, raw=reply.text, demos=demos,
+                        )
+                    )  # fmt: skip
+                tasks = tasks[: len(tasks) - len(cut)]
+            tasks = tasks[: self.config.max_new_tasks_per_prompt]
+            for task in tasks:
+                out.demos.setdefault(task, demos)
+            candidates.extend(tasks)
         return candidates
 
     def _classify(self, batch: int, out: BatchResult) -> dict[str, bool]:
@@ -332,7 +399,11 @@ class SelfInstructGenerator:
         replies = self.engine.chat([self.classify_request(t, batch, i) for i, t in enumerate(tasks)])
         labels = {}
         for task, reply in zip(tasks, replies, strict=True):
-            verdict = None if reply.finish_reason == "error" else parse_is_classification(reply.text)
+            verdict = (
+                None
+                if reply.finish_reason == "error"
+                else parse_is_classification(reply.text, self.config.classify_question)
+            )
             if verdict is None:
                 reason = "engine error" if reply.finish_reason == "error" else "unparseable verdict"
                 out.rejects.append(
@@ -344,6 +415,7 @@ class SelfInstructGenerator:
                         instruction=task,
                         raw=reply.text,
                         detail=reply.error or "",
+                        demos=out.demos[task],
                     )
                 )
             else:
@@ -360,7 +432,7 @@ class SelfInstructGenerator:
             v = verdicts[task]
             common = dict(
                 instruction=task, is_classification=classification,
-                novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors,
+                novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors, demos=out.demos[task],
             )  # fmt: skip
             if reply.finish_reason == "error":
                 out.rejects.append(
@@ -411,12 +483,15 @@ def _norm(text: str) -> str:
 def instance_reasons(pairs: Sequence[tuple[str, str]], limit: int) -> list[str | None]:
     """Why each (input, output) instance of one task is dropped, or None to keep it.
 
-    Rules: empty output; output equal to the input; one input given conflicting outputs (all its
-    instances go); an exact repeat of an earlier instance; more instances than `limit`.
+    The reference code's rules: an empty output; an output equal to the input; an input or output
+    ending with a colon (an unfinished generation); when one non-empty input is given different
+    outputs, every instance of the task goes (a task without input may have several outputs); an
+    exact repeat of an earlier instance; and at most `limit` instances (the first ones) per task.
     """
     outputs_by_input: dict[str, set[str]] = {}
     for inp, outp in pairs:
         outputs_by_input.setdefault(_norm(inp), set()).add(_norm(outp))
+    conflict = any(inp and len(outs) > 1 for inp, outs in outputs_by_input.items())
     reasons: list[str | None] = []
     seen: set[tuple[str, str]] = set()
     kept = 0
@@ -426,7 +501,9 @@ def instance_reasons(pairs: Sequence[tuple[str, str]], limit: int) -> list[str |
             reasons.append("empty output")
         elif key[0] and key[0] == key[1]:
             reasons.append("output equals input")
-        elif len(outputs_by_input[key[0]]) > 1:
+        elif inp.strip().endswith(":") or outp.strip().endswith(":"):
+            reasons.append("ends with a colon (unfinished)")
+        elif conflict:
             reasons.append("conflicting outputs for one input")
         elif key in seen:
             reasons.append("duplicate instance")

@@ -147,8 +147,23 @@ class EngineSettings(_Strict):
     engine: EngineConfig = Field(default_factory=VLLMEngineConfig)
 
 
-class SelfInstructConfig(_Strict):
-    """Self-Instruct (Wang et al. 2022) as the paper runs it; defaults follow the paper."""
+class SelfInstructConfig(_Profiled):
+    """Self-Instruct (Wang et al. 2022). The defaults (`profile: paper`) follow the paper and its
+    reference code; `small-model` holds what the small embedded model needs (see the README's
+    "Where we differ from the paper")."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {
+            "max_new_tasks_per_prompt": 8,
+            "instances_per_task": 1,
+            "task_sampling": {"temperature": 0.7, "top_p": 0.5, "max_tokens": 512, "presence_penalty": 1.0},
+            "instance_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 384},
+            "length_cut": "last_task",
+            "classify_question": "open-ended",
+            "instance_demos": "seeds",
+            "extra_non_text_keywords": True,
+        }
+    }
 
     seeds: str | None = Field(default=None, description="Seed file; empty for the built-in set.")
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
@@ -156,20 +171,43 @@ class SelfInstructConfig(_Strict):
     prompts_per_batch: int = Field(default=16, ge=1)
     num_seed_demos: int = Field(default=6, ge=0)
     num_machine_demos: int = Field(default=2, ge=0)
-    max_new_tasks_per_prompt: int = Field(default=8, ge=1)
-    instances_per_task: int = Field(default=1, ge=1)
+    max_new_tasks_per_prompt: int = Field(
+        default=7, ge=1, description="The paper's list of 8 in-context tasks stops before task 16: 7 new ones."
+    )
+    instances_per_task: int = Field(default=5, ge=1, description="The paper keeps at most 5 instances per task.")
     rouge_threshold: float = Field(default=0.7, ge=0, le=1)
     neighbors_kept: int = Field(default=10, ge=0)
     min_words: int = 3
     max_words: int = 150
+    extra_non_text_keywords: bool = Field(
+        default=False,
+        description="Also drop tasks naming video, audio, music, flowcharts or diagrams (the paper's list "
+        "names images, graphs, pictures, files, maps, drawing, plotting and 'go to').",
+    )
+    length_cut: Literal["reply", "last_task"] = Field(
+        default="reply",
+        description="A task-list reply cut off at the token limit: 'reply' drops all of it (the reference "
+        "code), 'last_task' only its unfinished last task.",
+    )
+    classify_question: Literal["classification", "open-ended"] = Field(
+        default="classification",
+        description="'classification': asked as the paper asks, with a balanced few-shot list of our own; "
+        "'open-ended': the inverted question with examples from the seeds (which the small embedded model "
+        "answers better).",
+    )
+    instance_demos: Literal["template", "seeds"] = Field(
+        default="template",
+        description="In-context examples of instance generation: 'template' shows several examples per task "
+        "(as the paper's prompts do); 'seeds' shows one instance of two seed tasks.",
+    )
     task_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=1.0)
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
     )
     classify_sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=3)
     )
     instance_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=384)
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5)
     )
     seed: int = 0
 
@@ -183,22 +221,58 @@ class SelfInstructConfig(_Strict):
 EVOL_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
 
-class EvolInstructConfig(_Strict):
-    """Evol-Instruct (Xu et al. 2023): rounds of in-depth and in-breadth evolution with elimination."""
+class EvolInstructConfig(_Profiled):
+    """Evol-Instruct (Xu et al. 2023): rounds of in-depth and in-breadth evolution with elimination.
 
-    source: str = Field(description="Dataset directory, JSONL/Parquet file with an instruction column, or seed file.")
+    The defaults are the paper's and its reference code's (profile `paper`); `small-model` keeps
+    the settings the small embedded model needs. Deviations are listed in the README."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {
+            # A 135M model rambles at temperature 1 and rarely stops before 2048 tokens.
+            "evolve_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 384},
+            "response_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512},
+            # Its own chat template's system prompt (SmolLM2 adds one when none is given).
+            "system_prompt": "",
+            # It talks about the task before the rewrite, and goes on to write another prompt.
+            "prefill_evolution": True,
+            # It refuses and leaks the prompt's words in more ways than "sorry" and "given prompt".
+            "extra_eliminations": True,
+        }
+    }
+
+    source: str = Field(
+        description="Dataset directory, JSONL/JSON/Parquet file with an instruction column, or seed file."
+    )
     rounds: int = Field(default=4, ge=1)
     chunk_size: int = Field(default=256, ge=1, description="Source instructions per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Evolve only the first N source instructions.")
     operation_weights: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(EVOL_OPERATIONS, 1.0))
+    include_source: bool = Field(
+        default=True,
+        description="Write the source instructions too, as round 0 (the training mix is the original data "
+        "plus every evolved round); a source without an output gets one from the model.",
+    )
+    system_prompt: str = Field(
+        default="You are a helpful AI assistant.",
+        description="System message of every request; empty: none (the model's chat template decides).",
+    )
+    prefill_evolution: bool = Field(
+        default=False,
+        description="Open the model's rewrite with the prompt's answer label and stop it at the next label.",
+    )
+    extra_eliminations: bool = Field(
+        default=False,
+        description="Eliminate on more refusal phrases and leaked words than the paper's lists.",
+    )
     evolve_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=384)
+        default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=2048)
     )
     judge_sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=16)
     )
     response_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=512)
+        default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=2048)
     )
     seed: int = 0
 
@@ -221,6 +295,12 @@ class BacktranslationConfig(_Strict):
     """Instruction backtranslation (Li et al. 2023, Humpback): segment, self-augment, self-curate."""
 
     docs: str = Field(description="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
+    seeds: str | None = Field(
+        default=None,
+        description="Seed (instruction, output) pairs for the backward prompts: JSONL or a JSON array of objects "
+        "with 'instruction', optional 'input', 'output' (Alpaca format); None: the built-in pairs. Pairs with an "
+        "input or an instruction that refers to text not shown are skipped and counted.",
+    )
     text_field: str = "text"
     min_chars: int = Field(default=120, ge=1)
     max_chars: int = Field(default=2000, ge=1)
@@ -244,7 +324,9 @@ class BacktranslationConfig(_Strict):
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"docs"})
+        """Everything but the paths: the documents' path is part of the run id on its own, and the
+        seed file is identified by its pairs' content."""
+        return self.model_dump(exclude={"docs", "seeds"})
 
 
 class DatasetConfig(_Strict):

@@ -80,6 +80,8 @@ class Provenance(BaseModel):
     source_doc: str | None = None
     source_start: int | None = None
     source_end: int | None = None
+    # The in-context examples the prompt showed (Self-Instruct: the tasks, as "id: snippet").
+    demos: list[str] = Field(default_factory=list)
 
 
 class Record(Provenance):

@@ -40,6 +40,7 @@ _TYPES: dict[str, pl.DataType] = {
     "source_doc": pl.String(),
     "source_start": pl.Int64(),
     "source_end": pl.Int64(),
+    "demos": pl.List(pl.String),
     "id": pl.String(),
     "instruction": pl.String(),
     "input": pl.String(),

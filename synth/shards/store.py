@@ -547,7 +547,8 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
     if not files:
         return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files, schema=schema, glob=False)
+    # Shards written before a column existed read it as null.
+    return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert")
 
 
 def verify(path: str | Path) -> list[str]:

@@ -21,8 +21,9 @@ def reply(request: ChatRequest) -> str:
         first = int(request.prefill.rsplit("Task ", 1)[1].rstrip(":"))
         return f" Describe {words[0]}\nTask {first + 1}: Summarize {words[1]}\nTask {first + 2}: Compare {words[2]}"
     if request.tag == "self_instruct_classify":
-        return " yes"
-    return f" data {seed}\nOutput: result {seed}"
+        return " No"
+    field = "" if (request.prefill or "").endswith("Input:") else "Input:"
+    return f"{field} data {seed}\nOutput: result {seed}"
 
 
 class SlowEngine(ScriptedEngine):

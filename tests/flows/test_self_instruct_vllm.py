@@ -47,3 +47,18 @@ def test_cli_generates_a_dataset_on_the_embedded_model(tmp_path):
     manifest = read_manifest(tmp_path / "demo")
     assert manifest.rows("kept") + manifest.rows("rejects") > 0
     assert verify(tmp_path / "demo") == []
+
+
+def test_paper_profile_on_the_embedded_model_gives_a_task_several_instances(vllm_engine):
+    """The paper's settings (5 instances per task, prompts with several examples per task) reach
+    the embedded model: some task gets more than one instance, and records name their demos."""
+    from collections import Counter
+
+    from synth.generators.seeds import load_seed_tasks
+    from synth.generators.self_instruct import SelfInstructGenerator
+
+    gen = SelfInstructGenerator(SelfInstructConfig(prompts_per_batch=8), vllm_engine, load_seed_tasks(), run_id="p")
+    result = gen.run_batch(0)
+    per_task = Counter(r.instruction for r in result.kept)
+    assert per_task and max(per_task.values()) >= 2, per_task
+    assert all(len(r.demos) == 8 for r in result.kept)

@@ -40,7 +40,7 @@ def test_first_prompts_list_eight_seed_tasks_and_continue_from_task_nine(script)
     assert len(tasks) == 8
     assert set(tasks) <= {" ".join(s.instruction.split()) for s in SEEDS}
     assert request.prefill.endswith("Task 9:")
-    assert request.stop == ["Task 17:"]
+    assert request.stop == ["Task 16:"]  # the paper stops before task 16: at most 7 new tasks
     assert request.sampling.max_tokens == gen.config.task_sampling.max_tokens
 
 
@@ -62,24 +62,60 @@ def test_demo_counts_are_configurable(script):
     assert request.stop == ["Task 9:"]
 
 
-def test_classification_prompt_shows_seed_examples_and_asks_about_the_task(script):
+def test_classification_is_asked_the_papers_way_with_a_balanced_example_list(script):
     gen = make(script)
     request = gen.classify_request("Tell whether the review is positive", 0, 0)
     prompt = request.messages[0].content
     assert prompt.rstrip().endswith("Task: Tell whether the review is positive")
+    yes, no = prompt.count("Is it classification? Yes"), prompt.count("Is it classification? No")
+    assert yes == no >= 15  # about thirty examples, as many of each
+    assert request.prefill == "Is it classification?"
+    assert request.stop == ["\n", "Task"]
+    assert (request.sampling.temperature, request.sampling.max_tokens) == (0.0, 3)
+
+
+def test_small_model_profile_asks_the_inverted_question_with_seed_examples(script):
+    gen = make(script, profile="small-model")
+    request = gen.classify_request("Tell whether the review is positive", 0, 0)
+    prompt = request.messages[0].content
     assert prompt.count("Open-ended: no") >= 1 and prompt.count("Open-ended: yes") >= 1
     assert request.prefill == "Open-ended:"
-    assert request.sampling.temperature == 0.0
+    assert request.tag == "self_instruct_open_ended"
 
 
-def test_instance_prompts_are_output_first_for_classification_and_input_first_otherwise(script):
+def test_paper_profile_pins_the_reference_settings():
+    c = SelfInstructConfig()
+    assert c.profile == "paper" and c.instances_per_task == 5 and c.max_new_tasks_per_prompt == 7
+    t = c.task_sampling
+    assert (t.temperature, t.top_p, t.presence_penalty, t.frequency_penalty, t.max_tokens) == (0.7, 0.5, 2.0, 0.0, 1024)
+    i = c.instance_sampling
+    assert (i.temperature, i.presence_penalty, i.max_tokens) == (0.0, 1.5, 350)
+    assert (c.num_seed_demos, c.num_machine_demos, c.rouge_threshold, c.min_words, c.max_words) == (6, 2, 0.7, 3, 150)
+    assert (c.length_cut, c.classify_question, c.instance_demos, c.extra_non_text_keywords) == (
+        "reply", "classification", "template", False,
+    )  # fmt: skip
+    small = SelfInstructConfig(profile="small-model")
+    assert small.instances_per_task == 1 and small.length_cut == "last_task"
+    assert SelfInstructConfig(profile="small-model", instances_per_task=3).instances_per_task == 3  # explicit wins
+
+
+def test_instance_prompts_show_several_examples_per_task_for_both_kinds(script):
     gen = make(script)
     cls = gen.instance_request("Label the mood", True, 0, 0)
     gen_ = gen.instance_request("Explain gravity", False, 0, 1)
-    assert cls.tag == "self_instruct_instances_output_first"
-    assert cls.prefill.endswith("Class label:")
-    assert gen_.tag == "self_instruct_instances_input_first"
-    assert gen_.prefill.endswith("Input:")
+    assert cls.tag == "self_instruct_instances_output_first" and cls.prefill.endswith("Class label:")
+    assert gen_.tag == "self_instruct_instances_input_first" and gen_.prefill == "Example 1\n"
+    for request in (cls, gen_):
+        demos = request.messages[0].content.split("\n\nTask: ")[:-1]
+        assert max(d.count("\nExample ") for d in demos) >= 2  # a demo task with several examples
+        assert "at most 5 examples" in request.messages[0].content
+        assert request.stop == ["\nTask:", "Example 6"]
+    assert "Class label:" in cls.messages[0].content.split("Task: Label the mood")[0]
+
+
+def test_small_model_instance_prompts_force_an_input_field(script):
+    gen = make(script, profile="small-model")
+    assert gen.instance_request("Explain gravity", False, 0, 1).prefill.endswith("Input:")
 
 
 def test_seed_text_with_placeholder_syntax_is_not_expanded(script):
@@ -117,10 +153,10 @@ def test_task_list_parsing_handles_numbering_styles_continuations_and_preamble()
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        (" no", True),
-        (" yes", False),
-        ("No.", True),
-        ("YES, it is", False),
+        (" no", False),
+        (" yes", True),
+        ("No.", False),
+        ("YES, it is", True),
         (" not sure", None),
         ("nope", None),
         ("", None),
@@ -129,6 +165,8 @@ def test_task_list_parsing_handles_numbering_styles_continuations_and_preamble()
 )
 def test_classification_verdict_is_parsed_strictly(reply, expected):
     assert parse_is_classification(reply) is expected
+    inverted = None if expected is None else not expected
+    assert parse_is_classification(reply, "open-ended") is inverted
 
 
 def test_input_first_instances_parse_with_empty_inputs_and_stop_at_a_new_task():
@@ -145,27 +183,57 @@ def test_output_first_instances_take_the_label_as_output():
     text = "Example 1\nClass label: Positive\nInput: I loved it.\nExample 2\nClass label: Negative\nInput: Awful."
     assert parse_instances(text, classification=True) == [("I loved it.", "Positive"), ("Awful.", "Negative")]
     assert parse_instances("Positive, probably.", classification=True) == []
+    # labels written one after another without "Example N" heads, as the paper's prompts do
+    bare = "Class label: Positive\nInput: I loved it.\nClass label: Negative\nInput: Awful."
+    assert parse_instances(bare, classification=True) == [("I loved it.", "Positive"), ("Awful.", "Negative")]
 
 
 def test_instance_filters_name_each_rule():
     pairs = [
         ("a", ""),  # empty output
         ("same", "Same"),  # output equals input
-        ("q", "one"),
-        ("q", "two"),  # conflicting outputs for input q: both go
+        ("Text:", "fine"),  # the input ends with a colon: unfinished
+        ("b", "Answer:"),  # the output ends with a colon: unfinished
         ("x", "y"),
         ("x", "y"),  # duplicate
-        ("z", "w"),  # over the limit of 1 kept
+        ("z", "w"),
+        ("v", "u"),  # over the limit of 2 kept
     ]
-    assert instance_reasons(pairs, limit=1) == [
+    assert instance_reasons(pairs, limit=2) == [
         "empty output",
         "output equals input",
-        "conflicting outputs for one input",
-        "conflicting outputs for one input",
+        "ends with a colon (unfinished)",
+        "ends with a colon (unfinished)",
         None,
         "duplicate instance",
+        None,
         "over the per-task instance limit",
     ]
+
+
+def test_one_input_with_conflicting_outputs_drops_every_instance_of_the_task():
+    pairs = [("x", "y"), ("q", "one"), ("q", "two"), ("z", "w")]
+    assert instance_reasons(pairs, limit=5) == ["conflicting outputs for one input"] * 4
+
+
+def test_a_task_without_input_keeps_its_different_outputs():
+    pairs = [("", "Paris is the capital of France."), ("", "Tokyo is the capital of Japan."), ("", "Rome.")]
+    assert instance_reasons(pairs, limit=5) == [None, None, None]
+
+
+def test_five_instances_per_task_are_kept_by_default(script):
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_instances_input_first":
+            return "".join(f"Input: case {k}\nOutput: answer {k}\nExample {k + 2}\n" for k in range(7))
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    per_task: dict[str, int] = {}
+    for r in result.kept:
+        per_task[r.instruction] = per_task.get(r.instruction, 0) + 1
+    open_ended = [t for t in result.accepted_tasks if not t.startswith("Please label")]
+    assert open_ended and all(per_task[t] == 5 for t in open_ended)
+    assert sum(r.reason == "over the per-task instance limit" for r in result.rejects) == 2 * len(open_ended)
 
 
 # -- batches -------------------------------------------------------------------------------------
@@ -230,7 +298,7 @@ def test_heuristic_failures_are_rejects_with_reasons(script):
     assert result.kept == []
 
 
-def test_truncated_reply_drops_its_last_task(script):
+def _cut_off(script):
     def responder(request: ChatRequest):
         if request.tag == "self_instruct_tasks":
             return Completion(
@@ -239,11 +307,35 @@ def test_truncated_reply_drops_its_last_task(script):
             )
         return script(request)
 
-    result = make(responder, prompts_per_batch=1).run_batch(0)
+    return responder
+
+
+def test_a_task_list_cut_off_at_the_token_limit_is_dropped_whole(script):
+    result = make(_cut_off(script), prompts_per_batch=1).run_batch(0)
+    assert result.accepted_tasks == []
+    cut = [r for r in result.rejects if r.stage == "parse"]
+    assert {r.reason for r in cut} == {"cut off at the token limit"} and len(cut) == 2
+
+
+def test_small_model_profile_drops_only_the_unfinished_last_task(script):
+    result = make(_cut_off(script), prompts_per_batch=1, profile="small-model").run_batch(0)
     assert result.accepted_tasks == ["Name the planets of the solar system."]
     [cut] = [r for r in result.rejects if r.stage == "parse"]
     assert cut.reason == "cut off at the token limit"
     assert cut.instruction.startswith("Describe how volcanoes")
+
+
+def test_records_name_the_in_context_tasks_that_produced_them(script):
+    gen = make(script, prompts_per_batch=1)
+    gen.accept(["Generated task about rivers and their deltas"])
+    request = gen.task_request(random.Random("0:0"), 0, 0)
+    result = gen.run_batch(0)
+    assert result.kept
+    for record in result.kept:
+        assert record.demos == gen.demo_refs(request) and len(record.demos) == 8
+    seed_ids = {s.id for s in SEEDS}
+    refs = {d.split(": ", 1)[0] for d in result.kept[0].demos}
+    assert len(refs & seed_ids) == 7 and len(refs - seed_ids) == 1  # seeds by id, the one generated task by hash
 
 
 def test_unparseable_and_failed_replies_become_rejects_keeping_the_raw_text(script):
@@ -280,7 +372,7 @@ def test_unparseable_classification_is_a_reject_not_a_guess(script):
 def test_instances_failing_filters_are_rejects_tied_to_their_task(script):
     def responder(request: ChatRequest) -> str:
         if request.tag == "self_instruct_instances_input_first":
-            return " same text\nOutput: same text"
+            return "Input: same text\nOutput: same text"
         return script(request)
 
     result = make(responder, prompts_per_batch=1).run_batch(0)
