@@ -27,6 +27,7 @@ demo: setup
 	$(BIN)/synth generate self-instruct --profile small-model --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
 test: setup
+	$(BIN)/ruff format --check synth tests bench
 	$(BIN)/ruff check synth tests bench
 	$(BIN)/mypy synth
 	$(BIN)/pytest
