@@ -600,6 +600,7 @@ def generate_evol(
             "a source without an output gets the model's response.",
         ),
     ] = None,
+    profile: ProfileOpt = "paper",
     chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
     engine_config: EngineOpt = None,
     seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
@@ -619,7 +620,9 @@ def generate_evol(
     engine = _load_engine(engine_config)
     load_instructions(source)  # fail fast on a bad source, before any model loads
     chosen = {"include_source": include_source} if include_source is not None else {}
-    config = EvolInstructConfig(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, seed=seed, **chosen)
+    config = EvolInstructConfig(
+        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed, **chosen
+    )
     curation_config = _load_curation(curation)
     preflight(out, [(engine, _where(engine_config))], curation_config, _where(curation))
     from synth.flows.evol_instruct import evol_instruct_flow
@@ -639,6 +642,7 @@ def generate_evol(
     ]
     console.print(_table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
     print_summary(summary)
+    print_profile(config)
 
 
 @generate_app.command("backtranslate")
