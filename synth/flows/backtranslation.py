@@ -29,11 +29,10 @@ from synth.generators.backtranslation import (
     BacktranslationGenerator,
     ChunkResult,
     document_reject,
-    seed_pairs,
     segment_reject,
 )
 from synth.generators.documents import Segment, Skipped, read_documents, segment
-from synth.generators.seeds import load_seed_tasks
+from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
 from synth.generators.templates import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
@@ -107,9 +106,11 @@ def chunks(
         yield flush()
 
 
-def merge_funnel(total: dict, counts: dict, rnd: int, result: ChunkResult) -> dict:
-    """Add one chunk's counts to the run's funnel: documents, segments, graded, kept by score."""
+def merge_funnel(total: dict, counts: dict, rnd: int, result: ChunkResult, seeds: dict | None = None) -> dict:
+    """Add one chunk's counts to the run's funnel: documents, segments, graded, kept by score; and
+    the seed pairs (`SeedPairs.report`: used, skipped by reason) of the run."""
     funnel = {
+        "seeds": seeds if seeds is not None else total.get("seeds", {}),
         "documents": total.get("documents", 0) + counts["documents"],
         "documents_skipped": dict(total.get("documents_skipped", {})),
         "segments": total.get("segments", 0) + counts["segments"],
@@ -156,12 +157,13 @@ def _keys(frame: pl.DataFrame) -> set[str]:
 def curate_chunk(
     generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
     rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,
+    seeds: dict | None = None,
 ) -> list[str]:  # fmt: skip
     """Augment and self-curate one chunk, run the curation chain, then commit it with the rejects
     met while reading it."""
     result = generator.run_chunk(batch, rnd, segments) if segments else ChunkResult()
     state = dict(writer.manifest.runs[rid].state)
-    state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result)
+    state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result, seeds)
     state["position"] = {"round": rnd, "chunk": index + 1}
     committed = commit_curated(writer, rid, batch, *curation, result.kept, rejects + result.rejects, state=state)
     get_run_logger().info(
@@ -171,13 +173,18 @@ def curate_chunk(
     return committed.paths
 
 
-def backtranslation_run_id(config: BacktranslationConfig, engine: EngineConfig, backward: EngineConfig | None) -> str:
+def backtranslation_run_id(
+    config: BacktranslationConfig, engine: EngineConfig, backward: EngineConfig | None, seeds: SeedPairs
+) -> str:
+    """A hash of the config, the documents' path, the seed pairs' content (not their file's path),
+    the templates, the engine and the models."""
     templates = [load_template(n).hash for n in ("backtranslation_backward", "backtranslation_grade")]
     docs = Path(config.docs).resolve()
     return run_id(
         GENERATOR,
         config.identity(),
         str(docs),
+        seeds.digest(),
         templates,
         engine.kind,
         engine.model,
@@ -196,15 +203,17 @@ def run_backtranslation(
     backward_model: Engine | None = None,
     batch_retries: int = 2,
 ) -> dict[str, Any]:
-    """Run (or resume) backtranslation over `config.docs` into `dataset`; returns a summary."""
-    rid = backtranslation_run_id(config, engine, backward_engine)
+    """Run (or resume) backtranslation over `config.docs` into `dataset`; returns a summary, whose
+    funnel counts the seed pairs used and skipped (`funnel["seeds"]`)."""
+    seed_file = load_seed_pairs(config.seeds)
+    rid = backtranslation_run_id(config, engine, backward_engine, seed_file)
     step = curate_chunk.with_options(retries=batch_retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         model = model or get_engine(engine)
         if backward_model is None and backward_engine is not None:
             backward_model = get_engine(backward_engine)
         start_run(writer, rid, GENERATOR, config, engine, model.model_name)
-        seeds = seed_pairs(load_seed_tasks())
+        seeds = seed_file.pairs
         generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)
         curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
         position = writer.manifest.runs[rid].state.get("position", {"round": 1, "chunk": 0})
@@ -216,10 +225,13 @@ def run_backtranslation(
             for index, (segments, rejects, counts) in enumerate(chunks(config, rid, rnd, _keys(earlier))):
                 if index >= skip:
                     batch = writer.manifest.runs[rid].batches_done
-                    step(generator, writer, curation_chain, rid, batch, rnd, index, segments, rejects, counts)
+                    step(
+                        generator, writer, curation_chain, rid, batch, rnd, index, segments, rejects, counts,
+                        seed_file.report(),
+                    )  # fmt: skip
         writer.finish_run(rid)
         summary = run_summary(writer, rid, dataset.path, reached_target=True)
-        summary["funnel"] = writer.manifest.runs[rid].state.get("funnel", {})
+        summary["funnel"] = {**writer.manifest.runs[rid].state.get("funnel", {}), "seeds": seed_file.report()}
         return summary
 
 

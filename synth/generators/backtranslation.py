@@ -2,7 +2,9 @@
 
 For each document segment (see `documents`), the backward step asks the model which instruction
 the segment would answer, with few-shot (output, instruction) pairs shown in reverse
-(self-augmentation); then the model grades each (instruction, segment) pair on a 5-point rubric,
+(self-augmentation): the built-in seed pairs, or a seed file's (`load_seed_pairs`), without the
+pairs whose output alone does not answer their instruction (an input, or a reference to text
+not shown); then the model grades each (instruction, segment) pair on a 5-point rubric,
 with a brief rationale first, through structured output with a fallback parse of a final
 "Score: N" line (self-curation). Pairs at or above `min_score` are kept. Across rounds, the pairs
 curated in one round join the few-shot pool of the next.
@@ -35,6 +37,7 @@ from synth.engines import ChatRequest, Engine
 from synth.filters.judge import GRADE_SCHEMA, defuse, parse_grade
 from synth.filters.novelty import snippet
 from synth.generators.documents import Segment
+from synth.generators.seed_pairs import unusable
 from synth.generators.self_instruct import request_seed
 from synth.generators.templates import load_template
 from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTask
@@ -70,8 +73,14 @@ class ChunkResult:
 
 
 def seed_pairs(seeds: Sequence[SeedTask]) -> list[tuple[str, str]]:
-    """(instruction, output) few-shot pairs from seed tasks that have an answer worth showing."""
-    return [(s.instruction, s.instances[0].output) for s in seeds if s.instances and len(s.instances[0].output) > 40]
+    """(instruction, output) few-shot pairs from seed tasks whose first instance can be a backward
+    demo (see `synth.generators.seed_pairs.unusable`: no input, no reference to unseen text, an
+    answer worth showing)."""
+    return [
+        (s.instruction, s.instances[0].output)
+        for s in seeds
+        if s.instances and unusable(s.instruction, s.instances[0].input, s.instances[0].output) is None
+    ]
 
 
 class BacktranslationGenerator:

@@ -152,7 +152,7 @@ def _inputs(step: Step) -> list[tuple[str, str | None]]:
         return [("seeds", step.seeds)]
     if isinstance(step, EvolInstructStep):
         return [("source", step.source)]
-    return [("docs", step.docs)]
+    return [("docs", step.docs), ("seeds", step.seeds)]
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from synth.engines import ChatRequest, ScriptedEngine
-from synth.flows.backtranslation import run_backtranslation
+from synth.flows.backtranslation import backtranslation_run_id, run_backtranslation
 from synth.flows.cli import app
-from synth.schemas import BacktranslationConfig, DatasetConfig, ScriptedEngineConfig
+from synth.generators.seed_pairs import load_seed_pairs
+from synth.schemas import BacktranslationConfig, ConfigFileError, DatasetConfig, ScriptedEngineConfig
+from synth.schemas.recipe import load_recipe
 from synth.shards import read_manifest, scan, verify
 from tests.generators.test_backtranslation import Script
 
@@ -98,3 +102,137 @@ def test_cli_rejects_an_unreadable_source(tmp_path):
         app, ["generate", "backtranslate", "--docs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+# -- seed pairs (--seeds) ---------------------------------------------------------------------------
+
+ANSWER = " It takes a few sentences of plain words, so it is long enough to show as a demo."
+GOOD = [
+    {
+        "instruction": "Describe how a kettle boils water (GOOD-1).",
+        "output": "A heating coil warms the water." + ANSWER,
+    },
+    {
+        "instruction": "Explain what a compass does (GOOD-2).",
+        "input": "",
+        "output": "It points to magnetic north." + ANSWER,
+    },
+]
+BAD = [
+    {"instruction": "Summarize it (BAD-INPUT).", "input": "Some text to summarize.", "output": "A summary." + ANSWER},
+    {"instruction": "Rewrite the following paragraph (BAD-UNSEEN).", "output": "A rewritten paragraph." + ANSWER},
+    {"instruction": "Fix the bugs in this code (BAD-CODE).", "output": "def f(): return 1  # fixed" + ANSWER},
+]
+
+
+def seed_file(path, items, array=False):
+    path.write_text(json.dumps(items, indent=2) if array else "".join(json.dumps(i) + "\n" for i in items))
+    return path
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["jsonl", "json-array"])
+def test_seed_file_pairs_are_the_demos_and_unusable_pairs_never_are(tmp_path, array):
+    seeds = seed_file(tmp_path / ("seeds.json" if array else "seeds.jsonl"), GOOD + BAD, array)
+    prompts: list[str] = []
+
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "backtranslation_backward":
+            prompts.append(request.messages[0].content)
+        return Script()(request)
+
+    summary = run(corpus(tmp_path / "docs"), tmp_path / "ds", responder, seeds=str(seeds), num_demos=10)
+    assert len(prompts) == 6
+    for prompt in prompts:
+        assert "(GOOD-1)" in prompt and "(GOOD-2)" in prompt
+        assert "BAD-" not in prompt and "Some text to summarize" not in prompt
+        assert "Suggest five names for a small neighborhood bakery" not in prompt  # no built-in pair
+    expected = {
+        "file": str(seeds),
+        "used": 2,
+        "skipped": {"has an input": 1, "instruction refers to text not shown": 2},
+    }
+    assert summary["funnel"]["seeds"] == expected
+    assert read_manifest(tmp_path / "ds").runs[summary["run_id"]].state["funnel"]["seeds"] == expected
+
+
+def test_run_id_follows_the_seed_pairs_content_not_the_file_path(tmp_path):
+    def rid(path):
+        config = BacktranslationConfig(docs=str(tmp_path / "docs"), seeds=str(path))
+        return backtranslation_run_id(config, ScriptedEngineConfig(), None, load_seed_pairs(path))
+
+    one = seed_file(tmp_path / "one.jsonl", GOOD)
+    (tmp_path / "elsewhere").mkdir()
+    same = seed_file(tmp_path / "elsewhere" / "two.json", GOOD, array=True)
+    changed = seed_file(tmp_path / "three.jsonl", GOOD[:1])
+    assert rid(one) == rid(same)
+    assert rid(one) != rid(changed)
+    default = BacktranslationConfig(docs=str(tmp_path / "docs"))
+    assert rid(one) != backtranslation_run_id(default, ScriptedEngineConfig(), None, load_seed_pairs())
+
+
+def flow_must_not_start(**_: object) -> None:
+    raise AssertionError("the flow started (and with it the engine) before the seed file was checked")
+
+
+def scripted_engine(tmp_path):
+    engine = tmp_path / "engine.json"
+    engine.write_text(json.dumps({"kind": "scripted"}))
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        (json.dumps(GOOD[0]) + "\n" + '{"instruction": "x", "output": \n', "seeds.jsonl:2: invalid JSON"),
+        (
+            json.dumps([GOOD[0], {"instruction": "no output"}], indent=2),
+            "seeds.jsonl:6: item 2: missing field 'output'",
+        ),
+        ("".join(json.dumps(i) + "\n" for i in BAD), "seeds.jsonl: no usable seed pairs: all 3 skipped"),
+    ],
+)
+def test_cli_rejects_a_bad_seed_file_in_one_line_before_any_model_loads(tmp_path, monkeypatch, content, where):
+    monkeypatch.setattr("synth.flows.backtranslation.backtranslation_flow", flow_must_not_start)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(content)
+    docs = corpus(tmp_path / "docs")
+    args = ["generate", "backtranslate", "--docs", str(docs), "--seeds", str(seeds), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--engine-config", str(scripted_engine(tmp_path))])
+    message = result.output.strip()
+    assert result.exit_code == 2 and message.startswith(f"error: {tmp_path}") and where in message
+    assert "\n" not in message and "Traceback" not in message
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipe_backtranslation_step_takes_seeds_and_checks_them_first(tmp_path, monkeypatch):
+    monkeypatch.setattr("synth.flows.recipe.recipe_flow", flow_must_not_start)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"instruction": "a"}\n')
+    recipe = tmp_path / "recipe.json"
+    step = {"generator": "backtranslation", "docs": str(corpus(tmp_path / "docs")), "seeds": str(seeds)}
+    recipe.write_text(
+        json.dumps(
+            {"name": "bt", "dataset": {"path": str(tmp_path / "ds")}, "engine": {"kind": "scripted"}, "steps": [step]}
+        )
+    )
+    assert load_recipe(recipe).steps[0].seeds == str(seeds)
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {seeds}:1: missing field 'output'"
+    assert not (tmp_path / "ds").exists()
+    step["seeds"] = str(tmp_path / "missing.jsonl")
+    recipe.write_text(json.dumps({"name": "bt", "dataset": {"path": str(tmp_path / "ds")}, "steps": [step]}))
+    with pytest.raises(ConfigFileError, match=r"steps\.0\.seeds: .*missing\.jsonl does not exist"):
+        load_recipe(recipe)
+
+
+def test_cli_run_with_seeds_reports_the_pairs_used_and_skipped(tmp_path):
+    seeds = seed_file(tmp_path / "seeds.json", GOOD + BAD[:1], array=True)
+    args = ["generate", "backtranslate", "--docs", str(corpus(tmp_path / "docs")), "--seeds", str(seeds)]
+    result = CliRunner().invoke(
+        app,
+        [*args, "--out", str(tmp_path / "o"), "--engine-config", str(scripted_engine(tmp_path))],
+        terminal_width=400,
+    )
+    assert result.exit_code == 0, result.output
+    flat = "".join(result.output.split())  # the console wraps long lines at its own width
+    assert "".join(f"seed pairs 2 from {seeds} (skipped 1 has an input)".split()) in flat
