@@ -1,12 +1,14 @@
 """The Evol-Instruct flow: one Prefect task per chunk of source instructions, all rounds inside it.
 
-A chunk is the unit of commit and resume: re-running the same command skips committed chunks.
-The per-round funnel (in, evolved, eliminated by reason) accumulates in the run's manifest entry.
+A chunk is the unit of commit and resume: re-running the same command skips committed chunks, so
+a chunk's round-0 records and evolutions are written once. The per-round funnel (in, evolved,
+eliminated by reason; round 0 is the source examples) accumulates in the run's manifest entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -26,9 +28,17 @@ from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
 
 
+def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
+    """`config` as it runs into `dataset`: a source that is the dataset itself is already in it,
+    so its examples are not written again as round 0."""
+    if config.include_source and Path(config.source).resolve() == Path(dataset.path).resolve():
+        return config.model_copy(update={"include_source": False})
+    return config
+
+
 def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[SourceItem]) -> str:
     source_hash = hashlib.sha256(
-        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()
+        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()
     ).hexdigest()
     templates = [load_template(f"evol_{op}").hash for op in OPERATIONS] + [
         load_template("evol_equality").hash,
@@ -92,6 +102,7 @@ def run_evol_instruct(
     batch_retries: int = 2,
 ) -> dict[str, Any]:
     """Run (or resume) Evol-Instruct from `config.source` into `dataset`; returns a summary."""
+    config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]

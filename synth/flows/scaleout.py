@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ from synth.filters.base import FilterChain
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Progress, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.evol_instruct import evol_run_id, merge_rounds
+from synth.flows.evol_instruct import effective_config, evol_run_id, merge_rounds
 from synth.flows.self_instruct import accepted_tasks, prompts_for_batch, self_instruct_run_id
 from synth.generators.evol_instruct import GENERATOR as EVOL
 from synth.generators.evol_instruct import EvolInstructGenerator
@@ -254,6 +255,7 @@ def run_evol_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Evol-Instruct with up to `runner.workers` chunks in flight on Ray; returns the run summary."""
+    config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
@@ -270,7 +272,7 @@ def run_evol_instruct_on_ray(
                     BatchJob(
                         generator="evol_instruct", config=config.model_dump(mode="json"), engine=engine,
                         curation=curation, dataset=str(dataset.path), run_id=rid, batch=nxt,
-                        items=[{"id": i.id, "instruction": i.instruction, "input": i.input} for i in chunks[nxt]],
+                        items=[asdict(i) for i in chunks[nxt]],
                     )
                 )  # fmt: skip
                 if len(futures) >= runner.workers:

@@ -2,26 +2,38 @@
 
 Each round, every instruction in the pool gets one operation, drawn with a seeded generator and
 configurable weights: five in-depth rewrites (add a constraint, deepen, concretize, ask for
-multi-step reasoning, complicate the input: the last only for instructions that carry code, a
-table or data) or an in-breadth mutation (a new, rarer instruction of the same domain). Failed
-evolutions are eliminated, each as a reject with its reason, and the parent stays in the pool so
-the next round can try again:
+multi-step reasoning, complicate the input, for any instruction: one without an input gets one)
+or an in-breadth mutation (a new, rarer instruction of the same domain). Every request carries
+the config's system message, as the reference code's do. Failed evolutions are eliminated, each
+as a reject with its reason, and the parent stays in the pool so the next round can try again.
+The paper's rules:
 
-1. the rewrite is empty, unchanged, or leaks the rewriting prompt's words;
-2. the model judges it equal to its parent (no information gain); an unparseable verdict is a
-   reject too, never a pass, and "not equal" never counts as "equal";
-3. its response is a short refusal ("sorry" and the like, under 80 words);
-4. its response is only punctuation and stop words.
+1. the model judges the rewrite equal to its parent (no information gain); an unparseable verdict
+   is a reject too, never a pass, and "not equal" never counts as "equal"; an empty or unchanged
+   rewrite is the same failure, found without asking;
+2. its response contains "sorry" and is shorter than 80 words;
+3. its response is only punctuation and stop words;
+4. the rewrite copies the rewriting prompt's words ("given prompt", "rewritten prompt",
+   "created prompt", so "#Rewritten Prompt#" too).
+
+Ours, beside them: a rewrite cut off at the token limit is eliminated; with `extra_eliminations`,
+rule 2 also takes other refusal phrases ("I cannot", "as an AI"...) and rule 4 more leaked words
+("new instruction", "#rewritten"...). A Markdown heading inside a rewrite is text like any other.
+
+With `include_source` the source examples are written too, as round 0 (WizardLM trains on the
+original data plus every evolved round): each keeps its source's id (so the lineage of its
+evolutions, `root_id` and round 1's `parent_id`, names it) and its output; a source without an
+output gets a response from the model, which faces rules 2 and 3.
 
 A source instruction (with its input) longer than `MAX_INSTRUCTION_CHARS` characters is too
 large to rewrite: it becomes a reject of round 1 with the reason, its source id as parent and root,
-and only a snippet of its text; it is never placed into a prompt. Instructions are untrusted
-text: wherever one (or an evolution of one) is placed into a prompt, chat-control markers are
-defused; records keep the text as written.
+and only a snippet of its text; it is never placed into a prompt (nor written as round 0).
+Instructions are untrusted text: wherever one (or an evolution of one) is placed into a prompt,
+chat-control markers are defused; records keep the text as written.
 
 Inputs: `SourceItem`s, an engine, an `EvolInstructConfig`.
 Outputs: one `Record` per surviving evolution (instruction, the model's response, lineage: root,
-parent, operation, round) and `Reject`s with stage "evolution" and the reason.
+parent, operation, round), round 0's records, and `Reject`s with stage "evolution" and the reason.
 Reference: Xu et al., "WizardLM: Empowering Large Language Models to Follow Complex Instructions", 2023.
 """
 
@@ -46,28 +58,33 @@ from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
 GENERATOR = "evol_instruct"
 STAGE = "evolution"
+SOURCE_OPERATION = "source"
 # More than a small model's context holds (about 4 characters a token); generous on purpose.
 MAX_INSTRUCTION_CHARS = 20_000
 OVERSIZED = f"source instruction longer than {MAX_INSTRUCTION_CHARS} characters"
 
-# Words of the rewriting prompts that must not appear in an evolved instruction.
-LEAK_MARKERS = (
-    "###",
-    "original instruction",
-    "rewritten instruction",
-    "new instruction",
-    "given prompt",
-    "rewritten prompt",
-    "created prompt",
-    "new prompt",
+# The paper's refusal rule: the response contains "sorry" and is shorter than 80 words.
+REFUSAL_WORD = "sorry"
+REFUSAL_MAX_WORDS = 80
+# The paper's leaked words: the rewriting prompts' labels and the words those prompts forbid
+# (matched case-insensitively, so "#Rewritten Prompt#" is caught by "rewritten prompt").
+LEAK_MARKERS = ("given prompt", "rewritten prompt", "created prompt")
+# Ours (`extra_eliminations`): fragments of the labels and the words small models put in their place.
+EXTRA_LEAK_MARKERS = (
     "#given",
     "#rewritten",
     "#created",
+    "original prompt",
+    "new prompt",
+    "original instruction",
+    "rewritten instruction",
+    "new instruction",
 )
-_STRUCTURED = re.compile(
-    r"```|\|.*\||^\s*[\[{]|\bdef |\bclass |\bselect\b.*\bfrom\b|;\s*$|\d+[,;]\s*\d+", re.IGNORECASE | re.MULTILINE
-)
-_EVOLVE_PREFILL = {False: "Rewritten instruction:", True: "New instruction:"}
+# The evolving prompts end with the label of the answer; `prefill_evolution` opens the reply with
+# it and stops the reply at any label (a model that starts another section is done). A Markdown
+# heading ("### Step 1") is none of these, so it stays in the rewrite.
+ANSWER_LABEL = {False: "#Rewritten Prompt#:", True: "#Created Prompt#:"}
+SECTION_LABELS = ["#Given Prompt#", "#Rewritten Prompt#", "#Created Prompt#"]
 # Measured on the embedded 135M model: its verdict follows whichever option is listed first, so it
 # cannot judge equality; the order here is arbitrary and a capable model is indifferent to it.
 EQUALITY_SCHEMA = {
@@ -76,11 +93,6 @@ EQUALITY_SCHEMA = {
     "required": ["verdict"],
     "additionalProperties": False,
 }
-
-
-def carries_structured_input(text: str) -> bool:
-    """Whether an instruction works on code, a table or data (so "complicate the input" applies)."""
-    return _STRUCTURED.search(text) is not None
 
 
 def parse_equality(text: str) -> bool | None:
@@ -104,17 +116,35 @@ def parse_equality(text: str) -> bool | None:
     return None
 
 
-def leak_reason(parent: str, evolved: str) -> str | None:
-    """Why an evolved instruction is unusable before asking the model anything, or None."""
+def leak_reason(parent: str, evolved: str, extra: bool = False) -> str | None:
+    """Why an evolved instruction is unusable before asking the model anything, or None: empty,
+    unchanged, or copying the rewriting prompt's words (`extra`: our longer list too)."""
     if not evolved.strip():
         return "empty evolution"
     if " ".join(evolved.lower().split()) == " ".join(parent.lower().split()):
         return "unchanged instruction"
     lowered = evolved.lower()
-    for marker in LEAK_MARKERS:
+    for marker in (*LEAK_MARKERS, *(EXTRA_LEAK_MARKERS if extra else ())):
         if marker in lowered:
             return f"leaked rewriting prompt ({marker})"
     return None
+
+
+def response_failure(response: str, extra: bool = False) -> str | None:
+    """Why a response shows a failed instruction, or None: the paper's short refusal ("sorry",
+    under 80 words; `extra`: other refusal phrases too), or only punctuation and stop words."""
+    if len(response.split()) < REFUSAL_MAX_WORDS and (
+        REFUSAL_WORD in response.lower() or (extra and is_short_refusal(response, REFUSAL_MAX_WORDS))
+    ):
+        return "response is a short refusal"
+    if only_punctuation_and_stop_words(response):
+        return "response is only punctuation and stop words"
+    return None
+
+
+def prompt_text(item: SourceItem) -> str:
+    """The instruction as the model sees it: the input, if any, follows it."""
+    return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
 
 
 def _clean(text: str) -> str:
@@ -160,18 +190,17 @@ class EvolInstructGenerator:
         self.t_response = load_template("evol_response")
         weights = config.operation_weights
         self.weights = [weights.get(op, 0.0) for op in OPERATIONS]
+        self._extra = config.extra_eliminations
 
-    def choose(self, rng: random.Random, text: str) -> str:
-        """One operation, by weight; "complicate the input" only where there is an input to complicate."""
-        weights = list(self.weights)
-        if not carries_structured_input(text):
-            weights[OPERATIONS.index("complicate_input")] = 0.0
-        return rng.choices(OPERATIONS, weights=weights, k=1)[0]
+    def choose(self, rng: random.Random) -> str:
+        """One operation, by weight; every operation applies to any instruction."""
+        return rng.choices(OPERATIONS, weights=self.weights, k=1)[0]
 
     def _request(self, template: Template, sampling_name: str, where: tuple, **values: str) -> ChatRequest:
         base = getattr(self.config, sampling_name)
+        system = [Message(role="system", content=self.config.system_prompt)] if self.config.system_prompt else []
         return ChatRequest(
-            messages=[Message(role="user", content=template.render(**values))],
+            messages=[*system, Message(role="user", content=template.render(**values))],
             sampling=base.model_copy(update={"seed": request_seed(self.config.seed, *where)}),
             json_schema=EQUALITY_SCHEMA if template is self.t_equal else None,
             tag=template.name,
@@ -179,29 +208,98 @@ class EvolInstructGenerator:
 
     def evolve_request(self, op: str, text: str, where: tuple) -> ChatRequest:
         request = self._request(self.templates[op], "evolve_sampling", (*where, "evolve"), instruction=defuse(text))
-        # The reply opens as the rewrite itself (small models otherwise talk about the task first),
-        # and the prompt's sections are headed "###": a model that starts another section is done.
-        request.prefill = _EVOLVE_PREFILL[op == "breadth"]
-        request.stop = ["###"]
+        if self.config.prefill_evolution:
+            # Small models otherwise talk about the task first, and go on to write another prompt.
+            request.prefill = ANSWER_LABEL[op == "breadth"]
+            request.stop = list(SECTION_LABELS)
         return request
 
     def run_chunk(self, chunk: int, items: Sequence[SourceItem]) -> EvolResult:
-        """All rounds for `items`; the pool starts as the items themselves."""
+        """Round 0 (with `include_source`), then all rounds for `items`; the pool starts as the items."""
         out = EvolResult()
-        pool = []
+        pool, sources = [], []
         for i in items:
-            text = f"{i.instruction}\n\n{i.input}" if i.input else i.instruction
+            text = prompt_text(i)
             if len(text) > MAX_INSTRUCTION_CHARS:
                 self._oversized(chunk, i.id, text, out)
             else:
                 pool.append(PoolItem(i.id, text, root_id=i.id))
+                sources.append(i)
+        if self.config.include_source:
+            self._round_zero(chunk, sources, out)
         for rnd in range(1, self.config.rounds + 1):
             funnel = out.rounds.setdefault(rnd, RoundFunnel())
             funnel.entered += len(pool)
             rng = random.Random(f"{self.config.seed}:{chunk}:{rnd}")
-            ops = [self.choose(rng, p.text) for p in pool]
+            ops = [self.choose(rng) for _ in pool]
             pool = self._round(chunk, rnd, pool, ops, funnel, out)
         return out
+
+    def _round_zero(self, chunk: int, sources: list[SourceItem], out: EvolResult) -> None:
+        """The source examples as round-0 records: their own output, or the model's response."""
+        funnel = out.rounds.setdefault(0, RoundFunnel())
+        funnel.entered += len(sources)
+        unanswered = [k for k, s in enumerate(sources) if not s.output.strip()]
+        requests = [
+            self._request(
+                self.t_response,
+                "response_sampling",
+                (chunk, 0, k, "response"),
+                instruction=defuse(prompt_text(sources[k])),
+            )
+            for k in unanswered
+        ]
+        replies = dict(zip(unanswered, self.engine.chat(requests) if requests else [], strict=True))
+        for k, source in enumerate(sources):
+            reply = replies.get(k)
+            fields = self._source_fields(chunk, source, generated=reply is not None)
+            tags = ["evol-instruct", SOURCE_OPERATION]
+            if reply is None:
+                output = source.output
+            else:
+                output = reply.text.strip()
+                reason = "engine error" if reply.finish_reason == "error" else response_failure(output, self._extra)
+                if reason:
+                    funnel.eliminated[reason] += 1
+                    out.rejects.append(
+                        Reject(
+                            stage=STAGE,
+                            reason=reason,
+                            instruction=source.instruction,
+                            input=source.input,
+                            output=output,
+                            detail=reply.error or "",
+                            **fields,
+                        )
+                    )
+                    continue
+                tags += ["cut-off"] if reply.finish_reason == "length" else []
+            out.kept.append(
+                Record(
+                    id=source.id, instruction=source.instruction, input=source.input, output=output, tags=tags, **fields
+                )
+            )
+            funnel.evolved += 1
+
+    def _source_fields(self, chunk: int, source: SourceItem, generated: bool) -> dict:
+        """Provenance of a round-0 example; model, sampling and template only where the model wrote the output."""
+        fields: dict = dict(
+            generator=GENERATOR,
+            seed=self.config.seed,
+            run_id=self.run_id,
+            batch=chunk,
+            root_id=source.id,
+            operation=SOURCE_OPERATION,
+            round=0,
+        )
+        if generated:
+            fields |= dict(
+                model=self.engine.model_name,
+                sampling=self.config.response_sampling,
+                template=self.t_response.name,
+                template_hash=self.t_response.hash,
+            )
+        return fields
 
     def _oversized(self, chunk: int, source_id: str, text: str, out: EvolResult) -> None:
         """A source instruction too large to rewrite: a reject of round 1 that names the source and
@@ -247,7 +345,7 @@ class EvolInstructGenerator:
             evolved = _clean(reply.text)
             if reply.finish_reason == "length":
                 eliminate(i, "evolution cut off at the token limit", evolved, raw=reply.text)
-            elif reason := leak_reason(pool[i].text, evolved):
+            elif reason := leak_reason(pool[i].text, evolved, self._extra):
                 eliminate(i, reason, evolved, raw=reply.text)
             else:
                 candidates.append((i, evolved))
@@ -276,10 +374,8 @@ class EvolInstructGenerator:
             response = reply.text.strip()
             if reply.finish_reason == "error":
                 eliminate(i, "engine error", evolved, detail=reply.error or "")
-            elif is_short_refusal(response):
-                eliminate(i, "response is a short refusal", evolved, output=response)
-            elif only_punctuation_and_stop_words(response):
-                eliminate(i, "response is only punctuation and stop words", evolved, output=response)
+            elif reason := response_failure(response, self._extra):
+                eliminate(i, reason, evolved, output=response)
             else:
                 record = self._record(
                     chunk, rnd, pool[i], ops[i], evolved, response, cut=reply.finish_reason == "length"

@@ -1,4 +1,5 @@
-"""Instruction sources: datasets, JSONL, Parquet and seed files; errors name the file and line."""
+"""Instruction sources: datasets, JSONL, JSON arrays (Alpaca), Parquet and seed files; errors name
+the file and the line or item."""
 
 from __future__ import annotations
 
@@ -34,7 +35,71 @@ def test_jsonl_and_parquet_with_optional_input_and_id(tmp_path):
 def test_seed_file_in_release_format_is_a_source():
     from synth.generators.seeds import DEFAULT_SEEDS, load_seed_tasks
 
-    assert [i.instruction for i in load_instructions(DEFAULT_SEEDS)] == [t.instruction for t in load_seed_tasks()]
+    items, tasks = load_instructions(DEFAULT_SEEDS), load_seed_tasks()
+    assert [i.instruction for i in items] == [t.instruction for t in tasks]
+    # A task's first instance is the example's input and output.
+    assert [(i.input, i.output) for i in items] == [(t.instances[0].input, t.instances[0].output) for t in tasks]
+
+
+ALPACA = [
+    {"instruction": "Give three tips for staying healthy.", "input": "", "output": "1. Eat well. 2. Move. 3. Sleep."},
+    {"instruction": "Sort the numbers.", "input": "5, 3, 9", "output": "3, 5, 9"},
+    {"instruction": "Name a colour."},
+]
+
+
+def test_a_json_array_in_the_alpaca_format_loads_with_input_and_output(tmp_path):
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps(ALPACA, indent=4), encoding="utf-8")
+    items = load_instructions(path)
+    assert [(i.instruction, i.input, i.output) for i in items] == [
+        ("Give three tips for staying healthy.", "", "1. Eat well. 2. Move. 3. Sleep."),
+        ("Sort the numbers.", "5, 3, 9", "3, 5, 9"),
+        ("Name a colour.", "", ""),
+    ]
+    assert len({i.id for i in items}) == 3
+    # The same examples as JSON Lines, in a .json or .jsonl file, give the same items.
+    for name in ("lines.json", "lines.jsonl"):
+        lines = tmp_path / name
+        lines.write_text("\n".join(json.dumps(x) for x in ALPACA), encoding="utf-8")
+        assert load_instructions(lines) == items
+
+
+def test_jsonl_and_parquet_keep_an_output_column(tmp_path):
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text(json.dumps({"instruction": "Add", "input": "1 2", "output": "3"}) + "\n")
+    assert load_instructions(jsonl)[0].output == "3"
+    parquet = tmp_path / "a.parquet"
+    pl.DataFrame({"instruction": ["One", "Two"], "output": ["1", None]}).write_parquet(parquet)
+    assert [i.output for i in load_instructions(parquet)] == ["1", ""]
+
+
+def test_a_dataset_directory_gives_its_records_outputs(small_dataset):
+    from synth.shards import scan
+
+    kept = scan(small_dataset).select("output").collect()["output"].to_list()
+    assert [i.output for i in load_instructions(small_dataset)] == kept
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'[{"instruction": "ok"},\n {"instruction": "ok2",}]', ":2: invalid JSON"),
+        (b'[{"instruction": "ok"}, {"prompt": "x"}]', ": item 1: no 'instruction' text field"),
+        (b'[{"instruction": "ok"}, {"instruction": "b", "output": 3}]', ": item 1: field 'output' is not text"),
+        (b'[{"instruction": "ok"}, {"instruction": "b", "input": ["x"]}]', ": item 1: field 'input' is not text"),
+        (b'[{"instruction": "a"}, 5]', ": item 1: no 'instruction'"),
+        (b'[{"instruction": "\\ud800"}]', ": item 0: a JSON string holds an unpaired surrogate"),
+        (b'[{"instruction": "\xe9"}]', ":1: not UTF-8"),
+        (b"[]", ": no instructions"),
+    ],
+)
+def test_bad_json_arrays_name_the_file_and_the_item(tmp_path, content, message):
+    path = tmp_path / "alpaca.json"
+    path.write_bytes(content)
+    with pytest.raises(SourceError) as e:
+        load_instructions(path)
+    assert str(e.value).startswith(str(path)) and message in str(e.value)
 
 
 @pytest.mark.parametrize(
