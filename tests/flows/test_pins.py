@@ -1,0 +1,92 @@
+"""Pins: a fixed-seed scripted run of each generator gives exactly the records it gave when the pin
+was set. A refactor that changes what any generator writes fails here; a change of output made on
+purpose updates the pin (print the new digest with `pytest -k pins -s`) and says why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+import pytest
+
+from synth.engines import ScriptedEngine
+from synth.flows.backtranslation import run_backtranslation
+from synth.flows.evol_instruct import run_evol_instruct
+from synth.flows.self_instruct import run_self_instruct
+from synth.schemas import (
+    BacktranslationConfig,
+    DatasetConfig,
+    EvolInstructConfig,
+    ScriptedEngineConfig,
+    SelfInstructConfig,
+)
+from synth.shards import scan
+from tests.conftest import SelfInstructScript
+from tests.flows.test_backtranslation_flow import corpus, scores_by_topic
+from tests.generators.test_backtranslation import Script as BacktranslationScript
+from tests.generators.test_evol_instruct import EvolScript
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+_COLUMNS = ["id", "batch", "generator", "instruction", "input", "output", "parent_id", "round", "operation"]
+
+
+def digest(path) -> str:
+    """What a run wrote, independent of time: every kept record and reject, sorted."""
+    kept = scan(path).select(_COLUMNS).collect()
+    rejects = scan(path, "rejects").select([*_COLUMNS, "stage", "reason"]).collect()
+    rows = sorted(map(json.dumps, kept.with_columns(pl.lit("kept").alias("stage"), pl.lit("").alias("reason")).rows()))
+    rows += sorted(map(json.dumps, rejects.rows()))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def self_instruct(tmp_path):
+    run_self_instruct(
+        SelfInstructConfig(num_records=20, prompts_per_batch=3, seed=7),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(SelfInstructScript()),
+        batch_retries=0,
+    )
+
+
+def evol(tmp_path):
+    source = tmp_path / "src.jsonl"
+    source.write_text(
+        "\n".join(json.dumps({"id": f"q{i}", "instruction": f"Explain topic {i} simply."}) for i in range(5))
+    )
+    run_evol_instruct(
+        EvolInstructConfig(source=str(source), rounds=2, chunk_size=2, seed=3),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(EvolScript()),
+        batch_retries=0,
+    )
+
+
+def backtranslation(tmp_path):
+    grade = scores_by_topic({"rain", "tides", "fog"})
+    run_backtranslation(
+        BacktranslationConfig(docs=str(corpus(tmp_path / "docs")), min_chars=60, chunk_size=2, rounds=2, seed=5),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(BacktranslationScript(grade)),
+        batch_retries=0,
+    )
+
+
+PINS = {
+    "self_instruct": (self_instruct, "58af3f74ce1363a5"),
+    "evol_instruct": (evol, "fbbc212332957c87"),
+    "backtranslation": (backtranslation, "c0ebf0c5529dd5a8"),
+}
+
+
+@pytest.mark.parametrize("generator", sorted(PINS))
+def test_pins_a_fixed_seed_scripted_run_writes_exactly_the_pinned_records(tmp_path, generator):
+    run, pinned = PINS[generator]
+    run(tmp_path)
+    got = digest(tmp_path / "ds")
+    print(f"{generator}: {got}")
+    assert got == pinned
