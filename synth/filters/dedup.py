@@ -25,6 +25,7 @@ import pyarrow as pa
 from synth.filters import lsh_kernels
 from synth.filters.base import FilterResult, reject
 from synth.filters.minhash import (
+    Index,
     SignedBatch,
     banding,
     frame_texts,
@@ -34,7 +35,6 @@ from synth.filters.minhash import (
     sign,
     signature_params,
 )
-from synth.filters.redis_index import RedisMinHashIndex
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
 from synth.shards.store import MANIFEST, DatasetError, atomic_write_bytes, checked_path, read_manifest, scan
@@ -367,7 +367,7 @@ class NearDedupFilter:
 
     stage = "dedup"
 
-    def __init__(self, index: MinHashIndex | RedisMinHashIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     def commit(self) -> None:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -205,3 +208,29 @@ def similarity(
     if config.verify == "exact":
         return float(lsh_kernels.sorted_jaccard(set_a, set_b))
     return float((sig_a == sig_b).mean())
+
+
+class Index(Protocol):
+    """A MinHash index of a dataset's kept records: in memory (`dedup.MinHashIndex`) or shared in
+    Redis (`redis_index.RedisMinHashIndex`). A batch is checked and inserted under `locked()`;
+    what it added stays only if the batch commits (`commit`), else it is forgotten (`rollback`)."""
+
+    config: MinHashConfig
+    ids: list[str]
+
+    @property
+    def measure(self) -> str: ...
+
+    def locked(self) -> AbstractContextManager[None]: ...
+
+    def contains(self, ids: Sequence[str]) -> list[bool]: ...
+
+    def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]: ...
+
+    def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def sync(self, dataset: str | Path) -> None: ...

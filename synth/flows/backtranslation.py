@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow
 
 from synth.engines import Engine, get_engine
-from synth.filters.base import FilterChain
-from synth.filters.dedup import MinHashIndex
-from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import commit_curated, run_summary, start_run, worth_retrying
-from synth.flows.curation import build_chain
+from synth.flows.common import Committed
+from synth.flows.run import Batch, RunContext, Spec, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
     BacktranslationGenerator,
@@ -36,7 +33,7 @@ from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
 from synth.generators.templates import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
-from synth.shards import DatasetWriter, scan
+from synth.shards import scan
 
 
 def chunks(
@@ -147,30 +144,63 @@ def _keys(frame: pl.DataFrame) -> set[str]:
     }
 
 
-@task(
-    name="backtranslation-chunk",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=worth_retrying,
-)
-def curate_chunk(
-    generator: BacktranslationGenerator, writer: DatasetWriter, curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
-    rid: str, batch: int, rnd: int, index: int, segments: list[Segment], rejects: list[Reject], counts: dict,
-    seeds: dict | None = None,
-) -> list[str]:  # fmt: skip
-    """Augment and self-curate one chunk, run the curation chain, then commit it with the rejects
-    met while reading it."""
-    result = generator.run_chunk(batch, rnd, segments) if segments else ChunkResult()
-    state = dict(writer.manifest.runs[rid].state)
-    state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result, seeds)
-    state["position"] = {"round": rnd, "chunk": index + 1}
-    committed = commit_curated(writer, rid, batch, *curation, result.kept, rejects + result.rejects, state=state)
-    get_run_logger().info(
-        "round %d chunk %d: %d segments, %d kept (scores %s), %d rejected",
-        rnd, index, len(segments), committed.kept, dict(result.stats.scores), committed.rejected,
-    )  # fmt: skip
-    return committed.paths
+@dataclass
+class BacktranslationJob:
+    """Backtranslation's part of a run (see `synth.flows.run`): rounds over the corpus, one batch
+    per chunk of segments; each round's few-shot pool holds the seeds and what earlier rounds kept."""
+
+    config: BacktranslationConfig
+    seeds: SeedPairs
+    run_id: str
+    backward_engine: EngineConfig | None = None
+    backward_model: Engine | None = None
+    generator: str = GENERATOR
+    _gen: BacktranslationGenerator | None = None
+
+    @property
+    def gen(self) -> BacktranslationGenerator:
+        assert self._gen is not None, "open() first"
+        return self._gen
+
+    def open(self, run: RunContext) -> str:
+        backward = self.backward_model
+        if backward is None and self.backward_engine is not None:
+            backward = get_engine(self.backward_engine)
+        self._gen = BacktranslationGenerator(
+            self.config, run.engine, self.seeds.pairs, run_id=self.run_id, backward=backward
+        )
+        return f"Backtranslation of {self.config.docs} into {run.dataset.path}: rounds done of {self.config.rounds}"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        config, path = self.config, run.dataset.path
+        position = run.info.state.get("position", {"round": 1, "chunk": 0})
+        for rnd in range(position["round"], config.rounds + 1):
+            earlier = curated(path, self.run_id, before_round=rnd)
+            self.gen.pool = list(self.seeds.pairs)
+            self.gen.add_to_pool(list(earlier.select("instruction", "output").iter_rows()))
+            skip = position["chunk"] if rnd == position["round"] else 0
+            for index, chunk in enumerate(chunks(config, self.run_id, rnd, _keys(earlier))):
+                if index >= skip:
+                    yield Spec(run.info.batches_done, (rnd, index, *chunk))
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        rnd, index, segments, rejects, counts = spec.data
+        result = self.gen.run_chunk(spec.batch, rnd, segments) if segments else ChunkResult()
+        state = dict(run.info.state)
+        state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result, self.seeds.report())
+        state["position"] = {"round": rnd, "chunk": index + 1}
+        return Batch(result.kept, rejects + result.rejects, state, extra=result)
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        rnd, index, segments, _, _ = spec.data
+        return f"round {rnd} chunk {index}: {len(segments)} segments (scores {dict(batch.extra.stats.scores)})"
+
+    def progress(self, run: RunContext) -> float:
+        position = run.info.state.get("position", {"round": 1})
+        return (position["round"] - 1) / self.config.rounds
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["funnel"] = {**run.info.state.get("funnel", {}), "seeds": self.seeds.report()}
 
 
 def backtranslation_run_id(
@@ -205,34 +235,11 @@ def run_backtranslation(
 ) -> dict[str, Any]:
     """Run (or resume) backtranslation over `config.docs` into `dataset`; returns a summary, whose
     funnel counts the seed pairs used and skipped (`funnel["seeds"]`)."""
-    seed_file = load_seed_pairs(config.seeds)
-    rid = backtranslation_run_id(config, engine, backward_engine, seed_file)
-    step = curate_chunk.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
-        model = model or get_engine(engine)
-        if backward_model is None and backward_engine is not None:
-            backward_model = get_engine(backward_engine)
-        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
-        seeds = seed_file.pairs
-        generator = BacktranslationGenerator(config, model, seeds, run_id=rid, backward=backward_model)
-        curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
-        position = writer.manifest.runs[rid].state.get("position", {"round": 1, "chunk": 0})
-        for rnd in range(position["round"], config.rounds + 1):
-            earlier = curated(dataset.path, rid, before_round=rnd)
-            generator.pool = list(seeds)
-            generator.add_to_pool(list(earlier.select("instruction", "output").iter_rows()))
-            skip = position["chunk"] if rnd == position["round"] else 0
-            for index, (segments, rejects, counts) in enumerate(chunks(config, rid, rnd, _keys(earlier))):
-                if index >= skip:
-                    batch = writer.manifest.runs[rid].batches_done
-                    step(
-                        generator, writer, curation_chain, rid, batch, rnd, index, segments, rejects, counts,
-                        seed_file.report(),
-                    )  # fmt: skip
-        writer.finish_run(rid)
-        summary = run_summary(writer, rid, dataset.path, reached_target=True)
-        summary["funnel"] = {**writer.manifest.runs[rid].state.get("funnel", {}), "seeds": seed_file.report()}
-        return summary
+    seeds = load_seed_pairs(config.seeds)
+    job = BacktranslationJob(
+        config, seeds, backtranslation_run_id(config, engine, backward_engine, seeds), backward_engine, backward_model
+    )
+    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
 
 
 @flow(name="backtranslation", log_prints=True)

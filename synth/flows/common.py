@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from synth.filters.base import FilterChain
-from synth.filters.dedup import MinHashIndex
-from synth.filters.redis_index import RedisMinHashIndex, RedisUnavailableError
+from synth.filters.minhash import Index
+from synth.filters.redis_index import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.store import is_disk_full
@@ -38,7 +38,7 @@ def commit_curated(
     rid: str,
     batch: int,
     chain: FilterChain,
-    index: MinHashIndex | RedisMinHashIndex | None,
+    index: Index | None,
     kept: Sequence[Record],
     rejects: Sequence[Reject],
     state: dict[str, Any] | None = None,

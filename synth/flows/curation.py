@@ -14,6 +14,7 @@ from synth.filters.decontamination import DecontaminationFilter
 from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
+from synth.filters.minhash import Index
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.filters.redis_index import RedisMinHashIndex, namespace_for
 from synth.flows.common import commit_curated, run_summary
@@ -26,7 +27,7 @@ from synth.shards.store import MANIFEST, checked_path, scan
 
 def build_chain(
     config: CurationConfig, dataset: str | Path | None, engine: Engine | None = None, rebuild_index: bool = False
-) -> tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None]:
+) -> tuple[FilterChain, Index | None]:
     """The chain, cheap first, with dedup indexes holding the dataset's kept records.
 
     Returns the MinHash index too, so the caller can persist it (`index.sync(dataset)`) once the
@@ -37,7 +38,7 @@ def build_chain(
         filters.append(HeuristicFilter(config.heuristics))
     if config.exact_dedup:
         filters.append(ExactDedupFilter(dataset))
-    index: MinHashIndex | RedisMinHashIndex | None = None
+    index: Index | None = None
     if config.minhash.enabled:
         if config.minhash.backend == "redis":
             if rebuild_index and dataset is not None:

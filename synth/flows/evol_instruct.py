@@ -8,24 +8,21 @@ eliminated by reason; round 0 is the source examples) accumulates in the run's m
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow
 
-from synth.engines import Engine, get_engine
-from synth.filters.base import FilterChain
-from synth.filters.dedup import MinHashIndex
-from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Progress, commit_curated, run_summary, start_run, worth_retrying
-from synth.flows.curation import build_chain
+from synth.engines import Engine
+from synth.flows.common import Committed
+from synth.flows.run import Batch, RunContext, Spec, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
 from synth.generators.templates import load_template
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
-from synth.shards import DatasetWriter
 
 
 def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
@@ -62,34 +59,47 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@task(
-    name="evol-instruct-chunk",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=worth_retrying,
-)
-def evolve_chunk(
-    generator: EvolInstructGenerator,
-    writer: DatasetWriter,
-    curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
-    rid: str,
-    chunk: int,
-    items: list[SourceItem],
-) -> list[str]:
-    """Evolve one chunk through every round, curate it and commit it; returns the shards' paths."""
-    result = generator.run_chunk(chunk, items)
-    funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
-    state = {"rounds": merge_rounds(writer.manifest.runs[rid].state.get("rounds", {}), funnels)}
-    committed = commit_curated(writer, rid, chunk, *curation, result.kept, result.rejects, state=state)
-    get_run_logger().info(
-        "chunk %d: %d instructions, %d evolutions kept, %d rejected",
-        chunk,
-        len(items),
-        committed.kept,
-        committed.rejected,
-    )
-    return committed.paths
+@dataclass
+class EvolInstructJob:
+    """Evol-Instruct's part of a run (see `synth.flows.run`): one batch per chunk of source
+    instructions, every round inside it; the per-round funnel accumulates in the run's state."""
+
+    config: EvolInstructConfig
+    items: list[SourceItem]
+    run_id: str
+    generator: str = GENERATOR
+    _gen: EvolInstructGenerator | None = None
+
+    @property
+    def chunks(self) -> list[list[SourceItem]]:
+        size = self.config.chunk_size
+        return [self.items[i : i + size] for i in range(0, len(self.items), size)]
+
+    def open(self, run: RunContext) -> str:
+        self._gen = EvolInstructGenerator(self.config, run.engine, run_id=self.run_id)
+        return f"Evol-Instruct into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        chunks = self.chunks
+        for chunk in range(run.info.batches_done, len(chunks)):
+            yield Spec(chunk, chunks[chunk])
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        assert self._gen is not None, "open() first"
+        result = self._gen.run_chunk(spec.batch, spec.data)
+        funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
+        state = {"rounds": merge_rounds(run.info.state.get("rounds", {}), funnels)}
+        return Batch(result.kept, result.rejects, state)
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{len(spec.data)} instructions"
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.batches_done / max(1, len(self.chunks))
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["rounds"] = run.info.state.get("rounds", {})
+        summary["source_instructions"] = len(self.items)
 
 
 def run_evol_instruct(
@@ -104,24 +114,8 @@ def run_evol_instruct(
     """Run (or resume) Evol-Instruct from `config.source` into `dataset`; returns a summary."""
     config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]
-    rid = evol_run_id(config, engine, items)
-    chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
-    step = evolve_chunk.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
-        model = model or get_engine(engine)
-        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
-        generator = EvolInstructGenerator(config, model, run_id=rid)
-        curation_chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
-        progress = Progress(f"Evol-Instruct into {dataset.path}: chunks of {config.chunk_size} instructions done")
-        for chunk in range(writer.manifest.runs[rid].batches_done, len(chunks)):
-            progress.update(chunk / max(1, len(chunks)))
-            step(generator, writer, curation_chain, rid, chunk, chunks[chunk])
-        progress.update(1.0)
-        writer.finish_run(rid)
-        summary = run_summary(writer, rid, dataset.path, reached_target=True)
-        summary["rounds"] = writer.manifest.runs[rid].state.get("rounds", {})
-        summary["source_instructions"] = len(items)
-        return summary
+    job = EvolInstructJob(config, items, evol_run_id(config, engine, items))
+    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
 
 
 @flow(name="evol-instruct", log_prints=True)

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow
 
-from synth.engines import Engine, get_engine
-from synth.filters.base import FilterChain
-from synth.filters.dedup import MinHashIndex
-from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Progress, commit_curated, run_summary, start_run, worth_retrying
-from synth.flows.curation import build_chain
+from synth.engines import Engine
+from synth.flows.common import Committed
+from synth.flows.run import Batch, RunContext, Spec, run_job
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.generators.templates import load_template
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
-from synth.shards import DatasetWriter, scan
+from synth.shards import scan
 
 _TEMPLATES = (
     "self_instruct_tasks",
@@ -79,33 +77,46 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
     return max(floor, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
 
 
-@task(
-    name="self-instruct-batch",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=worth_retrying,
-)
-def generate_batch(
-    generator: SelfInstructGenerator,
-    writer: DatasetWriter,
-    curation: tuple[FilterChain, MinHashIndex | RedisMinHashIndex | None],
-    rid: str,
-    batch: int,
-    prompts: int,
-) -> list[str]:
-    """Generate one batch, curate it and commit it; returns the paths of the shards written."""
-    result = generator.run_batch(batch, prompts)
-    run = writer.manifest.runs[rid]
-    state = {"prompts_sent": run.state.get("prompts_sent", 0) + result.prompts}
-    committed = commit_curated(writer, rid, batch, *curation, result.kept, result.rejects, state=state)
-    generator.accept(result.accepted_tasks)
-    run = writer.manifest.runs[rid]
-    get_run_logger().info(
-        "batch %d: %d prompts, %d new tasks, %d records kept, %d rejected (run total %d/%d kept)",
-        batch, prompts, len(result.accepted_tasks), committed.kept, committed.rejected, run.kept, generator.config.num_records,
-    )  # fmt: skip
-    return committed.paths
+@dataclass
+class SelfInstructJob:
+    """Self-Instruct's part of a run (see `synth.flows.run`): batches of task-generation prompts
+    until the target is kept or the batch budget is spent; the task pool grows as batches commit."""
+
+    config: SelfInstructConfig
+    seeds: list[SeedTask]
+    run_id: str
+    generator: str = GENERATOR
+    _gen: SelfInstructGenerator | None = None
+
+    @property
+    def gen(self) -> SelfInstructGenerator:
+        assert self._gen is not None, "open() first"
+        return self._gen
+
+    def open(self, run: RunContext) -> str:
+        self._gen = SelfInstructGenerator(self.config, run.engine, self.seeds, run_id=self.run_id)
+        self._gen.accept(accepted_tasks(run.dataset.path, self.run_id))
+        return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
+            info = run.info
+            yield Spec(info.batches_done, prompts_for_batch(self.config, info.kept, info.state.get("prompts_sent", 0)))
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        result = self.gen.run_batch(spec.batch, spec.data)
+        state = {"prompts_sent": run.info.state.get("prompts_sent", 0) + result.prompts}
+        return Batch(result.kept, result.rejects, state, extra=result.accepted_tasks)
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        self.gen.accept(batch.extra)
+        return f"{spec.data} prompts, {len(batch.extra)} new tasks (run total {run.info.kept}/{self.config.num_records} kept)"
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.kept / self.config.num_records
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["reached_target"] = run.info.kept >= self.config.num_records
 
 
 def run_self_instruct(
@@ -125,26 +136,8 @@ def run_self_instruct(
     times with backoff; it changes nothing until it commits, so a retry starts clean.
     """
     seeds = load_seed_tasks(config.seeds)
-    rid = self_instruct_run_id(config, engine, seeds)
-    run_batch = generate_batch.with_options(retries=batch_retries)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
-        model = model or get_engine(engine)
-        start_run(writer, rid, GENERATOR, config, engine, model.model_name)
-        generator = SelfInstructGenerator(config, model, seeds, run_id=rid)
-        chain = build_chain(curation or CurationConfig(), dataset.path, engine=model)
-        generator.accept(accepted_tasks(dataset.path, rid))
-        progress = Progress(f"Self-Instruct into {dataset.path}: records kept of {config.num_records}")
-        while True:
-            run = writer.manifest.runs[rid]
-            progress.update(run.kept / config.num_records)
-            if run.kept >= config.num_records or run.batches_done >= config.max_batches:
-                break
-            prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
-            run_batch(generator, writer, chain, rid, run.batches_done, prompts)
-        writer.finish_run(rid)
-        return run_summary(
-            writer, rid, dataset.path, reached_target=writer.manifest.runs[rid].kept >= config.num_records
-        )
+    job = SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds))
+    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
 
 
 @flow(name="self-instruct", log_prints=True)

@@ -87,8 +87,7 @@ def load_config_file_only(path):
 def test_recipe_run_chains_steps_into_one_dataset_and_publishes_artifacts(tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
 
-    import synth.flows.evol_instruct as evol_module
-    import synth.flows.self_instruct as si_module
+    import synth.flows.run as run_module
     from synth.flows.recipe import recipe_flow
 
     si, evo = SelfInstructScript(), EvolScript()
@@ -97,8 +96,7 @@ def test_recipe_run_chains_steps_into_one_dataset_and_publishes_artifacts(tmp_pa
         return si(request) if request.tag.startswith("self_instruct") else evo(request)
 
     engine = ScriptedEngine(responder)
-    monkeypatch.setattr(si_module, "get_engine", lambda config: engine)
-    monkeypatch.setattr(evol_module, "get_engine", lambda config: engine)
+    monkeypatch.setattr(run_module, "get_engine", lambda config: engine)
     recipe = load_recipe(write(tmp_path, base(tmp_path)))
     summaries = recipe_flow(recipe=recipe)
     assert [s["generator"] for s in summaries] == ["self_instruct", "evol_instruct"]

@@ -135,7 +135,7 @@ def test_a_second_run_adds_beside_the_first_without_touching_its_shards(tmp_path
 
 
 def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
-    import synth.flows.self_instruct as module
+    import synth.flows.run as module
 
     monkeypatch.setattr(module, "get_engine", lambda config: ScriptedEngine(SelfInstructScript()))
     summary = self_instruct_flow(

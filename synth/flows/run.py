@@ -1,0 +1,139 @@
+"""One run of a generator into a dataset: the skeleton every generator flow shares.
+
+`run_job` owns what is the same for every generator: the dataset's writer and its lock, the
+engine's life, the run's record in the manifest (start, resume, finish), the curation chain, the
+batch loop with its Prefect task, retries and commits, progress, and the summary. A generator
+supplies a `Job`: how to plan its batches from the committed state, how to make one batch, and
+what to do once one is committed. Nothing of a batch changes the run until it commits (see
+`commit_curated`), so a retried or resumed batch starts from the committed state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from synth.engines import Engine, get_engine
+from synth.filters.base import FilterChain
+from synth.filters.minhash import Index
+from synth.flows.common import Committed, Progress, commit_curated, run_summary, start_run, worth_retrying
+from synth.flows.curation import build_chain
+from synth.schemas import DatasetConfig, EngineConfig, Record, Reject, RunInfo
+from synth.schemas.curation import CurationConfig
+from synth.shards import DatasetWriter
+
+
+@dataclass
+class Spec:
+    """One planned batch: its number in the run and what the generator needs to make it."""
+
+    batch: int
+    data: Any = None
+
+
+@dataclass
+class Batch:
+    """What a generator made for one batch, before curation, and the run state to commit with it."""
+
+    kept: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+    extra: Any = None  # what the generator wants back in `committed` (e.g. the tasks to add to its pool)
+
+
+@dataclass
+class RunContext:
+    """An open run: its dataset writer (holding the lock), its id, the live engine and the chain."""
+
+    writer: DatasetWriter
+    run_id: str
+    dataset: DatasetConfig
+    engine: Engine
+    chain: FilterChain
+    index: Index | None
+
+    @property
+    def info(self) -> RunInfo:
+        """The run's committed record in the manifest."""
+        return self.writer.manifest.runs[self.run_id]
+
+
+class Job(Protocol):
+    """A generator's part of a run."""
+
+    @property
+    def generator(self) -> str:
+        """The generator's name, as records and the manifest carry it."""
+        ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def config(self) -> BaseModel: ...
+
+    def open(self, run: RunContext) -> str:
+        """Prepare to run (build the generator, refill its pool from the committed records);
+        returns the progress artifact's description."""
+        ...
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        """The batches still to make, lazily: each is planned after the one before is committed."""
+        ...
+
+    def make(self, run: RunContext, spec: Spec) -> Batch: ...
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        """Called once the batch is in the dataset; returns what the log line says of it."""
+        ...
+
+    def progress(self, run: RunContext) -> float: ...
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        """Add the generator's own figures to the run's summary."""
+        ...
+
+
+@task(name="batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+def run_batch(job: Job, run: RunContext, spec: Spec) -> list[str]:
+    """Make one batch, curate it and commit it; returns the paths of the shards written."""
+    batch = job.make(run, spec)
+    result = commit_curated(
+        run.writer, run.run_id, spec.batch, run.chain, run.index, batch.kept, batch.rejects, state=batch.state
+    )
+    note = job.committed(run, spec, batch, result)
+    get_run_logger().info("batch %d: %s; %d kept, %d rejected", spec.batch, note, result.kept, result.rejected)
+    return result.paths
+
+
+def run_job(
+    job: Job,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    *,
+    curation: CurationConfig | None = None,
+    model: Engine | None = None,
+    batch_retries: int = 2,
+) -> dict[str, Any]:
+    """Run (or resume) `job` into `dataset`; returns the run's summary. `model` overrides the
+    engine built from `engine` (which still names the model in the run id)."""
+    step = run_batch.with_options(name=f"{job.generator}-batch", retries=batch_retries)
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
+        live = model or get_engine(engine)
+        start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name)
+        chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live)
+        run = RunContext(writer, job.run_id, dataset, live, chain, index)
+        progress = Progress(job.open(run))
+        for spec in job.plan(run):
+            progress.update(job.progress(run))
+            step(job, run, spec)
+        progress.update(job.progress(run))
+        writer.finish_run(job.run_id)
+        summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)
+        job.finish(run, summary)
+        return summary
