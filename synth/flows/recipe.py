@@ -17,52 +17,42 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.schedules import Cron, Interval
 
 from synth.engines import close_engines
-from synth.flows.backtranslation import backtranslation_flow
-from synth.flows.evol_instruct import evol_instruct_flow
-from synth.flows.scaleout import run_evol_instruct_on_ray, run_self_instruct_on_ray
-from synth.flows.self_instruct import self_instruct_flow
-from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, EvolInstructConfig, SelfInstructConfig
+from synth.flows.registry import GENERATORS
+from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
-from synth.schemas.recipe import EvolInstructStep, LocalRunner, RayRunner, Recipe, SelfInstructStep, load_recipe
+from synth.schemas.recipe import LocalRunner, RayRunner, Recipe, Step, load_recipe
 from synth.shards.summary import funnel, summarize
 
 
 @flow(name="step-on-ray", log_prints=True)
 def ray_step_flow(
-    step: SelfInstructStep | EvolInstructStep,
+    step: Step,
     dataset: DatasetConfig,
     engine: EngineConfig,
     curation: CurationConfig,
     runner: RayRunner,
 ) -> dict[str, Any]:
-    """A Self-Instruct or Evol-Instruct step with its batches on a Ray cluster (see `synth.flows.scaleout`)."""
-    fields = step.model_dump(exclude={"generator"})
-    if isinstance(step, SelfInstructStep):
-        return run_self_instruct_on_ray(SelfInstructConfig(**fields), engine, dataset, curation, runner)
-    return run_evol_instruct_on_ray(EvolInstructConfig(**fields), engine, dataset, curation, runner)
+    """A step whose batches run on a Ray cluster (see `synth.flows.scaleout`)."""
+    generator = GENERATORS[step.generator]
+    assert generator.on_ray is not None
+    config = generator.config(**step.model_dump(exclude={"generator"}))
+    return generator.on_ray(config, engine, dataset, curation, runner)
 
 
-def _run_step(recipe: Recipe, step: Any) -> dict[str, Any]:
-    fields = step.model_dump(exclude={"generator"})
+def _run_step(recipe: Recipe, step: Step) -> dict[str, Any]:
+    """One step: its generator's flow, with its batches on Ray when the recipe's runner is Ray
+    and the generator can run there (the others run on the flow's own process)."""
+    generator = GENERATORS[step.generator]
     runner = recipe.runner
-    if isinstance(runner, RayRunner) and isinstance(step, SelfInstructStep | EvolInstructStep):
+    if isinstance(runner, RayRunner) and generator.on_ray is not None:
         from prefect_ray import RayTaskRunner
 
         on_ray = RayTaskRunner(address=runner.address, init_kwargs=runner.init_kwargs)
         return ray_step_flow.with_options(task_runner=on_ray, flow_run_name=f"{step.generator}-on-ray")(
             step, recipe.dataset, recipe.engine, recipe.curation, runner
         )
-    if isinstance(step, SelfInstructStep):
-        return self_instruct_flow(
-            config=SelfInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
-        )
-    if isinstance(step, EvolInstructStep):
-        return evol_instruct_flow(
-            config=EvolInstructConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
-        )
-    return backtranslation_flow(
-        config=BacktranslationConfig(**fields), dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation
-    )
+    config = generator.config(**step.model_dump(exclude={"generator"}))
+    return generator.flow(config=config, dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation)
 
 
 def publish_artifacts(path: str | Path, key: str) -> None:

@@ -30,13 +30,13 @@ import socket
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from synth.engines import get_engine
+from synth.engines import Engine, get_engine
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
 from synth.filters.base import FilterChain
 from synth.filters.redis_index import RedisMinHashIndex
@@ -61,7 +61,15 @@ STAGING = "staging"
 class BatchJob(BaseModel):
     """One batch of a step, as data a Ray worker can run on its own."""
 
-    generator: Literal["self_instruct", "evol_instruct"]
+    generator: str = Field(description="A generator that can run on Ray (a key of `RAY_BATCHES`).")
+
+    @field_validator("generator")
+    @classmethod
+    def _runs_on_ray(cls, name: str) -> str:
+        if name not in (SELF_INSTRUCT, EVOL):
+            raise ValueError(f"{name!r} does not run on Ray (Self-Instruct and Evol-Instruct do)")
+        return name
+
     config: dict[str, Any]
     engine: EngineConfig
     curation: CurationConfig
@@ -105,25 +113,32 @@ def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _self_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], list[Reject], dict[str, Any]]:
+    config = SelfInstructConfig.model_validate(job.config)
+    generator = SelfInstructGenerator(config, model, load_seed_tasks(config.seeds), run_id=job.run_id)
+    generator.accept(job.pool)
+    result = generator.run_batch(job.batch, job.prompts)
+    return result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks}
+
+
+def _evol_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], list[Reject], dict[str, Any]]:
+    generator = EvolInstructGenerator(EvolInstructConfig.model_validate(job.config), model, run_id=job.run_id)
+    result = generator.run_chunk(job.batch, [SourceItem(**item) for item in job.items])
+    return result.kept, result.rejects, {"rounds": {str(k): v.as_dict() for k, v in result.rounds.items()}}
+
+
+# How a Ray worker makes one batch of each generator that can run there.
+RAY_BATCHES = {SELF_INSTRUCT: _self_instruct_batch, EVOL: _evol_instruct_batch}
+
+
 def run_job(job: BatchJob) -> str:
     """Generate, curate and stage one batch; returns the staged folder's path."""
     target = staged_path(job.dataset, job.run_id, job.batch)
     if target.exists():
         return str(target)
     model = get_engine(job.engine)
-    meta: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
-    if job.generator == "self_instruct":
-        si_config = SelfInstructConfig.model_validate(job.config)
-        generator = SelfInstructGenerator(si_config, model, load_seed_tasks(si_config.seeds), run_id=job.run_id)
-        generator.accept(job.pool)
-        si = generator.run_batch(job.batch, job.prompts)
-        kept, rejects = si.kept, si.rejects
-        meta |= {"prompts": si.prompts, "accepted_tasks": si.accepted_tasks}
-    else:
-        evol = EvolInstructGenerator(EvolInstructConfig.model_validate(job.config), model, run_id=job.run_id)
-        result = evol.run_chunk(job.batch, [SourceItem(**item) for item in job.items])
-        kept, rejects = result.kept, result.rejects
-        meta |= {"rounds": {str(k): v.as_dict() for k, v in result.rounds.items()}}
+    kept, rejects, made = RAY_BATCHES[job.generator](job, model)
+    meta: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", **made}
     chain = _chain(job)
     try:
         curated = chain.apply(kept)

@@ -211,6 +211,10 @@ class SelfInstructConfig(_Profiled):
     )
     seed: int = 0
 
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {"seeds": self.seeds}
+
     def identity(self) -> dict[str, Any]:
         """The fields that define what a run produces; the target size and budget are left out
         so that raising `--num` on the same command extends the run instead of starting a new one; the
@@ -286,6 +290,10 @@ class EvolInstructConfig(_Profiled):
             raise ValueError("weights must be non-negative with at least one positive")
         return weights
 
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {"source": self.source}
+
     def identity(self) -> dict[str, Any]:
         """What defines a run's output: everything but the source path (its content is hashed)."""
         return self.model_dump(exclude={"source"})
@@ -322,6 +330,10 @@ class BacktranslationConfig(_Strict):
         default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
     )
     seed: int = 0
+
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {"docs": self.docs, "seeds": self.seeds}
 
     def identity(self) -> dict[str, Any]:
         """Everything but the paths: the documents' path is part of the run id on its own, and the

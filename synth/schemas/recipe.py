@@ -147,14 +147,6 @@ class Recipe(_Strict):
         return "synth-gpu" if isinstance(self.engine, VLLMEngineConfig) else None
 
 
-def _inputs(step: Step) -> list[tuple[str, str | None]]:
-    if isinstance(step, SelfInstructStep):
-        return [("seeds", step.seeds)]
-    if isinstance(step, EvolInstructStep):
-        return [("source", step.source)]
-    return [("docs", step.docs), ("seeds", step.seeds)]
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe; errors name the file and the key, including missing inputs.
 
@@ -164,7 +156,7 @@ def load_recipe(path: str | Path) -> Recipe:
     assert isinstance(recipe, Recipe)
     own = Path(recipe.dataset.path).resolve()
     for i, step in enumerate(recipe.steps):
-        for key, value in _inputs(step):
+        for key, value in step.input_paths().items():
             if value is None or Path(value).exists() or Path(value).resolve() == own:
                 continue
             raise ConfigFileError(f"{path}: steps.{i}.{key}: {value} does not exist")
