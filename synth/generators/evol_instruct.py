@@ -227,6 +227,9 @@ class EvolInstructGenerator:
                 sources.append(i)
         if self.config.include_source:
             self._round_zero(chunk, sources, out)
+            # Round 1 evolves the round-0 records: they are the parents its records point to.
+            written = {r.root_id: r.id for r in out.kept if r.round == 0}
+            pool = [PoolItem(written.get(p.id, p.id), p.text, root_id=p.root_id) for p in pool]
         for rnd in range(1, self.config.rounds + 1):
             funnel = out.rounds.setdefault(rnd, RoundFunnel())
             funnel.entered += len(pool)
@@ -274,10 +277,9 @@ class EvolInstructGenerator:
                     )
                     continue
                 tags += ["cut-off"] if reply.finish_reason == "length" else []
+            # A content id, like every record's: source ids need not be unique across sources.
             out.kept.append(
-                Record(
-                    id=source.id, instruction=source.instruction, input=source.input, output=output, tags=tags, **fields
-                )
+                Record(instruction=source.instruction, input=source.input, output=output, tags=tags, **fields)
             )
             funnel.evolved += 1
 

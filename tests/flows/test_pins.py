@@ -78,7 +78,7 @@ def backtranslation(tmp_path):
 
 PINS = {
     "self_instruct": (self_instruct, "58af3f74ce1363a5"),
-    "evol_instruct": (evol, "fbbc212332957c87"),
+    "evol_instruct": (evol, "5d5c899797fc21b2"),
     "backtranslation": (backtranslation, "c0ebf0c5529dd5a8"),
 }
 

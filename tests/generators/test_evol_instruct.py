@@ -21,7 +21,7 @@ from synth.generators.evol_instruct import (
     response_failure,
 )
 from synth.generators.sources import SourceItem
-from synth.schemas import EvolInstructConfig
+from synth.schemas import EvolInstructConfig, content_id
 from synth.schemas.config import SamplingConfig
 
 SOURCE = [
@@ -371,9 +371,11 @@ def test_include_source_writes_round_zero_and_every_round_links_to_it():
     engine = ScriptedEngine(EvolScript())
     gen = EvolInstructGenerator(EvolInstructConfig(source="x", rounds=3), engine, run_id="evo")
     result = gen.run_chunk(0, source)
-    zero = {r.id: r for r in result.kept if r.round == 0}
+    zero = {r.root_id: r for r in result.kept if r.round == 0}
     assert set(zero) == {"s1", "s2", "s3", "s4"}
-    assert all(r.root_id == r.id and r.parent_id is None and r.operation == "source" for r in zero.values())
+    # round-0 records have content ids like every record (source ids need not be unique across sources)
+    assert all(r.id == content_id(r.instruction, r.input, r.output) for r in zero.values())
+    assert all(r.parent_id is None and r.operation == "source" for r in zero.values())
     # Instruction and input are kept apart, as the source has them; the output is the source's
     # where it has one, else the model's response to instruction and input.
     assert (zero["s2"].instruction, zero["s2"].input) == ("Sort the numbers in ascending order.", "5, 3, 9, 1")
@@ -391,7 +393,8 @@ def test_include_source_writes_round_zero_and_every_round_links_to_it():
         if record.round > 0:
             parent = by_id[record.parent_id]
             assert parent.round == record.round - 1 and parent.root_id == record.root_id
-            assert zero[record.root_id].root_id == record.root_id
+            if record.round == 1:
+                assert parent is zero[record.root_id]
     assert result.rounds[0].as_dict() == {"in": 4, "evolved": 4, "eliminated": {}}
 
 
@@ -404,7 +407,7 @@ def test_round_zero_responses_face_the_response_rules_and_engine_errors():
         return EvolScript()(request)
 
     result = make(script, include_source=True).run_chunk(0, SOURCE)
-    assert [r.id for r in result.kept if r.round == 0] == ["s2"]
+    assert [r.root_id for r in result.kept if r.round == 0] == ["s2"]
     assert result.rounds[0].as_dict() == {
         "in": 3,
         "evolved": 1,
