@@ -16,7 +16,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from synth.flows.cli import app, describe, print_summary
+from synth.cli import app
+from synth.cli.errors import describe
+from synth.cli.output import print_summary
 from tests.conftest import free_port
 
 runner = CliRunner()
@@ -74,7 +76,7 @@ def test_out_whose_parent_is_a_file(tmp_path, scripted):
 
 
 def test_empty_dataset_skeleton_is_an_acceptable_out(tmp_path):
-    from synth.flows.cli import check_out
+    from synth.cli.checks import check_out
 
     out = tmp_path / "ds"
     for sub in ("data", "rejects"):
@@ -382,7 +384,7 @@ def test_the_installed_command_prints_one_line(tmp_path):
     out.write_text("mine")
     env = {**os.environ, "COLUMNS": "60"}
     result = subprocess.run(
-        [sys.executable, "-m", "synth.flows.cli", "generate", "self-instruct", "--out", str(out)],
+        [sys.executable, "-m", "synth.cli", "generate", "self-instruct", "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,

@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from synth.flows.cli import app
+from synth.cli import app
 from synth.shards import DatasetWriter, read_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

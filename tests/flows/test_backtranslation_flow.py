@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from synth.cli import app
 from synth.engines import ChatRequest, ScriptedEngine
 from synth.flows.backtranslation import backtranslation_run_id, run_backtranslation
-from synth.flows.cli import app
 from synth.generators.seed_pairs import load_seed_pairs
 from synth.schemas import BacktranslationConfig, ConfigFileError, DatasetConfig, ScriptedEngineConfig
 from synth.schemas.recipe import load_recipe

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from synth.flows.cli import app
+from synth.cli import app
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def test_out_directory_holding_other_files_is_refused(tmp_path):
 def test_help_lists_the_generator_and_its_options():
     env = {**os.environ, "COLUMNS": "200"}
     out = subprocess.run(
-        [sys.executable, "-m", "synth.flows.cli", "generate", "self-instruct", "--help"],
+        [sys.executable, "-m", "synth.cli", "generate", "self-instruct", "--help"],
         capture_output=True,
         text=True,
         env=env,

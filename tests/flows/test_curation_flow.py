@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from synth.cli import app
 from synth.engines import ScriptedEngine
-from synth.flows.cli import app
 from synth.flows.curation import CurationInputError, curate_dataset, curate_file, records_from_file
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig

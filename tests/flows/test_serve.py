@@ -14,7 +14,7 @@ import httpx
 import yaml
 from typer.testing import CliRunner
 
-from synth.flows.cli import app
+from synth.cli import app
 from synth.shards import read_manifest
 
 ROOT = Path(__file__).parents[2]
@@ -89,7 +89,7 @@ def test_served_recipe_runs_on_its_interval_and_writes_shards(tmp_path):
             )
         )
         served = subprocess.Popen(
-            [sys.executable, "-m", "synth.flows.cli", "serve", str(recipe)],
+            [sys.executable, "-m", "synth.cli", "serve", str(recipe)],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         runs = wait_for(
@@ -118,7 +118,7 @@ def test_serve_names_an_unreachable_server(tmp_path):
     # A real process, as a user runs it: settings come from its environment, and a wrong outcome
     # (serving forever) ends at the timeout instead of hanging the suite.
     out = subprocess.run(
-        [sys.executable, "-m", "synth.flows.cli", "serve", str(recipe)],
+        [sys.executable, "-m", "synth.cli", "serve", str(recipe)],
         env=env,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from synth.flows.cli import app
+from synth.cli import app
 from synth.shards import read_manifest, scan
 from synth.shards.export import export, export_frame
 from synth.shards.summary import funnel, leading_verbs, lineage, summarize

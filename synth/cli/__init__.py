@@ -1,0 +1,48 @@
+"""The `synth` command line: the app, its global options, and the table of its commands.
+
+A command parses and checks its input, then calls `synth.flows` (or `synth.shards`); any error it
+raises ends as one `error:` line and an exit code (`synth.cli.errors`). Nothing imports this
+package; heavy modules (Prefect, vLLM) load inside the commands, so `synth --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from synth.cli import curate, datasets, generate, model, recipes
+from synth.cli.errors import ReportingGroup, state
+
+app = typer.Typer(
+    cls=ReportingGroup,
+    help="Manufacture and curate instruction-tuning data with a local model.\n\n"
+    "Exit codes: 0 done; 2 bad input (a path, a config, a value out of range); 1 a fault at run time "
+    "(engine, Redis, disk, Prefect server). Errors are one line; -v or SYNTH_DEBUG=1 adds the traceback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="On an error, show its traceback too (or set SYNTH_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Options of every command."""
+    state.verbose = verbose
+
+
+app.add_typer(generate.app, name="generate")
+app.command("run")(recipes.run_recipe)
+app.command("serve")(recipes.serve_recipes)
+app.command("curate")(curate.curate)
+app.command("inspect")(datasets.inspect_dataset)
+app.command("export")(datasets.export_dataset)
+app.command("prepare-model")(model.prepare_model)
+app.command("verify")(datasets.verify_dataset)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,234 @@
+"""Checks before a run: what would fail after a flow (and a Prefect server) started fails first, in a
+second, naming the path, key or URL. And `writing(out)`: no empty dataset left by a failed command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from synth.cli.errors import fail, state
+
+if TYPE_CHECKING:
+    from synth.schemas import EngineConfig
+    from synth.schemas.curation import CurationConfig
+    from synth.schemas.recipe import Recipe
+
+_DATASET_ENTRIES = {"data", "rejects", ".lock"}  # a folder holding only these is an empty dataset
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    current = path.absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    parent = _existing_ancestor(path.parent)
+    if not parent.is_dir():
+        fail(f"{flag} {path}: cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{flag} {path}: cannot be created: {parent} is not writable")
+
+
+def check_out(out: Path, flag: str = "--out") -> None:
+    """A dataset folder to create or add to: an existing dataset (its manifest must read), an
+    empty folder, or a path whose parent can be created and written."""
+    from synth.shards.store import MANIFEST, read_manifest
+
+    if out.is_dir():
+        if (out / MANIFEST).exists():
+            read_manifest(out)  # a damaged manifest is refused here, naming it, before anything starts
+        else:
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES and not _is_temp(p))
+            if foreign:
+                fail(
+                    f"{flag} {out}: folder is not empty and holds no dataset (no {MANIFEST}; it holds {foreign[0]!r}"
+                    f"{' and more' if len(foreign) > 1 else ''}); choose another {flag}"
+                )
+        if not os.access(out, os.W_OK | os.X_OK):
+            fail(f"{flag} {out}: folder is not writable")
+        return
+    if out.exists() or out.is_symlink():
+        fail(f"{flag} {out}: exists and is not a folder")
+    _check_writable_parent(out, flag)
+
+
+def check_out_file(out: Path, flag: str = "--out") -> None:
+    """A file to write: not a folder, in a folder that exists or can be created, and is writable."""
+    if out.is_dir():
+        fail(f"{flag} {out}: is a folder; give the path of a file")
+    if out.exists() and not os.access(out, os.W_OK):
+        fail(f"{flag} {out}: file is not writable")
+    _check_writable_parent(out, flag)
+
+
+def check_engine(config: EngineConfig, where: str) -> None:
+    """The engine config names nothing missing and its server answers; `where` prefixes the key."""
+    from synth.engines import EngineConfigError, EngineError
+    from synth.engines import check_engine as check
+
+    try:
+        check(config)
+    except EngineConfigError as e:
+        fail(f"{where}{e}")
+    except EngineError as e:
+        fail(f"{where}{e}", 1)
+
+
+def check_curation(config: CurationConfig, where: str) -> None:
+    """Files the curation config names exist, and its Redis answers (when the index lives there)."""
+    minhash = config.minhash
+    if minhash.enabled and minhash.backend == "redis":
+        import redis
+
+        try:
+            client = redis.Redis.from_url(minhash.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        except ValueError as e:
+            fail(f"{where}minhash.redis_url: {minhash.redis_url!r} is not a Redis URL ({e})")
+        try:
+            client.ping()
+        except redis.RedisError as e:
+            fail(f"{where}minhash.redis_url: Redis at {minhash.redis_url} is not reachable ({e}); start it", 1)
+        finally:
+            client.close()
+    for benchmark in config.decontamination.benchmarks:
+        if not Path(benchmark).is_file():
+            fail(f"{where}decontamination.benchmarks: {benchmark}: no such file")
+    if config.novelty.enabled and config.novelty.reference and not Path(config.novelty.reference).exists():
+        fail(f"{where}novelty.reference: {config.novelty.reference}: no such file or folder")
+    if config.judge.enabled and config.judge.rubric and not Path(config.judge.rubric).is_file():
+        fail(f"{where}judge.rubric: {config.judge.rubric}: no such file")
+
+
+def check_server() -> None:
+    """Fail with the URL when the configured Prefect server does not answer."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        fail("no Prefect server configured: start one (`prefect server start`) and set PREFECT_API_URL")
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as e:
+        fail(f"the Prefect server at {url} (PREFECT_API_URL) is not reachable: {e}", 1)
+
+
+def check_prefect_api() -> None:
+    """A flow reports to the Prefect server PREFECT_API_URL names: fail at once, naming it, when it
+    does not answer (with none configured, Prefect starts a temporary one of its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        check_server()
+
+
+def check_step_inputs(recipe: Recipe) -> None:
+    """Read each step's input as `synth generate` does before it starts, so a malformed seed file
+    or source fails naming its file and line, not inside the flow."""
+    from synth.generators.documents import read_documents
+    from synth.generators.seed_pairs import load_seed_pairs
+    from synth.generators.seeds import load_seed_tasks
+    from synth.generators.sources import load_instructions
+    from synth.schemas.recipe import EvolInstructStep, SelfInstructStep
+
+    own = Path(recipe.dataset.path).resolve()
+    for step in recipe.steps:
+        if isinstance(step, SelfInstructStep):
+            load_seed_tasks(step.seeds)
+        elif isinstance(step, EvolInstructStep):
+            if Path(step.source).resolve() != own:  # the recipe's own dataset may not exist yet
+                load_instructions(step.source)
+        else:
+            read_documents(step.docs, step.text_field)
+            if step.seeds is not None:
+                load_seed_pairs(step.seeds)
+
+
+def preflight(
+    out: Path | None,
+    engines: list[tuple[EngineConfig, str]],
+    curation: CurationConfig,
+    curation_where: str,
+    flow: bool = True,
+) -> None:
+    """Every check a run can make before it starts, cheapest first."""
+    if out is not None:
+        check_out(out)
+    check_curation(curation, curation_where)
+    for config, where in engines:
+        check_engine(config, where)
+    if flow:
+        check_prefect_api()
+
+
+@contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """While a command writes `out`: name it if the disk fills, and if the command created the
+    folder and fails before anything was committed, remove it again (no empty dataset is left)."""
+    top = None if out.exists() else _topmost_missing(out)
+    state.writing_to = out
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            _remove_if_empty(out, top)
+        raise
+
+
+def _topmost_missing(path: Path) -> Path:
+    current = path.absolute()
+    while not current.parent.exists() and current.parent != current:
+        current = current.parent
+    return current
+
+
+def _remove_if_empty(out: Path, top: Path) -> None:
+    """Remove `out` and its new parents up to `top` if the failed command left an empty dataset
+    there: a manifest with no run and no shard (or none), its card, empty shard folders, the lock
+    (taken first, so a writer that started meanwhile is never pulled from under). Best effort:
+    anything else stays, and so does the folder then."""
+    import fcntl
+
+    from synth.shards.store import MANIFEST, read_manifest
+
+    if not out.is_dir() or out.is_symlink():
+        return
+    try:
+        manifest = read_manifest(out)
+    except Exception:
+        return
+    if manifest.runs or manifest.shards:
+        return  # something was committed: it is kept
+    try:
+        with open(out / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            entries = [e for e in out.iterdir() if e.name != ".lock"]
+            folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
+            files = [e for e in entries if e.name in {MANIFEST, "README.md"} or _is_temp(e)]
+            if len(folders) + len(files) != len(entries) or any(any(f.iterdir()) for f in folders):
+                return  # something this cleanup does not know: leave everything as it is
+            for entry in folders:
+                entry.rmdir()
+            for entry in files:
+                entry.unlink()
+            (out / ".lock").unlink()
+    except OSError:
+        return
+    current = out.absolute()
+    while True:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == top or current.parent == current:
+            return
+        current = current.parent

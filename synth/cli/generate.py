@@ -1,0 +1,223 @@
+"""`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation) into a dataset.
+
+Each command reads its options into configs, reads its seeds or sources once to fail fast on a bad
+file (before any model loads), checks everything else a run needs, then calls the generator's flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synth.cli.checks import preflight, writing
+from synth.cli.errors import log_tracebacks_off
+from synth.cli.options import (
+    CurationOpt,
+    EngineOpt,
+    OutOpt,
+    ProfileOpt,
+    ShardRowsOpt,
+    WaitOpt,
+    load_curation,
+    load_engine,
+    where,
+)
+from synth.cli.output import print_backtranslation_funnel, print_evol_rounds, print_profile, print_summary
+from synth.flows import api
+
+app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
+
+
+@app.command("self-instruct")
+def generate_self_instruct(
+    out: OutOpt,
+    seeds: Annotated[
+        Path | None,
+        typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt."),
+    ] = None,
+    num: Annotated[int, typer.Option("--num", min=1, help="Records (instances) to keep.")] = 100,
+    engine_config: EngineOpt = None,
+    prompts_per_batch: Annotated[int, typer.Option(min=1, help="Task-generation prompts per batch.")] = 16,
+    max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
+    instances_per_task: Annotated[
+        int | None, typer.Option(min=1, help="Instances to keep per new task (default: the profile's; paper: 5).")
+    ] = None,
+    profile: ProfileOpt = "paper",
+    seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
+    shard_rows: ShardRowsOpt = 10_000,
+    wait: WaitOpt = 0,
+    curation: CurationOpt = None,
+) -> None:
+    """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
+
+    Re-running the same command resumes the run; a larger --num extends it.
+    """
+    api.prepare_process()
+    from synth.generators.seeds import load_seed_tasks
+    from synth.schemas import DatasetConfig, SelfInstructConfig
+
+    engine = load_engine(engine_config)
+    load_seed_tasks(seeds)  # fail fast on a bad seed file (a few hundred tasks: cheap to read twice)
+    given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
+    config = SelfInstructConfig(
+        seeds=str(seeds) if seeds else None,
+        num_records=num,
+        prompts_per_batch=prompts_per_batch,
+        max_batches=max_batches,
+        profile=profile,
+        seed=seed,
+        **given,
+    )
+    curation_config = load_curation(curation)
+    preflight(out, [(engine, where(engine_config))], curation_config, where(curation))
+    from synth.flows.self_instruct import self_instruct_flow
+
+    log_tracebacks_off()
+
+    with writing(out):
+        summary = self_instruct_flow(
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+            engine=engine,
+            curation=curation_config,
+        )
+    print_summary(summary)
+    print_profile(config)
+
+
+@app.command("evol")
+def generate_evol(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Instructions to evolve: a dataset directory, a JSONL, JSON array (Alpaca format) or Parquet "
+            "file, or a seed file.",
+        ),
+    ],
+    out: OutOpt,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
+    include_source: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-source/--no-include-source",
+            help="Write the source examples too, as round 0 (the paper's training mix; on by default); "
+            "a source without an output gets the model's response.",
+        ),
+    ] = None,
+    profile: ProfileOpt = "paper",
+    chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
+    engine_config: EngineOpt = None,
+    seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
+    shard_rows: ShardRowsOpt = 10_000,
+    wait: WaitOpt = 0,
+    curation: CurationOpt = None,
+) -> None:
+    """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
+    (in-breadth) ones over several rounds, eliminating failed evolutions with a reason.
+
+    Re-running the same command resumes the run.
+    """
+    api.prepare_process()
+    from synth.generators.sources import load_instructions
+    from synth.schemas import DatasetConfig, EvolInstructConfig
+
+    engine = load_engine(engine_config)
+    # Fail fast on a bad source, before any model loads. The flow reads it again: it takes a path.
+    load_instructions(source)
+    chosen = {"include_source": include_source} if include_source is not None else {}
+    config = EvolInstructConfig(
+        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed, **chosen
+    )
+    curation_config = load_curation(curation)
+    preflight(out, [(engine, where(engine_config))], curation_config, where(curation))
+    from synth.flows.evol_instruct import evol_instruct_flow
+
+    log_tracebacks_off()
+
+    with writing(out):
+        summary = evol_instruct_flow(
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+            engine=engine,
+            curation=curation_config,
+        )
+    print_evol_rounds(summary)
+    print_summary(summary)
+    print_profile(config)
+
+
+@app.command("backtranslate")
+def generate_backtranslate(
+    docs: Annotated[
+        Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
+    ],
+    out: OutOpt,
+    seeds: Annotated[
+        Path | None,
+        typer.Option(
+            "--seeds",
+            help="Seed (instruction, output) pairs for the backward prompts: JSONL or a JSON array (Alpaca format). "
+            "Pairs with an input or a reference to text not shown are skipped. Default: the built-in pairs.",
+        ),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")
+    ] = 1,
+    min_score: Annotated[
+        int, typer.Option("--min-score", min=1, max=5, help="Keep pairs graded at least this (5 strict, 4 permissive).")
+    ] = 5,
+    text_field: Annotated[str, typer.Option(help="Text field or column of a JSONL/Parquet source.")] = "text",
+    max_segments: Annotated[int | None, typer.Option(min=1, help="Use only the first N segments.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Segments per committed batch.")] = 128,
+    engine_config: EngineOpt = None,
+    backward_engine_config: Annotated[
+        Path | None,
+        typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    shard_rows: ShardRowsOpt = 10_000,
+    wait: WaitOpt = 0,
+    curation: CurationOpt = None,
+) -> None:
+    """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
+    answers, grade the pairs on a 5-point rubric, keep the best.
+
+    Re-running the same command resumes the run.
+    """
+    api.prepare_process()
+    from synth.generators.documents import read_documents
+    from synth.generators.seed_pairs import load_seed_pairs
+    from synth.schemas import BacktranslationConfig, DatasetConfig
+
+    engine = load_engine(engine_config)
+    backward = load_engine(backward_engine_config) if backward_engine_config else None
+    if seeds is not None:
+        load_seed_pairs(seeds)  # fail fast on a bad seed file, before any model loads
+    config = BacktranslationConfig(
+        docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
+        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed,
+    )  # fmt: skip
+    read_documents(docs, text_field)  # cheap: opens the source, reads no document yet
+    curation_config = load_curation(curation)
+    engines = [(engine, where(engine_config))]
+    if backward is not None:
+        engines.append((backward, where(backward_engine_config)))
+    preflight(out, engines, curation_config, where(curation))
+    from synth.flows.backtranslation import backtranslation_flow
+
+    log_tracebacks_off()
+
+    with writing(out):
+        summary = backtranslation_flow(
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+            engine=engine,
+            curation=curation_config,
+            backward_engine=backward,
+        )
+    print_backtranslation_funnel(summary)
+    print_summary(summary)

@@ -1,0 +1,159 @@
+"""What the commands print: run summaries, funnels, tables and reports. Data (record text, paths,
+reasons) is printed literally, never read as Rich markup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from synth.schemas import QuarantineEntry
+    from synth.shards.repair import Report
+
+console = Console()
+err = Console(stderr=True)
+
+
+def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value: Any) -> Text:
+    """A table cell printed as it is: record text such as `[/INST]` is not Rich markup."""
+    if isinstance(value, float):
+        return Text(f"{value:.2f}")
+    return Text("" if value is None else str(value))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Records kept, rejects by stage and reason, and where the shards are (data printed literally)."""
+    rejects = Table(title="Rejects by stage and reason", show_lines=False)
+    rejects.add_column("stage")
+    rejects.add_column("reason")
+    rejects.add_column("count", justify="right")
+    for stage, reasons in sorted(summary["rejects_by_reason"].items()):
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            rejects.add_row(Text(str(stage)), Text(str(reason)), str(n))
+    console.print(rejects)
+    path = Path(summary["dataset"])
+    status = "" if summary["reached_target"] else " [yellow](stopped at the batch budget before the target)[/]"
+    console.print(
+        f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
+        f"in {summary['batches']} batches (run {escape(str(summary['run_id']))}){status}"
+    )
+    console.print(
+        Text(
+            f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "
+            f"manifest: {path / 'manifest.json'}"
+        )
+    )
+
+
+def print_profile(config: Any) -> None:
+    """Say which profile a run used, and what it changed from the paper's settings."""
+    changed = type(config).profile_changes(config.profile)
+    if changed:
+        console.print(
+            Text(f"profile {config.profile}: not the paper's settings for {', '.join(sorted(changed))}", style="yellow")
+        )
+
+
+def print_evol_rounds(summary: dict[str, Any]) -> None:
+    """An Evol-Instruct run's funnel per round: instructions in, evolved, eliminated."""
+    rows = [
+        {"round": r, "in": f["in"], "evolved": f["evolved"], **{"eliminated": sum(f["eliminated"].values())}}
+        for r, f in summary["rounds"].items()
+    ]
+    console.print(table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
+
+
+def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
+    """A backtranslation run's funnel: documents and segments used, seed pairs, grades per round."""
+    funnel = summary["funnel"]
+    console.print(
+        f"documents {funnel.get('documents', 0)} (skipped {sum(funnel.get('documents_skipped', {}).values())}), "
+        f"segments {funnel.get('segments', 0)} (dropped {sum(funnel.get('segments_dropped', {}).values())})"
+    )
+    if pairs := funnel.get("seeds"):
+        skipped = ", ".join(f"{n} {reason}" for reason, n in pairs["skipped"].items())
+        console.print(
+            Text(f"seed pairs {pairs['used']} from {pairs['file']}" + (f" (skipped {skipped})" if skipped else ""))
+        )
+    rows = [
+        {"round": r, "graded": f["graded"], "unparseable": f["unparseable"], "kept": f["kept"],
+         "scores": ", ".join(f"{s}: {n}" for s, n in sorted(f["scores"].items()))}
+        for r, f in funnel.get("rounds", {}).items()
+    ]  # fmt: skip
+    console.print(table("Rounds", rows, ["round", "graded", "unparseable", "kept", "scores"]))
+
+
+def print_curation(summary: dict[str, Any]) -> None:
+    """What curation read, the benchmark items it found, and the run summary."""
+    console.print(f"{summary['records_in']} records in")
+    if summary["benchmark_hits"]:
+        hits = [{"benchmark item": item, "records": n} for item, n in summary["benchmark_hits"].items()]
+        console.print(table("Benchmark items hit", hits, ["benchmark item", "records"]))
+    print_summary(summary)
+
+
+def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
+    """A dataset's summary (`synth.shards.summary.summarize`) as tables."""
+    console.print(
+        f"[bold]{escape(str(summary['path']))}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
+        f"(keep rate {summary['keep_rate']:.1%})"
+    )
+    console.print(table("Runs", summary["runs"], ["run_id", "generator", "model", "status", "kept", "rejected"]))
+    console.print(table("Funnel", summary["funnel"], ["stage", "reason", "count"]))
+    console.print(table("Generators", summary["generators"], ["generator", "count"]))
+    console.print(table("Lengths (words)", summary["lengths"], ["field", "mean", "p50", "p90", "max"]))
+    console.print(table("Leading verbs", summary["leading_verbs"], ["verb", "count"]))
+    for key, title, column in (
+        ("judge_scores", "Judge scores", "judge_score"),
+        ("evolution_rounds", "Evolution rounds", "round"),
+        ("sources", "Source documents", "source_doc"),
+    ):
+        if summary[key]:
+            console.print(table(title, summary[key], [column, "count"]))
+    if summary["samples"]:
+        console.print(table("Sample records", summary["samples"], ["instruction", "input", "output"]))
+    if show_rejects and summary["reject_samples"]:
+        console.print(table("Sample rejects", summary["reject_samples"], ["stage", "reason", "instruction", "detail"]))
+
+
+def print_json(summary: dict[str, Any]) -> None:
+    """`summary` as indented JSON on stdout, for scripts (no Rich formatting)."""
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def print_check(path: Path, report: Report) -> None:
+    """`synth verify`: each problem on stderr and what to do, or that everything matches."""
+    for line in report.problems():
+        err.print(escape(line), highlight=False, soft_wrap=True)
+    if not report.ok:
+        err.print(
+            escape(f"{path}: {len(report.problems())} problem(s); `synth verify {path} --repair` sets them aside")
+        )
+        return
+    console.print(escape(f"{path}: {report.shards} shards, {report.rows} rows, all match the manifest"))
+
+
+def print_repair(path: Path, report: Report, moved: list[QuarantineEntry]) -> None:
+    """`synth verify --repair`: the problems found and each file set aside."""
+    for line in report.problems():
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    for entry in moved:
+        console.print(escape(f"set aside {entry.path} -> {entry.moved_to or '(was missing)'}: {entry.reason}"))
+    if report.manifest_error:
+        console.print(escape(f"{path}: manifest rebuilt from the shards that could be read"))
+    console.print(escape(f"{path}: repaired; {len(moved)} file(s) set aside, nothing deleted"))

@@ -1,0 +1,50 @@
+"""`synth run` and `synth serve`: recipes, once now or on their schedules against a Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from synth.cli.checks import check_server, check_step_inputs, preflight, writing
+from synth.cli.errors import fail, log_tracebacks_off
+from synth.cli.output import console, print_summary
+from synth.flows import api
+
+
+def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, TOML or JSON).")]) -> None:
+    """Run every step of a recipe once, in order, into its dataset, on the recipe's runner (this
+    process, or a Ray cluster). Re-running resumes where an interrupted run stopped."""
+    api.prepare_process()
+    from synth.schemas.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    out = Path(loaded.dataset.path)
+    check_step_inputs(loaded)
+    preflight(out, [(loaded.engine, f"{recipe}: engine.")], loaded.curation, f"{recipe}: curation.")
+    from synth.flows.recipe import recipe_flow
+
+    log_tracebacks_off()
+
+    with writing(out):
+        summaries = recipe_flow(recipe=loaded)
+    for summary in summaries:
+        console.print(Text(str(summary["generator"]), style="bold"))
+        print_summary(summary)
+
+
+def serve_recipes(recipes: Annotated[list[Path], typer.Argument(help="Recipe files with a schedule.")]) -> None:
+    """Register the recipes' schedules as deployments on the Prefect server (PREFECT_API_URL) and
+    run them as they come due, until stopped."""
+    api.prepare_process()
+    from synth.schemas.recipe import load_recipe
+
+    for path in recipes:
+        if load_recipe(path).schedule is None:
+            fail(f"{path}: no 'schedule'; use `synth run` for a one-off run")
+    check_server()
+    from synth.flows.recipe import serve_recipes as serve
+
+    serve(list(recipes))

@@ -1,0 +1,63 @@
+"""Entry points for the command line (or a script) that are not flows themselves: readying the
+process to run flows, and curating a dataset or a file. Cheap to import: heavy modules load inside."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from synth.schemas import EngineConfig
+    from synth.schemas.curation import CurationConfig
+
+
+def prepare_process() -> None:
+    """Ready this process to run flows: its helper processes end with it, and libraries stay quiet."""
+    from synth.flows.lifeline import hold_lifeline
+
+    hold_lifeline()  # the temporary Prefect server and vLLM's processes end with this one
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A local run's temporary Prefect server would try to send usage data and log its failure.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary server 20 s to start; a busy 2-core laptop can take longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def with_curate_options(
+    config: CurationConfig, benchmarks: Sequence[str | Path] = (), judge: bool = False
+) -> CurationConfig:
+    """`config` (unchanged) plus benchmark files to decontaminate against and, with `judge`, the
+    judge switched on, as `synth curate --benchmark ... --judge` asks."""
+    config = config.model_copy(deep=True)
+    config.decontamination.benchmarks += [str(b) for b in benchmarks]
+    if judge:
+        config.judge.enabled = True
+    return config
+
+
+def curate(
+    target: str | Path,
+    config: CurationConfig,
+    *,
+    out: str | Path | None = None,
+    engine: EngineConfig | None = None,
+    wait: float = 0,
+    rebuild_index: bool = False,
+) -> dict[str, Any]:
+    """Curate a dataset directory in place (`out` is None; its MinHash index is always rebuilt
+    afterwards), or a JSONL/Parquet file of records into the dataset `out` (its index rebuilt first
+    with `rebuild_index`). `engine` is the judge's model, built here; returns the run's summary."""
+    from synth.engines import get_engine
+    from synth.flows.curation import curate_dataset, curate_file
+
+    model = get_engine(engine) if engine is not None else None
+    if Path(target).is_dir():
+        return curate_dataset(target, config, engine=model, wait=wait)
+    if out is None:
+        raise ValueError(f"{target}: curating a file needs a dataset to write into (out)")
+    return curate_file(target, out, config, engine=model, wait=wait, rebuild_index=rebuild_index)
