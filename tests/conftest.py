@@ -150,35 +150,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_redis(port: int, folder) -> subprocess.Popen:
+    """A private redis-server on loopback `port`, nothing kept on disk, answering when returned."""
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return server
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    server.terminate()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
 @pytest.fixture
 def redis_url(tmp_path) -> Iterator[str]:
     """A private redis-server on a free loopback port, nothing kept on disk; stopped afterwards."""
     port = free_port()
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    server = start_redis(port, tmp_path)
     yield f"redis://127.0.0.1:{port}/0"
     server.terminate()
     server.wait(timeout=10)

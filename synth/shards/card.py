@@ -9,6 +9,7 @@ import polars as pl
 import yaml
 
 from synth.schemas import Manifest
+from synth.shards.atomic import atomic_write_bytes
 from synth.shards.columns import RECORD_SCHEMA
 
 
@@ -129,6 +130,5 @@ def render_card(manifest: Manifest) -> str:
 
 
 def write_card(path: Path, manifest: Manifest) -> None:
-    from synth.shards.store import atomic_write_bytes
 
     atomic_write_bytes(path / "README.md", render_card(manifest).encode())

@@ -38,7 +38,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -49,6 +48,7 @@ from typing import IO, Literal
 import polars as pl
 
 from synth.schemas import SCHEMA_VERSION, Manifest, Record, Reject, RunInfo, ShardInfo
+from synth.shards.atomic import atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
 
@@ -74,14 +74,6 @@ class DamagedShardError(DatasetError):
     """A listed shard is missing or does not match the manifest; the message names it."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _count_rejects(run: RunInfo, rejects: Sequence[Reject]) -> None:
     for r in rejects:
         bucket = run.rejects_by_reason.setdefault(r.stage, {})
@@ -91,29 +83,6 @@ def _count_rejects(run: RunInfo, rejects: Sequence[Reject]) -> None:
 def _is_temp(path: Path) -> bool:
     """A temporary file of `atomic_write_bytes` (a crash can leave one behind)."""
     return path.is_file() and not path.is_symlink() and path.name.startswith(".") and path.name.endswith(".tmp")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
-    The file gets the permissions of any file the user creates (their umask), not mkstemp's 0600."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def inside(root: Path, rel: str, what: str) -> Path:
@@ -399,7 +368,7 @@ class DatasetWriter:
             os.replace(_staged(self.path / s.path), self.path / s.path)
         if shards:
             for sub in {s.path.partition("/")[0] for s in shards}:
-                _fsync_dir(self.path / sub)
+                fsync_dir(self.path / sub)
 
     def commit_batch(
         self,

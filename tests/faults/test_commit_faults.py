@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
-import time
 
 import pytest
 
@@ -32,7 +30,7 @@ from synth.schemas import (
 )
 from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.shards import DatasetWriter, read_manifest, scan
-from tests.conftest import SelfInstructScript, free_port
+from tests.conftest import SelfInstructScript, free_port, start_redis
 from tests.flows.test_backtranslation_flow import corpus
 from tests.generators.test_backtranslation import Script as BacktranslationScript
 from tests.generators.test_evol_instruct import EvolScript
@@ -164,34 +162,6 @@ def test_full_disk_stops_the_run_at_once_keeping_what_was_committed(tmp_path, mo
 
 
 # -- Redis -----------------------------------------------------------------------------------------
-
-
-def start_redis(port: int, tmp_path) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
-
-    for _ in range(200):
-        try:
-            redis.Redis(port=port).ping()
-            return server
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 def write_records(path, n: int, tag: str = "t", output: str = "Fine.") -> None:
