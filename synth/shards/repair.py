@@ -25,7 +25,6 @@ from synth.shards.store import (
     _DIRS,
     MANIFEST,
     QUARANTINE,
-    STAGED,
     DatasetError,
     _is_temp,
     acquire_lock,
@@ -34,6 +33,7 @@ from synth.shards.store import (
     release_lock,
     shard_files,
     shard_problem,
+    unlisted_files,
 )
 
 _KINDS = {folder: kind for kind, folder in _DIRS.items()}
@@ -89,7 +89,6 @@ def check(path: str | Path) -> Report:
         if not report.unlisted and report.manifest_error == "missing":
             raise DatasetError(f"{root}: holds no dataset (no {MANIFEST} and no shards)") from None
         return report
-    listed = {s.path for s in manifest.shards}
     for shard in manifest.shards:
         problem = shard_problem(root, shard) or _rows_problem(root / shard.path, shard.rows)
         if problem is not None:
@@ -97,11 +96,7 @@ def check(path: str | Path) -> Report:
         else:
             report.shards += 1
             report.rows += shard.rows
-    report.unlisted = [
-        _rel(f)
-        for f in shard_files(root)
-        if _rel(f) not in listed and not _is_temp(f) and not (f.name.endswith(STAGED) and f.is_file())
-    ]
+    report.unlisted = unlisted_files(root, manifest)
     return report
 
 

@@ -153,6 +153,22 @@ def _staged(path: Path) -> Path:
     return path.with_name(path.name + STAGED)
 
 
+def _is_staged(path: Path) -> bool:
+    """A shard one of our writers staged (a crash can leave one behind; never a link)."""
+    return path.name.endswith(STAGED) and path.is_file() and not path.is_symlink()
+
+
+def unlisted_files(root: Path, manifest: Manifest) -> list[str]:
+    """The files in the shard folders that `manifest` does not list (as shards, or as retired
+    shards about to be removed), other than our own temporary and staged files."""
+    listed = {s.path for s in [*manifest.shards, *manifest.retired]}
+    return [
+        rel
+        for f in shard_files(root)
+        if (rel := f"{f.parent.name}/{f.name}") not in listed and not _is_temp(f) and not _is_staged(f)
+    ]
+
+
 def _holder(lock_file: Path) -> str:
     try:
         info = json.loads(lock_file.read_text())
@@ -270,14 +286,7 @@ class DatasetWriter:
     def _refuse_unlisted(self) -> None:
         """Refuse a folder holding shards its manifest does not list: a lost or emptied manifest,
         or files someone else put there. We never write over (or delete) what we did not list."""
-        listed = {s.path for s in [*self.manifest.shards, *self.manifest.retired]}
-        stray = [
-            f"{f.parent.name}/{f.name}"
-            for f in shard_files(self.path)
-            if f"{f.parent.name}/{f.name}" not in listed
-            and not _is_temp(f)
-            and not (f.name.endswith(STAGED) and f.is_file() and not f.is_symlink())
-        ]
+        stray = unlisted_files(self.path, self.manifest)
         if stray:
             more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
             raise DatasetError(
@@ -297,7 +306,7 @@ class DatasetWriter:
             rel = f"{file.parent.name}/{file.name}"
             if _is_temp(file):
                 file.unlink()
-            elif file.name.endswith(STAGED) and file.is_file() and not file.is_symlink():
+            elif _is_staged(file):
                 final = rel[: -len(STAGED)]
                 if final in listed and not (self.path / final).exists():
                     os.replace(file, self.path / final)
