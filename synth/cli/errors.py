@@ -59,7 +59,6 @@ _KNOWN_ERRORS = {
 }
 # Paths the user can fix; any other OSError is a fault at run time.
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.ENAMETOOLONG}
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _chain(exc: BaseException, every: bool = False) -> list[BaseException]:
@@ -90,13 +89,6 @@ def _known_code(e: BaseException) -> int | None:
     return None
 
 
-def _is_disk_full(e: BaseException) -> bool:
-    if isinstance(e, OSError) and e.errno in _DISK_FULL:
-        return True
-    text = str(e)  # a library that reports the OS error only in its message (Rust's io::Error)
-    return "No space left on device" in text or "Disk quota exceeded" in text
-
-
 def _os_message(e: OSError) -> str:
     what = e.strerror or str(e)
     if e.filename is None:
@@ -116,8 +108,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
     configs, value ranges), 1 for a fault at run time (engine, Redis, disk, Prefect)."""
     from pydantic import ValidationError
 
+    from synth.shards.store import disk_full
+
     for e in _chain(exc, every=True):
-        if _is_disk_full(e):
+        if disk_full(e):
             where = getattr(e, "filename", None) or state.writing_to or "the dataset"
             return (
                 f"disk full while writing {where}: what was committed is kept; free space and re-run to resume",
