@@ -7,7 +7,7 @@ file (before any model loads), checks everything else a run needs, then calls th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,6 +28,35 @@ from synth.cli.output import print_backtranslation_funnel, print_evol_rounds, pr
 from synth.flows import api
 
 app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
+
+
+def _run(
+    generator: str,
+    config: Any,
+    out: Path,
+    engines: list[tuple[Any, str]],
+    curation: Path | None,
+    shard_rows: int,
+    wait: float,
+    **flow_args: Any,
+) -> dict[str, Any]:
+    """Check everything the run needs, then run the generator's flow (from the registry) into
+    `out` with the first of `engines`; returns the run's summary."""
+    from synth.schemas import DatasetConfig
+
+    curation_config = load_curation(curation)
+    preflight(out, engines, curation_config, where(curation))
+    from synth.flows.registry import GENERATORS
+
+    log_tracebacks_off()
+    with writing(out):
+        return GENERATORS[generator].flow(
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+            engine=engines[0][0],
+            curation=curation_config,
+            **flow_args,
+        )
 
 
 @app.command("self-instruct")
@@ -56,7 +85,7 @@ def generate_self_instruct(
     """
     api.prepare_process()
     from synth.generators.seeds import load_seed_tasks
-    from synth.schemas import DatasetConfig, SelfInstructConfig
+    from synth.schemas import SelfInstructConfig
 
     engine = load_engine(engine_config)
     load_seed_tasks(seeds)  # fail fast on a bad seed file (a few hundred tasks: cheap to read twice)
@@ -70,19 +99,7 @@ def generate_self_instruct(
         seed=seed,
         **given,
     )
-    curation_config = load_curation(curation)
-    preflight(out, [(engine, where(engine_config))], curation_config, where(curation))
-    from synth.flows.self_instruct import self_instruct_flow
-
-    log_tracebacks_off()
-
-    with writing(out):
-        summary = self_instruct_flow(
-            config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
-            engine=engine,
-            curation=curation_config,
-        )
+    summary = _run("self_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
     print_summary(summary)
     print_profile(config)
 
@@ -123,7 +140,7 @@ def generate_evol(
     """
     api.prepare_process()
     from synth.generators.sources import load_instructions
-    from synth.schemas import DatasetConfig, EvolInstructConfig
+    from synth.schemas import EvolInstructConfig
 
     engine = load_engine(engine_config)
     # Fail fast on a bad source, before any model loads. The flow reads it again: it takes a path.
@@ -132,19 +149,7 @@ def generate_evol(
     config = EvolInstructConfig(
         source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed, **chosen
     )
-    curation_config = load_curation(curation)
-    preflight(out, [(engine, where(engine_config))], curation_config, where(curation))
-    from synth.flows.evol_instruct import evol_instruct_flow
-
-    log_tracebacks_off()
-
-    with writing(out):
-        summary = evol_instruct_flow(
-            config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
-            engine=engine,
-            curation=curation_config,
-        )
+    summary = _run("evol_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
     print_evol_rounds(summary)
     print_summary(summary)
     print_profile(config)
@@ -191,7 +196,7 @@ def generate_backtranslate(
     api.prepare_process()
     from synth.generators.documents import read_documents
     from synth.generators.seed_pairs import load_seed_pairs
-    from synth.schemas import BacktranslationConfig, DatasetConfig
+    from synth.schemas import BacktranslationConfig
 
     engine = load_engine(engine_config)
     backward = load_engine(backward_engine_config) if backward_engine_config else None
@@ -202,22 +207,9 @@ def generate_backtranslate(
         text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed,
     )  # fmt: skip
     read_documents(docs, text_field)  # cheap: opens the source, reads no document yet
-    curation_config = load_curation(curation)
     engines = [(engine, where(engine_config))]
     if backward is not None:
         engines.append((backward, where(backward_engine_config)))
-    preflight(out, engines, curation_config, where(curation))
-    from synth.flows.backtranslation import backtranslation_flow
-
-    log_tracebacks_off()
-
-    with writing(out):
-        summary = backtranslation_flow(
-            config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
-            engine=engine,
-            curation=curation_config,
-            backward_engine=backward,
-        )
+    summary = _run("backtranslation", config, out, engines, curation, shard_rows, wait, backward_engine=backward)
     print_backtranslation_funnel(summary)
     print_summary(summary)

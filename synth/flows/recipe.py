@@ -34,9 +34,10 @@ def ray_step_flow(
 ) -> dict[str, Any]:
     """A step whose batches run on a Ray cluster (see `synth.flows.scaleout`)."""
     generator = GENERATORS[step.generator]
-    assert generator.on_ray is not None
+    on_ray = generator.on_ray
+    assert on_ray is not None
     config = generator.config(**step.model_dump(exclude={"generator"}))
-    return generator.on_ray(config, engine, dataset, curation, runner)
+    return on_ray(config, engine, dataset, curation, runner)
 
 
 def _run_step(recipe: Recipe, step: Step) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def _run_step(recipe: Recipe, step: Step) -> dict[str, Any]:
     and the generator can run there (the others run on the flow's own process)."""
     generator = GENERATORS[step.generator]
     runner = recipe.runner
-    if isinstance(runner, RayRunner) and generator.on_ray is not None:
+    if isinstance(runner, RayRunner) and generator.on_ray_path is not None:
         from prefect_ray import RayTaskRunner
 
         on_ray = RayTaskRunner(address=runner.address, init_kwargs=runner.init_kwargs)

@@ -1,22 +1,19 @@
 """The generators, by name: each one's config, its flow, and how it runs on a Ray cluster.
 
-The recipe runner reads this table (the recipe schema builds its steps from the configs in
-`synth.schemas.config.GENERATOR_CONFIGS`); adding a generator is one entry here. See the README's
-"Adding a generator".
+The recipe runner and `synth generate` read this table (the recipe schema builds its steps from
+the configs); adding a generator is one entry here. See the README's "Adding a generator".
+Flows are looked up by name when called, so reading the table imports no flow (nor Prefect).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from synth.flows.backtranslation import backtranslation_flow
-from synth.flows.evol_instruct import evol_instruct_flow
-from synth.flows.scaleout import run_evol_instruct_on_ray, run_self_instruct_on_ray
-from synth.flows.self_instruct import self_instruct_flow
 from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
 
 
@@ -24,19 +21,43 @@ from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstruc
 class Generator:
     """One generator: its name (as records, recipes and the manifest spell it), its config, the
     Prefect flow that runs it (config, dataset, engine, curation), and, if its batches can run on
-    Ray workers, the function that runs it there (config, engine, dataset, curation, runner)."""
+    Ray workers, the function that runs it there (config, engine, dataset, curation, runner); both
+    as "module:attribute"."""
 
     name: str
     config: type[BaseModel]
-    flow: Callable[..., dict[str, Any]]
-    on_ray: Callable[..., dict[str, Any]] | None = None
+    flow_path: str
+    on_ray_path: str | None = None
+
+    @property
+    def flow(self) -> Callable[..., dict[str, Any]]:
+        return _load(self.flow_path)
+
+    @property
+    def on_ray(self) -> Callable[..., dict[str, Any]] | None:
+        return _load(self.on_ray_path) if self.on_ray_path else None
+
+
+def _load(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 GENERATORS: dict[str, Generator] = {
     g.name: g
     for g in (
-        Generator("self_instruct", SelfInstructConfig, self_instruct_flow, run_self_instruct_on_ray),
-        Generator("evol_instruct", EvolInstructConfig, evol_instruct_flow, run_evol_instruct_on_ray),
-        Generator("backtranslation", BacktranslationConfig, backtranslation_flow),
+        Generator(
+            "self_instruct",
+            SelfInstructConfig,
+            "synth.flows.self_instruct:self_instruct_flow",
+            "synth.flows.scaleout:run_self_instruct_on_ray",
+        ),
+        Generator(
+            "evol_instruct",
+            EvolInstructConfig,
+            "synth.flows.evol_instruct:evol_instruct_flow",
+            "synth.flows.scaleout:run_evol_instruct_on_ray",
+        ),
+        Generator("backtranslation", BacktranslationConfig, "synth.flows.backtranslation:backtranslation_flow"),
     )
 }
