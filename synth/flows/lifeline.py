@@ -9,6 +9,7 @@ gone, however it ended) it kills each of them that is still the same process (sa
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,8 +45,6 @@ def hold_lifeline() -> None:
     global _watcher
     if _watcher is not None:
         return
-    import os
-
     _watcher = subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(os.getpid())],
         stdin=subprocess.PIPE,

@@ -66,7 +66,7 @@ class BatchJob(BaseModel):
     @field_validator("generator")
     @classmethod
     def _runs_on_ray(cls, name: str) -> str:
-        if name not in (SELF_INSTRUCT, EVOL):
+        if name not in RAY_BATCHES:
             raise ValueError(f"{name!r} does not run on Ray (Self-Instruct and Evol-Instruct do)")
         return name
 
