@@ -15,7 +15,8 @@ import time
 
 from synth.engines import close_engines, get_engine
 from synth.generators.seeds import load_seed_tasks
-from synth.generators.self_instruct import SelfInstructGenerator, parse_is_classification
+from synth.generators.self_instruct import SelfInstructGenerator
+from synth.generators.self_instruct_replies import parse_is_classification
 from synth.schemas import SelfInstructConfig, VLLMEngineConfig
 
 

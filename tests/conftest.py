@@ -95,7 +95,7 @@ def build_small_dataset(path, batches: int = 2) -> None:
         for batch in range(batches):
             result = generator.run_batch(batch)
             writer.commit_batch("si", batch, result.kept, result.rejects)
-            generator.accept(result.accepted_tasks)
+            generator.add_to_pool(result.accepted_tasks)
         writer.finish_run("si")
         root = Record(generator="evol_instruct", instruction="Explain rain.", output="Water falls.", round=0)
         chain = [root]

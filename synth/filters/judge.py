@@ -15,6 +15,7 @@ from pathlib import Path
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.base import FilterResult, reject
+from synth.prompts import defuse, load_template
 from synth.schemas import Message, Record
 from synth.schemas.curation import JudgeConfig
 
@@ -28,17 +29,6 @@ GRADE_SCHEMA = {
     "additionalProperties": False,
 }
 _SCORE_LINE = re.compile(r"^\W*score\W*([1-5])\W*$", re.IGNORECASE | re.MULTILINE)
-# Strings that open or close chat turns in common templates, and our own fence markers.
-_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (START|END)\]", re.IGNORECASE)
-_PROMPTS = Path(__file__).parents[1] / "generators" / "prompts"
-
-
-def defuse(text: str) -> str:
-    """Untrusted text made safe to place inside a prompt: chat-control markers and our fence
-    markers are broken up so they read as text and cannot end the fence or start a turn."""
-    return _CONTROL.sub(
-        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
-    )
 
 
 def parse_grade(text: str) -> tuple[int, str] | None:
@@ -67,18 +57,17 @@ class JudgeFilter:
     def __init__(self, config: JudgeConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        rubric_path = Path(config.rubric) if config.rubric else _PROMPTS / "judge_rubric.txt"
-        self.rubric = rubric_path.read_text(encoding="utf-8").strip()
+        if config.rubric:
+            self.rubric = Path(config.rubric).read_text(encoding="utf-8").strip()
+        else:
+            self.rubric = load_template("judge_rubric").text
         self.rubric_hash = hashlib.sha256(self.rubric.encode()).hexdigest()[:12]
-        self.template = (_PROMPTS / "judge.txt").read_text(encoding="utf-8").strip()
+        self.template = load_template("judge")
 
     def request(self, r: Record) -> ChatRequest:
         shown = f"{r.instruction}\n\n{r.input}" if r.input else r.instruction
-        prompt = self.template.replace("{{rubric}}", self.rubric, 1)
-        # Single-pass fill: the record's text is never scanned for placeholders.
-        head, rest = prompt.split("{{instruction}}", 1)
-        middle, tail = rest.split("{{output}}", 1)
-        prompt = f"{head}{defuse(shown)}{middle}{defuse(r.output)}{tail}"
+        # Single-pass fill: neither the rubric nor the record's text is scanned for placeholders.
+        prompt = self.template.render(rubric=self.rubric, instruction=defuse(shown), output=defuse(r.output))
         return ChatRequest(
             messages=[Message(role="user", content=prompt)],
             sampling=self.config.sampling,

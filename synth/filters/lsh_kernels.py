@@ -179,27 +179,6 @@ def table_shift(table: np.ndarray) -> np.uint64:
 
 
 @nb.njit(cache=True, nogil=True)
-def _similarity(
-    exact: bool,
-    sig: np.ndarray,
-    shingle_set: np.ndarray,
-    other_sigs: np.ndarray,
-    other_shingles: np.ndarray,
-    other_offsets: np.ndarray,
-    row: np.int64,
-) -> float:
-    """Similarity of a text to row `row` of the others: exact Jaccard of the shingle sets, or the
-    share of equal signature values (`other_sigs` is only read for the latter)."""
-    if exact:
-        return sorted_jaccard(shingle_set, other_shingles[other_offsets[row] : other_offsets[row + 1]])
-    same = 0
-    for k in range(sig.shape[0]):
-        if sig[k] == other_sigs[row, k]:
-            same += 1
-    return same / sig.shape[0]
-
-
-@nb.njit(cache=True, nogil=True)
 def _probe(
     table: np.ndarray,
     shift: np.uint64,
@@ -227,7 +206,16 @@ def _probe(
         row = np.int64(entry & _MAX32)
         if (entry >> _SHIFT32) == fragment and seen[row] != i + 1:
             seen[row] = i + 1
-            sim = _similarity(exact, sig, shingle_set, other_sigs, other_shingles, other_offsets, row)
+            # Exact Jaccard of the shingle sets, or the share of equal signature values
+            # (`other_sigs` is only read for the latter).
+            if exact:
+                sim = sorted_jaccard(shingle_set, other_shingles[other_offsets[row] : other_offsets[row + 1]])
+            else:
+                same = 0
+                for k in range(sig.shape[0]):
+                    if sig[k] == other_sigs[row, k]:
+                        same += 1
+                sim = same / sig.shape[0]
             if sim >= threshold and sim > best:
                 best, best_row = sim, row
         s = (s + 1) & mask

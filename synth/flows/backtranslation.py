@@ -13,14 +13,14 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import polars as pl
 from prefect import flow
 
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
-from synth.flows.run import Batch, RunContext, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
     BacktranslationGenerator,
@@ -30,7 +30,7 @@ from synth.generators.backtranslation import (
 )
 from synth.generators.documents import Segment, Skipped, read_documents, segment
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
-from synth.generators.templates import load_template
+from synth.prompts import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
 from synth.shards import scan
@@ -145,7 +145,7 @@ def _keys(frame: pl.DataFrame) -> set[str]:
 
 
 @dataclass
-class BacktranslationJob:
+class BacktranslationJob(Built[BacktranslationGenerator]):
     """Backtranslation's part of a run (see `synth.flows.run`): rounds over the corpus, one batch
     per chunk of segments; each round's few-shot pool holds the seeds and what earlier rounds kept."""
 
@@ -154,13 +154,7 @@ class BacktranslationJob:
     run_id: str
     backward_engine: EngineConfig | None = None
     backward_model: Engine | None = None
-    generator: str = GENERATOR
-    _gen: BacktranslationGenerator | None = None
-
-    @property
-    def gen(self) -> BacktranslationGenerator:
-        assert self._gen is not None, "open() first"
-        return self._gen
+    generator: ClassVar[str] = GENERATOR
 
     def open(self, run: RunContext) -> str:
         backward = self.backward_model
@@ -228,18 +222,15 @@ def run_backtranslation(
     dataset: DatasetConfig,
     *,
     backward_engine: EngineConfig | None = None,
-    curation: CurationConfig | None = None,
-    model: Engine | None = None,
     backward_model: Engine | None = None,
-    batch_retries: int = 2,
+    **options: Unpack[RunOptions],
 ) -> dict[str, Any]:
-    """Run (or resume) backtranslation over `config.docs` into `dataset`; returns a summary, whose
+    """Run (or resume) backtranslation over `config.docs` into `dataset` (see `RunOptions`; the
+    backward step may have its own engine, as a config or a live one); returns a summary, whose
     funnel counts the seed pairs used and skipped (`funnel["seeds"]`)."""
     seeds = load_seed_pairs(config.seeds)
-    job = BacktranslationJob(
-        config, seeds, backtranslation_run_id(config, engine, backward_engine, seeds), backward_engine, backward_model
-    )
-    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
+    rid = backtranslation_run_id(config, engine, backward_engine, seeds)
+    return run_job(BacktranslationJob(config, seeds, rid, backward_engine, backward_model), engine, dataset, **options)
 
 
 @flow(name="backtranslation", log_prints=True)

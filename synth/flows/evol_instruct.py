@@ -11,16 +11,15 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 from prefect import flow
 
-from synth.engines import Engine
 from synth.flows.common import Committed
-from synth.flows.run import Batch, RunContext, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
-from synth.generators.templates import load_template
+from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
 
@@ -60,15 +59,14 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class EvolInstructJob:
+class EvolInstructJob(Built[EvolInstructGenerator]):
     """Evol-Instruct's part of a run (see `synth.flows.run`): one batch per chunk of source
     instructions, every round inside it; the per-round funnel accumulates in the run's state."""
 
     config: EvolInstructConfig
     items: list[SourceItem]
     run_id: str
-    generator: str = GENERATOR
-    _gen: EvolInstructGenerator | None = None
+    generator: ClassVar[str] = GENERATOR
 
     @property
     def chunks(self) -> list[list[SourceItem]]:
@@ -85,8 +83,7 @@ class EvolInstructJob:
             yield Spec(chunk, chunks[chunk])
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
-        assert self._gen is not None, "open() first"
-        result = self._gen.run_chunk(spec.batch, spec.data)
+        result = self.gen.run_chunk(spec.batch, spec.data)
         funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
         state = {"rounds": merge_rounds(run.info.state.get("rounds", {}), funnels)}
         return Batch(result.kept, result.rejects, state)
@@ -103,19 +100,12 @@ class EvolInstructJob:
 
 
 def run_evol_instruct(
-    config: EvolInstructConfig,
-    engine: EngineConfig,
-    dataset: DatasetConfig,
-    *,
-    curation: CurationConfig | None = None,
-    model: Engine | None = None,
-    batch_retries: int = 2,
+    config: EvolInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
 ) -> dict[str, Any]:
-    """Run (or resume) Evol-Instruct from `config.source` into `dataset`; returns a summary."""
+    """Run (or resume) Evol-Instruct from `config.source` into `dataset` (see `RunOptions`); returns a summary."""
     config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]
-    job = EvolInstructJob(config, items, evol_run_id(config, engine, items))
-    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
+    return run_job(EvolInstructJob(config, items, evol_run_id(config, engine, items)), engine, dataset, **options)
 
 
 @flow(name="evol-instruct", log_prints=True)

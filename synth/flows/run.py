@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -63,6 +63,21 @@ class RunContext:
         return self.writer.manifest.runs[self.run_id]
 
 
+G = TypeVar("G")
+
+
+@dataclass
+class Built(Generic[G]):
+    """A job's live generator, built by its `open` (a job is made before the engine exists)."""
+
+    _gen: G | None = field(default=None, init=False, repr=False)
+
+    @property
+    def gen(self) -> G:
+        assert self._gen is not None, "open() first"
+        return self._gen
+
+
 class Job(Protocol):
     """A generator's part of a run."""
 
@@ -111,18 +126,26 @@ def run_batch(job: Job, run: RunContext, spec: Spec) -> list[str]:
     return result.paths
 
 
-def run_job(
-    job: Job,
-    engine: EngineConfig,
-    dataset: DatasetConfig,
-    *,
-    curation: CurationConfig | None = None,
-    model: Engine | None = None,
-    batch_retries: int = 2,
-) -> dict[str, Any]:
-    """Run (or resume) `job` into `dataset`; returns the run's summary. `model` overrides the
-    engine built from `engine` (which still names the model in the run id)."""
-    step = run_batch.with_options(name=f"{job.generator}-batch", retries=batch_retries)
+class RunOptions(TypedDict, total=False):
+    """What every generator's run takes besides its config, engine config and dataset.
+
+    - `curation`: the chain each batch passes before it is written (default: heuristics, exact and
+      near dedup).
+    - `model`: a live engine to use instead of the one built from the engine config (tests pass a
+      scripted one; the engine config still names the model in the run id).
+    - `batch_retries`: how often a batch whose engine calls fail is retried, with backoff (default
+      2); a batch changes nothing until it commits, so a retry starts clean.
+    """
+
+    curation: CurationConfig | None
+    model: Engine | None
+    batch_retries: int
+
+
+def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]) -> dict[str, Any]:
+    """Run (or resume) `job` into `dataset`; returns the run's summary."""
+    curation, model = options.get("curation"), options.get("model")
+    step = run_batch.with_options(name=f"{job.generator}-batch", retries=options.get("batch_retries", 2))
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         live = model or get_engine(engine)
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name)

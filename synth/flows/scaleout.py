@@ -116,7 +116,7 @@ def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta:
 def _self_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], list[Reject], dict[str, Any]]:
     config = SelfInstructConfig.model_validate(job.config)
     generator = SelfInstructGenerator(config, model, load_seed_tasks(config.seeds), run_id=job.run_id)
-    generator.accept(job.pool)
+    generator.add_to_pool(job.pool)
     result = generator.run_batch(job.batch, job.prompts)
     return result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks}
 

@@ -12,17 +12,16 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import polars as pl
 from prefect import flow
 
-from synth.engines import Engine
 from synth.flows.common import Committed
-from synth.flows.run import Batch, RunContext, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
-from synth.generators.templates import load_template
+from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
 from synth.schemas.curation import CurationConfig
 from synth.shards import scan
@@ -78,24 +77,18 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) 
 
 
 @dataclass
-class SelfInstructJob:
+class SelfInstructJob(Built[SelfInstructGenerator]):
     """Self-Instruct's part of a run (see `synth.flows.run`): batches of task-generation prompts
     until the target is kept or the batch budget is spent; the task pool grows as batches commit."""
 
     config: SelfInstructConfig
     seeds: list[SeedTask]
     run_id: str
-    generator: str = GENERATOR
-    _gen: SelfInstructGenerator | None = None
-
-    @property
-    def gen(self) -> SelfInstructGenerator:
-        assert self._gen is not None, "open() first"
-        return self._gen
+    generator: ClassVar[str] = GENERATOR
 
     def open(self, run: RunContext) -> str:
         self._gen = SelfInstructGenerator(self.config, run.engine, self.seeds, run_id=self.run_id)
-        self._gen.accept(accepted_tasks(run.dataset.path, self.run_id))
+        self._gen.add_to_pool(accepted_tasks(run.dataset.path, self.run_id))
         return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
@@ -109,7 +102,7 @@ class SelfInstructJob:
         return Batch(result.kept, result.rejects, state, extra=result.accepted_tasks)
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        self.gen.accept(batch.extra)
+        self.gen.add_to_pool(batch.extra)
         return f"{spec.data} prompts, {len(batch.extra)} new tasks (run total {run.info.kept}/{self.config.num_records} kept)"
 
     def progress(self, run: RunContext) -> float:
@@ -120,24 +113,13 @@ class SelfInstructJob:
 
 
 def run_self_instruct(
-    config: SelfInstructConfig,
-    engine: EngineConfig,
-    dataset: DatasetConfig,
-    *,
-    curation: CurationConfig | None = None,
-    model: Engine | None = None,
-    batch_retries: int = 2,
+    config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
 ) -> dict[str, Any]:
-    """Run (or resume) Self-Instruct into `dataset`, curating each batch before it is written
-    (`curation`, default: heuristics, exact and near dedup); returns a summary of the run.
-
-    `model` overrides the engine built from `engine` (tests pass a scripted one; `engine` still
-    names the model in the run id). A batch whose engine calls fail is retried `batch_retries`
-    times with backoff; it changes nothing until it commits, so a retry starts clean.
-    """
+    """Run (or resume) Self-Instruct into `dataset` (see `RunOptions`); returns a summary of the run."""
     seeds = load_seed_tasks(config.seeds)
-    job = SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds))
-    return run_job(job, engine, dataset, curation=curation, model=model, batch_retries=batch_retries)
+    return run_job(
+        SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
+    )
 
 
 @flow(name="self-instruct", log_prints=True)

@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Engine
-from synth.filters.judge import GRADE_SCHEMA, defuse, parse_grade
+from synth.filters.judge import GRADE_SCHEMA, parse_grade
 from synth.filters.novelty import snippet
 from synth.generators.documents import Segment
+from synth.generators.provenance import Origin, request_seed
 from synth.generators.seed_pairs import unusable
-from synth.generators.self_instruct import request_seed
-from synth.generators.templates import load_template
+from synth.prompts import defuse, load_template
 from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTask
 
 GENERATOR = "backtranslation"
@@ -98,6 +98,7 @@ class BacktranslationGenerator:
         self.engine = engine
         self.backward = backward or engine
         self.run_id = run_id
+        self.origin = Origin(GENERATOR, run_id, config.seed, self.backward.model_name)
         self.pool = list(pairs)
         self.t_backward = load_template("backtranslation_backward")
         self.t_grade = load_template("backtranslation_grade")
@@ -206,14 +207,9 @@ class BacktranslationGenerator:
         return out
 
     def _common(self, rnd: int, seg: Segment) -> dict:
-        return dict(
-            generator=GENERATOR,
-            model=self.backward.model_name,
+        return self.origin.fields(
+            template=self.t_backward,
             sampling=self.config.augment_sampling,
-            template=self.t_backward.name,
-            template_hash=self.t_backward.hash,
-            seed=self.config.seed,
-            run_id=self.run_id,
             round=rnd,
             source_doc=seg.doc,
             source_start=seg.start,

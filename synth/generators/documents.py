@@ -143,26 +143,23 @@ class _HTMLBlocks(HTMLParser):
             self._offset += len(text) + 2
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag in _HEADINGS:
-            self._flush()
-            self._heading = True
-        elif tag in _BLOCK_TAGS:
-            self._flush()
-        elif tag == "a":
-            self._in_link += 1
+        self._tag(tag, 1)
 
     def handle_endtag(self, tag: str) -> None:
+        self._tag(tag, -1)
+
+    def _tag(self, tag: str, step: int) -> None:
+        """An opening (`step` 1) or closing (-1) tag: skipped regions and links nest; a heading or
+        block boundary ends the block in hand."""
         if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
+            self._skip = max(0, self._skip + step)
         elif tag in _HEADINGS:
             self._flush()
-            self._heading = False
+            self._heading = step > 0
         elif tag in _BLOCK_TAGS:
             self._flush()
         elif tag == "a":
-            self._in_link = max(0, self._in_link - 1)
+            self._in_link = max(0, self._in_link + step)
 
     def handle_data(self, data: str) -> None:
         if self._skip:

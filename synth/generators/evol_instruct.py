@@ -48,11 +48,10 @@ from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
-from synth.filters.judge import defuse
 from synth.filters.novelty import snippet
-from synth.generators.self_instruct import request_seed
+from synth.generators.provenance import Origin, request_seed
 from synth.generators.sources import SourceItem
-from synth.generators.templates import Template, load_template
+from synth.prompts import Template, defuse, load_template
 from synth.schemas import EvolInstructConfig, Message, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
@@ -185,6 +184,7 @@ class EvolInstructGenerator:
         self.config = config
         self.engine = engine
         self.run_id = run_id
+        self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
         self.templates = {op: load_template(f"evol_{op}") for op in OPERATIONS}
         self.t_equal = load_template("evol_equality")
         self.t_response = load_template("evol_response")
@@ -285,23 +285,10 @@ class EvolInstructGenerator:
 
     def _source_fields(self, chunk: int, source: SourceItem, generated: bool) -> dict:
         """Provenance of a round-0 example; model, sampling and template only where the model wrote the output."""
-        fields: dict = dict(
-            generator=GENERATOR,
-            seed=self.config.seed,
-            run_id=self.run_id,
-            batch=chunk,
-            root_id=source.id,
-            operation=SOURCE_OPERATION,
-            round=0,
-        )
-        if generated:
-            fields |= dict(
-                model=self.engine.model_name,
-                sampling=self.config.response_sampling,
-                template=self.t_response.name,
-                template_hash=self.t_response.hash,
-            )
-        return fields
+        lineage = dict(root_id=source.id, operation=SOURCE_OPERATION, round=0)
+        if not generated:
+            return self.origin.fields(chunk, model="", **lineage)
+        return self.origin.fields(chunk, template=self.t_response, sampling=self.config.response_sampling, **lineage)
 
     def _oversized(self, chunk: int, source_id: str, text: str, out: EvolResult) -> None:
         """A source instruction too large to rewrite: a reject of round 1 that names the source and
@@ -312,14 +299,7 @@ class EvolInstructGenerator:
         out.rejects.append(
             Reject(
                 id=content_id(STAGE, OVERSIZED, source_id),
-                generator=GENERATOR,
-                model=self.engine.model_name,
-                seed=self.config.seed,
-                run_id=self.run_id,
-                batch=chunk,
-                parent_id=source_id,
-                root_id=source_id,
-                round=1,
+                **self.origin.fields(chunk, parent_id=source_id, root_id=source_id, round=1),
                 stage=STAGE,
                 reason=OVERSIZED,
                 instruction=snippet(text, 200),
@@ -388,16 +368,10 @@ class EvolInstructGenerator:
         return next_pool
 
     def _common(self, chunk: int, rnd: int, parent: PoolItem, op: str) -> dict:
-        template = self.templates[op]
-        return dict(
-            generator=GENERATOR,
-            model=self.engine.model_name,
+        return self.origin.fields(
+            chunk,
+            template=self.templates[op],
             sampling=self.config.response_sampling,
-            template=template.name,
-            template_hash=template.hash,
-            seed=self.config.seed,
-            run_id=self.run_id,
-            batch=chunk,
             parent_id=parent.id,
             root_id=parent.root_id,
             operation=op,

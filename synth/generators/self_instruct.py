@@ -19,134 +19,37 @@ Reference: Wang et al., "Self-Instruct: Aligning Language Models with Self-Gener
 
 from __future__ import annotations
 
-import hashlib
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters import InstructionHeuristics, RougeNoveltyIndex
 from synth.filters.heuristics import NON_TEXT_KEYWORDS, SELF_INSTRUCT_KEYWORDS
-from synth.filters.judge import defuse
 from synth.filters.novelty import neighbor_ref
+from synth.generators.provenance import Origin, request_seed
 from synth.generators.seeds import MAX_SEED_CHARS, seed_chars
-from synth.generators.templates import Template, load_template
+from synth.generators.self_instruct_replies import (
+    TASK_LINE,
+    instance_reasons,
+    parse_instances,
+    parse_is_classification,
+    parse_task_list,
+)
+from synth.prompts import Template, defuse, load_template
 from synth.schemas import Message, Record, Reject, Sampling, SeedTask, SelfInstructConfig
 
 GENERATOR = "self_instruct"
-_TASK_LINE = re.compile(r"^\s*[*#>\-\s]*(?:task\s*)?(\d{1,3})\s*[:.)]\s*(.*)$", re.IGNORECASE)
-_EXAMPLE_HEAD = re.compile(r"^\s*[*#\s]*example\s*\d*\s*[:.]?\s*[*]*\s*$", re.IGNORECASE | re.MULTILINE)
-_FIELD = re.compile(r"^\s*[*\s]*(input|output|class label|label)\s*[*]*\s*:\s*[*]*\s*", re.IGNORECASE | re.MULTILINE)
-_NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "no input", "(empty)", "empty", "-"}
 _INSTANCE_PREFILL = {True: "Example 1\nClass label:", False: "Example 1\nInput:"}
 # The paper's prompts let the model decide whether a task needs an input: no "Input:" forced.
 _INSTANCE_PREFILL_FREE = {True: "Example 1\nClass label:", False: "Example 1\n"}
-_NEW_TASK = re.compile(r"^\s*task\s*\d*\s*:", re.IGNORECASE | re.MULTILINE)
-_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 _OPEN_ENDED_PREFILL = "Open-ended:"
 _CLASSIFY_PREFILL = "Is it classification?"
-_LABEL_SPLIT = re.compile(r"^\s*[*\s]*class label\s*[*]*\s*:", re.IGNORECASE | re.MULTILINE)
 
 
 def _listed(task: str) -> str:
     """A task as a numbered list shows it: defused, on one line."""
     return " ".join(defuse(task).split())
-
-
-def request_seed(*parts: object) -> int:
-    """A per-request sampling seed derived from the run seed and the request's place in the run."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _clean(text: str) -> str:
-    return text.strip().strip("*").strip().strip('"').strip()
-
-
-def parse_task_list(text: str) -> list[str]:
-    """New tasks from a reply that continues a numbered list ("Task 9: ...", "9. ...").
-
-    Lines that are not numbered continue the current task until a blank line; text before the
-    first numbered line (a preamble) is ignored.
-    """
-    tasks: list[list[str]] = []
-    open_item = False
-    for line in text.splitlines():
-        if m := _TASK_LINE.match(line):
-            tasks.append([m.group(2)])
-            open_item = True
-        elif not line.strip():
-            open_item = False
-        elif open_item:
-            tasks[-1].append(line.strip())
-    return [t for t in (_clean(" ".join(parts)) for parts in tasks) if t]
-
-
-def parse_is_classification(text: str, question: str = "classification") -> bool | None:
-    """The verdict after "Is it classification?" ("yes": a classification task) or, with
-    `question="open-ended"`, after "Open-ended:" ("no": a classification task).
-
-    Only a reply whose first word is exactly yes or no counts ("not sure", "nope" do not); anything
-    else is None (unparseable), never a guess.
-    """
-    if m := _YES_NO.match(text):
-        return (m.group(1).lower() == "yes") == (question == "classification")
-    return None
-
-
-def _fields(chunk: str) -> dict[str, str]:
-    """The `Input:` / `Output:` / `Class label:` fields of one example."""
-    found: dict[str, str] = {}
-    marks = list(_FIELD.finditer(chunk))
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(chunk)
-        key = "label" if m.group(1).lower() in ("class label", "label") else m.group(1).lower()
-        found.setdefault(key, chunk[m.end() : end].strip())
-    return found
-
-
-def _examples(text: str) -> list[str]:
-    parts = [p for p in _EXAMPLE_HEAD.split(text) if p.strip()]
-    return parts or [text]
-
-
-def _label_blocks(chunk: str) -> list[str]:
-    """An output-first example holding several "Class label:" blocks without "Example N" heads
-    (as the paper's own prompts write them) split into one block per label."""
-    starts = [m.start() for m in _LABEL_SPLIT.finditer(chunk)]
-    if len(starts) < 2:
-        return [chunk]
-    return [chunk[a:b] for a, b in zip(starts, [*starts[1:], len(chunk)], strict=True)]
-
-
-def _input(value: str) -> str:
-    return "" if value.strip().lower() in _NO_INPUT else value.strip()
-
-
-def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
-    """(input, output) pairs from an instance-generation reply.
-
-    Input-first replies hold `Input:` then `Output:` per example; a reply without any field markers
-    is taken as the output of a task that needs no input. Output-first replies hold
-    `Class label:` then `Input:`; the label is the output.
-    """
-    if m := _NEW_TASK.search(text):
-        text = text[: m.start()]
-    pairs = []
-    chunks = _examples(text)
-    if classification:
-        chunks = [block for chunk in chunks for block in _label_blocks(chunk)]
-    for chunk in chunks:
-        f = _fields(chunk)
-        if classification:
-            if "label" in f and "input" in f:
-                pairs.append((_input(f["input"]), _clean(f["label"])))
-        elif "output" in f:
-            pairs.append((_input(f.get("input", "")), f["output"].strip()))
-        elif not f and chunk.strip() and len(_examples(text)) == 1:
-            pairs.append(("", chunk.strip()))
-    return pairs
 
 
 @dataclass
@@ -177,6 +80,7 @@ class SelfInstructGenerator:
         self.config = config
         self.engine = engine
         self.run_id = run_id
+        self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
         self.machine_tasks: list[str] = []
         keywords = NON_TEXT_KEYWORDS if config.extra_non_text_keywords else SELF_INSTRUCT_KEYWORDS
         self.heuristics = InstructionHeuristics(
@@ -195,7 +99,7 @@ class SelfInstructGenerator:
         }
         self._seed_refs = {_listed(s.instruction): neighbor_ref(s.instruction, s.id) for s in self.seeds}
 
-    def accept(self, machine_tasks: Sequence[str]) -> None:
+    def add_to_pool(self, machine_tasks: Sequence[str]) -> None:
         """Add tasks to the pool: a batch's accepted tasks once its records are committed, or, when
         a run resumes, the tasks earlier batches accepted (in batch order, then text order)."""
         self.machine_tasks.extend(machine_tasks)
@@ -209,7 +113,7 @@ class SelfInstructGenerator:
     def demo_refs(self, request: ChatRequest) -> list[str]:
         """The in-context tasks a task prompt listed, as "id: snippet" (seed ids; content hashes
         for generated tasks), read back from the prompt's numbered list."""
-        listed = [m.group(2) for line in (request.prefill or "").splitlines()[:-1] if (m := _TASK_LINE.match(line))]
+        listed = [m.group(2) for line in (request.prefill or "").splitlines()[:-1] if (m := TASK_LINE.match(line))]
         return [self._seed_refs.get(text) or neighbor_ref(text) for text in listed]
 
     def task_request(self, rng: random.Random, batch: int, index: int) -> ChatRequest:
@@ -302,18 +206,7 @@ class SelfInstructGenerator:
     # -- one batch -------------------------------------------------------------------------------
 
     def _reject(self, batch: int, stage: str, reason: str, template: Template, **fields: object) -> Reject:
-        return Reject(
-            generator=GENERATOR,
-            model=self.engine.model_name,
-            template=template.name,
-            template_hash=template.hash,
-            seed=self.config.seed,
-            run_id=self.run_id,
-            batch=batch,
-            stage=stage,  # type: ignore[arg-type]
-            reason=reason,
-            **fields,  # type: ignore[arg-type]
-        )
+        return Reject(stage=stage, reason=reason, **self.origin.fields(batch, template=template), **fields)  # type: ignore[arg-type]
 
     def run_batch(self, batch: int, num_prompts: int | None = None) -> BatchResult:
         """Generate, filter and complete one batch of new tasks.
@@ -460,57 +353,10 @@ class SelfInstructGenerator:
                 else:
                     out.kept.append(
                         Record(
-                            generator=GENERATOR,
-                            model=self.engine.model_name,
-                            sampling=request.sampling,
-                            template=template.name,
-                            template_hash=template.hash,
-                            seed=self.config.seed,
-                            run_id=self.run_id,
-                            batch=batch,
                             input=inp,
                             output=outp,
                             tags=["self-instruct"],
+                            **self.origin.fields(batch, template=template, sampling=request.sampling),
                             **common,  # type: ignore[arg-type]
                         )
                     )
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def instance_reasons(pairs: Sequence[tuple[str, str]], limit: int) -> list[str | None]:
-    """Why each (input, output) instance of one task is dropped, or None to keep it.
-
-    The reference code's rules: an empty output; an output equal to the input; an input or output
-    ending with a colon (an unfinished generation); when one non-empty input is given different
-    outputs, every instance of the task goes (a task without input may have several outputs); an
-    exact repeat of an earlier instance; and at most `limit` instances (the first ones) per task.
-    """
-    outputs_by_input: dict[str, set[str]] = {}
-    for inp, outp in pairs:
-        outputs_by_input.setdefault(_norm(inp), set()).add(_norm(outp))
-    conflict = any(inp and len(outs) > 1 for inp, outs in outputs_by_input.items())
-    reasons: list[str | None] = []
-    seen: set[tuple[str, str]] = set()
-    kept = 0
-    for inp, outp in pairs:
-        key = (_norm(inp), _norm(outp))
-        if not outp.strip():
-            reasons.append("empty output")
-        elif key[0] and key[0] == key[1]:
-            reasons.append("output equals input")
-        elif inp.strip().endswith(":") or outp.strip().endswith(":"):
-            reasons.append("ends with a colon (unfinished)")
-        elif conflict:
-            reasons.append("conflicting outputs for one input")
-        elif key in seen:
-            reasons.append("duplicate instance")
-        elif kept >= limit:
-            reasons.append("over the per-task instance limit")
-        else:
-            kept += 1
-            reasons.append(None)
-        seen.add(key)
-    return reasons

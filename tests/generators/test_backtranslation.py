@@ -7,10 +7,11 @@ import random
 import pytest
 
 from synth.engines import ChatRequest, Completion, ScriptedEngine
-from synth.filters.judge import defuse, parse_grade
+from synth.filters.judge import parse_grade
 from synth.generators.backtranslation import BacktranslationGenerator, clean_instruction, seed_pairs
 from synth.generators.documents import Segment
 from synth.generators.seeds import load_seed_tasks
+from synth.prompts import defuse
 from synth.schemas import BacktranslationConfig
 
 PAIRS = seed_pairs(load_seed_tasks())

@@ -10,8 +10,8 @@ import pytest
 from synth.engines import ChatRequest, Completion, ScriptedEngine
 from synth.filters.novelty import neighbor_ref
 from synth.generators.seeds import load_seed_tasks
-from synth.generators.self_instruct import (
-    SelfInstructGenerator,
+from synth.generators.self_instruct import SelfInstructGenerator
+from synth.generators.self_instruct_replies import (
     instance_reasons,
     parse_instances,
     parse_is_classification,
@@ -47,7 +47,7 @@ def test_first_prompts_list_eight_seed_tasks_and_continue_from_task_nine(script)
 def test_prompts_mix_six_seeds_with_two_generated_tasks_once_the_pool_has_some(script):
     gen = make(script)
     machine = [f"Generated task number {i} about topic {i}" for i in range(5)]
-    gen.accept(machine)
+    gen.add_to_pool(machine)
     tasks = listed_tasks(gen.task_request(random.Random(1), batch=1, index=0))
     assert len(tasks) == 8
     assert sum(t in machine for t in tasks) == 2
@@ -55,7 +55,7 @@ def test_prompts_mix_six_seeds_with_two_generated_tasks_once_the_pool_has_some(s
 
 def test_demo_counts_are_configurable(script):
     gen = make(script, num_seed_demos=3, num_machine_demos=1, max_new_tasks_per_prompt=4)
-    gen.accept(["Generated task one about rivers"])
+    gen.add_to_pool(["Generated task one about rivers"])
     request = gen.task_request(random.Random(0), 0, 0)
     assert len(listed_tasks(request)) == 4
     assert request.prefill.endswith("Task 5:")
@@ -244,7 +244,7 @@ def test_batch_produces_records_with_provenance_and_grows_the_pool(script):
     result = gen.run_batch(0)
     assert len(result.accepted_tasks) == 6
     assert gen.machine_tasks == []  # the pool changes only on accept
-    gen.accept(result.accepted_tasks)
+    gen.add_to_pool(result.accepted_tasks)
     assert gen.machine_tasks == result.accepted_tasks
     assert len(result.kept) == 6
     by_task = {r.instruction: r for r in result.kept}
@@ -327,7 +327,7 @@ def test_small_model_profile_drops_only_the_unfinished_last_task(script):
 
 def test_records_name_the_in_context_tasks_that_produced_them(script):
     gen = make(script, prompts_per_batch=1)
-    gen.accept(["Generated task about rivers and their deltas"])
+    gen.add_to_pool(["Generated task about rivers and their deltas"])
     request = gen.task_request(random.Random("0:0"), 0, 0)
     result = gen.run_batch(0)
     assert result.kept
@@ -388,7 +388,7 @@ def test_same_seed_and_replies_give_identical_batches_and_another_seed_differs(s
         out = []
         for b in range(3):
             r = gen.run_batch(b)
-            gen.accept(r.accepted_tasks)
+            gen.add_to_pool(r.accepted_tasks)
             out.append(([x.id for x in r.kept], [x.id for x in r.rejects]))
         prompts = [[q.prefill for q in call] for call in gen.engine.calls]
         return out, prompts

@@ -1,4 +1,5 @@
-"""Prompt templates: files beside the generators, each with a name and a content hash.
+"""Prompt templates: text files in this package, each with a name and a content hash, shared by the
+generators and the model-judged filters (which sit below the generators).
 
 Placeholders are `{{name}}`. Rendering is a single pass, so text put into a template (seed tasks,
 model output, document text) is never scanned for placeholders itself.
@@ -12,8 +13,18 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-_DIR = Path(__file__).parent / "prompts"
+_DIR = Path(__file__).parent
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# Strings that open or close chat turns in common templates, and our own fence markers.
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|\[TEXT (START|END)\]", re.IGNORECASE)
+
+
+def defuse(text: str) -> str:
+    """Untrusted text made safe to place inside a prompt: chat-control markers and our fence
+    markers are broken up so they read as text and cannot end the fence or start a turn."""
+    return _CONTROL.sub(
+        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
+    )
 
 
 @dataclass(frozen=True)
@@ -38,5 +49,5 @@ class Template:
 
 @cache
 def load_template(name: str) -> Template:
-    """The template `prompts/{name}.txt`."""
+    """The template `{name}.txt` of this package."""
     return Template(name=name, text=(_DIR / f"{name}.txt").read_text(encoding="utf-8").strip())
