@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 _DATASET_ENTRIES = {"data", "rejects", ".lock"}  # a folder holding only these is an empty dataset
 
 
-def _is_temp(path: Path) -> bool:
+def is_temp(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
@@ -41,13 +41,13 @@ def _check_writable_parent(path: Path, flag: str) -> None:
 def check_out(out: Path, flag: str = "--out") -> None:
     """A dataset folder to create or add to: an existing dataset (its manifest must read), an
     empty folder, or a path whose parent can be created and written."""
-    from synth.shards.store import MANIFEST, read_manifest
+    from synth.shards.layout import MANIFEST, read_manifest
 
     if out.is_dir():
         if (out / MANIFEST).exists():
             read_manifest(out)  # a damaged manifest is refused here, naming it, before anything starts
         else:
-            foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES and not _is_temp(p))
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES and not is_temp(p))
             if foreign:
                 fail(
                     f"{flag} {out}: folder is not empty and holds no dataset (no {MANIFEST}; it holds {foreign[0]!r}"
@@ -198,7 +198,7 @@ def _remove_if_empty(out: Path, top: Path) -> None:
     anything else stays, and so does the folder then."""
     import fcntl
 
-    from synth.shards.store import MANIFEST, read_manifest
+    from synth.shards.layout import MANIFEST, read_manifest
 
     if not out.is_dir() or out.is_symlink():
         return
@@ -213,7 +213,7 @@ def _remove_if_empty(out: Path, top: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             entries = [e for e in out.iterdir() if e.name != ".lock"]
             folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
-            files = [e for e in entries if e.name in {MANIFEST, "README.md"} or _is_temp(e)]
+            files = [e for e in entries if e.name in {MANIFEST, "README.md"} or is_temp(e)]
             if len(folders) + len(files) != len(entries) or any(any(f.iterdir()) for f in folders):
                 return  # something this cleanup does not know: leave everything as it is
             for entry in folders:

@@ -37,7 +37,7 @@ def export_dataset(
 ) -> None:
     """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT or chat messages."""
     from synth.shards.export import FORMATS, export
-    from synth.shards.store import MANIFEST
+    from synth.shards.layout import MANIFEST
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

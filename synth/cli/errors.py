@@ -108,7 +108,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     configs, value ranges), 1 for a fault at run time (engine, Redis, disk, Prefect)."""
     from pydantic import ValidationError
 
-    from synth.shards.store import disk_full
+    from synth.shards.atomic import disk_full
 
     for e in _chain(exc, every=True):
         if disk_full(e):

@@ -1,6 +1,6 @@
-"""Duplicate removal against the whole dataset: exact (normalized text) and near (MinHash LSH).
+"""Near-duplicate removal against the whole dataset (MinHash LSH; exact duplicates: `exact_dedup`).
 
-Both indexes start from every kept record already in the dataset's shards, so a new run never
+The index starts from every kept record already in the dataset's shards, so a new run never
 re-adds what an earlier run wrote. The MinHash index persists in `DIR/index/minhash/` with its
 scheme and parameters; it is brought up to date with the manifest's shards when opened (a crash
 can only leave it behind, never ahead), and an index built with other signature parameters is
@@ -9,7 +9,6 @@ refused unless rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -37,52 +36,13 @@ from synth.filters.minhash import (
 )
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
-from synth.shards.store import MANIFEST, DatasetError, atomic_write_bytes, checked_path, read_manifest, scan
+from synth.shards.atomic import atomic_write_bytes
+from synth.shards.layout import MANIFEST, DatasetError, read_manifest
+from synth.shards.read import checked_path
 
 
 def record_text(r: Record) -> str:
     return "\n".join((r.instruction, r.input, r.output))
-
-
-def normalized_key(instruction: str, input: str, output: str) -> bytes:
-    text = "\x1f".join(" ".join(part.lower().split()) for part in (instruction, input, output))
-    return hashlib.blake2b(text.encode(), digest_size=12).digest()
-
-
-class ExactDedupFilter:
-    """Drops records whose normalized text (case and whitespace folded) is already in the dataset
-    or earlier in the batch."""
-
-    stage = "dedup"
-
-    def __init__(self, dataset: str | Path | None = None) -> None:
-        self.seen: dict[bytes, str] = {}
-        self._staged: list[bytes] = []
-        if dataset is not None and (Path(dataset) / MANIFEST).is_file():
-            for rid, ins, inp, out in (
-                scan(dataset).select("id", "instruction", "input", "output").collect().iter_rows()
-            ):
-                self.seen.setdefault(normalized_key(ins, inp, out), rid)
-
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
-        for r in records:
-            key = normalized_key(r.instruction, r.input, r.output)
-            if (first := self.seen.get(key)) is not None:
-                result.rejects.append(reject(r, self.stage, "exact duplicate", detail=f"same text as {first}"))
-            else:
-                self.seen[key] = r.id
-                self._staged.append(key)
-                result.kept.append(r)
-        return result
-
-    def commit(self) -> None:
-        self._staged.clear()
-
-    def rollback(self) -> None:
-        for key in self._staged:
-            self.seen.pop(key, None)
-        self._staged.clear()
 
 
 class IndexMismatchError(ValueError):

@@ -36,7 +36,8 @@ from synth.filters.minhash import (
     within_batch,
 )
 from synth.schemas.curation import MinHashConfig
-from synth.shards.store import MANIFEST, scan
+from synth.shards.layout import MANIFEST
+from synth.shards.read import scan
 
 
 class RedisUnavailableError(RuntimeError):
@@ -49,7 +50,7 @@ def namespace_for(dataset: str | Path | None, config: MinHashConfig) -> str:
         return config.namespace
     if dataset is None:
         raise ValueError("the Redis MinHash index needs a dataset or an explicit minhash.namespace")
-    from synth.shards.store import read_manifest
+    from synth.shards.layout import read_manifest
 
     dataset_id = read_manifest(dataset).dataset_id
     if not dataset_id:

@@ -15,7 +15,7 @@ from synth.filters.minhash import Index
 from synth.filters.redis_index import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetError, DatasetWriter
-from synth.shards.store import is_disk_full
+from synth.shards.atomic import is_disk_full
 
 _log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import polars as pl
 from synth.engines import Engine
 from synth.filters.base import Filter, FilterChain
 from synth.filters.decontamination import DecontaminationFilter
-from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
+from synth.filters.dedup import MinHashIndex, NearDedupFilter
+from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.minhash import Index
@@ -22,7 +23,8 @@ from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.files import json_line, utf8_lines
-from synth.shards.store import MANIFEST, checked_path, scan
+from synth.shards.layout import MANIFEST
+from synth.shards.read import checked_path, scan
 
 
 def build_chain(

@@ -2,7 +2,6 @@
 
 from synth.schemas.config import (
     BacktranslationConfig,
-    ConfigFileError,
     DatasetConfig,
     EngineConfig,
     EngineSettings,
@@ -11,9 +10,9 @@ from synth.schemas.config import (
     ScriptedEngineConfig,
     SelfInstructConfig,
     VLLMEngineConfig,
-    load_config_file,
     run_id,
 )
+from synth.schemas.files import ConfigFileError, load_config_file
 from synth.schemas.manifest import SCHEMA_VERSION, Manifest, QuarantineEntry, RunInfo, ShardInfo
 from synth.schemas.records import (
     Instance,

@@ -9,16 +9,15 @@ from pydantic import Field, field_validator, model_validator
 
 from synth.schemas.config import (
     BacktranslationConfig,
-    ConfigFileError,
     DatasetConfig,
     EngineConfig,
     EvolInstructConfig,
     SelfInstructConfig,
     VLLMEngineConfig,
     _Strict,
-    load_config_file,
 )
 from synth.schemas.curation import CurationConfig
+from synth.schemas.files import ConfigFileError, load_config_file
 
 
 class SelfInstructStep(SelfInstructConfig):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -36,3 +37,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether this one error is a full disk or quota (also when a library reports the OS error
+    only in its message, as Rust's io::Error does)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, is a full disk (or quota)."""
+    seen = 0
+    while error is not None and seen < 20:
+        if disk_full(error):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False

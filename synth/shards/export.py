@@ -14,7 +14,8 @@ from typing import Literal
 
 import polars as pl
 
-from synth.shards.store import atomic_write_bytes, scan
+from synth.shards.atomic import atomic_write_bytes
+from synth.shards.read import scan
 
 ExportFormat = Literal["jsonl", "alpaca", "sharegpt", "messages"]
 FORMATS: tuple[str, ...] = ("jsonl", "alpaca", "sharegpt", "messages")

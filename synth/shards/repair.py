@@ -20,23 +20,22 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from synth.schemas import Manifest, QuarantineEntry, RunInfo, ShardInfo
+from synth.shards.atomic import atomic_write_bytes
 from synth.shards.card import write_card
-from synth.shards.store import (
-    _DIRS,
+from synth.shards.layout import (
     MANIFEST,
     QUARANTINE,
+    SHARD_DIRS,
     DatasetError,
-    _is_temp,
-    acquire_lock,
-    atomic_write_bytes,
+    is_temp,
     read_manifest,
-    release_lock,
     shard_files,
-    shard_problem,
     unlisted_files,
 )
+from synth.shards.lock import acquire_lock, release_lock
+from synth.shards.read import shard_problem
 
-_KINDS = {folder: kind for kind, folder in _DIRS.items()}
+_KINDS = {folder: kind for kind, folder in SHARD_DIRS.items()}
 
 
 @dataclass
@@ -85,7 +84,7 @@ def check(path: str | Path) -> Report:
         manifest = read_manifest(root)
     except DatasetError as e:
         report.manifest_error = str(e).removeprefix(f"{root / MANIFEST}: ")
-        report.unlisted = [_rel(f) for f in shard_files(root) if not _is_temp(f)]
+        report.unlisted = [_rel(f) for f in shard_files(root) if not is_temp(f)]
         if not report.unlisted and report.manifest_error == "missing":
             raise DatasetError(f"{root}: holds no dataset (no {MANIFEST} and no shards)") from None
         return report

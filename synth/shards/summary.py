@@ -11,7 +11,8 @@ from typing import Any
 
 import polars as pl
 
-from synth.shards.store import read_manifest, scan
+from synth.shards.layout import read_manifest
+from synth.shards.read import scan
 
 _LEAD_WORD = r"^[^A-Za-z]*([A-Za-z]+)"
 

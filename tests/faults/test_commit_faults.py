@@ -11,7 +11,8 @@ import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
 from synth.filters.base import FilterChain, FilterResult
-from synth.filters.dedup import ExactDedupFilter, MinHashIndex, NearDedupFilter
+from synth.filters.dedup import MinHashIndex, NearDedupFilter
+from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.redis_index import RedisUnavailableError
 from synth.flows import curation as curation_flow
 from synth.flows.backtranslation import run_backtranslation

@@ -22,8 +22,8 @@ from synth.schemas import Record, RunInfo
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetBusyError, DatasetError, DatasetWriter, read_manifest, scan, verify
 from synth.shards.export import export
+from synth.shards.layout import MANIFEST, DamagedShardError
 from synth.shards.repair import check, repair
-from synth.shards.store import MANIFEST, DamagedShardError
 
 SYNTH = str(Path(sys.executable).with_name("synth"))
 

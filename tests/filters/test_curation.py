@@ -13,7 +13,8 @@ import pytest
 from synth.engines import ChatRequest, Completion, ScriptedEngine
 from synth.filters.base import FilterChain
 from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-from synth.filters.dedup import ExactDedupFilter, IndexMismatchError, MinHashIndex, NearDedupFilter
+from synth.filters.dedup import IndexMismatchError, MinHashIndex, NearDedupFilter
+from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.minhash import signatures

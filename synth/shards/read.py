@@ -1,0 +1,83 @@
+"""Reading a dataset: every shard the manifest lists is checked against it (present, size,
+checksum) before it is read, and a damaged one is refused by name."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from synth.schemas import ShardInfo
+from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
+from synth.shards.layout import MANIFEST, DamagedShardError, DatasetError, inside, read_manifest, staged_name
+
+# Shards whose checksum this process has confirmed, by (path, size, mtime): a run scans the same
+# shards several times (dedup indexes, novelty pool, resume state) and each is hashed once.
+_CONFIRMED: set[tuple[str, int, int]] = set()
+
+
+def shard_problem(root: Path, shard: ShardInfo, checksum: bool = True) -> str | None:
+    """What is wrong with one listed shard on disk (None if it matches the manifest)."""
+    file = inside(root, shard.path, "shard entry")
+    if not file.exists() and staged_name(file).is_file():
+        file = staged_name(file)  # committed a moment ago; its writer is renaming it
+    if file.is_symlink() or not file.exists():
+        return "missing"
+    if not file.is_file():
+        return "not a file"
+    stat = file.stat()
+    if stat.st_size != shard.bytes:
+        return f"size {stat.st_size} bytes, the manifest says {shard.bytes}"
+    if checksum:
+        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _CONFIRMED:
+            digest = hashlib.sha256()
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != shard.sha256:
+                return "checksum mismatch (the file changed after it was written)"
+            _CONFIRMED.add(key)
+    return None
+
+
+def shard_path(root: Path, shard: ShardInfo) -> Path:
+    file = root / shard.path
+    return file if file.exists() or not staged_name(file).is_file() else staged_name(file)
+
+
+def checked_path(root: Path, shard: ShardInfo) -> Path:
+    """Where to read a listed shard, once it is checked against the manifest (else DamagedShardError)."""
+    if (problem := shard_problem(root, shard)) is not None:
+        raise DamagedShardError(
+            f"{root / shard.path}: {problem}; run `synth verify {root}` (and `--repair` to set it aside)"
+        )
+    return shard_path(root, shard)
+
+
+def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: bool = True) -> pl.LazyFrame:
+    """One LazyFrame over every shard of one kind the manifest lists. Each is checked against the
+    manifest first (present, size, checksum): a damaged shard is a DamagedShardError naming it."""
+    root = Path(path)
+    if not (root / MANIFEST).is_file():
+        raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
+    manifest = read_manifest(root)
+    shards = [s for s in manifest.shards if s.kind == kind]
+    files = [str(checked_path(root, s) if check else shard_path(root, s)) for s in shards]
+    schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
+    if not files:
+        return pl.LazyFrame(schema=schema)
+    # Shards written before a column existed read it as null.
+    return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert")
+
+
+def verify(path: str | Path) -> list[str]:
+    """Check every listed shard against its recorded size and checksum; returns the problems found."""
+    root = Path(path)
+    problems = []
+    for shard in read_manifest(root).shards:
+        if (problem := shard_problem(root, shard)) is not None:
+            problems.append(f"{shard.path}: {problem}")
+    return problems
