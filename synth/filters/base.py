@@ -41,10 +41,10 @@ class Stateful(Protocol):
 
 
 def reject(record: Record, stage: str, reason: str, detail: str = "", **fields: object) -> Reject:
-    """`record` as a reject of `stage`, keeping all its content and provenance."""
+    """`record` as a reject of the curation chain's `stage`, keeping all its content and provenance."""
     data = record.model_dump(exclude=_NOT_COPIED)
     data.update(fields)
-    return Reject(**data, stage=stage, reason=reason, detail=detail)  # type: ignore[arg-type]
+    return Reject(**data, stage=stage, phase="curation", reason=reason, detail=detail)  # type: ignore[arg-type]
 
 
 @dataclass

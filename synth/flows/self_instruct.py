@@ -51,12 +51,13 @@ def accepted_tasks(path: str | Path, rid: str) -> list[str]:
     """
     kept = scan(path, "kept").filter(pl.col("run_id") == rid).select("batch", "instruction")
     # Rejects of the classification and instance stages, and records the curation chain dropped
-    # (they have an output; the generator's own task-level rejects do not).
+    # (shards written before the phase column: those with an output, which task-level rejects lack).
+    curated = pl.col("phase") == "curation"
     late = (
         scan(path, "rejects")
         .filter(
             (pl.col("run_id") == rid)
-            & (pl.col("stage").is_in(["classification", "instance"]) | (pl.col("output") != ""))
+            & (pl.col("stage").is_in(["classification", "instance"]) | curated.fill_null(pl.col("output") != ""))
         )
         .select("batch", "instruction")
     )

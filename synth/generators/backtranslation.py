@@ -177,7 +177,13 @@ class BacktranslationGenerator:
                 reason = "engine error" if reply.finish_reason == "error" else "unparseable grade"
                 out.rejects.append(
                     self._reject(
-                        rnd, seg, "curation", reason, instruction=instruction, raw=reply.text, detail=reply.error or ""
+                        rnd,
+                        seg,
+                        "self-curation",
+                        reason,
+                        instruction=instruction,
+                        raw=reply.text,
+                        detail=reply.error or "",
                     )
                 )
                 continue
@@ -192,7 +198,7 @@ class BacktranslationGenerator:
             )
             if score < self.config.min_score:
                 out.rejects.append(
-                    self._reject(rnd, seg, "curation", f"score {score} below {self.config.min_score}", **judged)
+                    self._reject(rnd, seg, "self-curation", f"score {score} below {self.config.min_score}", **judged)
                 )
             else:
                 out.stats.kept += 1

@@ -120,7 +120,8 @@ RejectStage = Literal[
     "document",
     "segment",
     "augmentation",
-    "curation",
+    "self-curation",
+    "curation",  # datasets written before self-curation had its own name
     "judge",
     "dedup",
     "decontamination",
@@ -131,11 +132,14 @@ class Reject(Record):
     """A dropped candidate: the same fields as a record plus why and where it was dropped.
 
     `raw` keeps the model text the candidate came from when the reason is about that text
-    (an unparseable reply, say), so nothing is lost.
+    (an unparseable reply, say), so nothing is lost. `phase` tells rejects the generator made while
+    generating (its own heuristics, novelty or parse checks) from those of the curation chain,
+    whose stages can have the same names.
     """
 
     instruction: str = ""
     stage: RejectStage
+    phase: Literal["generation", "curation"] = "generation"
     reason: str
     detail: str = ""
     raw: str = ""

@@ -56,6 +56,7 @@ _TYPES: dict[str, pl.DataType] = {
     "tags": pl.List(pl.String),
     "created_at": pl.Datetime("us", "UTC"),
     "stage": pl.String(),
+    "phase": pl.String(),
     "reason": pl.String(),
     "detail": pl.String(),
     "raw": pl.String(),

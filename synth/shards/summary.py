@@ -18,15 +18,16 @@ _LEAD_WORD = r"^[^A-Za-z]*([A-Za-z]+)"
 
 
 def funnel(path: str | Path) -> pl.DataFrame:
-    """One row per (stage, reason) with its count, plus a `kept` row: the whole fate of every candidate."""
+    """One row per (phase, stage, reason) with its count, plus a `kept` row: the whole fate of every
+    candidate. The phase tells the generator's own rejects from the curation chain's."""
     rejects = (
         scan(path, "rejects")
-        .group_by("stage", "reason")
+        .group_by("phase", "stage", "reason")
         .agg(pl.len().alias("count"))
         .collect()
-        .sort(["stage", "count"], descending=[False, True])
+        .sort(["phase", "stage", "count"], descending=[False, False, True], nulls_last=True)
     )
-    kept = pl.DataFrame({"stage": ["kept"], "reason": [""], "count": [read_manifest(path).rows("kept")]})
+    kept = pl.DataFrame({"phase": [""], "stage": ["kept"], "reason": [""], "count": [read_manifest(path).rows("kept")]})
     return pl.concat([kept, rejects.cast({"count": pl.Int64})], how="vertical_relaxed")
 
 

@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from synth.engines import ChatRequest, Completion, ScriptedEngine
-from synth.filters.base import FilterChain
 from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
 from synth.filters.dedup import IndexMismatchError, MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
@@ -19,9 +18,18 @@ from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
 from synth.filters.minhash import signatures
 from synth.filters.novelty_filter import NoveltyFilter
-from synth.schemas import Record, RunInfo
-from synth.schemas.curation import DecontaminationConfig, HeuristicsConfig, JudgeConfig, MinHashConfig
-from synth.shards import DatasetWriter
+from synth.flows.common import commit_curated
+from synth.flows.curation import build_chain
+from synth.schemas import Record, Reject, RunInfo
+from synth.schemas.curation import (
+    CurationConfig,
+    DecontaminationConfig,
+    HeuristicsConfig,
+    JudgeConfig,
+    MinHashConfig,
+)
+from synth.shards import DatasetWriter, scan
+from synth.shards.summary import funnel
 
 LONG = "Explain how the water cycle moves water between the oceans, the air and the land, step by step"
 
@@ -237,13 +245,36 @@ def test_novelty_filter_rejects_instructions_close_to_the_pool():
     assert result.kept[0].novelty_rouge_l is not None
 
 
-def test_chain_runs_cheap_first_and_counts_by_stage_and_reason():
-    chain = FilterChain(
-        [HeuristicFilter(HeuristicsConfig()), ExactDedupFilter(), NearDedupFilter(MinHashIndex(MinHashConfig()))]
+def test_build_chain_orders_filters_cheap_first_and_counts_by_stage_and_reason(tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "Name three primary colours of light for me"}) + "\n")
+    judge = ScriptedEngine(lambda r: Completion(text=json.dumps({"rationale": "fine", "score": 5})))
+    config = CurationConfig(
+        novelty={"enabled": True},
+        decontamination={"benchmarks": [str(bench)]},
+        judge={"enabled": True},
     )
+    chain, index = build_chain(config, None, engine=judge)
+    assert [f.stage for f in chain.filters] == ["heuristic", "dedup", "dedup", "novelty", "decontamination", "judge"]
+    assert isinstance(chain.filters[2], NearDedupFilter) and chain.filters[2].index is index
+    chain, _ = build_chain(CurationConfig(), None)
     result = chain.apply([rec(), rec(), rec(instruction="Hi"), rec(instruction=BASE), rec(instruction=near_copy(BASE))])
     assert len(result.kept) == 2
     assert result.counts == {
         "heuristic": {"instruction under 3 words": 1},
         "dedup": {"exact duplicate": 1, "near duplicate": 1},
     }
+
+
+def test_rejects_tell_the_generators_phase_from_the_chains(tmp_path):
+    """A generator's own heuristic reject and the chain's heuristic reject share a stage name; the
+    phase column and the funnel keep them apart."""
+    chain, index = build_chain(CurationConfig(), tmp_path / "ds")
+    own = Reject(generator="test", instruction="Hi there", stage="heuristic", reason="too short")
+    with DatasetWriter(tmp_path / "ds") as w:
+        w.start_run(RunInfo(run_id="r", generator="test", config={}, engine={}))
+        commit_curated(w, "r", 0, chain, index, [rec(), rec(instruction="Hi")], [own])
+    rejects = scan(tmp_path / "ds", "rejects").collect()
+    assert sorted(rejects.select("phase", "stage").rows()) == [("curation", "heuristic"), ("generation", "heuristic")]
+    rows = funnel(tmp_path / "ds").filter(pl.col("stage") == "heuristic")
+    assert sorted(rows.select("phase", "count").rows()) == [("curation", 1), ("generation", 1)]

@@ -61,7 +61,7 @@ def test_run_stores_the_funnel_and_keeps_only_high_scores(tmp_path):
     kept = scan(tmp_path / "ds").collect()
     assert sorted(kept["source_doc"]) == ["rain.md", "snow.md"]
     rejects = scan(tmp_path / "ds", "rejects").collect()
-    assert set(rejects["stage"]) == {"document", "segment", "curation"}
+    assert set(rejects["stage"]) == {"document", "segment", "self-curation"}
     assert verify(tmp_path / "ds") == []
 
 

@@ -43,7 +43,7 @@ def test_real_engine_backtranslates_documents_into_graded_pairs(tmp_path, vllm_e
         source = (DOCS / row["source_doc"]).read_text()
         if row["source_doc"] != "bread.html":  # HTML offsets are into its extracted text
             assert source[row["source_start"] : row["source_end"]].strip()[:30] in row["output"]
-    curation = rejects.filter(pl.col("stage") == "curation")
+    curation = rejects.filter(pl.col("stage") == "self-curation")
     ungraded = curation.filter(
         pl.col("judge_score").is_null() & ~pl.col("reason").is_in(["unparseable grade", "engine error"])
     )

@@ -26,6 +26,7 @@ def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp
     )
     assert verify(tmp_path / "evol") == []
     rounds = read_manifest(tmp_path / "evol").runs[summary["run_id"]].state["rounds"]
+    assert set(rounds) == {"0", "1", "2"}
     for funnel in rounds.values():
         assert funnel["in"] == 6 == funnel["evolved"] + sum(funnel["eliminated"].values())
     rejects = scan(tmp_path / "evol", "rejects").collect()
@@ -35,6 +36,7 @@ def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp
     assert rejects.filter(pl.col("stage") == "evolution").height == eliminated
     curated = rejects.filter(pl.col("stage") != "evolution")
     assert set(curated["stage"]) <= {"heuristic", "dedup"} and (curated["reason"] != "").all()
+    assert (curated["phase"] == "curation").all()
     kept = scan(tmp_path / "evol").collect()
     assert kept.height == summary["kept"]
     seed_ids = {f"seed_task_{i}" for i in range(6)}

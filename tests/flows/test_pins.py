@@ -79,7 +79,8 @@ def backtranslation(tmp_path):
 PINS = {
     "self_instruct": (self_instruct, "58af3f74ce1363a5"),
     "evol_instruct": (evol, "5d5c899797fc21b2"),
-    "backtranslation": (backtranslation, "c0ebf0c5529dd5a8"),
+    # Self-grading rejects are of stage "self-curation" (was "curation", the chain's phase name).
+    "backtranslation": (backtranslation, "d5bd95cee1d89b5c"),
 }
 
 

@@ -114,7 +114,7 @@ def test_threshold_keeps_pairs_at_or_above_the_minimum(min_score, kept):
     result = make(Script(grade), min_score=min_score).run_chunk(0, 1, SEGS)
     assert len(result.kept) == kept
     assert all(
-        r.stage == "curation" and r.reason == f"score 4 below {min_score}" and r.judge_score == 4.0
+        r.stage == "self-curation" and r.reason == f"score 4 below {min_score}" and r.judge_score == 4.0
         for r in result.rejects
     )
 
@@ -122,7 +122,7 @@ def test_threshold_keeps_pairs_at_or_above_the_minimum(min_score, kept):
 def test_unparseable_grades_and_failed_backward_steps_are_rejects_with_reasons():
     result = make(Script(grade="no idea")).run_chunk(0, 1, SEGS)
     assert result.kept == [] and result.stats.unparseable == 2
-    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {("curation", "unparseable grade", "no idea")}
+    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {("self-curation", "unparseable grade", "no idea")}
 
     def broken(request: ChatRequest):
         if request.tag == "backtranslation_backward":

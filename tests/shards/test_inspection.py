@@ -29,7 +29,9 @@ def test_funnel_accounts_for_every_candidate(small_dataset):
     manifest = read_manifest(small_dataset)
     assert table["count"].sum() == manifest.rows("kept") + manifest.rows("rejects")
     assert table.filter(pl.col("stage") == "kept")["count"].item() == manifest.rows("kept")
-    by_reason = {(r["stage"], r["reason"]): r["count"] for r in table.to_dicts() if r["stage"] != "kept"}
+    by_reason: dict[tuple[str, str], int] = {}
+    for r in table.filter(pl.col("stage") != "kept").to_dicts():
+        by_reason[(r["stage"], r["reason"])] = by_reason.get((r["stage"], r["reason"]), 0) + r["count"]
     assert by_reason == {(s, r): n for s, reasons in manifest.rejects_by_reason().items() for r, n in reasons.items()}
 
 
