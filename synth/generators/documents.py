@@ -21,9 +21,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synth.schemas import BacktranslationConfig
 from synth.shards.files import lone_surrogate
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 _CHUNK = 1 << 20
@@ -205,14 +209,23 @@ def read_folder(folder: Path) -> Iterator[tuple[str, str, Iterator[Block]] | Ski
             yield name, kind, blocks
 
 
+def _parquet_with(path: Path, text_field: str) -> pq.ParquetFile:
+    """The Parquet file at `path`, once its schema is known to hold `text_field` (else DocumentError)."""
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (OSError, ValueError) as e:
+        raise DocumentError(f"{path}: not a readable Parquet file ({e})") from None
+    if text_field not in file.schema_arrow.names:
+        raise DocumentError(f"{path}: no '{text_field}' column (columns: {', '.join(file.schema_arrow.names)})")
+    return file
+
+
 def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
     """Documents from the `text_field` of a JSONL or Parquet file, one record at a time."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        file = pq.ParquetFile(path)
-        if text_field not in file.schema_arrow.names:
-            raise DocumentError(f"{path}: no '{text_field}' column (columns: {', '.join(file.schema_arrow.names)})")
+        file = _parquet_with(path, text_field)
         row = 0
         for batch in file.iter_batches(columns=[text_field], batch_size=1024):
             for value in batch.column(0).to_pylist():
@@ -264,6 +277,8 @@ def read_documents(
         return read_folder(path)
     if not path.exists():
         raise DocumentError(f"{path}: no such file or directory")
+    if path.suffix == ".parquet":
+        _parquet_with(path, text_field)  # the schema is checked now, before any model loads
     if path.suffix in (".jsonl", ".parquet"):
         return read_records(path, text_field)
     raise DocumentError(f"{path}: expected a folder of .txt/.md/.html files, a .jsonl or a .parquet file")

@@ -135,7 +135,10 @@ def test_jsonl_and_parquet_sources_with_a_text_field(tmp_path):
     assert isinstance(items[1], Skipped) and items[0][0] == "d.parquet:1"
     pl.DataFrame({"content": [PARA]}).write_parquet(tmp_path / "x.parquet")
     with pytest.raises(DocumentError, match="no 'text' column"):
-        list(read_documents(tmp_path / "x.parquet"))
+        read_documents(tmp_path / "x.parquet")  # when opened, not when first read
+    (tmp_path / "y.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DocumentError, match=r"y\.parquet: not a readable Parquet file"):
+        read_documents(tmp_path / "y.parquet")
 
 
 def test_a_missing_or_unknown_source_is_an_error(tmp_path):
