@@ -9,7 +9,6 @@ re-segmented (cheap) but never sent to the model again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from synth.generators.backtranslation import (
     document_reject,
     segment_reject,
 )
-from synth.generators.documents import Segment, Skipped, read_documents, segment
+from synth.generators.documents import Segment, Skipped, corpus_segments
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
 from synth.prompts import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
@@ -47,8 +46,6 @@ def chunks(
     segments: list[Segment] = []
     rejects: list[Reject] = []
     counts: dict = {"documents": 0, "documents_skipped": {}, "segments": 0, "segments_dropped": {}}
-    taken = 0
-    seen_text: set[str] = set()
 
     def drop(bucket: str, reason: str) -> None:
         counts[bucket][reason] = counts[bucket].get(reason, 0) + 1
@@ -60,45 +57,24 @@ def chunks(
         counts = {"documents": 0, "documents_skipped": {}, "segments": 0, "segments_dropped": {}}
         return out
 
-    for item in read_documents(config.docs, config.text_field):
-        if config.max_segments is not None and taken >= config.max_segments:
-            break
-        if isinstance(item, Skipped):
+    for item in corpus_segments(config):
+        if isinstance(item, Segment):
             if first:
-                drop("documents_skipped", item.reason)
-                rejects.append(document_reject(item.doc, item.reason, rid, config.seed))
-            continue
-        name, _, blocks = item
-        if first:
-            counts["documents"] += 1
-        try:
-            for seg in segment(name, blocks, config):
-                if isinstance(seg, tuple):
-                    if first:
-                        drop("segments_dropped", seg[1])
-                        rejects.append(segment_reject(seg[0], seg[1], rid, config.seed))
-                    continue
-                digest = hashlib.sha256(" ".join(seg.text.split()).lower().encode()).hexdigest()
-                if digest in seen_text:
-                    if first:
-                        drop("segments_dropped", "exact duplicate")
-                        rejects.append(segment_reject(seg, "exact duplicate", rid, config.seed))
-                    continue
-                seen_text.add(digest)
-                if config.max_segments is not None and taken >= config.max_segments:
-                    break
-                taken += 1
-                if first:
-                    counts["segments"] += 1
-                if seg.key in done:
-                    continue
-                segments.append(seg)
+                counts["segments"] += 1
+            if item.key not in done:
+                segments.append(item)
                 if len(segments) >= config.chunk_size:
                     yield flush()
-        except UnicodeDecodeError:
-            if first:
-                drop("documents_skipped", "not UTF-8 text")
-                rejects.append(document_reject(name, "not UTF-8 text", rid, config.seed))
+        elif not first:
+            continue  # documents and drops are reported once, in round 1
+        elif isinstance(item, str):
+            counts["documents"] += 1
+        elif isinstance(item, Skipped):
+            drop("documents_skipped", item.reason)
+            rejects.append(document_reject(item.doc, item.reason, rid, config.seed))
+        else:
+            drop("segments_dropped", item[1])
+            rejects.append(segment_reject(item[0], item[1], rid, config.seed))
     if segments or rejects:
         yield flush()
 

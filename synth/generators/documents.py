@@ -364,3 +364,37 @@ def segment(
         else:
             section.append(block)
     yield from emit(section, heading)
+
+
+def corpus_segments(config: BacktranslationConfig) -> Iterator[str | Skipped | tuple[Segment, str] | Segment]:
+    """The corpus of `config.docs`, streamed in order: each document's name as it is opened, a
+    `Skipped` document (unreadable, binary, not UTF-8 part way through), a dropped segment as
+    (segment, reason) (the cleaning rules, or an exact repeat of an earlier segment: case and
+    whitespace folded), and the usable segments, at most `config.max_segments` of them."""
+    seen: set[bytes] = set()  # 16-byte digests: memory grows with the corpus's distinct segments only
+    taken = 0
+    limit = config.max_segments
+    for item in read_documents(config.docs, config.text_field):
+        if limit is not None and taken >= limit:
+            return
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        name, _, blocks = item
+        yield name
+        try:
+            for seg in segment(name, blocks, config):
+                if isinstance(seg, tuple):
+                    yield seg
+                    continue
+                digest = hashlib.blake2b(" ".join(seg.text.split()).lower().encode(), digest_size=16).digest()
+                if digest in seen:
+                    yield seg, "exact duplicate"
+                    continue
+                seen.add(digest)
+                if limit is not None and taken >= limit:
+                    break
+                taken += 1
+                yield seg
+        except UnicodeDecodeError:
+            yield Skipped(name, "not UTF-8 text")
