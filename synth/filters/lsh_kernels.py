@@ -182,7 +182,7 @@ def table_shift(table: np.ndarray) -> np.uint64:
 def _probe(
     table: np.ndarray,
     shift: np.uint64,
-    key: np.uint64,
+    keys: np.ndarray,
     seen: np.ndarray,
     i: int,
     exact: bool,
@@ -195,30 +195,31 @@ def _probe(
     best: float,
     best_row: np.int64,
 ) -> tuple[float, np.int64]:
-    """Check text i against every row of `table` whose band key matches `key` and that text i has
-    not checked yet (`seen[row] == i + 1` once checked); returns the most similar row at or above
-    the threshold so far, with its similarity (`best`, `best_row` when none beats them)."""
-    fragment = key & _MAX32
+    """Check text i against every row of `table` that shares one of its band keys `keys` and that
+    text i has not checked yet (`seen[row] == i + 1` once checked); returns the most similar row at
+    or above the threshold so far, with its similarity (`best`, `best_row` when none beats them)."""
     mask = table.shape[0] - 1
-    s = _start(fragment, shift)
-    while table[s] != EMPTY:
-        entry = table[s]
-        row = np.int64(entry & _MAX32)
-        if (entry >> _SHIFT32) == fragment and seen[row] != i + 1:
-            seen[row] = i + 1
-            # Exact Jaccard of the shingle sets, or the share of equal signature values
-            # (`other_sigs` is only read for the latter).
-            if exact:
-                sim = sorted_jaccard(shingle_set, other_shingles[other_offsets[row] : other_offsets[row + 1]])
-            else:
-                same = 0
-                for k in range(sig.shape[0]):
-                    if sig[k] == other_sigs[row, k]:
-                        same += 1
-                sim = same / sig.shape[0]
-            if sim >= threshold and sim > best:
-                best, best_row = sim, row
-        s = (s + 1) & mask
+    for key in keys:
+        fragment = key & _MAX32
+        s = _start(fragment, shift)
+        while table[s] != EMPTY:
+            entry = table[s]
+            row = np.int64(entry & _MAX32)
+            if (entry >> _SHIFT32) == fragment and seen[row] != i + 1:
+                seen[row] = i + 1
+                # Exact Jaccard of the shingle sets, or the share of equal signature values
+                # (`other_sigs` is only read for the latter).
+                if exact:
+                    sim = sorted_jaccard(shingle_set, other_shingles[other_offsets[row] : other_offsets[row + 1]])
+                else:
+                    same = 0
+                    for k in range(sig.shape[0]):
+                        if sig[k] == other_sigs[row, k]:
+                            same += 1
+                    sim = same / sig.shape[0]
+                if sim >= threshold and sim > best:
+                    best, best_row = sim, row
+            s = (s + 1) & mask
     return best, best_row
 
 
@@ -259,20 +260,18 @@ def find_duplicates(
         if match[i] != NO_MATCH:  # decided by the caller (the Redis index answers for its records)
             continue
         sh_i = shingles[shingle_offsets[i] : shingle_offsets[i + 1]]
-        best, row = -1.0, np.int64(-1)
-        for k in range(bands):
-            best, row = _probe(
-                table, shift, band_keys[i, k], stamp, i, exact, sigs[i], sh_i,
-                index_sigs, index_shingles, index_offsets, threshold, best, row,
-            )  # fmt: skip
+        keys = band_keys[i]
+        best, row = _probe(
+            table, shift, keys, stamp, i, exact, sigs[i], sh_i, index_sigs, index_shingles, index_offsets, threshold,
+            -1.0, np.int64(-1),
+        )  # fmt: skip
         if row >= 0:
             match[i] = row
         else:
-            for k in range(bands):
-                best, row = _probe(
-                    local, local_shift, band_keys[i, k], local_stamp, i, exact, sigs[i], sh_i,
-                    sigs, shingles, shingle_offsets, threshold, best, row,
-                )  # fmt: skip
+            best, row = _probe(
+                local, local_shift, keys, local_stamp, i, exact, sigs[i], sh_i, sigs, shingles, shingle_offsets,
+                threshold, best, row,
+            )  # fmt: skip
             if row >= 0:
                 match[i] = -1 - row
         if match[i] == NO_MATCH:
