@@ -132,25 +132,13 @@ def check_prefect_api() -> None:
 
 
 def check_step_inputs(recipe: Recipe) -> None:
-    """Read each step's input as `synth generate` does before it starts, so a malformed seed file
-    or source fails naming its file and line, not inside the flow."""
-    from synth.generators.documents import read_documents
-    from synth.generators.seed_pairs import load_seed_pairs
-    from synth.generators.seeds import load_seed_tasks
-    from synth.generators.sources import load_instructions
-    from synth.schemas.recipe import EvolInstructStep, SelfInstructStep
+    """Read each step's inputs as `synth generate` does before it starts (the registry's check of
+    each generator), so a malformed seed file or source fails naming its file and line, not inside
+    the flow."""
+    from synth.flows.registry import GENERATORS
 
-    own = Path(recipe.dataset.path).resolve()
     for step in recipe.steps:
-        if isinstance(step, SelfInstructStep):
-            load_seed_tasks(step.seeds)
-        elif isinstance(step, EvolInstructStep):
-            if Path(step.source).resolve() != own:  # the recipe's own dataset may not exist yet
-                load_instructions(step.source)
-        else:
-            read_documents(step.docs, step.text_field)
-            if step.seeds is not None:
-                load_seed_pairs(step.seeds)
+        GENERATORS[step.generator].check_inputs(step, recipe.dataset.path)
 
 
 def preflight(

@@ -1,7 +1,7 @@
 """`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation) into a dataset.
 
-Each command reads its options into configs, reads its seeds or sources once to fail fast on a bad
-file (before any model loads), checks everything else a run needs, then calls the generator's flow.
+Each command reads its options into configs, has the registry check its seeds or sources (a bad
+file fails before any model loads), checks everything else a run needs, then calls the flow.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ def _run(
 ) -> dict[str, Any]:
     """Check everything the run needs, then run the generator's flow (from the registry) into
     `out` with the first of `engines`; returns the run's summary."""
+    from synth.flows.registry import GENERATORS
     from synth.schemas import DatasetConfig
 
+    GENERATORS[generator].check_inputs(config, out)  # a bad seed file or source fails before any model loads
     curation_config = load_curation(curation)
     preflight(out, engines, curation_config, where(curation))
-    from synth.flows.registry import GENERATORS
 
     log_tracebacks_off()
     with writing(out):
@@ -84,11 +85,9 @@ def generate_self_instruct(
     Re-running the same command resumes the run; a larger --num extends it.
     """
     api.prepare_process()
-    from synth.generators.seeds import load_seed_tasks
     from synth.schemas import SelfInstructConfig
 
     engine = load_engine(engine_config)
-    load_seed_tasks(seeds)  # fail fast on a bad seed file (a few hundred tasks: cheap to read twice)
     given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
     config = SelfInstructConfig(
         seeds=str(seeds) if seeds else None,
@@ -139,12 +138,9 @@ def generate_evol(
     Re-running the same command resumes the run.
     """
     api.prepare_process()
-    from synth.generators.sources import load_instructions
     from synth.schemas import EvolInstructConfig
 
     engine = load_engine(engine_config)
-    # Fail fast on a bad source, before any model loads. The flow reads it again: it takes a path.
-    load_instructions(source)
     chosen = {"include_source": include_source} if include_source is not None else {}
     config = EvolInstructConfig(
         source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed, **chosen
@@ -194,19 +190,14 @@ def generate_backtranslate(
     Re-running the same command resumes the run.
     """
     api.prepare_process()
-    from synth.generators.documents import read_documents
-    from synth.generators.seed_pairs import load_seed_pairs
     from synth.schemas import BacktranslationConfig
 
     engine = load_engine(engine_config)
     backward = load_engine(backward_engine_config) if backward_engine_config else None
-    if seeds is not None:
-        load_seed_pairs(seeds)  # fail fast on a bad seed file, before any model loads
     config = BacktranslationConfig(
         docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
         text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed,
     )  # fmt: skip
-    read_documents(docs, text_field)  # cheap: opens the source, reads no document yet
     engines = [(engine, where(engine_config))]
     if backward is not None:
         engines.append((backward, where(backward_engine_config)))

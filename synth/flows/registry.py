@@ -20,14 +20,20 @@ from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstruc
 @dataclass(frozen=True)
 class Generator:
     """One generator: its name (as records, recipes and the manifest spell it), its config, the
-    Prefect flow that runs it (config, dataset, engine, curation), and, if its batches can run on
-    Ray workers, the function that runs it there (config, engine, dataset, curation, runner); both
-    as "module:attribute"."""
+    Prefect flow that runs it (config, dataset, engine, curation), the check of its inputs
+    (config, dataset path: reads its seeds or sources and fails naming the file and line, before
+    any model loads), and, if its batches can run on Ray workers, the function that runs it there
+    (config, engine, dataset, curation, runner); each as "module:attribute"."""
 
     name: str
     config: type[BaseModel]
     flow_path: str
+    inputs_path: str
     on_ray_path: str | None = None
+
+    @property
+    def check_inputs(self) -> Callable[[Any, str], None]:
+        return _load(self.inputs_path)
 
     @property
     def flow(self) -> Callable[..., dict[str, Any]]:
@@ -50,14 +56,21 @@ GENERATORS: dict[str, Generator] = {
             "self_instruct",
             SelfInstructConfig,
             "synth.flows.self_instruct:self_instruct_flow",
+            "synth.flows.self_instruct:check_inputs",
             "synth.flows.scaleout:run_self_instruct_on_ray",
         ),
         Generator(
             "evol_instruct",
             EvolInstructConfig,
             "synth.flows.evol_instruct:evol_instruct_flow",
+            "synth.flows.evol_instruct:check_inputs",
             "synth.flows.scaleout:run_evol_instruct_on_ray",
         ),
-        Generator("backtranslation", BacktranslationConfig, "synth.flows.backtranslation:backtranslation_flow"),
+        Generator(
+            "backtranslation",
+            BacktranslationConfig,
+            "synth.flows.backtranslation:backtranslation_flow",
+            "synth.flows.backtranslation:check_inputs",
+        ),
     )
 }
