@@ -70,12 +70,22 @@ def accepted_tasks(path: str | Path, rid: str) -> list[str]:
     return [text for _, text in sorted(rows)]
 
 
+# A first guess of records kept per prompt, before a run has a yield of its own: a prompt asks for
+# up to eight new tasks and each keeps up to `instances_per_task` instances, so a few kept records
+# per prompt is usual. Only the first batch of a run with a small target uses it.
+FIRST_BATCH_YIELD = 8
+
+
 def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) -> int:
     """How many prompts the next batch sends: the full batch, or, near the target, about what the
     run's yield so far says is needed (with a margin), so the last batch does not overshoot much.
-    Never below a quarter batch: each batch costs three engine calls whatever its size."""
+    A first batch asks for about what a small target needs (`FIRST_BATCH_YIELD`), so `--num 20`
+    does not write a whole batch's worth. Later batches never go below a quarter batch: each costs
+    three engine calls whatever its size."""
     remaining = config.num_records - kept
-    if kept == 0 or prompts_sent == 0:
+    if prompts_sent == 0:
+        return max(1, min(config.prompts_per_batch, math.ceil(config.num_records / FIRST_BATCH_YIELD)))
+    if kept == 0:
         return config.prompts_per_batch
     per_prompt = kept / prompts_sent
     floor = max(1, math.ceil(config.prompts_per_batch / 4))

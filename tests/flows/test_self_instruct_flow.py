@@ -49,13 +49,23 @@ def test_last_batch_is_sized_from_the_yield_so_the_target_is_not_overshot_much(t
     assert 7 <= summary["kept"] < 7 + 8 * 3
 
 
+def test_a_small_target_starts_with_a_small_batch_and_does_not_write_a_whole_batch(tmp_path):
+    # The script keeps three records per prompt: a full first batch of 16 prompts would keep 48.
+    summary = run(tmp_path / "ds", num_records=20, prompts_per_batch=16)
+    info = read_manifest(tmp_path / "ds").runs[summary["run_id"]]
+    first = scan(tmp_path / "ds").filter(pl.col("batch") == 0).collect().height
+    assert first < 20 and summary["kept"] < 40 and summary["reached_target"]
+    assert info.state["prompts_sent"] < 16
+
+
 def test_budget_stops_a_run_that_cannot_reach_its_target(tmp_path):
     def refuses(request: ChatRequest) -> str:
         return ""
 
     summary = run(tmp_path / "ds", model=ScriptedEngine(refuses), num_records=5, max_batches=3)
     assert not summary["reached_target"] and summary["batches"] == 3 and summary["kept"] == 0
-    assert summary["rejects_by_reason"] == {"parse": {"no numbered tasks in reply": 6}}
+    # One prompt in the first batch (a target of 5 needs about one), then full batches of two.
+    assert summary["rejects_by_reason"] == {"parse": {"no numbered tasks in reply": 1 + 2 + 2}}
 
 
 def test_rerunning_with_a_larger_budget_resumes_and_matches_an_uninterrupted_run(tmp_path):
