@@ -22,7 +22,12 @@ def curate(
     out: Annotated[Path | None, typer.Option("--out", help="Dataset to curate a file into (new or existing).")] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="Curation config (TOML/YAML/JSON); default: heuristics, exact and near dedup."),
+        typer.Option(
+            "--curation",
+            "--config",  # the earlier name, kept working for a release
+            help="Curation config (TOML/YAML/JSON), as for `synth generate`; default: heuristics, exact and near "
+            "dedup. (`--config` is the old name.)",
+        ),
     ] = None,
     benchmark: Annotated[
         list[Path] | None, typer.Option("--benchmark", help="Benchmark prompts to decontaminate against (repeatable).")

@@ -260,7 +260,8 @@ def test_curate_checks_its_inputs_before_writing(tmp_path):
     one_line(synth("curate", records, "--out", out, "--benchmark", tmp_path / "gone.jsonl"), 2, "gone.jsonl")
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"minhash": {"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}"}}))
-    one_line(synth("curate", records, "--out", out, "--config", config), 1, "c.json", "minhash.redis_url")
+    one_line(synth("curate", records, "--out", out, "--curation", config), 1, "c.json", "minhash.redis_url")
+    one_line(synth("curate", records, "--out", out, "--config", config), 1, "c.json", "minhash.redis_url")  # old name
     one_line(synth("curate", tmp_path / "missing.jsonl", "--out", out), 2, "missing.jsonl")
     assert not out.exists()
 
