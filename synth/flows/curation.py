@@ -92,9 +92,11 @@ def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
 
 def records_from_file(path: str | Path) -> list[Record]:
     """Records from a JSONL or Parquet file with `instruction`, `input` (optional) and `output`;
-    a missing or non-text field is an error naming the file (and the line, for JSONL)."""
+    a missing or non-text field is an error naming the file (and the line, for JSONL). Each record
+    keeps the file's own `id` (if any) as `source_id` and its place as `source_doc` ("FILE:LINE",
+    or "FILE:ROW" for Parquet); its `id` is the content id every record has."""
     file = Path(path)
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str | None, int]] = []
     if file.suffix == ".parquet":
         frame = pl.read_parquet(file, glob=False)
         for column in ("instruction", "output"):
@@ -105,12 +107,15 @@ def records_from_file(path: str | Path) -> list[Record]:
         inputs = (
             frame["input"].cast(pl.String).fill_null("") if "input" in frame.columns else pl.Series([""] * frame.height)
         )
-        for number, (ins, inp, out) in enumerate(
-            zip(frame["instruction"], inputs, frame["output"], strict=True), start=1
+        ids = (
+            frame["id"].cast(pl.String) if "id" in frame.columns else pl.Series([None] * frame.height, dtype=pl.String)
+        )
+        for number, (ins, inp, out, sid) in enumerate(
+            zip(frame["instruction"], inputs, frame["output"], ids, strict=True), start=1
         ):
             if ins is None or out is None:
                 raise CurationInputError(f"{file}: row {number}: empty 'instruction' or 'output'")
-            rows.append((ins, inp, out))
+            rows.append((ins, inp, out, sid, number))
     elif file.suffix == ".jsonl":
         for number, line in utf8_lines(file, CurationInputError):
             if not line.strip():
@@ -123,14 +128,27 @@ def records_from_file(path: str | Path) -> list[Record]:
                     raise CurationInputError(f"{file}:{number}: field '{key}' is missing or not text")
             if not isinstance(data.get("input", ""), str):
                 raise CurationInputError(f"{file}:{number}: field 'input' is not text")
-            rows.append((data["instruction"], data.get("input", ""), data["output"]))
+            sid = data.get("id")
+            if (sid is not None and not isinstance(sid, str | int)) or isinstance(sid, bool):
+                raise CurationInputError(f"{file}:{number}: field 'id' is not text or a number")
+            rows.append(
+                (data["instruction"], data.get("input", ""), data["output"], None if sid is None else str(sid), number)
+            )
     else:
         raise CurationInputError(f"{file}: expected a .jsonl or .parquet file of records, or a dataset directory")
     if not rows:
         raise CurationInputError(f"{file}: no records")
     return [
-        Record(generator="import", instruction=i, input=n, output=o, source_doc=file.name, tags=["imported"])
-        for i, n, o in rows
+        Record(
+            generator="import",
+            instruction=i,
+            input=n,
+            output=o,
+            source_id=sid,
+            source_doc=f"{file.name}:{number}",
+            tags=["imported"],
+        )
+        for i, n, o, sid, number in rows
     ]
 
 

@@ -65,7 +65,7 @@ class Provenance(BaseModel):
 
     generator: str
     model: str = ""
-    sampling: Sampling = Field(default_factory=Sampling)
+    sampling: Sampling | None = None  # how the model sampled the text; None where no model wrote it
     template: str = ""
     template_hash: str = ""
     seed: int = 0
@@ -80,6 +80,8 @@ class Provenance(BaseModel):
     source_doc: str | None = None
     source_start: int | None = None
     source_end: int | None = None
+    # Imported records: the id the record had in its file (`source_doc` names the file and line).
+    source_id: str | None = None
     # The in-context examples the prompt showed (Self-Instruct: the tasks, as "id: snippet").
     demos: list[str] = Field(default_factory=list)
 

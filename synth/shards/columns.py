@@ -38,6 +38,7 @@ _TYPES: dict[str, pl.DataType] = {
     "operation": pl.String(),
     "round": pl.Int64(),
     "source_doc": pl.String(),
+    "source_id": pl.String(),
     "source_start": pl.Int64(),
     "source_end": pl.Int64(),
     "demos": pl.List(pl.String),

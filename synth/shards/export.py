@@ -1,9 +1,12 @@
 """Export kept records into the JSONL shapes training tools read.
 
 - `jsonl`: every column of the record (provenance included).
-- `alpaca`: `instruction`, `input`, `output`.
-- `sharegpt`: `conversations` of `{"from": "human"|"gpt", "value": ...}`.
-- `messages`: `messages` of `{"role", "content"}` (TRL, `datasets` chat format).
+- `alpaca`: `id`, `instruction`, `input`, `output`.
+- `sharegpt`: `id`, `conversations` of `{"from": "human"|"gpt", "value": ...}`.
+- `messages`: `id`, `messages` of `{"role", "content"}` (TRL, `datasets` chat format).
+
+Every format keeps the record's `id`, so a trained model's data can be traced back to the dataset
+(and through it to the run, prompt and model that made each record); training tools ignore it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
     if fmt == "jsonl":
         return kept.with_columns(pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).collect()
     if fmt == "alpaca":
-        return kept.select("instruction", "input", "output").collect()
+        return kept.select("id", "instruction", "input", "output").collect()
     if fmt == "messages":
-        return kept.select("messages").collect()
+        return kept.select("id", "messages").collect()
     if fmt == "sharegpt":
         turn = pl.struct(
             pl.element()
@@ -38,7 +41,7 @@ def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
             .alias("from"),
             pl.element().struct.field("content").alias("value"),
         )
-        return kept.select(pl.col("messages").list.eval(turn).alias("conversations")).collect()
+        return kept.select("id", pl.col("messages").list.eval(turn).alias("conversations")).collect()
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

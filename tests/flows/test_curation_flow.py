@@ -15,6 +15,7 @@ from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import read_manifest, scan, verify
+from synth.shards.export import export
 from tests.conftest import SelfInstructScript
 
 runner = CliRunner()
@@ -52,7 +53,24 @@ def test_curating_a_file_into_a_dataset_explains_every_drop(tmp_path):
     assert sorted(rejects["reason"].to_list()) == ["exact duplicate", "instruction under 3 words", "near duplicate"]
     assert verify(tmp_path / "ds") == []
     kept = scan(tmp_path / "ds").collect()
-    assert set(kept["generator"]) == {"import"} and kept["source_doc"].to_list() == ["in.jsonl", "in.jsonl"]
+    assert set(kept["generator"]) == {"import"} and sorted(kept["source_doc"]) == ["in.jsonl:1", "in.jsonl:5"]
+    assert kept["sampling"].is_null().all()  # we did not sample these
+
+
+def test_imported_records_keep_their_own_ids_through_curation_and_export(tmp_path):
+    rows = [{"id": f"src-{n}", **row} for n, row in enumerate(ROWS)]
+    rows[4]["id"] = 4  # a number is an id too
+    curate_file(write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "ds", CurationConfig())
+    kept = scan(tmp_path / "ds").collect()
+    assert sorted(kept["source_id"]) == ["4", "src-0"]
+    rejects = scan(tmp_path / "ds", "rejects").collect()
+    assert sorted(rejects["source_id"]) == ["src-1", "src-2", "src-3"]
+    pl.DataFrame(rows[:1]).write_parquet(tmp_path / "in.parquet")
+    [record] = records_from_file(tmp_path / "in.parquet")
+    assert (record.source_id, record.source_doc) == ("src-0", "in.parquet:1")
+    export(tmp_path / "ds", "alpaca", tmp_path / "alpaca.jsonl")
+    exported = {json.loads(line)["id"] for line in (tmp_path / "alpaca.jsonl").read_text().splitlines()}
+    assert exported == set(kept["id"])
 
 
 def test_a_second_file_into_the_same_dataset_adds_no_duplicates_of_the_first(tmp_path):

@@ -120,8 +120,7 @@ def test_every_export_format_round_trips_the_records(small_dataset, tmp_path, fm
     records = {(r["instruction"], r["input"], r["output"]) for r in kept.to_dicts()}
     if fmt in ("jsonl", "alpaca"):
         assert {(x["instruction"], x["input"], x["output"]) for x in lines} == records
-    if fmt == "jsonl":
-        assert {x["id"] for x in lines} == set(kept["id"])
+    assert {x["id"] for x in lines} == set(kept["id"])  # every format keeps the record id
     if fmt == "messages":
         assert {tuple(m["content"] for m in x["messages"]) for x in lines} == {
             (f"{i}\n\n{inp}" if inp else i, o) for i, inp, o in records
