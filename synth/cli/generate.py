@@ -16,6 +16,7 @@ from synth.cli.errors import log_tracebacks_off
 from synth.cli.options import (
     CurationOpt,
     EngineOpt,
+    LanguageOpt,
     OutOpt,
     ProfileOpt,
     ShardRowsOpt,
@@ -75,6 +76,7 @@ def generate_self_instruct(
         int | None, typer.Option(min=1, help="Instances to keep per new task (default: the profile's; paper: 5).")
     ] = None,
     profile: ProfileOpt = "paper",
+    language: LanguageOpt = "en",
     seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
     shard_rows: ShardRowsOpt = 10_000,
     wait: WaitOpt = 0,
@@ -95,6 +97,7 @@ def generate_self_instruct(
         prompts_per_batch=prompts_per_batch,
         max_batches=max_batches,
         profile=profile,
+        language=language,
         seed=seed,
         **given,
     )
@@ -125,6 +128,7 @@ def generate_evol(
         ),
     ] = None,
     profile: ProfileOpt = "paper",
+    language: LanguageOpt = "en",
     chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
     engine_config: EngineOpt = None,
     seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
@@ -143,7 +147,14 @@ def generate_evol(
     engine = load_engine(engine_config)
     chosen = {"include_source": include_source} if include_source is not None else {}
     config = EvolInstructConfig(
-        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed, **chosen
+        source=source,
+        rounds=rounds,
+        limit=limit,
+        chunk_size=chunk_size,
+        profile=profile,
+        seed=seed,
+        language=language,
+        **chosen,
     )
     summary = _run("evol_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
     print_evol_rounds(summary)
@@ -180,6 +191,7 @@ def generate_backtranslate(
         typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    language: LanguageOpt = "en",
     shard_rows: ShardRowsOpt = 10_000,
     wait: WaitOpt = 0,
     curation: CurationOpt = None,
@@ -196,7 +208,7 @@ def generate_backtranslate(
     backward = load_engine(backward_engine_config) if backward_engine_config else None
     config = BacktranslationConfig(
         docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
-        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed,
+        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed, language=language,
     )  # fmt: skip
     engines = [(engine, where(engine_config))]
     if backward is not None:

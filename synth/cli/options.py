@@ -31,6 +31,16 @@ ProfileOpt = Annotated[
 ]
 
 
+LanguageOpt = Annotated[
+    str,
+    typer.Option(
+        "--language",
+        help="The language to write in (ISO 639-1: en, zh, ...): picks the built-in seeds and prompt templates "
+        "(built in: en, zh) and what the language check expects.",
+    ),
+]
+
+
 WaitOpt = Annotated[
     float,
     typer.Option(

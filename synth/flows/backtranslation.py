@@ -39,7 +39,7 @@ def check_inputs(config: BacktranslationConfig, dataset: str | Path) -> None:
     """Read the seed pairs and open the corpus (its schema, no document yet), so a bad file fails
     naming it before any model loads."""
     if config.seeds is not None:
-        load_seed_pairs(config.seeds)
+        load_seed_pairs(config.seeds, config.language)
     read_documents(config.docs, config.text_field)
 
 
@@ -186,7 +186,7 @@ def backtranslation_run_id(
 ) -> str:
     """A hash of the config, the documents' path, the seed pairs' content (not their file's path),
     the templates, the engine and the models."""
-    templates = [load_template(n).hash for n in ("backtranslation_backward", "backtranslation_grade")]
+    templates = [load_template(n, config.language).hash for n in ("backtranslation_backward", "backtranslation_grade")]
     docs = Path(config.docs).resolve()
     return run_id(
         GENERATOR,
@@ -212,7 +212,7 @@ def run_backtranslation(
     """Run (or resume) backtranslation over `config.docs` into `dataset` (see `RunOptions`; the
     backward step may have its own engine, as a config or a live one); returns a summary, whose
     funnel counts the seed pairs used and skipped (`funnel["seeds"]`)."""
-    seeds = load_seed_pairs(config.seeds)
+    seeds = load_seed_pairs(config.seeds, config.language)
     rid = backtranslation_run_id(config, engine, backward_engine, seeds)
     return run_job(BacktranslationJob(config, seeds, rid, backward_engine, backward_model), engine, dataset, **options)
 

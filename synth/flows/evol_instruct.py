@@ -44,9 +44,9 @@ def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[So
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()
     ).hexdigest()
-    templates = [load_template(f"evol_{op}").hash for op in OPERATIONS] + [
-        load_template("evol_equality").hash,
-        load_template("evol_response").hash,
+    templates = [load_template(f"evol_{op}", config.language).hash for op in OPERATIONS] + [
+        load_template("evol_equality", config.language).hash,
+        load_template("evol_response", config.language).hash,
     ]
     return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
 

@@ -115,7 +115,7 @@ def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta:
 
 def _self_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], list[Reject], dict[str, Any]]:
     config = SelfInstructConfig.model_validate(job.config)
-    generator = SelfInstructGenerator(config, model, load_seed_tasks(config.seeds), run_id=job.run_id)
+    generator = SelfInstructGenerator(config, model, load_seed_tasks(config.seeds, config.language), run_id=job.run_id)
     generator.add_to_pool(job.pool)
     result = generator.run_batch(job.batch, job.prompts)
     return result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks}
@@ -222,7 +222,7 @@ def run_self_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Self-Instruct with up to `runner.workers` batches in flight on Ray; returns the run summary."""
-    seeds = load_seed_tasks(config.seeds)
+    seeds = load_seed_tasks(config.seeds, config.language)
     rid = self_instruct_run_id(config, engine, seeds)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
         start_run(writer, rid, SELF_INSTRUCT, config, engine, engine.model or EMBEDDED_MODEL_NAME)

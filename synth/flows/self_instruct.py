@@ -39,12 +39,12 @@ _TEMPLATES = (
 
 def check_inputs(config: SelfInstructConfig, dataset: str | Path) -> None:
     """Read the seed tasks, so a bad file fails naming its line before any model loads."""
-    load_seed_tasks(config.seeds)
+    load_seed_tasks(config.seeds, config.language)
 
 
 def self_instruct_run_id(config: SelfInstructConfig, engine: EngineConfig, seeds: list[SeedTask]) -> str:
     seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
-    templates = [load_template(name).hash for name in _TEMPLATES]
+    templates = [load_template(name, config.language).hash for name in _TEMPLATES]
     return run_id(GENERATOR, config.identity(), seed_hash, templates, engine.kind, engine.model)
 
 
@@ -132,7 +132,7 @@ def run_self_instruct(
     config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
 ) -> dict[str, Any]:
     """Run (or resume) Self-Instruct into `dataset` (see `RunOptions`); returns a summary of the run."""
-    seeds = load_seed_tasks(config.seeds)
+    seeds = load_seed_tasks(config.seeds, config.language)
     return run_job(
         SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
     )

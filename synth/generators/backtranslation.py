@@ -100,8 +100,8 @@ class BacktranslationGenerator:
         self.run_id = run_id
         self.origin = Origin(GENERATOR, run_id, config.seed, self.backward.model_name)
         self.pool = list(pairs)
-        self.t_backward = load_template("backtranslation_backward")
-        self.t_grade = load_template("backtranslation_grade")
+        self.t_backward = load_template("backtranslation_backward", config.language)
+        self.t_grade = load_template("backtranslation_grade", config.language)
 
     def add_to_pool(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Curated pairs of a finished round join the few-shot pool of the next."""

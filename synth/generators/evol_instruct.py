@@ -185,9 +185,9 @@ class EvolInstructGenerator:
         self.engine = engine
         self.run_id = run_id
         self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
-        self.templates = {op: load_template(f"evol_{op}") for op in OPERATIONS}
-        self.t_equal = load_template("evol_equality")
-        self.t_response = load_template("evol_response")
+        self.templates = {op: load_template(f"evol_{op}", config.language) for op in OPERATIONS}
+        self.t_equal = load_template("evol_equality", config.language)
+        self.t_response = load_template("evol_response", config.language)
         weights = config.operation_weights
         self.weights = [weights.get(op, 0.0) for op in OPERATIONS]
         self._extra = config.extra_eliminations

@@ -127,13 +127,13 @@ class SeedPairs:
         return {"file": self.source, "used": len(self.pairs), "skipped": dict(self.reasons)}
 
 
-def load_seed_pairs(path: str | Path | None = None) -> SeedPairs:
-    """The usable seed pairs of `path` (the built-in seed tasks when None); skipped pairs are
+def load_seed_pairs(path: str | Path | None = None, language: str = "en") -> SeedPairs:
+    """The usable seed pairs of `path` (the built-in seed tasks of `language` when None); skipped pairs are
     counted and logged as a warning. Raises `SeedFileError` naming the file (and line) for a file
     that cannot be read, a malformed entry, or a file with no usable pair."""
     if path is None:
         out = SeedPairs(None)
-        for task in load_seed_tasks():
+        for task in load_seed_tasks(language=language):
             first = task.instances[0] if task.instances else None
             out.add(f"built-in seed {task.id}", task.instruction, *((first.input, first.output) if first else ("", "")))
         return out

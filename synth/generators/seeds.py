@@ -23,6 +23,22 @@ from synth.schemas import SeedTask
 from synth.shards.files import json_line, utf8_lines
 
 DEFAULT_SEEDS = Path(__file__).parent / "seeds" / "default_seed_tasks.jsonl"
+
+
+def default_seeds(language: str = "en") -> Path:
+    """The built-in seed tasks of `language` (English: `DEFAULT_SEEDS`; others `LANG_seed_tasks.jsonl`)."""
+    if language == "en":
+        return DEFAULT_SEEDS
+    path = DEFAULT_SEEDS.with_name(f"{language}_seed_tasks.jsonl")
+    if not path.is_file():
+        built_in = sorted(p.name.split("_")[0] for p in DEFAULT_SEEDS.parent.glob("*_seed_tasks.jsonl"))
+        raise SeedFileError(
+            f"no built-in seed tasks for language {language!r} (there are: en, {', '.join(built_in)}); "
+            "pass a seed file of your own"
+        )
+    return path
+
+
 # More than a small model's context holds (about 4 characters a token); generous on purpose.
 MAX_SEED_CHARS = 20_000
 # A JSONL line this long cannot hold a seed under the limit (escapes take up to 6 characters
@@ -56,14 +72,14 @@ class SeedFile:
         self.reasons[reason] += 1
 
 
-def read_seed_file(path: str | Path | None = None) -> SeedFile:
-    """Seed tasks from `path` (the built-in set when None), with those skipped as too large.
+def read_seed_file(path: str | Path | None = None, language: str = "en") -> SeedFile:
+    """Seed tasks from `path` (the built-in set of `language` when None), with those skipped as too large.
 
     Accepted per JSONL line: a release-format task (`instruction`, optional `id`, `name`,
     `instances`, `is_classification`), an object with just `instruction`, or a JSON string.
     A `.txt` file holds one instruction per non-empty line. A task without an id is `seed_LINE`.
     """
-    file = Path(path) if path is not None else DEFAULT_SEEDS
+    file = Path(path) if path is not None else default_seeds(language)
     out = SeedFile(file)
     seen: set[str] = set()
     plain = file.suffix == ".txt"
@@ -90,10 +106,10 @@ def read_seed_file(path: str | Path | None = None) -> SeedFile:
     return out
 
 
-def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
-    """The usable seed tasks of `path` (see `read_seed_file`); skipped ones are logged as a
-    warning with their count, reason and first lines."""
-    seeds = read_seed_file(path)
+def load_seed_tasks(path: str | Path | None = None, language: str = "en") -> list[SeedTask]:
+    """The usable seed tasks of `path` (see `read_seed_file`; the built-in ones of `language` when
+    None); skipped ones are logged as a warning with their count, reason and first lines."""
+    seeds = read_seed_file(path, language)
     if seeds.skipped:
         log.warning(
             "%s: skipped %d seed task(s) %s; first: %s",

@@ -88,14 +88,16 @@ class SelfInstructGenerator:
         )
         self.novelty = RougeNoveltyIndex(threshold=config.rouge_threshold, neighbors_kept=config.neighbors_kept)
         self.novelty.add([s.instruction for s in self.seeds], [s.id for s in self.seeds])
-        self.t_tasks = load_template("self_instruct_tasks")
+        self.t_tasks = load_template("self_instruct_tasks", config.language)
         paper_question = config.classify_question == "classification"
-        self.t_classify = load_template("self_instruct_classify" if paper_question else "self_instruct_open_ended")
-        self.t_input_first = load_template("self_instruct_instances_input_first")
-        self.t_output_first = load_template("self_instruct_instances_output_first")
+        self.t_classify = load_template(
+            "self_instruct_classify" if paper_question else "self_instruct_open_ended", config.language
+        )
+        self.t_input_first = load_template("self_instruct_instances_input_first", config.language)
+        self.t_output_first = load_template("self_instruct_instances_output_first", config.language)
         self.t_demos = {
-            False: load_template("self_instruct_demos_input_first"),
-            True: load_template("self_instruct_demos_output_first"),
+            False: load_template("self_instruct_demos_input_first", config.language),
+            True: load_template("self_instruct_demos_output_first", config.language),
         }
         self._seed_refs = {_listed(s.instruction): neighbor_ref(s.instruction, s.id) for s in self.seeds}
 

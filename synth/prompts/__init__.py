@@ -47,7 +47,21 @@ class Template:
         return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.text)
 
 
+class TemplateError(LookupError):
+    """No template of that name for that language; the message names the file it looked for."""
+
+
+def languages() -> list[str]:
+    """The languages with prompt templates: English (this folder) and one subfolder per language."""
+    return ["en", *sorted(p.name for p in _DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))]
+
+
 @cache
-def load_template(name: str) -> Template:
-    """The template `{name}.txt` of this package."""
-    return Template(name=name, text=(_DIR / f"{name}.txt").read_text(encoding="utf-8").strip())
+def load_template(name: str, language: str = "en") -> Template:
+    """The template `{name}.txt` of this package, or of its `{language}/` folder for a language
+    other than English (named `{language}/{name}` then, so records say which one wrote them)."""
+    folder, shown = (_DIR, name) if language == "en" else (_DIR / language, f"{language}/{name}")
+    path = folder / f"{name}.txt"
+    if not path.is_file():
+        raise TemplateError(f"no {language!r} prompt template {name!r} ({path}); languages: {', '.join(languages())}")
+    return Template(name=shown, text=path.read_text(encoding="utf-8").strip())

@@ -41,6 +41,24 @@ class SamplingConfig(Sampling):
         return data
 
 
+def _language() -> Any:
+    return Field(
+        default="en",
+        pattern=r"^[a-z]{2,3}$",
+        description="The language the run writes in (ISO 639-1, e.g. en, zh): picks the default seeds and the "
+        "prompt templates, and what the language checks expect.",
+    )
+
+
+def _identity(config: BaseModel, exclude: set[str]) -> dict[str, Any]:
+    """`config` as it enters a run id, without `exclude`; English, the default language, is left
+    out so that runs started before the language setting existed keep their ids."""
+    data = config.model_dump(exclude=exclude)
+    if data.get("language") == "en":
+        del data["language"]
+    return data
+
+
 Profile = Literal["paper", "small-model"]
 PROFILES: tuple[str, ...] = ("paper", "small-model")
 
@@ -162,7 +180,8 @@ class SelfInstructConfig(_Profiled):
         }
     }
 
-    seeds: str | None = Field(default=None, description="Seed file; empty for the built-in set.")
+    seeds: str | None = Field(default=None, description="Seed file; empty for the built-in set of the language.")
+    language: str = _language()
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
     max_batches: int = Field(default=50, ge=1, description="Budget: stop after this many batches.")
     prompts_per_batch: int = Field(default=16, ge=1)
@@ -216,7 +235,7 @@ class SelfInstructConfig(_Profiled):
         """The fields that define what a run produces; the target size and budget are left out
         so that raising `--num` on the same command extends the run instead of starting a new one; the
         seed file is identified by its content, not its path."""
-        return self.model_dump(exclude={"num_records", "max_batches", "seeds"})
+        return _identity(self, {"num_records", "max_batches", "seeds"})
 
 
 EVOL_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
@@ -245,6 +264,7 @@ class EvolInstructConfig(_Profiled):
     source: str = Field(
         description="Dataset directory, JSONL/JSON/Parquet file with an instruction column, or seed file."
     )
+    language: str = _language()
     rounds: int = Field(default=4, ge=1)
     chunk_size: int = Field(default=256, ge=1, description="Source instructions per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Evolve only the first N source instructions.")
@@ -293,7 +313,7 @@ class EvolInstructConfig(_Profiled):
 
     def identity(self) -> dict[str, Any]:
         """What defines a run's output: everything but the source path (its content is hashed)."""
-        return self.model_dump(exclude={"source"})
+        return _identity(self, {"source"})
 
 
 class BacktranslationConfig(_Strict):
@@ -306,6 +326,7 @@ class BacktranslationConfig(_Strict):
         "with 'instruction', optional 'input', 'output' (Alpaca format); None: the built-in pairs. Pairs with an "
         "input or an instruction that refers to text not shown are skipped and counted.",
     )
+    language: str = _language()
     text_field: str = "text"
     min_chars: int = Field(default=120, ge=1)
     max_chars: int = Field(default=2000, ge=1)
@@ -335,7 +356,7 @@ class BacktranslationConfig(_Strict):
     def identity(self) -> dict[str, Any]:
         """Everything but the paths: the documents' path is part of the run id on its own, and the
         seed file is identified by its pairs' content."""
-        return self.model_dump(exclude={"docs", "seeds"})
+        return _identity(self, {"docs", "seeds"})
 
 
 class DatasetConfig(_Strict):
