@@ -69,8 +69,8 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
     if not files:
         return pl.LazyFrame(schema=schema)
-    # Shards written before a column existed read it as null.
-    return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert")
+    # Shards written before a column existed read it as null; columns a newer writer added are ignored.
+    return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert", extra_columns="ignore")
 
 
 def verify(path: str | Path) -> list[str]:
