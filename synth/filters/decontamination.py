@@ -1,5 +1,9 @@
 """Decontamination: drop records that overlap benchmark prompts by a shared word n-gram.
 
+Words are `tokens.word_tokens`: runs of \\w, except that each letter of a script written without
+spaces is a word of its own, so n counts characters in Chinese or Japanese text and a benchmark
+item quoted inside a longer text is found there too.
+
 Benchmark files are JSONL (every string value of an object, or a string per line), Parquet
 (every text column of a row) or plain text (one item per line). Each reject names the benchmark
 items it hit, and `hits` counts them per item, so the report says which benchmark items leaked.
@@ -7,7 +11,6 @@ items it hit, and `hits` counts them per item, so the report says which benchmar
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,11 +18,10 @@ from pathlib import Path
 import polars as pl
 
 from synth.filters.base import FilterResult, reject
+from synth.filters.tokens import word_tokens
 from synth.schemas import Record
 from synth.schemas.curation import DecontaminationConfig
 from synth.shards.files import json_line, utf8_lines
-
-_WORD = re.compile(r"\w+")
 
 
 class BenchmarkFileError(ValueError):
@@ -28,7 +30,10 @@ class BenchmarkFileError(ValueError):
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Word n-grams of a text; a text shorter than n words is one gram of all its words."""
-    words = _WORD.findall(text.lower())
+    return _grams(word_tokens(text.lower()), n)
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
     if 0 < len(words) < n:
         return {tuple(words)}
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
@@ -83,9 +88,9 @@ class DecontaminationFilter:
         for r in records:
             items: set[str] = set()
             for name in self.config.fields:
-                text = getattr(r, name)
+                words = word_tokens(getattr(r, name).lower())
                 for n in self.lengths:
-                    items.update(self.index[g] for g in ngrams(text, n) if len(g) == n and g in self.index)
+                    items.update(self.index[g] for g in _grams(words, n) if len(g) == n and g in self.index)
             if items:
                 self.hits.update(items)
                 result.rejects.append(

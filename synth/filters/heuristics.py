@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.filters.base import FilterResult, reject
+from synth.filters.tokens import words
 from synth.schemas import Record
 from synth.schemas.curation import HeuristicsConfig
 
@@ -19,28 +21,40 @@ SELF_INSTRUCT_KEYWORDS: tuple[str, ...] = (
 NON_TEXT_KEYWORDS: tuple[str, ...] = (*SELF_INSTRUCT_KEYWORDS, "video", "audio", "music", "flowchart", "diagram")
 
 
+# Punctuation a text may not start with beyond ASCII's: closing brackets, dashes, and the likes of
+# "，" and "。", not opening brackets and quotes (a Chinese question may open with 《 or “) nor the
+# Spanish ¿ and ¡.
+_NOT_OPENING = frozenset({"Pc", "Pd", "Pe", "Po"})
+_OPENERS = "¿¡"
+
+
 @dataclass(frozen=True)
 class InstructionHeuristics:
     """The instruction filters of Self-Instruct (Wang et al. 2022), configurable.
 
-    `reason(text)` returns None for a keeper, else a short reason naming the rule it broke.
+    `reason(text)` returns None for a keeper, else a short reason naming the rule it broke. Words
+    are `tokens.words` (a Chinese or Japanese character is one). `language` is the run's (ISO 639-1,
+    lowercase): the rule against a non-ASCII first character, there to catch garbage in English
+    output, holds only for English; elsewhere a text may not start with non-ASCII punctuation
+    either (except an opening bracket or quote, or ¿ and ¡).
     """
 
     min_words: int = 3
     max_words: int = 150
     keywords: tuple[str, ...] = NON_TEXT_KEYWORDS
     banned_prefixes: tuple[str, ...] = ("write a program",)
+    language: str = "en"
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        words = "|".join(re.escape(k) for k in self.keywords)
-        object.__setattr__(self, "_pattern", re.compile(rf"\b({words})\b", re.IGNORECASE))
+        alternatives = "|".join(re.escape(k) for k in self.keywords)
+        object.__setattr__(self, "_pattern", re.compile(rf"\b({alternatives})\b", re.IGNORECASE))
 
     def reason(self, text: str) -> str | None:
         stripped = text.strip()
         if not stripped:
             return "empty instruction"
-        n = len(stripped.split())
+        n = len(words(stripped))
         if n <= self.min_words:
             return f"too short (<= {self.min_words} words)"
         if n > self.max_words:
@@ -50,163 +64,109 @@ class InstructionHeuristics:
         if stripped.lower().startswith(self.banned_prefixes):
             return "starts with 'write a program'"
         first = stripped[0]
-        if first in string.punctuation:
+        english = self.language == "en"
+        if first in string.punctuation or (
+            not english and unicodedata.category(first) in _NOT_OPENING and first not in _OPENERS
+        ):
             return "starts with punctuation"
-        if not first.isascii():
+        if english and not first.isascii():
             return "starts with a non-ASCII character"
         return None
 
 
 # Common English function words (our own list); a reply made only of these says nothing.
-STOP_WORDS: frozenset[str] = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-        "yes",
-        "ok",
-        "okay",
-        "well",
-        "oh",
-    ]
-)
+STOP_WORDS: frozenset[str] = frozenset((
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are",
+    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
+    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
+    "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him",
+    "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me",
+    "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only",
+    "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so",
+    "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there",
+    "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was",
+    "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
+    "would", "you", "your", "yours", "yourself", "yourselves", "yes", "ok", "okay", "well", "oh",
+))  # fmt: skip
+# Common Chinese function words and bare acknowledgements (our own list): pronouns, demonstratives,
+# particles, conjunctions, prepositions, adverbs, auxiliaries, "yes"/"OK". Only words that say
+# nothing on their own: a reply has content as soon as anything else is left.
+ZH_STOP_WORDS: frozenset[str] = frozenset((
+    "我", "你", "您", "他", "她", "它", "我们", "你们", "他们", "她们", "它们", "咱们",
+    "自己", "大家", "这", "那", "这个", "那个", "这些", "那些", "这里", "那里", "这样",
+    "那样", "这么", "那么", "什么", "怎么", "怎样", "为什么", "哪", "哪个", "哪里", "谁",
+    "的", "地", "得", "之", "了", "着", "过", "吗", "呢", "吧", "啊", "呀", "哦",
+    "嗯", "嘛", "么", "和", "与", "及", "或", "或者", "还是", "但", "但是", "可是",
+    "而", "而且", "并且", "因为", "所以", "如果", "虽然", "然后", "于是", "因此", "在",
+    "从", "向", "对", "把", "被", "给", "为", "以", "于", "跟", "比", "关于", "对于",
+    "不", "没", "没有", "也", "都", "就", "又", "还", "很", "太", "更", "最", "已经",
+    "非常", "只", "只是", "其实", "当然", "是", "有", "会", "能", "可以", "要", "应该",
+    "可能", "就是", "不是", "一个", "一些", "一下", "一样", "是的", "好的", "对的", "好吧",
+    "行", "嗯嗯", "哈哈",
+))  # fmt: skip
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _REFUSAL = re.compile(
     r"\b(sorry|apologi[sz]e|i cannot|i can't|i can not|i am unable|i'm unable|as an ai)\b", re.IGNORECASE
 )
+# Chinese apologies and refusals (our own list): "sorry", "I cannot / have no way to", "cannot
+# answer / provide / help", "as an AI / a language model", "I am only an AI". No word boundaries:
+# Chinese has no spaces to put them at.
+_ZH_REFUSAL = re.compile(
+    r"抱歉|对不起|我(?:无法|不能|没有办法|没办法|做不到)"
+    r"|(?:无法|不能)(?:为您|为你|回答|提供|完成|满足|协助|帮助)"
+    r"|作为(?:一[个名款])?(?:ai|人工智能|语言模型|大语言模型|人工智能助手)"
+    r"|我只是(?:一[个名款])?(?:ai|人工智能|语言模型|程序)",
+    re.IGNORECASE,
+)
 
 
-def only_punctuation_and_stop_words(text: str) -> bool:
-    """True for text with no word outside the stop-word list (an empty text included)."""
-    return all(w.lower().strip("'") in STOP_WORDS for w in _WORD.findall(text))
+@dataclass(frozen=True)
+class Lexicon:
+    """A language's lists for the reply rules: stop words and refusal phrases.
+
+    `spaceless`: the language is written without spaces, so stop words are taken out of a text as
+    substrings (longest first) instead of being matched as whole words.
+    """
+
+    stop_words: frozenset[str]
+    refusal: re.Pattern[str]
+    spaceless: bool = False
+    _stop: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        longest_first = sorted(self.stop_words, key=len, reverse=True)
+        stop = re.compile("|".join(map(re.escape, longest_first))) if self.spaceless else None
+        object.__setattr__(self, "_stop", stop)
+
+    def only_stop_words(self, text: str) -> bool:
+        """True for text with no word outside `stop_words` (an empty text included)."""
+        if self._stop is not None:
+            return _ANY_WORD.search(self._stop.sub(" ", text)) is None
+        return all(w.lower().strip("'") in self.stop_words for w in _WORD.findall(text))
 
 
-def is_short_refusal(text: str, max_words: int = 80) -> bool:
-    """True for a reply that apologizes or declines ("sorry", "I cannot"...) in under `max_words` words."""
-    return len(text.split()) < max_words and _REFUSAL.search(text) is not None
+# Lists by ISO 639-1 code. A language missing here has no stop words and no refusal phrases: the
+# English lists would misjudge its text.
+LEXICONS: dict[str, Lexicon] = {
+    "en": Lexicon(STOP_WORDS, _REFUSAL),
+    "zh": Lexicon(ZH_STOP_WORDS, _ZH_REFUSAL, spaceless=True),
+}
+_ANY_WORD = re.compile(r"\w")
+
+
+def only_punctuation_and_stop_words(text: str, language: str = "en") -> bool:
+    """True for text with no word outside the language's stop-word list (an empty text included).
+    Where we have no list for the language, only text without any letter or digit is."""
+    if (lexicon := LEXICONS.get(language)) is None:
+        return _ANY_WORD.search(text) is None
+    return lexicon.only_stop_words(text)
+
+
+def is_short_refusal(text: str, max_words: int = 80, language: str = "en") -> bool:
+    """True for a reply that apologizes or declines ("sorry", "I cannot"...) in under `max_words`
+    words (`tokens.words`: a Chinese character is one). Never for a language without a list."""
+    lexicon = LEXICONS.get(language)
+    return lexicon is not None and len(words(text)) < max_words and lexicon.refusal.search(text) is not None
 
 
 _PLACEHOLDER = re.compile(
@@ -226,7 +186,8 @@ def _repeated_line_share(text: str) -> float:
 
 class HeuristicFilter:
     """Record-level rules, each switchable: lengths, refusals, non-text requests, placeholders,
-    output equal to input, cut-off outputs (tagged "cut-off" by generators), symbols, repetition."""
+    output equal to input, cut-off outputs (tagged "cut-off" by generators), symbols, repetition.
+    Lengths count `tokens.words`; refusal phrases are those of the configured language."""
 
     stage = "heuristic"
 
@@ -236,7 +197,7 @@ class HeuristicFilter:
 
     def reason(self, r: Record) -> str | None:
         c = self.config
-        n_ins, n_out = len(r.instruction.split()), len(r.output.split())
+        n_ins, n_out = len(words(r.instruction)), len(words(r.output))
         if c.placeholders:
             for name in ("instruction", "output"):
                 if not getattr(r, name).strip() or _PLACEHOLDER.match(getattr(r, name)):
@@ -251,7 +212,7 @@ class HeuristicFilter:
             return f"output over {c.max_output_words} words"
         if c.cut_off and "cut-off" in r.tags:
             return "output cut off at the token limit"
-        if c.refusals and is_short_refusal(r.output):
+        if c.refusals and is_short_refusal(r.output, language=c.language):
             return "refusal or apology"
         if c.non_text and (m := self.instructions._pattern.search(r.instruction)):
             return f"non-text modality ({m.group(1).lower()})"

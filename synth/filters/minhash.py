@@ -2,9 +2,13 @@
 
 Scheme "synth-minhash-v2" (recorded with every persisted index, with its parameters):
 - text: instruction, input and output joined by newlines; lowercased when configured;
-- word shingles: runs of \\w+ tokens (polars' regex engine), n at a time (a text shorter than n
-  is one shingle); a token's hash is FNV-1a over its UTF-8 bytes, finished with the splitmix64
-  mixer, and an n-gram's hash combines its tokens' hashes polynomially (mod 2**64);
+- word shingles: runs of \\w+ tokens (polars' regex engine), except that each letter of a script
+  written without spaces (Han, kana, Hangul, Thai...) is a token of its own
+  (`tokens.WORD_PATTERN`), n at a time (a text shorter than n is one shingle). Text without such
+  letters tokenizes as plain \\w+, so its signatures are those the scheme always gave (an index
+  holding such letters from before this split should be rebuilt). A token's hash is FNV-1a over
+  its UTF-8 bytes, finished with the splitmix64 mixer, and an n-gram's hash combines its tokens'
+  hashes polynomially (mod 2**64);
   char shingles: n consecutive characters (whitespace collapsed), hashed polynomially over their
   code points;
 - shingle hashes are cut to 32 bits; permutation k maps h to the top 32 bits of
@@ -30,6 +34,7 @@ import polars as pl
 import pyarrow as pa
 
 from synth.filters import lsh_kernels
+from synth.filters.tokens import WORD_PATTERN
 from synth.schemas.curation import MinHashConfig
 
 SCHEME = "synth-minhash-v2"
@@ -60,7 +65,7 @@ def _word_shingles(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndar
     series = pl.Series(texts, dtype=pl.String)
     if config.lowercase:
         series = series.str.to_lowercase()
-    tokens = series.str.extract_all(r"\w+")
+    tokens = series.str.extract_all(WORD_PATTERN)
     counts = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
     lists = tokens.to_arrow()
     if isinstance(lists, pa.ChunkedArray):

@@ -1,10 +1,12 @@
 """ROUGE-L novelty: reject text too similar to anything already in a growing pool.
 
 ROUGE-L F1 between token lists a and b is 2·LCS(a, b) / (|a| + |b|), which is exactly rapidfuzz's
-normalized Indel similarity on the same token lists. Tokens follow the reference `rouge_score`
-tokenizer without stemming: lowercase, runs of [a-z0-9], everything else a separator. Tokens are
-mapped to integers once so the C++ kernel compares ints, and a whole batch is scored against the
-pool in one multi-threaded `cdist` call.
+normalized Indel similarity on the same token lists. Tokens are `tokens.rouge_tokens`: on ASCII
+text those of the reference `rouge_score` tokenizer without stemming (lowercase, runs of [a-z0-9],
+everything else a separator), so English scores equal the reference scorer's; a letter of a script
+written without spaces (Chinese, Japanese...) is a token of its own. Tokens are mapped to integers
+once so the C++ kernel compares ints, and a whole batch is scored against the pool in one
+multi-threaded `cdist` call.
 
 Verdicts name their nearest pool texts by reference, never by copying them: `neighbor_ref` is a
 stable id (a record's or seed's id when the pool was given one, else a short content hash) and
@@ -15,7 +17,6 @@ hundred bytes however long the pool's texts are, and the pool itself keeps only 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
-_TOKEN = re.compile(r"[a-z0-9]+")
+from synth.filters.tokens import rouge_tokens
+
 SNIPPET_CHARS = 80
 MAX_REF_ID_CHARS = 40
 
@@ -48,11 +50,6 @@ def neighbor_ref(text: str, ref_id: str | None = None) -> str:
     """
     rid = ref_id if ref_id and len(ref_id) <= MAX_REF_ID_CHARS else text_id(text)
     return f"{rid}: {snippet(text)}"
-
-
-def rouge_tokens(text: str) -> list[str]:
-    """Tokens as `rouge_score` makes them (no stemming)."""
-    return _TOKEN.findall(text.lower())
 
 
 def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:

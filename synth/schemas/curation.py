@@ -10,7 +10,18 @@ from synth.schemas.config import SamplingConfig, _Strict
 
 
 class HeuristicsConfig(_Strict):
+    """Record-level rules. Word counts are tokens of `synth.filters.tokens.words`: whitespace-separated
+    words, and each character of a script written without spaces (Chinese, Japanese, Thai...)."""
+
     enabled: bool = True
+    language: str = Field(
+        default="en",
+        pattern=r"^[a-z]{2}$",
+        description=(
+            "The data's language, an ISO 639-1 code: it picks the refusal phrases (ours exist for 'en' "
+            "and 'zh'; any other language has none, so the refusal rule passes everything)."
+        ),
+    )
     min_instruction_words: int = Field(default=3, ge=0)
     max_instruction_words: int = Field(default=500, ge=1)
     min_output_words: int = Field(default=1, ge=0)
@@ -74,7 +85,7 @@ class DecontaminationConfig(_Strict):
     benchmarks: list[str] = Field(
         default_factory=list, description="Files of benchmark prompts (JSONL, Parquet or text)."
     )
-    ngram: int = Field(default=13, ge=1)
+    ngram: int = Field(default=13, ge=1, description="Words per n-gram; in scripts written without spaces, characters.")
     fields: list[TextField] = Field(default_factory=lambda: list(_TEXT_FIELDS))
 
 
