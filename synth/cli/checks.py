@@ -106,6 +106,13 @@ def check_curation(config: CurationConfig, where: str) -> None:
         fail(f"{where}novelty.reference: {config.novelty.reference}: no such file or folder")
     if config.judge.enabled and config.judge.rubric and not Path(config.judge.rubric).is_file():
         fail(f"{where}judge.rubric: {config.judge.rubric}: no such file")
+    if config.abilities.taxonomy:
+        from synth.filters.abilities import load_taxonomy
+
+        try:
+            load_taxonomy(config.abilities.taxonomy)
+        except (OSError, ValueError) as e:
+            fail(f"{where}abilities.taxonomy: {e}")
 
 
 def check_server() -> None:

@@ -33,6 +33,14 @@ def curate(
         list[Path] | None, typer.Option("--benchmark", help="Benchmark prompts to decontaminate against (repeatable).")
     ] = None,
     judge: Annotated[bool, typer.Option("--judge", help="Also score records with the model on the rubric.")] = False,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            help="The data's language (ISO 639-1, e.g. zh): the heuristics' phrase lists, and for a language "
+            "other than English the language check and ability tags (by the model). Default: the config's, else en.",
+        ),
+    ] = None,
     engine_config: EngineOpt = None,
     rebuild_index: Annotated[
         bool, typer.Option("--rebuild-index", help="Rebuild the dataset's MinHash index with the current settings.")
@@ -43,8 +51,8 @@ def curate(
     optional ROUGE-L novelty, decontamination and model-judged quality; every drop is a reject
     with its stage and reason."""
     api.prepare_process()
-    config = api.with_curate_options(load_curation(config_file), benchmark or [], judge)
-    engine = load_engine(engine_config) if config.judge.enabled else None  # read only when it is used
+    config = api.with_curate_options(load_curation(config_file), benchmark or [], judge, language)
+    engine = load_engine(engine_config) if config.uses_model() else None  # read only when it is used
     if target.is_dir():
         if out is not None:
             fail("--out is for curating a file; a dataset directory is curated in place")

@@ -212,7 +212,7 @@ class HeuristicFilter:
             return f"output over {c.max_output_words} words"
         if c.cut_off and "cut-off" in r.tags:
             return "output cut off at the token limit"
-        if c.refusals and is_short_refusal(r.output, language=c.language):
+        if c.refusals and is_short_refusal(r.output, language=c.language or "en"):
             return "refusal or apology"
         if c.non_text and (m := self.instructions._pattern.search(r.instruction)):
             return f"non-text modality ({m.group(1).lower()})"

@@ -29,11 +29,14 @@ def prepare_process() -> None:
 
 
 def with_curate_options(
-    config: CurationConfig, benchmarks: Sequence[str | Path] = (), judge: bool = False
+    config: CurationConfig, benchmarks: Sequence[str | Path] = (), judge: bool = False, language: str | None = None
 ) -> CurationConfig:
-    """`config` (unchanged) plus benchmark files to decontaminate against and, with `judge`, the
-    judge switched on, as `synth curate --benchmark ... --judge` asks."""
+    """`config` (unchanged) plus benchmark files to decontaminate against, with `judge` the judge
+    switched on, and the data's `language`, as `synth curate --benchmark ... --judge --language`
+    asks."""
     config = config.model_copy(deep=True)
+    if language is not None:
+        config.language = language
     config.decontamination.benchmarks += [str(b) for b in benchmarks]
     if judge:
         config.judge.enabled = True

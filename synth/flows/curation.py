@@ -9,12 +9,14 @@ from typing import Any
 import polars as pl
 
 from synth.engines import Engine
+from synth.filters.abilities import AbilityTagger
 from synth.filters.base import Filter, FilterChain
 from synth.filters.decontamination import DecontaminationFilter
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
+from synth.filters.language import LanguageFilter
 from synth.filters.minhash import Index
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.filters.redis_index import RedisMinHashIndex, namespace_for
@@ -28,16 +30,28 @@ from synth.shards.read import checked_path, scan
 
 
 def build_chain(
-    config: CurationConfig, dataset: str | Path | None, engine: Engine | None = None, rebuild_index: bool = False
+    config: CurationConfig,
+    dataset: str | Path | None,
+    engine: Engine | None = None,
+    rebuild_index: bool = False,
+    language: str = "en",
 ) -> tuple[FilterChain, Index | None]:
-    """The chain, cheap first, with dedup indexes holding the dataset's kept records.
+    """The chain, cheap first, with dedup indexes holding the dataset's kept records. `language`
+    is the run's: the heuristics' phrase lists and the language check follow it unless the config
+    sets them.
 
     Returns the MinHash index too, so the caller can persist it (`index.sync(dataset)`) once the
     batch's records are committed.
     """
     filters: list[Filter] = []
+    data_language = config.data_language(language)
     if config.heuristics.enabled:
-        filters.append(HeuristicFilter(config.heuristics))
+        heuristics = config.heuristics
+        if heuristics.language is None:
+            heuristics = heuristics.model_copy(update={"language": data_language})
+        filters.append(HeuristicFilter(heuristics))
+    if config.checks_language(language):
+        filters.append(LanguageFilter(data_language))
     if config.exact_dedup:
         filters.append(ExactDedupFilter(dataset))
     index: Index | None = None
@@ -65,6 +79,10 @@ def build_chain(
         filters.append(NoveltyFilter(pool, config.novelty.threshold))
     if config.decontamination.benchmarks:
         filters.append(DecontaminationFilter(config.decontamination))
+    if config.tags_abilities(language):
+        if engine is None:
+            raise ValueError("ability tags need an engine")
+        filters.append(AbilityTagger(config.abilities, engine, data_language))
     if config.judge.enabled:
         if engine is None:
             raise ValueError("the judge filter needs an engine")

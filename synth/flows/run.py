@@ -149,7 +149,8 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         live = model or get_engine(engine)
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name)
-        chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live)
+        language = getattr(job.config, "language", "en")
+        chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live, language=language)
         run = RunContext(writer, job.run_id, dataset, live, chain, index)
         progress = Progress(job.open(run))
         for spec in job.plan(run):

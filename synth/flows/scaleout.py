@@ -94,7 +94,8 @@ def _chain(job: BatchJob) -> FilterChain:
     """The curation chain for the job's dataset, built once per worker process and run."""
     key = json.dumps([job.dataset, job.run_id, job.curation.model_dump(mode="json"), job.engine.model_dump()])
     if key not in _chains:
-        _chains[key] = build_chain(job.curation, job.dataset, engine=get_engine(job.engine))[0]
+        language = job.config.get("language", "en")
+        _chains[key] = build_chain(job.curation, job.dataset, engine=get_engine(job.engine), language=language)[0]
     return _chains[key]
 
 

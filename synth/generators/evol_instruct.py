@@ -68,6 +68,9 @@ REFUSAL_MAX_WORDS = 80
 # The paper's leaked words: the rewriting prompts' labels and the words those prompts forbid
 # (matched case-insensitively, so "#Rewritten Prompt#" is caught by "rewritten prompt").
 LEAK_MARKERS = ("given prompt", "rewritten prompt", "created prompt")
+# The same words as our Chinese prompts forbid them (absent from English text, so English runs are
+# judged exactly as the paper's lists judge them).
+LEAK_MARKERS_ZH = ("给定提示", "改写后的提示", "创建的提示")
 # Ours (`extra_eliminations`): fragments of the labels and the words small models put in their place.
 EXTRA_LEAK_MARKERS = (
     "#given",
@@ -123,20 +126,21 @@ def leak_reason(parent: str, evolved: str, extra: bool = False) -> str | None:
     if " ".join(evolved.lower().split()) == " ".join(parent.lower().split()):
         return "unchanged instruction"
     lowered = evolved.lower()
-    for marker in (*LEAK_MARKERS, *(EXTRA_LEAK_MARKERS if extra else ())):
+    for marker in (*LEAK_MARKERS, *LEAK_MARKERS_ZH, *(EXTRA_LEAK_MARKERS if extra else ())):
         if marker in lowered:
             return f"leaked rewriting prompt ({marker})"
     return None
 
 
-def response_failure(response: str, extra: bool = False) -> str | None:
+def response_failure(response: str, extra: bool = False, language: str = "en") -> str | None:
     """Why a response shows a failed instruction, or None: the paper's short refusal ("sorry",
-    under 80 words; `extra`: other refusal phrases too), or only punctuation and stop words."""
-    if len(response.split()) < REFUSAL_MAX_WORDS and (
-        REFUSAL_WORD in response.lower() or (extra and is_short_refusal(response, REFUSAL_MAX_WORDS))
-    ):
+    under 80 words; `extra`, or a language other than English: that language's refusal phrases),
+    or only punctuation and stop words (of the language)."""
+    if len(response.split()) < REFUSAL_MAX_WORDS and REFUSAL_WORD in response.lower():
         return "response is a short refusal"
-    if only_punctuation_and_stop_words(response):
+    if (extra or language != "en") and is_short_refusal(response, REFUSAL_MAX_WORDS, language=language):
+        return "response is a short refusal"
+    if only_punctuation_and_stop_words(response, language=language):
         return "response is only punctuation and stop words"
     return None
 
@@ -261,7 +265,11 @@ class EvolInstructGenerator:
                 output = source.output
             else:
                 output = reply.text.strip()
-                reason = "engine error" if reply.finish_reason == "error" else response_failure(output, self._extra)
+                reason = (
+                    "engine error"
+                    if reply.finish_reason == "error"
+                    else response_failure(output, self._extra, self.config.language)
+                )
                 if reason:
                     funnel.eliminated[reason] += 1
                     out.rejects.append(
@@ -356,7 +364,7 @@ class EvolInstructGenerator:
             response = reply.text.strip()
             if reply.finish_reason == "error":
                 eliminate(i, "engine error", evolved, detail=reply.error or "")
-            elif reason := response_failure(response, self._extra):
+            elif reason := response_failure(response, self._extra, self.config.language):
                 eliminate(i, reason, evolved, output=response)
             else:
                 record = self._record(

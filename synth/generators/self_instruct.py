@@ -84,7 +84,7 @@ class SelfInstructGenerator:
         self.machine_tasks: list[str] = []
         keywords = NON_TEXT_KEYWORDS if config.extra_non_text_keywords else SELF_INSTRUCT_KEYWORDS
         self.heuristics = InstructionHeuristics(
-            min_words=config.min_words, max_words=config.max_words, keywords=keywords
+            min_words=config.min_words, max_words=config.max_words, keywords=keywords, language=config.language
         )
         self.novelty = RougeNoveltyIndex(threshold=config.rouge_threshold, neighbors_kept=config.neighbors_kept)
         self.novelty.add([s.instruction for s in self.seeds], [s.id for s in self.seeds])

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-TASK_LINE = re.compile(r"^\s*[*#>\-\s]*(?:task\s*)?(\d{1,3})\s*[:.)]\s*(.*)$", re.IGNORECASE)
-_EXAMPLE_HEAD = re.compile(r"^\s*[*#\s]*example\s*\d*\s*[:.]?\s*[*]*\s*$", re.IGNORECASE | re.MULTILINE)
-_FIELD = re.compile(r"^\s*[*\s]*(input|output|class label|label)\s*[*]*\s*:\s*[*]*\s*", re.IGNORECASE | re.MULTILINE)
+TASK_LINE = re.compile(r"^\s*[*#>\-\s]*(?:task\s*)?(\d{1,3})\s*[:.)：）、]\s*(.*)$", re.IGNORECASE)
+_EXAMPLE_HEAD = re.compile(r"^\s*[*#\s]*example\s*\d*\s*[:.：]?\s*[*]*\s*$", re.IGNORECASE | re.MULTILINE)
+_FIELD = re.compile(
+    r"^\s*[*\s]*(input|output|class label|label)\s*[*]*\s*[:：]\s*[*]*\s*", re.IGNORECASE | re.MULTILINE
+)
 _NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "no input", "(empty)", "empty", "-"}
-_NEW_TASK = re.compile(r"^\s*task\s*\d*\s*:", re.IGNORECASE | re.MULTILINE)
-_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
-_LABEL_SPLIT = re.compile(r"^\s*[*\s]*class label\s*[*]*\s*:", re.IGNORECASE | re.MULTILINE)
+_NEW_TASK = re.compile(r"^\s*task\s*\d*\s*[:：]", re.IGNORECASE | re.MULTILINE)
+_YES_NO = re.compile(r"^\W*(?:(yes|no)\b|(是|否))", re.IGNORECASE)
+_LABEL_SPLIT = re.compile(r"^\s*[*\s]*class label\s*[*]*\s*[:：]", re.IGNORECASE | re.MULTILINE)
 
 
 def _clean(text: str) -> str:
@@ -46,11 +48,12 @@ def parse_is_classification(text: str, question: str = "classification") -> bool
     """The verdict after "Is it classification?" ("yes": a classification task) or, with
     `question="open-ended"`, after "Open-ended:" ("no": a classification task).
 
-    Only a reply whose first word is exactly yes or no counts ("not sure", "nope" do not); anything
+    Only a reply whose first word is exactly yes or no (or 是 / 否) counts ("not sure", "nope" do not); anything
     else is None (unparseable), never a guess.
     """
     if m := _YES_NO.match(text):
-        return (m.group(1).lower() == "yes") == (question == "classification")
+        yes = m.group(1).lower() == "yes" if m.group(1) else m.group(2) == "是"
+        return yes == (question == "classification")
     return None
 
 

@@ -14,12 +14,13 @@ class HeuristicsConfig(_Strict):
     words, and each character of a script written without spaces (Chinese, Japanese, Thai...)."""
 
     enabled: bool = True
-    language: str = Field(
-        default="en",
+    language: str | None = Field(
+        default=None,
         pattern=r"^[a-z]{2}$",
         description=(
             "The data's language, an ISO 639-1 code: it picks the refusal phrases (ours exist for 'en' "
-            "and 'zh'; any other language has none, so the refusal rule passes everything)."
+            "and 'zh'; any other language has none, so the refusal rule passes everything). Empty: the "
+            "run's language (a generator's --language; English for synth curate unless --language)."
         ),
     )
     min_instruction_words: int = Field(default=3, ge=0)
@@ -96,12 +97,64 @@ class JudgeConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256))
 
 
-class CurationConfig(_Strict):
-    """The chain, cheap first: heuristics, exact dedup, near dedup, novelty, decontamination, judge."""
+class LanguageCheckConfig(_Strict):
+    """Detect each record's language (the `language` column) and drop those in another language
+    than the run's (instruction, or output unless the instruction names the output's language)."""
 
+    enabled: bool | None = Field(
+        default=None,
+        description="Empty (auto): on for runs in a language other than English, where a model drifting back "
+        "to English is the commonest failure; true or false to choose.",
+    )
+
+
+class AbilitiesConfig(_Strict):
+    """Tag each record with the ability it exercises (the `ability` column), by the model."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Empty (auto): on for runs in a language other than English (the ability mix the DoIT "
+        "study of Chinese instruction data measures); true or false to choose.",
+    )
+    taxonomy: str | None = Field(
+        default=None, description="A JSON/YAML file of {ability key: definition}; default: our ten abilities."
+    )
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=32))
+
+
+class CurationConfig(_Strict):
+    """The chain, cheap first: heuristics, language, exact dedup, near dedup, novelty,
+    decontamination, ability tags, judge."""
+
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}$",
+        description="The data's language (ISO 639-1); empty: the run's (a generator's --language), English for "
+        "synth curate unless --language.",
+    )
     heuristics: HeuristicsConfig = Field(default_factory=HeuristicsConfig)
+    language_check: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
+    abilities: AbilitiesConfig = Field(default_factory=AbilitiesConfig)
     exact_dedup: bool = True
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    def data_language(self, run_language: str = "en") -> str:
+        """The language the chain expects: the config's, else the run's."""
+        return self.language or run_language
+
+    def checks_language(self, run_language: str = "en") -> bool:
+        """Whether the language check runs (auto: for data not in English)."""
+        enabled = self.language_check.enabled
+        return enabled if enabled is not None else self.data_language(run_language) != "en"
+
+    def tags_abilities(self, run_language: str = "en") -> bool:
+        """Whether records are tagged with abilities (auto: for data not in English)."""
+        enabled = self.abilities.enabled
+        return enabled if enabled is not None else self.data_language(run_language) != "en"
+
+    def uses_model(self, run_language: str = "en") -> bool:
+        """Whether the chain calls a model (the judge, ability tags)."""
+        return self.judge.enabled or self.tags_abilities(run_language)

@@ -101,6 +101,8 @@ class Record(Provenance):
     judge_rationale: str | None = None
     judge_model: str | None = None
     judge_rubric: str | None = None  # hash of the rubric the judge scored against
+    language: str | None = None  # detected language of the instruction (ISO 639-1), by the language check
+    ability: str | None = None  # the ability the record exercises, by the ability tagger (a taxonomy key)
     tags: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -125,6 +127,8 @@ RejectStage = Literal[
     "self-curation",
     "curation",  # datasets written before self-curation had its own name
     "judge",
+    "language",
+    "ability",
     "dedup",
     "decontamination",
 ]

@@ -54,6 +54,8 @@ _TYPES: dict[str, pl.DataType] = {
     "judge_rationale": pl.String(),
     "judge_model": pl.String(),
     "judge_rubric": pl.String(),
+    "language": pl.String(),
+    "ability": pl.String(),
     "tags": pl.List(pl.String),
     "created_at": pl.Datetime("us", "UTC"),
     "stage": pl.String(),
