@@ -114,13 +114,15 @@ def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
         f"(keep rate {summary['keep_rate']:.1%})"
     )
     console.print(table("Runs", summary["runs"], ["run_id", "generator", "model", "status", "kept", "rejected"]))
-    console.print(table("Funnel", summary["funnel"], ["stage", "reason", "count"]))
+    console.print(table("Funnel", summary["funnel"], ["phase", "stage", "reason", "count"]))
     console.print(table("Generators", summary["generators"], ["generator", "count"]))
     console.print(table("Lengths (words)", summary["lengths"], ["field", "mean", "p50", "p90", "max"]))
     console.print(table("Leading verbs", summary["leading_verbs"], ["verb", "count"]))
     for key, title, column in (
         ("judge_scores", "Judge scores", "judge_score"),
         ("evolution_rounds", "Evolution rounds", "round"),
+        ("languages", "Languages", "language"),
+        ("abilities", "Abilities", "ability"),
         ("sources", "Source documents", "source_doc"),
     ):
         if summary[key]:

@@ -63,7 +63,7 @@ def card_header(manifest: Manifest) -> dict:
             ],
         },
         "license": "other",
-        "language": ["en"],
+        "language": sorted({str(run.config.get("language") or "en") for run in manifest.runs.values()} or {"en"}),
         "task_categories": ["text-generation"],
         "size_categories": [_size_category(kept)],
         "tags": ["synthetic", "instruction-tuning", *generators],

@@ -70,6 +70,11 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
     scores = kept.filter(pl.col("judge_score").is_not_null()).group_by("judge_score").agg(pl.len().alias("count"))
     rounds = kept.filter(pl.col("round").is_not_null()).group_by("round").agg(pl.len().alias("count"))
     sources = kept.filter(pl.col("source_doc").is_not_null()).group_by("source_doc").agg(pl.len().alias("count"))
+
+    def mix(column: str) -> list[dict[str, Any]]:
+        counts = kept.filter(pl.col(column).is_not_null()).group_by(column).agg(pl.len().alias("count"))
+        return counts.sort(["count", column], descending=[True, False]).collect().to_dicts()
+
     kept_df = kept.collect()
     rejects_df = rejects.collect()
     return {
@@ -94,6 +99,8 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
         "leading_verbs": leading_verbs(kept).to_dicts(),
         "judge_scores": scores.sort("judge_score").collect().to_dicts(),
         "evolution_rounds": rounds.sort("round").collect().to_dicts(),
+        "languages": mix("language"),
+        "abilities": mix("ability"),
         "sources": sources.sort("count", descending=True).head(20).collect().to_dicts(),
         "classification_share": kept_df.select(pl.col("is_classification").cast(pl.Float64).mean()).item() or 0.0,
         "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),

@@ -153,3 +153,24 @@ def test_export_command_writes_the_default_file(small_dataset):
     result = runner.invoke(app, ["export", str(small_dataset), "--format", "alpaca"])
     assert result.exit_code == 0, result.output
     assert (small_dataset / "export" / "alpaca.jsonl").is_file()
+
+
+def test_inspect_and_the_card_show_the_languages_and_abilities(tmp_path):
+    from synth.schemas import Record, RunInfo
+    from synth.shards import DatasetWriter
+
+    def rec(n: int, ability: str) -> Record:
+        return Record(generator="g", instruction=f"请写第{n}首诗", output="春天来了。", language="zh", ability=ability)
+
+    with DatasetWriter(tmp_path / "ds") as w:
+        w.start_run(RunInfo(run_id="r", generator="g", config={"language": "zh"}, engine={}))
+        w.commit_batch("r", 0, [rec(1, "creative_writing"), rec(2, "creative_writing"), rec(3, "mathematics")], [])
+    summary = summarize(tmp_path / "ds")
+    assert summary["abilities"] == [
+        {"ability": "creative_writing", "count": 2},
+        {"ability": "mathematics", "count": 1},
+    ]
+    assert summary["languages"] == [{"language": "zh", "count": 3}]
+    assert card_header(tmp_path / "ds")["language"] == ["zh"]
+    shown = runner.invoke(app, ["inspect", str(tmp_path / "ds")])
+    assert shown.exit_code == 0 and "Abilities" in shown.output and "creative_writing" in shown.output
