@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from synth.engines import ChatRequest, Engine
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.prompts import defuse, load_template
-from synth.schemas import Message, Record
+from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import AbilitiesConfig
 
 ABILITIES: dict[str, str] = {
@@ -88,8 +88,8 @@ class AbilityTagger:
             tag="ability",
         )
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         if not records:
             return result
         replies = self.engine.chat([self.request(r) for r in records])

@@ -13,15 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from synth.schemas import Record, Reject
+from synth.schemas import Outcome, Record, Reject
+from synth.schemas.records import count_reasons
 
 _NOT_COPIED = {"id", "messages", "created_at"}
-
-
-@dataclass
-class FilterResult:
-    kept: list[Record] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
 
 
 class Filter(Protocol):
@@ -29,7 +24,7 @@ class Filter(Protocol):
 
     stage: str
 
-    def apply(self, records: Sequence[Record]) -> FilterResult: ...
+    def apply(self, records: Sequence[Record]) -> Outcome: ...
 
 
 class Stateful(Protocol):
@@ -48,10 +43,8 @@ def reject(record: Record, stage: str, reason: str, detail: str = "", **fields: 
 
 
 @dataclass
-class ChainResult:
-    kept: list[Record]
-    rejects: list[Reject]
-    counts: dict[str, dict[str, int]]
+class ChainResult(Outcome):
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class FilterChain:
@@ -63,17 +56,13 @@ class FilterChain:
     def apply(self, records: Sequence[Record]) -> ChainResult:
         kept = list(records)
         rejects: list[Reject] = []
-        counts: dict[str, dict[str, int]] = {}
         for f in self.filters:
             if not kept:
                 break
             result = f.apply(kept)
             kept = result.kept
             rejects.extend(result.rejects)
-            for r in result.rejects:
-                bucket = counts.setdefault(r.stage, {})
-                bucket[r.reason] = bucket.get(r.reason, 0) + 1
-        return ChainResult(kept, rejects, counts)
+        return ChainResult(kept, rejects, count_reasons(rejects))
 
     def commit(self) -> None:
         """The last applied batches are in the dataset: what the filters staged is now theirs."""

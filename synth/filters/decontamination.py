@@ -17,9 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.filters.tokens import word_tokens
-from synth.schemas import Record
+from synth.schemas import Outcome, Record
 from synth.schemas.curation import DecontaminationConfig
 from synth.shards.files import json_line, utf8_lines
 
@@ -83,8 +83,8 @@ class DecontaminationFilter:
                     self.lengths.add(len(gram))
         self.hits: Counter[str] = Counter()
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         for r in records:
             items: set[str] = set()
             for name in self.config.fields:

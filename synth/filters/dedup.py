@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from synth.filters import lsh_kernels
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.filters.minhash import (
     Index,
     SignedBatch,
@@ -34,7 +34,7 @@ from synth.filters.minhash import (
     sign,
     signature_params,
 )
-from synth.schemas import Record
+from synth.schemas import Outcome, Record
 from synth.schemas.curation import MinHashConfig
 from synth.shards.atomic import atomic_write_bytes
 from synth.shards.layout import MANIFEST, DatasetError, read_manifest
@@ -336,8 +336,8 @@ class NearDedupFilter:
     def rollback(self) -> None:
         self.index.rollback()
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         if not records:
             return result
         # Check and insert as one step, so concurrent writers to a shared index never both keep a pair.

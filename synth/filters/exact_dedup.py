@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from synth.filters.base import FilterResult, reject
-from synth.schemas import Record
+from synth.filters.base import reject
+from synth.schemas import Outcome, Record
 from synth.shards.layout import MANIFEST
 from synth.shards.read import scan
 
@@ -33,8 +33,8 @@ class ExactDedupFilter:
             ):
                 self.seen.setdefault(normalized_key(ins, inp, out), rid)
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         for r in records:
             key = normalized_key(r.instruction, r.input, r.output)
             if (first := self.seen.get(key)) is not None:

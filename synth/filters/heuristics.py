@@ -8,9 +8,9 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.filters.tokens import words
-from synth.schemas import Record
+from synth.schemas import Outcome, Record
 from synth.schemas.curation import HeuristicsConfig
 
 # Tasks a text-only model cannot do: Self-Instruct's list, and that list extended with audio and video.
@@ -230,8 +230,8 @@ class HeuristicFilter:
                 return f"{name} mostly repeated lines"
         return None
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        out = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        out = Outcome()
         for r in records:
             if why := self.reason(r):
                 out.rejects.append(reject(r, self.stage, why))

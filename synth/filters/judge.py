@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synth.engines import ChatRequest, Engine
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.prompts import defuse, load_template
-from synth.schemas import Message, Record
+from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import JudgeConfig
 
 GRADE_SCHEMA = {
@@ -75,8 +75,8 @@ class JudgeFilter:
             tag="judge",
         )
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         replies = self.engine.chat([self.request(r) for r in records])
         for r, reply in zip(records, replies, strict=True):
             parsed = None if reply.finish_reason == "error" else parse_grade(reply.text)

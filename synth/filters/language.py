@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
-from synth.filters.base import FilterResult, reject
-from synth.schemas import Record
+from synth.filters.base import reject
+from synth.schemas import Outcome, Record
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector
@@ -119,8 +119,8 @@ class LanguageFilter:
     def __init__(self, language: str) -> None:
         self.language = language
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         prompts = languages_of([f"{r.instruction}\n{r.input}".strip() for r in records], self.language)
         outputs = languages_of([r.output for r in records], self.language)
         for r, asked, answered in zip(records, prompts, outputs, strict=True):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from synth.filters.base import FilterResult, reject
+from synth.filters.base import reject
 from synth.filters.novelty import RougeNoveltyIndex
-from synth.schemas import Record
+from synth.schemas import Outcome, Record
 
 
 class NoveltyFilter:
@@ -32,8 +32,8 @@ class NoveltyFilter:
     def rollback(self) -> None:
         self.index.truncate(self._committed)
 
-    def apply(self, records: Sequence[Record]) -> FilterResult:
-        result = FilterResult()
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
         verdicts = self.index.check([r.instruction for r in records])
         for r, v in zip(records, verdicts, strict=True):
             scored = r.model_copy(update={"novelty_rouge_l": v.max_score, "novelty_neighbors": v.neighbors})

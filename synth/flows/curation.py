@@ -23,6 +23,7 @@ from synth.filters.redis_index import RedisMinHashIndex, namespace_for
 from synth.flows.common import commit_curated, run_summary
 from synth.schemas import Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
+from synth.schemas.records import add_counts, flat_counts
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.files import json_line, utf8_lines
 from synth.shards.layout import MANIFEST
@@ -213,9 +214,7 @@ def curate_dataset(
                 records = _rows_to_records(part)
                 seen += len(records)
                 result = chain.apply(records)
-                for stage, reasons in result.counts.items():
-                    for reason, n in reasons.items():
-                        counts.setdefault(stage, {})[reason] = counts.setdefault(stage, {}).get(reason, 0) + n
+                add_counts(counts, flat_counts(result.counts))
                 kept_ids = {r.id for r in result.kept}
                 dropped.extend(r.id for r in records if r.id not in kept_ids)
                 yield result.kept, result.rejects

@@ -23,7 +23,7 @@ from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.flows.common import Committed, Progress, commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.schemas import DatasetConfig, EngineConfig, Record, Reject, RunInfo
+from synth.schemas import DatasetConfig, EngineConfig, Outcome, RunInfo
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
 
@@ -37,11 +37,9 @@ class Spec:
 
 
 @dataclass
-class Batch:
+class Batch(Outcome):
     """What a generator made for one batch, before curation, and the run state to commit with it."""
 
-    kept: list[Record] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
     state: dict[str, Any] | None = None
     extra: Any = None  # what the generator wants back in `committed` (e.g. the tasks to add to its pool)
 

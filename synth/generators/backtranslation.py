@@ -40,7 +40,7 @@ from synth.generators.documents import Segment
 from synth.generators.provenance import Origin, request_seed
 from synth.generators.seed_pairs import unusable
 from synth.prompts import defuse, load_template
-from synth.schemas import BacktranslationConfig, Message, Record, Reject, SeedTask
+from synth.schemas import BacktranslationConfig, Message, Outcome, Record, Reject, SeedTask
 
 GENERATOR = "backtranslation"
 _PREFILL = "Instruction:"
@@ -66,9 +66,7 @@ class RoundStats:
 
 
 @dataclass
-class ChunkResult:
-    kept: list[Record] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+class ChunkResult(Outcome):
     stats: RoundStats = field(default_factory=RoundStats)
 
 

@@ -52,7 +52,7 @@ from synth.filters.novelty import snippet
 from synth.generators.provenance import Origin, request_seed
 from synth.generators.sources import SourceItem
 from synth.prompts import Template, defuse, load_template
-from synth.schemas import EvolInstructConfig, Message, Record, Reject, content_id
+from synth.schemas import EvolInstructConfig, Message, Outcome, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
 GENERATOR = "evol_instruct"
@@ -175,9 +175,7 @@ class RoundFunnel:
 
 
 @dataclass
-class EvolResult:
-    kept: list[Record] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+class EvolResult(Outcome):
     rounds: dict[int, RoundFunnel] = field(default_factory=dict)
 
 

@@ -37,7 +37,7 @@ from synth.generators.self_instruct_replies import (
     parse_task_list,
 )
 from synth.prompts import Template, defuse, load_template
-from synth.schemas import Message, Record, Reject, Sampling, SeedTask, SelfInstructConfig
+from synth.schemas import Message, Outcome, Record, Reject, Sampling, SeedTask, SelfInstructConfig
 
 GENERATOR = "self_instruct"
 _INSTANCE_PREFILL = {True: "Example 1\nClass label:", False: "Example 1\nInput:"}
@@ -53,9 +53,7 @@ def _listed(task: str) -> str:
 
 
 @dataclass
-class BatchResult:
-    kept: list[Record] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+class BatchResult(Outcome):
     accepted_tasks: list[str] = field(default_factory=list)
     prompts: int = 0
     demos: dict[str, list[str]] = field(default_factory=dict)  # task -> the in-context tasks that produced it

@@ -17,6 +17,7 @@ from synth.schemas.manifest import SCHEMA_VERSION, Manifest, QuarantineEntry, Ru
 from synth.schemas.records import (
     Instance,
     Message,
+    Outcome,
     Provenance,
     Record,
     Reject,
@@ -38,6 +39,7 @@ __all__ = [
     "Manifest",
     "Message",
     "OpenAIEngineConfig",
+    "Outcome",
     "Provenance",
     "QuarantineEntry",
     "Record",

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from synth.schemas.records import ReasonCounts, add_counts, flat_counts
+
 SCHEMA_VERSION = 1
 
 
@@ -81,10 +83,7 @@ class Manifest(BaseModel):
 
     def rejects_by_reason(self) -> dict[str, dict[str, int]]:
         """Reject counts per stage and reason, summed over runs."""
-        out: dict[str, dict[str, int]] = {}
+        out: ReasonCounts = {}
         for run in self.runs.values():
-            for stage, reasons in run.rejects_by_reason.items():
-                bucket = out.setdefault(stage, {})
-                for reason, n in reasons.items():
-                    bucket[reason] = bucket.get(reason, 0) + n
+            add_counts(out, flat_counts(run.rejects_by_reason))
         return out

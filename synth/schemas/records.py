@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -158,3 +161,33 @@ class Reject(Record):
                 map(str, (self.stage, self.reason, self.source_doc, self.source_start, self.source_end))
             )
             self.id = content_id(self.instruction, self.input, f"{self.output or self.raw}\x1f{where}")
+
+
+@dataclass
+class Outcome:
+    """What a step made of its input: the records it kept and the rejects (each with stage and
+    reason). Filters return one; a generator's batch result extends it with its own figures."""
+
+    kept: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+ReasonCounts = dict[str, dict[str, int]]  # stage -> reason -> count
+
+
+def add_counts(into: ReasonCounts, counts: Iterable[tuple[tuple[str, str], int]]) -> ReasonCounts:
+    """Add ((stage, reason), n) pairs to the table `into` (changed in place, and returned)."""
+    for (stage, reason), n in counts:
+        bucket = into.setdefault(stage, {})
+        bucket[reason] = bucket.get(reason, 0) + n
+    return into
+
+
+def count_reasons(rejects: Iterable[Reject], into: ReasonCounts | None = None) -> ReasonCounts:
+    """Rejects counted by stage, then reason, added to `into` (a new table when None)."""
+    return add_counts({} if into is None else into, Counter((r.stage, r.reason) for r in rejects).items())
+
+
+def flat_counts(table: ReasonCounts) -> Iterable[tuple[tuple[str, str], int]]:
+    """The ((stage, reason), n) pairs of a table, to add to another one."""
+    return (((stage, reason), n) for stage, reasons in table.items() for reason, n in reasons.items())

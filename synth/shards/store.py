@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from synth.schemas import Manifest, Record, Reject, RunInfo, ShardInfo
+from synth.schemas.records import count_reasons
 from synth.shards.atomic import atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
@@ -58,12 +59,6 @@ from synth.shards.layout import (
     unlisted_files,
 )
 from synth.shards.lock import acquire_lock, release_lock
-
-
-def _count_rejects(run: RunInfo, rejects: Sequence[Reject]) -> None:
-    for r in rejects:
-        bucket = run.rejects_by_reason.setdefault(r.stage, {})
-        bucket[r.reason] = bucket.get(r.reason, 0) + 1
 
 
 class DatasetWriter:
@@ -262,7 +257,7 @@ class DatasetWriter:
             run.batches_done = batch + 1
             run.kept += len(kept)
             run.rejected += len(rejects)
-            _count_rejects(run, rejects)
+            count_reasons(rejects, into=run.rejects_by_reason)
             if state is not None:
                 run.state = state
             run.updated_at = datetime.now(UTC)
@@ -292,7 +287,7 @@ class DatasetWriter:
                 shards += self._write_shards(list(rejects), "rejects", run_id, batch, first_part=len(shards))
                 run.kept += len(kept)
                 run.rejected += len(rejects)
-                _count_rejects(run, rejects)
+                count_reasons(rejects, into=run.rejects_by_reason)
             manifest.retired = [s for s in manifest.shards if s.kind == "kept"]
             manifest.shards = [s for s in manifest.shards if s.kind != "kept"] + shards
             run.batches_done = batch + 1

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
-from synth.filters.base import FilterChain, FilterResult
+from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.redis_index import RedisUnavailableError
@@ -24,6 +24,7 @@ from synth.schemas import (
     BacktranslationConfig,
     DatasetConfig,
     EvolInstructConfig,
+    Outcome,
     Record,
     RunInfo,
     ScriptedEngineConfig,
@@ -138,7 +139,7 @@ def test_judge_outage_after_dedup_ran_leaves_the_dedup_state_as_committed(tmp_pa
                 if outage["left"]:
                     outage["left"] -= 1
                     raise EngineError("judge server unreachable")
-                return FilterResult(kept=list(records))
+                return Outcome(kept=list(records))
 
         chain = FilterChain([ExactDedupFilter(root), NearDedupFilter(index), Judge()])
         batch = [
