@@ -59,18 +59,8 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return Indel.normalized_similarity(a, b)
 
 
-def _top_k(row: np.ndarray, k: int) -> list[int]:
-    """Indices of the k highest scores, best first, ties broken by position (no full sort)."""
-    if k <= 0 or row.size == 0:
-        return []
-    if row.size > k:
-        part = np.argpartition(-row, k - 1)[:k]
-        # argpartition may pick any of several equal scores at the boundary; take the earliest.
-        cutoff = row[part].min()
-        part = np.concatenate([np.flatnonzero(row > cutoff), np.flatnonzero(row == cutoff)])[:k]
-    else:
-        part = np.arange(row.size)
-    return sorted(part.tolist(), key=lambda j: (-row[j], j))
+# At most this many pair scores are held at once (float64: 128 MiB), whatever the pool's size.
+MAX_SCORE_CELLS = 1 << 24
 
 
 @dataclass
@@ -134,6 +124,24 @@ class RougeNoveltyIndex:
         scores[:, empty_c] = 0.0
         return scores
 
+    def _pool_top(self, queries: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's `k` best pool scores and their pool indices (-1: none), best first, ties
+        to the earlier pool text. The pool is scored a slice at a time, so memory holds at most
+        `MAX_SCORE_CELLS` scores whatever the pool's size; the result equals a full row's top k."""
+        top_scores = np.full((len(queries), k), -1.0)
+        top_index = np.full((len(queries), k), -1, dtype=np.int64)
+        if not queries or not self._tokens:
+            return top_scores, top_index
+        chunk = max(256, MAX_SCORE_CELLS // len(queries))
+        for start in range(0, len(self._tokens), chunk):
+            scores = self._scores(queries, self._tokens[start : start + chunk])
+            width = min(k, scores.shape[1])
+            # Every column at or above each row's k-th best of this slice (ties included).
+            cut = np.partition(scores, scores.shape[1] - width, axis=1)[:, scores.shape[1] - width]
+            rows, cols = np.nonzero(scores >= cut[:, None])
+            top_scores, top_index = _merge_top(top_scores, top_index, rows, scores[rows, cols], cols + start)
+        return top_scores, top_index
+
     def check(self, candidates: Sequence[str], add: bool = True) -> list[NoveltyVerdict]:
         """Judge candidates in order against the pool and the candidates kept before them.
 
@@ -141,7 +149,8 @@ class RougeNoveltyIndex:
         `add` later, once the caller has committed them).
         """
         encoded = [self._encode(c) for c in candidates]
-        against_pool = self._scores(encoded, self._tokens)
+        k = max(1, self.neighbors_kept)
+        pool_scores, pool_index = self._pool_top(encoded, k)
         within = self._scores(encoded, encoded)
         verdicts: list[NoveltyVerdict] = []
         accepted: list[int] = []
@@ -154,17 +163,23 @@ class RougeNoveltyIndex:
             return refs[i]
 
         for i, text in enumerate(candidates):
-            row = np.concatenate([against_pool[i], within[i, accepted]])
+            found = pool_index[i] >= 0
+            # Positions as in one row over the pool, then the accepted candidates.
+            positions = np.concatenate([pool_index[i][found], pool_size + np.arange(len(accepted))])
+            row = np.concatenate([pool_scores[i][found], within[i, accepted]])
             best = float(row.max()) if row.size else 0.0
-            top = _top_k(row, self.neighbors_kept)
+            order = np.lexsort((positions, -row))[: self.neighbors_kept]
             kept = best <= self.threshold
             verdicts.append(
                 NoveltyVerdict(
                     text=text,
                     kept=kept,
                     max_score=best,
-                    neighbors=[self.refs[k] if k < pool_size else ref(accepted[k - pool_size]) for k in top],
-                    neighbor_scores=[float(row[k]) for k in top],
+                    neighbors=[
+                        self.refs[p] if p < pool_size else ref(accepted[p - pool_size])
+                        for p in positions[order].tolist()
+                    ],
+                    neighbor_scores=[float(x) for x in row[order]],
                 )
             )
             if kept:
@@ -174,3 +189,25 @@ class RougeNoveltyIndex:
                 self.refs.append(ref(i))
                 self._tokens.append(encoded[i])
         return verdicts
+
+
+def _merge_top(
+    top_scores: np.ndarray, top_index: np.ndarray, rows: np.ndarray, scores: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best `k` per row (k: the width of `top_scores`) of the current top and new (row, score,
+    index) entries, best first, ties to the lower index; -1 fills rows with fewer."""
+    n, k = top_scores.shape
+    all_rows = np.concatenate([np.repeat(np.arange(n), k), rows])
+    all_scores = np.concatenate([top_scores.ravel(), scores])
+    all_index = np.concatenate([top_index.ravel(), index])
+    valid = all_index >= 0
+    all_rows, all_scores, all_index = all_rows[valid], all_scores[valid], all_index[valid]
+    order = np.lexsort((all_index, -all_scores, all_rows))
+    all_rows, all_scores, all_index = all_rows[order], all_scores[order], all_index[order]
+    rank = np.arange(all_rows.size) - np.searchsorted(all_rows, all_rows)
+    take = rank < k
+    merged_scores = np.full((n, k), -1.0)
+    merged_index = np.full((n, k), -1, dtype=np.int64)
+    merged_scores[all_rows[take], rank[take]] = all_scores[take]
+    merged_index[all_rows[take], rank[take]] = all_index[take]
+    return merged_scores, merged_index

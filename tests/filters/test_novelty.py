@@ -123,3 +123,66 @@ def test_check_without_add_leaves_the_pool_unchanged():
     [verdict] = index.check(["a completely different request"], add=False)
     assert verdict.kept
     assert index.refs == [neighbor_ref("seed")]
+
+
+def reference_verdicts(pool: list[str], candidates: list[str], threshold: float, k: int) -> list[tuple]:
+    """The verdicts from one full score row per candidate (pool, then the candidates kept before
+    it), best first with ties to the earlier position: what a chunked pool must reproduce."""
+    pool_tokens = [rouge_tokens(t) for t in pool]
+    accepted: list[int] = []
+    out = []
+    for i, text in enumerate(candidates):
+        tokens = rouge_tokens(text)
+        row = [rouge_l(tokens, p) for p in pool_tokens] + [
+            rouge_l(tokens, rouge_tokens(candidates[j])) for j in accepted
+        ]
+        best = max(row, default=0.0)
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]
+        names = [
+            neighbor_ref(pool[j]) if j < len(pool) else neighbor_ref(candidates[accepted[j - len(pool)]]) for j in order
+        ]
+        out.append((best <= threshold, round(best, 12), names, [round(row[j], 12) for j in order]))
+        if best <= threshold:
+            accepted.append(i)
+    return out
+
+
+def test_a_pool_scored_in_slices_gives_exactly_the_verdicts_of_full_rows(monkeypatch):
+    """Memory is bounded by slicing the pool; verdicts, scores and neighbours (ties included)
+    must not change, however small the slices."""
+    from synth.filters import novelty
+
+    rng = random.Random(5)
+    words = ["river", "delta", "map", "write", "poem", "list", "three", "explain", "why", "cats"]
+    pool = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 7))) for _ in range(700)]
+    candidates = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 7))) for _ in range(40)]
+    expected = reference_verdicts(pool, candidates, 0.7, 10)
+    for cells in (1 << 24, 40 * 256, 40 * 300):
+        monkeypatch.setattr(novelty, "MAX_SCORE_CELLS", cells)
+        index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+        index.add(pool)
+        got = [
+            (v.kept, round(v.max_score, 12), v.neighbors, [round(x, 12) for x in v.neighbor_scores])
+            for v in index.check(candidates)
+        ]
+        assert got == expected
+
+
+def test_scoring_memory_is_bounded_by_the_slice_not_the_pool(monkeypatch):
+    import tracemalloc
+
+    from synth.filters import novelty
+
+    monkeypatch.setattr(novelty, "MAX_SCORE_CELLS", 1 << 20)  # 8 MiB of scores at a time
+    rng = random.Random(9)
+    words = [f"w{i}" for i in range(300)]
+    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+    index.add([" ".join(rng.choices(words, k=8)) for _ in range(40_000)])
+    candidates = [" ".join(rng.choices(words, k=8)) for _ in range(1_000)]
+    tracemalloc.start()
+    verdicts = index.check(candidates, add=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(verdicts) == 1_000 and all(len(v.neighbors) == 10 for v in verdicts)
+    # A full candidates x pool matrix would be 1,000 x 40,000 x 8 bytes = 320 MB.
+    assert peak < 64 * 2**20
