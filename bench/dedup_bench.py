@@ -392,6 +392,38 @@ def bench_quality(
     return QualityReport(results[0], results[1], lines)
 
 
+def bench_tokenizer(english: Sequence[str], records: int = 50_000) -> list[str]:
+    """The language-aware tokenizer's cost: signing the same texts with its shingle pattern and
+    with the plain `\\w+` it replaced, interleaved in one process, for English (where both give the
+    same shingles) and for Chinese (one token per character instead of one per sentence)."""
+    import random
+    import statistics
+
+    from synth.filters import minhash
+    from synth.filters.tokens import WORD_PATTERN
+
+    rng = random.Random(1)
+    hanzi = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    chinese = ["".join(rng.choices(hanzi, k=rng.randint(15, 60))) + "。" for _ in range(records)]
+    config = MinHashConfig()
+    lines = []
+    for name, texts in (("English", list(english[:records])), ("Chinese", chinese)):
+        times: dict[str, list[float]] = {r"\w+": [], "policy": []}
+        for i in range(4):
+            for label, pattern in ((r"\w+", r"\w+"), ("policy", WORD_PATTERN))[:: 1 if i % 2 else -1]:
+                minhash.WORD_PATTERN = pattern
+                start = time.perf_counter()
+                sign(list(texts), config)
+                times[label].append(time.perf_counter() - start)
+        minhash.WORD_PATTERN = WORD_PATTERN
+        old, new = statistics.median(times[r"\w+"]), statistics.median(times["policy"])
+        lines.append(
+            f"tokenizer, {name}, {len(texts):,} texts: \\w+ {len(texts) / old:,.0f} rec/s, language-aware "
+            f"{len(texts) / new:,.0f} rec/s, ratio {old / new:.2f}"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.memory_child:
@@ -453,6 +485,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"near-dedup: ours {ours.rate:,.0f} rec/s, datasketch per-record {base.rate:,.0f} rec/s, "
         f"ratio {ours.rate / base.rate:.0f}x (goal >= {SPEED_GOAL:.0f}x)"
     )
+    for line in bench_tokenizer(texts):
+        print(line)
     q_ours, q_base = report.ours, report.base
     print(
         f"precision/recall vs exact Jaccard >= {THRESHOLD}: ours {q_ours.precision:.3f}/{q_ours.recall:.3f}, "
