@@ -122,11 +122,13 @@ def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
         ("judge_scores", "Judge scores", "judge_score"),
         ("evolution_rounds", "Evolution rounds", "round"),
         ("languages", "Languages", "language"),
-        ("abilities", "Abilities", "ability"),
         ("sources", "Source documents", "source_doc"),
     ):
         if summary[key]:
             console.print(table(title, summary[key], [column, "count"]))
+    if summary["abilities"]:
+        columns = ["ability", "count", *(["target"] if "target" in summary["abilities"][0] else [])]
+        console.print(table("Abilities", summary["abilities"], columns))
     if summary["samples"]:
         console.print(table("Sample records", summary["samples"], ["instruction", "input", "output"]))
     if show_rejects and summary["reject_samples"]:

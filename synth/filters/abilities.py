@@ -1,4 +1,5 @@
-"""Ability tags: which ability each record exercises, from a taxonomy, decided by the model.
+"""Ability tags: which ability each record exercises, from a taxonomy, decided by the model; and
+a mixture: how many kept records each ability may have.
 
 The default taxonomy follows the ten abilities of the DoIT study of instruction tuning (creative
 writing, code generation, logical reasoning, mathematics, role-play, ethics, brainstorming, closed
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -103,3 +105,41 @@ class AbilityTagger:
             r.ability = ability
             result.kept.append(r)
         return result
+
+
+class MixtureFilter:
+    """Keeps records of each ability up to its target (`{ability: count}`), counting the dataset's
+    kept records (`counts`) and what earlier records of the batch took; the rest are rejects of
+    stage `mixture`. Stateful: a batch's records count once it commits."""
+
+    stage = "mixture"
+
+    def __init__(self, targets: Mapping[str, int], counts: Mapping[str, int] | None = None) -> None:
+        self.targets = dict(targets)
+        self.counts: Counter[str] = Counter(counts or {})
+        self._staged: Counter[str] = Counter()
+
+    def apply(self, records: Sequence[Record]) -> Outcome:
+        result = Outcome()
+        for r in records:
+            ability = r.ability or ""
+            target = self.targets.get(ability, 0)
+            if ability not in self.targets:
+                result.rejects.append(reject(r, self.stage, f"{ability or 'untagged'} is not in the mixture"))
+            elif self.counts[ability] + self._staged[ability] >= target:
+                result.rejects.append(reject(r, self.stage, f"{ability}: target of {target} met"))
+            else:
+                self._staged[ability] += 1
+                result.kept.append(r)
+        return result
+
+    def commit(self) -> None:
+        self.counts.update(self._staged)
+        self._staged.clear()
+
+    def rollback(self) -> None:
+        self._staged.clear()
+
+    def met(self) -> bool:
+        """Whether every ability has its target."""
+        return all(self.counts[a] >= n for a, n in self.targets.items())

@@ -92,7 +92,13 @@ class Progress:
 
 
 def start_run(
-    writer: DatasetWriter, rid: str, generator: str, config: BaseModel, engine: BaseModel, model_name: str
+    writer: DatasetWriter,
+    rid: str,
+    generator: str,
+    config: BaseModel,
+    engine: BaseModel,
+    model_name: str,
+    curation: BaseModel | None = None,
 ) -> None:
     """Register the run in the dataset, or reopen it to resume (see `DatasetWriter.start_run`)."""
     writer.start_run(
@@ -101,6 +107,7 @@ def start_run(
             generator=generator,
             config=config.model_dump(),
             engine=engine.model_dump(),
+            curation=curation.model_dump() if curation is not None else {},
             model=model_name,
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from synth.engines import Engine
-from synth.filters.abilities import AbilityTagger
+from synth.filters.abilities import AbilityTagger, MixtureFilter
 from synth.filters.base import Filter, FilterChain
 from synth.filters.decontamination import DecontaminationFilter
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
@@ -83,7 +83,16 @@ def build_chain(
     if config.tags_abilities(language):
         if engine is None:
             raise ValueError("ability tags need an engine")
-        filters.append(AbilityTagger(config.abilities, engine, data_language))
+        tagger = AbilityTagger(config.abilities, engine, data_language)
+        filters.append(tagger)
+        if config.mixture:
+            if unknown := sorted(set(config.mixture) - set(tagger.taxonomy)):
+                raise ValueError(f"mixture: {', '.join(unknown)} not in the ability taxonomy")
+            counts: dict[str, int] = {}
+            if dataset is not None and (Path(dataset) / MANIFEST).is_file():
+                frame = scan(dataset).group_by("ability").len().collect()
+                counts = {a: n for a, n in frame.iter_rows() if a is not None}
+            filters.append(MixtureFilter(config.mixture, counts))
     if config.judge.enabled:
         if engine is None:
             raise ValueError("the judge filter needs an engine")

@@ -146,7 +146,7 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
     step = run_batch.with_options(name=f"{job.generator}-batch", retries=options.get("batch_retries", 2))
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         live = model or get_engine(engine)
-        start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name)
+        start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
         language = getattr(job.config, "language", "en")
         chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live, language=language)
         run = RunContext(writer, job.run_id, dataset, live, chain, index)

@@ -133,6 +133,9 @@ def run_self_instruct(
 ) -> dict[str, Any]:
     """Run (or resume) Self-Instruct into `dataset` (see `RunOptions`); returns a summary of the run."""
     seeds = load_seed_tasks(config.seeds, config.language)
+    if (curation := options.get("curation")) is not None and curation.mixture:
+        # A mixture is the target: the run ends when every ability has its records.
+        config = config.model_copy(update={"num_records": sum(curation.mixture.values())})
     return run_job(
         SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synth.schemas.config import SamplingConfig, _Strict
 
@@ -135,11 +135,25 @@ class CurationConfig(_Strict):
     heuristics: HeuristicsConfig = Field(default_factory=HeuristicsConfig)
     language_check: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
     abilities: AbilitiesConfig = Field(default_factory=AbilitiesConfig)
+    mixture: dict[str, int] = Field(
+        default_factory=dict,
+        description="Kept records wanted per ability ({ability key: count}); a record of an ability whose target "
+        "the dataset already meets is a reject (stage mixture). Setting it turns the ability tags on; a "
+        "Self-Instruct run stops when every target is met (its num_records becomes their sum).",
+    )
     exact_dedup: bool = True
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @model_validator(mode="after")
+    def _mixture_needs_tags(self) -> CurationConfig:
+        if self.mixture and self.abilities.enabled is False:
+            raise ValueError("mixture needs the ability tags (abilities.enabled is false)")
+        if bad := sorted(k for k, n in self.mixture.items() if n < 0):
+            raise ValueError(f"mixture: negative target for {', '.join(bad)}")
+        return self
 
     def data_language(self, run_language: str = "en") -> str:
         """The language the chain expects: the config's, else the run's."""
@@ -151,8 +165,10 @@ class CurationConfig(_Strict):
         return enabled if enabled is not None else self.data_language(run_language) != "en"
 
     def tags_abilities(self, run_language: str = "en") -> bool:
-        """Whether records are tagged with abilities (auto: for data not in English)."""
+        """Whether records are tagged with abilities (auto: for data not in English, or a mixture)."""
         enabled = self.abilities.enabled
+        if self.mixture:
+            return True
         return enabled if enabled is not None else self.data_language(run_language) != "en"
 
     def uses_model(self, run_language: str = "en") -> bool:

@@ -49,6 +49,7 @@ class RunInfo(BaseModel):
     generator: str
     config: dict[str, Any]
     engine: dict[str, Any]
+    curation: dict[str, Any] = Field(default_factory=dict, description="The curation chain's config the run applied.")
     model: str = ""
     status: Literal["running", "finished"] = "running"
     started_at: datetime = Field(default_factory=_now)

@@ -132,6 +132,7 @@ RejectStage = Literal[
     "judge",
     "language",
     "ability",
+    "mixture",
     "dedup",
     "decontamination",
 ]

@@ -184,6 +184,7 @@ class DatasetWriter:
             self._reopened.setdefault(run.run_id, existing.status)
             existing.status = "running"
             existing.config = run.config
+            existing.curation = run.curation
         else:
             manifest.runs[run.run_id] = run
         self._save(manifest)

@@ -100,12 +100,25 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
         "judge_scores": scores.sort("judge_score").collect().to_dicts(),
         "evolution_rounds": rounds.sort("round").collect().to_dicts(),
         "languages": mix("language"),
-        "abilities": mix("ability"),
+        "abilities": _against_targets(mix("ability"), manifest),
         "sources": sources.sort("count", descending=True).head(20).collect().to_dicts(),
         "classification_share": kept_df.select(pl.col("is_classification").cast(pl.Float64).mean()).item() or 0.0,
         "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),
         "reject_samples": _sample(rejects_df, sample, seed, ["id", "stage", "reason", "instruction", "detail"]),
     }
+
+
+def _against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
+    """The ability mix with each ability's target where a run asked for a mixture (the latest
+    run's targets win), abilities with a target but no record included."""
+    targets: dict[str, int] = {}
+    for run in manifest.runs.values():
+        targets.update(run.curation.get("mixture") or {})
+    if not targets:
+        return rows
+    seen = {r["ability"] for r in rows}
+    rows = [*rows, *({"ability": a, "count": 0} for a in targets if a not in seen)]
+    return [{**r, "target": targets.get(r["ability"])} for r in rows]
 
 
 def _sample(frame: pl.DataFrame, n: int, seed: int, columns: list[str]) -> list[dict[str, Any]]:

@@ -111,3 +111,45 @@ def test_the_language_check_and_ability_tags_are_on_for_data_not_in_english_unle
     assert [f.stage for f in chain.filters] == stages
     heuristics = chain.filters[0]
     assert heuristics.config.language == config.data_language(language)
+
+
+def test_a_mixture_keeps_each_ability_up_to_its_target_and_counts_only_committed_batches():
+    from synth.filters.abilities import MixtureFilter
+
+    def tagged(n: int, ability: str | None) -> Record:
+        r = rec(f"Task number {n} about something", "An answer.")
+        r.ability = ability
+        return r
+
+    mixture = MixtureFilter({"mathematics": 2, "ethics": 1}, counts={"mathematics": 1})
+    batch = [
+        tagged(1, "mathematics"),
+        tagged(2, "mathematics"),
+        tagged(3, "ethics"),
+        tagged(4, "open_qa"),
+        tagged(5, None),
+    ]
+    result = mixture.apply(batch)
+    assert [r.instruction for r in result.kept] == [batch[0].instruction, batch[2].instruction]
+    assert [r.reason for r in result.rejects] == [
+        "mathematics: target of 2 met",
+        "open_qa is not in the mixture",
+        "untagged is not in the mixture",
+    ]
+    mixture.rollback()  # the batch did not commit: its records do not count
+    assert not mixture.met() and len(mixture.apply(batch[:1]).kept) == 1
+    mixture.commit()
+    assert mixture.apply([tagged(6, "mathematics")]).rejects and not mixture.met()
+    mixture.apply([tagged(7, "ethics")])
+    mixture.commit()
+    assert mixture.met()
+
+
+def test_a_mixture_needs_the_tags_and_known_abilities():
+    with pytest.raises(ValueError, match="mixture needs the ability tags"):
+        CurationConfig(mixture={"ethics": 2}, abilities={"enabled": False})
+    engine, _ = scripted(lambda r: "{}")
+    with pytest.raises(ValueError, match="poetry not in the ability taxonomy"):
+        build_chain(CurationConfig(mixture={"poetry": 2}), None, engine=engine)
+    chain, _ = build_chain(CurationConfig(mixture={"ethics": 2}), None, engine=engine)
+    assert [f.stage for f in chain.filters][-2:] == ["ability", "mixture"]

@@ -162,3 +162,35 @@ def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
             a for a in client.read_artifacts() if a.type == "progress" and str(tmp_path / "ds") in (a.description or "")
         ]
     assert progress and progress[0].data == 100.0
+
+
+def test_a_mixture_run_stops_when_every_ability_has_its_records(tmp_path):
+    import json
+
+    from synth.schemas.curation import CurationConfig
+    from synth.shards.summary import summarize
+
+    script = SelfInstructScript()
+
+    def respond(request: ChatRequest) -> str:
+        if request.tag == "ability":  # labelling tasks are information extraction, the rest open QA
+            label = "information_extraction" if "Please label" in request.messages[-1].content else "open_qa"
+            return json.dumps({"ability": label})
+        return script(request)
+
+    mixture = {"open_qa": 5, "information_extraction": 2}
+    summary = run_self_instruct(
+        SelfInstructConfig(num_records=1000, prompts_per_batch=2, max_batches=20),
+        ENGINE,
+        DatasetConfig(path=str(tmp_path / "ds")),
+        curation=CurationConfig(mixture=mixture),
+        model=ScriptedEngine(respond),
+        batch_retries=0,
+    )
+    kept = scan(tmp_path / "ds").collect()
+    assert dict(kept.group_by("ability").len().iter_rows()) == mixture
+    assert summary["reached_target"] and summary["kept"] == 7
+    rejects = scan(tmp_path / "ds", "rejects").filter(pl.col("stage") == "mixture").collect()
+    assert set(rejects["reason"]) <= {"open_qa: target of 5 met", "information_extraction: target of 2 met"}
+    shown = {r["ability"]: (r["count"], r["target"]) for r in summarize(tmp_path / "ds")["abilities"]}
+    assert shown == {"open_qa": (5, 5), "information_extraction": (2, 2)}

@@ -62,3 +62,36 @@ def test_paper_profile_on_the_embedded_model_gives_a_task_several_instances(vllm
     per_task = Counter(r.instruction for r in result.kept)
     assert per_task and max(per_task.values()) >= 2, per_task
     assert all(len(r.demos) == 8 for r in result.kept)
+
+
+def test_a_chinese_run_on_the_embedded_model_keeps_chinese_tasks_with_language_and_ability(tmp_path, vllm_engine):
+    """Chinese seeds and templates (`language="zh"`) through the real engine: the tasks the model
+    writes are parsed (the tiny model's quality is not the point), and what is kept carries its
+    detected language and an ability tag; everything else is a reject with a reason."""
+    from synth.filters.abilities import ABILITIES
+
+    summary = run_self_instruct(
+        SelfInstructConfig(language="zh", profile="small-model", num_records=3, prompts_per_batch=4, max_batches=2),
+        VLLMEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "zh")),
+        model=vllm_engine,
+    )
+    assert verify(tmp_path / "zh") == []
+    kept = scan(tmp_path / "zh").collect()
+    rejects = scan(tmp_path / "zh", "rejects").collect()
+    assert kept.height == summary["kept"] and (rejects["reason"] != "").all()
+    han = pl.col("instruction").str.contains(r"\p{Han}")
+    # Chinese tasks came out of the model's replies and went on to instances or curation.
+    assert (
+        kept.height
+        + rejects.filter(
+            han & pl.col("stage").is_in(["instance", "language", "ability", "dedup", "heuristic", "classification"])
+        ).height
+        > 0
+    )
+    assert kept.filter(~han).height == 0
+    assert set(kept["language"]) <= {"zh"} and set(kept["ability"]) <= set(ABILITIES)
+    assert (
+        kept["ability"].is_null().sum() == 0
+        and read_manifest(tmp_path / "zh").runs[summary["run_id"]].config["language"] == "zh"
+    )
