@@ -76,20 +76,22 @@ def accepted_tasks(path: str | Path, rid: str) -> list[str]:
 FIRST_BATCH_YIELD = 8
 
 
-def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int) -> int:
+def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int, last: int | None = None) -> int:
     """How many prompts the next batch sends: the full batch, or, near the target, about what the
     run's yield so far says is needed (with a margin), so the last batch does not overshoot much.
     A first batch asks for about what a small target needs (`FIRST_BATCH_YIELD`), so `--num 20`
     does not write a whole batch's worth. Later batches never go below a quarter batch: each costs
-    three engine calls whatever its size."""
+    three engine calls whatever its size, and never above twice the last batch (`last`): a yield
+    measured on a few prompts is a rough guess."""
     remaining = config.num_records - kept
     if prompts_sent == 0:
         return max(1, min(config.prompts_per_batch, math.ceil(config.num_records / FIRST_BATCH_YIELD)))
+    ceiling = config.prompts_per_batch if last is None else min(config.prompts_per_batch, 2 * last)
     if kept == 0:
-        return config.prompts_per_batch
+        return ceiling
     per_prompt = kept / prompts_sent
     floor = max(1, math.ceil(config.prompts_per_batch / 4))
-    return max(floor, min(config.prompts_per_batch, math.ceil(1.25 * remaining / per_prompt)))
+    return max(min(floor, ceiling), min(ceiling, math.ceil(1.25 * remaining / per_prompt)))
 
 
 @dataclass
@@ -110,11 +112,12 @@ class SelfInstructJob(Built[SelfInstructGenerator]):
     def plan(self, run: RunContext) -> Iterator[Spec]:
         while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
             info = run.info
-            yield Spec(info.batches_done, prompts_for_batch(self.config, info.kept, info.state.get("prompts_sent", 0)))
+            sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
+            yield Spec(info.batches_done, prompts_for_batch(self.config, info.kept, sent, last))
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_batch(spec.batch, spec.data)
-        state = {"prompts_sent": run.info.state.get("prompts_sent", 0) + result.prompts}
+        state = {"prompts_sent": run.info.state.get("prompts_sent", 0) + result.prompts, "last_prompts": result.prompts}
         return Batch(result.kept, result.rejects, state, extra=result.accepted_tasks)
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:

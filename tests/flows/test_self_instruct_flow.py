@@ -58,6 +58,17 @@ def test_a_small_target_starts_with_a_small_batch_and_does_not_write_a_whole_bat
     assert info.state["prompts_sent"] < 16
 
 
+def test_batches_grow_at_most_twofold_while_the_yield_is_a_rough_guess():
+    from synth.flows.self_instruct import prompts_for_batch
+
+    config = SelfInstructConfig(num_records=20, prompts_per_batch=16)
+    assert prompts_for_batch(config, kept=0, prompts_sent=0) == 3  # about 20 / 8
+    # Two kept from three prompts says 34 prompts are needed; the batch grows to 6, not 16.
+    assert prompts_for_batch(config, kept=2, prompts_sent=3, last=3) == 6
+    assert prompts_for_batch(config, kept=0, prompts_sent=3, last=3) == 6
+    assert prompts_for_batch(config, kept=18, prompts_sent=9, last=6) == 4  # near the target: the floor
+
+
 def test_budget_stops_a_run_that_cannot_reach_its_target(tmp_path):
     def refuses(request: ChatRequest) -> str:
         return ""
