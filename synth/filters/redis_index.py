@@ -1,43 +1,66 @@
 """The MinHash index in Redis, shared by every worker and machine that writes one dataset.
 
-Layout under `synth:minhash:{namespace}:{params hash}`, where the namespace is the dataset's id
-from its manifest (or `minhash.namespace`, to share one index between datasets on purpose): one set of record ids per LSH band key
-(`:b:{key}`), the signatures in a hash (`:sig`), the shingle sets in another (`:sh`), the
-parameters (`:meta`). A batch is checked and
-inserted under one Redis lock, so two workers can never both keep near-duplicate records. All
-commands of a batch go through pipelines; a Redis that cannot be reached is an error naming its
-URL, raised before anything of the batch is written; it is not retried for minutes (socket
-timeouts are a few seconds, and Redis errors are not transient for the batch retry).
+Layout "log-v2" under `synth:minhash:{namespace}:{params hash}`, where the namespace is the
+dataset's id from its manifest (or `minhash.namespace`, to share one index between datasets on
+purpose):
+- `:log`, a list of packed binary entries, appended to and never rewritten. An add entry holds
+  records: per record its number of values and the length of its id, its band keys' low 32 bits
+  (what the local index compares too), its shingle set (`verify: exact`) or signature
+  (`estimate`), as little-endian uint32, then the ids. A remove entry holds ids.
+- `:epoch`, a token made with the log's first entry (a dropped and rebuilt log has another);
+  `:meta`, the parameters and the layout (an index of another layout is refused by `open`).
 
-A batch's records enter the index when the filter keeps them and leave it again (`rollback`) when
-the batch is not committed.
+Each process replays the log into an in-memory `MinHashIndex` (its mirror) and checks a batch
+there, with the local index's own code, so the verdicts are the local index's. The batch's kept
+records are then appended by a server-side script only if the log is still as long as the mirror
+(compare-and-append, atomic in Redis): when another writer got in first, the new entries are
+replayed and, if they share a band key with the batch (or removed records), the batch is checked
+again. So no lock is held, and two writers can never both keep a near-duplicate pair. A batch
+costs three round trips whatever its size; Redis keeps 4 bytes per shingle (or signature value)
+and per band plus the id of each record and does no work per record, while each writer holds a
+mirror as large as a local index.
+
+A Redis that cannot be reached is an error naming its URL; it is not retried for minutes (socket
+timeouts are a few seconds, and Redis errors are not transient for the batch retry). A batch's
+records enter the index when the filter keeps them and leave it again (`rollback`) when the
+batch is not committed; removed records stay in the log until the index is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
-from synth.filters import lsh_kernels
-from synth.filters.minhash import (
-    SignedBatch,
-    banding,
-    frame_texts,
-    matches,
-    measure_name,
-    sign,
-    signature_params,
-    similarity,
-    within_batch,
-)
+from synth.filters.dedup import IndexMismatchError, MinHashIndex
+from synth.filters.minhash import SignedBatch, banding, frame_texts, measure_name, sign, signature_params
 from synth.schemas.curation import MinHashConfig
 from synth.shards.layout import MANIFEST
 from synth.shards.read import scan
+
+LAYOUT = "log-v2"
+_ENTRY = 4096  # records per log entry (about 0.5 MiB with word 3-grams)
+_PAGE = 32  # log entries read per round trip
+_TRIES = 1000  # compare-and-append attempts before giving up on a batch
+_FILL = 50_000  # dataset records signed at a time when an index is filled from the shards
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+# KEYS: log, epoch. ARGV: the log length the caller has replayed, the epoch it saw ("" if none),
+# an epoch to set if there is none, then the entries. Appends them only if the log is unchanged.
+_APPEND = """
+local epoch = redis.call('GET', KEYS[2])
+if (epoch or '') ~= ARGV[2] or redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+if not epoch then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
+return 1
+"""
+_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
 
 class RedisUnavailableError(RuntimeError):
@@ -58,6 +81,15 @@ def namespace_for(dataset: str | Path | None, config: MinHashConfig) -> str:
     return dataset_id
 
 
+def _words(*parts: Sequence[int] | np.ndarray) -> bytes:
+    return np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in parts]).astype("<u4").tobytes()
+
+
+def _split_ids(blob: bytes, lengths: np.ndarray) -> list[str]:
+    ends = np.cumsum(lengths).tolist()
+    return [blob[a:b].decode() for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
 class RedisMinHashIndex:
     def __init__(self, config: MinHashConfig, namespace: str) -> None:
         import redis
@@ -67,6 +99,7 @@ class RedisMinHashIndex:
         self.params = signature_params(config)
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:10]
         self.ns = f"synth:minhash:{namespace}:{digest}"
+        self.keys = [f"{self.ns}:log", f"{self.ns}:epoch"]
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -75,8 +108,22 @@ class RedisMinHashIndex:
         )
         self.ids: list[str] = []  # ids seen in answers, so `duplicates` can refer to them by position
         self._staged: list[str] = []  # ids added since the last commit
+        self._mutex = threading.RLock()  # one caller at a time per object (the mirror is not shared)
+        self._reset()
+        # Under `locked()`, `contains` names the batch's fresh records (`_batch`); `duplicates`
+        # appends those it keeps (`_claimed`) and `add` takes them over.
+        self._in_batch = False
+        self._batch: list[str] | None = None
+        self._claimed: list[str] = []
         with self.reachable():
             self.client.ping()
+
+    def _reset(self) -> None:
+        """An empty mirror, as if no entry of the log had been replayed."""
+        self._mirror = MinHashIndex(self.config)
+        self._frags: list[np.ndarray] = []  # band key fragments of the mirror's rows, in order
+        self._pos = 0  # log entries replayed
+        self._epoch = b""
 
     @contextmanager
     def reachable(self) -> Iterator[None]:
@@ -98,129 +145,242 @@ class RedisMinHashIndex:
 
     @classmethod
     def open(cls, dataset: str | Path | None, config: MinHashConfig) -> RedisMinHashIndex:
-        """The shared index for `dataset`; filled from its shards the first time it is used."""
+        """The shared index for `dataset`; filled from its shards the first time it is used (by
+        one writer, under a short lock); an index of another layout is refused."""
         index = cls(config, namespace_for(dataset, config))
-        with index.locked():
-            if not index.client.exists(f"{index.ns}:meta"):
-                if dataset is not None and (Path(dataset) / MANIFEST).is_file():
-                    frame = scan(dataset).select("id", "instruction", "input", "output").collect()
-                    if frame.height:
-                        index.add(frame["id"].to_list(), sign(frame_texts(frame), config), remember=False)
-                index.client.hset(f"{index.ns}:meta", mapping={"params": json.dumps(index.params)})
+        with index.reachable():
+            if index._checked_meta():
+                return index
+            with index.client.lock(f"{index.ns}:lock", timeout=600, blocking_timeout=900):
+                if not index._checked_meta():
+                    if dataset is not None and (Path(dataset) / MANIFEST).is_file():
+                        frame = scan(dataset).select("id", "instruction", "input", "output").collect()
+                        for part in frame.iter_slices(_FILL):
+                            index.add(part["id"].to_list(), sign(frame_texts(part), config), remember=False)
+                    meta = {"params": json.dumps(index.params), "layout": LAYOUT}
+                    index.client.hset(f"{index.ns}:meta", mapping=meta)
         return index
 
+    def _checked_meta(self) -> bool:
+        """Whether the index was filled already; raises if it was with another layout."""
+        meta = self.client.hgetall(f"{self.ns}:meta")
+        if not meta and not self.client.exists(f"{self.ns}:sig"):  # `:sig`: the first layout's
+            return False
+        layout = meta.get(b"layout", b"v1 (a hash field per record and a set per band)").decode()
+        if layout != LAYOUT:
+            raise IndexMismatchError(
+                f"the Redis MinHash index {self.ns} at {self.config.redis_url} has the layout {layout}, this "
+                f"version reads {LAYOUT}; rebuild it (`synth curate DIR --rebuild-index`)"
+            )
+        return True
+
     def __len__(self) -> int:
-        with self.reachable():
-            return int(self.client.hlen(f"{self.ns}:sig"))
+        with self._mutex, self.reachable():
+            self._sync()
+            return len(self._mirror)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the index's lock: check-then-insert of a batch happens as one step across workers."""
-        with self.reachable(), self.client.lock(f"{self.ns}:lock", timeout=300, blocking_timeout=600):
-            yield
+        """A batch's check-then-insert. Nothing is locked in Redis (see the module); within this
+        object one batch runs at a time, and records `duplicates` appended that `add` never took
+        over leave the index again."""
+        with self._mutex:
+            outer, self._in_batch = self._in_batch, True
+            try:
+                yield
+            except BaseException:
+                with suppress(RedisUnavailableError):  # the error in flight says more
+                    self._end_batch(outer)
+                raise
+            self._end_batch(outer)
+
+    def _end_batch(self, outer: bool) -> None:
+        self._in_batch, self._batch = outer, None
+        unclaimed, self._claimed = self._claimed, []
+        self.remove(unclaimed)
 
     @property
     def measure(self) -> str:
         return measure_name(self.config)
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
-        """Whether each id is indexed already."""
-        if not ids:
+        """Whether each id is indexed already. Under `locked()`, the others are the ids of the
+        batch `duplicates` is given next, which lets it append the ones it keeps right away."""
+        if not len(ids):
             return []
-        with self.reachable():
-            return [raw is not None for raw in self.client.hmget(f"{self.ns}:sh", list(ids))]
+        with self._mutex, self.reachable():
+            self._sync()
+            known = self._mirror.contains(ids)
+        if self._in_batch:
+            self._batch = [i for i, seen in zip(ids, known, strict=True) if not seen]
+        return known
 
     def remove(self, ids: Sequence[str]) -> None:
         """Take records out of the index (records that were kept but will never be committed)."""
-        if not ids:
+        if not len(ids):
             return
-        with self.reachable():
-            self._remove(ids)
-
-    def _remove(self, ids: Sequence[str]) -> None:
-        stored = self.client.hmget(f"{self.ns}:sig", list(ids))
-        pipe = self.client.pipeline(transaction=True)
-        for rid, raw in zip(ids, stored, strict=True):
-            if raw is None:
-                continue
-            sig = np.frombuffer(raw if isinstance(raw, bytes) else raw.encode(), dtype="<u4").astype(np.uint32)[None, :]
-            for key in SignedBatch(sig, np.empty(0, np.uint32), np.zeros(2, np.int64)).keys(self.bands, self.rows)[0]:
-                pipe.srem(f"{self.ns}:b:{int(key):x}", rid)
-            pipe.hdel(f"{self.ns}:sig", rid)
-            pipe.hdel(f"{self.ns}:sh", rid)
-        pipe.execute()
+        entries = []
+        for lo in range(0, len(ids), _ENTRY):
+            encoded = [i.encode() for i in ids[lo : lo + _ENTRY]]
+            entries.append(b"D" + _words([len(encoded)], [len(e) for e in encoded]) + b"".join(encoded))
+        with self._mutex, self.reachable():
+            self.client.rpush(self.keys[0], *entries)
 
     def add(self, ids: Sequence[str], batch: SignedBatch, remember: bool = True) -> None:
-        with self.reachable():
-            self._add(ids, batch)
-        if remember:
-            self._staged.extend(ids)
+        """Index records (those `duplicates` appended already are only taken over)."""
+        with self._mutex:
+            claimed, self._claimed = set(self._claimed), []
+            todo = [k for k, rid in enumerate(ids) if rid not in claimed]
+            if todo:
+                with self.reachable():
+                    self._put([ids[k] for k in todo], batch if len(todo) == len(ids) else batch.take(todo))
+            self.remove(sorted(claimed.difference(ids)))
+            if remember:
+                self._staged.extend(ids)
 
     def drop(self) -> None:
         """Delete the whole shared index (it is rebuilt from the dataset's shards on next use)."""
-        with self.reachable():
+        with self._mutex, self.reachable():
             keys = list(self.client.scan_iter(match=f"{self.ns}:*", count=1000))
             for start in range(0, len(keys), 1000):
-                self.client.delete(*keys[start : start + 1000])
-
-    def _add(self, ids: Sequence[str], batch: SignedBatch) -> None:
-        keys = batch.keys(self.bands, self.rows)
-        pipe = self.client.pipeline(transaction=True)
-        for i, (rid, row) in enumerate(zip(ids, keys, strict=True)):
-            for key in row:
-                pipe.sadd(f"{self.ns}:b:{int(key):x}", rid)
-            pipe.hset(f"{self.ns}:sig", rid, batch.sigs[i].astype("<u4").tobytes())
-            pipe.hset(f"{self.ns}:sh", rid, batch.shingle_set(i).astype("<u4").tobytes())
-        pipe.execute()
+                self.client.unlink(*keys[start : start + 1000])
+            self._reset()
 
     def duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
-        """As `MinHashIndex.duplicates`; an indexed match is reported by its position in `self.ids`."""
-        with self.reachable():
-            return self._duplicates(batch)
+        """As `MinHashIndex.duplicates`; an indexed match is reported by its position in `self.ids`.
+        Right after `contains` under `locked()`, the records that match nothing are appended in
+        the same step, atomically with respect to every other writer."""
+        with self._mutex:
+            ids, self._batch = self._batch, None
+            if not len(batch):
+                return []
+            claim = ids is not None and len(ids) == len(batch)
+            mine = (batch.keys(self.bands, self.rows) & _LOW32).astype(np.uint32)
+            found: list[tuple[int, float] | None] | None = None
+            answer: list[str | None] = []  # the id of each indexed match
+            with self.reachable():
+                for _ in range(_TRIES):
+                    added, removed = self._sync()
+                    if found is None or removed or np.isin(mine, added).any():
+                        found = self._mirror.duplicates(batch)
+                        answer = [None if d is None or d[0] < 0 else self._mirror.ids[d[0]] for d in found]
+                    keep = [i for i, dup in enumerate(found) if dup is None]
+                    if not claim or not keep or self._append([ids[i] for i in keep], batch.take(keep)):
+                        break
+                else:
+                    raise RuntimeError(f"{self.ns}: other writers kept appending; gave up after {_TRIES} tries")
+            out: list[tuple[int, float] | None] = []
+            for dup, other in zip(found, answer, strict=True):
+                if other is not None:
+                    self.ids.append(other)
+                    dup = (len(self.ids) - 1, dup[1])
+                out.append(dup)
+            if claim:
+                self._claimed = [ids[i] for i in keep]
+            return out
 
-    def _duplicates(self, batch: SignedBatch) -> list[tuple[int, float] | None]:
-        keys = batch.keys(self.bands, self.rows)
-        pipe = self.client.pipeline(transaction=False)
-        for row in keys:
-            for key in row:
-                pipe.smembers(f"{self.ns}:b:{int(key):x}")
-        answers = pipe.execute()
-        candidates: list[set[str]] = []
-        for i in range(len(batch)):
-            found: set[str] = set()
-            for members in answers[i * self.bands : (i + 1) * self.bands]:
-                found.update(m.decode() for m in members)
-            candidates.append(found)
-        wanted = sorted(set().union(*candidates)) if candidates else []
-        sigs, sets = {}, {}
-        if wanted:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(f"{self.ns}:sig", wanted)
-            pipe.hmget(f"{self.ns}:sh", wanted)
-            raw_sigs, raw_sets = pipe.execute()
-            sigs = {rid: raw for rid, raw in zip(wanted, raw_sigs, strict=True) if raw is not None}
-            sets = {rid: raw for rid, raw in zip(wanted, raw_sets, strict=True) if raw is not None}
-        match = np.full(len(batch), lsh_kernels.NO_MATCH, dtype=np.int64)
-        score = np.zeros(len(batch), dtype=np.float64)
-        for i, found in enumerate(candidates):
-            best: tuple[str, float] | None = None
-            for rid in sorted(found):
-                if rid not in sigs or rid not in sets:
+    def _put(self, ids: Sequence[str], batch: SignedBatch) -> None:
+        """Append records without checking them, but never an id that is indexed already."""
+        for _ in range(_TRIES):
+            self._sync()
+            known, seen, keep = self._mirror.contains(ids), set(), []
+            for k, (rid, indexed) in enumerate(zip(ids, known, strict=True)):
+                if not indexed and rid not in seen:
+                    seen.add(rid)
+                    keep.append(k)
+            if not keep or self._append([ids[k] for k in keep], batch.take(keep)):
+                return
+        raise RuntimeError(f"{self.ns}: other writers kept appending; gave up after {_TRIES} tries")
+
+    def _append(self, ids: Sequence[str], batch: SignedBatch) -> bool:
+        """Append the records if the log is still what the mirror replayed (then replay them too)."""
+        from redis.exceptions import NoScriptError
+
+        entries = [self._encode(ids[lo : lo + _ENTRY], batch, lo) for lo in range(0, len(ids), _ENTRY)]
+        token = self._epoch or secrets.token_hex(8).encode()
+        args = [self._pos, self._epoch, token, *entries]
+        try:
+            done = self.client.evalsha(_APPEND_SHA, 2, *self.keys, *args)
+        except NoScriptError:  # the server's script cache was emptied (a restart, SCRIPT FLUSH)
+            done = self.client.eval(_APPEND, 2, *self.keys, *args)
+        if not done:
+            return False
+        self._epoch = token
+        for entry in entries:
+            self._replay(entry)
+        return True
+
+    def _encode(self, ids: Sequence[str], batch: SignedBatch, lo: int) -> bytes:
+        """An add entry of records lo.. of the batch (as many as `ids`)."""
+        hi = lo + len(ids)
+        frags = batch.keys(self.bands, self.rows)[lo:hi] & _LOW32
+        if self.config.verify == "exact":
+            counts, values = np.diff(batch.offsets[lo : hi + 1]), batch.shingles[batch.offsets[lo] : batch.offsets[hi]]
+        else:
+            counts, values = np.full(len(ids), self.config.num_perm), batch.sigs[lo:hi]
+        encoded = [i.encode() for i in ids]
+        return b"A" + _words([len(ids)], counts, [len(e) for e in encoded], frags, values) + b"".join(encoded)
+
+    def _sync(self) -> tuple[np.ndarray, bool]:
+        """Replay the log's entries the mirror has not seen; returns the band key fragments they
+        added and whether they removed indexed records. A log of another epoch (dropped and
+        rebuilt) is replayed from its start."""
+        added, removed = [np.empty(0, np.uint32)], False
+        while True:
+            pipe = self.client.pipeline(transaction=True)  # the epoch and the entries of one log
+            pipe.get(self.keys[1])
+            pipe.lrange(self.keys[0], self._pos, self._pos + _PAGE - 1)
+            epoch, entries = pipe.execute()
+            if (epoch or b"") != self._epoch:
+                if self._pos:
+                    self._reset()
+                    removed = True
                     continue
-                sim = similarity(
-                    self.config,
-                    batch.sigs[i],
-                    np.frombuffer(sigs[rid], dtype="<u4"),
-                    batch.shingle_set(i),
-                    np.frombuffer(sets[rid], dtype="<u4").astype(np.uint32),
-                )
-                if sim >= self.config.threshold and (best is None or sim > best[1]):
-                    best = (rid, sim)
-            if best is not None:
-                self.ids.append(best[0])
-                match[i], score[i] = len(self.ids) - 1, best[1]
-        within_batch(batch, self.bands, self.rows, self.config, match, score)
-        return matches(match, score)
+                self._epoch = epoch or b""
+            for entry in entries:
+                frags, gone = self._replay(entry)
+                added.append(frags)
+                removed |= gone
+            if len(entries) < _PAGE:
+                return np.concatenate(added), removed
+
+    def _replay(self, entry: bytes) -> tuple[np.ndarray, bool]:
+        """Apply one log entry to the mirror; returns (fragments added, whether records left)."""
+        self._pos += 1
+        n = int(np.frombuffer(entry, "<u4", 1, 1)[0])
+        if entry[:1] == b"D":
+            lengths = np.frombuffer(entry, "<u4", n, 5)
+            return np.empty(0, np.uint32), self._forget(_split_ids(entry[5 + 4 * n :], lengths))
+        head = np.frombuffer(entry, "<u4", 2 * n, 5).astype(np.int64)
+        counts, lengths, at = head[:n], head[n:], 5 + 8 * n
+        frags = np.frombuffer(entry, "<u4", n * self.bands, at).reshape(n, self.bands)
+        at += 4 * n * self.bands
+        values = np.frombuffer(entry, "<u4", int(counts.sum()), at).astype(np.uint32, copy=False)
+        ids = _split_ids(entry[at + 4 * int(counts.sum()) :], lengths)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        keys = {(self.bands, self.rows): frags.astype(np.uint64)}  # what the band table needs of them
+        if self.config.verify == "exact":
+            batch = SignedBatch(np.empty((n, 0), np.uint32), values, offsets, keys)
+        else:
+            batch = SignedBatch(values.reshape(n, -1), np.empty(0, np.uint32), np.zeros(n + 1, np.int64), keys)
+        self._mirror.add(ids, batch, remember=False)
+        self._frags.append(np.array(frags))
+        return frags.ravel(), False
+
+    def _forget(self, ids: Sequence[str]) -> bool:
+        """Take records out of the mirror (its band table is rebuilt without them)."""
+        gone = {rid for rid, known in zip(ids, self._mirror.contains(ids), strict=True) if known}
+        if not gone:
+            return False
+        old = self._mirror
+        live = [row for row, rid in enumerate(old.ids) if rid not in gone]
+        frags = np.concatenate(self._frags)[live]
+        rows = old.rows_of(live)
+        batch = SignedBatch(rows.sigs, rows.shingles, rows.offsets, {(self.bands, self.rows): frags.astype(np.uint64)})
+        self._mirror = MinHashIndex(self.config)
+        self._mirror.add([old.ids[row] for row in live], batch, remember=False)
+        self._frags = [frags]
+        return True
 
     def sync(self, dataset: str | Path) -> None:
         """Nothing to do: kept records entered Redis when the filter kept them."""

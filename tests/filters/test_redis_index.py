@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import threading
 
 import pytest
 
-from synth.filters.dedup import NearDedupFilter
+from synth.filters.dedup import IndexMismatchError, MinHashIndex, NearDedupFilter
 from synth.filters.redis_index import RedisMinHashIndex, RedisUnavailableError
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
@@ -85,3 +86,96 @@ def test_a_retried_batch_is_not_its_own_duplicate_and_removed_records_leave_the_
     assert len(index) == 1 and index.contains([batch[0].id, batch[1].id]) == [False, True]
     result = NearDedupFilter(index).apply([rec(text(1, " again")), rec(text(2, " again"))])
     assert [r.instruction for r in result.kept] == [text(1, " again")]
+
+
+def near_copies(count: int, seed: int) -> list[str]:
+    """`count` texts over a small vocabulary, about a third of them an earlier one with a word
+    changed, at either end (most stay above the threshold) or anywhere (many fall below it)."""
+    rng = random.Random(seed)
+    words = [f"w{k}" for k in range(300)]
+    texts: list[str] = []
+    for _ in range(count):
+        if texts and rng.random() < 0.35:
+            tokens = rng.choice(texts).split()
+            at = rng.choice([0, -1]) if rng.random() < 0.6 else rng.randrange(len(tokens))
+            tokens[at] = rng.choice(words)
+        else:
+            tokens = rng.choices(words, k=rng.randint(12, 40))
+        texts.append(" ".join(tokens))
+    return texts
+
+
+@pytest.mark.parametrize("verify", ["exact", "estimate"])
+def test_the_same_verdicts_as_the_local_index(redis_url, verify):
+    """Batch by batch through `NearDedupFilter`, the shared index keeps and rejects exactly what
+    `MinHashIndex` does, with the same similarity and, for indexed matches, the same record."""
+    config = MinHashConfig(backend="redis", redis_url=redis_url, verify=verify)
+    records = [rec(t) for t in near_copies(400, seed=7)]
+    results = {}
+    for name, index in (("local", MinHashIndex(config)), ("redis", RedisMinHashIndex(config, "same"))):
+        f = NearDedupFilter(index)
+        results[name] = [f.apply(records[lo : lo + 50]) for lo in range(0, len(records), 50)]
+    local, shared = results["local"], results["redis"]
+    assert [r.id for res in shared for r in res.kept] == [r.id for res in local for r in res.kept]
+    assert [(r.id, r.detail) for res in shared for r in res.rejects] == [
+        (r.id, r.detail) for res in local for r in res.rejects
+    ]
+    assert sum(len(res.rejects) for res in local) > 50  # the data does hold near duplicates
+
+
+def test_a_writer_that_loses_the_race_checks_its_batch_again(redis_url):
+    """Between one writer's check and its append, another appends a near copy: the append is
+    refused, the first writer replays the log, and its record becomes the duplicate."""
+    config = MinHashConfig(backend="redis", redis_url=redis_url)
+    slow, fast = RedisMinHashIndex(config, "race"), RedisMinHashIndex(config, "race")
+    append = slow._append
+
+    def overtaken(*args, **kwargs):
+        slow._append = append
+        assert len(NearDedupFilter(fast).apply([rec(text(5, " first"))]).kept) == 1
+        return append(*args, **kwargs)
+
+    slow._append = overtaken
+    result = NearDedupFilter(slow).apply([rec(text(5, " second")), rec(text(6))])
+    assert [r.instruction for r in result.kept] == [text(6)]
+    assert rec(text(5, " first")).id in result.rejects[0].detail
+    assert len(slow) == len(fast) == 2
+
+
+def test_a_rolled_back_batch_leaves_every_writers_view(redis_url):
+    config = MinHashConfig(backend="redis", redis_url=redis_url)
+    a, b = RedisMinHashIndex(config, "undo"), RedisMinHashIndex(config, "undo")
+    NearDedupFilter(a).apply([rec(text(1)), rec(text(2))])
+    a.commit()
+    NearDedupFilter(a).apply([rec(text(3))])
+    assert len(b) == 3
+    a.rollback()
+    assert len(b) == 2 and b.contains([rec(text(3)).id]) == [False]
+    assert len(NearDedupFilter(b).apply([rec(text(3, " again"))]).kept) == 1
+
+
+def test_an_index_of_the_older_layout_is_refused_and_a_dropped_one_rebuilt(redis_url, tmp_path):
+    config = MinHashConfig(backend="redis", redis_url=redis_url, namespace="old")
+    index = RedisMinHashIndex(config, "old")
+    index.client.hset(f"{index.ns}:sig", "some-id", b"\0" * 4)  # what the first layout stored
+    with pytest.raises(IndexMismatchError, match="--rebuild-index"):
+        RedisMinHashIndex.open(None, config)
+    index.drop()
+    assert len(RedisMinHashIndex.open(None, config)) == 0
+    # A writer that replayed the log before it was dropped and refilled starts over.
+    NearDedupFilter(index).apply([rec(text(1))])
+    other = RedisMinHashIndex(config, "old")
+    assert len(other) == 1
+    index.drop()
+    NearDedupFilter(index).apply([rec(text(2)), rec(text(3))])
+    assert len(other) == 2 and other.contains([rec(text(1)).id]) == [False]
+
+
+def test_a_flushed_script_cache_is_loaded_again_and_storage_is_packed(redis_url):
+    config = MinHashConfig(backend="redis", redis_url=redis_url)
+    index = RedisMinHashIndex(config, "packed")
+    index.client.script_flush()
+    batch = [rec(f"{text(i)} {i}") for i in range(200)]
+    assert len(NearDedupFilter(index).apply(batch).kept) == 200
+    # The log holds each record in a few hundred bytes, whatever its number of shingles.
+    assert index.client.memory_usage(index.keys[0], samples=0) / len(index) < 400
