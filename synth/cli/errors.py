@@ -52,6 +52,8 @@ _KNOWN_ERRORS = {
     "BenchmarkFileError": 2,
     "IndexMismatchError": 2,
     "EngineConfigError": 2,
+    "MagpieError": 2,
+    "TemplateError": 2,
     "DatasetBusyError": 1,
     "DatasetError": 2,
     "EngineError": 1,

@@ -1,4 +1,4 @@
-"""`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation) into a dataset.
+"""`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation, Magpie) into a dataset.
 
 Each command reads its options into configs, has the registry check its seeds or sources (a bad
 file fails before any model loads), checks everything else a run needs, then calls the flow.
@@ -216,3 +216,47 @@ def generate_backtranslate(
     summary = _run("backtranslation", config, out, engines, curation, shard_rows, wait, backward_engine=backward)
     print_backtranslation_funnel(summary)
     print_summary(summary)
+
+
+@app.command("magpie")
+def generate_magpie(
+    out: OutOpt,
+    num: Annotated[int, typer.Option("--num", min=1, help="Records (conversations) to keep.")] = 100,
+    turns: Annotated[int, typer.Option(min=1, max=16, help="User and assistant turns per conversation.")] = 1,
+    system_prompt: Annotated[
+        str, typer.Option("--system-prompt", help="A system message to steer the topic (default: none).")
+    ] = "",
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="The text that opens a user turn, instead of the model's chat template (single-turn), "
+            "e.g. '<|im_start|>user\\n'.",
+        ),
+    ] = None,
+    engine_config: EngineOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Conversations started per batch.")] = 64,
+    max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
+    profile: ProfileOpt = "paper",
+    language: LanguageOpt = "en",
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    shard_rows: ShardRowsOpt = 10_000,
+    wait: WaitOpt = 0,
+    curation: CurationOpt = None,
+) -> None:
+    """Magpie (Xu et al. 2024): the model writes the user's messages itself from the opening of a
+    user turn of its chat template, then answers them; no seeds needed.
+
+    Re-running the same command resumes the run; a larger --num extends it.
+    """
+    api.prepare_process()
+    from synth.schemas.magpie import MagpieConfig
+
+    engine = load_engine(engine_config)
+    config = MagpieConfig(
+        num_records=num, turns=turns, system_prompt=system_prompt, template=template, batch_size=batch_size,
+        max_batches=max_batches, profile=profile, language=language, seed=seed,
+    )  # fmt: skip
+    summary = _run("magpie", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
+    print_summary(summary)
+    print_profile(config)

@@ -17,9 +17,12 @@ class ChatRequest(BaseModel):
     the assistant's reply with the given text and lets the model continue it (the completion holds
     only the continuation); this is how a chat model continues a numbered list. `tag` names the
     prompt template the request came from; engines ignore it, scripted engines route on it.
+    `raw` sends a prompt exactly as given, with no chat template (the completion continues it);
+    `messages` is then empty. This is how Magpie feeds a model the opening of a user turn.
     """
 
-    messages: list[Message]
+    messages: list[Message] = Field(default_factory=list)
+    raw: str | None = None
     sampling: Sampling | None = None  # None: the engine config's sampling defaults
     json_schema: dict[str, Any] | None = None
     prefill: str | None = None
@@ -38,6 +41,35 @@ class Completion(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+
+
+_SENTINEL = "\x00SYNTH-TURN\x00"
+
+
+class ChatTemplate:
+    """A model's chat template (a Hugging Face tokenizer's), as text: a conversation rendered the
+    way the model saw it in training, up to the opening of the next user turn."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def _render(self, messages: Sequence[Message]) -> str:
+        turns = [m.model_dump() for m in messages]
+        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
+        return str(text)
+
+    def pre_query(self, messages: Sequence[Message] = ()) -> str:
+        """`messages` (system, then user and assistant turns) followed by the opening of a user
+        turn: what the model continues with a user's message."""
+        text = self._render([*messages, Message(role="user", content=_SENTINEL)])
+        if _SENTINEL not in text:
+            raise EngineError("the chat template does not show the user's message; it cannot open a user turn")
+        return text[: text.index(_SENTINEL)]
+
+    def end_of_turn(self) -> str:
+        """The text that closes a user turn (a stop string for a sampled user message)."""
+        text = self._render([Message(role="user", content=_SENTINEL)])
+        return text[text.index(_SENTINEL) + len(_SENTINEL) :].strip()
 
 
 class Engine(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from synth.engines.base import ChatRequest, Completion, EngineError
+from synth.engines.base import ChatRequest, ChatTemplate, Completion, EngineError
 from synth.schemas import OpenAIEngineConfig
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIEngine:
-    """Talks to `{base_url}/chat/completions` with structured output through `response_format`."""
+    """Talks to `{base_url}/chat/completions` with structured output through `response_format`;
+    raw prompts go to `{base_url}/completions`, which applies no chat template."""
 
     def __init__(self, config: OpenAIEngineConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
@@ -47,7 +48,7 @@ class OpenAIEngine:
         messages = [m.model_dump() for m in request.messages]
         body: dict[str, Any] = {
             "model": self.config.model,
-            "messages": messages,
+            **({"prompt": request.raw} if request.raw is not None else {"messages": messages}),
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -77,7 +78,9 @@ class OpenAIEngine:
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
-                response = self._client.post("/chat/completions", json=body)
+                response = self._client.post(
+                    "/completions" if request.raw is not None else "/chat/completions", json=body
+                )
             except httpx.RequestError as e:  # connection, timeout, protocol and decoding errors
                 last_error = f"{type(e).__name__}: {e}"
                 continue
@@ -93,8 +96,9 @@ class OpenAIEngine:
                 choice = data["choices"][0]
                 usage = data.get("usage") or {}
                 reason = choice.get("finish_reason")
+                text = choice["text"] if request.raw is not None else choice["message"].get("content")
                 return Completion(
-                    text=choice["message"].get("content") or "",
+                    text=text or "",
                     finish_reason="length" if reason == "length" else "stop",
                     prompt_tokens=usage.get("prompt_tokens") or 0,
                     completion_tokens=usage.get("completion_tokens") or 0,
@@ -105,6 +109,15 @@ class OpenAIEngine:
                 )
         log.warning("request failed after %d attempts: %s", self.config.max_retries + 1, last_error)
         return Completion(text="", finish_reason="error", error=last_error)
+
+    def chat_template(self) -> ChatTemplate | None:
+        """The chat template of the tokenizer folder the config names (`tokenizer`), if any: a
+        server applies its template itself, so raw prompts need a local copy of it."""
+        if not self.config.tokenizer:
+            return None
+        from transformers import AutoTokenizer
+
+        return ChatTemplate(AutoTokenizer.from_pretrained(self.config.tokenizer, local_files_only=True))
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         results = list(self._pool.map(self._one, requests))

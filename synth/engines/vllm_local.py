@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from synth.engines.base import ChatRequest, Completion, EngineError
+from synth.engines.base import ChatRequest, ChatTemplate, Completion, EngineError
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
 
@@ -128,12 +128,24 @@ class VLLMEngine:
             structured_outputs=structured,
         )
 
+    def chat_template(self) -> ChatTemplate:
+        """The model's own chat template (its tokenizer's)."""
+        return ChatTemplate(self.llm.get_tokenizer())
+
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         """One `LLM.chat` call for the batch (two when it mixes prefilled and plain requests, since
-        continuing the assistant's turn is a per-call option in vLLM)."""
+        continuing the assistant's turn is a per-call option in vLLM); raw prompts go to one
+        `LLM.generate` call."""
         results: list[Completion | None] = [None] * len(requests)
+        raw = [i for i, r in enumerate(requests) if r.raw is not None]
+        if raw:
+            outputs = self.llm.generate(
+                [requests[i].raw for i in raw], sampling_params=[self._params(requests[i]) for i in raw], use_tqdm=False
+            )
+            for i, completion in zip(raw, self._completions(outputs), strict=True):
+                results[i] = completion
         for prefilled in (False, True):
-            indices = [i for i, r in enumerate(requests) if (r.prefill is not None) == prefilled]
+            indices = [i for i, r in enumerate(requests) if r.raw is None and (r.prefill is not None) == prefilled]
             if not indices:
                 continue
             conversations: list[Any] = []

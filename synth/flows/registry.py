@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
+from synth.schemas.magpie import MagpieConfig
 
 
 @dataclass(frozen=True)
@@ -72,5 +73,6 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.backtranslation:backtranslation_flow",
             "synth.flows.backtranslation:check_inputs",
         ),
+        Generator("magpie", MagpieConfig, "synth.flows.magpie:magpie_flow", "synth.flows.magpie:check_inputs"),
     )
 }

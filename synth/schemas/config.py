@@ -123,6 +123,10 @@ class OpenAIEngineConfig(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
+    tokenizer: str | None = Field(
+        default=None,
+        description="A local tokenizer folder of the served model: its chat template renders raw prompts (Magpie).",
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     seed: int = 0
 

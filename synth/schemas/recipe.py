@@ -18,6 +18,7 @@ from synth.schemas.config import (
 )
 from synth.schemas.curation import CurationConfig
 from synth.schemas.files import ConfigFileError, load_config_file
+from synth.schemas.magpie import MagpieConfig
 
 
 class SelfInstructStep(SelfInstructConfig):
@@ -32,7 +33,13 @@ class BacktranslationStep(BacktranslationConfig):
     generator: Literal["backtranslation"]
 
 
-Step = Annotated[SelfInstructStep | EvolInstructStep | BacktranslationStep, Field(discriminator="generator")]
+class MagpieStep(MagpieConfig):
+    generator: Literal["magpie"]
+
+
+Step = Annotated[
+    SelfInstructStep | EvolInstructStep | BacktranslationStep | MagpieStep, Field(discriminator="generator")
+]
 
 
 class Schedule(_Strict):

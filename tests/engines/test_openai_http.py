@@ -342,3 +342,20 @@ def test_request_without_sampling_takes_the_engine_config_defaults():
     engine = OpenAIEngine(OpenAIEngineConfig(model="m", sampling=defaults), transport=httpx.MockTransport(handler))
     engine.chat([ChatRequest(messages=[Message(role="user", content="hi")])])
     assert (bodies[0]["temperature"], bodies[0]["top_p"], bodies[0]["max_tokens"]) == (0.2, 0.8, 77)
+
+
+def test_a_raw_prompt_goes_to_the_completions_endpoint_without_a_chat_template(make_engine):
+    seen: list[tuple[str, dict]] = []
+
+    def handler(http_request: httpx.Request) -> httpx.Response:
+        seen.append((http_request.url.path, json.loads(http_request.content)))
+        reply = {"choices": [{"index": 0, "text": " How do tides work?", "finish_reason": "stop"}], "usage": {}}
+        return httpx.Response(200, json=reply)
+
+    engine = make_engine(handler)
+    [completion] = engine.chat([ChatRequest(raw="<|im_start|>user\n", stop=["\n"], sampling=Sampling(seed=3))])
+    assert completion.text == " How do tides work?" and completion.finish_reason == "stop"
+    [(path, body)] = seen
+    assert path.endswith("/completions") and not path.endswith("/chat/completions")
+    assert body["prompt"] == "<|im_start|>user\n" and "messages" not in body
+    assert body["stop"] == ["\n"] and body["seed"] == 3

@@ -76,7 +76,24 @@ def backtranslation(tmp_path):
     )
 
 
+def magpie(tmp_path):
+    from synth.engines.base import ChatTemplate
+    from synth.flows.magpie import run_magpie
+    from synth.schemas.magpie import MagpieConfig
+    from tests.flows.test_magpie_flow import Counting
+    from tests.generators.test_magpie import ChatML
+
+    run_magpie(
+        MagpieConfig(num_records=6, batch_size=4, turns=2, seed=4),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(Counting(), template=ChatTemplate(ChatML())),
+        batch_retries=0,
+    )
+
+
 PINS = {
+    "magpie": (magpie, "7fdac6a98128e78f"),
     "self_instruct": (self_instruct, "58af3f74ce1363a5"),
     "evol_instruct": (evol, "5d5c899797fc21b2"),
     # Self-grading rejects are of stage "self-curation" (was "curation", the chain's phase name).

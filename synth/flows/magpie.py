@@ -1,0 +1,88 @@
+"""The Magpie flow: batches of conversations until the target is kept or the budget is spent.
+
+Each batch starts `size` conversations with per-request seeds from the run seed and the batch
+number, so a resumed run makes exactly the batches an uninterrupted one would. Near the target a
+batch is sized from the run's yield so far, so the last one does not overshoot much.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Unpack
+
+from prefect import flow
+
+from synth.flows.common import Committed
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
+from synth.generators.magpie import GENERATOR, MagpieGenerator
+from synth.schemas import DatasetConfig, EngineConfig, VLLMEngineConfig, run_id
+from synth.schemas.curation import CurationConfig
+from synth.schemas.magpie import MagpieConfig
+
+
+def check_inputs(config: MagpieConfig, dataset: str | Path) -> None:
+    """Magpie reads no seed or source file: nothing to check before the model loads."""
+
+
+def magpie_run_id(config: MagpieConfig, engine: EngineConfig) -> str:
+    return run_id(GENERATOR, config.identity(), engine.kind, engine.model)
+
+
+def conversations_for_batch(config: MagpieConfig, kept: int, started: int) -> int:
+    """A full batch, or near the target about what the yield so far says is needed (with a margin)."""
+    remaining = config.num_records - kept
+    if started == 0 or kept == 0:
+        return min(config.batch_size, max(1, remaining))
+    return max(1, min(config.batch_size, math.ceil(1.25 * remaining * started / kept)))
+
+
+@dataclass
+class MagpieJob(Built[MagpieGenerator]):
+    """Magpie's part of a run (see `synth.flows.run`)."""
+
+    config: MagpieConfig
+    run_id: str
+    generator: ClassVar[str] = GENERATOR
+
+    def open(self, run: RunContext) -> str:
+        self._gen = MagpieGenerator(self.config, run.engine, run_id=self.run_id)
+        return f"Magpie into {run.dataset.path}: records kept of {self.config.num_records}"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
+            info = run.info
+            yield Spec(info.batches_done, conversations_for_batch(self.config, info.kept, info.state.get("started", 0)))
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        result = self.gen.run_batch(spec.batch, spec.data)
+        return Batch(result.kept, result.rejects, {"started": run.info.state.get("started", 0) + spec.data})
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{spec.data} conversations (run total {run.info.kept}/{self.config.num_records} kept)"
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.kept / self.config.num_records
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["reached_target"] = run.info.kept >= self.config.num_records
+
+
+def run_magpie(
+    config: MagpieConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
+) -> dict[str, Any]:
+    """Run (or resume) Magpie into `dataset` (see `RunOptions`); returns a summary of the run."""
+    return run_job(MagpieJob(config, magpie_run_id(config, engine)), engine, dataset, **options)
+
+
+@flow(name="magpie", log_prints=True)
+def magpie_flow(
+    config: MagpieConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
+) -> dict[str, Any]:
+    """Magpie into a dataset directory, on the configured engine (the embedded model by default)."""
+    return run_magpie(config, engine or VLLMEngineConfig(), dataset, curation=curation)
