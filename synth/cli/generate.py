@@ -6,6 +6,7 @@ file fails before any model loads), checks everything else a run needs, then cal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,10 +40,12 @@ def _run(
     curation: Path | None,
     shard_rows: int,
     wait: float,
+    report: Callable[[dict[str, Any]], None] | None = None,
     **flow_args: Any,
-) -> dict[str, Any]:
-    """Check everything the run needs, then run the generator's flow (from the registry) into
-    `out` with the first of `engines`; returns the run's summary."""
+) -> None:
+    """Check everything the run needs, run the generator's flow (from the registry) into `out`
+    with the first of `engines`, then print its summary (after the generator's own `report`) and
+    what its profile changed."""
     from synth.flows.registry import GENERATORS
     from synth.schemas import DatasetConfig
 
@@ -52,13 +55,18 @@ def _run(
 
     log_tracebacks_off()
     with writing(out):
-        return GENERATORS[generator].flow(
+        summary = GENERATORS[generator].flow(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
             engine=engines[0][0],
             curation=curation_config,
             **flow_args,
         )
+    if report is not None:
+        report(summary)
+    print_summary(summary)
+    if hasattr(type(config), "profile_changes"):
+        print_profile(config)
 
 
 @app.command("self-instruct")
@@ -92,18 +100,10 @@ def generate_self_instruct(
     engine = load_engine(engine_config)
     given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
     config = SelfInstructConfig(
-        seeds=str(seeds) if seeds else None,
-        num_records=num,
-        prompts_per_batch=prompts_per_batch,
-        max_batches=max_batches,
-        profile=profile,
-        language=language,
-        seed=seed,
-        **given,
-    )
-    summary = _run("self_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
-    print_summary(summary)
-    print_profile(config)
+        seeds=str(seeds) if seeds else None, num_records=num, prompts_per_batch=prompts_per_batch,
+        max_batches=max_batches, profile=profile, language=language, seed=seed, **given,
+    )  # fmt: skip
+    _run("self_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
 
 
 @app.command("evol")
@@ -147,19 +147,11 @@ def generate_evol(
     engine = load_engine(engine_config)
     chosen = {"include_source": include_source} if include_source is not None else {}
     config = EvolInstructConfig(
-        source=source,
-        rounds=rounds,
-        limit=limit,
-        chunk_size=chunk_size,
-        profile=profile,
-        seed=seed,
-        language=language,
-        **chosen,
-    )
-    summary = _run("evol_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
-    print_evol_rounds(summary)
-    print_summary(summary)
-    print_profile(config)
+        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed,
+        language=language, **chosen,
+    )  # fmt: skip
+    engines = [(engine, where(engine_config))]
+    _run("evol_instruct", config, out, engines, curation, shard_rows, wait, report=print_evol_rounds)
 
 
 @app.command("backtranslate")
@@ -213,9 +205,10 @@ def generate_backtranslate(
     engines = [(engine, where(engine_config))]
     if backward is not None:
         engines.append((backward, where(backward_engine_config)))
-    summary = _run("backtranslation", config, out, engines, curation, shard_rows, wait, backward_engine=backward)
-    print_backtranslation_funnel(summary)
-    print_summary(summary)
+    _run(
+        "backtranslation", config, out, engines, curation, shard_rows, wait,
+        report=print_backtranslation_funnel, backward_engine=backward,
+    )  # fmt: skip
 
 
 @app.command("magpie")
@@ -257,6 +250,4 @@ def generate_magpie(
         num_records=num, turns=turns, system_prompt=system_prompt, template=template, batch_size=batch_size,
         max_batches=max_batches, profile=profile, language=language, seed=seed,
     )  # fmt: skip
-    summary = _run("magpie", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
-    print_summary(summary)
-    print_profile(config)
+    _run("magpie", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)

@@ -11,7 +11,6 @@ is never left untagged silently.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,7 @@ import yaml
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.base import reject
-from synth.prompts import defuse, load_template
+from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import AbilitiesConfig
 
@@ -51,11 +50,7 @@ def load_taxonomy(path: str | None) -> dict[str, str]:
 
 def parse_ability(text: str, keys: Sequence[str]) -> str | None:
     """The key a reply names: the JSON form first, else the only key that appears in the text."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
+    if (data := reply_object(text)) is not None:
         value = data.get("ability")
         return value if isinstance(value, str) and value in keys else None
     found = {k for k in keys if re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", text)}

@@ -8,14 +8,13 @@ rubric's hash.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.base import reject
-from synth.prompts import defuse, load_template
+from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import JudgeConfig
 
@@ -33,11 +32,7 @@ _SCORE_LINE = re.compile(r"^\W*score\W*([1-5])\W*$", re.IGNORECASE | re.MULTILIN
 
 def parse_grade(text: str) -> tuple[int, str] | None:
     """(score, rationale) from a grading reply: JSON first, else a last "Score: N" line."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
+    if (data := reply_object(text)) is not None:
         score = data.get("score")
         if isinstance(score, int) and not isinstance(score, bool) and 1 <= score <= 5:
             return score, str(data.get("rationale", "")).strip()

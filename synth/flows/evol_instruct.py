@@ -13,15 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
-from prefect import flow
-
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, VLLMEngineConfig, run_id
-from synth.schemas.curation import CurationConfig
+from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, run_id
 
 
 def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
@@ -116,12 +113,4 @@ def run_evol_instruct(
     return run_job(EvolInstructJob(config, items, evol_run_id(config, engine, items)), engine, dataset, **options)
 
 
-@flow(name="evol-instruct", log_prints=True)
-def evol_instruct_flow(
-    config: EvolInstructConfig,
-    dataset: DatasetConfig,
-    engine: EngineConfig | None = None,
-    curation: CurationConfig | None = None,
-) -> dict[str, Any]:
-    """Evol-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_evol_instruct(config, engine or VLLMEngineConfig(), dataset, curation=curation)
+evol_instruct_flow = generator_flow("evol-instruct", EvolInstructConfig, run_evol_instruct, "Evol-Instruct")

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
-from prefect import flow
-
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.magpie import GENERATOR, MagpieGenerator
-from synth.schemas import DatasetConfig, EngineConfig, VLLMEngineConfig, run_id
-from synth.schemas.curation import CurationConfig
+from synth.schemas import DatasetConfig, EngineConfig, run_id
 from synth.schemas.magpie import MagpieConfig
 
 
@@ -77,12 +74,4 @@ def run_magpie(
     return run_job(MagpieJob(config, magpie_run_id(config, engine)), engine, dataset, **options)
 
 
-@flow(name="magpie", log_prints=True)
-def magpie_flow(
-    config: MagpieConfig,
-    dataset: DatasetConfig,
-    engine: EngineConfig | None = None,
-    curation: CurationConfig | None = None,
-) -> dict[str, Any]:
-    """Magpie into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_magpie(config, engine or VLLMEngineConfig(), dataset, curation=curation)
+magpie_flow = generator_flow("magpie", MagpieConfig, run_magpie, "Magpie")

@@ -10,11 +10,11 @@ what to do once one is committed. Nothing of a batch changes the run until it co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
-from prefect import get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
@@ -23,7 +23,7 @@ from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.flows.common import Committed, Progress, commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.schemas import DatasetConfig, EngineConfig, Outcome, RunInfo
+from synth.schemas import DatasetConfig, EngineConfig, Outcome, RunInfo, VLLMEngineConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
 
@@ -159,3 +159,27 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
         summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)
         job.finish(run, summary)
         return summary
+
+
+def generator_flow(name: str, config_type: type[BaseModel], runner: Callable[..., dict[str, Any]], title: str) -> Any:
+    """The Prefect flow of a generator whose run takes only the common options: `name` as Prefect
+    shows it, `runner(config, engine, dataset, curation=...)` its run function. Its parameters are
+    typed with `config_type`, so Prefect validates them as it would a hand-written flow's."""
+
+    def run_generator(
+        config: Any, dataset: DatasetConfig, engine: Any = None, curation: CurationConfig | None = None
+    ) -> dict[str, Any]:
+        return runner(config, engine or VLLMEngineConfig(), dataset, curation=curation)
+
+    run_generator.__annotations__ = {
+        "config": config_type,
+        "dataset": DatasetConfig,
+        "engine": EngineConfig | None,
+        "curation": CurationConfig | None,
+        "return": dict[str, Any],
+    }
+    run_generator.__name__ = run_generator.__qualname__ = f"{name.replace('-', '_')}_flow"
+    run_generator.__doc__ = (
+        f"{title} into a dataset directory, on the configured engine (the embedded model by default)."
+    )
+    return flow(name=name, log_prints=True)(run_generator)

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 import polars as pl
-from prefect import flow
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, VLLMEngineConfig, run_id
-from synth.schemas.curation import CurationConfig
+from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, run_id
 from synth.shards import scan
 
 _TEMPLATES = (
@@ -144,12 +142,4 @@ def run_self_instruct(
     )
 
 
-@flow(name="self-instruct", log_prints=True)
-def self_instruct_flow(
-    config: SelfInstructConfig,
-    dataset: DatasetConfig,
-    engine: EngineConfig | None = None,
-    curation: CurationConfig | None = None,
-) -> dict[str, Any]:
-    """Self-Instruct into a dataset directory, on the configured engine (the embedded model by default)."""
-    return run_self_instruct(config, engine or VLLMEngineConfig(), dataset, curation=curation)
+self_instruct_flow = generator_flow("self-instruct", SelfInstructConfig, run_self_instruct, "Self-Instruct")

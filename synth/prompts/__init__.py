@@ -8,6 +8,7 @@ model output, document text) is never scanned for placeholders itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -65,3 +66,12 @@ def load_template(name: str, language: str = "en") -> Template:
     if not path.is_file():
         raise TemplateError(f"no {language!r} prompt template {name!r} ({path}); languages: {', '.join(languages())}")
     return Template(name=shown, text=path.read_text(encoding="utf-8").strip())
+
+
+def reply_object(text: str) -> dict | None:
+    """The JSON object a model's reply holds (structured output), or None if it holds none."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

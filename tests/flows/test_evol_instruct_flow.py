@@ -166,7 +166,7 @@ def test_cli_include_source_and_profile_options(tmp_path, monkeypatch):
     import synth.flows.evol_instruct as evol_module
 
     seen = []
-    monkeypatch.setattr(evol_module, "run_evol_instruct", lambda config, *a, **k: seen.append(config) or {})
+    monkeypatch.setattr(evol_module, "run_job", lambda job, *a, **k: seen.append(job.config) or {})
     source = write_source(tmp_path / "src.jsonl")
     engine = tmp_path / "engine.yaml"
     engine.write_text("kind: scripted\n")
