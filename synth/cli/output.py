@@ -52,6 +52,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
         f"in {summary['batches']} batches (run {escape(str(summary['run_id']))}){status}"
     )
+    if tokens := summary.get("tokens"):
+        prompt = sum(t["prompt"] for t in tokens.values())
+        completion = sum(t["completion"] for t in tokens.values())
+        per = f", {(prompt + completion) / summary['kept']:,.0f} per kept record" if summary["kept"] else ""
+        console.print(f"tokens: {prompt:,} prompt + {completion:,} completion{per}")
     console.print(
         Text(
             f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "

@@ -90,3 +90,39 @@ class EngineError(RuntimeError):
 class EngineConfigError(ValueError):
     """An engine config names something that is not there (a responder, a model folder, a URL);
     the message starts with the key."""
+
+
+class Metered:
+    """An engine that counts the tokens its calls use (prompt and completion, by request tag),
+    for the run's cost; `take` hands over what was counted since the last take. Failed attempts
+    count too: their tokens were spent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.model_name = engine.model_name
+        self._counts: dict[str, list[int]] = {}
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        replies = self.engine.chat(requests)
+        for request, reply in zip(requests, replies, strict=True):
+            entry = self._counts.setdefault(request.tag or "other", [0, 0])
+            entry[0] += reply.prompt_tokens
+            entry[1] += reply.completion_tokens
+        return replies
+
+    def chat_template(self) -> Any:
+        get = getattr(self.engine, "chat_template", None)
+        return get() if callable(get) else None
+
+    def take(self, into: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new table."""
+        table = {tag: dict(v) for tag, v in (into or {}).items()}
+        for tag, (prompt, completion) in self._counts.items():
+            entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
+            entry["prompt"] += prompt
+            entry["completion"] += completion
+        self._counts.clear()
+        return table
+
+    def close(self) -> None:
+        self.engine.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from synth.engines.base import Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.filters.redis_index import RedisUnavailableError
@@ -42,16 +43,21 @@ def commit_curated(
     kept: Sequence[Record],
     rejects: Sequence[Reject],
     state: dict[str, Any] | None = None,
+    meter: Metered | None = None,
 ) -> Committed:
     """Run a batch's records through the curation chain, commit what survives with every reject,
     then bring the dataset's MinHash index up to date with the new shards.
 
     The chain's dedup state changes only if the batch commits: when curation (a judge call) or the
     write fails, what the filters staged is rolled back, so a retry starts from the committed state
-    and never takes its own records for duplicates."""
+    and never takes its own records for duplicates. With `meter`, the tokens the batch used (its
+    generation and its curation) are added to the run's `state["tokens"]` in the same commit."""
     try:
         curated = chain.apply(kept)
         all_rejects = [*rejects, *curated.rejects]
+        if meter is not None:
+            committed = writer.manifest.runs[rid].state
+            state = {**(state if state is not None else committed), "tokens": meter.take(committed.get("tokens"))}
         shards = writer.commit_batch(rid, batch, curated.kept, all_rejects, state=state)
     except BaseException:
         chain.rollback()
@@ -124,5 +130,6 @@ def run_summary(writer: DatasetWriter, rid: str, path: str | Path, reached_targe
         "rejected": run.rejected,
         "batches": run.batches_done,
         "rejects_by_reason": run.rejects_by_reason,
+        "tokens": run.state.get("tokens", {}),
         "reached_target": reached_target,
     }

@@ -19,6 +19,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from synth.engines import Engine, get_engine
+from synth.engines.base import Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.flows.common import Committed, Progress, commit_curated, run_summary, start_run, worth_retrying
@@ -116,8 +117,9 @@ class Job(Protocol):
 def run_batch(job: Job, run: RunContext, spec: Spec) -> list[str]:
     """Make one batch, curate it and commit it; returns the paths of the shards written."""
     batch = job.make(run, spec)
+    meter = run.engine if isinstance(run.engine, Metered) else None
     result = commit_curated(
-        run.writer, run.run_id, spec.batch, run.chain, run.index, batch.kept, batch.rejects, state=batch.state
+        run.writer, run.run_id, spec.batch, run.chain, run.index, batch.kept, batch.rejects, batch.state, meter
     )
     note = job.committed(run, spec, batch, result)
     get_run_logger().info("batch %d: %s; %d kept, %d rejected", spec.batch, note, result.kept, result.rejected)
@@ -145,7 +147,7 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
     curation, model = options.get("curation"), options.get("model")
     step = run_batch.with_options(name=f"{job.generator}-batch", retries=options.get("batch_retries", 2))
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
-        live = model or get_engine(engine)
+        live = Metered(model or get_engine(engine))  # counts the tokens each batch uses
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
         language = getattr(job.config, "language", "en")
         chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live, language=language)

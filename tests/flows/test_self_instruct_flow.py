@@ -205,3 +205,23 @@ def test_a_mixture_run_stops_when_every_ability_has_its_records(tmp_path):
     assert set(rejects["reason"]) <= {"open_qa: target of 5 met", "information_extraction: target of 2 met"}
     shown = {r["ability"]: (r["count"], r["target"]) for r in summarize(tmp_path / "ds")["abilities"]}
     assert shown == {"open_qa": (5, 5), "information_extraction": (2, 2)}
+
+
+def test_a_run_counts_the_tokens_of_every_step_in_its_record(tmp_path):
+    from synth.engines import Completion
+
+    script = SelfInstructScript()
+
+    def respond(request: ChatRequest) -> Completion:
+        text = script(request)
+        return Completion(text=text, prompt_tokens=10, completion_tokens=len(text.split()))
+
+    engine = ScriptedEngine(respond)
+    summary = run(tmp_path / "ds", model=engine, num_records=6)
+    requests = [r for call in engine.calls for r in call]
+    tokens = summary["tokens"]
+    assert set(tokens) == {r.tag for r in requests}
+    assert sum(t["prompt"] for t in tokens.values()) == 10 * len(requests)
+    assert tokens == read_manifest(tmp_path / "ds").runs[summary["run_id"]].state["tokens"]
+    again = run(tmp_path / "ds", num_records=6)  # nothing left to do: the counts stay
+    assert again["tokens"] == tokens
