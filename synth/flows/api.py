@@ -14,12 +14,32 @@ if TYPE_CHECKING:
     from synth.schemas.curation import CurationConfig
 
 
+# Libraries whose deprecation and future-change notices are about their own internals, not ours.
+_NOISY_MODULES = r"(torch|transformers|vllm|triton|accelerate|peft|trl|ray|numba)(\.|$)"
+
+
+def verbose() -> bool:
+    """Whether library output should show: `synth -v`, or SYNTH_DEBUG=1."""
+    return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("SYNTH_VERBOSE", "SYNTH_DEBUG"))
+
+
 def prepare_process() -> None:
-    """Ready this process to run flows: its helper processes end with it, and libraries stay quiet."""
+    """Ready this process to run flows: its helper processes end with it, and libraries stay quiet
+    (their warnings and notices show with `-v`; our own log lines and errors always do)."""
+    import warnings
+
     from synth.flows.lifeline import hold_lifeline
 
     hold_lifeline()  # the temporary Prefect server and vLLM's processes end with this one
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    loud = verbose()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if loud else "ERROR")
+    if not loud:
+        for category in (DeprecationWarning, FutureWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=_NOISY_MODULES)
+        # Prefect's own notices (its temporary server starting and stopping); runs still log.
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # A local run's temporary Prefect server would try to send usage data and log its failure.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
