@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,38 @@ class Progress:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self.artifact_id, progress=round(100 * min(1.0, fraction), 1))  # type: ignore[arg-type]
+
+
+class Pace:
+    """How fast a run goes in this session: the share done, the time left at this pace, and the
+    tokens the model writes per second (from the run's token counts)."""
+
+    def __init__(self, fraction: float, tokens: dict[str, Any]) -> None:
+        self.started = time.monotonic()
+        self.fraction = fraction
+        self.tokens = _completion_tokens(tokens)
+
+    def line(self, fraction: float, tokens: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - self.started
+        done = min(1.0, fraction)
+        parts = [f"{done:.0%} done"]
+        if done < 1.0 and done > self.fraction and elapsed > 0:
+            parts.append(f"about {_duration(elapsed / (done - self.fraction) * (1.0 - done))} left")
+        if elapsed > 0 and (written := _completion_tokens(tokens) - self.tokens) > 0:
+            parts.append(f"{written / elapsed:,.0f} tokens/s written")
+        return ", ".join(parts)
+
+
+def _completion_tokens(tokens: dict[str, Any]) -> int:
+    return sum(t.get("completion", 0) for t in tokens.values())
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def start_run(

@@ -22,7 +22,7 @@ from synth.engines import Engine, get_engine
 from synth.engines.base import Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
-from synth.flows.common import Committed, Progress, commit_curated, run_summary, start_run, worth_retrying
+from synth.flows.common import Committed, Pace, Progress, commit_curated, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.schemas import DatasetConfig, EngineConfig, Outcome, RunInfo, VLLMEngineConfig
 from synth.schemas.curation import CurationConfig
@@ -153,9 +153,11 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
         chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live, language=language)
         run = RunContext(writer, job.run_id, dataset, live, chain, index)
         progress = Progress(job.open(run))
+        pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
         for spec in job.plan(run):
             progress.update(job.progress(run))
             step(job, run, spec)
+            get_run_logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
         progress.update(job.progress(run))
         writer.finish_run(job.run_id)
         summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)

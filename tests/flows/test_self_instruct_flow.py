@@ -225,3 +225,13 @@ def test_a_run_counts_the_tokens_of_every_step_in_its_record(tmp_path):
     assert tokens == read_manifest(tmp_path / "ds").runs[summary["run_id"]].state["tokens"]
     again = run(tmp_path / "ds", num_records=6)  # nothing left to do: the counts stay
     assert again["tokens"] == tokens
+
+
+def test_the_pace_says_the_share_done_the_time_left_and_tokens_per_second(monkeypatch):
+    from synth.flows import common
+
+    clock = iter([100.0, 160.0])
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    pace = common.Pace(0.2, {"t": {"prompt": 5, "completion": 100}})
+    # 20% more in 60 s: the remaining 60% take about 180 s; 1,200 tokens written in 60 s.
+    assert pace.line(0.4, {"t": {"prompt": 50, "completion": 1300}}) == "40% done, about 3 min left, 20 tokens/s written"
