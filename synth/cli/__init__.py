@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from synth.cli import curate, datasets, generate, model, recipes
+from synth.cli import curate, datasets, generate, model, recipes, train
 from synth.cli.errors import ReportingGroup, state
 
 app = typer.Typer(
@@ -42,6 +42,8 @@ app.command("inspect")(datasets.inspect_dataset)
 app.command("export")(datasets.export_dataset)
 app.command("prepare-model")(model.prepare_model)
 app.command("verify")(datasets.verify_dataset)
+app.command("train")(train.train_model)
+app.command("evaluate")(train.evaluate)
 
 
 def main() -> None:

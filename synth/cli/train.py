@@ -1,0 +1,265 @@
+"""`synth train` and `synth evaluate`: fine-tune a model on generated data, and measure a dataset by
+the loss of a model tuned on it.
+
+Both read their data and check the base model and output before any model loads or a Prefect
+server starts; a model folder that is already up to date is reported without starting either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from synth.cli.checks import check_prefect_api
+from synth.cli.errors import fail, log_tracebacks_off, state
+from synth.cli.output import console, err
+from synth.flows import api
+
+if TYPE_CHECKING:
+    from synth.training import TrainingReport
+
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        help="Base model: a local model folder (or a name already in the local Hugging Face cache; nothing "
+        "is downloaded). Default: the embedded model.",
+    ),
+]
+LrOpt = Annotated[float, typer.Option("--lr", min=0, help="Peak learning rate (linear decay).")]
+LoraROpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
+LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha (scale = alpha / rank).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step (per device).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the data order, the LoRA initialization and dropout.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA in bfloat16 when visible, else the CPU in float32), cpu or cuda.")
+]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Say the loss and speed every N steps.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch (default: all cores; 1 is faster on a CPU other jobs keep busy).",
+    ),
+]
+
+
+def _choice(value: str, flag: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        fail(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _checked(check: Any, *args: Any) -> Any:
+    """Run a check of `synth.training`; what it rejects ends as one line with exit code 2."""
+    from synth.training import TrainingDataError, TrainingSetupError
+
+    try:
+        return check(*args)
+    except (TrainingDataError, TrainingSetupError) as e:
+        fail(str(e))
+
+
+def _targets(value: str) -> list[str] | str:
+    if value.strip() == "all-linear":
+        return "all-linear"
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def train_model(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="A dataset directory (its kept records) or a JSONL/Parquet file of instruction/input/output."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write (a merged model vLLM can load).")],
+    direction: Annotated[
+        str,
+        typer.Option(
+            "--direction",
+            help="forward: instruction (+input) -> output. backward: output -> instruction (Humpback's backward model).",
+        ),
+    ] = "forward",
+    base: BaseOpt = None,
+    epochs: Annotated[float, typer.Option("--epochs", min=0, help="Passes over the data.")] = 3.0,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after N steps (overrides --epochs).")
+    ] = None,
+    lr: LrOpt = 2e-4,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0, max=0.99, help="LoRA dropout.")] = 0.05,
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="Modules to adapt, comma-separated, or all-linear.")
+    ] = "q_proj,k_proj,v_proj,o_proj",
+    batch_size: BatchOpt = 8,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps of gradient accumulation.")] = 1,
+    max_length: Annotated[
+        int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
+    ] = 1024,
+    seed: SeedOpt = 0,
+    eval_share: Annotated[
+        float, typer.Option("--eval-share", min=0, max=0.99, help="Share of the examples held out for an eval loss.")
+    ] = 0.0,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Trade compute for memory (large models on a GPU).")
+    ] = False,
+    save_dtype: Annotated[
+        str,
+        typer.Option("--save-dtype", help="auto (the training dtype: float32 on a CPU), float32, bfloat16 or float16."),
+    ] = "auto",
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    log_every: LogEveryOpt = 10,
+) -> None:
+    """Fine-tune a model with LoRA (TRL's SFT trainer) and save it merged, with training.json.
+
+    Loss on the completion only, in the base's chat template. An up-to-date folder is kept; a killed run leaves none.
+    """
+    api.prepare_process()
+    from synth.training import TrainingConfig
+    from synth.training.data import load_examples
+    from synth.training.model import resolve_base
+    from synth.training.sft import check_out, up_to_date
+
+    _choice(direction, "--direction", ("forward", "backward"))
+    _choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
+    _choice(device, "--device", ("auto", "cpu", "cuda"))
+    config = TrainingConfig(
+        out=out, base=base, direction=direction, epochs=epochs, max_steps=max_steps, learning_rate=lr,  # type: ignore[arg-type]
+        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=_targets(lora_targets),
+        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, eval_share=eval_share,
+        gradient_checkpointing=gradient_checkpointing, save_dtype=save_dtype, device=device, threads=threads,
+        log_every=log_every,  # type: ignore[arg-type]
+    )  # fmt: skip
+    examples = _checked(load_examples, data)
+    _checked(resolve_base, base)
+    _checked(check_out, out)
+    if _checked(up_to_date, config, examples):
+        console.print(Text(f"{out}: up to date (same base, data and settings); not trained again"), soft_wrap=True)
+        _print_training(out)
+        return
+    check_prefect_api()
+    log_tracebacks_off()
+    state.writing_to = out
+    from synth.flows.training import train_flow
+
+    _checked(train_flow, config, str(data))
+    _print_training(out)
+
+
+def _print_training(folder: Path) -> None:
+    from synth.training import read_report
+
+    report: TrainingReport | None = read_report(folder)
+    if report is None:
+        return
+    rows = [
+        ("base", report.base),
+        ("direction", report.direction),
+        ("examples", f"{report.data.train_examples} trained, {report.data.eval_examples} held out"),
+        ("steps", f"{report.steps} ({report.epochs:.2f} epochs)"),
+        ("train loss", f"{report.final_train_loss:.4f} (last steps), {report.train_loss:.4f} (mean)"),
+        *([("eval loss", f"{report.eval_loss:.4f} per token")] if report.eval_loss is not None else []),
+        ("speed", f"{report.tokens_per_second:.0f} tokens/s, {report.seconds:.1f} s ({report.device}, {report.dtype})"),
+        ("model", str(folder)),
+    ]
+    table = Table(title="Training", title_justify="left", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    for name, value in rows:
+        table.add_row(name, Text(value))
+    console.print(table)
+
+
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory to evaluate (its kept records).")],
+    reference: Annotated[
+        Path,
+        typer.Option(
+            "--reference",
+            help="Held-out reference pairs: a JSONL or Parquet file of instruction/input/output (or a dataset).",
+        ),
+    ],
+    base: BaseOpt = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training budget in steps.")] = 40,
+    lr: LrOpt = 2e-4,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32,
+    batch_size: BatchOpt = 8,
+    max_length: Annotated[
+        int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
+    ] = 512,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    keep_model: Annotated[
+        Path | None, typer.Option("--keep-model", help="Keep the tuned model in this folder (default: removed).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
+    threads: ThreadsOpt = None,
+    log_every: LogEveryOpt = 10,
+) -> None:
+    """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
+    the base's and the tuned model's loss per token on the reference outputs.
+
+    Writes evaluation.json beside the manifest. Compare datasets on the same reference, base and budget.
+    """
+    api.prepare_process()
+    from synth.shards.layout import MANIFEST, read_manifest
+    from synth.training import EvaluationConfig
+    from synth.training.data import load_examples
+    from synth.training.model import resolve_base
+    from synth.training.sft import check_out
+
+    _choice(device, "--device", ("auto", "cpu", "cuda"))
+    if not (dataset / MANIFEST).is_file():
+        fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
+    read_manifest(dataset)
+    config = EvaluationConfig(
+        base=base, max_steps=max_steps, learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
+        max_length=max_length, seed=seed, device=device, threads=threads, model_dir=keep_model, log_every=log_every,  # type: ignore[arg-type]
+    )  # fmt: skip
+    _checked(load_examples, dataset)
+    _checked(load_examples, reference)
+    _checked(resolve_base, base)
+    if keep_model is not None:
+        _checked(check_out, keep_model)
+    check_prefect_api()
+    log_tracebacks_off()
+    state.writing_to = dataset
+    from synth.flows.training import evaluate_flow
+
+    result = _checked(evaluate_flow, str(dataset), str(reference), config, force)
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    table = Table(title=f"Proxy loss on {result['reference_pairs']} reference pairs", title_justify="left")
+    for column in ("model", "loss per token", "perplexity"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in ("base", "tuned"):
+        score = result[name]
+        table.add_row(Text(score["model"]), f"{score['loss']:.4f}", f"{score['perplexity']:.2f}")
+    console.print(table)
+    console.print(
+        Text(
+            f"improvement {result['improvement']:+.4f} ({result['relative_improvement']:+.1%}) after "
+            f"{result['train_steps']} steps on {result['examples']} records; "
+            f"written to {Path(result['dataset']) / 'evaluation.json'}"
+        ),
+        soft_wrap=True,
+    )
+    if result["overlap"]:
+        err.print(
+            Text(
+                f"warning: {result['overlap']} reference instructions are also in the dataset; the tuned loss "
+                "on them measures memorization, not generalization",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )

@@ -1,0 +1,157 @@
+"""What a training run and a proxy evaluation are asked to do, and what a training run leaves behind.
+
+The configs are data: they validate (unknown keys are errors), and the fields that change the
+trained weights hash, with the base model and the data, into the key that decides whether a model
+folder is up to date (`TrainingConfig.hyperparameters`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Direction = Literal["forward", "backward"]
+Device = Literal["auto", "cpu", "cuda"]
+SaveDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+# Attention projections of Llama, Mistral, Qwen and most decoder-only models since.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Fields that do not change the trained weights, left out of the cache key.
+_NOT_HYPERPARAMETERS = {"out", "base", "log_every", "device", "threads"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingConfig(_Strict):
+    """One supervised fine-tuning run with LoRA, merged into a plain model folder at `out`.
+
+    `base` is a local model folder (or a name already in the local Hugging Face cache; nothing is
+    downloaded); None is the embedded model. `max_steps` overrides `epochs`. `eval_share` holds out
+    that share of the examples (chosen with `seed`) to report an eval loss on. `save_dtype` "auto"
+    saves the weights in the dtype they were trained in (float32 on a CPU, bfloat16 on CUDA): a
+    short run's updates are smaller than bfloat16's rounding step and would partly vanish in it.
+    """
+
+    out: Path
+    base: str | None = None
+    direction: Direction = "forward"
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_targets: list[str] | Literal["all-linear"] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(default=1024, ge=16)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    eval_share: float = Field(default=0.0, ge=0, lt=1)
+    save_dtype: SaveDtype = "auto"
+    device: Device = "auto"
+    threads: int | None = Field(default=None, ge=1)  # CPU threads for torch; None: its default (all cores)
+    log_every: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _targets_named(self) -> TrainingConfig:
+        if isinstance(self.lora_targets, list) and not [t for t in self.lora_targets if t.strip()]:
+            raise ValueError("lora_targets: name at least one module (or 'all-linear')")
+        return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything that changes the trained weights, besides the base model and the data."""
+        return self.model_dump(mode="json", exclude=_NOT_HYPERPARAMETERS)
+
+
+class EvaluationConfig(_Strict):
+    """A proxy evaluation: fine-tune `base` on a dataset with a fixed small budget and seed, then
+    compare the base's and the tuned model's per-token loss on reference pairs.
+
+    The defaults finish in a few minutes on 2 CPU cores with the embedded model. `model_dir` keeps
+    the tuned model there (and reuses it when it is up to date); by default it is removed after
+    scoring.
+    """
+
+    base: str | None = None
+    max_steps: int = Field(default=40, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    seed: int = 0
+    device: Device = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    model_dir: Path | None = None
+    log_every: int = Field(default=10, ge=1)
+
+    def training(self, out: Path) -> TrainingConfig:
+        """The training run this evaluation makes: forward, no held-out share, no dropout (the same
+        seed gives the same model), saved in float32 so the tuned loss is the loss of what trained."""
+        return TrainingConfig(
+            out=out,
+            base=self.base,
+            direction="forward",
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=0.0,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            seed=self.seed,
+            save_dtype="float32",
+            device=self.device,
+            threads=self.threads,
+            log_every=self.log_every,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the numbers, besides the base, the data and the reference."""
+        return self.model_dump(mode="json", exclude={"base", "model_dir", "log_every", "device", "threads"})
+
+
+class DataSummary(_Strict):
+    """What a training run read: its source, the hash of its examples and how they were used."""
+
+    source: str
+    hash: str
+    examples: int
+    skipped: int = 0  # records of a dataset without an instruction or output
+    train_examples: int
+    eval_examples: int
+    truncated: int = 0  # longer than max_length: cut at the end
+    dropped: int = 0  # nothing of the completion left within max_length
+
+
+class TrainingReport(_Strict):
+    """`training.json` in a trained model folder."""
+
+    format: int = 1
+    key: str
+    base: str
+    base_path: str
+    direction: Direction
+    data: DataSummary
+    hyperparameters: dict[str, Any]
+    steps: int
+    epochs: float
+    train_loss: float  # mean over the run
+    final_train_loss: float  # mean over the last logging window
+    eval_loss: float | None = None  # mean per completion token on the held-out share
+    eval_tokens: int = 0
+    tokens: int  # tokens the model was trained on (prompt and completion)
+    seconds: float  # the training loop
+    tokens_per_second: float
+    total_seconds: float  # loading, training, merging and saving
+    device: str
+    dtype: str
+    save_dtype: str
+    versions: dict[str, str]
+    created_at: str

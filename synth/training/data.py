@@ -1,0 +1,177 @@
+"""Training examples: read from a dataset directory or a JSONL/Parquet file, hashed, and turned into
+(prompt, completion) chats in either direction.
+
+A dataset directory gives its kept records, read through `synth.shards.scan`, which checks every
+shard against the manifest. A file holds `instruction`, `input` (optional) and `output` fields,
+and optionally `system`, a system message for that example (Humpback tags seed and augmented data
+with two different ones); a problem names the file and the line (JSONL) or the row (Parquet,
+counted from 1). Records of a dataset without an instruction or an output cannot be trained on:
+they are counted as skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synth.schemas.records import to_messages
+from synth.shards.files import json_line, utf8_lines
+from synth.training.config import Direction
+
+Chat = list[dict[str, str]]
+
+
+class TrainingDataError(ValueError):
+    """Training data that cannot be used; the message names the file and the line or row."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (instruction, input, output) example, with an optional system message."""
+
+    instruction: str
+    output: str
+    input: str = ""
+    system: str = ""
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The examples of one source, where they came from, and how many records had to be left out."""
+
+    items: list[Example]
+    source: str
+    skipped: int = 0
+
+    def hash(self) -> str:
+        return data_hash(self.items)
+
+
+def data_hash(examples: Iterable[Example]) -> str:
+    """sha256 of the examples in order (each as a JSON array); the same data always hashes the same."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.instruction, e.input, e.output, e.system], ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def to_chat(example: Example, direction: Direction) -> tuple[Chat, Chat]:
+    """(prompt, completion) messages. forward: the instruction (and its input after a blank line,
+    as `Record.messages` writes it) asks, the output answers. backward (Humpback's backward model,
+    p(instruction | output)): the output asks, the instruction (and input) answers. A system message
+    leads the prompt when the example has one (else the chat template's default applies)."""
+    user, assistant = to_messages(example.instruction, example.input, example.output)
+    if direction == "backward":
+        user, assistant = assistant, user
+    system = [{"role": "system", "content": example.system}] if example.system else []
+    return [*system, {"role": "user", "content": user.content}], [{"role": "assistant", "content": assistant.content}]
+
+
+def load_examples(source: str | Path) -> Examples:
+    """The examples of a dataset directory (its kept records) or of a JSONL or Parquet file."""
+    path = Path(source)
+    if path.is_dir():
+        return _from_dataset(path)
+    if not path.exists():
+        raise TrainingDataError(f"{path}: no such file or folder")
+    if path.suffix == ".parquet":
+        return Examples(_from_parquet(path), str(path))
+    if path.suffix in (".jsonl", ".json"):
+        return Examples(_from_jsonl(path), str(path))
+    raise TrainingDataError(f"{path}: unknown data type; expected a dataset directory, a .jsonl or a .parquet file")
+
+
+def examples_from(records: Sequence[Any], source: str = "records") -> Examples:
+    """Examples from objects in memory: `Example`s, mappings, or objects with `instruction`,
+    `input` and `output` attributes (such as `synth.schemas.Record`)."""
+    items = []
+    for index, record in enumerate(records):
+        where = f"{source}: item {index}"
+        if isinstance(record, Mapping):
+            fields: Mapping[str, Any] = record
+        elif hasattr(record, "instruction") and hasattr(record, "output"):
+            fields = {name: getattr(record, name, None) for name in ("instruction", "input", "output", "system")}
+        else:
+            raise TrainingDataError(f"{where}: not a record ({type(record).__name__}); expected instruction and output")
+        items.append(_example(fields, where))
+    if not items:
+        raise TrainingDataError(f"{source}: no examples")
+    return Examples(items, source)
+
+
+def _text(fields: Mapping[str, Any], name: str, where: str, required: bool) -> str:
+    value = fields.get(name)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise TrainingDataError(f"{where}: field {name!r} is {type(value).__name__}, expected text")
+    if required and not value.strip():
+        raise TrainingDataError(f"{where}: field {name!r} is missing or empty")
+    return value
+
+
+def _example(fields: Mapping[str, Any], where: str) -> Example:
+    return Example(
+        instruction=_text(fields, "instruction", where, required=True),
+        output=_text(fields, "output", where, required=True),
+        input=_text(fields, "input", where, required=False),
+        system=_text(fields, "system", where, required=False),
+    )
+
+
+def _from_jsonl(path: Path) -> list[Example]:
+    items = []
+    for number, line in utf8_lines(path, TrainingDataError):
+        if not line.strip():
+            continue
+        data = json_line(path, number, line, TrainingDataError)
+        where = f"{path}:{number}"
+        if not isinstance(data, dict):
+            raise TrainingDataError(f"{where}: expected a JSON object with 'instruction' and 'output'")
+        items.append(_example(data, where))
+    if not items:
+        raise TrainingDataError(f"{path}: no examples in the file")
+    return items
+
+
+def _from_parquet(path: Path) -> list[Example]:
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path, glob=False)
+    except Exception as e:  # polars raises several error types for a file that is not Parquet
+        raise TrainingDataError(f"{path}: cannot read as Parquet: {e}") from None
+    for column in ("instruction", "output"):
+        if column not in frame.columns:
+            raise TrainingDataError(f"{path}: no {column!r} column (columns: {', '.join(frame.columns)})")
+    optional = [c for c in ("input", "system") if c in frame.columns]
+    for column in ("instruction", "output", *optional):
+        if frame.schema[column] != pl.String:
+            raise TrainingDataError(f"{path}: column {column!r} is {frame.schema[column]}, expected text")
+    rows = frame.select("instruction", "output", *optional)
+    items = [_example(row, f"{path}: row {n}") for n, row in enumerate(rows.iter_rows(named=True), start=1)]
+    if not items:
+        raise TrainingDataError(f"{path}: no examples in the file")
+    return items
+
+
+def _from_dataset(path: Path) -> Examples:
+    from synth.shards import MANIFEST, scan
+
+    if not (path / MANIFEST).is_file():
+        raise TrainingDataError(f"{path}: a folder without {MANIFEST} is not a dataset")
+    frame = scan(path).select("instruction", "input", "output").collect()
+    items, skipped = [], 0
+    for instruction, inp, output in frame.iter_rows():
+        if not (instruction or "").strip() or not (output or "").strip():
+            skipped += 1
+            continue
+        items.append(Example(instruction=instruction, output=output, input=inp or ""))
+    if not items:
+        raise TrainingDataError(f"{path}: the dataset has no kept records with an instruction and an output")
+    return Examples(items, str(path), skipped)

@@ -1,0 +1,192 @@
+"""Proxy evaluation of a dataset: fine-tune a base model on its kept records with a fixed small budget
+and seed, then compare the base's and the tuned model's loss on reference pairs the user supplies.
+
+The loss is the mean negative log-likelihood per completion token (the reference outputs), with the
+same chat template and truncation as training. Lower is better; the same budget, seed and
+reference make two datasets comparable. The result is written atomically to `evaluation.json`
+beside the dataset's manifest; an evaluation whose inputs have not changed is not run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from synth.training.config import EvaluationConfig
+from synth.training.data import Examples, TrainingDataError, load_examples
+from synth.training.model import (
+    Base,
+    completion_loss,
+    cpu_threads,
+    encode_examples,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    quiet_libraries,
+    resolve_base,
+)
+from synth.training.sft import read_report, train
+
+EVALUATION = "evaluation.json"
+Say = Callable[[str], None]
+
+
+class Score(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    loss: float  # mean negative log-likelihood per completion token
+    perplexity: float
+
+
+class Evaluation(BaseModel):
+    """`evaluation.json`: what was compared, on what, and the two losses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = 1
+    key: str
+    dataset: str
+    data_hash: str
+    examples: int
+    skipped: int
+    reference: str
+    reference_hash: str
+    reference_pairs: int
+    reference_tokens: int
+    reference_dropped: int  # pairs with no output token within max_length
+    overlap: int  # reference instructions that are also in the training data
+    config: dict[str, Any]
+    base: Score
+    tuned: Score
+    improvement: float  # base loss minus tuned loss (positive: the data helped)
+    relative_improvement: float  # of the base loss
+    train_steps: int
+    train_loss: float
+    train_seconds: float
+    train_tokens_per_second: float
+    device: str
+    created_at: str
+
+
+def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
+    identity = {
+        "format": 1,
+        "base": base_fingerprint,
+        "data": data.hash(),
+        "reference": reference.hash(),
+        **config.identity(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def read_evaluation(dataset: str | Path) -> Evaluation | None:
+    try:
+        return Evaluation.model_validate_json((Path(dataset) / EVALUATION).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _score(name: str, path: str, device: str, dtype: Any, reference: Any, pad_id: int) -> Score:
+    model = load_model(path, device, dtype)
+    loss, _ = completion_loss(model, reference, pad_id)
+    del model
+    return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
+
+
+def evaluate_dataset(
+    dataset: str | Path,
+    reference: str | Path,
+    config: EvaluationConfig | None = None,
+    *,
+    force: bool = False,
+    progress: Say | None = None,
+) -> Evaluation:
+    """Evaluate the dataset directory `dataset` against the reference pairs in `reference` (a
+    JSONL or Parquet file of instruction/input/output, or another dataset), write
+    `evaluation.json` beside its manifest, and return it. With the same inputs as the last
+    evaluation (base, data, reference, budget) the stored result is returned unless `force`."""
+    from synth.shards import MANIFEST
+    from synth.shards.atomic import atomic_write_bytes
+
+    config = config or EvaluationConfig()
+    say = progress or (lambda line: None)
+    root = Path(dataset)
+    if not (root / MANIFEST).is_file():
+        raise TrainingDataError(f"{root}: no {MANIFEST}; not a dataset directory")
+    data = load_examples(root)
+    ref = load_examples(reference)
+    base = resolve_base(config.base)
+    key = evaluation_key(config, base.fingerprint, data, ref)
+    stored = read_evaluation(root)
+    if stored is not None and stored.key == key and not force:
+        say(f"{root / EVALUATION}: up to date (same base, data, reference and budget); not evaluated again")
+        return stored
+
+    with cpu_threads(config.threads):
+        evaluation = _evaluate(root, config, data, ref, base, key, say)
+    atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
+    return evaluation
+
+
+def _evaluate(
+    root: Path, config: EvaluationConfig, data: Examples, ref: Examples, base: Base, key: str, say: Say
+) -> Evaluation:
+    import torch
+
+    quiet_libraries()
+    device, _ = pick_device(config.device)
+
+    tokenizer = load_tokenizer(base.path)
+    encoded = encode_examples(tokenizer, ref.items, "forward", config.max_length)
+    if not encoded.items:
+        raise TrainingDataError(f"{ref.source}: no reference pair has an output within {config.max_length} tokens")
+    say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
+    # Both models are scored in float32: the tuned model was saved in float32, and the comparison
+    # must not mix precisions.
+    base_score = _score(base.name, base.path, device, torch.float32, encoded.items, tokenizer.pad_token_id)
+    say(f"base loss {base_score.loss:.4f}; fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
+    with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
+        folder = config.model_dir or Path(scratch) / "tuned"
+        tuned_path = train(config.training(Path(folder)), data, progress=say)
+        trained = read_report(tuned_path)
+        if trained is None:
+            raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
+        tuned_score = _score(f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items,
+                             tokenizer.pad_token_id)  # fmt: skip
+    instructions = {e.instruction.strip() for e in data.items}
+    improvement = base_score.loss - tuned_score.loss
+    evaluation = Evaluation(
+        key=key,
+        dataset=str(root),
+        data_hash=data.hash(),
+        examples=len(data.items),
+        skipped=data.skipped,
+        reference=ref.source,
+        reference_hash=ref.hash(),
+        reference_pairs=len(encoded.items),
+        reference_tokens=sum(sum(label != -100 for label in e.labels) for e in encoded.items),
+        reference_dropped=encoded.dropped,
+        overlap=sum(e.instruction.strip() in instructions for e in ref.items),
+        config={"base": base.name, **config.identity()},
+        base=base_score,
+        tuned=tuned_score,
+        improvement=round(improvement, 6),
+        relative_improvement=round(improvement / base_score.loss, 6) if base_score.loss else 0.0,
+        train_steps=trained.steps,
+        train_loss=trained.final_train_loss,
+        train_seconds=trained.seconds,
+        train_tokens_per_second=trained.tokens_per_second,
+        device=device,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return evaluation

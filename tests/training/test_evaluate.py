@@ -1,0 +1,50 @@
+"""Proxy evaluation: the base's and the tuned model's loss on reference pairs, written beside the
+manifest, not recomputed when nothing changed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from synth.training import EvaluationConfig, TrainingDataError, evaluate_dataset
+from synth.training.evaluate import EVALUATION, read_evaluation
+
+SMALL = EvaluationConfig(max_steps=2, batch_size=2, max_length=128, threads=1)
+
+
+def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(small_dataset, reference_file):
+    manifest = (small_dataset / "manifest.json").read_bytes()
+    lines: list[str] = []
+    result = evaluate_dataset(small_dataset, reference_file, SMALL, progress=lines.append)
+    assert result.reference_pairs == 3 and result.reference_tokens > 0 and result.overlap == 0
+    for score in (result.base, result.tuned):
+        assert math.isfinite(score.loss) and score.loss > 0
+        assert score.perplexity == pytest.approx(math.exp(score.loss), rel=1e-3)
+    assert result.base.model == "SmolLM2-135M-Instruct"
+    assert result.tuned.loss != result.base.loss  # two steps of training changed the model
+    assert result.improvement == pytest.approx(result.base.loss - result.tuned.loss, abs=1e-5)
+    assert result.train_steps == 2 and result.examples > 0
+    stored = json.loads((small_dataset / EVALUATION).read_text())
+    assert stored["tuned"]["loss"] == result.tuned.loss and stored["key"] == result.key
+    assert (small_dataset / "manifest.json").read_bytes() == manifest  # the manifest is not touched
+    assert not [p for p in small_dataset.iterdir() if p.name.endswith(".tmp")]
+
+    # Nothing changed: the stored result is returned at once.
+    again: list[str] = []
+    assert evaluate_dataset(small_dataset, reference_file, SMALL, progress=again.append) == result
+    assert again == [
+        f"{small_dataset / EVALUATION}: up to date (same base, data, reference and budget); not evaluated again"
+    ]
+    assert read_evaluation(small_dataset) == result
+
+
+def test_reference_problems_name_the_file(small_dataset, tmp_path):
+    bad = tmp_path / "ref.jsonl"
+    bad.write_text('{"instruction": "A", "output": "B"}\n{"output": "C"}\n')
+    with pytest.raises(TrainingDataError, match=r"ref.jsonl:2: field 'instruction' is missing"):
+        evaluate_dataset(small_dataset, bad, SMALL)
+    with pytest.raises(TrainingDataError, match="not a dataset directory"):
+        evaluate_dataset(tmp_path, bad, SMALL)
+    assert not (small_dataset / EVALUATION).exists()
