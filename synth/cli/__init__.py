@@ -7,6 +7,7 @@ package; heavy modules (Prefect, vLLM) load inside the commands, so `synth --hel
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -27,11 +28,16 @@ app = typer.Typer(
 @app.callback()
 def _options(
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="On an error, show its traceback too (or set SYNTH_DEBUG=1).")
+        bool,
+        typer.Option(
+            "-v", "--verbose", help="Show libraries' own output, and on an error its traceback (or set SYNTH_DEBUG=1)."
+        ),
     ] = False,
 ) -> None:
     """Options of every command."""
     state.verbose = verbose
+    if verbose:  # libraries' own output shows too (see synth.flows.api.prepare_process)
+        os.environ["SYNTH_VERBOSE"] = "1"
 
 
 app.add_typer(generate.app, name="generate")
