@@ -10,6 +10,7 @@ what to do once one is committed. Nothing of a batch changes the run until it co
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
@@ -157,12 +158,22 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
         for spec in job.plan(run):
             progress.update(job.progress(run))
             step(job, run, spec)
-            get_run_logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
+            _logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
         progress.update(job.progress(run))
         writer.finish_run(job.run_id)
         summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)
         job.finish(run, summary)
         return summary
+
+
+def _logger() -> Any:
+    """The flow run's logger inside a flow (its lines reach the Prefect UI), else this module's."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def generator_flow(name: str, config_type: type[BaseModel], runner: Callable[..., dict[str, Any]], title: str) -> Any:
