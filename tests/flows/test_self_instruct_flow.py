@@ -234,4 +234,6 @@ def test_the_pace_says_the_share_done_the_time_left_and_tokens_per_second(monkey
     monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
     pace = common.Pace(0.2, {"t": {"prompt": 5, "completion": 100}})
     # 20% more in 60 s: the remaining 60% take about 180 s; 1,200 tokens written in 60 s.
-    assert pace.line(0.4, {"t": {"prompt": 50, "completion": 1300}}) == "40% done, about 3 min left, 20 tokens/s written"
+    assert (
+        pace.line(0.4, {"t": {"prompt": 50, "completion": 1300}}) == "40% done, about 3 min left, 20 tokens/s written"
+    )
