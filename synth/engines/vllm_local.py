@@ -140,7 +140,9 @@ class VLLMEngine:
         raw = [i for i, r in enumerate(requests) if r.raw is not None]
         if raw:
             outputs = self.llm.generate(
-                [requests[i].raw for i in raw], sampling_params=[self._params(requests[i]) for i in raw], use_tqdm=False
+                [requests[i].raw or "" for i in raw],
+                sampling_params=[self._params(requests[i]) for i in raw],
+                use_tqdm=False,
             )
             for i, completion in zip(raw, self._completions(outputs), strict=True):
                 results[i] = completion

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -157,7 +158,10 @@ class RedisMinHashIndex:
                         frame = scan(dataset).select("id", "instruction", "input", "output").collect()
                         for part in frame.iter_slices(_FILL):
                             index.add(part["id"].to_list(), sign(frame_texts(part), config), remember=False)
-                    meta = {"params": json.dumps(index.params), "layout": LAYOUT}
+                    meta: dict[Any, Any] = {
+                        "params": json.dumps(index.params),
+                        "layout": LAYOUT,
+                    }
                     index.client.hset(f"{index.ns}:meta", mapping=meta)
         return index
 
@@ -166,7 +170,8 @@ class RedisMinHashIndex:
         meta = self.client.hgetall(f"{self.ns}:meta")
         if not meta and not self.client.exists(f"{self.ns}:sig"):  # `:sig`: the first layout's
             return False
-        layout = meta.get(b"layout", b"v1 (a hash field per record and a set per band)").decode()
+        raw = meta.get(b"layout", b"v1 (a hash field per record and a set per band)")
+        layout = raw.decode() if isinstance(raw, bytes) else str(raw)
         if layout != LAYOUT:
             raise IndexMismatchError(
                 f"the Redis MinHash index {self.ns} at {self.config.redis_url} has the layout {layout}, this "
@@ -265,17 +270,17 @@ class RedisMinHashIndex:
                         found = self._mirror.duplicates(batch)
                         answer = [None if d is None or d[0] < 0 else self._mirror.ids[d[0]] for d in found]
                     keep = [i for i, dup in enumerate(found) if dup is None]
-                    if not claim or not keep or self._append([ids[i] for i in keep], batch.take(keep)):
+                    if not claim or ids is None or not keep or self._append([ids[i] for i in keep], batch.take(keep)):
                         break
                 else:
                     raise RuntimeError(f"{self.ns}: other writers kept appending; gave up after {_TRIES} tries")
             out: list[tuple[int, float] | None] = []
             for dup, other in zip(found, answer, strict=True):
-                if other is not None:
+                if other is not None and dup is not None:
                     self.ids.append(other)
                     dup = (len(self.ids) - 1, dup[1])
                 out.append(dup)
-            if claim:
+            if claim and ids is not None:
                 self._claimed = [ids[i] for i in keep]
             return out
 
@@ -298,7 +303,7 @@ class RedisMinHashIndex:
 
         entries = [self._encode(ids[lo : lo + _ENTRY], batch, lo) for lo in range(0, len(ids), _ENTRY)]
         token = self._epoch or secrets.token_hex(8).encode()
-        args = [self._pos, self._epoch, token, *entries]
+        args: list[Any] = [self._pos, self._epoch, token, *entries]
         try:
             done = self.client.evalsha(_APPEND_SHA, 2, *self.keys, *args)
         except NoScriptError:  # the server's script cache was emptied (a restart, SCRIPT FLUSH)

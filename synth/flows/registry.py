@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,7 +34,7 @@ class Generator:
     on_ray_path: str | None = None
 
     @property
-    def check_inputs(self) -> Callable[[Any, str], None]:
+    def check_inputs(self) -> Callable[[Any, str | Path], None]:
         return _load(self.inputs_path)
 
     @property

@@ -45,6 +45,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
@@ -291,7 +292,7 @@ class EvolInstructGenerator:
 
     def _source_fields(self, chunk: int, source: SourceItem, generated: bool) -> dict:
         """Provenance of a round-0 example; model, sampling and template only where the model wrote the output."""
-        lineage = dict(root_id=source.id, operation=SOURCE_OPERATION, round=0)
+        lineage: dict[str, Any] = dict(root_id=source.id, operation=SOURCE_OPERATION, round=0)
         if not generated:
             return self.origin.fields(chunk, model="", **lineage)
         return self.origin.fields(chunk, template=self.t_response, sampling=self.config.response_sampling, **lineage)
