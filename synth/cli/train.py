@@ -187,7 +187,9 @@ def evaluate(
         ),
     ],
     base: BaseOpt = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training budget in steps.")] = 40,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", min=1, help="Training budget in steps (of --batch-size examples).")
+    ] = 20,
     lr: LrOpt = 2e-4,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,

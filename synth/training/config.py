@@ -73,13 +73,14 @@ class EvaluationConfig(_Strict):
     """A proxy evaluation: fine-tune `base` on a dataset with a fixed small budget and seed, then
     compare the base's and the tuned model's per-token loss on reference pairs.
 
-    The defaults finish in a few minutes on 2 CPU cores with the embedded model. `model_dir` keeps
+    The defaults (20 steps of 8 examples) take about 3 minutes on 2 idle CPU cores with the embedded
+    model and examples of about 100 tokens (about 90 training tokens/s). `model_dir` keeps
     the tuned model there (and reuses it when it is up to date); by default it is removed after
     scoring.
     """
 
     base: str | None = None
-    max_steps: int = Field(default=40, gt=0)
+    max_steps: int = Field(default=20, gt=0)
     learning_rate: float = Field(default=2e-4, gt=0, lt=1)
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

@@ -105,3 +105,28 @@ def test_our_tokens_are_the_ones_trl_makes_for_prompt_completion_data(forward_mo
         ours = encode(tokenizer, prompt, completion, 128)
         assert ours is not None
         assert (ours.input_ids, ours.labels) == (row["input_ids"], row["labels"]), json.dumps(prompt)
+
+
+def test_a_killed_run_leaves_no_model_folder_and_the_next_run_clears_its_leftovers(tmp_path, pairs_file):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    code = (
+        "import sys; from synth.training import TrainingConfig, train; "
+        "train(TrainingConfig(out=sys.argv[1], max_steps=500, batch_size=2, max_length=128, log_every=1, threads=1), "
+        "sys.argv[2], progress=lambda line: print(line, flush=True))"
+    )
+    run = subprocess.Popen([sys.executable, "-c", code, str(out), str(pairs_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        assert any(line.startswith("step 1/500") for line in run.stdout)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    assert not out.exists()
+    [leftover] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftover.name.startswith(".model.training-")
+    train(TrainingConfig(out=out, **{**TINY, "max_steps": 1}), pairs_file)
+    assert read_report(out) is not None and not leftover.exists()
