@@ -3,10 +3,6 @@ embedded model through the real engine."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from synth.engines import ChatRequest, ScriptedEngine
@@ -78,13 +74,3 @@ def test_the_embedded_model_writes_user_messages_from_its_own_template(tmp_path,
     assert result.kept, [r.reason for r in result.rejects]
     for record in result.kept:
         assert record.instruction.strip() and record.output.strip() and "<|im_" not in record.instruction
-
-
-@pytest.mark.engine
-def test_cli_generates_magpie_conversations_on_the_embedded_model(tmp_path):
-    env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "synth.cli", "generate", "magpie", "--profile", "small-model", "--num", "3", "--batch-size", "4", "--max-batches", "2", "--out", str(tmp_path / "mp")]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    manifest = read_manifest(tmp_path / "mp")
-    assert manifest.rows("kept") + manifest.rows("rejects") > 0 and verify(tmp_path / "mp") == []
