@@ -1,4 +1,4 @@
-"""The Magpie flow on a scripted engine (targets, resume, the registry and the CLI) and on the
+"""The Magpie flow on a scripted engine (targets, resume, the registry) and on the
 embedded model through the real engine."""
 
 from __future__ import annotations
