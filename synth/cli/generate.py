@@ -54,14 +54,19 @@ def _run(
     preflight(out, engines, curation_config, where(curation))
 
     log_tracebacks_off()
-    with writing(out):
-        summary = GENERATORS[generator].flow(
-            config=config,
-            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
-            engine=engines[0][0],
-            curation=curation_config,
-            **flow_args,
-        )
+    from synth.engines import close_engines
+
+    try:
+        with writing(out):
+            summary = GENERATORS[generator].flow(
+                config=config,
+                dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+                engine=engines[0][0],
+                curation=curation_config,
+                **flow_args,
+            )
+    finally:
+        close_engines()  # vLLM's engine processes stop now, not at interpreter exit
     if report is not None:
         report(summary)
     print_summary(summary)
