@@ -36,28 +36,8 @@ ABILITIES = {
     "information_extraction",
 }
 
-# The English templates that have a Chinese counterpart in synth/prompts/zh/.
-TEMPLATES = [
-    "self_instruct_tasks",
-    "self_instruct_classify",
-    "self_instruct_open_ended",
-    "self_instruct_instances_input_first",
-    "self_instruct_instances_output_first",
-    "self_instruct_demos_input_first",
-    "self_instruct_demos_output_first",
-    "evol_add_constraints",
-    "evol_deepen",
-    "evol_concretize",
-    "evol_increase_reasoning",
-    "evol_complicate_input",
-    "evol_breadth",
-    "evol_equality",
-    "evol_response",
-    "backtranslation_backward",
-    "backtranslation_grade",
-    "judge",
-    "judge_rubric",
-]
+# Every English template must have a Chinese counterpart in synth/prompts/zh/.
+TEMPLATES = sorted(p.stem for p in Path(synth.prompts.__file__).parent.glob("*.txt"))
 
 # What the parsers, prefills and stop strings read (synth/generators/self_instruct*.py,
 # evol_instruct.py, backtranslation.py, synth/filters/judge.py), and the labels the prompts show
