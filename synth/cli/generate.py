@@ -54,19 +54,17 @@ def _run(
     preflight(out, engines, curation_config, where(curation))
 
     log_tracebacks_off()
-    from synth.engines import close_engines
+    from synth.engines import engines_opened
 
-    try:
-        with writing(out):
-            summary = GENERATORS[generator].flow(
-                config=config,
-                dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
-                engine=engines[0][0],
-                curation=curation_config,
-                **flow_args,
-            )
-    finally:
-        close_engines()  # vLLM's engine processes stop now, not at interpreter exit
+    # engines_opened: vLLM's engine processes stop when the run ends, not at interpreter exit
+    with engines_opened(), writing(out):
+        summary = GENERATORS[generator].flow(
+            config=config,
+            dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),
+            engine=engines[0][0],
+            curation=curation_config,
+            **flow_args,
+        )
     if report is not None:
         report(summary)
     print_summary(summary)

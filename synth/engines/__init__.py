@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "ScriptedEngine",
     "check_engine",
     "close_engines",
+    "engines_opened",
     "get_engine",
     "load_responder",
 ]
@@ -113,3 +115,18 @@ def close_engines() -> None:
         for engine in _engines.values():
             engine.close()
         _engines.clear()
+
+
+@contextmanager
+def engines_opened() -> Iterator[None]:
+    """Close, on leaving, the engines first built inside the block, and only those: an engine the
+    caller (a notebook, a test session, an outer flow) already held stays open for it."""
+    with _lock:
+        before = set(_engines)
+    try:
+        yield
+    finally:
+        with _lock:
+            opened = [key for key in _engines if key not in before]
+            for key in opened:
+                _engines.pop(key).close()

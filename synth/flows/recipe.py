@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, serve
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.schedules import Cron, Interval
 
-from synth.engines import close_engines
+from synth.engines import engines_opened
 from synth.flows.registry import GENERATORS
 from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
@@ -84,11 +84,8 @@ def gpu_slot(recipe: Recipe) -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
     get_run_logger().info("waiting for a slot of the concurrency limit %r", name)
-    with concurrency(name, occupy=1):
-        try:
-            yield
-        finally:
-            close_engines()
+    with concurrency(name, occupy=1), engines_opened():
+        yield
 
 
 @contextmanager

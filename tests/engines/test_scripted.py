@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from synth.engines import ChatRequest, Completion, ScriptedEngine, close_engines, get_engine
+from synth.engines import ChatRequest, Completion, ScriptedEngine, close_engines, engines_opened, get_engine
 from synth.schemas import Message, ScriptedEngineConfig
 
 
@@ -88,3 +88,15 @@ def test_close_engines_forgets_cached_engines(engines_closed):
     a = get_engine(ScriptedEngineConfig(model="alpha"))
     close_engines()
     assert get_engine(ScriptedEngineConfig(model="alpha")) is not a
+
+
+def test_engines_opened_closes_only_the_engines_built_inside(engines_closed, monkeypatch):
+    closed: list[str] = []
+    monkeypatch.setattr(ScriptedEngine, "close", lambda self: closed.append(self.model_name))
+    held = get_engine(ScriptedEngineConfig(model="held"))  # the caller's engine, e.g. a notebook's
+    with engines_opened():
+        assert get_engine(ScriptedEngineConfig(model="held")) is held
+        inner = get_engine(ScriptedEngineConfig(model="inner"))
+    assert closed == ["inner"]
+    assert get_engine(ScriptedEngineConfig(model="held")) is held
+    assert get_engine(ScriptedEngineConfig(model="inner")) is not inner

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from synth.engines import ScriptedEngine, get_engine
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.scaleout import BatchJob, read_staged, run_job, staged_path
 from synth.schemas import ConfigFileError, ScriptedEngineConfig
@@ -120,7 +121,7 @@ def test_runs_holding_the_gpu_limit_never_overlap(tmp_path, monkeypatch):
     assert ensure_concurrency_limit("test-gpu") is False  # an existing limit is left alone
     spans: list[tuple[str, float, float]] = []
     closed: list[float] = []
-    monkeypatch.setattr(recipe_module, "close_engines", lambda: closed.append(time.monotonic()))
+    monkeypatch.setattr(ScriptedEngine, "close", lambda self: closed.append(time.monotonic()))
     monkeypatch.setattr(recipe_module, "get_run_logger", lambda: __import__("logging").getLogger("t"))
 
     def run(name: str) -> None:
@@ -134,6 +135,7 @@ def test_runs_holding_the_gpu_limit_never_overlap(tmp_path, monkeypatch):
             }
         )
         with gpu_slot(recipe):
+            get_engine(ScriptedEngineConfig(model=f"gpu-slot-{name}"))  # built inside: closed on leaving
             start = time.monotonic()
             time.sleep(1.5)
             spans.append((name, start, time.monotonic()))
