@@ -107,6 +107,23 @@ class Record(Provenance):
     language: str | None = None  # detected language of the instruction (ISO 639-1), by the language check
     ability: str | None = None  # the ability the record exercises, by the ability tagger (a taxonomy key)
     tags: list[str] = Field(default_factory=list)
+    # Preference pairs (synth generate preferences): `output` holds the chosen response too.
+    chosen: str | None = None
+    rejected: str | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    chosen_rationale: str | None = None
+    rejected_rationale: str | None = None
+    chosen_model: str | None = None
+    rejected_model: str | None = None
+    # Selection scores (synth select): each filled by the scorer that computes it.
+    complexity_score: float | None = None  # the instruction's complexity, rated by a model (Deita)
+    quality_score: float | None = None  # the response's quality, rated by a model (Deita)
+    ifd: float | None = None  # instruction-following difficulty: loss(output | instruction) / loss(output)
+    response_tokens: int | None = None  # the response's length in the scoring model's tokens
+    selection_method: str | None = None  # the method that selected the record
+    selection_rank: int | None = None  # its place in the selection order, from 0
+    selection_distance: float | None = None  # cosine distance to the nearest record selected before it
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: object) -> None:
@@ -135,6 +152,9 @@ RejectStage = Literal[
     "mixture",
     "dedup",
     "decontamination",
+    "preference",  # no usable chosen/rejected pair: a tie, too small a margin, a verdict that flips
+    "score",  # a selection scorer could not score the record (its raw reply kept)
+    "selection",  # a valid record the selection did not pick for its budget
 ]
 
 
