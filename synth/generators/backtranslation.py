@@ -91,6 +91,7 @@ class BacktranslationGenerator:
         pairs: Sequence[tuple[str, str]],
         run_id: str = "",
         backward: Engine | None = None,
+        trained_backward: bool = False,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -98,6 +99,9 @@ class BacktranslationGenerator:
         self.run_id = run_id
         self.origin = Origin(GENERATOR, run_id, config.seed, self.backward.model_name)
         self.pool = list(pairs)
+        # A backward model fine-tuned on (output -> instruction) chats (self-training) is asked with
+        # the segment alone, the way it was trained; an untrained model gets the few-shot prompt.
+        self.trained_backward = trained_backward
         self.t_backward = load_template("backtranslation_backward", config.language)
         self.t_grade = load_template("backtranslation_grade", config.language)
 
@@ -106,6 +110,11 @@ class BacktranslationGenerator:
         self.pool.extend(pairs)
 
     def backward_request(self, seg: Segment, rng: random.Random, where: tuple) -> ChatRequest:
+        sampling = self.config.augment_sampling.model_copy(
+            update={"seed": request_seed(self.config.seed, *where, "backward")}
+        )
+        if self.trained_backward:
+            return ChatRequest(messages=[Message(role="user", content=seg.text)], sampling=sampling, tag="backward")
         demos = rng.sample(self.pool, min(self.config.num_demos, len(self.pool)))
         examples = "\n\n".join(
             f"[TEXT START]\n{defuse(out)}\n[TEXT END]\n{_PREFILL} {defuse(ins)}" for ins, out in demos
@@ -113,9 +122,7 @@ class BacktranslationGenerator:
         return ChatRequest(
             messages=[Message(role="user", content=self.t_backward.render(examples=examples, output=defuse(seg.text)))],
             prefill=_PREFILL,
-            sampling=self.config.augment_sampling.model_copy(
-                update={"seed": request_seed(self.config.seed, *where, "backward")}
-            ),
+            sampling=sampling,
             # The instruction is the reply's first paragraph; a model that writes on is done.
             stop=["[TEXT START]", "\n\n"],
             tag=self.t_backward.name,
@@ -136,10 +143,11 @@ class BacktranslationGenerator:
         out = ChunkResult()
         rng = random.Random(f"{self.config.seed}:{batch}:{rnd}")
         wheres = [(batch, rnd, i) for i in range(len(segments))]
+        oversized = 0
         if any(len(s.text) > MAX_SEGMENT_CHARS for s in segments):
             for s in segments:
                 if len(s.text) > MAX_SEGMENT_CHARS:
-                    out.stats.oversized += 1
+                    oversized += 1
                     out.rejects.append(segment_reject(s, OVERSIZED, self.run_id, self.config.seed))
             kept = [i for i, s in enumerate(segments) if len(s.text) <= MAX_SEGMENT_CHARS]
             segments, wheres = [segments[i] for i in kept], [wheres[i] for i in kept]
@@ -166,9 +174,19 @@ class BacktranslationGenerator:
                 out.rejects.append(self._reject(rnd, segments[i], "augmentation", "empty instruction", raw=reply.text))
             else:
                 candidates.append((i, instruction))
-        grades = self.engine.chat([self.grade_request(ins, segments[i], wheres[i]) for i, ins in candidates])
-        for (i, instruction), reply in zip(candidates, grades, strict=True):
-            seg = segments[i]
+        graded = self.grade(rnd, [(segments[i], ins, wheres[i]) for i, ins in candidates])
+        out.kept, out.stats = graded.kept, graded.stats
+        out.stats.oversized = oversized
+        out.rejects.extend(graded.rejects)
+        return out
+
+    def grade(self, rnd: int, candidates: Sequence[tuple[Segment, str, tuple]], **fields: object) -> ChunkResult:
+        """Self-curation: grade each (segment, instruction, where) pair with `self.engine` and keep
+        those at or above `min_score`; `fields` are added to every record and reject (the
+        self-training loop's grades of earlier iterations, its tags)."""
+        out = ChunkResult()
+        grades = self.engine.chat([self.grade_request(ins, seg, where) for seg, ins, where in candidates])
+        for (seg, instruction, _), reply in zip(candidates, grades, strict=True):
             parsed = None if reply.finish_reason == "error" else parse_grade(reply.text)
             if parsed is None:
                 out.stats.unparseable += 1
@@ -182,6 +200,7 @@ class BacktranslationGenerator:
                         instruction=instruction,
                         raw=reply.text,
                         detail=reply.error or "",
+                        **fields,
                     )
                 )
                 continue
@@ -195,19 +214,13 @@ class BacktranslationGenerator:
                 judge_model=self.engine.model_name,
             )
             if score < self.config.min_score:
-                out.rejects.append(
-                    self._reject(rnd, seg, "self-curation", f"score {score} below {self.config.min_score}", **judged)
-                )
+                reason = f"score {score} below {self.config.min_score}"
+                out.rejects.append(self._reject(rnd, seg, "self-curation", reason, **judged, **fields))
             else:
                 out.stats.kept += 1
-                out.kept.append(
-                    Record(
-                        output=seg.text,
-                        tags=["backtranslation", "document-derived"],
-                        **judged,
-                        **self._common(rnd, seg),
-                    )
-                )  # type: ignore[arg-type]
+                tags = ["backtranslation", "document-derived"]
+                made = {"output": seg.text, "tags": tags, **self._common(rnd, seg), **judged, **fields}
+                out.kept.append(Record(**made))
         return out
 
     def _common(self, rnd: int, seg: Segment) -> dict:
@@ -222,7 +235,7 @@ class BacktranslationGenerator:
 
     def _reject(self, rnd: int, seg: Segment, stage: str, reason: str, **fields: object) -> Reject:
         fields.setdefault("output", seg.text)
-        return Reject(stage=stage, reason=reason, **self._common(rnd, seg), **fields)  # type: ignore[arg-type]
+        return Reject(stage=stage, reason=reason, **{**self._common(rnd, seg), **fields})  # type: ignore[arg-type]
 
 
 def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:

@@ -104,6 +104,7 @@ class Record(Provenance):
     judge_rationale: str | None = None
     judge_model: str | None = None
     judge_rubric: str | None = None  # hash of the rubric the judge scored against
+    grades: list[float] = Field(default_factory=list)  # self-training: each iteration's grade, M0's first
     language: str | None = None  # detected language of the instruction (ISO 639-1), by the language check
     ability: str | None = None  # the ability the record exercises, by the ability tagger (a taxonomy key)
     tags: list[str] = Field(default_factory=list)

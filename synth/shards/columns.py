@@ -54,6 +54,7 @@ _TYPES: dict[str, pl.DataType] = {
     "judge_rationale": pl.String(),
     "judge_model": pl.String(),
     "judge_rubric": pl.String(),
+    "grades": pl.List(pl.Float64),
     "language": pl.String(),
     "ability": pl.String(),
     "tags": pl.List(pl.String),
