@@ -1,0 +1,78 @@
+"""The preference-pairs config: K sampled responses per instruction, graded by a judge, best vs worst."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled
+
+
+class PreferencesConfig(_Profiled):
+    """Preference pairs for DPO: each source instruction gets `samples` responses (each with its own
+    seed; spread over the run's engine and `response_engines`, in turn), each graded `judge_samples`
+    times by the run's engine on a 5-point rubric (structured output, rationale first); the pair is
+    the best graded response (chosen) against the worst (rejected).
+
+    Defaults (`profile: paper`) are Self-Rewarding's recipe (Yuan et al. 2024): 4 responses at
+    temperature 0.7, top-p 0.9; each graded 3 times and the grades averaged; the highest and lowest
+    scoring make the pair, and a tie is no pair. `min_margin` can ask for more than "not a tie".
+    `position_check` is off by default: that recipe (and UltraFeedback's) grades each response on its
+    own, so there is no order to be biased by; when on, the chosen and rejected responses are also
+    compared side by side in both orders (Zheng et al. 2023) and a pair whose verdict flips with the
+    order, or that prefers the rejected one, is a reject."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {
+            # A 135M model rambles on; one greedy grade is all its judgement is worth.
+            "response_sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 384},
+            "judge_samples": 1,
+            "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
+        }
+    }
+
+    source: str = Field(description="Dataset directory, or a JSONL/JSON/Parquet file with an instruction column.")
+    language: str = _language()
+    samples: int = Field(default=4, ge=2, le=64, description="Responses per instruction (K).")
+    judge_samples: int = Field(
+        default=3, ge=1, le=16, description="Grades per response, averaged (Self-Rewarding averages three)."
+    )
+    min_margin: float = Field(
+        default=0.0,
+        ge=0,
+        le=4,
+        description="The chosen response's score must beat the rejected one's by at least this; a tie is never "
+        "a pair (0: any difference, as Self-Rewarding).",
+    )
+    position_check: bool = Field(
+        default=False,
+        description="Also compare chosen and rejected side by side, in both orders; a verdict that flips with the "
+        "order (position bias) or prefers the rejected response is a reject.",
+    )
+    system_prompt: str = Field(default="", description="A system message for the responses; empty: none.")
+    chunk_size: int = Field(default=64, ge=1, description="Source instructions per committed batch.")
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N source instructions.")
+    response_engines: list[EngineConfig] = Field(
+        default_factory=list,
+        description="More engines that write responses (UltraFeedback's several models): response j of an "
+        "instruction comes from engine j mod (1 + len(response_engines)), the run's engine first.",
+    )
+    response_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=2048)
+    )
+    judge_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=256)
+    )
+    compare_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
+    )
+    seed: int = 0
+
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {"source": self.source}
+
+    def identity(self) -> dict[str, Any]:
+        """What defines a run's output: everything but the source path (its content is hashed)."""
+        return _identity(self, {"source"})
