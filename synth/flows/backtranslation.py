@@ -138,6 +138,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     run_id: str
     backward_engine: EngineConfig | None = None
     backward_model: Engine | None = None
+    trained_backward: bool = False  # the backward model was fine-tuned (self-training): no few-shot prompt
     generator: ClassVar[str] = GENERATOR
 
     def open(self, run: RunContext) -> str:
@@ -145,7 +146,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
         if backward is None and self.backward_engine is not None:
             backward = get_engine(self.backward_engine)
         self._gen = BacktranslationGenerator(
-            self.config, run.engine, self.seeds.pairs, run_id=self.run_id, backward=backward
+            self.config, run.engine, self.seeds.pairs, self.run_id, backward, self.trained_backward
         )
         return f"Backtranslation of {self.config.docs} into {run.dataset.path}: rounds done of {self.config.rounds}"
 
@@ -225,7 +226,12 @@ def backtranslation_flow(
     backward_engine: EngineConfig | None = None,
     curation: CurationConfig | None = None,
 ) -> dict[str, Any]:
-    """Backtranslation into a dataset directory, on the configured engine (the embedded model by default)."""
+    """Backtranslation into a dataset directory, on the configured engine (the embedded model by
+    default); with `config.self_train`, the paper's self-training loop (see `synth.flows.self_training`)."""
+    if config.self_train is not None:
+        from synth.flows.self_training import run_self_training
+
+        return run_self_training(config, engine or VLLMEngineConfig(), dataset, config.self_train, curation=curation)
     return run_backtranslation(
         config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
     )

@@ -225,7 +225,7 @@ class BacktranslationGenerator:
 
     def _common(self, rnd: int, seg: Segment) -> dict:
         return self.origin.fields(
-            template=self.t_backward,
+            template=None if self.trained_backward else self.t_backward,
             sampling=self.config.augment_sampling,
             round=rnd,
             source_doc=seg.doc,

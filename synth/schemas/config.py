@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from synth.schemas.records import Sampling
+from synth.schemas.self_train import SelfTrainConfig
 
 
 class _Strict(BaseModel):
@@ -352,6 +353,9 @@ class BacktranslationConfig(_Strict):
         default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
     )
     seed: int = 0
+    self_train: SelfTrainConfig | None = Field(
+        default=None, description="Run the paper's self-training loop (trained backward model and graders)."
+    )
 
     def input_paths(self) -> dict[str, str | None]:
         """The files this config reads, by key (checked when a recipe loads)."""
@@ -359,8 +363,9 @@ class BacktranslationConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """Everything but the paths: the documents' path is part of the run id on its own, and the
-        seed file is identified by its pairs' content."""
-        return _identity(self, {"docs", "seeds"})
+        seed file is identified by its pairs' content. The self-training loop's settings decide its
+        models, whose weights enter its runs' ids."""
+        return _identity(self, {"docs", "seeds", "self_train"})
 
 
 class DatasetConfig(_Strict):

@@ -2,7 +2,7 @@
 (prompt, completion) chats in either direction.
 
 A dataset directory gives its kept records, read through `synth.shards.scan`, which checks every
-shard against the manifest. A file holds `instruction`, `input` (optional) and `output` fields,
+shard against the manifest (with the system message a record's `messages` open with, if any). A file holds `instruction`, `input` (optional) and `output` fields,
 and optionally `system`, a system message for that example (Humpback tags seed and augmented data
 with two different ones); a problem names the file and the line (JSONL) or the row (Parquet,
 counted from 1). Records of a dataset without an instruction or an output cannot be trained on:
@@ -165,13 +165,16 @@ def _from_dataset(path: Path) -> Examples:
 
     if not (path / MANIFEST).is_file():
         raise TrainingDataError(f"{path}: a folder without {MANIFEST} is not a dataset")
-    frame = scan(path).select("instruction", "input", "output").collect()
+    frame = scan(path).select("instruction", "input", "output", "messages").collect()
     items, skipped = [], 0
-    for instruction, inp, output in frame.iter_rows():
+    for instruction, inp, output, messages in frame.iter_rows():
         if not (instruction or "").strip() or not (output or "").strip():
             skipped += 1
             continue
-        items.append(Example(instruction=instruction, output=output, input=inp or ""))
+        # A record whose conversation opens with a system message (the self-training loop's
+        # source tags) is trained with it.
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        items.append(Example(instruction=instruction, output=output, input=inp or "", system=system))
     if not items:
         raise TrainingDataError(f"{path}: the dataset has no kept records with an instruction and an output")
     return Examples(items, str(path), skipped)
