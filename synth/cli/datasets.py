@@ -32,10 +32,11 @@ def inspect_dataset(
 
 def export_dataset(
     path: Annotated[Path, typer.Argument(help="Dataset directory.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | alpaca | sharegpt | messages")] = "messages",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | alpaca | sharegpt | messages | dpo")] = "messages",
     out: Annotated[Path | None, typer.Option("--out", help="Output file (default: DIR/export/FORMAT.jsonl).")] = None,
 ) -> None:
-    """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT or chat messages."""
+    """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT, chat
+    messages, or preference pairs for DPO (prompt, chosen, rejected)."""
     from synth.shards.export import FORMATS, export
     from synth.shards.layout import MANIFEST
 
@@ -47,6 +48,8 @@ def export_dataset(
     check_out_file(target)
     state.writing_to = target
     rows = export(path, fmt, target)  # type: ignore[arg-type]
+    if fmt == "dpo" and rows == 0:
+        console.print(Text(f"{path} holds no preference pairs (made by `synth generate preferences`)"))
     console.print(Text(f"{rows} records written to {target}"))
 
 

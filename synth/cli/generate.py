@@ -1,4 +1,5 @@
-"""`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation, Magpie) into a dataset.
+"""`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation, Magpie, preference
+pairs) into a dataset.
 
 Each command reads its options into configs, has the registry check its seeds or sources (a bad
 file fails before any model loads), checks everything else a run needs, then calls the flow.
@@ -26,7 +27,7 @@ from synth.cli.options import (
     load_engine,
     where,
 )
-from synth.cli.output import print_backtranslation_funnel, print_evol_rounds, print_profile, print_summary
+from synth.cli.output import console, print_backtranslation_funnel, print_evol_rounds, print_profile, print_summary
 from synth.flows import api
 
 app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
@@ -254,3 +255,82 @@ def generate_magpie(
         max_batches=max_batches, profile=profile, language=language, seed=seed,
     )  # fmt: skip
     _run("magpie", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
+
+
+@app.command("preferences")
+def generate_preferences(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file.",
+        ),
+    ],
+    out: OutOpt,
+    samples: Annotated[int, typer.Option("--samples", "-k", min=2, help="Responses per instruction (K).")] = 4,
+    judge_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-samples", min=1, help="Grades per response, averaged (default: the profile's; paper: 3)."
+        ),
+    ] = None,
+    min_margin: Annotated[
+        float,
+        typer.Option(
+            "--min-margin", min=0, max=4, help="Chosen must beat rejected by at least this; a tie is never a pair."
+        ),
+    ] = 0.0,
+    position_check: Annotated[
+        bool,
+        typer.Option(
+            "--position-check/--no-position-check",
+            help="Also compare chosen and rejected side by side in both orders; a verdict that flips is a reject.",
+        ),
+    ] = False,
+    system_prompt: Annotated[
+        str, typer.Option("--system-prompt", help="A system message for the responses (default: none).")
+    ] = "",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N instructions.")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 64,
+    engine_config: EngineOpt = None,
+    response_engine_configs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--response-engine-config",
+            help="Another engine that writes responses (repeatable); responses alternate between the engines.",
+        ),
+    ] = None,
+    profile: ProfileOpt = "paper",
+    language: LanguageOpt = "en",
+    seed: Annotated[int, typer.Option(help="Run seed (the responses' and grades' sampling).")] = 0,
+    shard_rows: ShardRowsOpt = 10_000,
+    wait: WaitOpt = 0,
+    curation: CurationOpt = None,
+) -> None:
+    """Preference pairs for DPO (Self-Rewarding recipe): K responses per instruction, each graded
+    by the judge on a rubric; the best against the worst, ties and small margins rejected.
+
+    Re-running the same command resumes the run.
+    """
+    api.prepare_process()
+    from synth.schemas.preferences import PreferencesConfig
+
+    engine = load_engine(engine_config)
+    extra = [(load_engine(p), where(p)) for p in response_engine_configs or []]
+    given = {"judge_samples": judge_samples} if judge_samples is not None else {}
+    config = PreferencesConfig(
+        source=source, samples=samples, min_margin=min_margin, position_check=position_check,
+        system_prompt=system_prompt, limit=limit, chunk_size=chunk_size, response_engines=[e for e, _ in extra],
+        profile=profile, language=language, seed=seed, **given,
+    )  # fmt: skip
+    engines = [(engine, where(engine_config)), *extra]
+    _run("preferences", config, out, engines, curation, shard_rows, wait, report=print_pairs)
+
+
+def print_pairs(summary: dict[str, Any]) -> None:
+    """How many source instructions became pairs (before the curation chain)."""
+    pairs = summary.get("pairs", {})
+    console.print(
+        f"preference pairs: {pairs.get('paired', 0)} of {pairs.get('instructions', 0)} instructions paired "
+        "(before curation; the rejects say why the others were not)"
+    )

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
 from synth.schemas.magpie import MagpieConfig
+from synth.schemas.preferences import PreferencesConfig
 
 
 @dataclass(frozen=True)
@@ -75,5 +76,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.backtranslation:check_inputs",
         ),
         Generator("magpie", MagpieConfig, "synth.flows.magpie:magpie_flow", "synth.flows.magpie:check_inputs"),
+        Generator(
+            "preferences",
+            PreferencesConfig,
+            "synth.flows.preferences:preferences_flow",
+            "synth.flows.preferences:check_inputs",
+        ),
     )
 }

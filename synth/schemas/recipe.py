@@ -19,6 +19,7 @@ from synth.schemas.config import (
 from synth.schemas.curation import CurationConfig
 from synth.schemas.files import ConfigFileError, load_config_file
 from synth.schemas.magpie import MagpieConfig
+from synth.schemas.preferences import PreferencesConfig
 
 
 class SelfInstructStep(SelfInstructConfig):
@@ -37,8 +38,13 @@ class MagpieStep(MagpieConfig):
     generator: Literal["magpie"]
 
 
+class PreferencesStep(PreferencesConfig):
+    generator: Literal["preferences"]
+
+
 Step = Annotated[
-    SelfInstructStep | EvolInstructStep | BacktranslationStep | MagpieStep, Field(discriminator="generator")
+    SelfInstructStep | EvolInstructStep | BacktranslationStep | MagpieStep | PreferencesStep,
+    Field(discriminator="generator"),
 ]
 
 

@@ -107,6 +107,7 @@ def render_card(manifest: Manifest) -> str:
                 lines.append(f"| {stage} | {reason} | {n} |")
     else:
         lines.append("No rejects.")
+    lines += _pair_section(manifest)
     lines += [
         "",
         "## Loading",
@@ -127,6 +128,33 @@ def render_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _pair_section(manifest: Manifest) -> list[str]:
+    """What the preference-pair columns hold, for a dataset with a run of the pair generator."""
+    if not any(run.generator == "preferences" for run in manifest.runs.values()):
+        return []
+    return [
+        "",
+        "## Preference pairs",
+        "",
+        "Records of the `preferences` generator are pairs for DPO-style training. Several responses",
+        "to the same instruction were sampled and each graded 1-5 by a judge model on a rubric;",
+        "the best and the worst graded make the pair (ties and too small margins are rejects).",
+        "",
+        "| column | holds |",
+        "|---|---|",
+        "| `instruction`, `input` | the prompt (with `messages[:-1]`, any system turn) |",
+        "| `chosen`, `output` | the best graded response |",
+        "| `rejected` | the worst graded response |",
+        "| `chosen_score`, `rejected_score` | their mean grades (1-5) |",
+        "| `chosen_rationale`, `rejected_rationale` | the judge's reasons |",
+        "| `chosen_model`, `rejected_model` | the models that wrote them |",
+        "| `source_id`, `parent_id` | the source instruction (`parent_id` when it is a record of a dataset) |",
+        "",
+        "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
+        "conversational form TRL's `DPOTrainer` reads; other records have these columns empty.",
+    ]
 
 
 def write_card(path: Path, manifest: Manifest) -> None:

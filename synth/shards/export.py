@@ -4,6 +4,9 @@
 - `alpaca`: `id`, `instruction`, `input`, `output`.
 - `sharegpt`: `id`, `conversations` of `{"from": "human"|"gpt", "value": ...}`.
 - `messages`: `id`, `messages` of `{"role", "content"}` (TRL, `datasets` chat format).
+- `dpo`: `id`, `prompt`, `chosen`, `rejected` for TRL's DPO trainer, in its conversational form:
+  `prompt` is the conversation up to the answer (system and user turns), `chosen` and `rejected`
+  one assistant turn each. Only records that hold a preference pair (`synth generate preferences`).
 
 Every format keeps the record's `id`, so a trained model's data can be traced back to the dataset
 (and through it to the run, prompt and model that made each record); training tools ignore it.
@@ -20,8 +23,14 @@ import polars as pl
 from synth.shards.atomic import atomic_write_bytes
 from synth.shards.read import scan
 
-ExportFormat = Literal["jsonl", "alpaca", "sharegpt", "messages"]
-FORMATS: tuple[str, ...] = ("jsonl", "alpaca", "sharegpt", "messages")
+ExportFormat = Literal["jsonl", "alpaca", "sharegpt", "messages", "dpo"]
+FORMATS: tuple[str, ...] = ("jsonl", "alpaca", "sharegpt", "messages", "dpo")
+
+
+def _assistant(column: str) -> pl.Expr:
+    """One assistant turn holding `column`, as a list of one `{"role", "content"}` struct."""
+    turn = pl.struct(pl.lit("assistant").alias("role"), pl.col(column).alias("content"))
+    return pl.concat_list(turn).alias(column)
 
 
 def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
@@ -33,6 +42,10 @@ def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
         return kept.select("id", "instruction", "input", "output").collect()
     if fmt == "messages":
         return kept.select("id", "messages").collect()
+    if fmt == "dpo":
+        prompt = pl.col("messages").list.head(pl.col("messages").list.len() - 1).alias("prompt")
+        pairs = kept.filter(pl.col("chosen").is_not_null() & pl.col("rejected").is_not_null())
+        return pairs.select("id", prompt, _assistant("chosen"), _assistant("rejected")).collect()
     if fmt == "sharegpt":
         turn = pl.struct(
             pl.element()

@@ -1,0 +1,120 @@
+"""The preference-pairs flow: one Prefect task per chunk of source instructions.
+
+A chunk is the unit of commit and resume: re-running the same command skips committed chunks, so
+no instruction is sampled, graded or written twice. Responses are seeded by the run seed, the
+source record's id and the response's number, so a resumed chunk makes what an uninterrupted run
+would have made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Unpack
+
+from synth.engines import Engine, get_engine
+from synth.flows.common import Committed
+from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
+from synth.generators.sources import SourceError, SourceItem, load_instructions
+from synth.prompts import load_template
+from synth.schemas import DatasetConfig, EngineConfig, run_id
+from synth.schemas.preferences import PreferencesConfig
+
+
+def _is_output(config: PreferencesConfig, dataset: str | Path) -> bool:
+    return Path(config.source).resolve() == Path(dataset).resolve()
+
+
+def check_inputs(config: PreferencesConfig, dataset: str | Path) -> None:
+    """Read the source, so a bad file fails naming its line before any model loads; the pairs go
+    to another dataset than the one they are made from (a source that changes while it is read
+    would change the run)."""
+    if _is_output(config, dataset):
+        raise SourceError(f"{config.source}: write the preference pairs to another dataset than their source")
+    load_instructions(config.source)
+
+
+def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[SourceItem]) -> str:
+    """A hash of the config, the source's content (not its path), the templates and the models."""
+    source_hash = hashlib.sha256(
+        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()
+    ).hexdigest()
+    templates = [load_template(name, config.language).hash for name in (GRADE, COMPARE)]
+    return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
+
+
+def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
+
+
+@dataclass
+class PreferencesJob(Built[PreferencesGenerator]):
+    """The preference pairs' part of a run (see `synth.flows.run`): one batch per chunk of source
+    instructions; the counts of instructions read and paired accumulate in the run's state."""
+
+    config: PreferencesConfig
+    items: list[SourceItem]
+    run_id: str
+    writers: Sequence[Engine] | None = None  # live response engines (tests); None: from the config
+    generator: ClassVar[str] = GENERATOR
+    _chunks: list[list[SourceItem]] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def chunks(self) -> list[list[SourceItem]]:
+        if not self._chunks:
+            size = self.config.chunk_size
+            self._chunks = [self.items[i : i + size] for i in range(0, len(self.items), size)]
+        return self._chunks
+
+    def open(self, run: RunContext) -> str:
+        writers = self.writers
+        if writers is None:
+            writers = [get_engine(e) for e in self.config.response_engines]
+        parents = Path(self.config.source).is_dir()
+        self._gen = PreferencesGenerator(self.config, run.engine, self.run_id, writers=writers, parents=parents)
+        return f"Preference pairs into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        chunks = self.chunks
+        for chunk in range(run.info.batches_done, len(chunks)):
+            yield Spec(chunk, chunks[chunk])
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        result = self.gen.run_chunk(spec.batch, spec.data)
+        counts = merge_counts(
+            run.info.state.get("pairs", {}), {"instructions": result.instructions, "paired": result.paired}
+        )
+        return Batch(result.kept, result.rejects, {"pairs": counts})
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{len(spec.data)} instructions, {len(batch.kept)} paired"
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.batches_done / max(1, len(self.chunks))
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["pairs"] = run.info.state.get("pairs", {})
+        summary["source_instructions"] = len(self.items)
+
+
+def run_preferences(
+    config: PreferencesConfig,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    *,
+    writers: Sequence[Engine] | None = None,
+    **options: Unpack[RunOptions],
+) -> dict[str, Any]:
+    """Run (or resume) preference pairs from `config.source` into `dataset` (see `RunOptions`;
+    `writers`: live engines that write responses beside the run's, instead of the config's
+    `response_engines`); returns a summary with the counts of instructions read and paired."""
+    check_inputs(config, dataset.path)
+    items = load_instructions(config.source)[: config.limit]
+    rid = preferences_run_id(config, engine, items)
+    return run_job(PreferencesJob(config, items, rid, writers), engine, dataset, **options)
+
+
+preferences_flow = generator_flow("preferences", PreferencesConfig, run_preferences, "Preference pairs")
