@@ -92,8 +92,23 @@ def magpie(tmp_path):
     )
 
 
+def preferences(tmp_path):
+    from synth.flows.preferences import run_preferences
+    from synth.schemas.preferences import PreferencesConfig
+    from tests.flows.test_preferences_flow import Graded, write_source
+
+    run_preferences(
+        PreferencesConfig(source=write_source(tmp_path), chunk_size=3, judge_samples=2, seed=5),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(Graded()),
+        batch_retries=0,
+    )
+
+
 PINS = {
     "magpie": (magpie, "7fdac6a98128e78f"),
+    "preferences": (preferences, "97cf3ec4fca30448"),
     "self_instruct": (self_instruct, "58af3f74ce1363a5"),
     "evol_instruct": (evol, "5d5c899797fc21b2"),
     # Self-grading rejects are of stage "self-curation" (was "curation", the chain's phase name).
