@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from synth.cli import curate, datasets, generate, model, recipes, train
+from synth.cli import curate, datasets, generate, model, recipes, select, train
 from synth.cli.errors import ReportingGroup, state
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ app.command("prepare-model")(model.prepare_model)
 app.command("verify")(datasets.verify_dataset)
 app.command("train")(train.train_model)
 app.command("evaluate")(train.evaluate)
+app.command("select")(select.select)
 
 
 def main() -> None:

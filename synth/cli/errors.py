@@ -49,6 +49,7 @@ _KNOWN_ERRORS = {
     "SourceError": 2,
     "DocumentError": 2,
     "CurationInputError": 2,
+    "SelectionInputError": 2,
     "BenchmarkFileError": 2,
     "IndexMismatchError": 2,
     "EngineConfigError": 2,

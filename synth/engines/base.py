@@ -43,6 +43,34 @@ class Completion(BaseModel):
     error: str | None = None
 
 
+class ContinuationRequest(BaseModel):
+    """Text to score, not to continue: the log-probability of each token of `continuation` after
+    `context` (a prompt already rendered, chat template included). Nothing is generated."""
+
+    context: str
+    continuation: str
+    max_tokens: int | None = None  # score at most this many continuation tokens (the rest is cut)
+    tag: str = ""
+
+
+class ContinuationScore(BaseModel):
+    """The log-probability of each scored continuation token, in order; empty with `error` set when
+    the request failed."""
+
+    logprobs: list[float] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    error: str | None = None
+
+
+class ContinuationScorer(Protocol):
+    """An engine that can score continuations (`prompt_logprobs` in vLLM, `echo` + `logprobs` on an
+    OpenAI-compatible completions endpoint). Like `chat`, one failed request never raises."""
+
+    model_name: str
+
+    def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]: ...
+
+
 _SENTINEL = "\x00SYNTH-TURN\x00"
 
 
@@ -109,6 +137,15 @@ class Metered:
             entry[0] += reply.prompt_tokens
             entry[1] += reply.completion_tokens
         return replies
+
+    def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
+        score = getattr(self.engine, "score_continuations", None)
+        if score is None:
+            raise EngineError(f"the engine {self.model_name} cannot score continuations")
+        scores: list[ContinuationScore] = score(requests)
+        for request, result in zip(requests, scores, strict=True):
+            self._counts.setdefault(request.tag or "other", [0, 0])[0] += result.prompt_tokens
+        return scores
 
     def chat_template(self) -> Any:
         get = getattr(self.engine, "chat_template", None)

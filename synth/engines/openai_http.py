@@ -16,7 +16,14 @@ from typing import Any
 
 import httpx
 
-from synth.engines.base import ChatRequest, ChatTemplate, Completion, EngineError
+from synth.engines.base import (
+    ChatRequest,
+    ChatTemplate,
+    Completion,
+    ContinuationRequest,
+    ContinuationScore,
+    EngineError,
+)
 from synth.schemas import OpenAIEngineConfig
 
 log = logging.getLogger(__name__)
@@ -71,44 +78,87 @@ class OpenAIEngine:
             }
         return body
 
-    def _one(self, request: ChatRequest) -> Completion:
-        body = self._body(request)
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response | str:
+        """The server's answer to `body` (retried on connection errors, timeouts, 429 and 5xx), or
+        the last error as text."""
         last_error = ""
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
-                response = self._client.post(
-                    "/completions" if request.raw is not None else "/chat/completions", json=body
-                )
+                response = self._client.post(path, json=body)
             except httpx.RequestError as e:  # connection, timeout, protocol and decoding errors
                 last_error = f"{type(e).__name__}: {e}"
                 continue
             if response.status_code in _RETRY_STATUS:
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
-            if response.status_code >= 400:
-                return Completion(
-                    text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}"
-                )
-            try:
-                data = response.json()
-                choice = data["choices"][0]
-                usage = data.get("usage") or {}
-                reason = choice.get("finish_reason")
-                text = choice["text"] if request.raw is not None else choice["message"].get("content")
-                return Completion(
-                    text=text or "",
-                    finish_reason="length" if reason == "length" else "stop",
-                    prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0,
-                )
-            except (ValueError, KeyError, IndexError, TypeError) as e:
-                return Completion(
-                    text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}"
-                )
+            return response
         log.warning("request failed after %d attempts: %s", self.config.max_retries + 1, last_error)
-        return Completion(text="", finish_reason="error", error=last_error)
+        return last_error
+
+    def _one(self, request: ChatRequest) -> Completion:
+        body = self._body(request)
+        response = self._post("/completions" if request.raw is not None else "/chat/completions", body)
+        if isinstance(response, str):
+            return Completion(text="", finish_reason="error", error=response)
+        if response.status_code >= 400:
+            return Completion(
+                text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}"
+            )
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            reason = choice.get("finish_reason")
+            text = choice["text"] if request.raw is not None else choice["message"].get("content")
+            return Completion(
+                text=text or "",
+                finish_reason="length" if reason == "length" else "stop",
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            return Completion(text="", finish_reason="error", error=f"malformed reply: {e!r}: {response.text[:300]}")
+
+    def _score_one(self, request: ContinuationRequest) -> ContinuationScore:
+        """`/completions` with `echo` and `logprobs`: the prompt's tokens come back with their
+        log-probabilities and character offsets; those starting at or after the context's end are
+        the continuation's. The server tokenizes the joined text, so a token that straddles the
+        boundary counts as the continuation's."""
+        body = {
+            "model": self.config.model,
+            "prompt": request.context + request.continuation,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 0,
+        }
+        response = self._post("/completions", body)
+        if isinstance(response, str):
+            return ContinuationScore(error=response)
+        if response.status_code >= 400:
+            return ContinuationScore(error=f"HTTP {response.status_code}: {response.text[:500]}")
+        try:
+            data = response.json()
+            logprobs = data["choices"][0]["logprobs"]
+            usage = data.get("usage") or {}
+            generated = int(usage.get("completion_tokens") or 1)
+            values = logprobs["token_logprobs"][:-generated] if generated else logprobs["token_logprobs"]
+            offsets = logprobs["text_offset"][: len(values)]
+            start = len(request.context)
+            scored = [float(v) for v, at in zip(values, offsets, strict=True) if at >= start and v is not None]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            return ContinuationScore(error=f"malformed reply: {e!r}: {response.text[:300]}")
+        if request.max_tokens is not None:
+            scored = scored[: request.max_tokens]
+        if not scored:
+            return ContinuationScore(error="no continuation token in the reply")
+        return ContinuationScore(logprobs=scored, prompt_tokens=int(usage.get("prompt_tokens") or 0))
+
+    def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
+        """Each continuation's token log-probabilities, the requests run concurrently."""
+        return list(self._pool.map(self._score_one, requests))
 
     def chat_template(self) -> ChatTemplate | None:
         """The chat template of the tokenizer folder the config names (`tokenizer`), if any: a

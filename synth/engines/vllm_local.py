@@ -9,7 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from synth.engines.base import ChatRequest, ChatTemplate, Completion, EngineError
+from synth.engines.base import (
+    ChatRequest,
+    ChatTemplate,
+    Completion,
+    ContinuationRequest,
+    ContinuationScore,
+    EngineError,
+)
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
 
@@ -166,6 +173,48 @@ class VLLMEngine:
             for i, completion in zip(indices, self._completions(outputs), strict=True):
                 results[i] = completion
         return [r for r in results if r is not None]
+
+    def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
+        """Each continuation's token log-probabilities after its context, from one `LLM.generate`
+        call with `prompt_logprobs=0` and `max_tokens=1` (the one sampled token is discarded).
+
+        Context and continuation are tokenized apart and joined as token ids, so the scored tokens
+        are exactly the continuation's. What does not fit `max_model_len` is cut from the
+        continuation's end; a context that leaves no room fails that request alone."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tokenizer = self.llm.get_tokenizer()
+        room = self.config.max_model_len - 1  # the one generated token needs a place too
+        results: list[ContinuationScore | None] = [None] * len(requests)
+        prompts: list[tuple[int, list[int], int]] = []  # request index, token ids, where the continuation starts
+        for i, request in enumerate(requests):
+            context = tokenizer.encode(request.context, add_special_tokens=False)
+            if not context and tokenizer.bos_token_id is not None:
+                context = [tokenizer.bos_token_id]
+            continuation = tokenizer.encode(request.continuation, add_special_tokens=False)
+            if request.max_tokens is not None:
+                continuation = continuation[: request.max_tokens]
+            continuation = continuation[: max(0, room - len(context))]
+            if not context or not continuation:
+                what = "no context token" if not context else "no continuation token fits max_model_len"
+                results[i] = ContinuationScore(error=what, prompt_tokens=len(context))
+                continue
+            prompts.append((i, context + continuation, len(context)))
+        if prompts:
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for _, ids, _ in prompts], sampling_params=params, use_tqdm=False
+            )
+            for (i, ids, start), out in zip(prompts, outputs, strict=True):
+                positions = out.prompt_logprobs or []
+                try:
+                    logprobs = [float(positions[k][ids[k]].logprob) for k in range(start, len(ids))]  # type: ignore[index]
+                except (IndexError, KeyError, TypeError) as e:
+                    results[i] = ContinuationScore(error=f"no prompt log-probability: {e!r}", prompt_tokens=len(ids))
+                    continue
+                results[i] = ContinuationScore(logprobs=logprobs, prompt_tokens=len(ids))
+        return [r if r is not None else ContinuationScore(error="not scored") for r in results]
 
     @staticmethod
     def _completions(outputs: Sequence[Any]) -> list[Completion]:

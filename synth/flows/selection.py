@@ -1,0 +1,290 @@
+"""Selecting a budget of records from a dataset into another (`synth select`), and comparing
+methods on the same budget.
+
+The output is a dataset like any other: the selected records are its kept records, each with its
+scores, `selection_method`, `selection_rank` and `selection_distance`; every other record is a
+reject (stage `selection`, or `score` where a scorer could not score it, with its raw reply), so
+nothing is lost. The run's config in the manifest records the selection's parameters and the
+scorers' keys and models; its state holds the subset's figures (mean scores, diversity).
+Scores and embeddings are stored once per scorer (`synth.selection.store`): a second selection, a
+second method or a resumed run reads them instead of scoring again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from synth.engines.base import Engine
+from synth.filters.base import reject
+from synth.schemas import EngineConfig, OpenAIEngineConfig, Record, Reject, RunInfo, VLLMEngineConfig, run_id
+from synth.schemas.selection import SelectionConfig
+from synth.selection.candidates import (
+    IFD_FLAG,
+    SCORE_COLUMNS,
+    Candidates,
+    Choice,
+    choose,
+    load_items,
+    needs_of,
+    score_candidates,
+)
+from synth.selection.embeddings import Embedder
+from synth.selection.selectors import diversity
+from synth.selection.store import Say, default_root
+from synth.shards import DatasetError, DatasetWriter
+from synth.shards.layout import MANIFEST, read_manifest
+from synth.shards.read import checked_path
+
+SELECT = "select"
+
+
+def _tokenizer(engine: Engine | None, config: EngineConfig | None) -> tuple[Any | None, str]:
+    """The scoring model's tokenizer without loading the model (None: count words)."""
+    get = getattr(engine, "chat_template", None) if engine is not None else None
+    template = get() if callable(get) else None
+    if template is not None:
+        return template.tokenizer, engine.model_name if engine is not None else ""
+    path: str | None = None
+    if isinstance(config, VLLMEngineConfig):
+        from synth.engines.embedded import resolve_model
+
+        path, name = resolve_model(config.model)
+    elif isinstance(config, OpenAIEngineConfig) and config.tokenizer:
+        path, name = config.tokenizer, config.model
+    if path is None:
+        return None, "words"
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True), name
+
+
+def prepare(
+    source: str | Path,
+    methods: Sequence[str],
+    config: SelectionConfig,
+    *,
+    engine: Engine | None = None,
+    engine_config: EngineConfig | None = None,
+    scores: str | Path | None = None,
+    with_embeddings: bool = False,
+    embedder: Embedder | None = None,
+    say: Say | None = None,
+) -> Candidates:
+    """The source's candidates with every score `methods` need (embeddings too with
+    `with_embeddings`), computed once and stored under `scores` (default: the source's
+    `index/selection/`). The engine is built from `engine_config` only if a model score is missing."""
+    from synth.engines import get_engine
+    from synth.selection.embeddings import build_embedder
+
+    root = Path(source)
+    if not (root / MANIFEST).is_file():
+        raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
+    items = load_items(root)
+    needs = needs_of(methods) | ({"embedding"} if with_embeddings else set())
+    if engine is None and engine_config is None:
+        engine_config = VLLMEngineConfig()
+    tokenizer, tokenizer_name = _tokenizer(engine, engine_config)
+
+    def model() -> Engine:
+        assert engine is not None or engine_config is not None
+        return engine if engine is not None else get_engine(engine_config)  # type: ignore[arg-type]
+
+    return score_candidates(
+        items, needs, config, scores or default_root(root), model, tokenizer, tokenizer_name,
+        lambda: embedder if embedder is not None else build_embedder(config.embedding), say,
+    )  # fmt: skip
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return round(float(values.mean()), 4) if len(values) else None
+
+
+def figures(candidates: Candidates, choice: Choice) -> dict[str, Any]:
+    """What a subset looks like: its size, mean scores and diversity (mean cosine distance to the
+    nearest other selected record, where embeddings exist)."""
+    at = choice.selection.indices
+    div = diversity(candidates.embeddings[at]) if candidates.embeddings is not None and len(at) > 1 else float("nan")
+    return {
+        "method": choice.method,
+        "selected": len(at),
+        "candidates": candidates.items.height,
+        "mean_deita_score": _mean(candidates.deita_score()[at]),
+        "mean_complexity": _mean(candidates.column("complexity_score")[at]),
+        "mean_quality": _mean(candidates.column("quality_score")[at]),
+        "mean_ifd": _mean(candidates.column("ifd")[at]),
+        "mean_response_tokens": _mean(candidates.column("response_tokens")[at]),
+        "diversity": None if math.isnan(div) else round(div, 4),
+    }
+
+
+def _annotations(candidates: Candidates, choice: Choice) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per record id: its scores (and flag), and for selected ones the selection fields."""
+    columns = list(SCORE_COLUMNS.values())
+    scores: dict[str, dict[str, Any]] = {}
+    for row in candidates.scores.select("id", *columns).iter_rows(named=True):
+        values = {c: row[c] for c in columns if row[c] is not None}
+        if "response_tokens" in values:
+            values["response_tokens"] = int(values["response_tokens"])
+        scores[row["id"]] = values
+    ids = candidates.items["id"]
+    selected: dict[str, dict[str, Any]] = {}
+    for rank, (index, distance) in enumerate(zip(choice.selection.indices, choice.selection.distances, strict=True)):
+        selected[ids[int(index)]] = {
+            "selection_method": choice.method,
+            "selection_rank": rank,
+            "selection_distance": None if math.isnan(distance) else float(distance),
+        }
+    return scores, selected
+
+
+def _run(source: Path, config: SelectionConfig, method: str, candidates: Candidates) -> RunInfo:
+    manifest = read_manifest(source)
+    ids = hashlib.sha256("\x1f".join(candidates.items["id"].to_list()).encode()).hexdigest()[:16]
+    setup = {
+        "selection": {**config.model_copy(update={"method": method}).identity()},
+        "source": str(source),
+        "source_dataset": manifest.dataset_id,
+        "source_records": ids,
+        "scorers": candidates.scorers,
+    }
+    rid = run_id(SELECT, setup)
+    return RunInfo(run_id=rid, generator=SELECT, config=setup, engine={}, model="")
+
+
+def write_selection(
+    source: str | Path,
+    out: str | Path,
+    candidates: Candidates,
+    choice: Choice,
+    config: SelectionConfig,
+    *,
+    batch_size: int = 10_000,
+    wait: float | None = 0,
+) -> dict[str, Any]:
+    """Write `choice` as the dataset `out`: the selected records kept, every other record of
+    `source` a reject. One committed batch per `batch_size` source records, so a killed run
+    resumes after its last committed batch; a finished run with the same inputs is not written
+    again."""
+    root = Path(source)
+    run = _run(root, config, choice.method, candidates)
+    scores, selected = _annotations(candidates, choice)
+    summary = {**figures(candidates, choice), "dataset": str(out), "run_id": run.run_id}
+    with DatasetWriter(out, wait=wait, holder=f"synth select {run.run_id}") as writer:
+        existing = writer.manifest.runs.get(run.run_id)
+        if existing is not None and existing.status == "finished":
+            return {**summary, **_counts(writer, run.run_id), "up_to_date": True}
+        writer.start_run(run)
+        done = writer.manifest.runs[run.run_id].batches_done
+        seen: set[str] = set()
+        batch = 0
+        for shard in [s for s in read_manifest(root).shards if s.kind == "kept"]:
+            frame = pl.read_parquet(checked_path(root, shard), glob=False)
+            for part in frame.iter_slices(batch_size):
+                if batch < done:
+                    seen.update(part["id"].to_list())
+                    batch += 1
+                    continue
+                kept, rejects = _split(part, scores, selected, choice, seen)
+                writer.commit_batch(run.run_id, batch, kept, rejects, state={"selection": summary})
+                batch += 1
+        writer.finish_run(run.run_id)
+        return {**summary, **_counts(writer, run.run_id), "up_to_date": False}
+
+
+def _counts(writer: DatasetWriter, rid: str) -> dict[str, Any]:
+    info = writer.manifest.runs[rid]
+    return {"kept": info.kept, "rejected": info.rejected, "rejects_by_reason": info.rejects_by_reason}
+
+
+def _split(
+    part: pl.DataFrame,
+    scores: dict[str, dict[str, Any]],
+    selected: dict[str, dict[str, Any]],
+    choice: Choice,
+    seen: set[str],
+) -> tuple[list[Record], list[Reject]]:
+    kept: list[Record] = []
+    rejects: list[Reject] = []
+    for row in part.iter_rows(named=True):
+        record = Record.model_validate(row)
+        values = dict(scores.get(record.id, {}))
+        if values.get("ifd") is not None and values["ifd"] >= 1.0 and IFD_FLAG not in record.tags:
+            values["tags"] = [*record.tags, IFD_FLAG]
+        if record.id in seen:
+            rejects.append(
+                reject(record, "selection", "duplicate record", "the same content appears earlier", **values)
+            )
+            continue
+        seen.add(record.id)
+        if record.id in selected:
+            kept.append(record.model_copy(update={**values, **selected[record.id]}))
+        elif (failure := choice.failed.get(record.id)) is not None:
+            rejects.append(reject(record, "score", failure.reason, failure.detail, raw=failure.raw, **values))
+        else:
+            reason, detail = choice.left_out.get(record.id, ("outside the budget", ""))
+            rejects.append(reject(record, "selection", reason, detail, selection_method=choice.method, **values))
+    return kept, rejects
+
+
+def select_dataset(
+    source: str | Path,
+    out: str | Path,
+    config: SelectionConfig,
+    *,
+    engine: Engine | None = None,
+    engine_config: EngineConfig | None = None,
+    scores: str | Path | None = None,
+    embedder: Embedder | None = None,
+    wait: float | None = 0,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """Select `config.budget` records of `source` by `config.method` into the dataset `out`."""
+    candidates = prepare(source, [config.method], config, engine=engine, engine_config=engine_config,
+                         scores=scores, embedder=embedder, say=say)  # fmt: skip
+    return write_selection(source, out, candidates, choose(candidates, config.method, config), config, wait=wait)
+
+
+def compare_methods(
+    source: str | Path,
+    out: str | Path,
+    methods: Sequence[str],
+    config: SelectionConfig,
+    *,
+    engine: Engine | None = None,
+    engine_config: EngineConfig | None = None,
+    scores: str | Path | None = None,
+    reference: str | Path | None = None,
+    evaluation: Any | None = None,
+    embedder: Embedder | None = None,
+    wait: float | None = 0,
+    say: Say | None = None,
+) -> list[dict[str, Any]]:
+    """One subset per method on the same budget, as `out/METHOD`, each from the same stored scores
+    and embeddings (the diversity column needs them for every method). With `reference`, each
+    subset also gets the proxy evaluation of `synth evaluate` (a fine-tune per method: slow), and
+    its row the tuned model's loss per token on the reference pairs."""
+    candidates = prepare(source, methods, config, engine=engine, engine_config=engine_config, scores=scores,
+                         with_embeddings=True, embedder=embedder, say=say)  # fmt: skip
+    rows = []
+    for method in methods:
+        method_config = config.model_copy(update={"method": method})
+        folder = Path(out) / method
+        row = write_selection(source, folder, candidates, choose(candidates, method, method_config), method_config,
+                              wait=wait)  # fmt: skip
+        row["proxy_loss"] = None
+        if reference is not None:
+            from synth.training import evaluate_dataset
+
+            result = evaluate_dataset(folder, reference, evaluation, progress=say)
+            row["proxy_loss"] = result.tuned.loss
+            row["base_loss"] = result.base.loss
+        rows.append(row)
+    return rows
