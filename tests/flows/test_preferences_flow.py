@@ -170,3 +170,12 @@ def test_the_embedded_model_answers_grades_and_pairs_through_the_real_engine(vll
         assert 1 <= pair.rejected_score < pair.chosen_score <= 5 and pair.chosen != pair.rejected
     for reject in result.rejects:
         assert reject.reason == "tie" and json.loads(reject.raw)
+
+
+def test_the_dpo_export_of_a_dataset_without_pairs_is_empty_and_says_so(small_dataset, tmp_path):
+    from synth.shards.export import export
+
+    assert export(small_dataset, "dpo", tmp_path / "dpo.jsonl") == 0
+    assert (tmp_path / "dpo.jsonl").read_text() == ""
+    result = CliRunner().invoke(app, ["export", str(small_dataset), "--format", "dpo", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 0 and "holds no preference pairs" in " ".join(result.output.split())
