@@ -179,3 +179,18 @@ def test_the_dpo_export_of_a_dataset_without_pairs_is_empty_and_says_so(small_da
     assert (tmp_path / "dpo.jsonl").read_text() == ""
     result = CliRunner().invoke(app, ["export", str(small_dataset), "--format", "dpo", "--out", str(tmp_path / "x")])
     assert result.exit_code == 0 and "holds no preference pairs" in " ".join(result.output.split())
+
+
+def test_a_recipe_step_runs_the_preferences_generator_with_its_config(tmp_path):
+    from synth.schemas.recipe import PreferencesStep, Recipe
+
+    recipe = Recipe.model_validate(
+        {
+            "name": "pairs",
+            "dataset": {"path": str(tmp_path / "pairs")},
+            "steps": [{"generator": "preferences", "source": "prompts.jsonl", "samples": 3, "position_check": True}],
+        }
+    )
+    (step,) = recipe.steps
+    assert isinstance(step, PreferencesStep) and step.samples == 3 and step.position_check
+    assert step.input_paths() == {"source": "prompts.jsonl"}
