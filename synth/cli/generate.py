@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from synth.cli.checks import preflight, writing
-from synth.cli.errors import log_tracebacks_off
+from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import (
     CurationOpt,
     EngineOpt,
@@ -27,7 +27,14 @@ from synth.cli.options import (
     load_engine,
     where,
 )
-from synth.cli.output import console, print_backtranslation_funnel, print_evol_rounds, print_profile, print_summary
+from synth.cli.output import (
+    console,
+    print_backtranslation_funnel,
+    print_evol_rounds,
+    print_profile,
+    print_self_training,
+    print_summary,
+)
 from synth.flows import api
 
 app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
@@ -186,6 +193,26 @@ def generate_backtranslate(
         Path | None,
         typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
     ] = None,
+    self_train: Annotated[
+        bool,
+        typer.Option(
+            "--self-train",
+            help="The paper's self-training loop: fine-tune a backward model and graders on the seed pairs "
+            "(LoRA on the engine's model; needs the in-process vLLM engine).",
+        ),
+    ] = False,
+    iterations: Annotated[
+        int, typer.Option("--iterations", min=0, max=10, help="With --self-train: re-grading iterations after M0.")
+    ] = 2,
+    train_steps: Annotated[
+        int | None, typer.Option("--train-steps", min=1, help="With --self-train: steps per model (default 3 epochs).")
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            "--work", help="With --self-train: folder for the models and iterations (default OUT.self-train)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     language: LanguageOpt = "en",
     shard_rows: ShardRowsOpt = 10_000,
@@ -195,23 +222,37 @@ def generate_backtranslate(
     """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
     answers, grade the pairs on a 5-point rubric, keep the best.
 
-    Re-running the same command resumes the run.
+    Without --self-train the model is prompted few-shot for both steps; with it, the paper's loop
+    runs: a fine-tuned backward model writes the instructions, a model tuned on the seeds (M0)
+    grades them, and each iteration tunes M_k on the seeds plus the pairs kept so far and
+    re-grades every candidate. Re-running the same command resumes the run (trained models are
+    reused).
     """
     api.prepare_process()
     from synth.schemas import BacktranslationConfig
+    from synth.schemas.self_train import SelfTrainConfig
 
     engine = load_engine(engine_config)
     backward = load_engine(backward_engine_config) if backward_engine_config else None
+    if self_train and backward is not None:
+        fail("--backward-engine-config: with --self-train the backward model is trained, not configured")
+    if self_train and engine is not None and engine.kind == "openai":
+        fail(
+            f"{where(engine_config)}: --self-train fine-tunes models and serves them itself; it needs the "
+            'in-process vLLM engine (kind = "vllm"), not an OpenAI-compatible server'
+        )
+    loop = SelfTrainConfig(iterations=iterations, max_steps=train_steps, work=str(work) if work else None)
     config = BacktranslationConfig(
         docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
         text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed, language=language,
+        self_train=loop if self_train else None,
     )  # fmt: skip
     engines = [(engine, where(engine_config))]
     if backward is not None:
         engines.append((backward, where(backward_engine_config)))
     _run(
         "backtranslation", config, out, engines, curation, shard_rows, wait,
-        report=print_backtranslation_funnel, backward_engine=backward,
+        report=print_self_training if self_train else print_backtranslation_funnel, backward_engine=backward,
     )  # fmt: skip
 
 

@@ -83,6 +83,15 @@ def print_evol_rounds(summary: dict[str, Any]) -> None:
     console.print(table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
 
 
+def print_self_training(summary: dict[str, Any]) -> None:
+    """The models a self-training run trained and used."""
+    loop = summary["self_training"]
+    console.print(Text(f"backward model: {loop['backward_model']}"))
+    for k, grader in enumerate(loop["graders"]):
+        console.print(Text(f"grader M{k}: {grader}"))
+    console.print(Text(f"iterations' candidates and models in {loop['work']}"))
+
+
 def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
     """A backtranslation run's funnel: documents and segments used, seed pairs, grades per round."""
     funnel = summary["funnel"]

@@ -140,3 +140,19 @@ def test_a_server_engine_is_refused_before_anything_trains(tmp_path):
             DatasetConfig(path=str(tmp_path / "out")), SelfTrainConfig(), trainer=trainer,
         )  # fmt: skip
     assert trainer.calls == []
+
+
+def test_the_command_refuses_a_server_engine_and_a_backward_engine_with_self_train(tmp_path):
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    server = tmp_path / "server.toml"
+    server.write_text('kind = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\n')
+    out = tmp_path / "out"
+    base = ["generate", "backtranslate", "--docs", str(DOCS), "--out", str(out), "--self-train"]
+    refused = CliRunner().invoke(app, [*base, "--engine-config", str(server)])
+    assert refused.exit_code == 2 and "server.toml" in refused.output and "in-process vLLM" in refused.output
+    both = CliRunner().invoke(app, [*base, "--backward-engine-config", str(server)])
+    assert both.exit_code == 2 and "the backward model is trained" in " ".join(both.output.split())
+    assert not out.exists()
