@@ -65,6 +65,47 @@ def _tokenizer(engine: Engine | None, config: EngineConfig | None) -> tuple[Any 
     return AutoTokenizer.from_pretrained(path, local_files_only=True), name
 
 
+class LazyEngine:
+    """The engine a config names, built on its first call: a selection whose scores are all stored
+    loads no model. Its name and chat template (the tokenizer's, from the model folder) come from
+    the config without loading the model."""
+
+    def __init__(self, config: EngineConfig, tokenizer: Any | None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model_name = _model_name(config)
+        self._engine: Engine | None = None
+
+    def _get(self) -> Any:
+        from synth.engines import get_engine
+
+        if self._engine is None:
+            self._engine = get_engine(self.config)
+        return self._engine
+
+    def chat(self, requests: Sequence[Any]) -> Any:
+        return self._get().chat(requests)
+
+    def score_continuations(self, requests: Sequence[Any]) -> Any:
+        return self._get().score_continuations(requests)
+
+    def chat_template(self) -> Any:
+        from synth.engines.base import ChatTemplate
+
+        return ChatTemplate(self.tokenizer) if self.tokenizer is not None else None
+
+    def close(self) -> None:
+        pass  # the engine belongs to the process's table (`synth.engines.close_engines`)
+
+
+def _model_name(config: EngineConfig) -> str:
+    if isinstance(config, VLLMEngineConfig):
+        from synth.engines.embedded import EMBEDDED_MODEL_NAME
+
+        return config.model or EMBEDDED_MODEL_NAME
+    return config.model
+
+
 def prepare(
     source: str | Path,
     methods: Sequence[str],
@@ -80,7 +121,6 @@ def prepare(
     """The source's candidates with every score `methods` need (embeddings too with
     `with_embeddings`), computed once and stored under `scores` (default: the source's
     `index/selection/`). The engine is built from `engine_config` only if a model score is missing."""
-    from synth.engines import get_engine
     from synth.selection.embeddings import build_embedder
 
     root = Path(source)
@@ -93,8 +133,10 @@ def prepare(
     tokenizer, tokenizer_name = _tokenizer(engine, engine_config)
 
     def model() -> Engine:
-        assert engine is not None or engine_config is not None
-        return engine if engine is not None else get_engine(engine_config)  # type: ignore[arg-type]
+        if engine is not None:
+            return engine
+        assert engine_config is not None
+        return LazyEngine(engine_config, tokenizer)
 
     return score_candidates(
         items, needs, config, scores or default_root(root), model, tokenizer, tokenizer_name,

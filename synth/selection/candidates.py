@@ -14,7 +14,7 @@ import polars as pl
 
 from synth.engines.base import Engine
 from synth.schemas.selection import METHOD_NEEDS, SelectionConfig
-from synth.selection.embeddings import Embedder, embedder_key, ensure_embeddings
+from synth.selection.embeddings import Embedder, embedder_key, ensure_embeddings, unit_rows
 from synth.selection.scorers import Failure, IFDScorer, RatingScorer, ResponseTokens, Scorer, scorer_key
 from synth.selection.selectors import (
     Selection,
@@ -119,6 +119,8 @@ def score_candidates(
             raise ValueError("embeddings are needed: give an embedder")
         built = embedder()
         embeddings = ensure_embeddings(items, built, str(root), config.score_batch, say)
+        if getattr(config.embedding, "center", False) and len(embeddings) > 1:
+            embeddings = unit_rows(embeddings - embeddings.mean(axis=0))
         described["embedding"] = {"key": embedder_key(built.describe()), **built.describe()}
     return Candidates(items, scores, failures, embeddings, described)
 

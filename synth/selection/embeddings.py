@@ -75,6 +75,10 @@ class HiddenStateEmbedder:
             "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        if not os.environ.get("SYNTH_VERBOSE"):
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # the weights' loading bar; `synth -v` shows it
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -219,3 +219,24 @@ def test_compare_writes_one_subset_per_method_with_figures(source, tmp_path):
         assert scan(tmp_path / "cmp" / row["method"]).collect().height == 3
     deita = rows[2]
     assert deita["mean_deita_score"] >= max(r["mean_deita_score"] or 0 for r in rows[:2])
+
+
+def make_rater():
+    """The responder factory a scripted engine config names."""
+    return rate
+
+
+def test_a_selection_whose_scores_are_stored_loads_no_model(source, tmp_path, monkeypatch):
+    from synth.schemas import ScriptedEngineConfig
+
+    config = ScriptedEngineConfig(responder="tests.selection.test_select_flow:make_rater")
+    selection = SelectionConfig(method="deita", budget=2)
+    first = select_dataset(source, tmp_path / "a", selection, engine_config=config, embedder=LetterEmbedder())
+
+    def no_model(_config):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("synth.engines.get_engine", no_model)
+    second = select_dataset(source, tmp_path / "b", selection, engine_config=config, embedder=LetterEmbedder())
+    assert second["kept"] == first["kept"] == 2
+    assert kept(tmp_path / "a")["id"].to_list() == kept(tmp_path / "b")["id"].to_list()
