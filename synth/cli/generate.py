@@ -29,6 +29,7 @@ from synth.cli.options import (
 )
 from synth.cli.output import (
     console,
+    live_progress,
     print_backtranslation_funnel,
     print_evol_rounds,
     print_profile,
@@ -65,7 +66,7 @@ def _run(
     from synth.engines import engines_opened
 
     # engines_opened: vLLM's engine processes stop when the run ends, not at interpreter exit
-    with engines_opened(), writing(out):
+    with engines_opened(), writing(out), live_progress():
         summary = GENERATORS[generator].flow(
             config=config,
             dataset=DatasetConfig(path=str(out), shard_rows=shard_rows, wait=wait),

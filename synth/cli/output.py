@@ -4,6 +4,9 @@ reasons) is printed literally, never read as Rich markup."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from synth.flows.common import RunProgress
     from synth.schemas import QuarantineEntry
     from synth.shards.repair import Report
 
@@ -34,6 +38,68 @@ def _cell(value: Any) -> Text:
     if isinstance(value, float):
         return Text(f"{value:.2f}")
     return Text("" if value is None else str(value))
+
+
+def progress_status(p: RunProgress) -> str:
+    """One line on a run's progress: kept, rejects (the largest stages), tokens/s, time left."""
+    from synth.flows.common import duration
+
+    stages = sorted(p.rejects_by_stage.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    status = f"{p.kept:,} kept, {p.rejected:,} rejected"
+    if stages:
+        status += " (" + ", ".join(f"{stage} {n:,}" for stage, n in stages) + ")"
+    if p.tokens_per_second is not None:
+        status += f", {p.tokens_per_second:,.0f} tokens/s"
+    if p.seconds_left is not None:
+        status += f", about {duration(p.seconds_left)} left"
+    return status
+
+
+@contextmanager
+def live_progress(out: Console | None = None) -> Iterator[None]:
+    """A progress bar per run while the block runs, on a terminal only (elsewhere the runs' log
+    lines say the same, one per batch). Prefect's log lines print above the bars meanwhile."""
+    out = out or console
+    if not out.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+    from synth.flows.common import watching
+
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[status]}"),
+        console=out,
+    )  # fmt: skip
+    tasks: dict[str, TaskID] = {}
+
+    def show(p: RunProgress) -> None:
+        if p.run_id not in tasks:
+            tasks[p.run_id] = bars.add_task(p.generator, total=1.0, status="")
+        bars.update(tasks[p.run_id], completed=p.fraction, status=progress_status(p))
+
+    handlers = [h for h in _prefect_console_handlers() if hasattr(h, "console")]
+    kept = [h.console for h in handlers]
+    for handler in handlers:
+        handler.console = out  # through the live display's console, so lines land above the bars
+    try:
+        with bars, watching(show):
+            yield
+    finally:
+        for handler, own in zip(handlers, kept, strict=True):
+            handler.console = own
+
+
+def _prefect_console_handlers() -> list[logging.Handler]:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    names = ["prefect", *(n for n in logging.root.manager.loggerDict if n.startswith("prefect."))]
+    found: list[logging.Handler] = []
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler) and handler not in found:
+                found.append(handler)
+    return found
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,41 @@ class Progress:
             update_progress_artifact(self.artifact_id, progress=round(100 * min(1.0, fraction), 1))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands after a batch commits, for whoever watches it (`watching`)."""
+
+    run_id: str
+    generator: str
+    fraction: float  # share of the run done, 0..1
+    kept: int
+    rejected: int
+    rejects_by_stage: dict[str, int]
+    seconds_left: float | None  # at this session's pace; None until it can be told
+    tokens_per_second: float | None  # completion tokens the model wrote per second this session
+
+
+_watchers: list[Callable[[RunProgress], None]] = []
+
+
+@contextmanager
+def watching(callback: Callable[[RunProgress], None]) -> Iterator[None]:
+    """Call `callback` with every run's progress while the block runs (a terminal's progress bar)."""
+    _watchers.append(callback)
+    try:
+        yield
+    finally:
+        _watchers.remove(callback)
+
+
+def tell_watchers(progress: RunProgress) -> None:
+    for callback in list(_watchers):
+        try:
+            callback(progress)
+        except Exception:  # a display that fails must not fail the run
+            logging.getLogger(__name__).debug("progress display failed", exc_info=True)
+
+
 class Pace:
     """How fast a run goes in this session: the share done, the time left at this pace, and the
     tokens the model writes per second (from the run's token counts)."""
@@ -107,22 +143,37 @@ class Pace:
         self.fraction = fraction
         self.tokens = _completion_tokens(tokens)
 
-    def line(self, fraction: float, tokens: dict[str, Any]) -> str:
+    def figures(self, fraction: float, tokens: dict[str, Any]) -> tuple[float, float | None, float | None]:
+        """(share done, seconds left, completion tokens per second); None where not yet known."""
         elapsed = time.monotonic() - self.started
         done = min(1.0, fraction)
-        parts = [f"{done:.0%} done"]
+        left = None
         if done < 1.0 and done > self.fraction and elapsed > 0:
-            parts.append(f"about {_duration(elapsed / (done - self.fraction) * (1.0 - done))} left")
-        if elapsed > 0 and (written := _completion_tokens(tokens) - self.tokens) > 0:
-            parts.append(f"{written / elapsed:,.0f} tokens/s written")
+            left = elapsed / (done - self.fraction) * (1.0 - done)
+        written = _completion_tokens(tokens) - self.tokens
+        rate = written / elapsed if elapsed > 0 and written > 0 else None
+        return done, left, rate
+
+    def line(self, fraction: float, tokens: dict[str, Any]) -> str:
+        done, left, rate = self.figures(fraction, tokens)
+        parts = [f"{done:.0%} done"]
+        if left is not None:
+            parts.append(f"about {duration(left)} left")
+        if rate is not None:
+            parts.append(f"{rate:,.0f} tokens/s written")
         return ", ".join(parts)
+
+    def progress(self, info: RunInfo, fraction: float) -> RunProgress:
+        done, left, rate = self.figures(fraction, info.state.get("tokens", {}))
+        stages = {stage: sum(reasons.values()) for stage, reasons in info.rejects_by_reason.items()}
+        return RunProgress(info.run_id, info.generator, done, info.kept, info.rejected, stages, left, rate)
 
 
 def _completion_tokens(tokens: dict[str, Any]) -> int:
     return sum(t.get("completion", 0) for t in tokens.values())
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

@@ -23,7 +23,16 @@ from synth.engines import Engine, get_engine
 from synth.engines.base import Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
-from synth.flows.common import Committed, Pace, Progress, commit_curated, run_summary, start_run, worth_retrying
+from synth.flows.common import (
+    Committed,
+    Pace,
+    Progress,
+    commit_curated,
+    run_summary,
+    start_run,
+    tell_watchers,
+    worth_retrying,
+)
 from synth.flows.curation import build_chain
 from synth.schemas import DatasetConfig, EngineConfig, Outcome, RunInfo, VLLMEngineConfig
 from synth.schemas.curation import CurationConfig
@@ -159,6 +168,7 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
             progress.update(job.progress(run))
             step(job, run, spec)
             _logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
+            tell_watchers(pace.progress(run.info, job.progress(run)))
         progress.update(job.progress(run))
         writer.finish_run(job.run_id)
         summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)
