@@ -103,9 +103,15 @@ class OpenAIEngine:
         if isinstance(response, str):
             return Completion(text="", finish_reason="error", error=response)
         if response.status_code >= 400:
-            return Completion(
-                text="", finish_reason="error", error=f"HTTP {response.status_code}: {response.text[:500]}"
-            )
+            error = f"HTTP {response.status_code}: {response.text[:500]}"
+            if request.prefill is not None and response.status_code in (400, 422):
+                # The prompt continues an assistant message: only servers with vLLM's
+                # continue_final_message extension do that; say so rather than leave a bare 400.
+                error = (
+                    "the server refused to continue an assistant message (vLLM's continue_final_message "
+                    f"extension; other servers do not continue a prefilled reply): {error}"
+                )
+            return Completion(text="", finish_reason="error", error=error)
         try:
             data = response.json()
             choice = data["choices"][0]

@@ -115,7 +115,7 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
-        self.llm: LLM = LLM(**kwargs)
+        self._llm: LLM | None = LLM(**kwargs)
         self._watcher = watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:
@@ -232,12 +232,21 @@ class VLLMEngine:
             )
         return completions
 
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            raise EngineError(f"the vLLM engine for {self.model_name} was closed; get_engine() builds a new one")
+        return self._llm
+
     def close(self) -> None:
-        """Stop vLLM's engine processes now (otherwise they stop when the interpreter exits)."""
+        """Stop vLLM's engine processes now (otherwise they stop when the interpreter exits); a
+        second call does nothing."""
+        if self._llm is None:
+            return
         if self._watcher is not None:
             self._watcher.kill()
             self._watcher.wait()
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()
-        del self.llm
+        self._llm = None

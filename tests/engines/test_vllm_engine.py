@@ -122,3 +122,14 @@ def test_a_killed_run_leaves_no_model_process_behind():
     for p in leftovers:
         p.kill()
     assert [p.name() for p in leftovers] == []
+
+
+def test_a_closed_engine_says_so_and_closing_twice_does_nothing():
+    from synth.engines import EngineError
+    from synth.engines.vllm_local import VLLMEngine
+
+    engine = object.__new__(VLLMEngine)  # no model loaded: only what close() leaves behind
+    engine.model_name, engine._llm, engine._watcher = "some-model", None, None
+    engine.close()
+    with pytest.raises(EngineError, match="some-model was closed"):
+        engine.chat([ChatRequest(messages=[Message(role="user", content="hi")])])

@@ -334,14 +334,15 @@ def test_a_failed_start_never_turns_a_finished_run_back_into_a_running_one(tmp_p
 
 def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_path):
     """`synth generate` adds batches while `synth curate DIR --wait` waits for it, then curates
-    everything: every record the generator committed is either kept or a reject with a reason."""
+    everything: every record the generator committed is either kept or a reject with a reason. The
+    run is long enough (hundreds of batches) to still hold the dataset when the first curate starts."""
     root_dir = Path(__file__).parents[2]
     engine = tmp_path / "engine.json"
     engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:pipeline"}))
     env = {**os.environ, "PYTHONPATH": str(root_dir), "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "p")}
     out = tmp_path / "ds"
     generate = subprocess.Popen(
-        [SYNTH, "generate", "self-instruct", "--engine-config", str(engine), "--num", "60", "--prompts-per-batch", "2",
+        [SYNTH, "generate", "self-instruct", "--engine-config", str(engine), "--num", "300", "--prompts-per-batch", "2",
          "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -357,7 +358,7 @@ def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_p
     manifest = read_manifest(out)
     generated = next(r for r in manifest.runs.values() if r.generator == "self_instruct")
     curated = next(r for r in manifest.runs.values() if r.generator == "curate")
-    assert generated.status == "finished" and generated.kept >= 60
+    assert generated.status == "finished" and generated.kept >= 300
     # everything the generator kept went through curation: kept now, or a curation reject
     assert curated.kept + curated.rejected == generated.kept
     assert scan(out).collect().height == curated.kept

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from synth.engines import ChatRequest, EngineConfigError, close_engines
+from synth.engines import ChatRequest, EngineConfigError, engines_opened
 from synth.flows.self_training import run_self_training
 from synth.schemas import BacktranslationConfig, DatasetConfig, OpenAIEngineConfig, ScriptedEngineConfig
 from synth.schemas.self_train import AUGMENTED_SYSTEM, SEED_SYSTEM, SelfTrainConfig
@@ -53,9 +53,9 @@ class Trainer:
 
 @pytest.fixture(autouse=True)
 def fresh_engines():
-    close_engines()
-    yield
-    close_engines()
+    """Each test builds its own scripted engines; engines the session holds stay open."""
+    with engines_opened():
+        yield
 
 
 def run(tmp_path, trainer, iterations=1):
