@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,10 @@ def card_header(manifest: Manifest) -> dict:
     }
 
 
-def render_card(manifest: Manifest) -> str:
+EVALUATION_FILE = "evaluation.json"  # written beside the manifest by `synth evaluate`
+
+
+def render_card(manifest: Manifest, evaluation: dict | None = None) -> str:
     header = yaml.safe_dump(card_header(manifest), sort_keys=False)
     kept, rejected = manifest.rows("kept"), manifest.rows("rejects")
     lines = [
@@ -108,6 +112,7 @@ def render_card(manifest: Manifest) -> str:
     else:
         lines.append("No rejects.")
     lines += _pair_section(manifest)
+    lines += _evaluation_section(evaluation)
     lines += [
         "",
         "## Loading",
@@ -157,6 +162,41 @@ def _pair_section(manifest: Manifest) -> list[str]:
     ]
 
 
+def _evaluation_section(evaluation: dict | None) -> list[str]:
+    """The proxy evaluation (`synth evaluate`) of the dataset, where one was run."""
+    if not evaluation:
+        return []
+    try:
+        base, tuned = evaluation["base"]["loss"], evaluation["tuned"]["loss"]
+        return [
+            "",
+            "## Proxy evaluation",
+            "",
+            f"`synth evaluate` fine-tuned {evaluation['config'].get('base', 'the base model')} with LoRA for "
+            f"{evaluation['train_steps']} steps on {evaluation['examples']} records of this dataset and scored",
+            f"both models on {evaluation['reference_pairs']} reference pairs (`{evaluation['reference']}`):",
+            "",
+            "| model | loss per reply token |",
+            "|---|---|",
+            f"| base | {base:.4f} |",
+            f"| tuned on this data | {tuned:.4f} |",
+            "",
+            f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
+            "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
+            f"`{EVALUATION_FILE}`.",
+        ]
+    except (KeyError, TypeError, ValueError):
+        return ["", "## Proxy evaluation", "", f"`{EVALUATION_FILE}` is present but does not read; see the file."]
+
+
+def _read_evaluation(path: Path) -> dict | None:
+    try:
+        data = json.loads((path / EVALUATION_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_card(path: Path, manifest: Manifest) -> None:
 
-    atomic_write_bytes(path / "README.md", render_card(manifest).encode())
+    atomic_write_bytes(path / "README.md", render_card(manifest, _read_evaluation(path)).encode())

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from synth.shards.card import EVALUATION_FILE
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, load_examples
 from synth.training.model import (
@@ -35,7 +36,7 @@ from synth.training.model import (
 )
 from synth.training.sft import read_report, train
 
-EVALUATION = "evaluation.json"
+EVALUATION = EVALUATION_FILE  # beside the manifest; the dataset card shows it
 Say = Callable[[str], None]
 
 
@@ -114,8 +115,9 @@ def evaluate_dataset(
     JSONL or Parquet file of instruction/input/output, or another dataset), write
     `evaluation.json` beside its manifest, and return it. With the same inputs as the last
     evaluation (base, data, reference, budget) the stored result is returned unless `force`."""
-    from synth.shards import MANIFEST
+    from synth.shards import MANIFEST, read_manifest
     from synth.shards.atomic import atomic_write_bytes
+    from synth.shards.card import write_card
 
     config = config or EvaluationConfig()
     say = progress or (lambda line: None)
@@ -134,6 +136,7 @@ def evaluate_dataset(
     with cpu_threads(config.threads):
         evaluation = _evaluate(root, config, data, ref, base, key, say)
     atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    write_card(root, read_manifest(root))  # the card shows the evaluation
     say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
     return evaluation
 

@@ -174,3 +174,15 @@ def test_inspect_and_the_card_show_the_languages_and_abilities(tmp_path):
     assert card_header(tmp_path / "ds")["language"] == ["zh"]
     shown = runner.invoke(app, ["inspect", str(tmp_path / "ds")])
     assert shown.exit_code == 0 and "Abilities" in shown.output and "creative_writing" in shown.output
+
+
+def test_the_card_says_when_an_evaluation_file_does_not_read(tmp_path):
+    from synth.schemas import Manifest
+    from synth.shards.card import write_card
+
+    (tmp_path / "evaluation.json").write_text('{"base": {}}')
+    write_card(tmp_path, Manifest())
+    assert "`evaluation.json` is present but does not read" in (tmp_path / "README.md").read_text()
+    (tmp_path / "evaluation.json").unlink()
+    write_card(tmp_path, Manifest())
+    assert "Proxy evaluation" not in (tmp_path / "README.md").read_text()

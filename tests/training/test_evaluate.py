@@ -30,6 +30,9 @@ def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(s
     assert stored["tuned"]["loss"] == result.tuned.loss and stored["key"] == result.key
     assert (small_dataset / "manifest.json").read_bytes() == manifest  # the manifest is not touched
     assert not [p for p in small_dataset.iterdir() if p.name.endswith(".tmp")]
+    card = (small_dataset / "README.md").read_text()  # the dataset card shows both losses
+    assert "## Proxy evaluation" in card
+    assert f"| base | {result.base.loss:.4f} |" in card and f"| tuned on this data | {result.tuned.loss:.4f} |" in card
 
     # Nothing changed: the stored result is returned at once.
     again: list[str] = []
