@@ -134,6 +134,21 @@ def tell_watchers(progress: RunProgress) -> None:
             logging.getLogger(__name__).debug("progress display failed", exc_info=True)
 
 
+@contextmanager
+def prints_not_logged() -> Iterator[None]:
+    """Inside the block, `print` prints instead of going to the flow run's log. Fine-tuning inside a
+    flow that logs prints fills the log with bytecode listings (printed by a library only when
+    `print` is Prefect's patched one); training keeps to its own progress lines."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or not context.log_prints:
+        yield
+        return
+    with context.model_copy(update={"log_prints": False}):
+        yield
+
+
 class Pace:
     """How fast a run goes in this session: the share done, the time left at this pace, and the
     tokens the model writes per second (from the run's token counts)."""

@@ -28,7 +28,7 @@ import polars as pl
 
 from synth.engines import EngineConfigError, engines_opened
 from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id
-from synth.flows.common import Committed
+from synth.flows.common import Committed, prints_not_logged
 from synth.flows.run import Batch, Built, RunContext, Spec, run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
 from synth.generators.documents import Segment
@@ -220,7 +220,8 @@ def run_self_training(
             max_steps=loop.max_steps, learning_rate=loop.learning_rate, batch_size=loop.batch_size,
             max_length=loop.max_length, seed=config.seed,
         )  # fmt: skip
-        return fit(settings, examples_from(examples, f"{name} training data"))
+        with prints_not_logged():
+            return fit(settings, examples_from(examples, f"{name} training data"))
 
     def serve(folder: Path) -> EngineConfig:
         return engine.model_copy(update={"model": str(folder)})

@@ -59,3 +59,28 @@ def test_a_terminal_shows_a_bar_per_run_and_anything_else_shows_none(tmp_path):
     with live_progress(Console(file=log, force_terminal=False)):
         run(tmp_path / "ds2")
     assert log.getvalue() == ""
+
+
+def test_prints_inside_prints_not_logged_skip_the_run_log(capsys, monkeypatch):
+    from prefect import flow
+
+    import synth.flows.common as common
+
+    logged: list[str] = []
+
+    class Logger:
+        def info(self, message, *args, **kwargs):
+            logged.append(str(message))
+
+    monkeypatch.setattr("prefect.logging.loggers.get_run_logger", lambda *a, **k: Logger())
+
+    @flow(log_prints=True)
+    def talk() -> None:
+        print("to the log")
+        with common.prints_not_logged():
+            print("to the screen")
+        print("to the log again")
+
+    talk()
+    assert "to the screen" in capsys.readouterr().out
+    assert [line.strip() for line in logged] == ["to the log", "to the log again"]
