@@ -36,6 +36,9 @@ def prepare_process() -> None:
     if not loud:
         for category in (DeprecationWarning, FutureWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category, module=_NOISY_MODULES)
+        # Processes started fresh (vLLM's workers once torch is loaded, as after fine-tuning)
+        # do not inherit the filters above; they read this.
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
         # Prefect's own notices (its temporary server starting and stopping); runs still log.
         logging.getLogger("prefect").setLevel(logging.WARNING)
         for name in ("prefect.flow_runs", "prefect.task_runs"):
