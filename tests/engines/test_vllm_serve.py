@@ -4,8 +4,10 @@ the judge through it, and a server killed in the middle of a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,7 +47,8 @@ def server(tmp_path_factory):
         "--served-model-name", NAME, "--enforce-eager", "--max-model-len", "1024", "--seed", "0",
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # A session of its own: killing its process group stops the server's engine processes too.
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 400
     while True:
@@ -57,15 +60,18 @@ def server(tmp_path_factory):
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
+            stop(process)
             pytest.fail(f"vllm serve did not answer within 400 s:\n{log.read_text()[-3000:]}")
         time.sleep(1)
     yield url, process, folder
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill the server and every process it started (its engine core and workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
 
 
 def engine(url: str, **settings) -> OpenAIEngine:
@@ -153,8 +159,7 @@ def test_a_server_killed_mid_run_stops_it_with_a_clear_error_and_nothing_half_wr
 
     def kill_after_first_batch(progress) -> None:
         if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+            stop(process)
 
     with watching(kill_after_first_batch), pytest.raises(Exception, match="cannot reach the model server"):
         run_self_instruct(
