@@ -39,6 +39,8 @@ def prepare_process() -> None:
         # Processes started fresh (vLLM's workers once torch is loaded, as after fine-tuning)
         # do not inherit the filters above; they read this.
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' loading bars (weights, datasets); ours stay
+        logging.getLogger("vllm").setLevel(logging.ERROR)  # its notices reach Prefect's handler otherwise
         # Prefect's own notices (its temporary server starting and stopping); runs still log.
         logging.getLogger("prefect").setLevel(logging.WARNING)
         for name in ("prefect.flow_runs", "prefect.task_runs"):
