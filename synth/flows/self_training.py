@@ -202,7 +202,7 @@ def run_self_training(
             "engine: self-training fine-tunes models and serves them itself; it needs the in-process "
             f"vLLM engine (kind: vllm), not {engine.kind}"
         )
-    from synth.training import Example, TrainingConfig
+    from synth.training import Example, TrainingConfig, read_report
     from synth.training.data import examples_from
 
     if trainer is None:
@@ -230,8 +230,8 @@ def run_self_training(
         return DatasetConfig(path=str(path), shard_rows=dataset.shard_rows, wait=dataset.wait)
 
     def identity(folder: Path) -> str:  # what the folder's weights are, not just where they lie
-        report = folder / "training.json"
-        return report.read_text() if report.is_file() else str(folder)
+        report = read_report(folder)
+        return report.key if report is not None else str(folder)
 
     def finish(grader: Path) -> str:  # the seed pairs into the output, as a run of their own
         rid = run_id(GENERATOR, "seed-data", seeds.digest(), loop.seed_system)

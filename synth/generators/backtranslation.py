@@ -180,10 +180,9 @@ class BacktranslationGenerator:
         out.rejects.extend(graded.rejects)
         return out
 
-    def grade(self, rnd: int, candidates: Sequence[tuple[Segment, str, tuple]], **fields: object) -> ChunkResult:
+    def grade(self, rnd: int, candidates: Sequence[tuple[Segment, str, tuple]]) -> ChunkResult:
         """Self-curation: grade each (segment, instruction, where) pair with `self.engine` and keep
-        those at or above `min_score`; `fields` are added to every record and reject (the
-        self-training loop's grades of earlier iterations, its tags)."""
+        those at or above `min_score` (the self-training loop re-grades stored candidates with it)."""
         out = ChunkResult()
         grades = self.engine.chat([self.grade_request(ins, seg, where) for seg, ins, where in candidates])
         for (seg, instruction, _), reply in zip(candidates, grades, strict=True):
@@ -200,7 +199,6 @@ class BacktranslationGenerator:
                         instruction=instruction,
                         raw=reply.text,
                         detail=reply.error or "",
-                        **fields,
                     )
                 )
                 continue
@@ -215,11 +213,11 @@ class BacktranslationGenerator:
             )
             if score < self.config.min_score:
                 reason = f"score {score} below {self.config.min_score}"
-                out.rejects.append(self._reject(rnd, seg, "self-curation", reason, **judged, **fields))
+                out.rejects.append(self._reject(rnd, seg, "self-curation", reason, **judged))
             else:
                 out.stats.kept += 1
                 tags = ["backtranslation", "document-derived"]
-                made = {"output": seg.text, "tags": tags, **self._common(rnd, seg), **judged, **fields}
+                made = {"output": seg.text, "tags": tags, **self._common(rnd, seg), **judged}
                 out.kept.append(Record(**made))
         return out
 
@@ -235,7 +233,7 @@ class BacktranslationGenerator:
 
     def _reject(self, rnd: int, seg: Segment, stage: str, reason: str, **fields: object) -> Reject:
         fields.setdefault("output", seg.text)
-        return Reject(stage=stage, reason=reason, **{**self._common(rnd, seg), **fields})  # type: ignore[arg-type]
+        return Reject(stage=stage, reason=reason, **self._common(rnd, seg), **fields)  # type: ignore[arg-type]
 
 
 def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:
