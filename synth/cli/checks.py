@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from synth.schemas.curation import CurationConfig
     from synth.schemas.recipe import Recipe
 
-_DATASET_ENTRIES = {"data", "rejects", ".lock"}  # a folder holding only these is an empty dataset
+_DATASET_ENTRIES = {"data", "rejects", ".lock", "library.log"}  # a folder holding only these is an empty dataset
 
 
 def is_temp(path: Path) -> bool:
@@ -193,7 +193,7 @@ def _remove_if_empty(out: Path, top: Path) -> None:
     anything else stays, and so does the folder then."""
     import fcntl
 
-    from synth.shards.layout import MANIFEST, read_manifest
+    from synth.shards.layout import LIBRARY_LOG, MANIFEST, read_manifest
 
     if not out.is_dir() or out.is_symlink():
         return
@@ -208,7 +208,7 @@ def _remove_if_empty(out: Path, top: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             entries = [e for e in out.iterdir() if e.name != ".lock"]
             folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
-            files = [e for e in entries if e.name in {MANIFEST, "README.md"} or is_temp(e)]
+            files = [e for e in entries if e.name in {MANIFEST, "README.md", LIBRARY_LOG} or is_temp(e)]
             if len(folders) + len(files) != len(entries) or any(any(f.iterdir()) for f in folders):
                 return  # something this cleanup does not know: leave everything as it is
             for entry in folders:

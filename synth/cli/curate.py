@@ -50,7 +50,7 @@ def curate(
     """Curate records: heuristics, exact and near-duplicate removal across the whole dataset,
     optional ROUGE-L novelty, decontamination and model-judged quality; every drop is a reject
     with its stage and reason."""
-    api.prepare_process()
+    api.prepare_process(target if target.is_dir() else out)
     config = api.with_curate_options(load_curation(config_file), benchmark or [], judge, language)
     engine = load_engine(engine_config) if config.uses_model() else None  # read only when it is used
     if target.is_dir():

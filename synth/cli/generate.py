@@ -106,7 +106,7 @@ def generate_self_instruct(
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    api.prepare_process()
+    api.prepare_process(out)
     from synth.schemas import SelfInstructConfig
 
     engine = load_engine(engine_config)
@@ -153,7 +153,7 @@ def generate_evol(
 
     Re-running the same command resumes the run.
     """
-    api.prepare_process()
+    api.prepare_process(out)
     from synth.schemas import EvolInstructConfig
 
     engine = load_engine(engine_config)
@@ -229,7 +229,7 @@ def generate_backtranslate(
     re-grades every candidate. Re-running the same command resumes the run (trained models are
     reused).
     """
-    api.prepare_process()
+    api.prepare_process(out)
     from synth.schemas import BacktranslationConfig
     from synth.schemas.self_train import SelfTrainConfig
 
@@ -288,7 +288,7 @@ def generate_magpie(
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    api.prepare_process()
+    api.prepare_process(out)
     from synth.schemas.magpie import MagpieConfig
 
     engine = load_engine(engine_config)
@@ -354,7 +354,7 @@ def generate_preferences(
 
     Re-running the same command resumes the run.
     """
-    api.prepare_process()
+    api.prepare_process(out)
     from synth.schemas.preferences import PreferencesConfig
 
     engine = load_engine(engine_config)

@@ -17,11 +17,11 @@ from synth.flows import api
 def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, TOML or JSON).")]) -> None:
     """Run every step of a recipe once, in order, into its dataset, on the recipe's runner (this
     process, or a Ray cluster). Re-running resumes where an interrupted run stopped."""
-    api.prepare_process()
     from synth.schemas.recipe import load_recipe
 
     loaded = load_recipe(recipe)
     out = Path(loaded.dataset.path)
+    api.prepare_process(out)
     check_step_inputs(loaded)
     preflight(out, [(loaded.engine, f"{recipe}: engine.")], loaded.curation, f"{recipe}: curation.")
     from synth.flows.recipe import recipe_flow

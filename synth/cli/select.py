@@ -81,7 +81,7 @@ def select(
     from synth.schemas import load_config_file
     from synth.schemas.selection import SELECTION_METHODS, EmbeddingSettings, SelectionConfig
 
-    api.prepare_process()
+    api.prepare_process(out)
     if method not in SELECTION_METHODS:
         fail(f"--method {method!r}: choose one of {', '.join(SELECTION_METHODS)}")
     methods = _methods(compare) if compare else [method]

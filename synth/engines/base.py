@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -109,6 +112,38 @@ class Engine(Protocol):
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+# A file named here (set by `synth.flows.api.prepare_process` in quiet mode) receives what a model
+# runtime's processes print while they start: native warnings and loading bars from processes this
+# one starts, which Python's warning filters and log levels cannot reach.
+LIBRARY_LOG_ENV = "SYNTH_LIBRARY_LOG"
+
+
+@contextmanager
+def output_to_library_log() -> Iterator[None]:
+    """While open, this process's stdout and stderr file descriptors point at the library log (when
+    one is set): processes started inside inherit them and keep writing there; this process gets
+    its terminal back on leaving. Python-level output is flushed first so nothing changes place."""
+    path = os.environ.get(LIBRARY_LOG_ENV)
+    if not path:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 class EngineError(RuntimeError):

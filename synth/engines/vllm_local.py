@@ -16,6 +16,7 @@ from synth.engines.base import (
     ContinuationRequest,
     ContinuationScore,
     EngineError,
+    output_to_library_log,
 )
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
@@ -115,7 +116,8 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
-        self._llm: LLM | None = LLM(**kwargs)
+        with output_to_library_log():  # its processes' start-up notices go to the log, not the terminal
+            self._llm: LLM | None = LLM(**kwargs)
         self._watcher = watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:

@@ -23,12 +23,17 @@ def verbose() -> bool:
     return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("SYNTH_VERBOSE", "SYNTH_DEBUG"))
 
 
-def prepare_process() -> None:
+def prepare_process(out: str | Path | None = None) -> None:
     """Ready this process to run flows: its helper processes end with it, and libraries stay quiet
-    (their warnings and notices show with `-v`; our own log lines and errors always do)."""
+    (their warnings and notices show with `-v`; our own log lines and errors always do). What the
+    model runtime's own processes print (native warnings, loading bars) goes to `library.log` in
+    the dataset `out`, or in synth's cache directory when there is none."""
     import warnings
 
+    from synth.engines.base import LIBRARY_LOG_ENV
+    from synth.engines.embedded import cache_root
     from synth.flows.lifeline import hold_lifeline
+    from synth.shards.layout import LIBRARY_LOG
 
     hold_lifeline()  # the temporary Prefect server and vLLM's processes end with this one
     loud = verbose()
@@ -42,9 +47,15 @@ def prepare_process() -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' loading bars (weights, datasets); ours stay
         logging.getLogger("vllm").setLevel(logging.ERROR)  # its notices reach Prefect's handler otherwise
         # Prefect's own notices (its temporary server starting and stopping); runs still log.
+        # Prefect sets its loggers' levels from its logging config when a flow first runs, and
+        # reads these to override it; the calls below hold until then.
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", "WARNING")
         logging.getLogger("prefect").setLevel(logging.WARNING)
         for name in ("prefect.flow_runs", "prefect.task_runs"):
+            os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{name.upper().replace('.', '_')}_LEVEL", "INFO")
             logging.getLogger(name).setLevel(logging.INFO)
+        log_dir = Path(out) if out is not None else cache_root() / "logs"
+        os.environ[LIBRARY_LOG_ENV] = str((log_dir / LIBRARY_LOG).absolute())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # A local run's temporary Prefect server would try to send usage data and log its failure.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

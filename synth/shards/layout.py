@@ -16,6 +16,8 @@ from synth.schemas import SCHEMA_VERSION, Manifest
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+# What the model runtime's processes printed while starting, in quiet mode (`synth -v` shows it instead).
+LIBRARY_LOG = "library.log"
 QUARANTINE = "quarantine"
 STAGED = ".staged"
 SHARD_DIRS = {"kept": "data", "rejects": "rejects"}

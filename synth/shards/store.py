@@ -45,6 +45,7 @@ from synth.shards.atomic import atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
 from synth.shards.layout import (
+    LIBRARY_LOG,
     LOCK,
     MANIFEST,
     SHARD_DIRS,
@@ -85,7 +86,11 @@ class DatasetWriter:
                     f"{self.path}: holds shards but no {MANIFEST}; nothing was written. "
                     f"`synth verify {self.path} --repair` rebuilds the manifest from the shards"
                 )
-            foreign = {p.name for p in self.path.iterdir() if not is_temp(p)} - {*SHARD_DIRS.values(), LOCK}
+            foreign = {p.name for p in self.path.iterdir() if not is_temp(p)} - {
+                *SHARD_DIRS.values(),
+                LOCK,
+                LIBRARY_LOG,
+            }
             if foreign:
                 raise DatasetError(f"{self.path}: directory is not empty and holds no dataset; choose another --out")
         for sub in SHARD_DIRS.values():

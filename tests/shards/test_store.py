@@ -572,3 +572,20 @@ def test_invalid_manifest_raises_dataset_error(tmp_path):
     with pytest.raises(DatasetError) as e:
         read_manifest(root)
     assert MANIFEST in str(e.value)
+
+
+def test_a_folder_holding_only_the_library_log_becomes_a_dataset_and_other_files_are_refused(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "library.log").write_text("runtime start-up notices\n")
+    with DatasetWriter(out) as w:
+        w.start_run(run())
+        w.commit_batch("run-a", 0, records(2), [])
+    assert scan(out).collect().height == 2
+    assert (out / "library.log").read_text() == "runtime start-up notices\n"
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="not empty"):
+        DatasetWriter(other).__enter__()
