@@ -15,18 +15,7 @@ import typer
 
 from synth.cli.checks import preflight, writing
 from synth.cli.errors import fail, log_tracebacks_off
-from synth.cli.options import (
-    CurationOpt,
-    EngineOpt,
-    LanguageOpt,
-    OutOpt,
-    ProfileOpt,
-    ShardRowsOpt,
-    WaitOpt,
-    load_curation,
-    load_engine,
-    where,
-)
+from synth.cli.options import RunOptions, load_curation, load_engine, run_options, where
 from synth.cli.output import (
     console,
     live_progress,
@@ -36,7 +25,6 @@ from synth.cli.output import (
     print_self_training,
     print_summary,
 )
-from synth.flows import api
 
 app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
 
@@ -44,19 +32,19 @@ app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is
 def _run(
     generator: str,
     config: Any,
-    out: Path,
-    engines: list[tuple[Any, str]],
-    curation: Path | None,
-    shard_rows: int,
-    wait: float,
+    run: RunOptions,
+    more_engines: list[tuple[Any, str]] | None = None,
     report: Callable[[dict[str, Any]], None] | None = None,
     **flow_args: Any,
 ) -> None:
-    """Check everything the run needs, run the generator's flow (from the registry) into `out`
-    with the first of `engines`, then print its summary (after the generator's own `report`) and
-    what its profile changed."""
+    """Check everything the run needs, run the generator's flow (from the registry) into the run's
+    dataset with its engine (`more_engines` are checked too), then print its summary (after the
+    generator's own `report`) and what its profile changed."""
     from synth.flows.registry import GENERATORS
     from synth.schemas import DatasetConfig
+
+    out, curation, shard_rows, wait = run.out, run.curation, run.shard_rows, run.wait
+    engines = [(load_engine(run.engine_config), where(run.engine_config)), *(more_engines or [])]
 
     GENERATORS[generator].check_inputs(config, out)  # a bad seed file or source fails before any model loads
     curation_config = load_curation(curation)
@@ -82,43 +70,37 @@ def _run(
 
 
 @app.command("self-instruct")
+@run_options(seed_help="Run seed (sampling of in-context tasks and of the model).")
 def generate_self_instruct(
-    out: OutOpt,
     seeds: Annotated[
         Path | None,
         typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt."),
     ] = None,
     num: Annotated[int, typer.Option("--num", min=1, help="Records (instances) to keep.")] = 100,
-    engine_config: EngineOpt = None,
     prompts_per_batch: Annotated[int, typer.Option(min=1, help="Task-generation prompts per batch.")] = 16,
     max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
     instances_per_task: Annotated[
         int | None, typer.Option(min=1, help="Instances to keep per new task (default: the profile's; paper: 5).")
     ] = None,
-    profile: ProfileOpt = "paper",
-    language: LanguageOpt = "en",
-    seed: Annotated[int, typer.Option(help="Run seed (sampling of in-context tasks and of the model).")] = 0,
-    shard_rows: ShardRowsOpt = 10_000,
-    wait: WaitOpt = 0,
-    curation: CurationOpt = None,
+    *,
+    run: RunOptions,
 ) -> None:
     """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    api.prepare_process(out)
     from synth.schemas import SelfInstructConfig
 
-    engine = load_engine(engine_config)
     given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
     config = SelfInstructConfig(
         seeds=str(seeds) if seeds else None, num_records=num, prompts_per_batch=prompts_per_batch,
-        max_batches=max_batches, profile=profile, language=language, seed=seed, **given,
+        max_batches=max_batches, **run.config_fields(), **given,
     )  # fmt: skip
-    _run("self_instruct", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
+    _run("self_instruct", config, run)
 
 
 @app.command("evol")
+@run_options(seed_help="Run seed (choice of operations and the model's sampling).")
 def generate_evol(
     source: Annotated[
         str,
@@ -128,7 +110,6 @@ def generate_evol(
             "file, or a seed file.",
         ),
     ],
-    out: OutOpt,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
     include_source: Annotated[
@@ -139,39 +120,30 @@ def generate_evol(
             "a source without an output gets the model's response.",
         ),
     ] = None,
-    profile: ProfileOpt = "paper",
-    language: LanguageOpt = "en",
     chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
-    engine_config: EngineOpt = None,
-    seed: Annotated[int, typer.Option(help="Run seed (choice of operations and the model's sampling).")] = 0,
-    shard_rows: ShardRowsOpt = 10_000,
-    wait: WaitOpt = 0,
-    curation: CurationOpt = None,
+    *,
+    run: RunOptions,
 ) -> None:
     """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
     (in-breadth) ones over several rounds, eliminating failed evolutions with a reason.
 
     Re-running the same command resumes the run.
     """
-    api.prepare_process(out)
     from synth.schemas import EvolInstructConfig
 
-    engine = load_engine(engine_config)
     chosen = {"include_source": include_source} if include_source is not None else {}
     config = EvolInstructConfig(
-        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, profile=profile, seed=seed,
-        language=language, **chosen,
-    )  # fmt: skip
-    engines = [(engine, where(engine_config))]
-    _run("evol_instruct", config, out, engines, curation, shard_rows, wait, report=print_evol_rounds)
+        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, **run.config_fields(), **chosen
+    )
+    _run("evol_instruct", config, run, report=print_evol_rounds)
 
 
 @app.command("backtranslate")
+@run_options(seed_help="Run seed.", profile=False)
 def generate_backtranslate(
     docs: Annotated[
         Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
     ],
-    out: OutOpt,
     seeds: Annotated[
         Path | None,
         typer.Option(
@@ -189,7 +161,6 @@ def generate_backtranslate(
     text_field: Annotated[str, typer.Option(help="Text field or column of a JSONL/Parquet source.")] = "text",
     max_segments: Annotated[int | None, typer.Option(min=1, help="Use only the first N segments.")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Segments per committed batch.")] = 128,
-    engine_config: EngineOpt = None,
     backward_engine_config: Annotated[
         Path | None,
         typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
@@ -214,11 +185,8 @@ def generate_backtranslate(
             "--work", help="With --self-train: folder for the models and iterations (default OUT.self-train)."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
-    language: LanguageOpt = "en",
-    shard_rows: ShardRowsOpt = 10_000,
-    wait: WaitOpt = 0,
-    curation: CurationOpt = None,
+    *,
+    run: RunOptions,
 ) -> None:
     """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
     answers, grade the pairs on a 5-point rubric, keep the best.
@@ -229,37 +197,32 @@ def generate_backtranslate(
     re-grades every candidate. Re-running the same command resumes the run (trained models are
     reused).
     """
-    api.prepare_process(out)
     from synth.schemas import BacktranslationConfig
     from synth.schemas.self_train import SelfTrainConfig
 
-    engine = load_engine(engine_config)
+    engine = load_engine(run.engine_config)
     backward = load_engine(backward_engine_config) if backward_engine_config else None
     if self_train and backward is not None:
         fail("--backward-engine-config: with --self-train the backward model is trained, not configured")
     if self_train and engine is not None and engine.kind == "openai":
         fail(
-            f"{where(engine_config)}: --self-train fine-tunes models and serves them itself; it needs the "
+            f"{where(run.engine_config)}: --self-train fine-tunes models and serves them itself; it needs the "
             'in-process vLLM engine (kind = "vllm"), not an OpenAI-compatible server'
         )
     loop = SelfTrainConfig(iterations=iterations, max_steps=train_steps, work=str(work) if work else None)
     config = BacktranslationConfig(
         docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
-        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, seed=seed, language=language,
+        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, **run.config_fields(),
         self_train=loop if self_train else None,
     )  # fmt: skip
-    engines = [(engine, where(engine_config))]
-    if backward is not None:
-        engines.append((backward, where(backward_engine_config)))
-    _run(
-        "backtranslation", config, out, engines, curation, shard_rows, wait,
-        report=print_self_training if self_train else print_backtranslation_funnel, backward_engine=backward,
-    )  # fmt: skip
+    more = [(backward, where(backward_engine_config))] if backward is not None else []
+    report = print_self_training if self_train else print_backtranslation_funnel
+    _run("backtranslation", config, run, more, report=report, backward_engine=backward)
 
 
 @app.command("magpie")
+@run_options(seed_help="Run seed.")
 def generate_magpie(
-    out: OutOpt,
     num: Annotated[int, typer.Option("--num", min=1, help="Records (conversations) to keep.")] = 100,
     turns: Annotated[int, typer.Option(min=1, max=16, help="User and assistant turns per conversation.")] = 1,
     system_prompt: Annotated[
@@ -273,33 +236,27 @@ def generate_magpie(
             "e.g. '<|im_start|>user\\n'.",
         ),
     ] = None,
-    engine_config: EngineOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Conversations started per batch.")] = 64,
     max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
-    profile: ProfileOpt = "paper",
-    language: LanguageOpt = "en",
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
-    shard_rows: ShardRowsOpt = 10_000,
-    wait: WaitOpt = 0,
-    curation: CurationOpt = None,
+    *,
+    run: RunOptions,
 ) -> None:
     """Magpie (Xu et al. 2024): the model writes the user's messages itself from the opening of a
     user turn of its chat template, then answers them; no seeds needed.
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    api.prepare_process(out)
     from synth.schemas.magpie import MagpieConfig
 
-    engine = load_engine(engine_config)
     config = MagpieConfig(
         num_records=num, turns=turns, system_prompt=system_prompt, template=template, batch_size=batch_size,
-        max_batches=max_batches, profile=profile, language=language, seed=seed,
+        max_batches=max_batches, **run.config_fields(),
     )  # fmt: skip
-    _run("magpie", config, out, [(engine, where(engine_config))], curation, shard_rows, wait)
+    _run("magpie", config, run)
 
 
 @app.command("preferences")
+@run_options(seed_help="Run seed (the responses' and grades' sampling).")
 def generate_preferences(
     source: Annotated[
         str,
@@ -308,7 +265,6 @@ def generate_preferences(
             help="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file.",
         ),
     ],
-    out: OutOpt,
     samples: Annotated[int, typer.Option("--samples", "-k", min=2, help="Responses per instruction (K).")] = 4,
     judge_samples: Annotated[
         int | None,
@@ -334,7 +290,6 @@ def generate_preferences(
     ] = "",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N instructions.")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 64,
-    engine_config: EngineOpt = None,
     response_engine_configs: Annotated[
         list[Path] | None,
         typer.Option(
@@ -342,31 +297,24 @@ def generate_preferences(
             help="Another engine that writes responses (repeatable); responses alternate between the engines.",
         ),
     ] = None,
-    profile: ProfileOpt = "paper",
-    language: LanguageOpt = "en",
-    seed: Annotated[int, typer.Option(help="Run seed (the responses' and grades' sampling).")] = 0,
-    shard_rows: ShardRowsOpt = 10_000,
-    wait: WaitOpt = 0,
-    curation: CurationOpt = None,
+    *,
+    run: RunOptions,
 ) -> None:
     """Preference pairs for DPO (Self-Rewarding recipe): K responses per instruction, each graded
     by the judge on a rubric; the best against the worst, ties and small margins rejected.
 
     Re-running the same command resumes the run.
     """
-    api.prepare_process(out)
     from synth.schemas.preferences import PreferencesConfig
 
-    engine = load_engine(engine_config)
     extra = [(load_engine(p), where(p)) for p in response_engine_configs or []]
     given = {"judge_samples": judge_samples} if judge_samples is not None else {}
     config = PreferencesConfig(
         source=source, samples=samples, min_margin=min_margin, position_check=position_check,
         system_prompt=system_prompt, limit=limit, chunk_size=chunk_size, response_engines=[e for e, _ in extra],
-        profile=profile, language=language, seed=seed, **given,
+        **run.config_fields(), **given,
     )  # fmt: skip
-    engines = [(engine, where(engine_config)), *extra]
-    _run("preferences", config, out, engines, curation, shard_rows, wait, report=print_pairs)
+    _run("preferences", config, run, extra, report=print_pairs)
 
 
 def print_pairs(summary: dict[str, Any]) -> None:

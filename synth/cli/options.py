@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -85,3 +89,66 @@ def load_curation(path: Path | None) -> CurationConfig:
 def where(path: Path | None, prefix: str = "") -> str:
     """How an error names the config file a value came from: `path: `, or `prefix` for none."""
     return f"{path}: " if path is not None else prefix
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every `synth generate` command takes, declared once (see `run_options`)."""
+
+    out: Path
+    engine_config: Path | None
+    language: str
+    seed: int
+    shard_rows: int
+    wait: float
+    curation: Path | None
+    profile: str | None = "paper"  # None: the generator has no profiles
+
+    def config_fields(self) -> dict[str, Any]:
+        """What a generator config takes from these: language and seed, and the profile if any."""
+        chosen = {"language": self.language, "seed": self.seed}
+        return chosen | ({"profile": self.profile} if self.profile is not None else {})
+
+
+_Command = TypeVar("_Command", bound=Callable[..., None])
+
+
+def run_options(seed_help: str, profile: bool = True) -> Callable[[_Command], _Command]:
+    """Give a command the shared options, after its own, and hand them to it as one `run:
+    RunOptions` argument, once the process is ready to run flows (`api.prepare_process`). `seed_help` says what the run seed decides; `profile` False leaves out
+    --profile (a generator without profiles)."""
+    shared: dict[str, tuple[Any, Any]] = {
+        "out": (OutOpt, inspect.Parameter.empty),
+        "engine_config": (EngineOpt, None),
+        "profile": (ProfileOpt, "paper"),
+        "language": (LanguageOpt, "en"),
+        "seed": (Annotated[int, typer.Option(help=seed_help)], 0),
+        "shard_rows": (ShardRowsOpt, 10_000),
+        "wait": (WaitOpt, 0),
+        "curation": (CurationOpt, None),
+    }
+    if not profile:
+        del shared["profile"]
+    assert set(shared) | {"profile"} == {f.name for f in fields(RunOptions)}
+
+    def wrap(command: _Command) -> _Command:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "run"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+            for name, (kind, default) in shared.items()
+        ]
+        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(command)
+        def with_options(**given: Any) -> None:
+            from synth.flows import api
+
+            api.prepare_process(given["out"])
+            chosen: dict[str, Any] = {name: given.pop(name) for name in shared}
+            run = RunOptions(**({"profile": None} | chosen))
+            command(**given, run=run)
+
+        with_options.__signature__ = inspect.Signature([*keyword, *added])  # type: ignore[attr-defined]
+        return cast(_Command, with_options)
+
+    return wrap

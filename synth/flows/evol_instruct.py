@@ -8,13 +8,12 @@ eliminated by reason; round 0 is the source examples) accumulates in the run's m
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import SourceItem, load_instructions
 from synth.prompts import load_template
@@ -64,28 +63,16 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class EvolInstructJob(Built[EvolInstructGenerator]):
+class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     """Evol-Instruct's part of a run (see `synth.flows.run`): one batch per chunk of source
     instructions, every round inside it; the per-round funnel accumulates in the run's state."""
 
     config: EvolInstructConfig
-    items: list[SourceItem]
-    run_id: str
     generator: ClassVar[str] = GENERATOR
-
-    @property
-    def chunks(self) -> list[list[SourceItem]]:
-        size = self.config.chunk_size
-        return [self.items[i : i + size] for i in range(0, len(self.items), size)]
 
     def open(self, run: RunContext) -> str:
         self._gen = EvolInstructGenerator(self.config, run.engine, run_id=self.run_id)
         return f"Evol-Instruct into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        chunks = self.chunks
-        for chunk in range(run.info.batches_done, len(chunks)):
-            yield Spec(chunk, chunks[chunk])
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
@@ -96,12 +83,9 @@ class EvolInstructJob(Built[EvolInstructGenerator]):
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions"
 
-    def progress(self, run: RunContext) -> float:
-        return run.info.batches_done / max(1, len(self.chunks))
-
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        super().finish(run, summary)
         summary["rounds"] = run.info.state.get("rounds", {})
-        summary["source_instructions"] = len(self.items)
 
 
 def run_evol_instruct(

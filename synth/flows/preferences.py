@@ -9,14 +9,14 @@ would have made.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
 from synth.generators.sources import SourceError, SourceItem, load_instructions
 from synth.prompts import load_template
@@ -51,23 +51,13 @@ def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
 
 
 @dataclass
-class PreferencesJob(Built[PreferencesGenerator]):
+class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     """The preference pairs' part of a run (see `synth.flows.run`): one batch per chunk of source
     instructions; the counts of instructions read and paired accumulate in the run's state."""
 
     config: PreferencesConfig
-    items: list[SourceItem]
-    run_id: str
     writers: Sequence[Engine] | None = None  # live response engines (tests); None: from the config
     generator: ClassVar[str] = GENERATOR
-    _chunks: list[list[SourceItem]] = field(default_factory=list, init=False, repr=False)
-
-    @property
-    def chunks(self) -> list[list[SourceItem]]:
-        if not self._chunks:
-            size = self.config.chunk_size
-            self._chunks = [self.items[i : i + size] for i in range(0, len(self.items), size)]
-        return self._chunks
 
     def open(self, run: RunContext) -> str:
         writers = self.writers
@@ -76,11 +66,6 @@ class PreferencesJob(Built[PreferencesGenerator]):
         parents = Path(self.config.source).is_dir()
         self._gen = PreferencesGenerator(self.config, run.engine, self.run_id, writers=writers, parents=parents)
         return f"Preference pairs into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        chunks = self.chunks
-        for chunk in range(run.info.batches_done, len(chunks)):
-            yield Spec(chunk, chunks[chunk])
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
@@ -92,12 +77,9 @@ class PreferencesJob(Built[PreferencesGenerator]):
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions, {len(batch.kept)} paired"
 
-    def progress(self, run: RunContext) -> float:
-        return run.info.batches_done / max(1, len(self.chunks))
-
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        super().finish(run, summary)
         summary["pairs"] = run.info.state.get("pairs", {})
-        summary["source_instructions"] = len(self.items)
 
 
 def run_preferences(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 from prefect import flow, get_run_logger, task
@@ -85,6 +86,32 @@ class Built(Generic[G]):
     def gen(self) -> G:
         assert self._gen is not None, "open() first"
         return self._gen
+
+
+@dataclass
+class ChunkedJob(Built[G]):
+    """A job over a fixed list of source items, one batch per chunk of the config's `chunk_size`:
+    batch n is chunk n, so a resumed run goes on at the first chunk not committed. Its summary
+    counts the source items. Subclasses build the generator (`open`) and make a chunk (`make`)."""
+
+    config: Any  # a config with a `chunk_size`
+    items: list[Any]
+    run_id: str
+
+    @cached_property
+    def chunks(self) -> list[list[Any]]:
+        size = self.config.chunk_size
+        return [self.items[i : i + size] for i in range(0, len(self.items), size)]
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        for chunk in range(run.info.batches_done, len(self.chunks)):
+            yield Spec(chunk, self.chunks[chunk])
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.batches_done / max(1, len(self.chunks))
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["source_instructions"] = len(self.items)
 
 
 class Job(Protocol):
