@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from collections.abc import Sequence
 
-from synth.filters import RougeNoveltyIndex
+from synth.filters import NoveltyVerdict, RougeNoveltyIndex
 
 
 def vocabulary(size: int, rng: random.Random) -> tuple[list[str], list[float]]:
@@ -46,11 +46,28 @@ def texts(n: int, rng: random.Random, words: list[str], cum: list[float], near: 
     return out
 
 
-def judge(index: RougeNoveltyIndex, candidates: list[str]) -> tuple[float, list[tuple]]:
+def judge(index: RougeNoveltyIndex, candidates: list[str]) -> tuple[float, list[NoveltyVerdict]]:
     start = time.perf_counter()
     verdicts = index.check(candidates, add=False)
-    seconds = time.perf_counter() - start
-    return seconds, [(v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in verdicts]
+    return time.perf_counter() - start, verdicts
+
+
+def agreement(pruned: list[NoveltyVerdict], full: list[NoveltyVerdict], floor: float) -> str:
+    """What the pruned path must reproduce: every verdict, the best score when it is above the
+    floor, and the neighbours (names and scores, in order) that score above the floor."""
+
+    def above(v: NoveltyVerdict) -> list:
+        return [(n, s) for n, s in zip(v.neighbors, v.neighbor_scores, strict=True) if s > floor]
+
+    verdicts = all(p.kept == f.kept for p, f in zip(pruned, full, strict=True))
+    best = all(p.max_score == f.max_score for p, f in zip(pruned, full, strict=True) if f.max_score > floor)
+    neighbours = all(above(p) == above(f) for p, f in zip(pruned, full, strict=True))
+    below = sum(p.neighbors != f.neighbors for p, f in zip(pruned, full, strict=True))
+    yes = {True: "yes", False: "NO"}
+    return (
+        f"same verdicts: {yes[verdicts]}, best scores above {floor}: {yes[best]}, neighbours above {floor}:"
+        f" {yes[neighbours]} ({below} of {len(full)} lists differ below it)"
+    )
 
 
 def peak_mib(index: RougeNoveltyIndex, candidates: list[str]) -> float:
@@ -86,7 +103,7 @@ def main() -> None:
         scored = pruned.search.scored - before
         pairs = size * args.candidates
         mem_pruned = peak_mib(pruned, candidates[: args.memory_candidates])
-        kept = sum(v[0] for v in v_pruned)
+        kept = sum(v.kept for v in v_pruned)
         line = (
             f"pool {size:>9,}: pruned {args.candidates / t_pruned:9.1f} cand/s {pairs / t_pruned / 1e6:8.2f} M pairs/s"
             f" (scored {scored:,} of {pairs:,} pairs, {100 * scored / pairs:.3f}%), peak {mem_pruned:.0f} MiB,"
@@ -102,7 +119,7 @@ def main() -> None:
         print(
             f"pool {size:>9,}: unpruned {args.candidates / t_full:7.1f} cand/s {pairs / t_full / 1e6:8.2f} M pairs/s,"
             f" peak {mem_full:.0f} MiB; pruned/unpruned speed {t_full / t_pruned:.1f}x;"
-            f" same verdicts, scores and neighbours: {'yes' if v_full == v_pruned else 'NO'}",
+            f" {agreement(v_pruned, v_full, min(args.threshold, pruned.neighbor_floor))}",
             flush=True,
         )
         del unpruned

@@ -31,7 +31,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
-from synth.filters.novelty_search import PrunedSearch, TokenPostings
+from synth.filters.novelty_search import PrefixIndex, PrunedSearch
 from synth.filters.tokens import rouge_tokens
 
 SNIPPET_CHARS = 80
@@ -67,6 +67,8 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return Indel.normalized_similarity(a, b)
 
 
+# Pruned, every pool text scoring above this (or above the threshold, if lower) is found.
+NEIGHBOR_FLOOR = 0.7
 # At most this many pair scores are held at once (float64: 128 MiB), whatever the pool's size.
 MAX_SCORE_CELLS = 1 << 24
 # `check` judges this many candidates at a time: the chunk's own pairs are scored as one matrix.
@@ -112,13 +114,14 @@ class RougeNoveltyIndex:
     neighbors_kept: int = 10
     workers: int = -1
     prune: bool = True
+    neighbor_floor: float = NEIGHBOR_FLOOR
     refs: list[str] = field(default_factory=list)
     _tokens: list[str] = field(default_factory=list)
     _vocab: dict[str, int] = field(default_factory=dict)
-    _postings: TokenPostings = field(default_factory=TokenPostings)
 
     def __post_init__(self) -> None:
-        self.search = PrunedSearch(self._postings, self._tokens, self.workers)
+        self._postings = PrefixIndex(min(self.threshold, self.neighbor_floor))
+        self.search = PrunedSearch(self._postings, self._tokens)
 
     def _encode(self, text: str) -> str:
         vocab = self._vocab
@@ -127,23 +130,24 @@ class RougeNoveltyIndex:
     def _append(self, ref: str, code: str) -> None:
         self.refs.append(ref)
         self._tokens.append(code)
-        if self.prune:
-            self._postings.add(code)
 
     def add(self, texts: Sequence[str], ids: Sequence[str | None] | None = None) -> None:
         """Add texts to the pool; `ids` (one per text, None for none) name them in verdicts."""
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         for i, text in enumerate(texts):
-            self._append(neighbor_ref(text, ids[i] if ids is not None else None), self._encode(text))
+            code = self._encode(text)
+            self._append(neighbor_ref(text, ids[i] if ids is not None else None), code)
+            if self.prune:
+                self._postings.add(code)
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def truncate(self, size: int) -> None:
         """Forget every pool text added after the first `size` (a batch that was not committed)."""
-        if self.prune:
-            self._postings.truncate(size, self._tokens[size:])
+        if self.prune and len(self._postings) > size:
+            self._postings.truncate(size, self._tokens[size : len(self._postings)])
         del self.refs[size:]
         del self._tokens[size:]
 
@@ -164,9 +168,7 @@ class RougeNoveltyIndex:
         """Each query's `k` best pool scores and their pool indices (-1: none), best first, ties
         to the earlier pool text. Unpruned, the pool is scored a slice at a time, so memory holds
         at most `MAX_SCORE_CELLS` scores whatever the pool's size; the result equals a full row's
-        top k, and so does the pruned search's."""
-        if self.prune:
-            return self.search.top(queries, k)
+        top k."""
         top_scores = np.full((len(queries), k), -1.0)
         top_index = np.full((len(queries), k), -1, dtype=np.int64)
         if not queries or not self._tokens:
@@ -185,18 +187,23 @@ class RougeNoveltyIndex:
         """Judge candidates in order against the pool and the candidates kept before them.
 
         With `add`, kept candidates join the pool; without, the pool is left as it was (call
-        `add` later, once the caller has committed them). Candidates are judged `CHECK_CHUNK` at
-        a time: those kept in earlier chunks join the pool meanwhile, so memory is bounded by the
-        chunk, not by how many candidates one call brings.
+        `add` later, once the caller has committed them). Pruned, each candidate is searched on
+        its own and a kept one joins the pool (and its postings) before the next is judged.
+        Unpruned, candidates are judged `CHECK_CHUNK` at a time: those kept in earlier chunks join
+        the pool meanwhile. Either way memory is bounded by the chunk, not by how many candidates
+        one call brings.
         """
         size = len(self.refs)
         verdicts: list[NoveltyVerdict] = []
         try:
-            for start in range(0, len(candidates), CHECK_CHUNK):
-                for verdict, ref, code in self._check_chunk(candidates[start : start + CHECK_CHUNK]):
-                    verdicts.append(verdict)
-                    if verdict.kept:
-                        self._append(ref, code)
+            if self.prune:
+                verdicts = [self._check_one(text) for text in candidates]
+            else:
+                for start in range(0, len(candidates), CHECK_CHUNK):
+                    for verdict, ref, code in self._check_chunk(candidates[start : start + CHECK_CHUNK]):
+                        verdicts.append(verdict)
+                        if verdict.kept:
+                            self._append(ref, code)
         except BaseException:
             self.truncate(size)
             raise
@@ -204,9 +211,31 @@ class RougeNoveltyIndex:
             self.truncate(size)
         return verdicts
 
+    def _check_one(self, text: str) -> NoveltyVerdict:
+        """Pruned: one candidate's verdict against the pool; a kept candidate joins the pool."""
+        code = self._encode(text)
+        prefix = self._postings.prefix(code)
+        scores, index = self.search.one(code, max(1, self.neighbors_kept), prefix)
+        self.search.pairs += len(self._postings)
+        best = float(scores[0]) if scores.size else 0.0
+        kept = best <= self.threshold
+        shown = index[: self.neighbors_kept].tolist()
+        verdict = NoveltyVerdict(
+            text=text,
+            kept=kept,
+            max_score=best,
+            neighbors=[self.refs[p] for p in shown],
+            neighbor_scores=[float(x) for x in scores[: len(shown)]],
+        )
+        if kept:
+            self._append(neighbor_ref(text), code)
+            self._postings.add(code, prefix)
+        return verdict
+
     def _check_chunk(self, candidates: Sequence[str]) -> list[tuple[NoveltyVerdict, str, str]]:
-        """Verdicts of one chunk against the pool (earlier chunks' kept candidates included),
-        with each candidate's ref and code. Kept candidates of the chunk are not added here."""
+        """Unpruned: verdicts of one chunk against the pool (earlier chunks' kept candidates
+        included), with each candidate's ref and code. Kept candidates of the chunk are not added
+        here."""
         encoded = [self._encode(c) for c in candidates]
         k = max(1, self.neighbors_kept)
         pool_scores, pool_index = self._pool_top(encoded, k)

@@ -1,45 +1,55 @@
-"""Exact top-k ROUGE-L search over a pool that scores only the pool texts that could reach the top k.
+"""ROUGE-L search over a pool with prefix filtering: a candidate meets only the pool texts that
+could score above a floor, so its work depends on how many texts are similar to it, not on the
+pool's size.
 
 Texts are token strings (one character per token id, see `novelty.RougeNoveltyIndex`), and
 ROUGE-L F1 of a and b is F = 2·LCS/(|a|+|b|), computed by rapidfuzz as 1 - (|a|+|b|-2·LCS)/(|a|+|b|).
 
-Two bounds decide which pairs are scored:
+The bound. Every pair of tokens an LCS matches is a common token, used at most as often as either
+text holds it, so LCS <= o, the multiset overlap. Counting the j-th occurrence of a token as a key
+of its own, (token, j), makes o the number of keys the two texts share. F > f then needs
+o > f·(|a|+|b|)/2 >= f·(|a|+o)/2 (o <= |b|), that is o > f·|a|/(2-f): a bound from a's length
+alone, `need(|a|)`, and likewise for b.
 
-- Length ratio. LCS <= min(|a|, |b|), so with r = min/max of the two lengths,
-  F <= 2·min/(min+max) = 2r/(1+r). So F > t needs 2r/(1+r) > t, i.e. r > t/(2-t) (for t = 0.7:
-  r > 0.538). `length_ratio_bound` says so; the overlap bound below implies it, because the overlap
-  is itself at most min(|a|, |b|).
-- Overlap. Every pair of tokens an LCS matches is a common token, used at most as often as either
-  text holds it, so LCS <= overlap = sum over tokens of min(count in a, count in b). Counting the
-  j-th occurrence of a token as a key of its own, (token, j), turns that multiset overlap into the
-  number of keys the two texts share, which one pass over an inverted index of keys counts for the
-  whole pool at once. The bound U = 1 - (|a|+|b|-2·overlap)/(|a|+|b|) is computed with the very
-  float operations rapidfuzz uses for the score, and those are monotone in the LCS, so U >= F holds
-  exactly in floating point, not only in real numbers.
+Prefix filtering. Put every key in one fixed global order and sort each text's keys by it. If two
+texts share at least `need` keys each side asks for, a's first |a|-need(|a|)+1 keys and b's first
+|b|-need(|b|)+1 keys share a key (otherwise a's prefix keys are all missing from b, leaving at most
+need(|a|)-1 shared keys). So the pool is indexed by its texts' prefixes only, a candidate looks up
+its own prefix, and every pool text with F > f is among the texts it finds. Those are then checked
+against the length bound (F <= 2·min/(|a|+|b|)) and scored exactly by rapidfuzz, as the full path
+scores them, so their scores are the same floating-point values.
 
-A query's top k (score descending, ties to the lower pool index, as a full score row sorts them) is
-found in two steps: score the pool texts of highest U first, which gives a k-th best score L; then
-score every other text with U >= L. A text left out has F <= U < L <= the final k-th best, so it
-cannot be in the top k, ties included. A text sharing no key has F = 0 exactly (an LCS of length 0,
-or an empty text), so when fewer than k texts share a key the top k is topped up with the lowest
-pool indices among those, with score 0, without scoring them: exactly what a full row gives.
+The order is the token id, descending, then the occurrence, descending. Token ids are given on
+first sight (the seed tasks first, then the texts in the order they are encoded), so common words
+get small ids early and a text's prefix is made of its later, mostly rarer, words: the postings a
+candidate reads are short. The order never changes as the pool grows, so nothing is re-indexed.
+
+Floating point: `need` is computed for a floor a little below f and rounded down by a margin, so
+a rounding error can only lengthen a prefix (look at more texts), never shorten it; a pair whose
+rapidfuzz score exceeds f is always found.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import math
 from array import array
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
-# Scored first, by highest bound, to find the level that prunes the rest.
-FIRST_PICKS = 64
 # At most this many pairs of one query are scored in one call (memory: 8 bytes each and the list).
 MAX_QUERY_CELLS = 1 << 16
+# Below the floor by this much: rapidfuzz's score and our own bounds round differently.
+MARGIN = 1e-9
+# A posting's two length fields are 16 bits each.
+CAP = 0xFFFF
+# Texts of this many tokens or more are not in the postings: every query examines them.
+LONG = CAP
+# Below this many hits, a query's hits are tested in Python rather than numpy.
+SMALL_HITS = 48
 
 
 def length_ratio_bound(threshold: float) -> float:
@@ -47,141 +57,209 @@ def length_ratio_bound(threshold: float) -> float:
     return threshold / (2.0 - threshold)
 
 
-class TokenPostings:
-    """An inverted index over a pool's token multisets: for each (token, occurrence) key, the
-    ascending pool indices of the texts holding it, in a compact int32 array. Memory is 4 bytes
-    per pool token plus a small array per distinct key."""
+def need(length: int, floor: float) -> int:
+    """The fewest keys a text of `length` tokens must share with another for their F1 to exceed
+    `floor` (computed for a slightly lower floor, so never more than that)."""
+    f = floor - MARGIN
+    if f <= 0:
+        return 1
+    return max(1, math.ceil(f * length / (2.0 - f) - MARGIN))
 
-    def __init__(self) -> None:
-        self._key: dict[tuple[str, int], int] = {}
-        self._postings: list[array[int]] = []
-        self._lengths: array[int] = array("i")
+
+def prefix_length(length: int, floor: float) -> int:
+    return max(0, length - need(length, floor) + 1)
+
+
+def sorted_keys(code: str) -> list[int]:
+    """A text's keys in the global order: token id (its code point) descending, then occurrence
+    descending. A key is code point << 32 | occurrence."""
+    chars = sorted(code, reverse=True)
+    keys = [ord(c) << 32 for c in chars]
+    # Repeated tokens are adjacent: number a run of r copies r-1 down to 0.
+    run = 0
+    for i in range(len(chars) - 1, -1, -1):
+        if i + 1 < len(chars) and chars[i] == chars[i + 1]:
+            run += 1
+            keys[i] |= run
+        else:
+            run = 0
+    return keys
+
+
+@functools.lru_cache(maxsize=8)
+def _need_table(floor: float) -> np.ndarray:
+    """need(m, floor) for every length a posting can hold, computed by `need` itself."""
+    return np.array([need(m, floor) for m in range(CAP + 1)], dtype=np.int64)
+
+
+class PrefixIndex:
+    """Postings of the pool texts' prefix keys (for floor `floor`): for each key, one int64 per pool
+    text whose prefix holds it, in pool order: the text's index << 32 | its length << 16 | how many
+    of its keys follow this one. Texts of `LONG` tokens or more are not in the postings: every query
+    examines them. Memory: 8 bytes per prefix key of the pool (about half its tokens at 0.7) and a
+    small array per distinct key."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+        self._postings: dict[int, array[int]] = {}
+        self._size = 0
+        self._long: list[int] = []
+        self._need = _need_table(floor)
+        # Scratch: marks the pool texts a query's first pass kept (all False between queries).
+        self._mark = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
-        return len(self._lengths)
+        return self._size
 
-    def _keys(self, code: str, create: bool) -> list[int]:
-        seen: dict[str, int] = {}
-        keys: list[int] = []
-        for token in code:
-            j = seen.get(token, 0)
-            seen[token] = j + 1
-            key = self._key.get((token, j))
-            if key is None:
-                if not create:
-                    continue
-                key = self._key[(token, j)] = len(self._postings)
-                self._postings.append(array("i"))
-            keys.append(key)
-        return keys
+    def prefix(self, code: str) -> list[int]:
+        """The text's prefix keys, in the global order."""
+        return sorted_keys(code)[: prefix_length(len(code), self.floor)]
 
-    def add(self, code: str) -> None:
-        doc = len(self._lengths)
-        for key in self._keys(code, True):
-            self._postings[key].append(doc)
-        self._lengths.append(len(code))
+    def add(self, code: str, prefix: list[int] | None = None) -> None:
+        """Index the next pool text (`prefix`: its `prefix(code)`, if already computed)."""
+        m = len(code)
+        if m >= min(LONG, CAP):
+            self._long.append(self._size)
+        else:
+            head = self._size << 32 | m << 16
+            postings = self._postings
+            for position, key in enumerate(self.prefix(code) if prefix is None else prefix):
+                bucket = postings.get(key)
+                if bucket is None:
+                    bucket = postings[key] = array("q")
+                bucket.append(head | (m - 1 - position))
+        self._size += 1
 
     def truncate(self, size: int, removed: Sequence[str]) -> None:
-        """Forget pool texts `size` and after; `removed` are their codes, in pool order."""
+        """Forget the indexed texts `size` and after; `removed` are their codes, in pool order."""
         for code in reversed(removed):
-            for key in self._keys(code, False):
-                self._postings[key].pop()
-        del self._lengths[size:]
+            if len(code) >= min(LONG, CAP):
+                self._long.pop()
+                continue
+            for key in self.prefix(code):
+                bucket = self._postings[key]
+                bucket.pop()
+                if not bucket:
+                    del self._postings[key]
+        self._size = size
 
-    def overlap(self, code: str) -> np.ndarray | None:
-        """The multiset token overlap of `code` with every pool text (None: it shares no key)."""
-        keys = self._keys(code, False)
-        if not keys:
-            return None
-        parts = [np.frombuffer(self._postings[key], dtype=np.int32) for key in keys]
-        return np.bincount(np.concatenate(parts), minlength=len(self._lengths))
+    def examined(self, code: str, prefix: list[int] | None = None) -> np.ndarray:
+        """The pool texts a query must score, ascending: those sharing a prefix key with it (a hit)
+        whose overlap bound leaves room for F > floor, and the texts of `LONG` tokens or more.
 
-    def lengths(self) -> np.ndarray:
-        return np.array(self._lengths, dtype=np.int64)
+        Keys are met in the global order. For a pool text b with c hits, the last at position i of
+        the query q and j of b: every key both share up to that hit is a hit (it sits in both
+        prefixes), and the keys shared after it number at most min(|q|-1-i, |b|-1-j) and at most
+        max(need(|q|), need(|b|)) - 1 (each lies past q's prefix or past b's; in the global order
+        one lying past q's prefix only cannot precede one lying past b's only, nor follow it, since
+        both orders agree, so all lie past the same text's prefix). So the overlap is at most
+        c + min(|q|-1-i, |b|-1-j, max need - 1) and F <= 2·that/(|q|+|b|). A first, cheaper pass
+        drops the texts whose first hit already fails 1 + min(|q|-1-i, |b|-1-j): later hits only
+        make that bound smaller.
+        """
+        n = len(code)
+        if not n:
+            return np.empty(0, dtype=np.int64)
+        keys = self.prefix(code) if prefix is None else prefix
+        hits = [(n - 1 - i, b) for i, k in enumerate(keys) if (b := self._postings.get(k))]
+        found = self._examined(n, hits) if hits else np.empty(0, dtype=np.int64)
+        if self._long:
+            found = np.union1d(found, np.array(self._long, dtype=np.int64))
+        return found
+
+    def _examined(self, n: int, hits: list[tuple[int, array[int]]]) -> np.ndarray:
+        floor = self.floor - MARGIN
+        need_n = need(n, self.floor)
+        if sum(len(b) for _, b in hits) <= SMALL_HITS:
+            # The same tests one hit at a time, cheaper than numpy's calls on a few values.
+            found: dict[int, list[int]] = {}
+            for query_left, bucket in hits:
+                for v in bucket:
+                    doc = v >> 32
+                    seen = found.get(doc)
+                    if seen is None:
+                        length, rest = (v >> 16) & CAP, v & CAP
+                        if 2.0 * (1 + min(query_left, rest)) / (length + n) > floor:
+                            found[doc] = [1, query_left, rest, length]
+                    else:
+                        seen[0] += 1
+                        seen[1], seen[2] = query_left, v & CAP
+            table = self._need
+            keep = [
+                doc
+                for doc, (c, q_rest, rest, length) in found.items()
+                if 2.0 * (c + min(q_rest, rest, max(need_n, int(table[length])) - 1)) / (length + n) > floor
+            ]
+            return np.array(sorted(keep), dtype=np.int64)
+        if len(hits) == 1:  # one key: one hit per text, so the count is 1
+            query_left, bucket = hits[0]
+            packed = np.frombuffer(bucket, dtype=np.int64)
+            other, left = (packed >> 16) & CAP, packed & CAP
+            first = 2.0 * (1 + np.minimum(query_left, left)) / (other + n) > floor
+            docs, other, left = packed[first] >> 32, other[first], left[first]
+            after = np.minimum(np.minimum(query_left, left), np.maximum(need_n, self._need[other]) - 1)
+            return docs[2.0 * (1 + after) / (other + n) > floor]
+        packed = np.concatenate([np.frombuffer(b, dtype=np.int64) for _, b in hits])
+        lefts = np.repeat(np.array([q for q, _ in hits]), [len(b) for _, b in hits])
+        other, left = (packed >> 16) & CAP, packed & CAP
+        first = 2.0 * (1 + np.minimum(lefts, left)) / (other + n) > floor
+        docs = packed >> 32
+        # Every hit of the texts that pass, in query order, grouped by text (a stable sort).
+        passing = docs[first]
+        if not passing.size:
+            return passing
+        if self._mark.size < self._size:
+            self._mark = np.zeros(max(1024, 2 * self._size), dtype=bool)
+        self._mark[passing] = True
+        take = np.flatnonzero(self._mark[docs])
+        self._mark[passing] = False
+        take = take[np.argsort(docs[take], kind="stable")]
+        docs, other, left, lefts = docs[take], other[take], left[take], lefts[take]
+        ends = np.empty(docs.size, dtype=bool)
+        np.not_equal(docs[1:], docs[:-1], out=ends[:-1])
+        ends[-1] = True
+        last = np.flatnonzero(ends)
+        count = np.empty_like(last)
+        count[0] = last[0] + 1
+        np.subtract(last[1:], last[:-1], out=count[1:])
+        docs, other, left, lefts = docs[last], other[last], left[last], lefts[last]
+        after = np.minimum(np.minimum(lefts, left), np.maximum(need_n, self._need[other]) - 1)
+        return docs[2.0 * (count + after) / (other + n) > floor]
 
 
 class PrunedSearch:
-    """Each query's exact top-k ROUGE-L pool scores, scoring only the pairs the bounds keep.
+    """Each query's top k pool texts among those `PrefixIndex.examined` finds, scored exactly.
 
-    `scored` counts the pairs scored exactly, `pairs` the pairs a full row would have scored.
-    Queries are searched on `workers` threads (-1: every core); each query's search is
-    independent, and numpy and rapidfuzz release the GIL in their loops.
+    Every pool text scoring above the index's floor is examined, so the entries of a query's top k
+    that score above the floor are exactly those (and in the same order) of a full row's top k;
+    entries at or below the floor are the best of the texts examined (ties to the lower pool index
+    throughout). `scored` counts the pairs scored, `pairs` the pairs a full row would have scored.
+    One thread: the work per query is a few small numpy and rapidfuzz calls, and two threads were
+    slower than one on this machine's two cores.
     """
 
-    def __init__(self, postings: TokenPostings, pool: list[str], workers: int = -1) -> None:
-        self.postings = postings
+    def __init__(self, index: PrefixIndex, pool: list[str]) -> None:
+        self.index = index
         self.pool = pool
-        self.threads = (os.cpu_count() or 1) if workers < 1 else workers
         self.scored = 0
         self.pairs = 0
 
-    def top(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, pool indices) of shape (len(queries), k), best first; -1.0 and -1 fill rows
-        when the pool holds fewer than k texts."""
-        top_scores = np.full((len(queries), k), -1.0)
-        top_index = np.full((len(queries), k), -1, dtype=np.int64)
-        if not queries or not self.pool:
-            return top_scores, top_index
-        lengths = self.postings.lengths()
-        if self.threads > 1 and len(queries) > 1:
-            with ThreadPoolExecutor(self.threads) as pool:
-                results = list(pool.map(lambda q: self._one(q, lengths, k), queries))
-        else:
-            results = [self._one(q, lengths, k) for q in queries]
-        for i, (scores, index, scored) in enumerate(results):
-            top_scores[i, : scores.size] = scores
-            top_index[i, : index.size] = index
-            self.scored += scored
-        self.pairs += len(queries) * len(self.pool)
-        return top_scores, top_index
-
-    def _score(self, query: str, index: np.ndarray) -> np.ndarray:
-        out = np.empty(index.size)
+    def one(self, query: str, k: int, prefix: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One query's (scores, pool indices), best first, at most k of them."""
+        index = self.index.examined(query, prefix)
+        if not index.size:
+            return np.empty(0), index
+        self.scored += index.size
+        scores = np.empty(index.size)
         for start in range(0, index.size, MAX_QUERY_CELLS):
-            part = index[start : start + MAX_QUERY_CELLS]
-            choices = [self.pool[j] for j in part.tolist()]
-            out[start : start + part.size] = process.cdist(
+            part = index[start : start + MAX_QUERY_CELLS].tolist()
+            choices = [self.pool[j] for j in part]
+            scores[start : start + len(part)] = process.cdist(
                 [query], choices, scorer=Indel.normalized_similarity, processor=None, workers=1, dtype=np.float64
             )[0]
-        return out
-
-    def _one(self, query: str, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
-        overlap = self.postings.overlap(query) if query else None
-        if overlap is None:
-            index = np.arange(min(k, lengths.size), dtype=np.int64)
-            return np.zeros(index.size), index, 0
-        # First, the texts of largest overlap: at least `picks` of them when that many share a key.
-        picks = max(FIRST_PICKS, k)
-        at_least = np.cumsum(np.bincount(overlap)[::-1])[::-1]  # [c]: texts with overlap >= c
-        shared = int(at_least[1]) if at_least.size > 1 else 0
-        floor = max(1, int(np.flatnonzero(at_least >= picks)[-1])) if shared >= picks else 1
-        first = np.flatnonzero(overlap >= floor)
-        if first.size > 4 * picks:  # many ties at the floor: the highest bounds among them
-            first = first[np.argpartition(-self._bound(query, first, overlap, lengths), picks - 1)[:picks]]
-        scores = self._score(query, first)
-        index = first
-        if shared > first.size:
-            # `picks` >= k scores are in hand: their k-th best is a floor of the final k-th best.
-            level = float(np.partition(scores, scores.size - k)[scores.size - k])
-            # Overlap <= the other text's length, so U <= 2·o/(|q|+o), which is >= level only when
-            # o >= level·|q|/(2-level); the margin keeps that test on the safe side of rounding.
-            needed = max(1, int(np.ceil(level * len(query) / (2.0 - level) - 1e-6)))
-            more = np.flatnonzero(overlap >= needed)
-            more = more[self._bound(query, more, overlap, lengths) >= level]
-            more = more[~np.isin(more, first)]
-            scores = np.concatenate([scores, self._score(query, more)])
-            index = np.concatenate([index, more])
-        scored = index.size
+        if index.size > k:
+            cut = np.partition(scores, index.size - k)[index.size - k]
+            keep = scores >= cut  # ties at the cut all stay, for the order below
+            scores, index = scores[keep], index[keep]
         order = np.lexsort((index, -scores))[:k]
-        scores, index = scores[order], index[order]
-        if index.size < k:  # fewer than k texts share a token: the rest score 0, lowest index first
-            zeros = np.flatnonzero(overlap == 0)[: k - index.size]
-            scores = np.concatenate([scores, np.zeros(zeros.size)])
-            index = np.concatenate([index, zeros])
-        return scores, index, scored
-
-    @staticmethod
-    def _bound(query: str, index: np.ndarray, overlap: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """U for the pool texts `index`: rapidfuzz's score formula with the overlap as the LCS."""
-        total = lengths[index] + len(query)
-        return 1.0 - (total - 2 * overlap[index]) / total
+        return scores[order], index[order]

@@ -55,8 +55,9 @@ def test_batched_scores_equal_reference_for_every_pair():
     ]
     pool = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(40)]
     candidates = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(25)]
-    # Threshold 1.0 keeps every candidate, so each is compared with the pool and all earlier ones.
-    index = RougeNoveltyIndex(threshold=1.0, neighbors_kept=len(pool) + len(candidates))
+    # Threshold 1.0 keeps every candidate, so each is compared with the pool and all earlier ones
+    # (every pair scored: the reference path; the pruned one is compared with it elsewhere).
+    index = RougeNoveltyIndex(threshold=1.0, neighbors_kept=len(pool) + len(candidates), prune=False)
     index.add(pool)
     for i, verdict in enumerate(index.check(candidates, add=False)):
         expected = max(reference_rouge_l(rouge_tokens(verdict.text), rouge_tokens(p)) for p in pool + candidates[:i])
@@ -84,7 +85,8 @@ def test_candidate_above_threshold_is_rejected_with_its_neighbors():
     assert not near.kept
     assert near.neighbors[0] == neighbor_ref("write a short poem about the sea")
     assert near.max_score > 0.7
-    assert len(near.neighbors) == 2
+    # Pruned, neighbours come from the pool texts the prefix filter examined: here only the near one.
+    assert near.neighbors == [neighbor_ref("write a short poem about the sea")]
     assert far.kept
 
 
@@ -159,7 +161,7 @@ def test_a_pool_scored_in_slices_gives_exactly_the_verdicts_of_full_rows(monkeyp
     expected = reference_verdicts(pool, candidates, 0.7, 10)
     for cells in (1 << 24, 40 * 256, 40 * 300):
         monkeypatch.setattr(novelty, "MAX_SCORE_CELLS", cells)
-        index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+        index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10, prune=False)
         index.add(pool)
         got = [
             (v.kept, round(v.max_score, 12), v.neighbors, [round(x, 12) for x in v.neighbor_scores])
@@ -176,7 +178,7 @@ def test_scoring_memory_is_bounded_by_the_slice_not_the_pool(monkeypatch):
     monkeypatch.setattr(novelty, "MAX_SCORE_CELLS", 1 << 20)  # 8 MiB of scores at a time
     rng = random.Random(9)
     words = [f"w{i}" for i in range(300)]
-    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10, prune=False)
     index.add([" ".join(rng.choices(words, k=8)) for _ in range(40_000)])
     candidates = [" ".join(rng.choices(words, k=8)) for _ in range(1_000)]
     tracemalloc.start()

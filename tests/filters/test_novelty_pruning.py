@@ -1,5 +1,6 @@
-"""Pruned ROUGE-L novelty gives exactly what scoring every pair gives: verdicts, scores, neighbours,
-a whole Self-Instruct run's records; and its memory is bounded by the chunk, not by the pool."""
+"""Pruned ROUGE-L novelty against scoring every pair (`prune=False`, the reference): the same verdicts,
+the same best score whenever it is above the floor, the same neighbours above the floor, and the
+same records from a whole Self-Instruct run; and memory bounded by the chunk, not by the pool."""
 
 from __future__ import annotations
 
@@ -10,69 +11,175 @@ import tracemalloc
 
 import pytest
 
-from synth.filters import RougeNoveltyIndex
-from synth.filters.novelty_search import PrunedSearch, TokenPostings, length_ratio_bound
+from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
+from synth.filters import novelty_search as search
+from synth.filters.novelty import neighbor_ref
+from synth.filters.novelty_search import PrefixIndex, length_ratio_bound, need, prefix_length, sorted_keys
 
 
-def verdicts(pool: list[str], candidates: list[str], prune: bool, **kw) -> list[tuple]:
+def verdicts(pool: list[str], candidates: list[str], prune: bool, **kw) -> list:
     index = RougeNoveltyIndex(prune=prune, **kw)
     index.add(pool)
-    out = [(v.text, v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in index.check(candidates)]
+    out = index.check(candidates)
     # The kept candidates joined the pool: a second call sees the same pool on both paths.
-    out += [(v.text, v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in index.check(candidates[::-1])]
-    return out
+    return out + index.check(candidates[::-1], add=False)
+
+
+def above(v, floor: float) -> list[tuple[str, float]]:
+    return [(n, s) for n, s in zip(v.neighbors, v.neighbor_scores, strict=True) if s > floor]
 
 
 def assert_same(pool: list[str], candidates: list[str], **kw) -> None:
-    assert verdicts(pool, candidates, True, **kw) == verdicts(pool, candidates, False, **kw)
+    """Pruned against unpruned: verdicts always equal; the best score equal when the true best is
+    above the floor, else a true score no higher; the neighbours above the floor equal (names,
+    scores, order); every neighbour's score its true score."""
+    floor = min(kw.get("threshold", 0.7), kw.get("neighbor_floor", 0.7))
+    pruned, full = verdicts(pool, candidates, True, **kw), verdicts(pool, candidates, False, **kw)
+    texts = {neighbor_ref(t): t for t in pool + candidates}
+    assert len(pruned) == len(full)
+    for p, f in zip(pruned, full, strict=True):
+        assert (p.text, p.kept) == (f.text, f.kept)
+        if f.max_score > floor:
+            assert p.max_score == f.max_score
+        else:
+            assert p.max_score <= f.max_score
+        assert above(p, floor) == above(f, floor)
+        for name, score in zip(p.neighbors, p.neighbor_scores, strict=True):
+            assert score == pytest.approx(rouge_l(rouge_tokens(p.text), rouge_tokens(texts[name])), abs=1e-12)
+        assert p.neighbor_scores == sorted(p.neighbor_scores, reverse=True)
 
 
 def sentence(rng: random.Random, words: list[str], low: int = 0, high: int = 12) -> str:
     return " ".join(rng.choice(words) for _ in range(rng.randint(low, high)))
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_pruned_equals_unpruned_on_random_text(seed):
+def near_copy(rng: random.Random, text: str, words: list[str]) -> str:
+    tokens = text.split() or [rng.choice(words)]
+    for _ in range(rng.randint(0, 2)):
+        tokens[rng.randrange(len(tokens))] = rng.choice(words)
+    if rng.random() < 0.3:
+        tokens.insert(rng.randrange(len(tokens) + 1), rng.choice(words))
+    return " ".join(tokens)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pruned_equals_unpruned_on_random_text_with_near_duplicates(seed):
     rng = random.Random(seed)
-    # A few very common words (as "the") and many rare ones: skewed overlaps, many ties.
-    words = ["the", "a", "of", "to"] * 6 + [f"w{i}" for i in range(40)]
-    pool = [sentence(rng, words) for _ in range(600)]
-    candidates = [sentence(rng, words) for _ in range(80)]
-    candidates += [p.replace("the", "a", 1) for p in rng.sample(pool, 20)]  # near-duplicates
+    # A few very common words (as "the"), many rare ones, and repeats within a text.
+    words = ["the", "a", "of", "to"] * 6 + [f"w{i}" for i in range(60)]
+    pool = [sentence(rng, words, 1, 16) for _ in range(300)]
+    pool += [near_copy(rng, rng.choice(pool), words) for _ in range(200)]
+    candidates = [sentence(rng, words, 0, 16) for _ in range(60)]
+    candidates += [near_copy(rng, rng.choice(pool), words) for _ in range(60)]
     rng.shuffle(candidates)
-    assert_same(pool, candidates, threshold=rng.choice([0.5, 0.7, 0.9]), neighbors_kept=rng.choice([1, 3, 10]))
+    assert_same(
+        pool,
+        candidates,
+        threshold=rng.choice([0.5, 0.7, 0.7, 0.9]),
+        neighbor_floor=rng.choice([0.3, 0.5, 0.7]),
+        neighbors_kept=rng.choice([1, 3, 10]),
+    )
 
 
-def test_pruned_equals_unpruned_on_cjk_empty_duplicate_and_tied_texts():
-    rng = random.Random(11)
-    cjk = list("的一是不了人我在有他这为之大来以个中上们")
+@pytest.mark.parametrize("seed", range(3))
+def test_pruned_equals_unpruned_on_chinese_empty_duplicate_and_tied_texts(seed):
+    rng = random.Random(11 + seed)
+    cjk = list("的一是不了人我在有他这为之大来以个中上们写首诗歌")
     pool = ["".join(rng.choices(cjk, k=rng.randint(0, 15))) for _ in range(200)]
+    pool += ["".join(near_copy(rng, " ".join(rng.choice(pool)), cjk).split()) for _ in range(100)]
     pool += ["", "!!!", "。", "写一首诗", "写一首诗", "a b c d", "d c b a", "a a a a b", "b a a a a"]
     pool += ["w1 w2 w3 w4 w5 w6 w7 x1 x2 x3"] * 3  # exact ties with a candidate at 0.7
     candidates = ["", "???", "写一首诗", "写一首歌", "a b c d", "a a b", "w1 w2 w3 w4 w5 w6 w7 y1 y2 y3"]
-    candidates += ["".join(rng.choices(cjk, k=rng.randint(0, 15))) for _ in range(60)]
+    candidates += ["".join(rng.choices(cjk, k=rng.randint(0, 15))) for _ in range(40)]
+    candidates += ["".join(near_copy(rng, " ".join(rng.choice(pool)), cjk).split()) for _ in range(40)]
     candidates += candidates[:10]  # repeats within one call
     for k in (1, 10, 300):
         assert_same(pool, candidates, threshold=0.7, neighbors_kept=k)
 
 
-def test_pruned_equals_unpruned_with_fewer_sharing_texts_than_neighbours():
-    pool = ["alpha beta", "gamma delta", "", "epsilon", "alpha"]
-    assert_same(pool, ["alpha", "zeta eta", "", "alpha beta gamma"], threshold=0.7, neighbors_kept=10)
-    assert_same([], ["alpha", ""], threshold=0.7, neighbors_kept=10)
-
-
-def test_pruned_equals_unpruned_across_chunks_of_one_call(monkeypatch):
+def test_pruned_equals_unpruned_across_chunks_and_on_tiny_pools(monkeypatch):
     from synth.filters import novelty
 
     monkeypatch.setattr(novelty, "CHECK_CHUNK", 7)
     rng = random.Random(2)
-    words = [f"w{i}" for i in range(15)]
+    words = [f"w{i}" for i in range(12)]
     pool = [sentence(rng, words, 1, 8) for _ in range(100)]
     candidates = [sentence(rng, words, 1, 8) for _ in range(50)]
-    expected = verdicts(pool, candidates, False)
-    monkeypatch.setattr(novelty, "CHECK_CHUNK", 1024)
-    assert verdicts(pool, candidates, True) == expected
+    candidates += [near_copy(rng, c, words) for c in candidates[:30]]
+    assert_same(pool, candidates, neighbor_floor=0.4)
+    assert_same(["alpha beta", "gamma delta", "", "epsilon", "alpha"], ["alpha", "zeta eta", "", "alpha beta gamma"])
+    assert_same([], ["alpha", "", "alpha beta", "alpha beta"])
+
+
+def test_python_and_numpy_hit_tests_agree_and_long_texts_are_always_examined(monkeypatch):
+    """The per-hit tests run in Python below SMALL_HITS hits and in numpy above: both must find the
+    same texts, a superset of those above the floor; texts of LONG tokens or more skip the postings."""
+    rng = random.Random(7)
+    words = ["the", "a"] * 5 + [f"w{i}" for i in range(25)]
+    pool = [sentence(rng, words, 1, 14) for _ in range(400)]
+    pool += [near_copy(rng, rng.choice(pool), words) for _ in range(200)]
+    queries = [near_copy(rng, rng.choice(pool), words) for _ in range(80)] + [sentence(rng, words) for _ in range(40)]
+    vocab: dict[str, int] = {}
+
+    def code(text: str) -> str:
+        return "".join(chr(vocab.setdefault(t, len(vocab)) + 64) for t in rouge_tokens(text))
+
+    pool_codes, query_codes = [code(t) for t in pool], [code(t) for t in queries]
+    for long in (search.CAP, 10):
+        monkeypatch.setattr(search, "LONG", long)
+        for floor in (0.35, 0.7):
+            index = PrefixIndex(floor)
+            for c in pool_codes:
+                index.add(c)
+            for q in query_codes:
+                monkeypatch.setattr(search, "SMALL_HITS", 1 << 30)
+                in_python = index.examined(q).tolist()
+                monkeypatch.setattr(search, "SMALL_HITS", 0)
+                in_numpy = index.examined(q).tolist()
+                assert in_python == in_numpy == sorted(set(in_numpy))
+                truly = [j for j, c in enumerate(pool_codes) if c and q and rouge_l(q, c) > floor]
+                assert set(truly) <= set(in_numpy)
+                if long == 10 and q:
+                    assert {j for j, c in enumerate(pool_codes) if len(c) >= 10} <= set(in_numpy)
+
+
+def test_prefix_filter_finds_every_pair_above_the_floor_at_every_length():
+    """Pairs built to sit just above the floor (the shorter text a subsequence of the longer) are
+    found for every pair of lengths up to 40, at thresholds where rounding is close."""
+    for floor in (0.3, 0.5, 0.6, 0.7, 0.75, 0.9):
+        for n in range(1, 41):
+            for m in range(n, 41):
+                for shared in range(n, 0, -1):
+                    if 2 * shared / (n + m) <= floor:
+                        break
+                    # a: `shared` common tokens then its own; b: the common ones then its own.
+                    common = "".join(chr(0x4E00 + t) for t in range(shared))
+                    a = common + "".join(chr(0x5000 + t) for t in range(n - shared))
+                    b = common + "".join(chr(0x6000 + t) for t in range(m - shared))
+                    index = PrefixIndex(floor)
+                    index.add(b)
+                    assert index.examined(a).tolist() == [0], (floor, n, m, shared)
+
+
+def test_need_and_prefix_length_are_safe_against_the_exact_bound():
+    for floor in (0.0, 0.25, 0.5, 0.7, 0.9, 1.0):
+        for n in range(0, 60):
+            k = need(n, floor)
+            # An overlap below need(n) cannot give F1 above the floor even with the longest partner
+            # it allows (o <= |b|): 2·o/(n+o) <= floor.
+            assert 2 * (k - 1) / (n + k - 1) <= floor + 1e-12 if n + k - 1 > 0 else True
+            assert prefix_length(n, floor) == max(0, n - k + 1)
+
+
+def test_sorted_keys_number_repeated_tokens_and_follow_the_global_order():
+    assert sorted_keys("abcab") == [
+        ord("c") << 32,
+        ord("b") << 32 | 1,
+        ord("b") << 32,
+        ord("a") << 32 | 1,
+        ord("a") << 32,
+    ]
+    assert sorted_keys("") == []
 
 
 def test_pruning_scores_few_pairs_when_most_share_little():
@@ -81,58 +188,45 @@ def test_pruning_scores_few_pairs_when_most_share_little():
     index = RougeNoveltyIndex(threshold=0.7)
     index.add([sentence(rng, words, 5, 15) for _ in range(5000)])
     index.check([sentence(rng, words, 5, 15) for _ in range(20)], add=False)
-    assert index.search.pairs == 20 * 5000
-    assert index.search.scored < index.search.pairs / 20
+    assert 20 * 5000 <= index.search.pairs <= 20 * 5020  # the pool, and the candidates kept before
+    assert index.search.scored < index.search.pairs / 100
 
 
 def test_check_without_add_truncate_and_a_failed_check_leave_the_postings_with_the_pool(monkeypatch):
-    from synth.filters import novelty
-
     index = RougeNoveltyIndex(threshold=0.7)
     index.add(["tell me a joke", "write poems now"])
     index.check(["a brand new task", "another brand new task"], add=False)
     assert len(index) == len(index._postings) == 2
-    monkeypatch.setattr(novelty, "CHECK_CHUNK", 1)
+    index.check(["a brand new task", "something else entirely"])
+    assert len(index) == len(index._postings) == 4
+    index.truncate(2)
     calls = []
-    real = index._check_chunk
+    real = index._check_one
 
-    def failing(chunk):
-        calls.append(chunk)
+    def failing(text):
+        calls.append(text)
         if len(calls) == 2:
             raise RuntimeError("interrupted")
-        return real(chunk)
+        return real(text)
 
-    monkeypatch.setattr(index, "_check_chunk", failing)
+    monkeypatch.setattr(index, "_check_one", failing)
     with pytest.raises(RuntimeError):
         index.check(["a first new task", "a second new task"])
     assert len(index) == len(index._postings) == 2
     index.truncate(1)
     assert len(index._postings) == 1
-    [v] = real(["write poems now"])
-    assert v[0].max_score == 0.0  # gone from the postings too, not only from the pool
+    [v] = index.check(["write poems now"], add=False)
+    assert v.max_score == 0.0 and v.kept  # gone from the postings too, not only from the pool
 
 
 def test_length_ratio_bound_is_the_largest_f1_reachable_at_that_ratio():
     for t in (0.3, 0.5, 0.7, 0.9):
         r = length_ratio_bound(t)
         assert 2 * r / (1 + r) == pytest.approx(t)
-        # Every pair of lengths whose best possible F1 (the shorter one a subsequence) exceeds t
-        # has a length ratio above the bound.
         for short in range(1, 40):
             for long in range(short, 60):
                 if 2 * short / (short + long) > t:
                     assert short / long > r
-
-
-def test_search_alone_matches_a_full_row_on_repeated_tokens():
-    postings = TokenPostings()
-    pool = ["aab", "aba", "bbb", "abab", "", "ba"]
-    for code in pool:
-        postings.add(code)
-    search = PrunedSearch(postings, pool, workers=1)
-    scores, index = search.top(["ab", "aaa", ""], 6)
-    assert index[2].tolist() == [0, 1, 2, 3, 4, 5] and scores[2].tolist() == [0.0] * 6
-    assert index[1].tolist()[:3] == [0, 1, 3]  # "aab" and "aba" share two a's, "abab" two of four
 
 
 # -- memory ------------------------------------------------------------------------------------------
@@ -148,16 +242,16 @@ def test_pruned_novelty_memory_stays_under_a_bound_for_a_large_pool():
     got = index.check(candidates, add=False)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert len(got) == 300 and all(len(v.neighbors) == 10 for v in got)
+    assert len(got) == 300
     # A candidates x pool float64 matrix would be 300 x 200,000 x 8 bytes = 458 MiB; the search
-    # holds a few pool-length counters per thread and the pairs it scores.
-    assert peak < 48 * 2**20
+    # holds one pool-length array of marks and the pairs it scores.
+    assert peak < 16 * 2**20
 
 
 # -- a whole run -----------------------------------------------------------------------------------
 
 
-def self_instruct_records(tmp_path, monkeypatch, prune: bool) -> list[str]:
+def self_instruct_records(tmp_path, monkeypatch, prune: bool) -> tuple[dict, dict]:
     import polars as pl
 
     from synth.engines import ScriptedEngine
@@ -174,8 +268,8 @@ def self_instruct_records(tmp_path, monkeypatch, prune: bool) -> list[str]:
             self.counter += 1
             rng = random.Random(self.counter)
             kind = "label" if self.counter % 3 == 0 else "explain"
-            words = ["river", "delta", "map", "poem", "list", "three", "why", "cats", "rain", "fog"]
-            return f"Please {kind} the " + " ".join(rng.choices(words, k=rng.randint(4, 7)))
+            words = ["river", "delta", "poem", "list", "three", "why", "cats", "rain", "fog", "snow", "wind"]
+            return f"Please {kind} the " + " ".join(rng.choices(words, k=rng.randint(4, 9)))
 
     monkeypatch.setattr(self_instruct, "RougeNoveltyIndex", functools.partial(RougeNoveltyIndex, prune=prune))
     path = tmp_path / ("pruned" if prune else "unpruned")
@@ -190,10 +284,27 @@ def self_instruct_records(tmp_path, monkeypatch, prune: bool) -> list[str]:
     kept = scan(path).select(columns).collect()
     rejects = scan(path, "rejects").select([*columns, "stage", "reason", "detail"]).collect()
     assert rejects.filter(pl.col("stage") == "novelty").height > 0  # the run did reject near-duplicates
-    return sorted(json.dumps(row) for row in kept.rows()) + sorted(json.dumps(row) for row in rejects.rows())
+    same = [c for c in rejects.columns if not c.startswith("novelty_")]
+    kept_rows = sorted(json.dumps(r) for r in kept.select(columns[:5]).rows())
+    reject_rows = sorted(json.dumps(r) for r in rejects.select(same).rows())
+    novelty = {
+        json.dumps(r[:-2]): r[-2:]
+        for r in kept.select([*columns[:5], *columns[5:]]).rows() + rejects.select([*same, *columns[5:]]).rows()
+    }
+    return {"kept": kept_rows, "rejects": reject_rows}, novelty
 
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_fixed_seed_self_instruct_run_writes_the_same_records_with_and_without_pruning(tmp_path, monkeypatch):
-    pruned = self_instruct_records(tmp_path, monkeypatch, prune=True)
-    assert pruned == self_instruct_records(tmp_path, monkeypatch, prune=False)
+    pruned, pruned_novelty = self_instruct_records(tmp_path, monkeypatch, prune=True)
+    full, full_novelty = self_instruct_records(tmp_path, monkeypatch, prune=False)
+    assert pruned == full  # every kept record and every reject, field by field but the two below
+    assert pruned_novelty.keys() == full_novelty.keys()
+    for key, (score, neighbors) in full_novelty.items():
+        got_score, got_neighbors = pruned_novelty[key]
+        if score is None:
+            assert got_score is None
+        elif score > 0.7:  # above the floor: the same best score and nearest pool task
+            assert got_score == score and got_neighbors[0] == neighbors[0]
+        else:
+            assert got_score <= score

@@ -1,0 +1,235 @@
+"""Self-Instruct at scale: a scripted run of a million records, its peak memory and where its time goes.
+
+The run is Self-Instruct's own machinery without a model and without Prefect: a
+`SelfInstructGenerator` on a `ScriptedEngine` that answers in microseconds, batch after batch, each
+batch committed to a dataset by `DatasetWriter.commit_batch` and its accepted tasks then added to
+the novelty pool, as the flow does (`synth.flows.self_instruct`; the flow adds a Prefect task per
+batch and the curation chain, both left out here). Batch sizes follow `prompts_for_batch`, as in the
+flow, so the run stops close to `--records` kept records.
+
+The scripted engine writes `--tasks-per-prompt` numbered tasks per task prompt, deterministic from
+`--seed` and the task's number: about `--near` of them are an earlier task (one of the last 50,000)
+with one to three words replaced, which the novelty check mostly rejects; the rest are 5-25 words
+drawn from a made-up vocabulary with Zipf-like frequencies that keeps growing (a new word every
+`--new-word-every` tasks), as a model's tasks bring new words. Every third task is a labelling
+task. Instance prompts get one instance each, so the pool grows by about one task per record kept:
+a million records make a pool of about a million tasks.
+
+Timed: each batch's wall time (`run_batch` + `commit_batch` + `add_to_pool`), and within it the
+novelty check (`RougeNoveltyIndex.check` of the batch's candidates and `add` of its accepted tasks
+to the pool). Printed: peak RSS of this process (`ru_maxrss`) and of its children (none are
+started, so 0), the per-batch and per-record time around 10%, 50% and 100% of the run, the total
+time, the novelty share of it, and the records kept and rejected by stage. Nothing is asserted
+about the times.
+
+Run: `.venv/bin/python bench/self_instruct_scale_bench.py --records 20000` (about a minute), or
+without `--records` for a million (`--help` for the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import functools
+import itertools
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from synth.engines import ChatRequest, ScriptedEngine
+from synth.filters import RougeNoveltyIndex
+from synth.flows.self_instruct import prompts_for_batch
+from synth.generators import self_instruct
+from synth.generators.seeds import load_seed_tasks
+from synth.generators.self_instruct import SelfInstructGenerator
+from synth.schemas import RunInfo, SelfInstructConfig
+from synth.shards import DatasetWriter
+
+_NEXT_TASK = re.compile(r"Task (\d+):$")
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+RECENT = 50_000
+
+
+class ScaleScript:
+    """Scripted replies for the three Self-Instruct prompts (see the module's docstring)."""
+
+    def __init__(self, seed: int, tasks_per_prompt: int, near: float, new_word_every: int) -> None:
+        self.seed = seed
+        self.tasks_per_prompt = tasks_per_prompt
+        self.near = near
+        self.new_word_every = new_word_every
+        self.counter = 0
+        self.words: list[str] = []
+        self.cum: list[float] = []
+        self.recent: list[str] = []
+        rng = random.Random(seed)
+        for _ in range(5_000):
+            self._new_word(rng)
+
+    def _new_word(self, rng: random.Random) -> None:
+        self.words.append("".join(rng.choices(LETTERS, k=rng.randint(3, 9))))
+        self.cum.append((self.cum[-1] if self.cum else 0.0) + 1.0 / len(self.words))
+
+    def _word(self, rng: random.Random) -> str:
+        return self.words[bisect.bisect_left(self.cum, rng.random() * self.cum[-1])]
+
+    def next_task(self) -> str:
+        self.counter += 1
+        rng = random.Random(self.seed * 1_000_003 + self.counter)
+        if self.counter % self.new_word_every == 0:
+            self._new_word(rng)
+        if self.recent and rng.random() < self.near:
+            tokens = rng.choice(self.recent).split()
+            for _ in range(rng.randint(1, 3)):
+                tokens[rng.randrange(2, len(tokens))] = self._word(rng)
+            task = " ".join(tokens)
+        else:
+            kind = "label" if self.counter % 3 == 0 else "explain"
+            task = f"Please {kind} " + " ".join(self._word(rng) for _ in range(rng.randint(5, 25)))
+        if len(self.recent) < RECENT:
+            self.recent.append(task)
+        else:
+            self.recent[rng.randrange(RECENT)] = task
+        return task
+
+    def __call__(self, request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        if request.tag == "self_instruct_tasks":
+            match = _NEXT_TASK.search(request.prefill or "")
+            first = int(match.group(1)) if match else 1
+            lines = [" " + self.next_task()]
+            lines += [f"Task {first + i}: {self.next_task()}" for i in range(1, self.tasks_per_prompt)]
+            return "\n".join(lines)
+        task = prompt.rsplit("Task: ", 1)[1].strip()
+        if request.tag == "self_instruct_classify":
+            return " Yes" if task.startswith("Please label") else " No"
+        if request.tag == "self_instruct_open_ended":
+            return " no" if task.startswith("Please label") else " yes"
+        if request.tag == "self_instruct_instances_output_first":
+            return f" positive\nInput: text for {task}"
+        field = "" if (request.prefill or "").endswith("Input:") else "Input:"
+        return f"{field} input for {task}\nOutput: answer to {task}"
+
+
+def rss_gib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompts-per-batch", type=int, default=512)
+    parser.add_argument("--tasks-per-prompt", type=int, default=7)
+    parser.add_argument("--near", type=float, default=0.15, help="share of tasks that copy an earlier one")
+    parser.add_argument("--new-word-every", type=int, default=20)
+    parser.add_argument("--no-prune", action="store_true", help="score every pair (the reference path)")
+    parser.add_argument("--out", help="dataset directory (default: a temporary one, removed afterwards)")
+    args = parser.parse_args()
+
+    config = SelfInstructConfig(
+        num_records=args.records,
+        prompts_per_batch=args.prompts_per_batch,
+        max_new_tasks_per_prompt=args.tasks_per_prompt,
+        max_batches=1_000_000,
+        seed=args.seed,
+    )
+    if args.no_prune:
+        self_instruct.RougeNoveltyIndex = functools.partial(RougeNoveltyIndex, prune=False)  # type: ignore[misc]
+    script = ScaleScript(args.seed, args.tasks_per_prompt, args.near, args.new_word_every)
+    engine = ScriptedEngine(script)
+    generator = SelfInstructGenerator(config, engine, load_seed_tasks(), run_id="scale")
+    novelty = generator.novelty
+    novelty_seconds = 0.0
+    check, add = novelty.check, novelty.add
+
+    def timed_check(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal novelty_seconds
+        start = time.perf_counter()
+        try:
+            return check(*a, **kw)
+        finally:
+            novelty_seconds += time.perf_counter() - start
+
+    def timed_add(*a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal novelty_seconds
+        start = time.perf_counter()
+        try:
+            return add(*a, **kw)
+        finally:
+            novelty_seconds += time.perf_counter() - start
+
+    novelty.check, novelty.add = timed_check, timed_add  # type: ignore[method-assign]
+
+    temp = None if args.out else tempfile.TemporaryDirectory(prefix="synth-scale-")
+    path = Path(args.out or temp.name) / "data"  # type: ignore[union-attr]
+    print(
+        f"Self-Instruct, scripted engine: target {args.records:,} records, {args.prompts_per_batch} prompts per"
+        f" batch, {args.tasks_per_prompt} tasks per prompt, near-copies"
+        f" {args.near:.0%}, pruning {'off' if args.no_prune else 'on'}; dataset {path}",
+        flush=True,
+    )
+    rows: list[tuple[int, int, int, float, float, int]] = []  # batch, kept so far, batch kept, secs, novelty secs, pool
+    rejected: Counter[str] = Counter()
+    kept = sent = 0
+    last: int | None = None
+    run_start = time.perf_counter()
+    with DatasetWriter(path, shard_rows=100_000) as writer:
+        writer.start_run(RunInfo(run_id="scale", generator="self_instruct", config=config.model_dump(), engine={}))
+        for batch in itertools.count():
+            if kept >= args.records:
+                break
+            prompts = prompts_for_batch(config, kept, sent, last)
+            start, novelty_before = time.perf_counter(), novelty_seconds
+            result = generator.run_batch(batch, prompts)
+            writer.commit_batch("scale", batch, result.kept, result.rejects)
+            generator.add_to_pool(result.accepted_tasks)
+            engine.calls.clear()  # the scripted engine keeps every request it saw, for tests
+            seconds = time.perf_counter() - start
+            kept += len(result.kept)
+            sent += result.prompts
+            last = result.prompts
+            rejected.update(r.stage for r in result.rejects)
+            rows.append((batch, kept, len(result.kept), seconds, novelty_seconds - novelty_before, len(novelty)))
+            if batch % 20 == 0:
+                print(
+                    f"  batch {batch}: {kept:,} kept, pool {len(novelty):,}, {seconds:.2f} s"
+                    f" ({novelty_seconds - novelty_before:.2f} s novelty), peak RSS {rss_gib(resource.RUSAGE_SELF):.2f} GiB",
+                    flush=True,
+                )
+        writer.finish_run("scale")
+    total = time.perf_counter() - run_start
+
+    print(f"batches {len(rows)}, kept {kept:,} records, rejected {sum(rejected.values()):,}: {dict(rejected)}")
+    print(f"pool {len(novelty):,} tasks; pairs scored by the novelty search {novelty.search.scored:,}")
+    for share in (0.1, 0.5, 1.0):
+        # The batches of the window ending where the run reaches this share of its records.
+        end = next(i for i, r in enumerate(rows) if r[1] >= share * kept)
+        window = rows[max(0, end - 4) : end + 1]
+        secs = sum(r[3] for r in window)
+        nov = sum(r[4] for r in window)
+        recs = sum(r[2] for r in window)
+        print(
+            f"at {share:4.0%} (batches {window[0][0]}-{window[-1][0]}, pool ~{window[-1][5]:,}):"
+            f" {secs / len(window):.2f} s per batch, {1e6 * secs / max(1, recs):.0f} us per record kept,"
+            f" novelty {nov / secs:.0%} of it"
+        )
+    print(
+        f"total {total:.0f} s ({kept / total:,.0f} records/s); novelty {novelty_seconds:.0f} s = {novelty_seconds / total:.1%} of the run"
+    )
+    print(
+        f"peak RSS: this process {rss_gib(resource.RUSAGE_SELF):.2f} GiB, children"
+        f" {rss_gib(resource.RUSAGE_CHILDREN):.2f} GiB (goal < 2 GiB)"
+    )
+    if temp is not None:
+        temp.cleanup()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
