@@ -123,6 +123,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         completion = sum(t["completion"] for t in tokens.values())
         per = f", {(prompt + completion) / summary['kept']:,.0f} per kept record" if summary["kept"] else ""
         console.print(f"tokens: {prompt:,} prompt + {completion:,} completion{per}")
+    if (use := summary.get("engine")) and use["wall_seconds"] > 0:
+        how = "next batch made during curation" if use["pipelined"] else "batches made one after another"
+        console.print(
+            f"engine busy {use['busy_share']:.0%} of the batch loop, idle {use['idle_seconds_per_batch']:.1f} s "
+            f"per batch ({how})"
+        )
     console.print(
         Text(
             f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -155,45 +158,79 @@ class EngineConfigError(ValueError):
     the message starts with the key."""
 
 
+# Which batch the calls of this thread or task count for (None: the batch being committed).
+_counting_for: ContextVar[int | None] = ContextVar("counting_for", default=None)
+
+
 class Metered:
     """An engine that counts the tokens its calls use (prompt and completion, by request tag),
-    for the run's cost; `take` hands over what was counted since the last take. Failed attempts
-    count too: their tokens were spent."""
+    for the run's cost, and the time it spends serving them; `take` hands over what was counted
+    since the last take. Failed attempts count too: their tokens were spent.
+
+    Calls are served one at a time (a batch made ahead of its turn and the curation of the one
+    before it share the engine). Calls made inside `counting_for(n)` are kept apart for batch n
+    and handed over when `take` is asked for batch n."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.model_name = engine.model_name
-        self._counts: dict[str, list[int]] = {}
+        self.busy_seconds = 0.0  # time spent inside the engine's calls
+        self._counts: dict[int | None, dict[str, list[int]]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def counting_for(self, batch: int) -> Iterator[None]:
+        token = _counting_for.set(batch)
+        try:
+            yield
+        finally:
+            _counting_for.reset(token)
+
+    def _count(self, tag: str, prompt: int, completion: int) -> None:
+        entry = self._counts.setdefault(_counting_for.get(), {}).setdefault(tag or "other", [0, 0])
+        entry[0] += prompt
+        entry[1] += completion
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
-        replies = self.engine.chat(requests)
-        for request, reply in zip(requests, replies, strict=True):
-            entry = self._counts.setdefault(request.tag or "other", [0, 0])
-            entry[0] += reply.prompt_tokens
-            entry[1] += reply.completion_tokens
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                replies = self.engine.chat(requests)
+            finally:
+                self.busy_seconds += time.perf_counter() - started
+            for request, reply in zip(requests, replies, strict=True):
+                self._count(request.tag, reply.prompt_tokens, reply.completion_tokens)
         return replies
 
     def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
         score = getattr(self.engine, "score_continuations", None)
         if score is None:
             raise EngineError(f"the engine {self.model_name} cannot score continuations")
-        scores: list[ContinuationScore] = score(requests)
-        for request, result in zip(requests, scores, strict=True):
-            self._counts.setdefault(request.tag or "other", [0, 0])[0] += result.prompt_tokens
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                scores: list[ContinuationScore] = score(requests)
+            finally:
+                self.busy_seconds += time.perf_counter() - started
+            for request, result in zip(requests, scores, strict=True):
+                self._count(request.tag, result.prompt_tokens, 0)
         return scores
 
     def chat_template(self) -> Any:
         get = getattr(self.engine, "chat_template", None)
         return get() if callable(get) else None
 
-    def take(self, into: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new table."""
+    def take(self, into: dict[str, Any] | None = None, batch: int | None = None) -> dict[str, Any]:
+        """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new
+        table: those made outside `counting_for`, and those made inside `counting_for(batch)`."""
         table = {tag: dict(v) for tag, v in (into or {}).items()}
-        for tag, (prompt, completion) in self._counts.items():
-            entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
-            entry["prompt"] += prompt
-            entry["completion"] += completion
-        self._counts.clear()
+        with self._lock:
+            taken = [self._counts.pop(None, {}), *([self._counts.pop(batch, {})] if batch is not None else [])]
+        for counts in taken:
+            for tag, (prompt, completion) in counts.items():
+                entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
+                entry["prompt"] += prompt
+                entry["completion"] += completion
         return table
 
     def close(self) -> None:

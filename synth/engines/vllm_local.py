@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from synth.engines.base import (
@@ -60,6 +61,38 @@ def watch_children() -> subprocess.Popen | None:
     return subprocess.Popen(
         [sys.executable, "-c", _WATCHER, *args], stdin=subprocess.PIPE, start_new_session=True, close_fds=True
     )
+
+
+def _refused(error: Exception) -> bool:
+    """Whether vLLM refused a call for what one of its requests asks (a prompt longer than the
+    model's context), rather than failing as a whole."""
+    from vllm.exceptions import VLLMClientError
+
+    message = str(error)
+    return isinstance(error, VLLMClientError) or (
+        isinstance(error, ValueError) and ("context length" in message or "model length" in message)
+    )
+
+
+def _kind(request: ChatRequest) -> str:
+    """How a request is served: a raw prompt, a chat turn, or a chat turn continuing a prefill."""
+    return "raw" if request.raw is not None else "prefilled" if request.prefill is not None else "chat"
+
+
+def served_apart(indices: list[int], serve: Callable[[list[int]], list[Completion]]) -> dict[int, Completion]:
+    """`serve(indices)`'s completions by index. vLLM refuses a whole call when one request cannot be
+    served (its prompt longer than the model's context), so a refused call is split in halves until
+    each refused request stands alone, and it alone comes back as an error; the others are served
+    in as few calls as that allows."""
+    try:
+        return dict(zip(indices, serve(indices), strict=True))
+    except Exception as e:
+        if not _refused(e):
+            raise
+        if len(indices) == 1:
+            return {indices[0]: Completion(text="", finish_reason="error", error=f"refused by vLLM: {e}")}
+        half = len(indices) // 2
+        return served_apart(indices[:half], serve) | served_apart(indices[half:], serve)
 
 
 def has_cuda() -> bool:
@@ -145,36 +178,38 @@ class VLLMEngine:
         """One `LLM.chat` call for the batch (two when it mixes prefilled and plain requests, since
         continuing the assistant's turn is a per-call option in vLLM); raw prompts go to one
         `LLM.generate` call."""
-        results: list[Completion | None] = [None] * len(requests)
-        raw = [i for i, r in enumerate(requests) if r.raw is not None]
-        if raw:
-            outputs = self.llm.generate(
-                [requests[i].raw or "" for i in raw],
-                sampling_params=[self._params(requests[i]) for i in raw],
-                use_tqdm=False,
-            )
-            for i, completion in zip(raw, self._completions(outputs), strict=True):
-                results[i] = completion
-        for prefilled in (False, True):
-            indices = [i for i, r in enumerate(requests) if r.raw is None and (r.prefill is not None) == prefilled]
-            if not indices:
-                continue
-            conversations: list[Any] = []
-            for i in indices:
-                turns = [m.model_dump() for m in requests[i].messages]
-                if prefilled:
-                    turns.append({"role": "assistant", "content": requests[i].prefill})
-                conversations.append(turns)
-            outputs = self.llm.chat(
-                conversations,
-                sampling_params=[self._params(requests[i]) for i in indices],
-                use_tqdm=False,
-                add_generation_prompt=not prefilled,
-                continue_final_message=prefilled,
-            )
-            for i, completion in zip(indices, self._completions(outputs), strict=True):
-                results[i] = completion
-        return [r for r in results if r is not None]
+        results: dict[int, Completion] = {}
+        for kind in ("raw", "chat", "prefilled"):
+            indices = [i for i, r in enumerate(requests) if _kind(r) == kind]
+            if indices:
+                results |= served_apart(indices, functools.partial(self._serve, requests, kind))
+        return [results[i] for i in range(len(requests))]
+
+    def _serve(self, requests: Sequence[ChatRequest], kind: str, part: list[int]) -> list[Completion]:
+        chosen = [requests[i] for i in part]
+        return self._generate(chosen) if kind == "raw" else self._chat(chosen, prefilled=kind == "prefilled")
+
+    def _generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        outputs = self.llm.generate(
+            [r.raw or "" for r in requests], sampling_params=[self._params(r) for r in requests], use_tqdm=False
+        )
+        return self._completions(outputs)
+
+    def _chat(self, requests: Sequence[ChatRequest], prefilled: bool) -> list[Completion]:
+        conversations: list[Any] = []
+        for request in requests:
+            turns = [m.model_dump() for m in request.messages]
+            if prefilled:
+                turns.append({"role": "assistant", "content": request.prefill})
+            conversations.append(turns)
+        outputs = self.llm.chat(
+            conversations,
+            sampling_params=[self._params(r) for r in requests],
+            use_tqdm=False,
+            add_generation_prompt=not prefilled,
+            continue_final_message=prefilled,
+        )
+        return self._completions(outputs)
 
     def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
         """Each continuation's token log-probabilities after its context, from one `LLM.generate`

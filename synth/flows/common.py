@@ -59,7 +59,10 @@ def commit_curated(
         all_rejects = [*rejects, *curated.rejects]
         if meter is not None:
             committed = writer.manifest.runs[rid].state
-            state = {**(state if state is not None else committed), "tokens": meter.take(committed.get("tokens"))}
+            state = {
+                **(state if state is not None else committed),
+                "tokens": meter.take(committed.get("tokens"), batch),
+            }
         shards = writer.commit_batch(rid, batch, curated.kept, all_rejects, state=state)
     except BaseException:
         chain.rollback()

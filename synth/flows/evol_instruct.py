@@ -77,8 +77,9 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
         funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
-        state = {"rounds": merge_rounds(run.info.state.get("rounds", {}), funnels)}
-        return Batch(result.kept, result.rejects, state)
+        return Batch(
+            result.kept, result.rejects, merge=lambda state: {"rounds": merge_rounds(state.get("rounds", {}), funnels)}
+        )
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions"

@@ -69,10 +69,10 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
-        counts = merge_counts(
-            run.info.state.get("pairs", {}), {"instructions": result.instructions, "paired": result.paired}
+        counts = {"instructions": result.instructions, "paired": result.paired}
+        return Batch(
+            result.kept, result.rejects, merge=lambda state: {"pairs": merge_counts(state.get("pairs", {}), counts)}
         )
-        return Batch(result.kept, result.rejects, {"pairs": counts})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions, {len(batch.kept)} paired"

@@ -6,15 +6,24 @@ batch loop with its Prefect task, retries and commits, progress, and the summary
 supplies a `Job`: how to plan its batches from the committed state, how to make one batch, and
 what to do once one is committed. Nothing of a batch changes the run until it commits (see
 `commit_curated`), so a retried or resumed batch starts from the committed state.
+
+A job whose batches do not depend on one another (`independent`: making batch n+1 reads nothing
+that committing batch n changes) is pipelined: once batch n is made, batch n+1 is made in a
+background thread while batch n is curated and committed, so the engine does not wait for the
+curation. The calls to make batches happen in the same order as without it and each batch is
+the same, so a run, resumed or not, writes exactly what it writes unpipelined. The summary says
+how much of the run the engine was busy.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, ClassVar, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -54,6 +63,9 @@ class Batch(Outcome):
 
     state: dict[str, Any] | None = None
     extra: Any = None  # what the generator wants back in `committed` (e.g. the tasks to add to its pool)
+    # Instead of `state`: the state to commit as a function of the committed one (a batch made
+    # ahead of its turn cannot read the state the batch before it commits).
+    merge: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -66,11 +78,31 @@ class RunContext:
     engine: Engine
     chain: FilterChain
     index: Index | None
+    # Pipelining (see the module's notes): batches made ahead, by number, and the hook that,
+    # once a batch is made, starts making the next one.
+    ahead: dict[int, Future[Batch]] = field(default_factory=dict)
+    made_hook: Callable[[int], None] | None = None
 
     @property
     def info(self) -> RunInfo:
         """The run's committed record in the manifest."""
         return self.writer.manifest.runs[self.run_id]
+
+    def make(self, job: Job, spec: Spec) -> Batch:
+        """Batch `spec`: the one made ahead if there is one and it succeeded, else made now. Then
+        the next batch starts being made (pipelined runs)."""
+        future = self.ahead.pop(spec.batch, None)
+        batch = None
+        if future is not None:
+            try:
+                batch = future.result()
+            except Exception as e:  # made again here, under the batch task's retries
+                _logger().warning("batch %d: making it ahead failed (%s); making it again", spec.batch, e)
+        if batch is None:
+            batch = job.make(self, spec)
+        if self.made_hook is not None:
+            self.made_hook(spec.batch)
+        return batch
 
 
 G = TypeVar("G")
@@ -92,11 +124,14 @@ class Built(Generic[G]):
 class ChunkedJob(Built[G]):
     """A job over a fixed list of source items, one batch per chunk of the config's `chunk_size`:
     batch n is chunk n, so a resumed run goes on at the first chunk not committed. Its summary
-    counts the source items. Subclasses build the generator (`open`) and make a chunk (`make`)."""
+    counts the source items. Subclasses build the generator (`open`) and make a chunk (`make`),
+    which reads nothing of the committed state (so the run is pipelined; state to commit goes in
+    `Batch.merge`)."""
 
     config: Any  # a config with a `chunk_size`
     items: list[Any]
     run_id: str
+    independent: ClassVar[bool] = True
 
     @cached_property
     def chunks(self) -> list[list[Any]]:
@@ -115,7 +150,8 @@ class ChunkedJob(Built[G]):
 
 
 class Job(Protocol):
-    """A generator's part of a run."""
+    """A generator's part of a run. A job may also say `independent = True` (a class attribute):
+    making batch n+1 reads nothing that committing batch n changes, so the run is pipelined."""
 
     @property
     def generator(self) -> str:
@@ -153,10 +189,11 @@ class Job(Protocol):
 @task(name="batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
 def run_batch(job: Job, run: RunContext, spec: Spec) -> list[str]:
     """Make one batch, curate it and commit it; returns the paths of the shards written."""
-    batch = job.make(run, spec)
+    batch = run.make(job, spec)
     meter = run.engine if isinstance(run.engine, Metered) else None
+    state = batch.merge(run.info.state) if batch.merge is not None else batch.state
     result = commit_curated(
-        run.writer, run.run_id, spec.batch, run.chain, run.index, batch.kept, batch.rejects, batch.state, meter
+        run.writer, run.run_id, spec.batch, run.chain, run.index, batch.kept, batch.rejects, state, meter
     )
     note = job.committed(run, spec, batch, result)
     get_run_logger().info("batch %d: %s; %d kept, %d rejected", spec.batch, note, result.kept, result.rejected)
@@ -172,11 +209,14 @@ class RunOptions(TypedDict, total=False):
       scripted one; the engine config still names the model in the run id).
     - `batch_retries`: how often a batch whose engine calls fail is retried, with backoff (default
       2); a batch changes nothing until it commits, so a retry starts clean.
+    - `pipeline`: make the next batch while this one is curated and committed, for jobs whose
+      batches are independent (default True; the records written are the same either way).
     """
 
     curation: CurationConfig | None
     model: Engine | None
     batch_retries: int
+    pipeline: bool
 
 
 def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]) -> dict[str, Any]:
@@ -191,16 +231,81 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
         run = RunContext(writer, job.run_id, dataset, live, chain, index)
         progress = Progress(job.open(run))
         pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
-        for spec in job.plan(run):
-            progress.update(job.progress(run))
-            step(job, run, spec)
-            _logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
-            tell_watchers(pace.progress(run.info, job.progress(run)))
+        pipelined = options.get("pipeline", True) and getattr(job, "independent", False)
+        plan = _Plan(job.plan(run))
+        started, made = time.perf_counter(), 0
+        with ThreadPoolExecutor(1, thread_name_prefix="make-ahead") as ahead:
+            if pipelined:
+                run.made_hook = _making_ahead(job, run, plan, ahead)
+            try:
+                for spec in plan:
+                    progress.update(job.progress(run))
+                    step(job, run, spec)
+                    made += 1
+                    _logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
+                    tell_watchers(pace.progress(run.info, job.progress(run)))
+            finally:  # a batch still being made ahead is not waited for past a failure
+                for future in run.ahead.values():
+                    future.cancel()
         progress.update(job.progress(run))
         writer.finish_run(job.run_id)
         summary = run_summary(writer, job.run_id, dataset.path, reached_target=True)
+        summary["engine"] = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
         job.finish(run, summary)
         return summary
+
+
+class _Plan:
+    """A job's planned batches, shared by the batch loop and the hook that makes the next one ahead."""
+
+    def __init__(self, specs: Iterator[Spec]) -> None:
+        self._specs = specs
+        self._next: list[Spec] = []
+
+    def __iter__(self) -> _Plan:
+        return self
+
+    def __next__(self) -> Spec:
+        return self._next.pop() if self._next else next(self._specs)
+
+    def peek(self) -> Spec | None:
+        """The next batch the loop will get, planned now if it was not yet; None at the end."""
+        if not self._next:
+            spec = next(self._specs, None)
+            if spec is None:
+                return None
+            self._next.append(spec)
+        return self._next[0]
+
+
+def _making_ahead(job: Job, run: RunContext, plan: _Plan, ahead: ThreadPoolExecutor) -> Callable[[int], None]:
+    """The hook that, once a batch is made, starts making the next one (its tokens counted for it)."""
+    engine = run.engine
+
+    def make(spec: Spec) -> Batch:
+        if isinstance(engine, Metered):
+            with engine.counting_for(spec.batch):
+                return job.make(run, spec)
+        return job.make(run, spec)
+
+    def make_next(done: int) -> None:
+        spec = plan.peek()
+        if spec is not None and spec.batch not in run.ahead:  # a batch made again on a retry: already on its way
+            run.ahead[spec.batch] = ahead.submit(make, spec)
+
+    return make_next
+
+
+def engine_use(busy: float, wall: float, batches: int, pipelined: bool) -> dict[str, Any]:
+    """How much of this session's batch loop the engine spent serving calls, and its idle time
+    per batch (what pipelining and a faster curation win back)."""
+    return {
+        "busy_seconds": round(busy, 6),
+        "wall_seconds": round(wall, 3),
+        "busy_share": round(busy / wall, 6) if wall > 0 else 0.0,
+        "idle_seconds_per_batch": round(max(0.0, wall - busy) / batches, 3) if batches else 0.0,
+        "pipelined": pipelined,
+    }
 
 
 def _logger() -> Any:

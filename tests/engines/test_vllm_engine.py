@@ -64,6 +64,19 @@ def test_prefill_is_continued_and_mixed_batches_keep_their_order(vllm_engine):
     assert not alone.startswith("1. Apple")
 
 
+def test_a_prompt_longer_than_the_context_fails_alone_and_the_rest_of_the_batch_is_served(vllm_engine):
+    too_long = "word " * (vllm_engine.config.max_model_len + 50)
+    short = Sampling(temperature=0.0, max_tokens=8)
+    requests = [ask("Say hello.", sampling=short), ask(too_long, sampling=short), ask("Say bye.", sampling=short)]
+    requests.append(ChatRequest(raw=too_long, sampling=short))
+    first, refused, last, refused_raw = vllm_engine.chat(requests)
+    for c in (refused, refused_raw):
+        assert c.finish_reason == "error" and "refused by vLLM" in (c.error or "") and "context" in (c.error or "")
+    assert first.text.strip() and last.text.strip() and first.finish_reason != "error" != last.finish_reason
+    # The same requests alone give the same greedy replies: the split changed nothing else.
+    assert [c.text for c in vllm_engine.chat([requests[0], requests[2]])] == [first.text, last.text]
+
+
 def test_same_seed_gives_the_same_sample(vllm_engine):
     request = ask("Invent a name for a cat.", sampling=Sampling(temperature=1.0, max_tokens=12, seed=1234))
     first, second = vllm_engine.chat([request, request])

@@ -19,12 +19,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
 def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp_path, vllm_engine):
     summary = run_evol_instruct(
-        EvolInstructConfig(source=str(DEFAULT_SEEDS), rounds=2, limit=6, profile="small-model"),
+        EvolInstructConfig(source=str(DEFAULT_SEEDS), rounds=2, limit=6, chunk_size=3, profile="small-model"),
         VLLMEngineConfig(),
         DatasetConfig(path=str(tmp_path / "evol")),
         model=vllm_engine,
     )
     assert verify(tmp_path / "evol") == []
+    # Two chunks: the second was made by the engine in the background while the first was committed.
+    assert summary["batches"] == 2 and summary["engine"]["pipelined"] and summary["engine"]["busy_seconds"] > 0
     rounds = read_manifest(tmp_path / "evol").runs[summary["run_id"]].state["rounds"]
     assert set(rounds) == {"0", "1", "2"}
     for funnel in rounds.values():
