@@ -48,6 +48,8 @@ MARGIN = 1e-9
 CAP = 0xFFFF
 # Texts of this many tokens or more are not in the postings: every query examines them.
 LONG = CAP
+# A key's postings are split by how many keys follow it in the pool text: 0-3, 4-7, ... and the rest.
+BUCKETS = 8
 # Below this many hits, a query's hits are tested in Python rather than numpy.
 SMALL_HITS = 48
 
@@ -95,13 +97,15 @@ def _need_table(floor: float) -> np.ndarray:
 class PrefixIndex:
     """Postings of the pool texts' prefix keys (for floor `floor`): for each key, one int64 per pool
     text whose prefix holds it, in pool order: the text's index << 32 | its length << 16 | how many
-    of its keys follow this one. Texts of `LONG` tokens or more are not in the postings: every query
+    of its keys follow this one ("left"). Each key's postings are split into `BUCKETS` arrays by
+    left // 4 (the last one takes the rest), so a query can skip the pool texts in which the key
+    comes too late to matter. Texts of `LONG` tokens or more are not in the postings: every query
     examines them. Memory: 8 bytes per prefix key of the pool (about half its tokens at 0.7) and a
-    small array per distinct key."""
+    few small arrays per distinct key."""
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
-        self._postings: dict[int, array[int]] = {}
+        self._postings: dict[int, list[array[int] | None]] = {}
         self._size = 0
         self._long: list[int] = []
         self._need = _need_table(floor)
@@ -124,10 +128,14 @@ class PrefixIndex:
             head = self._size << 32 | m << 16
             postings = self._postings
             for position, key in enumerate(self.prefix(code) if prefix is None else prefix):
-                bucket = postings.get(key)
+                buckets = postings.get(key)
+                if buckets is None:
+                    buckets = postings[key] = [None] * BUCKETS
+                left = m - 1 - position
+                bucket = buckets[min(left >> 2, BUCKETS - 1)]
                 if bucket is None:
-                    bucket = postings[key] = array("q")
-                bucket.append(head | (m - 1 - position))
+                    bucket = buckets[min(left >> 2, BUCKETS - 1)] = array("q")
+                bucket.append(head | left)
         self._size += 1
 
     def truncate(self, size: int, removed: Sequence[str]) -> None:
@@ -136,11 +144,17 @@ class PrefixIndex:
             if len(code) >= min(LONG, CAP):
                 self._long.pop()
                 continue
-            for key in self.prefix(code):
-                bucket = self._postings[key]
+            m = len(code)
+            for position, key in enumerate(self.prefix(code)):
+                buckets = self._postings[key]
+                b = min((m - 1 - position) >> 2, BUCKETS - 1)
+                bucket = buckets[b]
+                assert bucket is not None
                 bucket.pop()
                 if not bucket:
-                    del self._postings[key]
+                    buckets[b] = None
+                    if not any(buckets):
+                        del self._postings[key]
         self._size = size
 
     def examined(self, code: str, prefix: list[int] | None = None) -> np.ndarray:
@@ -156,20 +170,34 @@ class PrefixIndex:
         c + min(|q|-1-i, |b|-1-j, max need - 1) and F <= 2·that/(|q|+|b|). A first, cheaper pass
         drops the texts whose first hit already fails 1 + min(|q|-1-i, |b|-1-j): later hits only
         make that bound smaller.
+
+        Hits whose pool text has fewer than L keys left after the key are not read, for the
+        largest L (a multiple of 4) with 2L/(L+|q|) <= floor: such a hit gives F <= 2(1+left)/(1+
+        left+|q|) <= floor whatever comes before it. A text whose hits are all skipped cannot pass;
+        for one with skipped hits after the last read one, every key shared after that one lies in
+        its last L keys, so the count bound above takes max(max need - 1, L) in place of max need - 1.
         """
         n = len(code)
         if not n:
             return np.empty(0, dtype=np.int64)
         keys = self.prefix(code) if prefix is None else prefix
-        hits = [(n - 1 - i, b) for i, k in enumerate(keys) if (b := self._postings.get(k))]
-        found = self._examined(n, hits) if hits else np.empty(0, dtype=np.int64)
+        f = self.floor - MARGIN
+        first = min(max(0, math.floor(f * n / (2.0 - f) - MARGIN)) >> 2, BUCKETS - 1) if f > 0 else 0
+        hits = [
+            (n - 1 - i, b)
+            for i, k in enumerate(keys)
+            if (buckets := self._postings.get(k))
+            for b in buckets[first:]
+            if b
+        ]
+        found = self._examined(n, hits, 4 * first) if hits else np.empty(0, dtype=np.int64)
         if self._long:
             found = np.union1d(found, np.array(self._long, dtype=np.int64))
         return found
 
-    def _examined(self, n: int, hits: list[tuple[int, array[int]]]) -> np.ndarray:
+    def _examined(self, n: int, hits: list[tuple[int, array[int]]], skipped: int) -> np.ndarray:
         floor = self.floor - MARGIN
-        need_n = need(n, self.floor)
+        need_n = max(need(n, self.floor), skipped + 1)
         if sum(len(b) for _, b in hits) <= SMALL_HITS:
             # The same tests one hit at a time, cheaper than numpy's calls on a few values.
             found: dict[int, list[int]] = {}
@@ -191,7 +219,7 @@ class PrefixIndex:
                 if 2.0 * (c + min(q_rest, rest, max(need_n, int(table[length])) - 1)) / (length + n) > floor
             ]
             return np.array(sorted(keep), dtype=np.int64)
-        if len(hits) == 1:  # one key: one hit per text, so the count is 1
+        if len(hits) == 1:  # one array: one hit per text, so the count is 1
             query_left, bucket = hits[0]
             packed = np.frombuffer(bucket, dtype=np.int64)
             other, left = (packed >> 16) & CAP, packed & CAP
