@@ -9,11 +9,16 @@ once and a text is kept as a string of one character per token id (the C++ kerne
 code points without converting Python lists, 2.5x faster here, and a pool text costs about half
 the memory of a list of ints).
 
-By default the pool is searched with pruning (`novelty_search`): an inverted index over the pool's
-tokens bounds every pair's score from above, and only the pairs whose bound could reach a
-candidate's top `neighbors_kept` are scored. Verdicts, scores and neighbours are exactly those of
-scoring every pair (`prune=False`, which scores the pool a slice at a time in multi-threaded
-`cdist` calls).
+By default the pool is searched with prefix filtering (`novelty_search`): each pool text is
+indexed by the first keys of its tokens in one fixed order, a candidate looks up its own first
+keys, and of the pool texts it meets only those whose overlap bounds leave room for a score above
+the floor (the threshold, or `neighbor_floor` if lower) are scored, exactly. Every pool text
+scoring above the floor is among them, so verdicts, and the best score whenever it is above the
+floor, are exactly those of scoring every pair (`prune=False`, which scores the pool a slice at a
+time in multi-threaded `cdist` calls). The neighbours are the best `neighbors_kept` of the texts
+scored: those above the floor are exactly the full search's, in the same order; those at or below
+it are the best of the texts the filter examined, which may differ from the full top list (and a
+candidate the filter meets no text for gets no neighbours and a best score of 0).
 
 Verdicts name their nearest pool texts by reference, never by copying them: `neighbor_ref` is a
 stable id (a record's or seed's id when the pool was given one, else a short content hash) and
@@ -67,7 +72,8 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return Indel.normalized_similarity(a, b)
 
 
-# Pruned, every pool text scoring above this (or above the threshold, if lower) is found.
+# Pruned, every pool text scoring above this (or above the threshold, if lower) is found; lower
+# floors examine more texts (at 0.5, about eight times as many pairs on the benchmarks' data).
 NEIGHBOR_FLOOR = 0.7
 # At most this many pair scores are held at once (float64: 128 MiB), whatever the pool's size.
 MAX_SCORE_CELLS = 1 << 24
@@ -105,9 +111,11 @@ class RougeNoveltyIndex:
     judged, so two near-identical candidates of one batch cannot both get in. The pool keeps each
     text's tokens and its `neighbor_ref`, not the text.
 
-    `prune` (the default) scores only the pairs that could reach a candidate's top
-    `neighbors_kept`; `prune=False` scores every pair. Both give the same verdicts, scores and
-    neighbours; `search.scored` counts the pairs the pruned search scored.
+    `prune` (the default) scores only the pool texts the prefix filter examines: every text scoring
+    above min(`threshold`, `neighbor_floor`) among them (see the module's docstring); `prune=False`
+    scores every pair. Both give the same verdicts, the same best score when it is above that
+    floor, and the same neighbours above it; `search.scored` counts the pairs the pruned search
+    scored.
     """
 
     threshold: float = 0.7
@@ -126,6 +134,26 @@ class RougeNoveltyIndex:
     def _encode(self, text: str) -> str:
         vocab = self._vocab
         return "".join([_char(vocab.setdefault(tok, len(vocab))) for tok in rouge_tokens(text)])
+
+    def _encode_candidate(self, text: str) -> tuple[str, list[str]]:
+        """A candidate's code without growing the vocabulary, and its tokens the vocabulary lacks,
+        in order: those get ids len(vocab), len(vocab)+1, ... here, the ids `_admit` gives them
+        when the candidate joins the pool. So ids, hence the pruned search's key order, depend
+        only on the pool's texts in pool order, not on the rejected candidates a run happened to
+        see: a resumed run rebuilds the same order from its committed tasks."""
+        vocab = self._vocab
+        new: dict[str, int] = {}
+        ids = []
+        for tok in rouge_tokens(text):
+            i = vocab.get(tok)
+            if i is None:
+                i = new.setdefault(tok, len(vocab) + len(new))
+            ids.append(_char(i))
+        return "".join(ids), list(new)
+
+    def _admit(self, new: list[str]) -> None:
+        for tok in new:
+            self._vocab[tok] = len(self._vocab)
 
     def _append(self, ref: str, code: str) -> None:
         self.refs.append(ref)
@@ -213,7 +241,7 @@ class RougeNoveltyIndex:
 
     def _check_one(self, text: str) -> NoveltyVerdict:
         """Pruned: one candidate's verdict against the pool; a kept candidate joins the pool."""
-        code = self._encode(text)
+        code, new = self._encode_candidate(text)
         prefix = self._postings.prefix(code)
         scores, index = self.search.one(code, max(1, self.neighbors_kept), prefix)
         self.search.pairs += len(self._postings)
@@ -228,6 +256,7 @@ class RougeNoveltyIndex:
             neighbor_scores=[float(x) for x in scores[: len(shown)]],
         )
         if kept:
+            self._admit(new)
             self._append(neighbor_ref(text), code)
             self._postings.add(code, prefix)
         return verdict

@@ -3,6 +3,7 @@ reference (an id and a snippet), never by a copy of the pool's text, however lon
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -12,6 +13,7 @@ from synth.engines import ScriptedEngine
 from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
 from synth.filters.novelty import SNIPPET_CHARS, neighbor_ref, snippet, text_id
 from synth.filters.novelty_filter import NoveltyFilter
+from synth.generators import self_instruct
 from synth.generators.seeds import MAX_SEED_CHARS, load_seed_tasks
 from synth.generators.self_instruct import SelfInstructGenerator
 from synth.schemas import Record, SelfInstructConfig
@@ -46,7 +48,8 @@ def test_neighbor_refs_are_an_id_and_a_short_snippet():
 def test_verdicts_against_a_pool_of_long_texts_hold_short_refs_and_unchanged_scores():
     pool = [long_text(i) for i in range(12)]
     candidates = ["summarize the report number 3 in two lines", "summarize the report number 3 in three lines"]
-    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10)
+    # Every pair scored, for full lists of ten (pruned, a list holds only the texts the filter examined).
+    index = RougeNoveltyIndex(threshold=0.7, neighbors_kept=10, prune=False)
     index.add(pool)
     verdicts = index.check(candidates)
     for i, v in enumerate(verdicts):
@@ -61,7 +64,7 @@ def test_verdicts_against_a_pool_of_long_texts_hold_short_refs_and_unchanged_sco
     # The pool keeps refs, not the texts.
     assert sum(len(r) for r in index.refs) < 200 * len(index)
     # A given id names the text.
-    named = RougeNoveltyIndex(threshold=0.7)
+    named = RougeNoveltyIndex(threshold=0.7, prune=False)
     named.add(pool, [f"pool_{i}" if i % 2 else None for i in range(len(pool))])
     [verdict] = named.check(candidates[:1])
     assert verdict.neighbors[0] == "pool_3: " + snippet(pool[3])
@@ -77,7 +80,7 @@ def test_the_novelty_filter_fills_records_with_short_refs():
     result = NoveltyFilter(pool).apply(records)
     [kept] = result.kept
     [reject] = result.rejects
-    assert_short_refs(kept.novelty_neighbors)
+    assert kept.novelty_neighbors == []  # no pool text near enough for the prefix filter to examine
     assert_short_refs(reject.novelty_neighbors)
     assert reject.novelty_neighbors[0] == neighbor_ref(pool[2])
     assert len(reject.detail) < 200
@@ -85,7 +88,7 @@ def test_the_novelty_filter_fills_records_with_short_refs():
     assert ids.novelty_neighbors[0].startswith("doc2: ")
 
 
-def test_a_large_seed_file_keeps_self_instruct_records_small(tmp_path, script):
+def test_a_large_seed_file_keeps_self_instruct_records_small(tmp_path, script, monkeypatch):
     # ~0.9 MB of seeds just under the limit, and one line far over it.
     words = (MAX_SEED_CHARS - 200) // 9
     path = tmp_path / "seeds.jsonl"
@@ -96,6 +99,8 @@ def test_a_large_seed_file_keeps_self_instruct_records_small(tmp_path, script):
         f.write(json.dumps({"instruction": "giraffes " * 200_000}) + "\n")
     seeds = load_seed_tasks(path)
 
+    # Every pair scored, so kept records list their nearest seeds (pruned, only seeds near enough).
+    monkeypatch.setattr(self_instruct, "RougeNoveltyIndex", functools.partial(RougeNoveltyIndex, prune=False))
     gen = SelfInstructGenerator(SelfInstructConfig(prompts_per_batch=2), ScriptedEngine(script), seeds, run_id="r")
     result = gen.run_batch(0)
     assert result.kept

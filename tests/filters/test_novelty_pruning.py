@@ -182,6 +182,34 @@ def test_sorted_keys_number_repeated_tokens_and_follow_the_global_order():
     assert sorted_keys("") == []
 
 
+def test_a_pool_rebuilt_from_its_tasks_searches_as_the_live_one_did():
+    """Token ids (the key order) come from the pool's texts only, never from rejected candidates,
+    so a resumed run, which rebuilds the pool from its committed tasks, lists the same neighbours
+    (below the floor too) as the live run."""
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(40)]
+    seeds = [sentence(rng, words, 3, 10) for _ in range(50)]
+    live = RougeNoveltyIndex()
+    live.add(seeds)
+    committed: list[str] = []
+    for batch in range(4):
+        fresh = [f"new{batch}x{i}" for i in range(30)]
+        candidates = [near_copy(rng, rng.choice(seeds), words) + f" {rng.choice(fresh)}" for _ in range(20)]
+        candidates += [sentence(rng, fresh + words, 3, 10) for _ in range(20)]
+        kept = [v.text for v in live.check(candidates, add=False) if v.kept]
+        assert len(kept) < len(candidates)
+        live.add(kept)
+        committed += kept
+    resumed = RougeNoveltyIndex()
+    resumed.add(seeds + committed)
+    assert resumed._vocab == live._vocab
+    later = [sentence(rng, words + [f"new{b}x{i}" for b in range(4) for i in range(30)], 3, 10) for _ in range(60)]
+    later += [near_copy(rng, t, words) for t in committed[:40]]
+    assert [(v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in live.check(later)] == [
+        (v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in resumed.check(later)
+    ]
+
+
 def test_pruning_scores_few_pairs_when_most_share_little():
     rng = random.Random(4)
     words = [f"w{i}" for i in range(3000)]
