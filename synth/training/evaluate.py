@@ -27,9 +27,8 @@ from synth.training.model import (
     Base,
     completion_loss,
     cpu_threads,
-    encode_examples,
+    encode_for,
     load_model,
-    load_tokenizer,
     pick_device,
     quiet_libraries,
     resolve_base,
@@ -148,11 +147,7 @@ def _evaluate(
 
     quiet_libraries()
     device, _ = pick_device(config.device)
-
-    tokenizer = load_tokenizer(base.path)
-    encoded = encode_examples(tokenizer, ref.items, "forward", config.max_length)
-    if not encoded.items:
-        raise TrainingDataError(f"{ref.source}: no reference pair has an output within {config.max_length} tokens")
+    tokenizer, encoded = encode_for(base.path, ref.items, ref.source, "forward", config.max_length, "reference pair")
     say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
     # Both models are scored in float32: the tuned model was saved in float32, and the comparison
     # must not mix precisions.

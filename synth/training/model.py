@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synth.training.config import Device
-from synth.training.data import Chat, Example, to_chat
+from synth.training.data import Chat, Example, TrainingDataError, to_chat
 
 if TYPE_CHECKING:
     import torch
@@ -183,6 +183,18 @@ class EncodedSet:
     items: list[Encoded]
     truncated: int = 0
     dropped: int = 0
+
+
+def encode_for(
+    base_path: str, items: Sequence[Example], source: str, direction: str, max_length: int, what: str
+) -> tuple[Any, EncodedSet]:
+    """The base's tokenizer and `items` encoded with it; an error naming `source` when none of
+    them (`what`: "example", "reference pair") has a completion within `max_length` tokens."""
+    tokenizer = load_tokenizer(base_path)
+    encoded = encode_examples(tokenizer, items, direction, max_length)
+    if not encoded.items:
+        raise TrainingDataError(f"{source}: no {what} has a completion within max_length {max_length} tokens")
+    return tokenizer, encoded
 
 
 def encode_examples(tokenizer: Any, examples: Sequence[Example], direction: str, max_length: int) -> EncodedSet:

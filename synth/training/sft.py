@@ -27,7 +27,7 @@ from typing import Any
 
 from synth.shards.atomic import fsync_dir
 from synth.training.config import DataSummary, TrainingConfig, TrainingReport
-from synth.training.data import Example, Examples, TrainingDataError, examples_from, load_examples
+from synth.training.data import Example, Examples, examples_from, load_examples
 from synth.training.model import (
     Base,
     EncodedSet,
@@ -35,8 +35,8 @@ from synth.training.model import (
     completion_loss,
     cpu_threads,
     encode_examples,
+    encode_for,
     load_model,
-    load_tokenizer,
     pick_device,
     quiet_libraries,
     resolve_base,
@@ -268,13 +268,10 @@ def _train_into(
         f"training {base.name} ({config.direction}) on {len(train_items)} examples from {examples.source}"
         f"{f', {len(eval_items)} held out' if eval_items else ''}; {device}, {str(dtype).removeprefix('torch.')}"
     )
-    tokenizer = load_tokenizer(base.path)
-    train_set = encode_examples(tokenizer, train_items, config.direction, config.max_length)
+    tokenizer, train_set = encode_for(
+        base.path, train_items, examples.source, config.direction, config.max_length, "example"
+    )
     eval_set = encode_examples(tokenizer, eval_items, config.direction, config.max_length)
-    if not train_set.items:
-        raise TrainingDataError(
-            f"{examples.source}: no example has a completion within max_length {config.max_length} tokens"
-        )
     if train_set.truncated or train_set.dropped:
         say(f"{train_set.truncated} examples cut at {config.max_length} tokens, {train_set.dropped} left out (no "
             "completion within it)")  # fmt: skip
