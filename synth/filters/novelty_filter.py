@@ -15,7 +15,9 @@ class NoveltyFilter:
 
     A record's `novelty_neighbors` name its nearest pool instructions by reference (an id and a
     short snippet, see `neighbor_ref`): `pool_ids`, when given, are the ids used, else content
-    hashes."""
+    hashes. The pool is searched with pruning: the neighbours scoring above the threshold are
+    exact, the others come from the pool instructions the prefix filter examined (see
+    `synth.filters.novelty`)."""
 
     stage = "novelty"
 

@@ -1,6 +1,7 @@
-"""ROUGE-L search over a pool with prefix filtering: a candidate meets only the pool texts that
-could score above a floor, so its work depends on how many texts are similar to it, not on the
-pool's size.
+"""ROUGE-L search over a pool with prefix filtering: a candidate meets only the pool texts sharing
+one of its first, rarest keys, and scores only those whose bounds leave room for a score above a
+floor, so its work grows slowly with the pool (with the postings of the commoner words among its
+first keys), not with candidates x pool.
 
 Texts are token strings (one character per token id, see `novelty.RougeNoveltyIndex`), and
 ROUGE-L F1 of a and b is F = 2·LCS/(|a|+|b|), computed by rapidfuzz as 1 - (|a|+|b|-2·LCS)/(|a|+|b|).
@@ -12,17 +13,18 @@ o > f·(|a|+|b|)/2 >= f·(|a|+o)/2 (o <= |b|), that is o > f·|a|/(2-f): a bound
 alone, `need(|a|)`, and likewise for b.
 
 Prefix filtering. Put every key in one fixed global order and sort each text's keys by it. If two
-texts share at least `need` keys each side asks for, a's first |a|-need(|a|)+1 keys and b's first
-|b|-need(|b|)+1 keys share a key (otherwise a's prefix keys are all missing from b, leaving at most
-need(|a|)-1 shared keys). So the pool is indexed by its texts' prefixes only, a candidate looks up
-its own prefix, and every pool text with F > f is among the texts it finds. Those are then checked
-against the length bound (F <= 2·min/(|a|+|b|)) and scored exactly by rapidfuzz, as the full path
-scores them, so their scores are the same floating-point values.
+texts share o keys with o >= need(|a|) and o >= need(|b|), the first shared key in the order has
+o-1 shared keys after it in each text, so it sits among a's first |a|-o+1 <= |a|-need(|a|)+1 keys
+and among b's first |b|-need(|b|)+1. So the pool is indexed by its texts' prefixes only, a
+candidate looks up its own prefix, and every pool text with F > f is among the texts it finds.
+Those are then checked against overlap bounds (`PrefixIndex.examined`) and the rest scored exactly
+by rapidfuzz, as the full path scores them, so their scores are the same floating-point values.
 
-The order is the token id, descending, then the occurrence, descending. Token ids are given on
-first sight (the seed tasks first, then the texts in the order they are encoded), so common words
-get small ids early and a text's prefix is made of its later, mostly rarer, words: the postings a
-candidate reads are short. The order never changes as the pool grows, so nothing is re-indexed.
+The order is the token id, descending, then the occurrence, descending. Token ids are given in the
+order tokens first appear in the pool's texts (the seed tasks first; a candidate's new words get
+theirs when it is kept), so common words get small ids early and a text's prefix is made of its
+later, mostly rarer, words. The order never changes as the pool grows, so nothing is re-indexed,
+and it depends only on the pool's texts in pool order.
 
 Floating point: `need` is computed for a floor a little below f and rounded down by a margin, so
 a rounding error can only lengthen a prefix (look at more texts), never shorten it; a pair whose
