@@ -29,6 +29,7 @@ hundred bytes however long the pool's texts are, and the pool itself keeps only 
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -126,6 +127,9 @@ class RougeNoveltyIndex:
     refs: list[str] = field(default_factory=list)
     _tokens: list[str] = field(default_factory=list)
     _vocab: dict[str, int] = field(default_factory=dict)
+    # The vocabulary's tokens by id, and its size once each pool text had joined (for `truncate`).
+    _id_tokens: list[str] = field(default_factory=list)
+    _vocab_sizes: array[int] = field(default_factory=lambda: array("q"))
 
     def __post_init__(self) -> None:
         self._postings = PrefixIndex(min(self.threshold, self.neighbor_floor))
@@ -133,7 +137,14 @@ class RougeNoveltyIndex:
 
     def _encode(self, text: str) -> str:
         vocab = self._vocab
-        return "".join([_char(vocab.setdefault(tok, len(vocab))) for tok in rouge_tokens(text)])
+        ids = []
+        for tok in rouge_tokens(text):
+            i = vocab.get(tok)
+            if i is None:
+                i = vocab[tok] = len(self._id_tokens)
+                self._id_tokens.append(tok)
+            ids.append(_char(i))
+        return "".join(ids)
 
     def _encode_candidate(self, text: str) -> tuple[str, list[str]]:
         """A candidate's code without growing the vocabulary, and its tokens the vocabulary lacks,
@@ -153,11 +164,13 @@ class RougeNoveltyIndex:
 
     def _admit(self, new: list[str]) -> None:
         for tok in new:
-            self._vocab[tok] = len(self._vocab)
+            self._vocab[tok] = len(self._id_tokens)
+            self._id_tokens.append(tok)
 
     def _append(self, ref: str, code: str) -> None:
         self.refs.append(ref)
         self._tokens.append(code)
+        self._vocab_sizes.append(len(self._id_tokens))
 
     def add(self, texts: Sequence[str], ids: Sequence[str | None] | None = None) -> None:
         """Add texts to the pool; `ids` (one per text, None for none) name them in verdicts."""
@@ -173,11 +186,18 @@ class RougeNoveltyIndex:
         return len(self.refs)
 
     def truncate(self, size: int) -> None:
-        """Forget every pool text added after the first `size` (a batch that was not committed)."""
+        """Forget every pool text added after the first `size` (a batch that was not committed),
+        and the tokens only they brought: a rolled-back batch leaves the token ids (the pruned
+        search's key order) as if it had never run."""
         if self.prune and len(self._postings) > size:
             self._postings.truncate(size, self._tokens[size : len(self._postings)])
         del self.refs[size:]
         del self._tokens[size:]
+        del self._vocab_sizes[size:]
+        known = self._vocab_sizes[-1] if size else 0
+        for tok in self._id_tokens[known:]:
+            del self._vocab[tok]
+        del self._id_tokens[known:]
 
     def _scores(self, queries: list[str], choices: list[str]) -> np.ndarray:
         if not queries or not choices:

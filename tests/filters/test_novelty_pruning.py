@@ -223,8 +223,10 @@ def test_pruning_scores_few_pairs_when_most_share_little():
 def test_check_without_add_truncate_and_a_failed_check_leave_the_postings_with_the_pool(monkeypatch):
     index = RougeNoveltyIndex(threshold=0.7)
     index.add(["tell me a joke", "write poems now"])
+    vocab = dict(index._vocab)
     index.check(["a brand new task", "another brand new task"], add=False)
     assert len(index) == len(index._postings) == 2
+    assert index._vocab == vocab  # nor did the kept candidate's new words stay
     index.check(["a brand new task", "something else entirely"])
     assert len(index) == len(index._postings) == 4
     index.truncate(2)
@@ -241,6 +243,7 @@ def test_check_without_add_truncate_and_a_failed_check_leave_the_postings_with_t
     with pytest.raises(RuntimeError):
         index.check(["a first new task", "a second new task"])
     assert len(index) == len(index._postings) == 2
+    assert index._vocab == vocab
     index.truncate(1)
     assert len(index._postings) == 1
     [v] = index.check(["write poems now"], add=False)
