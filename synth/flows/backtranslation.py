@@ -1,4 +1,5 @@
-"""The backtranslation flow: documents are streamed into segment chunks, one Prefect task per chunk.
+"""Backtranslation's few-shot run: documents are streamed into segment chunks, one Prefect task per
+chunk. (Its Prefect flow, which runs this or the self-training loop, is in `synth.flows.self_training`.)
 
 Round 1 reads the corpus once, committing a chunk whenever `chunk_size` usable segments are in
 hand (with the documents and segments dropped on the way, as rejects). Each later round streams the
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 import polars as pl
-from prefect import flow
 
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
@@ -30,8 +30,7 @@ from synth.generators.backtranslation import (
 from synth.generators.documents import Segment, Skipped, corpus_segments, read_documents
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
 from synth.prompts import load_template
-from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, VLLMEngineConfig, run_id
-from synth.schemas.curation import CurationConfig
+from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
 from synth.shards import scan
 
 
@@ -216,22 +215,3 @@ def run_backtranslation(
     seeds = load_seed_pairs(config.seeds, config.language)
     rid = backtranslation_run_id(config, engine, backward_engine, seeds)
     return run_job(BacktranslationJob(config, seeds, rid, backward_engine, backward_model), engine, dataset, **options)
-
-
-@flow(name="backtranslation", log_prints=True)
-def backtranslation_flow(
-    config: BacktranslationConfig,
-    dataset: DatasetConfig,
-    engine: EngineConfig | None = None,
-    backward_engine: EngineConfig | None = None,
-    curation: CurationConfig | None = None,
-) -> dict[str, Any]:
-    """Backtranslation into a dataset directory, on the configured engine (the embedded model by
-    default); with `config.self_train`, the paper's self-training loop (see `synth.flows.self_training`)."""
-    if config.self_train is not None:
-        from synth.flows.self_training import run_self_training
-
-        return run_self_training(config, engine or VLLMEngineConfig(), dataset, config.self_train, curation=curation)
-    return run_backtranslation(
-        config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
-    )

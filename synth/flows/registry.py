@@ -72,7 +72,7 @@ GENERATORS: dict[str, Generator] = {
         Generator(
             "backtranslation",
             BacktranslationConfig,
-            "synth.flows.backtranslation:backtranslation_flow",
+            "synth.flows.self_training:backtranslation_flow",
             "synth.flows.backtranslation:check_inputs",
         ),
         Generator("magpie", MagpieConfig, "synth.flows.magpie:magpie_flow", "synth.flows.magpie:check_inputs"),

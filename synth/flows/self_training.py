@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
+from prefect import flow
 
 from synth.engines import EngineConfigError, engines_opened
-from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id
+from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id, run_backtranslation
 from synth.flows.common import Committed, prints_not_logged
 from synth.flows.run import Batch, Built, RunContext, Spec, run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
@@ -270,3 +271,21 @@ def run_self_training(
         "work": str(work),
     }
     return summary
+
+
+@flow(name="backtranslation", log_prints=True)
+def backtranslation_flow(
+    config: BacktranslationConfig,
+    dataset: DatasetConfig,
+    engine: EngineConfig | None = None,
+    backward_engine: EngineConfig | None = None,
+    curation: CurationConfig | None = None,
+) -> dict[str, Any]:
+    """Backtranslation into a dataset directory, on the configured engine (the embedded model by
+    default): the few-shot run of `synth.flows.backtranslation`, or with `config.self_train` the
+    paper's self-training loop above. It lives here, above both, so neither imports the other."""
+    if config.self_train is not None:
+        return run_self_training(config, engine or VLLMEngineConfig(), dataset, config.self_train, curation=curation)
+    return run_backtranslation(
+        config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
+    )

@@ -192,7 +192,7 @@ def scripted_engine(tmp_path):
     ],
 )
 def test_cli_rejects_a_bad_seed_file_in_one_line_before_any_model_loads(tmp_path, monkeypatch, content, where):
-    monkeypatch.setattr("synth.flows.backtranslation.backtranslation_flow", flow_must_not_start)
+    monkeypatch.setattr("synth.flows.self_training.backtranslation_flow", flow_must_not_start)
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(content)
     docs = corpus(tmp_path / "docs")
