@@ -176,11 +176,13 @@ class RougeNoveltyIndex:
         """Add texts to the pool; `ids` (one per text, None for none) name them in verdicts."""
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
-        for i, text in enumerate(texts):
-            code = self._encode(text)
-            self._append(neighbor_ref(text, ids[i] if ids is not None else None), code)
+        try:
+            for i, text in enumerate(texts):
+                code = self._encode(text)
+                self._append(neighbor_ref(text, ids[i] if ids is not None else None), code)
+        finally:
             if self.prune:
-                self._postings.add(code)
+                self._postings.extend(self._tokens[len(self._postings) :])
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -189,8 +191,8 @@ class RougeNoveltyIndex:
         """Forget every pool text added after the first `size` (a batch that was not committed),
         and the tokens only they brought: a rolled-back batch leaves the token ids (the pruned
         search's key order) as if it had never run."""
-        if self.prune and len(self._postings) > size:
-            self._postings.truncate(size, self._tokens[size : len(self._postings)])
+        if self.prune:
+            self._postings.truncate(size)
         del self.refs[size:]
         del self._tokens[size:]
         del self._vocab_sizes[size:]

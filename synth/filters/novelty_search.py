@@ -20,11 +20,15 @@ candidate looks up its own prefix, and every pool text with F > f is among the t
 Those are then checked against overlap bounds (`PrefixIndex.examined`) and the rest scored exactly
 by rapidfuzz, as the full path scores them, so their scores are the same floating-point values.
 
-The order is the token id, descending, then the occurrence, descending. Token ids are given in the
-order tokens first appear in the pool's texts (the seed tasks first; a candidate's new words get
-theirs when it is kept), so common words get small ids early and a text's prefix is made of its
-later, mostly rarer, words. The order never changes as the pool grows, so nothing is re-indexed,
-and it depends only on the pool's texts in pool order.
+The order ranks tokens by document frequency, rarest first, so a text's prefix is made of its
+rarest words and the postings a candidate reads are short. To stay fixed, it is derived only when
+the pool reaches a power of two in size (`order_size`), from the texts the pool then holds, and
+the index is rebuilt; until the next such size, tokens those texts lacked come before all others,
+in code point order, descending (newer tokens first). So the order for a pool of n texts is a pure
+function of its first `order_size(n)` texts: a pool rebuilt from the same texts (a resumed run)
+searches exactly as the live one did, and truncating below that size restores the earlier order.
+Within a token, its later occurrences come first. Which fixed order is used only decides which
+texts are examined, never which are missed: every pool text and every query use the same one.
 
 Floating point: `need` is computed for a floor a little below f and rounded down by a margin, so
 a rounding error can only lengthen a prefix (look at more texts), never shorten it; a pair whose
@@ -34,8 +38,10 @@ rapidfuzz score exceeds f is always found.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from array import array
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,8 +81,9 @@ def prefix_length(length: int, floor: float) -> int:
 
 
 def sorted_keys(code: str) -> list[int]:
-    """A text's keys in the global order: token id (its code point) descending, then occurrence
-    descending. A key is code point << 32 | occurrence."""
+    """A text's keys in code point order, descending, then occurrence descending (`PrefixIndex`
+    first translates a text's code points into the order's ranks). A key is code point << 32 |
+    occurrence."""
     chars = sorted(code, reverse=True)
     keys = [ord(c) << 32 for c in chars]
     # Repeated tokens are adjacent: number a run of r copies r-1 down to 0.
@@ -88,6 +95,26 @@ def sorted_keys(code: str) -> list[int]:
         else:
             run = 0
     return keys
+
+
+def order_size(n: int) -> int:
+    """How many of a pool's first texts fix its key order: the largest power of two <= n (0: none)."""
+    return 1 << (n.bit_length() - 1) if n > 0 else 0
+
+
+def frequency_order(codes: Sequence[str]) -> dict[int, int]:
+    """A `str.translate` table, one-to-one on code points, whose descending order is the key order
+    the texts `codes` give: their tokens by document frequency, rarest first (ties: the higher code
+    point first), then every other code point before them all. The V tokens of `codes` go to
+    0..V-1 (the commonest to 0); the code points below V that are not among them go, in order, to
+    the tokens' code points at or above V; every other code point stays itself (and so above V)."""
+    df = Counter(itertools.chain.from_iterable(map(set, codes)))
+    ranked = sorted(df.items(), key=lambda item: (-item[1], item[0]))
+    table = {ord(token): rank for rank, (token, _) in enumerate(ranked)}
+    size = len(table)
+    low = sorted(set(range(size)).difference(table))
+    table.update(zip(low, sorted(point for point in table if point >= size), strict=True))
+    return table
 
 
 @functools.lru_cache(maxsize=8)
@@ -102,47 +129,131 @@ class PrefixIndex:
     of its keys follow this one ("left"). Each key's postings are split into `BUCKETS` arrays by
     left // 4 (the last one takes the rest), so a query can skip the pool texts in which the key
     comes too late to matter. Texts of `LONG` tokens or more are not in the postings: every query
-    examines them. Memory: 8 bytes per prefix key of the pool (about half its tokens at 0.7) and a
-    few small arrays per distinct key."""
+    examines them. Memory: 8 bytes per prefix key of the pool (about half its tokens at 0.7), a
+    few small arrays per distinct key, the order's table (two ints per token) and a reference per
+    text (the index keeps the texts, to rebuild itself when the order changes).
+
+    The key order is `frequency_order` of the first `order_size(len(self))` texts: re-derived, and
+    every text re-indexed, when the pool reaches a power of two in size (or is truncated below the
+    size that fixed it), so it depends on those texts only, not on how the pool got there."""
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
         self._postings: dict[int, list[array[int] | None]] = {}
-        self._size = 0
+        self._codes: list[str] = []
         self._long: list[int] = []
+        self._table: dict[int, int] = {}
+        self.order_from = 0
+        self.rebuilds = 0
         self._need = _need_table(floor)
         # Scratch: marks the pool texts a query's first pass kept (all False between queries).
         self._mark = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._codes)
 
     def prefix(self, code: str) -> list[int]:
-        """The text's prefix keys, in the global order."""
-        return sorted_keys(code)[: prefix_length(len(code), self.floor)]
+        """The text's prefix keys, in the current order."""
+        return sorted_keys(code.translate(self._table))[: prefix_length(len(code), self.floor)]
 
     def add(self, code: str, prefix: list[int] | None = None) -> None:
         """Index the next pool text (`prefix`: its `prefix(code)`, if already computed)."""
+        self._codes.append(code)
+        if order_size(len(self._codes)) > self.order_from:
+            self._rebuild()
+        else:
+            self._index(len(self._codes) - 1, code, prefix)
+
+    def extend(self, codes: Sequence[str]) -> None:
+        """Index the next pool texts; as `add` one at a time, with one rebuild at most."""
+        start = len(self._codes)
+        self._codes.extend(codes)
+        if order_size(len(self._codes)) > self.order_from:
+            self._rebuild()
+        else:
+            for i in range(start, len(self._codes)):
+                self._index(i, self._codes[i])
+
+    def _rebuild(self) -> None:
+        """Derive the order from the first `order_from` texts and index every text by it: the
+        postings `_index` would build one text at a time, computed in numpy for all at once."""
+        codes = self._codes
+        self.order_from = order_size(len(codes))
+        self._table = frequency_order(codes[: self.order_from])
+        self._postings = {}
+        self.rebuilds += 1
+        lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
+        long = lengths >= min(LONG, CAP)
+        self._long = np.flatnonzero(long).tolist()
+        lengths[long] = 0
+        joined = "".join(c for c, skip in zip(codes, long.tolist(), strict=True) if not skip).translate(self._table)
+        points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        if not points.size:
+            return
+        doc = np.repeat(np.arange(len(codes), dtype=np.int64), lengths)
+        starts = np.cumsum(lengths) - lengths
+        # Each text's keys as `sorted_keys` gives them: code point descending, repeats numbered
+        # from the run's length - 1 down to 0.
+        order = np.lexsort((-points, doc))
+        points = points[order]
+        total = points.size
+        new_run = np.ones(total, dtype=bool)
+        new_run[1:] = (points[1:] != points[:-1]) | (doc[1:] != doc[:-1])
+        run_end = np.append(np.flatnonzero(new_run)[1:], total) - 1
+        occurrence = run_end[np.cumsum(new_run) - 1] - np.arange(total)
+        keys = points << 32 | occurrence
+        position = np.arange(total) - starts[doc]
+        m = lengths[doc]
+        need_m = self._need[np.minimum(m, CAP)]
+        take = position < m - need_m + 1
+        keys, doc, m, left = keys[take], doc[take], m[take], (m - 1 - position)[take]
+        bucket = np.minimum(left >> 2, BUCKETS - 1)
+        values = doc << 32 | m << 16 | left
+        # Group by (key, bucket), pool order kept within a group (a stable sort).
+        group = keys << 3 | bucket
+        order = np.argsort(group, kind="stable")
+        group, values = group[order], values[order]
+        bounds = np.flatnonzero(group[1:] != group[:-1]) + 1
+        first = np.concatenate(([0], bounds))
+        last = np.append(bounds, group.size)
+        raw = values.tobytes()
+        postings = self._postings
+        for g, s, e in zip(group[first].tolist(), first.tolist(), last.tolist(), strict=True):
+            key = g >> 3
+            buckets = postings.get(key)
+            if buckets is None:
+                buckets = postings[key] = [None] * BUCKETS
+            posting = array("q")
+            posting.frombytes(raw[8 * s : 8 * e])
+            buckets[g & (1 << 3) - 1] = posting
+
+    def _index(self, doc: int, code: str, prefix: list[int] | None = None) -> None:
         m = len(code)
         if m >= min(LONG, CAP):
-            self._long.append(self._size)
-        else:
-            head = self._size << 32 | m << 16
-            postings = self._postings
-            for position, key in enumerate(self.prefix(code) if prefix is None else prefix):
-                buckets = postings.get(key)
-                if buckets is None:
-                    buckets = postings[key] = [None] * BUCKETS
-                left = m - 1 - position
-                bucket = buckets[min(left >> 2, BUCKETS - 1)]
-                if bucket is None:
-                    bucket = buckets[min(left >> 2, BUCKETS - 1)] = array("q")
-                bucket.append(head | left)
-        self._size += 1
+            self._long.append(doc)
+            return
+        head = doc << 32 | m << 16
+        postings = self._postings
+        for position, key in enumerate(self.prefix(code) if prefix is None else prefix):
+            buckets = postings.get(key)
+            if buckets is None:
+                buckets = postings[key] = [None] * BUCKETS
+            left = m - 1 - position
+            bucket = buckets[min(left >> 2, BUCKETS - 1)]
+            if bucket is None:
+                bucket = buckets[min(left >> 2, BUCKETS - 1)] = array("q")
+            bucket.append(head | left)
 
-    def truncate(self, size: int, removed: Sequence[str]) -> None:
-        """Forget the indexed texts `size` and after; `removed` are their codes, in pool order."""
-        for code in reversed(removed):
+    def truncate(self, size: int) -> None:
+        """Forget the indexed texts `size` and after; below the size that fixed the order, the
+        order of the remaining texts is derived again and they are re-indexed."""
+        if size >= len(self._codes):
+            return
+        if order_size(size) < self.order_from:
+            del self._codes[size:]
+            self._rebuild()
+            return
+        for code in reversed(self._codes[size:]):
             if len(code) >= min(LONG, CAP):
                 self._long.pop()
                 continue
@@ -157,16 +268,16 @@ class PrefixIndex:
                     buckets[b] = None
                     if not any(buckets):
                         del self._postings[key]
-        self._size = size
+        del self._codes[size:]
 
     def examined(self, code: str, prefix: list[int] | None = None) -> np.ndarray:
         """The pool texts a query must score, ascending: those sharing a prefix key with it (a hit)
         whose overlap bound leaves room for F > floor, and the texts of `LONG` tokens or more.
 
-        Keys are met in the global order. For a pool text b with c hits, the last at position i of
+        Keys are met in the index's order. For a pool text b with c hits, the last at position i of
         the query q and j of b: every key both share up to that hit is a hit (it sits in both
         prefixes), and the keys shared after it number at most min(|q|-1-i, |b|-1-j) and at most
-        max(need(|q|), need(|b|)) - 1 (each lies past q's prefix or past b's; in the global order
+        max(need(|q|), need(|b|)) - 1 (each lies past q's prefix or past b's; in the one order
         one lying past q's prefix only cannot precede one lying past b's only, nor follow it, since
         both orders agree, so all lie past the same text's prefix). So the overlap is at most
         c + min(|q|-1-i, |b|-1-j, max need - 1) and F <= 2·that/(|q|+|b|). A first, cheaper pass
@@ -229,7 +340,7 @@ class PrefixIndex:
             docs, other, left = packed[first] >> 32, other[first], left[first]
             after = np.minimum(np.minimum(query_left, left), np.maximum(need_n, self._need[other]) - 1)
             return docs[2.0 * (1 + after) / (other + n) > floor]
-        packed = np.concatenate([np.frombuffer(b, dtype=np.int64) for _, b in hits])
+        packed = np.frombuffer(b"".join([b for _, b in hits]), dtype=np.int64)
         lefts = np.repeat(np.array([q for q, _ in hits]), [len(b) for _, b in hits])
         other, left = (packed >> 16) & CAP, packed & CAP
         first = 2.0 * (1 + np.minimum(lefts, left)) / (other + n) > floor
@@ -238,8 +349,8 @@ class PrefixIndex:
         passing = docs[first]
         if not passing.size:
             return passing
-        if self._mark.size < self._size:
-            self._mark = np.zeros(max(1024, 2 * self._size), dtype=bool)
+        if self._mark.size < len(self._codes):
+            self._mark = np.zeros(max(1024, 2 * len(self._codes)), dtype=bool)
         self._mark[passing] = True
         take = np.flatnonzero(self._mark[docs])
         self._mark[passing] = False

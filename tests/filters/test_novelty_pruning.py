@@ -339,3 +339,81 @@ def test_a_fixed_seed_self_instruct_run_writes_the_same_records_with_and_without
             assert got_score == score and got_neighbors[0] == neighbors[0]
         else:
             assert got_score <= score
+
+
+# -- the frequency order ---------------------------------------------------------------------------
+
+
+def postings_of(index: RougeNoveltyIndex) -> dict:
+    p = index._postings
+    return {
+        "table": p._table,
+        "from": p.order_from,
+        "postings": {k: [list(b) if b else None for b in v] for k, v in p._postings.items()},
+    }
+
+
+def test_a_run_across_order_rebuilds_matches_the_full_search_and_a_pool_rebuilt_from_scratch():
+    """The key order is derived again at pool sizes 8, 16, 32...: a run crossing them (kept
+    candidates joining mid-check, checks without `add` crossing one and rolling back) gives the
+    verdicts, best scores and neighbours above the floor of scoring every pair, and a pool built
+    from scratch from the same texts has the same order and postings and searches the same."""
+    rng = random.Random(5)
+    # Common words first seen late, so rarest-first differs from first-seen order.
+    rare = [f"r{i}" for i in range(200)]
+    common = ["the", "a", "of", "to", "in"]
+    words = rare + common * 30
+
+    def task() -> str:
+        return " ".join(rng.choice(words[:40] if rng.random() < 0.2 else words) for _ in range(rng.randint(3, 14)))
+
+    pruned, full = RougeNoveltyIndex(neighbor_floor=0.5), RougeNoveltyIndex(neighbor_floor=0.5, prune=False)
+    texts = [" ".join(rng.choices(rare, k=6)) for _ in range(5)]
+    pruned.add(texts)
+    full.add(texts)
+    rebuilds, crossed = pruned._postings.rebuilds, 0
+    for batch in range(12):
+        candidates = [task() for _ in range(25)]
+        candidates += [near_copy(rng, rng.choice(texts), words) for _ in range(15)]
+        add = batch % 3 != 1
+        before = postings_of(pruned)
+        got, want = pruned.check(candidates, add=add), full.check(candidates, add=add)
+        for p, f in zip(got, want, strict=True):
+            assert p.kept == f.kept
+            if f.max_score > 0.5:
+                assert p.max_score == f.max_score
+            assert above(p, 0.5) == above(f, 0.5)
+        if add:
+            texts += [v.text for v in got if v.kept]
+        else:
+            assert postings_of(pruned) == before  # rolled back, order included
+            kept = sum(v.kept for v in got)
+            crossed += search.order_size(len(texts) + kept) > search.order_size(len(texts))
+        assert len(pruned) == len(full) == len(texts)
+        assert pruned._postings.order_from == search.order_size(len(texts))
+    assert pruned._postings.rebuilds - rebuilds >= 4 and len(texts) > 128 and crossed
+
+    scratch = RougeNoveltyIndex(neighbor_floor=0.5)
+    scratch.add(texts)
+    assert postings_of(scratch) == postings_of(pruned)
+    one_by_one = RougeNoveltyIndex(neighbor_floor=0.5)
+    for t in texts:
+        one_by_one.add([t])
+    assert postings_of(one_by_one) == postings_of(pruned)
+    later = [task() for _ in range(40)] + [near_copy(rng, t, words) for t in texts[-20:]]
+    assert [(v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in pruned.check(later)] == [
+        (v.kept, v.max_score, v.neighbors, v.neighbor_scores) for v in scratch.check(later)
+    ]
+
+
+def test_frequency_order_ranks_rarest_first_and_is_one_to_one():
+    codes = ["abc", "ab", "a", "d", "", "ad"]
+    table = search.frequency_order(codes)
+    # document frequency: a 4, b 2, d 2, c 1: descending translated order is c, d, b, a
+    order = sorted("abcd", key=lambda c: ord(c.translate(table)), reverse=True)
+    assert order == ["c", "d", "b", "a"]
+    images = [ord(chr(p).translate(table)) for p in range(200)]
+    assert len(set(images)) == 200
+    # Tokens the texts lack come before them all.
+    assert all(ord(chr(p).translate(table)) > 3 for p in range(200) if chr(p) not in "abcd")
+    assert search.order_size(0) == 0 and search.order_size(1) == 1 and search.order_size(1000) == 512
