@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import time
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -144,7 +145,9 @@ class PrefixIndex:
         self._long: list[int] = []
         self._table: dict[int, int] = {}
         self.order_from = 0
+        # How many times the order was derived and the postings rebuilt, and the seconds it took.
         self.rebuilds = 0
+        self.rebuild_seconds = 0.0
         self._need = _need_table(floor)
         # Scratch: marks the pool texts a query's first pass kept (all False between queries).
         self._mark = np.zeros(0, dtype=bool)
@@ -177,6 +180,13 @@ class PrefixIndex:
     def _rebuild(self) -> None:
         """Derive the order from the first `order_from` texts and index every text by it: the
         postings `_index` would build one text at a time, computed in numpy for all at once."""
+        start = time.perf_counter()
+        try:
+            self._build()
+        finally:
+            self.rebuild_seconds += time.perf_counter() - start
+
+    def _build(self) -> None:
         codes = self._codes
         self.order_from = order_size(len(codes))
         self._table = frequency_order(codes[: self.order_from])
