@@ -245,20 +245,25 @@ class RougeNoveltyIndex:
         """
         size = len(self.refs)
         verdicts: list[NoveltyVerdict] = []
+        # The candidates kept may be taken out again: a rebuild of the postings keeps the old ones.
+        self._postings.hold = self.prune
         try:
-            if self.prune:
-                verdicts = [self._check_one(text) for text in candidates]
-            else:
-                for start in range(0, len(candidates), CHECK_CHUNK):
-                    for verdict, ref, code in self._check_chunk(candidates[start : start + CHECK_CHUNK]):
-                        verdicts.append(verdict)
-                        if verdict.kept:
-                            self._append(ref, code)
-        except BaseException:
-            self.truncate(size)
-            raise
-        if not add:
-            self.truncate(size)
+            try:
+                if self.prune:
+                    verdicts = [self._check_one(text) for text in candidates]
+                else:
+                    for start in range(0, len(candidates), CHECK_CHUNK):
+                        for verdict, ref, code in self._check_chunk(candidates[start : start + CHECK_CHUNK]):
+                            verdicts.append(verdict)
+                            if verdict.kept:
+                                self._append(ref, code)
+            except BaseException:
+                self.truncate(size)
+                raise
+            if not add:
+                self.truncate(size)
+        finally:
+            self._postings.release()
         return verdicts
 
     def _check_one(self, text: str) -> NoveltyVerdict:

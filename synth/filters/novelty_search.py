@@ -124,6 +124,22 @@ def _need_table(floor: float) -> np.ndarray:
     return np.array([need(m, floor) for m in range(CAP + 1)], dtype=np.int64)
 
 
+@functools.lru_cache(maxsize=256)
+def _first_table(floor: float, n: int) -> np.ndarray:
+    """For a query of n tokens and each pool length m a posting can hold: the least x >= 0 with
+    2.0·(1+x)/(m+n) > floor - MARGIN, the first pass's test (the same float expression, which only
+    grows with x), so `min(...) >= table[m]` passes exactly the hits that test passes."""
+    f = floor - MARGIN
+    total = np.arange(CAP + 1, dtype=np.int64) + n
+    x = np.maximum(0, np.floor(f * total / 2.0).astype(np.int64) - 2)
+    for _ in range(8):
+        fails = ~(2.0 * (1 + x) / np.maximum(total, 1) > f)
+        if not fails.any():
+            return x
+        x += fails
+    raise AssertionError("the first pass's table did not settle")
+
+
 class PrefixIndex:
     """Postings of the pool texts' prefix keys (for floor `floor`): for each key, one int64 per pool
     text whose prefix holds it, in pool order: the text's index << 32 | its length << 16 | how many
@@ -148,6 +164,11 @@ class PrefixIndex:
         # How many times the order was derived and the postings rebuilt, and the seconds it took.
         self.rebuilds = 0
         self.rebuild_seconds = 0.0
+        # While `hold` is set (texts added may be truncated again, as in a check without adding),
+        # a rebuild keeps the earlier postings, so truncating below the new order's size restores
+        # them instead of rebuilding: (texts they index, order_from, table, postings, long texts).
+        self.hold = False
+        self._saved: tuple[int, int, dict[int, int], dict[int, list[array[int] | None]], list[int]] | None = None
         self._need = _need_table(floor)
         # Scratch: marks the pool texts a query's first pass kept (all False between queries).
         self._mark = np.zeros(0, dtype=bool)
@@ -163,9 +184,16 @@ class PrefixIndex:
         """Index the next pool text (`prefix`: its `prefix(code)`, if already computed)."""
         self._codes.append(code)
         if order_size(len(self._codes)) > self.order_from:
+            if self.hold:
+                self._saved = (len(self._codes) - 1, self.order_from, self._table, self._postings, self._long)
             self._rebuild()
         else:
             self._index(len(self._codes) - 1, code, prefix)
+
+    def release(self) -> None:
+        """Stop holding: forget the postings kept from before the last rebuild."""
+        self.hold = False
+        self._saved = None
 
     def extend(self, codes: Sequence[str]) -> None:
         """Index the next pool texts; as `add` one at a time, with one rebuild at most."""
@@ -204,8 +232,9 @@ class PrefixIndex:
         starts = np.cumsum(lengths) - lengths
         # Each text's keys as `sorted_keys` gives them: code point descending, repeats numbered
         # from the run's length - 1 down to 0.
-        order = np.lexsort((-points, doc))
-        points = points[order]
+        ranked = doc << 21 | (0x1FFFFF - points)  # code points take 21 bits
+        ranked.sort()
+        points = 0x1FFFFF - (ranked & 0x1FFFFF)
         total = points.size
         new_run = np.ones(total, dtype=bool)
         new_run[1:] = (points[1:] != points[:-1]) | (doc[1:] != doc[:-1])
@@ -260,10 +289,22 @@ class PrefixIndex:
         if size >= len(self._codes):
             return
         if order_size(size) < self.order_from:
-            del self._codes[size:]
-            self._rebuild()
+            saved, self._saved = self._saved, None
+            if saved is not None and saved[1] == order_size(size) and size <= saved[0]:
+                # The postings from before the rebuild index the first saved[0] texts.
+                count, self.order_from, self._table, self._postings, self._long = saved
+                self._forget(size, count)
+                del self._codes[size:]
+            else:
+                del self._codes[size:]
+                self._rebuild()
             return
-        for code in reversed(self._codes[size:]):
+        self._forget(size, len(self._codes))
+        del self._codes[size:]
+
+    def _forget(self, size: int, count: int) -> None:
+        """Take the texts `size` to `count` out of the postings (the last ones indexed)."""
+        for code in reversed(self._codes[size:count]):
             if len(code) >= min(LONG, CAP):
                 self._long.pop()
                 continue
@@ -278,7 +319,6 @@ class PrefixIndex:
                     buckets[b] = None
                     if not any(buckets):
                         del self._postings[key]
-        del self._codes[size:]
 
     def examined(self, code: str, prefix: list[int] | None = None) -> np.ndarray:
         """The pool texts a query must score, ascending: those sharing a prefix key with it (a hit)
@@ -353,7 +393,7 @@ class PrefixIndex:
         packed = np.frombuffer(b"".join([b for _, b in hits]), dtype=np.int64)
         lefts = np.repeat(np.array([q for q, _ in hits]), [len(b) for _, b in hits])
         other, left = (packed >> 16) & CAP, packed & CAP
-        first = 2.0 * (1 + np.minimum(lefts, left)) / (other + n) > floor
+        first = np.minimum(lefts, left) >= _first_table(self.floor, n)[other]
         docs = packed >> 32
         # Every hit of the texts that pass, in query order, grouped by text (a stable sort).
         passing = docs[first]

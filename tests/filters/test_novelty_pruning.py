@@ -376,7 +376,7 @@ def test_a_run_across_order_rebuilds_matches_the_full_search_and_a_pool_rebuilt_
         candidates = [task() for _ in range(25)]
         candidates += [near_copy(rng, rng.choice(texts), words) for _ in range(15)]
         add = batch % 3 != 1
-        before = postings_of(pruned)
+        before, rebuilt = postings_of(pruned), pruned._postings.rebuilds
         got, want = pruned.check(candidates, add=add), full.check(candidates, add=add)
         for p, f in zip(got, want, strict=True):
             assert p.kept == f.kept
@@ -389,6 +389,9 @@ def test_a_run_across_order_rebuilds_matches_the_full_search_and_a_pool_rebuilt_
             assert postings_of(pruned) == before  # rolled back, order included
             kept = sum(v.kept for v in got)
             crossed += search.order_size(len(texts) + kept) > search.order_size(len(texts))
+            # Each size crossed rebuilt the postings once; the roll-back restored the old ones.
+            powers = (len(texts) + kept).bit_length() - len(texts).bit_length()
+            assert pruned._postings.rebuilds - rebuilt == powers and pruned._postings._saved is None
         assert len(pruned) == len(full) == len(texts)
         assert pruned._postings.order_from == search.order_size(len(texts))
     assert pruned._postings.rebuilds - rebuilds >= 4 and len(texts) > 128 and crossed
