@@ -59,6 +59,8 @@ CAP = 0xFFFF
 LONG = CAP
 # A key's postings are split by how many keys follow it in the pool text: 0-3, 4-7, ... and the rest.
 BUCKETS = 8
+# Rebuilds index this many texts at a time (its numpy arrays: about 100 bytes per token).
+BUILD_CHUNK = 1 << 16
 # Below this many hits, a query's hits are tested in Python rather than numpy.
 SMALL_HITS = 48
 
@@ -202,8 +204,8 @@ class PrefixIndex:
         if order_size(len(self._codes)) > self.order_from:
             self._rebuild()
         else:
-            for i in range(start, len(self._codes)):
-                self._index(i, self._codes[i])
+            for begin in range(start, len(self._codes), BUILD_CHUNK):
+                self._index_many(begin, min(len(self._codes), begin + BUILD_CHUNK))
 
     def _rebuild(self) -> None:
         """Derive the order from the first `order_from` texts and index every text by it: the
@@ -219,37 +221,49 @@ class PrefixIndex:
         self.order_from = order_size(len(codes))
         self._table = frequency_order(codes[: self.order_from])
         self._postings = {}
+        self._long = []
         self.rebuilds += 1
+        for start in range(0, len(codes), BUILD_CHUNK):
+            self._index_many(start, min(len(codes), start + BUILD_CHUNK))
+
+    def _index_many(self, start: int, stop: int) -> None:
+        """Index the texts `start` to `stop` (every earlier one indexed): the postings `_index`
+        would add one text at a time, computed in numpy for all at once."""
+        codes = self._codes[start:stop]
         lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
         long = lengths >= min(LONG, CAP)
-        self._long = np.flatnonzero(long).tolist()
+        self._long.extend((np.flatnonzero(long) + start).tolist())
         lengths[long] = 0
         joined = "".join(c for c, skip in zip(codes, long.tolist(), strict=True) if not skip).translate(self._table)
         points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
         if not points.size:
             return
-        doc = np.repeat(np.arange(len(codes), dtype=np.int64), lengths)
+        doc = np.repeat(np.arange(start, stop, dtype=np.int64), lengths)
         starts = np.cumsum(lengths) - lengths
         # Each text's keys as `sorted_keys` gives them: code point descending, repeats numbered
         # from the run's length - 1 down to 0.
         ranked = doc << 21 | (0x1FFFFF - points)  # code points take 21 bits
         ranked.sort()
         points = 0x1FFFFF - (ranked & 0x1FFFFF)
+        del ranked
         total = points.size
         new_run = np.ones(total, dtype=bool)
         new_run[1:] = (points[1:] != points[:-1]) | (doc[1:] != doc[:-1])
         run_end = np.append(np.flatnonzero(new_run)[1:], total) - 1
         occurrence = run_end[np.cumsum(new_run) - 1] - np.arange(total)
         keys = points << 32 | occurrence
-        position = np.arange(total) - starts[doc]
-        m = lengths[doc]
+        del points, occurrence, run_end, new_run
+        position = np.arange(total) - starts[doc - start]
+        m = lengths[doc - start]
         need_m = self._need[np.minimum(m, CAP)]
         take = position < m - need_m + 1
         keys, doc, m, left = keys[take], doc[take], m[take], (m - 1 - position)[take]
+        del position, need_m, take
         bucket = np.minimum(left >> 2, BUCKETS - 1)
         values = doc << 32 | m << 16 | left
         # Group by (key, bucket), pool order kept within a group (a stable sort).
         group = keys << 3 | bucket
+        del keys, doc, m, left, bucket
         order = np.argsort(group, kind="stable")
         group, values = group[order], values[order]
         bounds = np.flatnonzero(group[1:] != group[:-1]) + 1
@@ -262,9 +276,10 @@ class PrefixIndex:
             buckets = postings.get(key)
             if buckets is None:
                 buckets = postings[key] = [None] * BUCKETS
-            posting = array("q")
+            posting = buckets[g & (1 << 3) - 1]
+            if posting is None:
+                posting = buckets[g & (1 << 3) - 1] = array("q")
             posting.frombytes(raw[8 * s : 8 * e])
-            buckets[g & (1 << 3) - 1] = posting
 
     def _index(self, doc: int, code: str, prefix: list[int] | None = None) -> None:
         m = len(code)

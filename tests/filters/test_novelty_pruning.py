@@ -353,11 +353,14 @@ def postings_of(index: RougeNoveltyIndex) -> dict:
     }
 
 
-def test_a_run_across_order_rebuilds_matches_the_full_search_and_a_pool_rebuilt_from_scratch():
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_a_run_across_order_rebuilds_matches_the_full_search_and_a_pool_rebuilt_from_scratch(monkeypatch, chunk):
     """The key order is derived again at pool sizes 8, 16, 32...: a run crossing them (kept
     candidates joining mid-check, checks without `add` crossing one and rolling back) gives the
     verdicts, best scores and neighbours above the floor of scoring every pair, and a pool built
-    from scratch from the same texts has the same order and postings and searches the same."""
+    from scratch from the same texts has the same order and postings and searches the same (the
+    postings built `chunk` texts at a time, in numpy, equal those built one text at a time)."""
+    monkeypatch.setattr(search, "BUILD_CHUNK", chunk)
     rng = random.Random(5)
     # Common words first seen late, so rarest-first differs from first-seen order.
     rare = [f"r{i}" for i in range(200)]
