@@ -37,7 +37,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
-from synth.filters.novelty_search import PrefixIndex, PrunedSearch
+from synth.filters.novelty_index import PrefixIndex
+from synth.filters.novelty_search import PrunedSearch
 from synth.filters.tokens import rouge_tokens
 
 SNIPPET_CHARS = 80

@@ -12,9 +12,9 @@ import tracemalloc
 import pytest
 
 from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
-from synth.filters import novelty_search as search
+from synth.filters import novelty_index as search
 from synth.filters.novelty import neighbor_ref
-from synth.filters.novelty_search import PrefixIndex, length_ratio_bound, need, prefix_length, sorted_keys
+from synth.filters.novelty_index import PrefixIndex, length_ratio_bound, need, prefix_length, sorted_keys
 
 
 def verdicts(pool: list[str], candidates: list[str], prune: bool, **kw) -> list:
