@@ -115,8 +115,9 @@ _Command = TypeVar("_Command", bound=Callable[..., None])
 
 def run_options(seed_help: str, profile: bool = True) -> Callable[[_Command], _Command]:
     """Give a command the shared options, after its own, and hand them to it as one `run:
-    RunOptions` argument, once the process is ready to run flows (`api.prepare_process`). `seed_help` says what the run seed decides; `profile` False leaves out
-    --profile (a generator without profiles)."""
+    RunOptions` argument, once the process is ready to run flows (`api.prepare_process`).
+    `seed_help` says what the run seed decides; `profile` False leaves out --profile (a generator
+    without profiles)."""
     shared: dict[str, tuple[Any, Any]] = {
         "out": (OutOpt, inspect.Parameter.empty),
         "engine_config": (EngineOpt, None),

@@ -186,18 +186,24 @@ class Metered:
         finally:
             _counting_for.reset(token)
 
+    @contextmanager
+    def _serving(self) -> Iterator[None]:
+        """One call at a time, its time added to `busy_seconds` (a failed call's too)."""
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.busy_seconds += time.perf_counter() - started
+
     def _count(self, tag: str, prompt: int, completion: int) -> None:
         entry = self._counts.setdefault(_counting_for.get(), {}).setdefault(tag or "other", [0, 0])
         entry[0] += prompt
         entry[1] += completion
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
-        with self._lock:
-            started = time.perf_counter()
-            try:
-                replies = self.engine.chat(requests)
-            finally:
-                self.busy_seconds += time.perf_counter() - started
+        with self._serving():
+            replies = self.engine.chat(requests)
             for request, reply in zip(requests, replies, strict=True):
                 self._count(request.tag, reply.prompt_tokens, reply.completion_tokens)
         return replies
@@ -206,12 +212,8 @@ class Metered:
         score = getattr(self.engine, "score_continuations", None)
         if score is None:
             raise EngineError(f"the engine {self.model_name} cannot score continuations")
-        with self._lock:
-            started = time.perf_counter()
-            try:
-                scores: list[ContinuationScore] = score(requests)
-            finally:
-                self.busy_seconds += time.perf_counter() - started
+        with self._serving():
+            scores: list[ContinuationScore] = score(requests)
             for request, result in zip(requests, scores, strict=True):
                 self._count(request.tag, result.prompt_tokens, 0)
         return scores

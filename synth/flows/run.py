@@ -81,7 +81,7 @@ class RunContext:
     # Pipelining (see the module's notes): batches made ahead, by number, and the hook that,
     # once a batch is made, starts making the next one.
     ahead: dict[int, Future[Batch]] = field(default_factory=dict)
-    made_hook: Callable[[int], None] | None = None
+    made_hook: Callable[[], None] | None = None
 
     @property
     def info(self) -> RunInfo:
@@ -101,7 +101,7 @@ class RunContext:
         if batch is None:
             batch = job.make(self, spec)
         if self.made_hook is not None:
-            self.made_hook(spec.batch)
+            self.made_hook()
         return batch
 
 
@@ -244,7 +244,8 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
                     made += 1
                     _logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
                     tell_watchers(pace.progress(run.info, job.progress(run)))
-            finally:  # a batch still being made ahead is not waited for past a failure
+            finally:  # after a failure, a batch made ahead and not started yet is not started (one
+                # already being made is waited for when the pool closes: the engine closes after it)
                 for future in run.ahead.values():
                     future.cancel()
         progress.update(job.progress(run))
@@ -260,25 +261,23 @@ class _Plan:
 
     def __init__(self, specs: Iterator[Spec]) -> None:
         self._specs = specs
-        self._next: list[Spec] = []
+        self._next: Spec | None = None  # planned by `peek`, not yet taken by the loop
 
     def __iter__(self) -> _Plan:
         return self
 
     def __next__(self) -> Spec:
-        return self._next.pop() if self._next else next(self._specs)
+        spec, self._next = self._next, None
+        return spec if spec is not None else next(self._specs)
 
     def peek(self) -> Spec | None:
         """The next batch the loop will get, planned now if it was not yet; None at the end."""
-        if not self._next:
-            spec = next(self._specs, None)
-            if spec is None:
-                return None
-            self._next.append(spec)
-        return self._next[0]
+        if self._next is None:
+            self._next = next(self._specs, None)
+        return self._next
 
 
-def _making_ahead(job: Job, run: RunContext, plan: _Plan, ahead: ThreadPoolExecutor) -> Callable[[int], None]:
+def _making_ahead(job: Job, run: RunContext, plan: _Plan, ahead: ThreadPoolExecutor) -> Callable[[], None]:
     """The hook that, once a batch is made, starts making the next one (its tokens counted for it)."""
     engine = run.engine
 
@@ -288,7 +287,7 @@ def _making_ahead(job: Job, run: RunContext, plan: _Plan, ahead: ThreadPoolExecu
                 return job.make(run, spec)
         return job.make(run, spec)
 
-    def make_next(done: int) -> None:
+    def make_next() -> None:
         spec = plan.peek()
         if spec is not None and spec.batch not in run.ahead:  # a batch made again on a retry: already on its way
             run.ahead[spec.batch] = ahead.submit(make, spec)
