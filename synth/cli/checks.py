@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from synth.schemas.curation import CurationConfig
     from synth.schemas.recipe import Recipe
 
-_DATASET_ENTRIES = {"data", "rejects", ".lock", "library.log"}  # a folder holding only these is an empty dataset
+_DATASET_ENTRIES = {"data", "rejects", ".lock"}  # a folder holding only these (and the library log) is an empty dataset
 
 
 def is_temp(path: Path) -> bool:
@@ -41,13 +41,15 @@ def _check_writable_parent(path: Path, flag: str) -> None:
 def check_out(out: Path, flag: str = "--out") -> None:
     """A dataset folder to create or add to: an existing dataset (its manifest must read), an
     empty folder, or a path whose parent can be created and written."""
-    from synth.shards.layout import MANIFEST, read_manifest
+    from synth.shards.layout import LIBRARY_LOG, MANIFEST, read_manifest
 
     if out.is_dir():
         if (out / MANIFEST).exists():
             read_manifest(out)  # a damaged manifest is refused here, naming it, before anything starts
         else:
-            foreign = sorted(p.name for p in out.iterdir() if p.name not in _DATASET_ENTRIES and not is_temp(p))
+            foreign = sorted(
+                p.name for p in out.iterdir() if p.name not in {*_DATASET_ENTRIES, LIBRARY_LOG} and not is_temp(p)
+            )
             if foreign:
                 fail(
                     f"{flag} {out}: folder is not empty and holds no dataset (no {MANIFEST}; it holds {foreign[0]!r}"
