@@ -146,25 +146,19 @@ def main() -> None:
     generator = SelfInstructGenerator(config, engine, load_seed_tasks(), run_id="scale")
     novelty = generator.novelty
     novelty_seconds = 0.0
-    check, add = novelty.check, novelty.add
 
-    def timed_check(*a, **kw):  # type: ignore[no-untyped-def]
-        nonlocal novelty_seconds
-        start = time.perf_counter()
-        try:
-            return check(*a, **kw)
-        finally:
-            novelty_seconds += time.perf_counter() - start
+    def timed(method):  # type: ignore[no-untyped-def]
+        def call(*a, **kw):  # type: ignore[no-untyped-def]
+            nonlocal novelty_seconds
+            start = time.perf_counter()
+            try:
+                return method(*a, **kw)
+            finally:
+                novelty_seconds += time.perf_counter() - start
 
-    def timed_add(*a, **kw):  # type: ignore[no-untyped-def]
-        nonlocal novelty_seconds
-        start = time.perf_counter()
-        try:
-            return add(*a, **kw)
-        finally:
-            novelty_seconds += time.perf_counter() - start
+        return call
 
-    novelty.check, novelty.add = timed_check, timed_add  # type: ignore[method-assign]
+    novelty.check, novelty.add = timed(novelty.check), timed(novelty.add)  # type: ignore[method-assign]
 
     temp = None if args.out else tempfile.TemporaryDirectory(prefix="synth-scale-")
     path = Path(args.out or temp.name) / "data"  # type: ignore[union-attr]
