@@ -84,12 +84,13 @@ def test_help_lists_the_generator_and_its_options():
 
 
 def test_an_out_folder_holding_only_the_library_log_is_accepted(tmp_path):
+    from synth.cli.checks import check_out
+    from synth.cli.errors import CLIError
+
     out = tmp_path / "ds"
     out.mkdir()
     (out / "library.log").write_text("runtime start-up notices\n")
-    engine = tmp_path / "engine.json"
-    engine.write_text(json.dumps({"kind": "scripted"}))
-    args = ["generate", "self-instruct", "--engine-config", str(engine), "--out", str(out), "--num", "1"]
-    result = invoke(*args, "--max-batches", "1")
-    assert "not empty" not in result.output
-    assert (out / "manifest.json").is_file() and (out / "library.log").read_text() == "runtime start-up notices\n"
+    check_out(out)  # accepted: returns
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CLIError, match="not empty"):
+        check_out(out)
