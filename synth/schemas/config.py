@@ -42,6 +42,11 @@ class SamplingConfig(Sampling):
         return data
 
 
+def _sampling(*, description: str | None = None, **settings: Any) -> Any:
+    """A config's sampling field whose default is `settings` (a new `SamplingConfig` for each config)."""
+    return Field(default_factory=lambda: SamplingConfig(**settings), description=description)
+
+
 def _language() -> Any:
     return Field(
         default="en",
@@ -113,17 +118,24 @@ class VLLMEngineConfig(_Strict):
     seed: int = 0
 
 
-class OpenAIEngineConfig(_Strict):
-    """Any OpenAI-compatible chat server (`vllm serve`, or another compatible one)."""
+class OpenAIServer(_Strict):
+    """How to reach an OpenAI-compatible server: the model it serves, its URL, the environment
+    variable holding the API key, and each request's timeout and retries (with exponential backoff).
+    The chat engine's and the embedding engine's configs share these."""
 
-    kind: Literal["openai"] = "openai"
     model: str
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = Field(default=16, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
+
+
+class OpenAIEngineConfig(OpenAIServer):
+    """Any OpenAI-compatible chat server (`vllm serve`, or another compatible one)."""
+
+    kind: Literal["openai"] = "openai"
+    max_concurrency: int = Field(default=16, ge=1)
     tokenizer: str | None = Field(
         default=None,
         description="A local tokenizer folder of the served model: its chat template renders raw prompts (Magpie).",
@@ -221,15 +233,9 @@ class SelfInstructConfig(_Profiled):
         description="In-context examples of instance generation: 'template' shows several examples per task "
         "(as the paper's prompts do); 'seeds' shows one instance of two seed tasks.",
     )
-    task_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
-    )
-    classify_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=3)
-    )
-    instance_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5)
-    )
+    task_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
+    classify_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=3)
+    instance_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5)
     seed: int = 0
 
     def input_paths(self) -> dict[str, str | None]:
@@ -291,15 +297,9 @@ class EvolInstructConfig(_Profiled):
         default=False,
         description="Eliminate on more refusal phrases and leaked words than the paper's lists.",
     )
-    evolve_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=2048)
-    )
-    judge_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=16)
-    )
-    response_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=2048)
-    )
+    evolve_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.95, max_tokens=2048)
+    judge_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=16)
+    response_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.95, max_tokens=2048)
     seed: int = 0
 
     @field_validator("operation_weights")
@@ -346,12 +346,8 @@ class BacktranslationConfig(_Strict):
     num_demos: int = Field(default=3, ge=0, description="Few-shot (output, instruction) pairs per backward prompt.")
     chunk_size: int = Field(default=128, ge=1, description="Segments per committed batch.")
     max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")
-    augment_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=128)
-    )
-    grade_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
-    )
+    augment_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.95, max_tokens=128)
+    grade_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
     seed: int = 0
     self_train: SelfTrainConfig | None = Field(
         default=None, description="Run the paper's self-training loop (trained backward model and graders)."

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _Strict
+from synth.schemas.config import OpenAIServer, SamplingConfig, _sampling, _Strict
 
 SELECTION_METHODS = ("deita", "ifd", "longest", "kcenter", "random")
 SelectionMethod = Literal["deita", "ifd", "longest", "kcenter", "random"]
@@ -52,17 +52,11 @@ class VLLMEmbeddingConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
-class OpenAIEmbeddingConfig(_Strict):
+class OpenAIEmbeddingConfig(OpenAIServer):
     """Any OpenAI-compatible `/v1/embeddings` server (`vllm serve MODEL --runner pooling`, or another)."""
 
     kind: Literal["openai"] = "openai"
-    model: str
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = "OPENAI_API_KEY"
     batch_size: int = Field(default=64, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
-    backoff_s: float = Field(default=1.0, ge=0)
 
 
 EmbeddingConfig = Annotated[
@@ -90,8 +84,10 @@ class SelectionConfig(_Strict):
     )
     seed: int = Field(default=0, description="random: the draw; kcenter: the first center.")
     language: str = Field(default="en", pattern=r"^[a-z]{2,3}$", description="Language of the scorers' prompts.")
-    score_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=32),
+    score_sampling: SamplingConfig = _sampling(
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=32,
         description="Sampling of the complexity and quality ratings (a JSON object with one score).",
     )
     score_batch: int = Field(default=256, ge=1, description="Records per engine call and per stored chunk of scores.")
