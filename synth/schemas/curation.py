@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from synth.schemas.config import SamplingConfig, _Strict
+from synth.schemas.config import SamplingConfig, _sampling, _Strict
 
 
 class HeuristicsConfig(_Strict):
@@ -94,7 +94,7 @@ class JudgeConfig(_Strict):
     enabled: bool = False
     rubric: str | None = Field(default=None, description="A rubric file; default: ours.")
     threshold: int = Field(default=4, ge=1, le=5)
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256))
+    sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
 
 
 class LanguageCheckConfig(_Strict):
@@ -119,7 +119,7 @@ class AbilitiesConfig(_Strict):
     taxonomy: str | None = Field(
         default=None, description="A JSON/YAML file of {ability key: definition}; default: our ten abilities."
     )
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=32))
+    sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=32)
 
 
 class CurationConfig(_Strict):

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled
+from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
 
 
 class MagpieConfig(_Profiled):
@@ -44,12 +44,8 @@ class MagpieConfig(_Profiled):
         default=3, ge=0, description="Shorter user messages are rejects (tokens: words, or characters in Chinese)."
     )
     language: str = _language()
-    query_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=512)
-    )
-    response_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=2048)
-    )
+    query_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=1.0, max_tokens=512)
+    response_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=2048)
     seed: int = 0
 
     def input_paths(self) -> dict[str, str | None]:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled
+from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled, _sampling
 
 
 class PreferencesConfig(_Profiled):
@@ -58,15 +58,9 @@ class PreferencesConfig(_Profiled):
         description="More engines that write responses (UltraFeedback's several models): response j of an "
         "instruction comes from engine j mod (1 + len(response_engines)), the run's engine first.",
     )
-    response_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=2048)
-    )
-    judge_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=256)
-    )
-    compare_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=256)
-    )
+    response_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=2048)
+    judge_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=256)
+    compare_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
     seed: int = 0
 
     def input_paths(self) -> dict[str, str | None]:
