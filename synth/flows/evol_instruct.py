@@ -65,10 +65,13 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     """Evol-Instruct's part of a run (see `synth.flows.run`): one batch per chunk of source
-    instructions, every round inside it; the per-round funnel accumulates in the run's state."""
+    instructions, every round inside it; the per-round funnel accumulates in the run's state
+    (`rounds`)."""
 
     config: EvolInstructConfig
     generator: ClassVar[str] = GENERATOR
+    counts_key: ClassVar[str | None] = "rounds"
+    add_counts = staticmethod(merge_rounds)
 
     def open(self, run: RunContext) -> str:
         self._gen = EvolInstructGenerator(self.config, run.engine, run_id=self.run_id)
@@ -76,17 +79,10 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
-        funnels = {str(k): f.as_dict() for k, f in result.rounds.items()}
-        return Batch(
-            result.kept, result.rejects, merge=lambda state: {"rounds": merge_rounds(state.get("rounds", {}), funnels)}
-        )
+        return self.counted(result, {str(k): f.as_dict() for k, f in result.rounds.items()})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions"
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        super().finish(run, summary)
-        summary["rounds"] = run.info.state.get("rounds", {})
 
 
 def run_evol_instruct(

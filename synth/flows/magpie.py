@@ -8,15 +8,14 @@ batch is sized from the run's yield so far, so the last one does not overshoot m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
 from synth.generators.magpie import GENERATOR, MagpieGenerator
-from synth.schemas import DatasetConfig, EngineConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
 
 
@@ -37,8 +36,9 @@ def conversations_for_batch(config: MagpieConfig, kept: int, started: int) -> in
 
 
 @dataclass
-class MagpieJob(Built[MagpieGenerator]):
-    """Magpie's part of a run (see `synth.flows.run`)."""
+class MagpieJob(TargetJob[MagpieGenerator]):
+    """Magpie's part of a run (see `synth.flows.run`): batches of conversations until the target
+    is kept or the batch budget is spent."""
 
     config: MagpieConfig
     run_id: str
@@ -48,23 +48,15 @@ class MagpieJob(Built[MagpieGenerator]):
         self._gen = MagpieGenerator(self.config, run.engine, run_id=self.run_id)
         return f"Magpie into {run.dataset.path}: records kept of {self.config.num_records}"
 
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
-            info = run.info
-            yield Spec(info.batches_done, conversations_for_batch(self.config, info.kept, info.state.get("started", 0)))
+    def size(self, info: RunInfo) -> int:
+        return conversations_for_batch(self.config, info.kept, info.state.get("started", 0))
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_batch(spec.batch, spec.data)
         return Batch(result.kept, result.rejects, {"started": run.info.state.get("started", 0) + spec.data})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"{spec.data} conversations (run total {run.info.kept}/{self.config.num_records} kept)"
-
-    def progress(self, run: RunContext) -> float:
-        return run.info.kept / self.config.num_records
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["reached_target"] = run.info.kept >= self.config.num_records
+        return f"{spec.data} conversations ({self.run_total(run)})"
 
 
 def run_magpie(

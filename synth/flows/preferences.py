@@ -53,11 +53,13 @@ def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
 @dataclass
 class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     """The preference pairs' part of a run (see `synth.flows.run`): one batch per chunk of source
-    instructions; the counts of instructions read and paired accumulate in the run's state."""
+    instructions; the counts of instructions read and paired accumulate in the run's state (`pairs`)."""
 
     config: PreferencesConfig
     writers: Sequence[Engine] | None = None  # live response engines (tests); None: from the config
     generator: ClassVar[str] = GENERATOR
+    counts_key: ClassVar[str | None] = "pairs"
+    add_counts = staticmethod(merge_counts)
 
     def open(self, run: RunContext) -> str:
         writers = self.writers
@@ -69,17 +71,10 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_chunk(spec.batch, spec.data)
-        counts = {"instructions": result.instructions, "paired": result.paired}
-        return Batch(
-            result.kept, result.rejects, merge=lambda state: {"pairs": merge_counts(state.get("pairs", {}), counts)}
-        )
+        return self.counted(result, {"instructions": result.instructions, "paired": result.paired})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions, {len(batch.kept)} paired"
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        super().finish(run, summary)
-        summary["pairs"] = run.info.state.get("pairs", {})
 
 
 def run_preferences(

@@ -126,12 +126,25 @@ class ChunkedJob(Built[G]):
     batch n is chunk n, so a resumed run goes on at the first chunk not committed. Its summary
     counts the source items. Subclasses build the generator (`open`) and make a chunk (`make`),
     which reads nothing of the committed state (so the run is pipelined; state to commit goes in
-    `Batch.merge`)."""
+    `Batch.merge`). A job whose chunks have counts of their own makes its batches with `counted`:
+    the counts add up (`add_counts`) in the run's state and its summary under `counts_key`."""
 
     config: Any  # a config with a `chunk_size`
     items: list[Any]
     run_id: str
     independent: ClassVar[bool] = True
+    counts_key: ClassVar[str | None] = None  # where the chunks' counts add up, in the run's state and summary
+
+    @staticmethod
+    def add_counts(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """The run's counts so far with one chunk's added."""
+        raise NotImplementedError
+
+    def counted(self, made: Outcome, counts: dict[str, Any]) -> Batch:
+        """The batch of a chunk the generator `made`, whose `counts` add to the run's when it commits."""
+        key = self.counts_key
+        assert key is not None, "counts_key first"
+        return Batch(made.kept, made.rejects, merge=lambda state: {key: self.add_counts(state.get(key, {}), counts)})
 
     @cached_property
     def chunks(self) -> list[list[Any]]:
@@ -147,6 +160,35 @@ class ChunkedJob(Built[G]):
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         summary["source_instructions"] = len(self.items)
+        if self.counts_key is not None:
+            summary[self.counts_key] = run.info.state.get(self.counts_key, {})
+
+
+@dataclass
+class TargetJob(Built[G]):
+    """A job that makes batches until the config's `num_records` are kept or its `max_batches`
+    are made; its progress is the share of the target kept. Subclasses build the generator
+    (`open`), size the next batch from the committed run (`size`) and make it (`make`)."""
+
+    config: Any  # a config with `num_records` and `max_batches`
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
+            yield Spec(run.info.batches_done, self.size(run.info))
+
+    def size(self, info: RunInfo) -> int:
+        """The next batch's size (what its `Spec.data` holds), from the committed run."""
+        raise NotImplementedError
+
+    def run_total(self, run: RunContext) -> str:
+        """What a batch's log line says of the run as a whole."""
+        return f"run total {run.info.kept}/{self.config.num_records} kept"
+
+    def progress(self, run: RunContext) -> float:
+        return run.info.kept / self.config.num_records
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        summary["reached_target"] = run.info.kept >= self.config.num_records
 
 
 class Job(Protocol):

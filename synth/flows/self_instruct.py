@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
@@ -17,11 +16,11 @@ from typing import Any, ClassVar, Unpack
 import polars as pl
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, SeedTask, SelfInstructConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, RunInfo, SeedTask, SelfInstructConfig, run_id
 from synth.shards import scan
 
 _TEMPLATES = (
@@ -93,7 +92,7 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int, 
 
 
 @dataclass
-class SelfInstructJob(Built[SelfInstructGenerator]):
+class SelfInstructJob(TargetJob[SelfInstructGenerator]):
     """Self-Instruct's part of a run (see `synth.flows.run`): batches of task-generation prompts
     until the target is kept or the batch budget is spent; the task pool grows as batches commit."""
 
@@ -107,11 +106,9 @@ class SelfInstructJob(Built[SelfInstructGenerator]):
         self._gen.add_to_pool(accepted_tasks(run.dataset.path, self.run_id))
         return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
-            info = run.info
-            sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
-            yield Spec(info.batches_done, prompts_for_batch(self.config, info.kept, sent, last))
+    def size(self, info: RunInfo) -> int:
+        sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
+        return prompts_for_batch(self.config, info.kept, sent, last)
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         result = self.gen.run_batch(spec.batch, spec.data)
@@ -120,13 +117,7 @@ class SelfInstructJob(Built[SelfInstructGenerator]):
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         self.gen.add_to_pool(batch.extra)
-        return f"{spec.data} prompts, {len(batch.extra)} new tasks (run total {run.info.kept}/{self.config.num_records} kept)"
-
-    def progress(self, run: RunContext) -> float:
-        return run.info.kept / self.config.num_records
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["reached_target"] = run.info.kept >= self.config.num_records
+        return f"{spec.data} prompts, {len(batch.extra)} new tasks ({self.run_total(run)})"
 
 
 def run_self_instruct(
