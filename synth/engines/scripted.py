@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from synth.engines.base import ChatRequest, ChatTemplate, Completion, ContinuationRequest, ContinuationScore
 
@@ -27,27 +28,22 @@ def _bare(word: str) -> str:
     return word.strip(".,;:!?'\"()[]").lower()
 
 
+@dataclass(eq=False)
 class ScriptedEngine:
-    """Answers each request with `responder(request)`; records every request it saw. Scores
-    continuations with `scorer(request)`.
+    """Answers each request with `responder(request)`; records every request it saw (`calls`, one
+    list per batch). Scores continuations with `scorer(request)` (batches seen: `scored`).
 
     A string reply becomes a completion that finished normally; return a `Completion` to script a
-    truncated reply (`finish_reason="length"`) or a failure (`"error"`).
+    truncated reply (`finish_reason="length"`) or a failure (`"error"`). A list of log-probabilities
+    becomes a score whose prompt is the context's words and the scored ones.
     """
 
-    def __init__(
-        self,
-        responder: Responder = _echo,
-        model_name: str = "scripted",
-        template: ChatTemplate | None = None,
-        scorer: Scorer = word_logprobs,
-    ) -> None:
-        self.responder = responder
-        self.scorer = scorer
-        self.scored: list[list[ContinuationRequest]] = []
-        self.model_name = model_name
-        self.template = template
-        self.calls: list[list[ChatRequest]] = []
+    responder: Responder = _echo
+    model_name: str = "scripted"
+    template: ChatTemplate | None = None
+    scorer: Scorer = word_logprobs
+    calls: list[list[ChatRequest]] = field(default_factory=list, init=False, repr=False)
+    scored: list[list[ContinuationRequest]] = field(default_factory=list, init=False, repr=False)
 
     def chat_template(self) -> ChatTemplate | None:
         """The chat template given to it, if any (Magpie tests script one)."""
@@ -55,24 +51,22 @@ class ScriptedEngine:
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         self.calls.append(list(requests))
-        out = []
-        for request in requests:
-            reply = self.responder(request)
-            if isinstance(reply, str):
-                reply = Completion(text=reply, completion_tokens=len(reply.split()))
-            out.append(reply)
-        return out
+        return [_completion(self.responder(request)) for request in requests]
 
     def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]:
         """`scorer(request)` for each request (default: `word_logprobs`); records every batch it saw."""
         self.scored.append(list(requests))
-        out = []
-        for request in requests:
-            result = self.scorer(request)
-            if isinstance(result, list):
-                result = ContinuationScore(logprobs=result, prompt_tokens=len(request.context.split()) + len(result))
-            out.append(result)
-        return out
+        return [_score(request, self.scorer(request)) for request in requests]
 
     def close(self) -> None:
         pass
+
+
+def _completion(reply: str | Completion) -> Completion:
+    return Completion(text=reply, completion_tokens=len(reply.split())) if isinstance(reply, str) else reply
+
+
+def _score(request: ContinuationRequest, result: list[float] | ContinuationScore) -> ContinuationScore:
+    if isinstance(result, list):
+        return ContinuationScore(logprobs=result, prompt_tokens=len(request.context.split()) + len(result))
+    return result
