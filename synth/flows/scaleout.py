@@ -28,6 +28,8 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -215,10 +217,18 @@ def _commit(
     shutil.rmtree(path)
 
 
-def _no_mixture(curation: CurationConfig) -> None:
-    # Each worker's chain counts only its own records, so workers together would overshoot targets.
+@contextmanager
+def _ray_run(
+    generator: str, config: BaseModel, rid: str, engine: EngineConfig, dataset: DatasetConfig, curation: CurationConfig
+) -> Iterator[DatasetWriter]:
+    """The dataset's writer (holding its lock) for run `rid` of `generator` on Ray, the run started
+    or resumed in the manifest. A curation with an ability mixture is refused: each worker's chain
+    counts only its own records, so workers together would overshoot its targets."""
     if curation.mixture:
         raise ValueError("an ability mixture needs the local runner (each Ray worker would count only its own records)")
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
+        start_run(writer, rid, generator, config, engine, engine.model or EMBEDDED_MODEL_NAME, curation)
+        yield writer
 
 
 def run_self_instruct_on_ray(
@@ -229,11 +239,9 @@ def run_self_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Self-Instruct with up to `runner.workers` batches in flight on Ray; returns the run summary."""
-    _no_mixture(curation)
     seeds = load_seed_tasks(config.seeds, config.language)
     rid = self_instruct_run_id(config, engine, seeds)
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
-        start_run(writer, rid, SELF_INSTRUCT, config, engine, engine.model or EMBEDDED_MODEL_NAME, curation)
+    with _ray_run(SELF_INSTRUCT, config, rid, engine, dataset, curation) as writer:
         pool = accepted_tasks(dataset.path, rid)
         progress = Progress(f"Self-Instruct on Ray into {dataset.path}: records kept of {config.num_records}")
         futures: dict[int, Any] = {}
@@ -278,13 +286,11 @@ def run_evol_instruct_on_ray(
     runner: RayRunner,
 ) -> dict[str, Any]:
     """Evol-Instruct with up to `runner.workers` chunks in flight on Ray; returns the run summary."""
-    _no_mixture(curation)
     config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]
     rid = evol_run_id(config, engine, items)
     chunks = [items[i : i + config.chunk_size] for i in range(0, len(items), config.chunk_size)]
-    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=rid) as writer:
-        start_run(writer, rid, EVOL, config, engine, engine.model or EMBEDDED_MODEL_NAME, curation)
+    with _ray_run(EVOL, config, rid, engine, dataset, curation) as writer:
         progress = Progress(f"Evol-Instruct on Ray into {dataset.path}: chunks of {config.chunk_size} done")
         first = writer.manifest.runs[rid].batches_done
         futures: dict[int, Any] = {}
