@@ -16,7 +16,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import polars as pl
@@ -106,21 +106,34 @@ def _model_name(config: EngineConfig) -> str:
     return config.model
 
 
+class ScoringOptions(TypedDict, total=False):
+    """Where a selection's scores and embeddings come from.
+
+    - `engine`: a live engine for the model scores (tests pass a scripted one).
+    - `engine_config`: the engine to build for them instead, only if a model score is missing
+      (default: the embedded model).
+    - `scores`: where they are stored (default: the source's `index/selection/`).
+    - `embedder`: a live embedder instead of the one the selection config names.
+    - `say`: where progress lines go.
+    """
+
+    engine: Engine | None
+    engine_config: EngineConfig | None
+    scores: str | Path | None
+    embedder: Embedder | None
+    say: Say | None
+
+
 def prepare(
     source: str | Path,
     methods: Sequence[str],
     config: SelectionConfig,
     *,
-    engine: Engine | None = None,
-    engine_config: EngineConfig | None = None,
-    scores: str | Path | None = None,
     with_embeddings: bool = False,
-    embedder: Embedder | None = None,
-    say: Say | None = None,
+    **scoring: Unpack[ScoringOptions],
 ) -> Candidates:
     """The source's candidates with every score `methods` need (embeddings too with
-    `with_embeddings`), computed once and stored under `scores` (default: the source's
-    `index/selection/`). The engine is built from `engine_config` only if a model score is missing."""
+    `with_embeddings`), computed once and stored (see `ScoringOptions`)."""
     from synth.selection.embeddings import build_embedder
 
     root = Path(source)
@@ -128,6 +141,7 @@ def prepare(
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
     items = load_items(root)
     needs = needs_of(methods) | ({"embedding"} if with_embeddings else set())
+    engine, engine_config, embedder = scoring.get("engine"), scoring.get("engine_config"), scoring.get("embedder")
     if engine is None and engine_config is None:
         engine_config = VLLMEngineConfig()
     tokenizer, tokenizer_name = _tokenizer(engine, engine_config)
@@ -139,8 +153,8 @@ def prepare(
         return LazyEngine(engine_config, tokenizer)
 
     return score_candidates(
-        items, needs, config, scores or default_root(root), model, tokenizer, tokenizer_name,
-        lambda: embedder if embedder is not None else build_embedder(config.embedding), say,
+        items, needs, config, scoring.get("scores") or default_root(root), model, tokenizer, tokenizer_name,
+        lambda: embedder if embedder is not None else build_embedder(config.embedding), scoring.get("say"),
     )  # fmt: skip
 
 
@@ -281,16 +295,12 @@ def select_dataset(
     out: str | Path,
     config: SelectionConfig,
     *,
-    engine: Engine | None = None,
-    engine_config: EngineConfig | None = None,
-    scores: str | Path | None = None,
-    embedder: Embedder | None = None,
     wait: float | None = 0,
-    say: Say | None = None,
+    **scoring: Unpack[ScoringOptions],
 ) -> dict[str, Any]:
-    """Select `config.budget` records of `source` by `config.method` into the dataset `out`."""
-    candidates = prepare(source, [config.method], config, engine=engine, engine_config=engine_config,
-                         scores=scores, embedder=embedder, say=say)  # fmt: skip
+    """Select `config.budget` records of `source` by `config.method` into the dataset `out`
+    (scored as `scoring` says: see `ScoringOptions`)."""
+    candidates = prepare(source, [config.method], config, **scoring)
     return write_selection(source, out, candidates, choose(candidates, config.method, config), config, wait=wait)
 
 
@@ -300,21 +310,16 @@ def compare_methods(
     methods: Sequence[str],
     config: SelectionConfig,
     *,
-    engine: Engine | None = None,
-    engine_config: EngineConfig | None = None,
-    scores: str | Path | None = None,
     reference: str | Path | None = None,
     evaluation: Any | None = None,
-    embedder: Embedder | None = None,
     wait: float | None = 0,
-    say: Say | None = None,
+    **scoring: Unpack[ScoringOptions],
 ) -> list[dict[str, Any]]:
     """One subset per method on the same budget, as `out/METHOD`, each from the same stored scores
-    and embeddings (the diversity column needs them for every method). With `reference`, each
-    subset also gets the proxy evaluation of `synth evaluate` (a fine-tune per method: slow), and
-    its row the tuned model's loss per token on the reference pairs."""
-    candidates = prepare(source, methods, config, engine=engine, engine_config=engine_config, scores=scores,
-                         with_embeddings=True, embedder=embedder, say=say)  # fmt: skip
+    and embeddings (the diversity column needs them for every method; see `ScoringOptions`). With
+    `reference`, each subset also gets the proxy evaluation of `synth evaluate` (a fine-tune per
+    method: slow), and its row the tuned model's loss per token on the reference pairs."""
+    candidates = prepare(source, methods, config, with_embeddings=True, **scoring)
     rows = []
     for method in methods:
         method_config = config.model_copy(update={"method": method})
@@ -325,7 +330,7 @@ def compare_methods(
         if reference is not None:
             from synth.training import evaluate_dataset
 
-            result = evaluate_dataset(folder, reference, evaluation, progress=say)
+            result = evaluate_dataset(folder, reference, evaluation, progress=scoring.get("say"))
             row["proxy_loss"] = result.tuned.loss
             row["base_loss"] = result.base.loss
         rows.append(row)
