@@ -8,11 +8,15 @@ reported as a `SourceError` naming the file and the line (JSONL: bytes that are 
 invalid JSON, a JSON string with an unpaired surrogate escape) or the item's index in the array
 (counted from 0). JSONL is read one line at a time. Instructions of any length are returned; the
 generator rejects those too large to rewrite.
+
+Training data (`synth.training.data`) is read by the same functions (`dataset_rows`, `file_rows`),
+with the file types and columns its own `RowFiles` names.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,63 +41,93 @@ class SourceItem:
     output: str = ""
 
 
+@dataclass(frozen=True)
+class RowFiles:
+    """The files of example rows a reader takes, and how it checks them: instruction sources
+    (`INSTRUCTION_FILES`) and training data (`synth.training.data`) are read by the same code."""
+
+    error: type[ValueError]  # raised with a message naming the file (and the line, item or row)
+    unknown: str  # what a file of another type is told, after its name
+    suffixes: tuple[str, ...]  # the file types taken; ".txt": a line of text is a bare instruction
+    json_arrays: bool  # a ".json" file holding a JSON array is read as one (else as JSON Lines)
+    required: tuple[str, ...]  # text columns a Parquet file must have
+    optional: tuple[str, ...] = ()  # text columns read when present
+    cast: tuple[str, ...] = ()  # columns read when present, whatever their type, as text (ids)
+
+
+INSTRUCTION_FILES = RowFiles(
+    SourceError,
+    unknown="unknown source type; expected a dataset directory, .jsonl, .json, .parquet or .txt",
+    suffixes=(".parquet", ".json", ".jsonl", ".txt"),
+    json_arrays=True,
+    required=("instruction",),
+    cast=("input", "output", "id"),
+)
+
+
 def load_instructions(source: str | Path) -> list[SourceItem]:
     """Every instruction of `source`, in order, without repeats of the same id."""
     path = Path(source)
+    rows: Iterator[tuple[str, object]]
     if path.is_dir():
-        if not (path / MANIFEST).is_file():
-            raise SourceError(f"{path}: a directory without {MANIFEST} is not a dataset")
-        frame = scan(path).select("id", "instruction", "input", "output").collect()
-        items = [SourceItem(i, ins, inp or "", out or "") for i, ins, inp, out in frame.iter_rows()]
-    elif path.suffix == ".parquet":
-        items = _from_parquet(path)
-    elif path.suffix == ".json" and _is_json_array(path):
-        items = _from_json_array(path)
-    elif path.suffix in (".jsonl", ".json", ".txt"):
-        items = _from_jsonl(path)
-    elif not path.exists():
-        raise SourceError(f"{path}: no such file or directory")
+        rows = dataset_rows(path, ("id", "instruction", "input", "output"), SourceError)
     else:
-        raise SourceError(f"{path}: unknown source type; expected a dataset directory, .jsonl, .json, .parquet or .txt")
+        rows = file_rows(path, INSTRUCTION_FILES)
+    items = [_item(value, where) for where, value in rows]
     unique = list({item.id: item for item in items if item.instruction.strip()}.values())
     if not unique:
         raise SourceError(f"{path}: no instructions in the source")
     return unique
 
 
-def _from_parquet(path: Path) -> list[SourceItem]:
+def dataset_rows(path: Path, columns: Sequence[str], error: type[ValueError]) -> Iterator[tuple[str, dict]]:
+    """("DATASET: record N", row) of each kept record of a dataset directory (N from 1), with `columns`."""
+    if not (path / MANIFEST).is_file():
+        raise error(f"{path}: a directory without {MANIFEST} is not a dataset")
+    frame = scan(path).select(*columns).collect()
+    return ((f"{path}: record {n}", row) for n, row in enumerate(frame.iter_rows(named=True), start=1))
+
+
+def file_rows(path: Path, files: RowFiles) -> Iterator[tuple[str, object]]:
+    """(where, value) of each example of a file, in order: a parsed JSON value ("file:LINE", or
+    "file: item N" of a JSON array, from 0), a Parquet row as a dict of text ("file: row N", from 1,
+    nulls read as empty), or a line of a .txt file. Problems raise `files.error`, naming the file."""
+    if not path.exists():
+        raise files.error(f"{path}: no such file or directory")
+    if path.suffix not in files.suffixes:
+        raise files.error(f"{path}: {files.unknown}")
+    if path.suffix == ".parquet":
+        return _parquet_rows(path, files)
+    if path.suffix == ".json" and files.json_arrays and _is_json_array(path):
+        return _json_array_rows(path, files.error)
+    return _line_rows(path, files.error)
+
+
+def _parquet_rows(path: Path, files: RowFiles) -> Iterator[tuple[str, dict]]:
     try:
         frame = pl.read_parquet(path, glob=False)
     except Exception as e:  # polars raises several error types for a file that is not Parquet
-        raise SourceError(f"{path}: cannot read as Parquet: {e}") from None
-    if "instruction" not in frame.columns:
-        raise SourceError(f"{path}: no 'instruction' column (columns: {', '.join(frame.columns)})")
-    if frame.schema["instruction"] != pl.String:
-        raise SourceError(f"{path}: column 'instruction' is {frame.schema['instruction']}, expected text")
-    inputs = (
-        frame["input"].cast(pl.String).fill_null("") if "input" in frame.columns else pl.Series([""] * frame.height)
-    )
-    outputs = (
-        frame["output"].cast(pl.String).fill_null("") if "output" in frame.columns else pl.Series([""] * frame.height)
-    )
-    ids = frame["id"].cast(pl.String) if "id" in frame.columns else pl.Series([None] * frame.height, dtype=pl.String)
-    items = []
-    for instruction, inp, out, rid in zip(frame["instruction"].fill_null(""), inputs, outputs, ids, strict=True):
-        items.append(SourceItem(rid or content_id(instruction, inp, ""), instruction, inp, out))
-    return items
+        raise files.error(f"{path}: cannot read as Parquet: {e}") from None
+    for column in files.required:
+        if column not in frame.columns:
+            raise files.error(f"{path}: no {column!r} column (columns: {', '.join(frame.columns)})")
+    text = [c for c in (*files.required, *files.optional) if c in frame.columns]
+    for column in text:
+        if frame.schema[column] != pl.String:
+            raise files.error(f"{path}: column {column!r} is {frame.schema[column]}, expected text")
+    cast = [c for c in files.cast if c in frame.columns]
+    rows = frame.select(*text, *(pl.col(c).cast(pl.String) for c in cast)).fill_null("")
+    return ((f"{path}: row {n}", row) for n, row in enumerate(rows.iter_rows(named=True), start=1))
 
 
-def _from_jsonl(path: Path) -> list[SourceItem]:
-    items = []
-    for number, line in utf8_lines(path, SourceError):
+def _line_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, object]]:
+    for number, line in utf8_lines(path, error):
         if not line.strip():
             continue
         if path.suffix == ".txt":
-            data: object = line.strip()
+            yield f"{path}:{number}", line.strip()
         else:
-            data = json_line(path, number, line, SourceError)
-        items.append(_item(data, f"{path}:{number}"))
-    return items
+            yield f"{path}:{number}", json_line(path, number, line, error)
 
 
 def _is_json_array(path: Path) -> bool:
@@ -106,20 +140,18 @@ def _is_json_array(path: Path) -> bool:
     return head.startswith(b"[")
 
 
-def _from_json_array(path: Path) -> list[SourceItem]:
+def _json_array_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, object]]:
     try:
-        data = json.loads(read_utf8(path, SourceError).removeprefix("\ufeff"))
+        data = json.loads(read_utf8(path, error).removeprefix("\ufeff"))
     except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        raise error(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(data, list):
-        raise SourceError(f"{path}: expected a JSON array of objects")
-    items = []
+        raise error(f"{path}: expected a JSON array of objects")
     for index, value in enumerate(data):
         where = f"{path}: item {index}"
         if lone_surrogate(value):
-            raise SourceError(f"{where}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text")
-        items.append(_item(value, where))
-    return items
+            raise error(f"{where}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text")
+        yield where, value
 
 
 def _text_field(data: dict, name: str, where: str) -> str:

@@ -6,7 +6,8 @@ shard against the manifest (with the system message a record's `messages` open w
 and optionally `system`, a system message for that example (Humpback tags seed and augmented data
 with two different ones); a problem names the file and the line (JSONL) or the row (Parquet,
 counted from 1). Records of a dataset without an instruction or an output cannot be trained on:
-they are counted as skipped.
+they are counted as skipped. Files and datasets are read by the reader of instruction sources
+(`synth.generators.sources`), with the file types and columns `TRAINING_FILES` names.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synth.generators.sources import RowFiles, dataset_rows, file_rows
 from synth.schemas.records import to_messages
-from synth.shards.files import json_line, utf8_lines
 from synth.training.config import Direction
 
 Chat = list[dict[str, str]]
@@ -72,18 +73,25 @@ def to_chat(example: Example, direction: Direction) -> tuple[Chat, Chat]:
     return [*system, {"role": "user", "content": user.content}], [{"role": "assistant", "content": assistant.content}]
 
 
+TRAINING_FILES = RowFiles(
+    TrainingDataError,
+    unknown="unknown data type; expected a dataset directory, a .jsonl or a .parquet file",
+    suffixes=(".parquet", ".jsonl", ".json"),
+    json_arrays=False,
+    required=("instruction", "output"),
+    optional=("input", "system"),
+)
+
+
 def load_examples(source: str | Path) -> Examples:
     """The examples of a dataset directory (its kept records) or of a JSONL or Parquet file."""
     path = Path(source)
     if path.is_dir():
         return _from_dataset(path)
-    if not path.exists():
-        raise TrainingDataError(f"{path}: no such file or folder")
-    if path.suffix == ".parquet":
-        return Examples(_from_parquet(path), str(path))
-    if path.suffix in (".jsonl", ".json"):
-        return Examples(_from_jsonl(path), str(path))
-    raise TrainingDataError(f"{path}: unknown data type; expected a dataset directory, a .jsonl or a .parquet file")
+    items = [_file_example(value, where) for where, value in file_rows(path, TRAINING_FILES)]
+    if not items:
+        raise TrainingDataError(f"{path}: no examples in the file")
+    return Examples(items, str(path))
 
 
 def examples_from(records: Sequence[Any], source: str = "records") -> Examples:
@@ -124,57 +132,23 @@ def _example(fields: Mapping[str, Any], where: str) -> Example:
     )
 
 
-def _from_jsonl(path: Path) -> list[Example]:
-    items = []
-    for number, line in utf8_lines(path, TrainingDataError):
-        if not line.strip():
-            continue
-        data = json_line(path, number, line, TrainingDataError)
-        where = f"{path}:{number}"
-        if not isinstance(data, dict):
-            raise TrainingDataError(f"{where}: expected a JSON object with 'instruction' and 'output'")
-        items.append(_example(data, where))
-    if not items:
-        raise TrainingDataError(f"{path}: no examples in the file")
-    return items
-
-
-def _from_parquet(path: Path) -> list[Example]:
-    import polars as pl
-
-    try:
-        frame = pl.read_parquet(path, glob=False)
-    except Exception as e:  # polars raises several error types for a file that is not Parquet
-        raise TrainingDataError(f"{path}: cannot read as Parquet: {e}") from None
-    for column in ("instruction", "output"):
-        if column not in frame.columns:
-            raise TrainingDataError(f"{path}: no {column!r} column (columns: {', '.join(frame.columns)})")
-    optional = [c for c in ("input", "system") if c in frame.columns]
-    for column in ("instruction", "output", *optional):
-        if frame.schema[column] != pl.String:
-            raise TrainingDataError(f"{path}: column {column!r} is {frame.schema[column]}, expected text")
-    rows = frame.select("instruction", "output", *optional)
-    items = [_example(row, f"{path}: row {n}") for n, row in enumerate(rows.iter_rows(named=True), start=1)]
-    if not items:
-        raise TrainingDataError(f"{path}: no examples in the file")
-    return items
+def _file_example(value: object, where: str) -> Example:
+    if not isinstance(value, Mapping):
+        raise TrainingDataError(f"{where}: expected a JSON object with 'instruction' and 'output'")
+    return _example(value, where)
 
 
 def _from_dataset(path: Path) -> Examples:
-    from synth.shards import MANIFEST, scan
-
-    if not (path / MANIFEST).is_file():
-        raise TrainingDataError(f"{path}: a folder without {MANIFEST} is not a dataset")
-    frame = scan(path).select("instruction", "input", "output", "messages").collect()
     items, skipped = [], 0
-    for instruction, inp, output, messages in frame.iter_rows():
-        if not (instruction or "").strip() or not (output or "").strip():
+    for _, row in dataset_rows(path, ("instruction", "input", "output", "messages"), TrainingDataError):
+        instruction, output, messages = row["instruction"] or "", row["output"] or "", row["messages"]
+        if not instruction.strip() or not output.strip():
             skipped += 1
             continue
         # A record whose conversation opens with a system message (the self-training loop's
         # source tags) is trained with it.
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-        items.append(Example(instruction=instruction, output=output, input=inp or "", system=system))
+        items.append(Example(instruction=instruction, output=output, input=row["input"] or "", system=system))
     if not items:
         raise TrainingDataError(f"{path}: the dataset has no kept records with an instruction and an output")
     return Examples(items, str(path), skipped)
