@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from synth.filters.novelty_kernels import examine
+
 # Below the floor by this much: rapidfuzz's score and our own bounds round differently.
 MARGIN = 1e-9
 # A posting's two length fields are 16 bits each.
@@ -24,8 +26,6 @@ LONG = CAP
 BUCKETS = 8
 # Rebuilds index this many texts at a time (its numpy arrays: about 100 bytes per token).
 BUILD_CHUNK = 1 << 16
-# Below this many hits, a query's hits are tested in Python rather than numpy.
-SMALL_HITS = 48
 
 
 def length_ratio_bound(threshold: float) -> float:
@@ -89,22 +89,6 @@ def _need_table(floor: float) -> np.ndarray:
     return np.array([need(m, floor) for m in range(CAP + 1)], dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=256)
-def _first_table(floor: float, n: int) -> np.ndarray:
-    """For a query of n tokens and each pool length m a posting can hold: the least x >= 0 with
-    2.0·(1+x)/(m+n) > floor - MARGIN, the first pass's test (the same float expression, which only
-    grows with x), so `min(...) >= table[m]` passes exactly the hits that test passes."""
-    f = floor - MARGIN
-    total = np.arange(CAP + 1, dtype=np.int64) + n
-    x = np.maximum(0, np.floor(f * total / 2.0).astype(np.int64) - 2)
-    for _ in range(8):
-        fails = ~(2.0 * (1 + x) / np.maximum(total, 1) > f)
-        if not fails.any():
-            return x
-        x += fails
-    raise AssertionError("the first pass's table did not settle")
-
-
 class PrefixIndex:
     """Postings of the pool texts' prefix keys (for floor `floor`): for each key, one int64 per pool
     text whose prefix holds it, in pool order: the text's index << 32 | its length << 16 | how many
@@ -135,8 +119,8 @@ class PrefixIndex:
         self.hold = False
         self._saved: tuple[int, int, dict[int, int], dict[int, list[array[int] | None]], list[int]] | None = None
         self._need = _need_table(floor)
-        # Scratch: marks the pool texts a query's first pass kept (all False between queries).
-        self._mark = np.zeros(0, dtype=bool)
+        # Scratch for `examine`: one int64 per pool text, all 0 between queries.
+        self._state = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -308,9 +292,10 @@ class PrefixIndex:
         max(need(|q|), need(|b|)) - 1 (each lies past q's prefix or past b's; in the one order
         one lying past q's prefix only cannot precede one lying past b's only, nor follow it, since
         both orders agree, so all lie past the same text's prefix). So the overlap is at most
-        c + min(|q|-1-i, |b|-1-j, max need - 1) and F <= 2·that/(|q|+|b|). A first, cheaper pass
+        c + min(|q|-1-i, |b|-1-j, max need - 1) and F <= 2·that/(|q|+|b|). A first, cheaper test
         drops the texts whose first hit already fails 1 + min(|q|-1-i, |b|-1-j): later hits only
-        make that bound smaller.
+        make that bound smaller. Both tests run in one compiled pass over the hits
+        (`novelty_kernels.examine`).
 
         Hits whose pool text has fewer than L keys left after the key are not read, for the
         largest L (a multiple of 4) with 2L/(L+|q|) <= floor: such a hit gives F <= 2(1+left)/(1+
@@ -337,60 +322,15 @@ class PrefixIndex:
         return found
 
     def _examined(self, n: int, hits: list[tuple[int, array[int]]], skipped: int) -> np.ndarray:
-        floor = self.floor - MARGIN
-        need_n = max(need(n, self.floor), skipped + 1)
-        if sum(len(b) for _, b in hits) <= SMALL_HITS:
-            # The same tests one hit at a time, cheaper than numpy's calls on a few values.
-            found: dict[int, list[int]] = {}
-            for query_left, bucket in hits:
-                for v in bucket:
-                    doc = v >> 32
-                    seen = found.get(doc)
-                    if seen is None:
-                        length, rest = (v >> 16) & CAP, v & CAP
-                        if 2.0 * (1 + min(query_left, rest)) / (length + n) > floor:
-                            found[doc] = [1, query_left, rest, length]
-                    else:
-                        seen[0] += 1
-                        seen[1], seen[2] = query_left, v & CAP
-            table = self._need
-            keep = [
-                doc
-                for doc, (c, q_rest, rest, length) in found.items()
-                if 2.0 * (c + min(q_rest, rest, max(need_n, int(table[length])) - 1)) / (length + n) > floor
-            ]
-            return np.array(sorted(keep), dtype=np.int64)
-        if len(hits) == 1:  # one array: one hit per text, so the count is 1
-            query_left, bucket = hits[0]
-            packed = np.frombuffer(bucket, dtype=np.int64)
-            other, left = (packed >> 16) & CAP, packed & CAP
-            first = 2.0 * (1 + np.minimum(query_left, left)) / (other + n) > floor
-            docs, other, left = packed[first] >> 32, other[first], left[first]
-            after = np.minimum(np.minimum(query_left, left), np.maximum(need_n, self._need[other]) - 1)
-            return docs[2.0 * (1 + after) / (other + n) > floor]
-        packed = np.frombuffer(b"".join([b for _, b in hits]), dtype=np.int64)
-        lefts = np.repeat(np.array([q for q, _ in hits]), [len(b) for _, b in hits])
-        other, left = (packed >> 16) & CAP, packed & CAP
-        first = np.minimum(lefts, left) >= _first_table(self.floor, n)[other]
-        docs = packed >> 32
-        # Every hit of the texts that pass, in query order, grouped by text (a stable sort).
-        passing = docs[first]
-        if not passing.size:
-            return passing
-        if self._mark.size < len(self._codes):
-            self._mark = np.zeros(max(1024, 2 * len(self._codes)), dtype=bool)
-        self._mark[passing] = True
-        take = np.flatnonzero(self._mark[docs])
-        self._mark[passing] = False
-        take = take[np.argsort(docs[take], kind="stable")]
-        docs, other, left, lefts = docs[take], other[take], left[take], lefts[take]
-        ends = np.empty(docs.size, dtype=bool)
-        np.not_equal(docs[1:], docs[:-1], out=ends[:-1])
-        ends[-1] = True
-        last = np.flatnonzero(ends)
-        count = np.empty_like(last)
-        count[0] = last[0] + 1
-        np.subtract(last[1:], last[:-1], out=count[1:])
-        docs, other, left, lefts = docs[last], other[last], left[last], lefts[last]
-        after = np.minimum(np.minimum(lefts, left), np.maximum(need_n, self._need[other]) - 1)
-        return docs[2.0 * (count + after) / (other + n) > floor]
+        if self._state.size < len(self._codes):
+            self._state = np.zeros(max(1024, 2 * len(self._codes)), dtype=np.int64)
+        return examine(
+            np.frombuffer(b"".join([b for _, b in hits]), dtype=np.int64),
+            np.array([len(b) for _, b in hits], dtype=np.int64),
+            np.array([q for q, _ in hits], dtype=np.int64),
+            n,
+            self.floor - MARGIN,
+            max(need(n, self.floor), skipped + 1),
+            self._need,
+            self._state,
+        )

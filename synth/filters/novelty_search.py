@@ -54,8 +54,8 @@ class PrunedSearch:
     that score above the floor are exactly those (and in the same order) of a full row's top k;
     entries at or below the floor are the best of the texts examined (ties to the lower pool index
     throughout). `scored` counts the pairs scored, `pairs` the pairs a full row would have scored.
-    One thread: the work per query is a few small numpy and rapidfuzz calls, and two threads were
-    slower than one on this machine's two cores.
+    One thread: the work per query is one compiled pass over its hits (`novelty_kernels.examine`)
+    and one small rapidfuzz call, and two threads were slower than one on a two-core machine.
     """
 
     def __init__(self, index: PrefixIndex, pool: list[str]) -> None:

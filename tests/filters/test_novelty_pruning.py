@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import tracemalloc
 
@@ -111,36 +112,72 @@ def test_pruned_equals_unpruned_across_chunks_and_on_tiny_pools(monkeypatch):
     assert_same([], ["alpha", "", "alpha beta", "alpha beta"])
 
 
-def test_python_and_numpy_hit_tests_agree_and_long_texts_are_always_examined(monkeypatch):
-    """The per-hit tests run in Python below SMALL_HITS hits and in numpy above: both must find the
-    same texts, a superset of those above the floor; texts of LONG tokens or more skip the postings."""
+def reference_examined(index: PrefixIndex, q: str, pool_codes: list[str]) -> list[int]:
+    """`PrefixIndex.examined` as its docstring states it, one pool text at a time in plain Python."""
+    n = len(q)
+    if not n:
+        return []
+    f = index.floor - search.MARGIN
+    keys = index.prefix(q)
+    skipped = 4 * min(max(0, math.floor(f * n / (2.0 - f) - search.MARGIN)) >> 2, search.BUCKETS - 1)
+    need_n = max(need(n, index.floor), skipped + 1)
+    out = []
+    for j, c in enumerate(pool_codes):
+        m = len(c)
+        if m >= min(search.LONG, search.CAP):
+            out.append(j)
+            continue
+        where = {k: p for p, k in enumerate(index.prefix(c))}
+        # (keys after it in q, keys after it in c) of each hit the index reads, in q's order.
+        hits = [(n - 1 - i, m - 1 - where[k]) for i, k in enumerate(keys) if k in where]
+        hits = [(ql, left) for ql, left in hits if left >= skipped]
+        if not hits or not 2.0 * (1 + min(hits[0])) / (m + n) > f:
+            continue
+        after = min(*hits[-1], max(need_n, need(m, index.floor)) - 1)
+        if 2.0 * (len(hits) + after) / (m + n) > f:
+            out.append(j)
+    return out
+
+
+def test_examined_texts_follow_the_stated_bounds_and_cover_every_pair_above_the_floor(monkeypatch):
+    """The texts a query examines are those the method's tests pass (a plain reference, one pool
+    text at a time), sorted; they include every pool text scoring above the floor and every text of
+    LONG tokens or more, and at 0.7 fewer than half the texts sharing a prefix key. Lengths run from
+    1 to 60 and near copies keep pairs close to the floor."""
     rng = random.Random(7)
     words = ["the", "a"] * 5 + [f"w{i}" for i in range(25)]
-    pool = [sentence(rng, words, 1, 14) for _ in range(400)]
-    pool += [near_copy(rng, rng.choice(pool), words) for _ in range(200)]
-    queries = [near_copy(rng, rng.choice(pool), words) for _ in range(80)] + [sentence(rng, words) for _ in range(40)]
+    pool = [sentence(rng, words, 1, 60) for _ in range(500)]
+    pool += [near_copy(rng, rng.choice(pool), words) for _ in range(300)]
+    queries = [near_copy(rng, rng.choice(pool), words) for _ in range(80)] + [
+        sentence(rng, words, 1, 60) for _ in range(40)
+    ]
     vocab: dict[str, int] = {}
 
     def code(text: str) -> str:
         return "".join(chr(vocab.setdefault(t, len(vocab)) + 64) for t in rouge_tokens(text))
 
     pool_codes, query_codes = [code(t) for t in pool], [code(t) for t in queries]
-    for long in (search.CAP, 10):
+    for long in (search.CAP, 30):
         monkeypatch.setattr(search, "LONG", long)
         for floor in (0.35, 0.7):
             index = PrefixIndex(floor)
             for c in pool_codes:
                 index.add(c)
+            prefixes = [set(index.prefix(c)) for c in pool_codes]
+            examined = sharing = 0
             for q in query_codes:
-                monkeypatch.setattr(search, "SMALL_HITS", 1 << 30)
-                in_python = index.examined(q).tolist()
-                monkeypatch.setattr(search, "SMALL_HITS", 0)
-                in_numpy = index.examined(q).tolist()
-                assert in_python == in_numpy == sorted(set(in_numpy))
-                truly = [j for j, c in enumerate(pool_codes) if c and q and rouge_l(q, c) > floor]
-                assert set(truly) <= set(in_numpy)
-                if long == 10 and q:
-                    assert {j for j, c in enumerate(pool_codes) if len(c) >= 10} <= set(in_numpy)
+                found = index.examined(q).tolist()
+                assert found == reference_examined(index, q, pool_codes)
+                truly = {j for j, c in enumerate(pool_codes) if c and q and rouge_l(q, c) > floor}
+                assert truly <= set(found), (floor, long, q)
+                keys = set(index.prefix(q))
+                share = {j for j, p in enumerate(prefixes) if p & keys}
+                longs = {j for j, c in enumerate(pool_codes) if len(c) >= long}
+                if q:
+                    assert longs <= set(found)
+                examined, sharing = examined + len(set(found) - longs), sharing + len(share - longs)
+            # The overlap bounds prune: most of a query's key-sharing texts go unscored at 0.7.
+            assert examined < sharing * (0.5 if floor == 0.7 else 0.9)
 
 
 def test_prefix_filter_finds_every_pair_above_the_floor_at_every_length():
