@@ -7,8 +7,10 @@ folder is up to date (`TrainingConfig.hyperparameters`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +22,23 @@ SaveDtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 # Fields that do not change the trained weights, left out of the cache key.
 _NOT_HYPERPARAMETERS = {"out", "base", "log_every", "device", "threads"}
+
+
+Stored = TypeVar("Stored", bound=BaseModel)
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """sha256 of `identity` as sorted JSON: the key a stored result (a model's training report, a
+    dataset's evaluation) carries, so that one made from the same inputs is reused."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def read_stored(path: Path, model: type[Stored]) -> Stored | None:
+    """The JSON file `path` as `model`, or None where there is none (or it does not read)."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 class _Strict(BaseModel):

@@ -9,8 +9,6 @@ beside the dataset's manifest; an evaluation whose inputs have not changed is no
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import tempfile
 from collections.abc import Callable
@@ -21,18 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from synth.shards.card import EVALUATION_FILE
-from synth.training.config import EvaluationConfig
+from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, load_examples
-from synth.training.model import (
-    Base,
-    completion_loss,
-    cpu_threads,
-    encode_for,
-    load_model,
-    pick_device,
-    quiet_libraries,
-    resolve_base,
-)
+from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import read_report, train
 
 EVALUATION = EVALUATION_FILE  # beside the manifest; the dataset card shows it
@@ -85,14 +74,11 @@ def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Exampl
         "reference": reference.hash(),
         **config.identity(),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return identity_key(identity)
 
 
 def read_evaluation(dataset: str | Path) -> Evaluation | None:
-    try:
-        return Evaluation.model_validate_json((Path(dataset) / EVALUATION).read_bytes())
-    except (OSError, ValueError):
-        return None
+    return read_stored(Path(dataset) / EVALUATION, Evaluation)
 
 
 def _score(name: str, path: str, device: str, dtype: Any, reference: Any, pad_id: int) -> Score:
@@ -132,8 +118,8 @@ def evaluate_dataset(
         say(f"{root / EVALUATION}: up to date (same base, data, reference and budget); not evaluated again")
         return stored
 
-    with cpu_threads(config.threads):
-        evaluation = _evaluate(root, config, data, ref, base, key, say)
+    with working_on(config.device, config.threads) as (device, _):
+        evaluation = _evaluate(root, config, data, ref, base, key, device, say)
     atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
     write_card(root, read_manifest(root))  # the card shows the evaluation
     say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
@@ -141,12 +127,10 @@ def evaluate_dataset(
 
 
 def _evaluate(
-    root: Path, config: EvaluationConfig, data: Examples, ref: Examples, base: Base, key: str, say: Say
+    root: Path, config: EvaluationConfig, data: Examples, ref: Examples, base: Base, key: str, device: str, say: Say
 ) -> Evaluation:
     import torch
 
-    quiet_libraries()
-    device, _ = pick_device(config.device)
     tokenizer, encoded = encode_for(base.path, ref.items, ref.source, "forward", config.max_length, "reference pair")
     say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
     # Both models are scored in float32: the tuned model was saved in float32, and the comparison

@@ -127,6 +127,15 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+@contextmanager
+def working_on(want: Device, threads: int | None) -> Iterator[tuple[str, torch.dtype]]:
+    """(device, dtype) for a piece of work with models (`pick_device`); meanwhile torch's CPU threads
+    are `threads` (`cpu_threads`), and the libraries' chatter is turned off (`quiet_libraries`)."""
+    with cpu_threads(threads):
+        quiet_libraries()
+        yield pick_device(want)
+
+
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 

@@ -10,8 +10,6 @@ so a killed run leaves no half-written model. A folder whose `training.json` car
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import random
@@ -26,20 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from synth.shards.atomic import fsync_dir
-from synth.training.config import DataSummary, TrainingConfig, TrainingReport
+from synth.training.config import DataSummary, TrainingConfig, TrainingReport, identity_key, read_stored
 from synth.training.data import Example, Examples, examples_from, load_examples
 from synth.training.model import (
     Base,
     EncodedSet,
     TrainingSetupError,
     completion_loss,
-    cpu_threads,
     encode_examples,
     encode_for,
     load_model,
-    pick_device,
-    quiet_libraries,
     resolve_base,
+    working_on,
 )
 from synth.training.progress import ProgressLog
 
@@ -62,16 +58,12 @@ def read_examples(data: Data) -> Examples:
 def training_key(config: TrainingConfig, base: Base, data_hash: str) -> str:
     """What decides the trained weights, hashed: the base model's files, the data, the direction
     and every hyperparameter."""
-    identity = {"format": 1, "base": base.fingerprint, "data": data_hash, **config.hyperparameters()}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return identity_key({"format": 1, "base": base.fingerprint, "data": data_hash, **config.hyperparameters()})
 
 
 def read_report(folder: str | Path) -> TrainingReport | None:
     """The `training.json` of a model folder, or None where there is none (or it does not read)."""
-    try:
-        return TrainingReport.model_validate_json((Path(folder) / REPORT).read_bytes())
-    except (OSError, ValueError):
-        return None
+    return read_stored(Path(folder) / REPORT, TrainingReport)
 
 
 def _has_weights(folder: Path) -> bool:
@@ -110,8 +102,8 @@ def train(config: TrainingConfig, data: Data, progress: Say | None = None) -> Pa
         _remove_leftovers(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.training-", suffix=".tmp", dir=out.parent))
         try:
-            with cpu_threads(config.threads):
-                report = _train_into(tmp, config, examples, base, key, say, started)
+            with working_on(config.device, config.threads) as (device, dtype):
+                report = _train_into(tmp, config, examples, base, key, device, dtype, say, started)
             _publish(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -256,13 +248,19 @@ def _trainer(config: TrainingConfig, model: Any, tokenizer: Any, train_set: Enco
 
 
 def _train_into(
-    tmp: Path, config: TrainingConfig, examples: Examples, base: Base, key: str, say: Say, started: float
+    tmp: Path,
+    config: TrainingConfig,
+    examples: Examples,
+    base: Base,
+    key: str,
+    device: str,
+    dtype: Any,
+    say: Say,
+    started: float,
 ) -> TrainingReport:
     import torch
     from transformers import set_seed
 
-    quiet_libraries()
-    device, dtype = pick_device(config.device)
     train_items, eval_items = split(examples.items, config.eval_share, config.seed)
     say(
         f"training {base.name} ({config.direction}) on {len(train_items)} examples from {examples.source}"
