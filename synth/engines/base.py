@@ -36,6 +36,13 @@ class ChatRequest(BaseModel):
     tag: str = ""
 
 
+def sampling_params(request: ChatRequest, default: Sampling) -> dict[str, Any]:
+    """The request's sampling (else the engine config's `default`) as request parameters: the
+    fields of `Sampling` are named as vLLM's `SamplingParams` and the OpenAI API name them; the seed
+    is left out when there is none."""
+    return (request.sampling or default).model_dump(exclude_none=True)
+
+
 FinishReason = Literal["stop", "length", "error"]
 
 

@@ -23,6 +23,7 @@ from synth.engines.base import (
     ContinuationRequest,
     ContinuationScore,
     EngineError,
+    sampling_params,
 )
 from synth.schemas import OpenAIEngineConfig
 
@@ -51,24 +52,17 @@ class OpenAIEngine:
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrency, thread_name_prefix="openai")
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
-        s = request.sampling or self.config.sampling
         messages = [m.model_dump() for m in request.messages]
         body: dict[str, Any] = {
             "model": self.config.model,
             **({"prompt": request.raw} if request.raw is not None else {"messages": messages}),
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-            "presence_penalty": s.presence_penalty,
-            "frequency_penalty": s.frequency_penalty,
+            **sampling_params(request, self.config.sampling),
         }
         if request.prefill is not None:
             # vLLM's server extension for continuing the assistant's turn.
             messages.append({"role": "assistant", "content": request.prefill})
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
-        if s.seed is not None:
-            body["seed"] = s.seed
         if request.stop:
             body["stop"] = request.stop
         if request.json_schema is not None:

@@ -18,6 +18,7 @@ from synth.engines.base import (
     ContinuationScore,
     EngineError,
     output_to_library_log,
+    sampling_params,
 )
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
@@ -157,17 +158,9 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        s = request.sampling or self.config.sampling
         structured = StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
         return SamplingParams(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            seed=s.seed,
-            stop=request.stop or None,
-            structured_outputs=structured,
+            **sampling_params(request, self.config.sampling), stop=request.stop or None, structured_outputs=structured
         )
 
     def chat_template(self) -> ChatTemplate:
