@@ -197,6 +197,34 @@ def test_record_messages_append_input_to_user_turn():
     assert assistant.content == "Bonjour"
 
 
+# --- shared declarations -------------------------------------------------------------------
+
+
+def test_chat_and_embedding_servers_share_connection_settings_and_still_refuse_unknown_keys():
+    from pydantic import ValidationError
+
+    from synth.schemas.selection import OpenAIEmbeddingConfig
+
+    chat, embedding = OpenAIEngineConfig(model="m"), OpenAIEmbeddingConfig(model="e")
+    for name in ("base_url", "api_key_env", "timeout_s", "max_retries", "backoff_s"):
+        assert getattr(chat, name) == getattr(embedding, name)
+    with pytest.raises(ValidationError):
+        OpenAIEmbeddingConfig(model="e", max_concurrency=2)  # the chat engine's own setting
+    with pytest.raises(ValidationError):
+        OpenAIEngineConfig(model="m", batch_size=2)  # the embedding engine's own setting
+    with pytest.raises(ValidationError):
+        OpenAIEmbeddingConfig(model="e", timeout_s=0)
+
+
+def test_each_config_gets_its_own_default_sampling():
+    from synth.schemas.config import SamplingConfig
+
+    first, second = SelfInstructConfig(), SelfInstructConfig()
+    assert first.task_sampling == SamplingConfig(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
+    assert first.task_sampling is not second.task_sampling
+    assert first.classify_sampling.model_fields_set == {"temperature", "top_p", "max_tokens"}
+
+
 # --- Self-Instruct run identity -------------------------------------------------------------
 
 
