@@ -104,3 +104,16 @@ def test_data_hash_follows_content_and_order():
     assert data_hash([a, b]) == data_hash([Example("A", "B"), Example("C", "D")])
     assert data_hash([a, b]) != data_hash([b, a])
     assert data_hash([a]) != data_hash([Example("A", "B", "x")])
+
+
+def test_json_files_are_json_lines_and_parquet_nulls_are_empty(tmp_path):
+    """Training data goes through the instruction sources' reader with its own file types: a .json
+    file is JSON Lines (not an Alpaca array), and a null optional Parquet field reads as empty."""
+    lines = tmp_path / "d.json"
+    lines.write_text('{"instruction": "A", "output": "B"}\n')
+    assert load_examples(lines).items == [Example("A", "B")]
+    table = tmp_path / "d.parquet"
+    pl.DataFrame(
+        {"instruction": ["A"], "output": ["B"], "system": [None]}, schema_overrides={"system": pl.String}
+    ).write_parquet(table)
+    assert load_examples(table).items == [Example("A", "B")]
