@@ -119,8 +119,9 @@ class PrefixIndex:
         self.hold = False
         self._saved: tuple[int, int, dict[int, int], dict[int, list[array[int] | None]], list[int]] | None = None
         self._need = _need_table(floor)
-        # Scratch for `examine`: one int64 per pool text, all 0 between queries.
-        self._state = np.zeros(0, dtype=np.int64)
+        # Scratch for `examine`: one bit per pool text (all 0 between queries), and a slot number.
+        self._mark = np.zeros(0, dtype=np.uint64)
+        self._slot = np.zeros(0, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -322,8 +323,9 @@ class PrefixIndex:
         return found
 
     def _examined(self, n: int, hits: list[tuple[int, array[int]]], skipped: int) -> np.ndarray:
-        if self._state.size < len(self._codes):
-            self._state = np.zeros(max(1024, 2 * len(self._codes)), dtype=np.int64)
+        if self._slot.size < len(self._codes):
+            self._slot = np.zeros(max(1024, 2 * len(self._codes)), dtype=np.int32)
+            self._mark = np.zeros(self._slot.size // 64 + 1, dtype=np.uint64)
         return examine(
             np.frombuffer(b"".join([b for _, b in hits]), dtype=np.int64),
             np.array([len(b) for _, b in hits], dtype=np.int64),
@@ -332,5 +334,6 @@ class PrefixIndex:
             self.floor - MARGIN,
             max(need(n, self.floor), skipped + 1),
             self._need,
-            self._state,
+            self._mark,
+            self._slot,
         )
