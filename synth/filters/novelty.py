@@ -127,7 +127,8 @@ class RougeNoveltyIndex:
     neighbor_floor: float = NEIGHBOR_FLOOR
     refs: list[str] = field(default_factory=list)
     _tokens: list[str] = field(default_factory=list)
-    _vocab: dict[str, int] = field(default_factory=dict)
+    # Each token's id, as the character that stands for it in a text's code (`_char`).
+    _vocab: dict[str, str] = field(default_factory=dict)
     # The vocabulary's tokens by id, and its size once each pool text had joined (for `truncate`).
     _id_tokens: list[str] = field(default_factory=list)
     _vocab_sizes: array[int] = field(default_factory=lambda: array("q"))
@@ -138,14 +139,14 @@ class RougeNoveltyIndex:
 
     def _encode(self, text: str) -> str:
         vocab = self._vocab
-        ids = []
+        chars = []
         for tok in rouge_tokens(text):
-            i = vocab.get(tok)
-            if i is None:
-                i = vocab[tok] = len(self._id_tokens)
+            c = vocab.get(tok)
+            if c is None:
+                c = vocab[tok] = _char(len(self._id_tokens))
                 self._id_tokens.append(tok)
-            ids.append(_char(i))
-        return "".join(ids)
+            chars.append(c)
+        return "".join(chars)
 
     def _encode_candidate(self, text: str) -> tuple[str, list[str]]:
         """A candidate's code without growing the vocabulary, and its tokens the vocabulary lacks,
@@ -154,18 +155,16 @@ class RougeNoveltyIndex:
         only on the pool's texts in pool order, not on the rejected candidates a run happened to
         see: a resumed run rebuilds the same order from its committed tasks."""
         vocab = self._vocab
-        new: dict[str, int] = {}
-        ids = []
-        for tok in rouge_tokens(text):
-            i = vocab.get(tok)
-            if i is None:
-                i = new.setdefault(tok, len(vocab) + len(new))
-            ids.append(_char(i))
-        return "".join(ids), list(new)
+        new: dict[str, str] = {}
+        chars = [
+            vocab.get(tok) or new.get(tok) or new.setdefault(tok, _char(len(vocab) + len(new)))
+            for tok in rouge_tokens(text)
+        ]
+        return "".join(chars), list(new)
 
     def _admit(self, new: list[str]) -> None:
         for tok in new:
-            self._vocab[tok] = len(self._id_tokens)
+            self._vocab[tok] = _char(len(self._id_tokens))
             self._id_tokens.append(tok)
 
     def _append(self, ref: str, code: str) -> None:

@@ -117,6 +117,10 @@ class PrefixIndex:
         # a rebuild keeps the earlier postings, so truncating below the new order's size restores
         # them instead of rebuilding: (texts they index, order_from, table, postings, long texts).
         self.hold = False
+        # While holding: the prefix keys of each text `add` indexed, from text `_held_from` on, so
+        # that taking them out again does not compute them again.
+        self._held: list[list[int]] = []
+        self._held_from = 0
         self._saved: tuple[int, int, dict[int, int], dict[int, list[array[int] | None]], list[int]] | None = None
         self._need = _need_table(floor)
         # Scratch for `examine`: one bit per pool text (all 0 between queries), and a slot number.
@@ -136,14 +140,22 @@ class PrefixIndex:
         if order_size(len(self._codes)) > self.order_from:
             if self.hold:
                 self._saved = (len(self._codes) - 1, self.order_from, self._table, self._postings, self._long)
+            self._held = []
             self._rebuild()
         else:
+            if prefix is None:
+                prefix = self.prefix(code)
+            if self.hold:
+                if not self._held:
+                    self._held_from = len(self._codes) - 1
+                self._held.append(prefix)
             self._index(len(self._codes) - 1, code, prefix)
 
     def release(self) -> None:
         """Stop holding: forget the postings kept from before the last rebuild."""
         self.hold = False
         self._saved = None
+        self._held = []
 
     def extend(self, codes: Sequence[str]) -> None:
         """Index the next pool texts; as `add` one at a time, with one rebuild at most."""
@@ -267,12 +279,15 @@ class PrefixIndex:
 
     def _forget(self, size: int, count: int) -> None:
         """Take the texts `size` to `count` out of the postings (the last ones indexed)."""
-        for code in reversed(self._codes[size:count]):
+        held = self._held
+        for doc in range(count - 1, size - 1, -1):
+            code = self._codes[doc]
+            keys = held.pop() if held and doc == self._held_from + len(held) - 1 else None
             if len(code) >= min(LONG, CAP):
                 self._long.pop()
                 continue
             m = len(code)
-            for position, key in enumerate(self.prefix(code)):
+            for position, key in enumerate(self.prefix(code) if keys is None else keys):
                 buckets = self._postings[key]
                 b = min((m - 1 - position) >> 2, BUCKETS - 1)
                 bucket = buckets[b]
