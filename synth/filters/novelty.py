@@ -156,10 +156,7 @@ class RougeNoveltyIndex:
         see: a resumed run rebuilds the same order from its committed tasks."""
         vocab = self._vocab
         new: dict[str, str] = {}
-        chars = [
-            vocab.get(tok) or new.get(tok) or new.setdefault(tok, _char(len(vocab) + len(new)))
-            for tok in rouge_tokens(text)
-        ]
+        chars = [vocab.get(tok) or new.setdefault(tok, _char(len(vocab) + len(new))) for tok in rouge_tokens(text)]
         return "".join(chars), list(new)
 
     def _admit(self, new: list[str]) -> None:

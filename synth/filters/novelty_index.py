@@ -14,12 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from synth.filters.novelty_kernels import examine
+from synth.filters.novelty_kernels import CAP, examine
 
 # Below the floor by this much: rapidfuzz's score and our own bounds round differently.
 MARGIN = 1e-9
-# A posting's two length fields are 16 bits each.
-CAP = 0xFFFF
 # Texts of this many tokens or more are not in the postings: every query examines them.
 LONG = CAP
 # A key's postings are split by how many keys follow it in the pool text: 0-3, 4-7, ... and the rest.
@@ -241,14 +239,14 @@ class PrefixIndex:
                 posting = buckets[g & (1 << 3) - 1] = array("q")
             posting.frombytes(raw[8 * s : 8 * e])
 
-    def _index(self, doc: int, code: str, prefix: list[int] | None = None) -> None:
+    def _index(self, doc: int, code: str, prefix: list[int]) -> None:
         m = len(code)
         if m >= min(LONG, CAP):
             self._long.append(doc)
             return
         head = doc << 32 | m << 16
         postings = self._postings
-        for position, key in enumerate(self.prefix(code) if prefix is None else prefix):
+        for position, key in enumerate(prefix):
             buckets = postings.get(key)
             if buckets is None:
                 buckets = postings[key] = [None] * BUCKETS

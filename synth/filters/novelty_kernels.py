@@ -14,7 +14,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_CAP = 0xFFFF
+# A posting's two length fields are 16 bits each (`PrefixIndex` packs them with this mask).
+CAP = 0xFFFF
 
 
 @nb.njit(cache=True, nogil=True)
@@ -57,7 +58,7 @@ def examine(
             if mark[doc >> 6] & bit:
                 s = slot[doc]
                 count[s] += 1
-            elif 2.0 * (1 + min(q, v & _CAP)) / (((v >> 16) & _CAP) + n) > floor:
+            elif 2.0 * (1 + min(q, v & CAP)) / (((v >> 16) & CAP) + n) > floor:
                 mark[doc >> 6] |= bit
                 s = passed
                 slot[doc] = s
@@ -74,8 +75,8 @@ def examine(
     for s in range(passed):
         mark[docs[s] >> 6] = np.uint64(0)
         v = last[s]
-        length = (v >> 16) & _CAP
-        after = min(last_left[s], v & _CAP, max(need_n, need[length]) - 1)
+        length = (v >> 16) & CAP
+        after = min(last_left[s], v & CAP, max(need_n, need[length]) - 1)
         if 2.0 * (count[s] + after) / (length + n) > floor:
             kept[found] = docs[s]
             found += 1
