@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Unpack
 from synth.flows.common import Committed
 from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
-from synth.generators.sources import SourceItem, load_instructions
+from synth.generators.sources import load_instructions
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, run_id
 
 
 def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
@@ -36,7 +36,7 @@ def check_inputs(config: EvolInstructConfig, dataset: str | Path) -> None:
         load_instructions(config.source)
 
 
-def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[SourceItem]) -> str:
+def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[Example]) -> str:
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()
     ).hexdigest()

@@ -18,9 +18,9 @@ from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
 from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
-from synth.generators.sources import SourceError, SourceItem, load_instructions
+from synth.generators.sources import SourceError, load_instructions
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
 
 
@@ -37,7 +37,7 @@ def check_inputs(config: PreferencesConfig, dataset: str | Path) -> None:
     load_instructions(config.source)
 
 
-def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[SourceItem]) -> str:
+def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[Example]) -> str:
     """A hash of the config, the source's content (not its path), the templates and the models."""
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()

@@ -51,8 +51,8 @@ from synth.generators.evol_instruct import EvolInstructGenerator
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR as SELF_INSTRUCT
 from synth.generators.self_instruct import SelfInstructGenerator
-from synth.generators.sources import SourceItem, load_instructions
-from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Record, Reject, SelfInstructConfig
+from synth.generators.sources import load_instructions
+from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, Record, Reject, SelfInstructConfig
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
 from synth.shards import DatasetWriter
@@ -126,7 +126,7 @@ def _self_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], li
 
 def _evol_instruct_batch(job: BatchJob, model: Engine) -> tuple[list[Record], list[Reject], dict[str, Any]]:
     generator = EvolInstructGenerator(EvolInstructConfig.model_validate(job.config), model, run_id=job.run_id)
-    result = generator.run_chunk(job.batch, [SourceItem(**item) for item in job.items])
+    result = generator.run_chunk(job.batch, [Example(**item) for item in job.items])
     return result.kept, result.rejects, {"rounds": {str(k): v.as_dict() for k, v in result.rounds.items()}}
 
 

@@ -31,7 +31,7 @@ and only a snippet of its text; it is never placed into a prompt (nor written as
 Instructions are untrusted text: wherever one (or an evolution of one) is placed into a prompt,
 chat-control markers are defused; records keep the text as written.
 
-Inputs: `SourceItem`s, an engine, an `EvolInstructConfig`.
+Inputs: `Example`s, an engine, an `EvolInstructConfig`.
 Outputs: one `Record` per surviving evolution (instruction, the model's response, lineage: root,
 parent, operation, round), round 0's records, and `Reject`s with stage "evolution" and the reason.
 Reference: Xu et al., "WizardLM: Empowering Large Language Models to Follow Complex Instructions", 2023.
@@ -51,9 +51,8 @@ from synth.engines import ChatRequest, Engine
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
 from synth.filters.novelty import snippet
 from synth.generators.provenance import Origin, request_seed
-from synth.generators.sources import SourceItem
 from synth.prompts import Template, defuse, load_template
-from synth.schemas import EvolInstructConfig, Message, Outcome, Record, Reject, content_id
+from synth.schemas import EvolInstructConfig, Example, Message, Outcome, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
 GENERATOR = "evol_instruct"
@@ -146,7 +145,7 @@ def response_failure(response: str, extra: bool = False, language: str = "en") -
     return None
 
 
-def prompt_text(item: SourceItem) -> str:
+def prompt_text(item: Example) -> str:
     """The instruction as the model sees it: the input, if any, follows it."""
     return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
 
@@ -217,7 +216,7 @@ class EvolInstructGenerator:
             request.stop = list(SECTION_LABELS)
         return request
 
-    def run_chunk(self, chunk: int, items: Sequence[SourceItem]) -> EvolResult:
+    def run_chunk(self, chunk: int, items: Sequence[Example]) -> EvolResult:
         """Round 0 (with `include_source`), then all rounds for `items`; the pool starts as the items."""
         out = EvolResult()
         pool, sources = [], []
@@ -241,7 +240,7 @@ class EvolInstructGenerator:
             pool = self._round(chunk, rnd, pool, ops, funnel, out)
         return out
 
-    def _round_zero(self, chunk: int, sources: list[SourceItem], out: EvolResult) -> None:
+    def _round_zero(self, chunk: int, sources: list[Example], out: EvolResult) -> None:
         """The source examples as round-0 records: their own output, or the model's response."""
         funnel = out.rounds.setdefault(0, RoundFunnel())
         funnel.entered += len(sources)
@@ -290,7 +289,7 @@ class EvolInstructGenerator:
             )
             funnel.evolved += 1
 
-    def _source_fields(self, chunk: int, source: SourceItem, generated: bool) -> dict:
+    def _source_fields(self, chunk: int, source: Example, generated: bool) -> dict:
         """Provenance of a round-0 example; model, sampling and template only where the model wrote the output."""
         lineage: dict[str, Any] = dict(root_id=source.id, operation=SOURCE_OPERATION, round=0)
         if not generated:

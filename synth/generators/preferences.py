@@ -9,7 +9,7 @@ a run is deterministic. With `position_check` the pair is then shown to the judg
 both orders (Zheng et al. 2023), and kept only if both orders prefer the chosen response.
 
 Inputs: an engine (writer and judge), more writing engines if any, a `PreferencesConfig`, the
-source's `SourceItem`s. Outputs: `Record`s with `chosen`/`rejected`, both scores, rationales and
+source's `Example`s. Outputs: `Record`s with `chosen`/`rejected`, both scores, rationales and
 models (`output` is the chosen response, `messages` the prompt and the chosen answer) and
 `Reject`s, never a silent drop: a response the engine failed or left empty, a grade that does not
 parse (its raw reply in `raw`), an instruction with fewer than two graded responses, a tie, a
@@ -30,9 +30,8 @@ from typing import Any
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters.judge import GRADE_SCHEMA, parse_grade
 from synth.generators.provenance import Origin, request_seed
-from synth.generators.sources import SourceItem
 from synth.prompts import defuse, load_template, reply_object
-from synth.schemas import Message, Outcome, Record, Reject, Sampling, content_id
+from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.preferences import PreferencesConfig
 
 GENERATOR = "preferences"
@@ -68,7 +67,7 @@ def parse_verdict(text: str) -> str | None:
     return matches[-1].group(1).upper() if matches else None
 
 
-def prompt_of(item: SourceItem) -> str:
+def prompt_of(item: Example) -> str:
     """The user's message for a source example: its instruction, and its input below it."""
     return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
 
@@ -118,17 +117,17 @@ class PreferencesGenerator:
     def _seeded(self, base: Sampling, *where: object) -> Sampling:
         return base.model_copy(update={"seed": request_seed(self.config.seed, *where)})
 
-    def _messages(self, item: SourceItem) -> list[Message]:
+    def _messages(self, item: Example) -> list[Message]:
         system = [Message(role="system", content=self.config.system_prompt)] if self.config.system_prompt else []
         return [*system, Message(role="user", content=prompt_of(item))]
 
-    def run_chunk(self, batch: int, items: Sequence[SourceItem]) -> PairResult:
+    def run_chunk(self, batch: int, items: Sequence[Example]) -> PairResult:
         """Sample, grade and pair the responses of `items`: one engine call per writer for the
         responses, one for the grades, one for the side-by-side checks."""
         out = PairResult(instructions=len(items))
         candidates = self._respond(batch, items, out)
         self._grade(batch, items, candidates, out)
-        pairs: list[tuple[SourceItem, Candidate, Candidate]] = []
+        pairs: list[tuple[Example, Candidate, Candidate]] = []
         for item, graded in zip(items, candidates, strict=True):
             ranked = [c for c in graded if c.score is not None]
             if len(ranked) < 2:
@@ -151,7 +150,7 @@ class PreferencesGenerator:
         out.paired = len(out.kept)
         return out
 
-    def _respond(self, batch: int, items: Sequence[SourceItem], out: PairResult) -> list[list[Candidate]]:
+    def _respond(self, batch: int, items: Sequence[Example], out: PairResult) -> list[list[Candidate]]:
         """K responses per item; a failed or empty one is a reject and no candidate."""
         k, n = self.config.samples, len(self.writers)
         candidates: list[list[Candidate]] = [[] for _ in items]
@@ -179,9 +178,7 @@ class PreferencesGenerator:
             row.sort(key=lambda c: c.index)
         return candidates
 
-    def _grade(
-        self, batch: int, items: Sequence[SourceItem], candidates: list[list[Candidate]], out: PairResult
-    ) -> None:
+    def _grade(self, batch: int, items: Sequence[Example], candidates: list[list[Candidate]], out: PairResult) -> None:
         """Every candidate graded `judge_samples` times in one call; its score is the mean. A
         candidate with a grade that does not parse stays ungraded, and that reply is a reject."""
         slots = [(i, c, s) for i, row in enumerate(candidates) for c in row for s in range(self.config.judge_samples)]
@@ -221,12 +218,12 @@ class PreferencesGenerator:
                 c.score = sum(scores) / len(scores)
                 c.rationale = next(parsed[1] for parsed, _ in found if parsed is not None)
 
-    def _grade_prompt(self, item: SourceItem, c: Candidate) -> str:
+    def _grade_prompt(self, item: Example, c: Candidate) -> str:
         return self.grade_template.render(instruction=defuse(prompt_of(item)), response=defuse(c.text))
 
     def _check_positions(
-        self, batch: int, pairs: list[tuple[SourceItem, Candidate, Candidate]], out: PairResult
-    ) -> list[tuple[SourceItem, Candidate, Candidate]]:
+        self, batch: int, pairs: list[tuple[Example, Candidate, Candidate]], out: PairResult
+    ) -> list[tuple[Example, Candidate, Candidate]]:
         """Each pair judged side by side with the chosen response first, then second; kept only
         if both verdicts prefer it."""
         requests = []
@@ -262,7 +259,7 @@ class PreferencesGenerator:
             out.rejects.append(self._pair_reject(batch, item, reason, [best, worst], detail, best, worst, raw=raw))
         return kept
 
-    def _fields(self, batch: int, item: SourceItem, **more: Any) -> dict[str, Any]:
+    def _fields(self, batch: int, item: Example, **more: Any) -> dict[str, Any]:
         sampling = Sampling(**self.config.response_sampling.model_dump())
         lineage = {"source_id": item.id, "parent_id": item.id if self.parents else None}
         return self.origin.fields(batch, template=self.grade_template, sampling=sampling, **lineage) | more
@@ -279,7 +276,7 @@ class PreferencesGenerator:
             "rejected_model": worst.model,
         }
 
-    def _record(self, batch: int, item: SourceItem, best: Candidate, worst: Candidate) -> Record:
+    def _record(self, batch: int, item: Example, best: Candidate, worst: Candidate) -> Record:
         messages = [*self._messages(item), Message(role="assistant", content=best.text)]
         tags = ["preference", *(["cut-off"] if best.cut else [])]
         return Record(
@@ -295,7 +292,7 @@ class PreferencesGenerator:
     def _pair_reject(
         self,
         batch: int,
-        item: SourceItem,
+        item: Example,
         reason: str,
         graded: list[Candidate],
         detail: str,
@@ -320,7 +317,7 @@ class PreferencesGenerator:
         )
 
     def _response_reject(
-        self, batch: int, item: SourceItem, reason: str, reply: Completion, model: str, index: int, text: str = ""
+        self, batch: int, item: Example, reason: str, reply: Completion, model: str, index: int, text: str = ""
     ) -> Reject:
         """One response that cannot take part: the engine failed or left it empty, or its grade does
         not parse (then `output` is the response and `raw` the judge's reply)."""

@@ -22,23 +22,13 @@ from pathlib import Path
 
 import polars as pl
 
-from synth.schemas import content_id
+from synth.schemas import Example, content_id
 from synth.shards import MANIFEST, scan
 from synth.shards.files import json_line, lone_surrogate, read_utf8, utf8_lines
 
 
 class SourceError(ValueError):
     """An instruction source that cannot be used; the message names the file."""
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One source example; `output` is empty when the source has none."""
-
-    id: str
-    instruction: str
-    input: str = ""
-    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +55,7 @@ INSTRUCTION_FILES = RowFiles(
 )
 
 
-def load_instructions(source: str | Path) -> list[SourceItem]:
+def load_instructions(source: str | Path) -> list[Example]:
     """Every instruction of `source`, in order, without repeats of the same id."""
     path = Path(source)
     rows: Iterator[tuple[str, object]]
@@ -163,7 +153,7 @@ def _text_field(data: dict, name: str, where: str) -> str:
     return value
 
 
-def _item(data: object, where: str) -> SourceItem:
+def _item(data: object, where: str) -> Example:
     """One source example from a parsed JSON value (an object or a bare instruction string)."""
     if isinstance(data, str):
         data = {"instruction": data}
@@ -177,4 +167,4 @@ def _item(data: object, where: str) -> SourceItem:
         inp = _text_field(instances[0], "input", f"{where}: instances[0]")
         out = _text_field(instances[0], "output", f"{where}: instances[0]")
     rid = str(data.get("id") or content_id(data["instruction"], inp, ""))
-    return SourceItem(rid, data["instruction"], inp, out)
+    return Example(data["instruction"], out, inp, id=rid)

@@ -15,6 +15,7 @@ from synth.schemas.config import (
 from synth.schemas.files import ConfigFileError, load_config_file
 from synth.schemas.manifest import SCHEMA_VERSION, Manifest, QuarantineEntry, RunInfo, ShardInfo
 from synth.schemas.records import (
+    Example,
     Instance,
     Message,
     Outcome,
@@ -35,6 +36,7 @@ __all__ = [
     "EngineConfig",
     "EngineSettings",
     "EvolInstructConfig",
+    "Example",
     "Instance",
     "Manifest",
     "Message",

@@ -21,6 +21,19 @@ class Message(BaseModel):
     content: str
 
 
+@dataclass(frozen=True)
+class Example:
+    """One instruction example in its plain form, as sources, seed pairs and training data are read:
+    `output` is empty where the source has none, `system` is a system message for the example
+    (training data may carry one), and `id` is the source's id for it, where it has one."""
+
+    instruction: str
+    output: str = ""
+    input: str = ""
+    system: str = ""
+    id: str = ""
+
+
 class Instance(BaseModel):
     """One input/output example of a task."""
 

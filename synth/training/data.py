@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.generators.sources import RowFiles, dataset_rows, file_rows
-from synth.schemas.records import to_messages
+from synth.schemas.records import Example, to_messages
 from synth.training.config import Direction
 
 Chat = list[dict[str, str]]
@@ -28,16 +28,6 @@ Chat = list[dict[str, str]]
 
 class TrainingDataError(ValueError):
     """Training data that cannot be used; the message names the file and the line or row."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One (instruction, input, output) example, with an optional system message."""
-
-    instruction: str
-    output: str
-    input: str = ""
-    system: str = ""
 
 
 @dataclass(frozen=True)

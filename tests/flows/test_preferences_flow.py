@@ -150,7 +150,7 @@ def test_the_cli_writes_pairs_that_export_for_trl_dpo_and_the_card_describes_the
 @pytest.mark.engine
 def test_the_embedded_model_answers_grades_and_pairs_through_the_real_engine(vllm_engine):
     from synth.generators.preferences import PreferencesGenerator
-    from synth.generators.sources import SourceItem
+    from synth.schemas import Example
 
     config = PreferencesConfig(
         source="unused",
@@ -159,7 +159,7 @@ def test_the_embedded_model_answers_grades_and_pairs_through_the_real_engine(vll
         response_sampling={"temperature": 0.8, "top_p": 0.95, "max_tokens": 48},
         judge_sampling={"temperature": 0.0, "top_p": 1.0, "max_tokens": 160},
     )
-    items = [SourceItem("a", "Name three primary colours."), SourceItem("b", "What is the capital of France?")]
+    items = [Example("Name three primary colours.", id="a"), Example("What is the capital of France?", id="b")]
     result = PreferencesGenerator(config, vllm_engine, run_id="real").run_chunk(0, items)
     assert not [r for r in result.rejects if r.stage == "engine"]
     # Structured output: every grade parses; each instruction is a pair or a reject for its pairing.

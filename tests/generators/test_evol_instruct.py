@@ -20,14 +20,13 @@ from synth.generators.evol_instruct import (
     parse_equality,
     response_failure,
 )
-from synth.generators.sources import SourceItem
-from synth.schemas import EvolInstructConfig, content_id
+from synth.schemas import EvolInstructConfig, Example, content_id
 from synth.schemas.config import SamplingConfig
 
 SOURCE = [
-    SourceItem("s1", "Explain how rainbows form."),
-    SourceItem("s2", "Sort the numbers in ascending order.", "5, 3, 9, 1"),
-    SourceItem("s3", "Give three tips for better sleep."),
+    Example("Explain how rainbows form.", id="s1"),
+    Example("Sort the numbers in ascending order.", input="5, 3, 9, 1", id="s2"),
+    Example("Give three tips for better sleep.", id="s3"),
 ]
 
 
@@ -155,7 +154,7 @@ def test_complicate_input_applies_to_plain_instructions_too():
     gen = make(EvolScript(), operation_weights={"complicate_input": 1.0})
     rng = random.Random(0)
     assert {gen.choose(rng) for _ in range(20)} == {"complicate_input"}
-    result = gen.run_chunk(0, [SourceItem("p", "Write a haiku about the sea.")])
+    result = gen.run_chunk(0, [Example("Write a haiku about the sea.", id="p")])
     [record] = result.kept
     assert record.operation == "complicate_input" and record.parent_id == "p"
     assert record.instruction == "Write a haiku about the sea. Also complicate_input."
@@ -301,7 +300,7 @@ def rewrite_then(tail: str):
 @pytest.mark.parametrize("profile", ["paper", "small-model"])
 def test_a_markdown_heading_inside_an_evolved_instruction_survives(profile):
     gen = make(honour_stops(rewrite_then("")), profile=profile, operation_weights={"deepen": 1.0})
-    [record] = gen.run_chunk(0, [SourceItem("t", "Plan a trip.")]).kept
+    [record] = gen.run_chunk(0, [Example("Plan a trip.", id="t")]).kept
     assert record.instruction == HEADINGS
 
 
@@ -310,10 +309,10 @@ def test_a_model_that_goes_on_to_write_another_section():
     the reply copies a label and is eliminated (its rule 4)."""
     tail = "\n\n#Given Prompt#:\nSomething else."
     small = make(honour_stops(rewrite_then(tail)), profile="small-model", operation_weights={"deepen": 1.0})
-    [record] = small.run_chunk(0, [SourceItem("t", "Plan a trip.")]).kept
+    [record] = small.run_chunk(0, [Example("Plan a trip.", id="t")]).kept
     assert record.instruction == HEADINGS
     paper = make(honour_stops(rewrite_then(tail)), operation_weights={"deepen": 1.0})
-    result = paper.run_chunk(0, [SourceItem("t", "Plan a trip.")])
+    result = paper.run_chunk(0, [Example("Plan a trip.", id="t")])
     assert result.kept == [] and eliminated(result) == {"leaked rewriting prompt (given prompt)": 1}
 
 
@@ -367,7 +366,7 @@ def test_lineage_traces_every_record_to_a_source_instruction():
 
 
 def test_include_source_writes_round_zero_and_every_round_links_to_it():
-    source = [*SOURCE, SourceItem("s4", "Name a prime number.", "", "Seven.")]
+    source = [*SOURCE, Example("Name a prime number.", output="Seven.", id="s4")]
     engine = ScriptedEngine(EvolScript())
     gen = EvolInstructGenerator(EvolInstructConfig(source="x", rounds=3), engine, run_id="evo")
     result = gen.run_chunk(0, source)

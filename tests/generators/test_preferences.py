@@ -25,8 +25,8 @@ from synth.generators.preferences import (
     PreferencesGenerator,
     parse_verdict,
 )
-from synth.generators.sources import SourceItem
 from synth.prompts import load_template
+from synth.schemas import Example
 from synth.schemas.preferences import PreferencesConfig
 
 _ANSWER = re.compile(r"\[TEXT START\]\n(answer \d+ to [^\n]*)\n\[TEXT END\]")
@@ -73,8 +73,8 @@ class Script:
         return json.dumps({"rationale": "compared", "better": verdict}) if verdict in ("A", "B") else verdict
 
 
-def items(*prompts: str) -> list[SourceItem]:
-    return [SourceItem(f"id{i}", p) for i, p in enumerate(prompts)]
+def items(*prompts: str) -> list[Example]:
+    return [Example(p, id=f"id{i}") for i, p in enumerate(prompts)]
 
 
 def generate(script, prompts, writers=(), **config):
