@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.filters.base import reject
+from synth.filters.lexicons import LEXICONS
 from synth.filters.tokens import words
 from synth.schemas import Outcome, Record
 from synth.schemas.curation import HeuristicsConfig
@@ -74,83 +75,6 @@ class InstructionHeuristics:
         return None
 
 
-# Common English function words (our own list); a reply made only of these says nothing.
-STOP_WORDS: frozenset[str] = frozenset((
-    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are",
-    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
-    "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him",
-    "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me",
-    "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only",
-    "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so",
-    "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there",
-    "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was",
-    "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with",
-    "would", "you", "your", "yours", "yourself", "yourselves", "yes", "ok", "okay", "well", "oh",
-))  # fmt: skip
-# Common Chinese function words and bare acknowledgements (our own list): pronouns, demonstratives,
-# particles, conjunctions, prepositions, adverbs, auxiliaries, "yes"/"OK". Only words that say
-# nothing on their own: a reply has content as soon as anything else is left.
-ZH_STOP_WORDS: frozenset[str] = frozenset((
-    "我", "你", "您", "他", "她", "它", "我们", "你们", "他们", "她们", "它们", "咱们",
-    "自己", "大家", "这", "那", "这个", "那个", "这些", "那些", "这里", "那里", "这样",
-    "那样", "这么", "那么", "什么", "怎么", "怎样", "为什么", "哪", "哪个", "哪里", "谁",
-    "的", "地", "得", "之", "了", "着", "过", "吗", "呢", "吧", "啊", "呀", "哦",
-    "嗯", "嘛", "么", "和", "与", "及", "或", "或者", "还是", "但", "但是", "可是",
-    "而", "而且", "并且", "因为", "所以", "如果", "虽然", "然后", "于是", "因此", "在",
-    "从", "向", "对", "把", "被", "给", "为", "以", "于", "跟", "比", "关于", "对于",
-    "不", "没", "没有", "也", "都", "就", "又", "还", "很", "太", "更", "最", "已经",
-    "非常", "只", "只是", "其实", "当然", "是", "有", "会", "能", "可以", "要", "应该",
-    "可能", "就是", "不是", "一个", "一些", "一下", "一样", "是的", "好的", "对的", "好吧",
-    "行", "嗯嗯", "哈哈",
-))  # fmt: skip
-_WORD = re.compile(r"[A-Za-z0-9']+")
-_REFUSAL = re.compile(
-    r"\b(sorry|apologi[sz]e|i cannot|i can't|i can not|i am unable|i'm unable|as an ai)\b", re.IGNORECASE
-)
-# Chinese apologies and refusals (our own list): "sorry", "I cannot / have no way to", "cannot
-# answer / provide / help", "as an AI / a language model", "I am only an AI". No word boundaries:
-# Chinese has no spaces to put them at.
-_ZH_REFUSAL = re.compile(
-    r"抱歉|对不起|我(?:无法|不能|没有办法|没办法|做不到)"
-    r"|(?:无法|不能)(?:为您|为你|回答|提供|完成|满足|协助|帮助)"
-    r"|作为(?:一[个名款])?(?:ai|人工智能|语言模型|大语言模型|人工智能助手)"
-    r"|我只是(?:一[个名款])?(?:ai|人工智能|语言模型|程序)",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class Lexicon:
-    """A language's lists for the reply rules: stop words and refusal phrases.
-
-    `spaceless`: the language is written without spaces, so stop words are taken out of a text as
-    substrings (longest first) instead of being matched as whole words.
-    """
-
-    stop_words: frozenset[str]
-    refusal: re.Pattern[str]
-    spaceless: bool = False
-    _stop: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        longest_first = sorted(self.stop_words, key=len, reverse=True)
-        stop = re.compile("|".join(map(re.escape, longest_first))) if self.spaceless else None
-        object.__setattr__(self, "_stop", stop)
-
-    def only_stop_words(self, text: str) -> bool:
-        """True for text with no word outside `stop_words` (an empty text included)."""
-        if self._stop is not None:
-            return _ANY_WORD.search(self._stop.sub(" ", text)) is None
-        return all(w.lower().strip("'") in self.stop_words for w in _WORD.findall(text))
-
-
-# Lists by ISO 639-1 code. A language missing here has no stop words and no refusal phrases: the
-# English lists would misjudge its text.
-LEXICONS: dict[str, Lexicon] = {
-    "en": Lexicon(STOP_WORDS, _REFUSAL),
-    "zh": Lexicon(ZH_STOP_WORDS, _ZH_REFUSAL, spaceless=True),
-}
 _ANY_WORD = re.compile(r"\w")
 
 
