@@ -190,14 +190,14 @@ def run_self_training(
     config: BacktranslationConfig,
     engine: EngineConfig,
     dataset: DatasetConfig,
-    loop: SelfTrainConfig,
     *,
     curation: CurationConfig | None = None,
     trainer: Trainer | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the loop over `config.docs` into `dataset`; the models are fine-tuned from
-    `engine`'s model and served by engines of the same config. Returns the last iteration's
-    summary with `self_training`: the models, each iteration's run and the work folder."""
+    """Run (or resume) the loop over `config.docs` into `dataset`, as `config.self_train` sets it
+    (its defaults where that is None); the models are fine-tuned from `engine`'s model and served by
+    engines of the same config. Returns the last iteration's summary with `self_training`: the
+    models, each iteration's run and the work folder."""
     if not isinstance(engine, VLLMEngineConfig | ScriptedEngineConfig):
         raise EngineConfigError(
             "engine: self-training fine-tunes models and serves them itself; it needs the in-process "
@@ -211,6 +211,7 @@ def run_self_training(
 
         trainer = train
     fit: Trainer = trainer
+    loop = config.self_train or SelfTrainConfig()
     work = Path(loop.work or f"{dataset.path}.self-train").absolute()
     seeds = load_seed_pairs(config.seeds, config.language)
     base = engine.model if isinstance(engine, VLLMEngineConfig) else None
@@ -285,7 +286,7 @@ def backtranslation_flow(
     default): the few-shot run of `synth.flows.backtranslation`, or with `config.self_train` the
     paper's self-training loop above. It lives here, above both, so neither imports the other."""
     if config.self_train is not None:
-        return run_self_training(config, engine or VLLMEngineConfig(), dataset, config.self_train, curation=curation)
+        return run_self_training(config, engine or VLLMEngineConfig(), dataset, curation=curation)
     return run_backtranslation(
         config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
     )

@@ -60,9 +60,9 @@ def fresh_engines():
 
 def run(tmp_path, trainer, iterations=1):
     engine = ScriptedEngineConfig(responder="tests.flows.test_self_training:responder")
-    config = BacktranslationConfig(docs=str(DOCS), max_segments=8, chunk_size=3, min_score=5)
     loop = SelfTrainConfig(iterations=iterations)
-    return run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")), loop, trainer=trainer)
+    config = BacktranslationConfig(docs=str(DOCS), max_segments=8, chunk_size=3, min_score=5, self_train=loop)
+    return run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")), trainer=trainer)
 
 
 def test_the_loop_trains_grades_and_regrades_every_candidate(tmp_path):
@@ -137,7 +137,7 @@ def test_a_server_engine_is_refused_before_anything_trains(tmp_path):
     with pytest.raises(EngineConfigError, match="in-process vLLM"):
         run_self_training(
             config, OpenAIEngineConfig(base_url="http://127.0.0.1:1/v1", model="m"),
-            DatasetConfig(path=str(tmp_path / "out")), SelfTrainConfig(), trainer=trainer,
+            DatasetConfig(path=str(tmp_path / "out")), trainer=trainer,
         )  # fmt: skip
     assert trainer.calls == []
 

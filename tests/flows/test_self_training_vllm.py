@@ -31,15 +31,15 @@ SEEDS = [
 def test_trained_models_write_grade_and_regrade_real_segments(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("\n".join(json.dumps({"instruction": i, "output": o}) for i, o in SEEDS))
+    # enough steps at a high rate for the backward model to learn to ask short questions and stop
+    loop = SelfTrainConfig(iterations=1, max_steps=12, learning_rate=2e-3, batch_size=4, max_length=256)
     config = BacktranslationConfig(
         docs=str(DOCS), seeds=str(seeds), max_segments=3, min_score=4,
         augment_sampling=SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=48),
-        grade_sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=96),
+        grade_sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=96), self_train=loop,
     )  # fmt: skip
-    # enough steps at a high rate for the backward model to learn to ask short questions and stop
-    loop = SelfTrainConfig(iterations=1, max_steps=12, learning_rate=2e-3, batch_size=4, max_length=256)
     engine = VLLMEngineConfig(cpu_kvcache_gib=1, max_model_len=1024)
-    summary = run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")), loop)
+    summary = run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")))
 
     work = tmp_path / "out.self-train" / "models"
     for name, direction in (("backward", "backward"), ("m0", "forward"), ("m1", "forward")):
