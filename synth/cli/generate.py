@@ -15,7 +15,7 @@ import typer
 
 from synth.cli.checks import preflight, writing
 from synth.cli.errors import fail, log_tracebacks_off
-from synth.cli.options import RunOptions, load_curation, load_engine, run_options, where
+from synth.cli.options import RunOptions, load_curation, load_engine, run_options, source_option, where
 from synth.cli.output import (
     console,
     live_progress,
@@ -31,18 +31,22 @@ app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is
 
 def _run(
     generator: str,
-    config: Any,
     run: RunOptions,
+    options: dict[str, Any],
     more_engines: list[tuple[Any, str]] | None = None,
     report: Callable[[dict[str, Any]], None] | None = None,
     **flow_args: Any,
 ) -> None:
-    """Check everything the run needs, run the generator's flow (from the registry) into the run's
-    dataset with its engine (`more_engines` are checked too), then print its summary (after the
-    generator's own `report`) and what its profile changed."""
+    """Build the generator's config (its class from the registry) from the command's `options` and
+    the shared ones (an option left None takes the config's default, or its profile's), check
+    everything the run needs, run the generator's flow into the run's dataset with its engine
+    (`more_engines` are checked too), then print its summary (after the generator's own `report`)
+    and what its profile changed."""
     from synth.flows.registry import GENERATORS
     from synth.schemas import DatasetConfig
 
+    given = {name: value for name, value in options.items() if value is not None}
+    config = GENERATORS[generator].config(**given, **run.config_fields())
     out, curation, shard_rows, wait = run.out, run.curation, run.shard_rows, run.wait
     engines = [(load_engine(run.engine_config), where(run.engine_config)), *(more_engines or [])]
 
@@ -89,27 +93,17 @@ def generate_self_instruct(
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    from synth.schemas import SelfInstructConfig
-
-    given = {"instances_per_task": instances_per_task} if instances_per_task is not None else {}
-    config = SelfInstructConfig(
+    options = dict(
         seeds=str(seeds) if seeds else None, num_records=num, prompts_per_batch=prompts_per_batch,
-        max_batches=max_batches, **run.config_fields(), **given,
+        max_batches=max_batches, instances_per_task=instances_per_task,
     )  # fmt: skip
-    _run("self_instruct", config, run)
+    _run("self_instruct", run, options)
 
 
 @app.command("evol")
 @run_options(seed_help="Run seed (choice of operations and the model's sampling).")
 def generate_evol(
-    source: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            help="Instructions to evolve: a dataset directory, a JSONL, JSON array (Alpaca format) or Parquet "
-            "file, or a seed file.",
-        ),
-    ],
+    source: Annotated[str, source_option("evolve")],
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
     include_source: Annotated[
@@ -129,13 +123,8 @@ def generate_evol(
 
     Re-running the same command resumes the run.
     """
-    from synth.schemas import EvolInstructConfig
-
-    chosen = {"include_source": include_source} if include_source is not None else {}
-    config = EvolInstructConfig(
-        source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, **run.config_fields(), **chosen
-    )
-    _run("evol_instruct", config, run, report=print_evol_rounds)
+    options = dict(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, include_source=include_source)
+    _run("evol_instruct", run, options, report=print_evol_rounds)
 
 
 @app.command("backtranslate")
@@ -197,7 +186,6 @@ def generate_backtranslate(
     re-grades every candidate. Re-running the same command resumes the run (trained models are
     reused).
     """
-    from synth.schemas import BacktranslationConfig
     from synth.schemas.self_train import SelfTrainConfig
 
     engine = load_engine(run.engine_config)
@@ -210,14 +198,14 @@ def generate_backtranslate(
             'in-process vLLM engine (kind = "vllm"), not an OpenAI-compatible server'
         )
     loop = SelfTrainConfig(iterations=iterations, max_steps=train_steps, work=str(work) if work else None)
-    config = BacktranslationConfig(
+    options = dict(
         docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
-        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size, **run.config_fields(),
+        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size,
         self_train=loop if self_train else None,
     )  # fmt: skip
     more = [(backward, where(backward_engine_config))] if backward is not None else []
     report = print_self_training if self_train else print_backtranslation_funnel
-    _run("backtranslation", config, run, more, report=report, backward_engine=backward)
+    _run("backtranslation", run, options, more, report=report, backward_engine=backward)
 
 
 @app.command("magpie")
@@ -246,25 +234,17 @@ def generate_magpie(
 
     Re-running the same command resumes the run; a larger --num extends it.
     """
-    from synth.schemas.magpie import MagpieConfig
-
-    config = MagpieConfig(
+    options = dict(
         num_records=num, turns=turns, system_prompt=system_prompt, template=template, batch_size=batch_size,
-        max_batches=max_batches, **run.config_fields(),
+        max_batches=max_batches,
     )  # fmt: skip
-    _run("magpie", config, run)
+    _run("magpie", run, options)
 
 
 @app.command("preferences")
 @run_options(seed_help="Run seed (the responses' and grades' sampling).")
 def generate_preferences(
-    source: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            help="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file.",
-        ),
-    ],
+    source: Annotated[str, source_option("answer")],
     samples: Annotated[int, typer.Option("--samples", "-k", min=2, help="Responses per instruction (K).")] = 4,
     judge_samples: Annotated[
         int | None,
@@ -305,16 +285,13 @@ def generate_preferences(
 
     Re-running the same command resumes the run.
     """
-    from synth.schemas.preferences import PreferencesConfig
-
     extra = [(load_engine(p), where(p)) for p in response_engine_configs or []]
-    given = {"judge_samples": judge_samples} if judge_samples is not None else {}
-    config = PreferencesConfig(
+    options = dict(
         source=source, samples=samples, min_margin=min_margin, position_check=position_check,
         system_prompt=system_prompt, limit=limit, chunk_size=chunk_size, response_engines=[e for e, _ in extra],
-        **run.config_fields(), **given,
+        judge_samples=judge_samples,
     )  # fmt: skip
-    _run("preferences", config, run, extra, report=print_pairs)
+    _run("preferences", run, options, extra, report=print_pairs)
 
 
 def print_pairs(summary: dict[str, Any]) -> None:

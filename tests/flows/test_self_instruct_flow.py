@@ -237,3 +237,26 @@ def test_the_pace_says_the_share_done_the_time_left_and_tokens_per_second(monkey
     assert (
         pace.line(0.4, {"t": {"prompt": 50, "completion": 1300}}) == "40% done, about 3 min left, 20 tokens/s written"
     )
+
+
+def test_cli_options_left_out_take_the_profile_default_and_given_ones_win(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import synth.flows.self_instruct as module
+    from synth.cli import app
+
+    seen = []
+    monkeypatch.setattr(module, "run_job", lambda job, *a, **k: seen.append(job.config) or {})
+    engine = tmp_path / "engine.yaml"
+    engine.write_text("kind: scripted\n")
+    args = ["generate", "self-instruct", "--out", str(tmp_path / "o"), "--engine-config", str(engine)]
+    for flags, instances, seeds in (
+        ([], 5, None),  # the paper's
+        (["--profile", "small-model"], 1, None),  # the profile's
+        (["--profile", "small-model", "--instances-per-task", "3"], 3, None),  # given: wins
+        (["--seeds", str(tmp_path / "seeds.jsonl")], 5, str(tmp_path / "seeds.jsonl")),
+    ):
+        (tmp_path / "seeds.jsonl").write_text('{"instruction": "Name a colour."}\n')
+        CliRunner().invoke(app, [*args, *flags])  # the fake run's empty summary ends the command
+        config = seen.pop()
+        assert (config.instances_per_task, config.seeds) == (instances, seeds)
