@@ -2,7 +2,9 @@
 pairs) into a dataset.
 
 Each command reads its options into configs, has the registry check its seeds or sources (a bad
-file fails before any model loads), checks everything else a run needs, then calls the flow.
+file fails before any model loads), checks everything else a run needs, then calls the flow. The
+commands here are written by hand; a registry entry without one gets a command built from its
+config (`synth.cli.derived`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from synth.cli.checks import preflight, writing
+from synth.cli.derived import add_generator_command
 from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import RunOptions, load_curation, load_engine, run_options, source_option, where
 from synth.cli.output import (
@@ -25,6 +28,7 @@ from synth.cli.output import (
     print_self_training,
     print_summary,
 )
+from synth.flows.registry import GENERATORS
 
 app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
 
@@ -42,7 +46,6 @@ def _run(
     everything the run needs, run the generator's flow into the run's dataset with its engine
     (`more_engines` are checked too), then print its summary (after the generator's own `report`)
     and what its profile changed."""
-    from synth.flows.registry import GENERATORS
     from synth.schemas import DatasetConfig
 
     given = {name: value for name, value in options.items() if value is not None}
@@ -301,3 +304,11 @@ def print_pairs(summary: dict[str, Any]) -> None:
         f"preference pairs: {pairs.get('paired', 0)} of {pairs.get('instructions', 0)} instructions paired "
         "(before curation; the rejects say why the others were not)"
     )
+
+
+# The generators with a command of their own above; any other registry entry gets one built from
+# its config's fields (`synth.cli.derived`).
+WRITTEN = ("self_instruct", "evol_instruct", "backtranslation", "magpie", "preferences")
+for _generator in GENERATORS.values():
+    if _generator.name not in WRITTEN:
+        add_generator_command(app, _generator, _run)

@@ -1,1 +1,2 @@
-"""Prefect flows and the command line: the top of the pipeline, calling generators and shards."""
+"""Prefect flows: the top of the pipeline, calling generators, filters and shards (the command line,
+`synth.cli`, calls these)."""

@@ -1,8 +1,10 @@
 """The generators, by name: each one's config, its flow, and how it runs on a Ray cluster.
 
 The recipe runner and `synth generate` read this table (the recipe schema builds its steps from
-the configs); adding a generator is one entry here. See the README's "Adding a generator".
-Flows are looked up by name when called, so reading the table imports no flow (nor Prefect).
+the configs); adding a generator is one entry here, and `synth generate` then has a command for it
+(see the README's "Adding a generator"). Configs and flows are looked up by name when used, so
+reading the table imports nothing (neither pydantic nor Prefect): the command line reads it as it
+starts.
 """
 
 from __future__ import annotations
@@ -11,13 +13,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
-from synth.schemas.magpie import MagpieConfig
-from synth.schemas.preferences import PreferencesConfig
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,14 @@ class Generator:
     (config, engine, dataset, curation, runner); each as "module:attribute"."""
 
     name: str
-    config: type[BaseModel]
+    config_path: str
     flow_path: str
     inputs_path: str
     on_ray_path: str | None = None
+
+    @property
+    def config(self) -> type[BaseModel]:
+        return _load(self.config_path)
 
     @property
     def check_inputs(self) -> Callable[[Any, str | Path], None]:
@@ -57,28 +60,33 @@ GENERATORS: dict[str, Generator] = {
     for g in (
         Generator(
             "self_instruct",
-            SelfInstructConfig,
+            "synth.schemas:SelfInstructConfig",
             "synth.flows.self_instruct:self_instruct_flow",
             "synth.flows.self_instruct:check_inputs",
             "synth.flows.scaleout:run_self_instruct_on_ray",
         ),
         Generator(
             "evol_instruct",
-            EvolInstructConfig,
+            "synth.schemas:EvolInstructConfig",
             "synth.flows.evol_instruct:evol_instruct_flow",
             "synth.flows.evol_instruct:check_inputs",
             "synth.flows.scaleout:run_evol_instruct_on_ray",
         ),
         Generator(
             "backtranslation",
-            BacktranslationConfig,
+            "synth.schemas:BacktranslationConfig",
             "synth.flows.self_training:backtranslation_flow",
             "synth.flows.backtranslation:check_inputs",
         ),
-        Generator("magpie", MagpieConfig, "synth.flows.magpie:magpie_flow", "synth.flows.magpie:check_inputs"),
+        Generator(
+            "magpie",
+            "synth.schemas.magpie:MagpieConfig",
+            "synth.flows.magpie:magpie_flow",
+            "synth.flows.magpie:check_inputs",
+        ),
         Generator(
             "preferences",
-            PreferencesConfig,
+            "synth.schemas.preferences:PreferencesConfig",
             "synth.flows.preferences:preferences_flow",
             "synth.flows.preferences:check_inputs",
         ),
