@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from synth.cli.checks import preflight, writing
-from synth.cli.derived import add_generator_command
+from synth.cli.derived import generator_group
 from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import RunOptions, load_curation, load_engine, run_options, source_option, where
 from synth.cli.output import (
@@ -29,8 +29,6 @@ from synth.cli.output import (
     print_summary,
 )
 from synth.flows.registry import GENERATORS
-
-app = typer.Typer(help="Run one generator into a dataset directory.", no_args_is_help=True)
 
 
 def _run(
@@ -76,31 +74,15 @@ def _run(
         print_profile(config)
 
 
-@app.command("self-instruct")
-@run_options(seed_help="Run seed (sampling of in-context tasks and of the model).")
-def generate_self_instruct(
-    seeds: Annotated[
-        Path | None,
-        typer.Option("--seeds", help="Seed tasks: Self-Instruct release JSONL, JSONL of instructions, or .txt."),
-    ] = None,
-    num: Annotated[int, typer.Option("--num", min=1, help="Records (instances) to keep.")] = 100,
-    prompts_per_batch: Annotated[int, typer.Option(min=1, help="Task-generation prompts per batch.")] = 16,
-    max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
-    instances_per_task: Annotated[
-        int | None, typer.Option(min=1, help="Instances to keep per new task (default: the profile's; paper: 5).")
-    ] = None,
-    *,
-    run: RunOptions,
-) -> None:
-    """Self-Instruct (Wang et al. 2022): grow new tasks and instances from seed tasks.
-
-    Re-running the same command resumes the run; a larger --num extends it.
-    """
-    options = dict(
-        seeds=str(seeds) if seeds else None, num_records=num, prompts_per_batch=prompts_per_batch,
-        max_batches=max_batches, instances_per_task=instances_per_task,
-    )  # fmt: skip
-    _run("self_instruct", run, options)
+# The generators with a command of their own below (options of their own making: other flag names,
+# engines to load), by command name; every other registry entry, Self-Instruct and Magpie among
+# them, gets one built from its config's fields (`synth.cli.derived`).
+WRITTEN = {"evol_instruct": "evol", "backtranslation": "backtranslate", "preferences": "preferences"}
+app = typer.Typer(
+    cls=generator_group(lambda *args: _run(*args), WRITTEN),
+    help="Run one generator into a dataset directory.",
+    no_args_is_help=True,
+)
 
 
 @app.command("evol")
@@ -211,39 +193,6 @@ def generate_backtranslate(
     _run("backtranslation", run, options, more, report=report, backward_engine=backward)
 
 
-@app.command("magpie")
-@run_options(seed_help="Run seed.")
-def generate_magpie(
-    num: Annotated[int, typer.Option("--num", min=1, help="Records (conversations) to keep.")] = 100,
-    turns: Annotated[int, typer.Option(min=1, max=16, help="User and assistant turns per conversation.")] = 1,
-    system_prompt: Annotated[
-        str, typer.Option("--system-prompt", help="A system message to steer the topic (default: none).")
-    ] = "",
-    template: Annotated[
-        str | None,
-        typer.Option(
-            "--template",
-            help="The text that opens a user turn, instead of the model's chat template (single-turn), "
-            "e.g. '<|im_start|>user\\n'.",
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Conversations started per batch.")] = 64,
-    max_batches: Annotated[int, typer.Option(min=1, help="Budget: stop after this many batches.")] = 50,
-    *,
-    run: RunOptions,
-) -> None:
-    """Magpie (Xu et al. 2024): the model writes the user's messages itself from the opening of a
-    user turn of its chat template, then answers them; no seeds needed.
-
-    Re-running the same command resumes the run; a larger --num extends it.
-    """
-    options = dict(
-        num_records=num, turns=turns, system_prompt=system_prompt, template=template, batch_size=batch_size,
-        max_batches=max_batches,
-    )  # fmt: skip
-    _run("magpie", run, options)
-
-
 @app.command("preferences")
 @run_options(seed_help="Run seed (the responses' and grades' sampling).")
 def generate_preferences(
@@ -304,11 +253,3 @@ def print_pairs(summary: dict[str, Any]) -> None:
         f"preference pairs: {pairs.get('paired', 0)} of {pairs.get('instructions', 0)} instructions paired "
         "(before curation; the rejects say why the others were not)"
     )
-
-
-# The generators with a command of their own above; any other registry entry gets one built from
-# its config's fields (`synth.cli.derived`).
-WRITTEN = ("self_instruct", "evol_instruct", "backtranslation", "magpie", "preferences")
-for _generator in GENERATORS.values():
-    if _generator.name not in WRITTEN:
-        add_generator_command(app, _generator, _run)

@@ -180,9 +180,10 @@ class EngineSettings(_Strict):
 
 
 class SelfInstructConfig(_Profiled):
-    """Self-Instruct (Wang et al. 2022). The defaults (`profile: paper`) follow the paper and its
-    reference code; `small-model` holds what the small embedded model needs (see the README's
-    "Where we differ from the paper")."""
+    """Self-Instruct (Wang et al. 2022): grow new tasks and their instances from seed tasks.
+
+    The defaults (`profile: paper`) follow the paper and its reference code; `small-model` holds
+    what the small embedded model needs (see the README's "Where we differ from the paper")."""
 
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
@@ -197,21 +198,31 @@ class SelfInstructConfig(_Profiled):
         }
     }
 
-    seeds: str | None = Field(default=None, description="Seed file; empty for the built-in set of the language.")
+    seeds: str | None = Field(
+        default=None,
+        description="Seed tasks: a Self-Instruct release JSONL, a JSONL of instructions, or a .txt file with one "
+        "per line; empty: the built-in set of the language.",
+    )
     language: str = _language()
-    num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
+    num_records: int = Field(default=100, ge=1, description="Stop once this many records (instances) are kept.")
     max_batches: int = Field(default=50, ge=1, description="Budget: stop after this many batches.")
-    prompts_per_batch: int = Field(default=16, ge=1)
-    num_seed_demos: int = Field(default=6, ge=0)
-    num_machine_demos: int = Field(default=2, ge=0)
+    prompts_per_batch: int = Field(default=16, ge=1, description="Task-generation prompts per batch.")
+    num_seed_demos: int = Field(
+        default=6, ge=0, description="In-context tasks per prompt drawn from the seed tasks (the paper: 6 of 8)."
+    )
+    num_machine_demos: int = Field(
+        default=2, ge=0, description="In-context tasks per prompt drawn from the tasks generated so far (2 of 8)."
+    )
     max_new_tasks_per_prompt: int = Field(
         default=7, ge=1, description="The paper's list of 8 in-context tasks stops before task 16: 7 new ones."
     )
     instances_per_task: int = Field(default=5, ge=1, description="The paper keeps at most 5 instances per task.")
-    rouge_threshold: float = Field(default=0.7, ge=0, le=1)
-    neighbors_kept: int = Field(default=10, ge=0)
-    min_words: int = 3
-    max_words: int = 150
+    rouge_threshold: float = Field(
+        default=0.7, ge=0, le=1, description="A new task whose ROUGE-L with any pool task is above this is a reject."
+    )
+    neighbors_kept: int = Field(default=10, ge=0, description="Most similar pool tasks stored with each new task.")
+    min_words: int = Field(default=3, ge=0, description="A task of this many words or fewer is a reject.")
+    max_words: int = Field(default=150, ge=1, description="A task of more words than this is a reject.")
     extra_non_text_keywords: bool = Field(
         default=False,
         description="Also drop tasks naming video, audio, music, flowcharts or diagrams (the paper's list "
@@ -236,7 +247,7 @@ class SelfInstructConfig(_Profiled):
     task_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
     classify_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=3)
     instance_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5)
-    seed: int = 0
+    seed: int = Field(default=0, description="Run seed (sampling of in-context tasks and of the model).")
 
     def input_paths(self) -> dict[str, str | None]:
         """The files this config reads, by key (checked when a recipe loads)."""

@@ -10,8 +10,11 @@ from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled
 
 
 class MagpieConfig(_Profiled):
-    """Magpie: the model is given only the opening of a user turn of its chat template and writes
-    the user's message itself; then it answers that message as an assistant, for `turns` turns.
+    """Magpie (Xu et al. 2024): the model writes the user's messages itself, then answers them; no
+    seeds needed.
+
+    The model is given only the opening of a user turn of its chat template and writes the user's
+    message; then it answers that message as an assistant, for `turns` turns.
 
     Defaults are the reference code's: user messages sampled at temperature 1 and top-p 1 (up to
     512 tokens, stopped at the first line break), responses greedy; no system prompt."""
@@ -46,7 +49,7 @@ class MagpieConfig(_Profiled):
     language: str = _language()
     query_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=1.0, max_tokens=512)
     response_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=2048)
-    seed: int = 0
+    seed: int = Field(default=0, description="Run seed (the model's sampling).")
 
     def input_paths(self) -> dict[str, str | None]:
         """The files this config reads: none (Magpie needs no seeds)."""

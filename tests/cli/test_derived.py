@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from synth.cli import generate
+from synth.cli.derived import generator_command
 from synth.cli.errors import ReportingGroup
 from synth.flows import registry
 from synth.flows.registry import GENERATORS, Generator
@@ -34,7 +35,7 @@ def cli(monkeypatch, tmp_path):
     monkeypatch.setattr(evol_module, "run_job", lambda job, *a, **k: seen.append(job.config) or {})
     app = typer.Typer(cls=ReportingGroup)  # errors reported as by `synth`
     app.callback()(lambda: None)  # a group, so the command is called by its name
-    generate.add_generator_command(app, COPY, generate._run)
+    app.command("evol-copy")(generator_command(COPY, generate._run))
     source = tmp_path / "src.jsonl"
     source.write_text("\n".join(json.dumps({"instruction": f"Explain topic {i}."}) for i in range(3)) + "\n")
     engine = tmp_path / "engine.yaml"
@@ -61,7 +62,7 @@ def test_the_options_are_the_single_value_fields_with_their_bounds_and_requireme
     for flag in ("--source", "--rounds", "--chunk-size", "--include-source", "--prefill-evolution", "--profile"):
         assert flag in help_text
     assert "--evolve-sampling" not in help_text  # a nested setting: a recipe sets it
-    assert "small-model: True" in help_text  # what the profile changes is shown
+    assert "small-model: True)" in help_text  # what the profile changes is shown
     assert CliRunner().invoke(app, [*base, "--rounds", "0"]).exit_code == 2  # ge=1
     assert CliRunner().invoke(app, base[:1] + base[3:]).exit_code == 2  # --source is required
     bad = CliRunner().invoke(app, [*base[:2], str(base[2]) + ".missing", *base[3:]])
@@ -69,5 +70,14 @@ def test_the_options_are_the_single_value_fields_with_their_bounds_and_requireme
     assert seen == []
 
 
-def test_every_hand_written_command_is_a_registry_entry():
+def test_synth_generate_has_a_command_for_every_registry_entry_built_when_asked_for(monkeypatch):
+    from synth.cli import app
+
     assert set(generate.WRITTEN) <= set(GENERATORS)
+    monkeypatch.setitem(registry.GENERATORS, COPY.name, COPY)
+    listing = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "200"}).output
+    for name in ("self-instruct", "evol", "backtranslate", "magpie", "preferences", "evol-copy"):
+        assert f" {name} " in listing
+    help_text = CliRunner().invoke(app, ["generate", "evol-copy", "--help"], env={"COLUMNS": "200"}).output
+    assert "--source" in help_text and "--rounds" in help_text
+    assert CliRunner().invoke(app, ["generate", "no-such"]).exit_code == 2
