@@ -1,12 +1,13 @@
-"""A `synth generate` command built from a generator's config, for a registry entry that has no
-command of its own: adding a generator is then its modules and one registry entry.
+"""Every `synth generate` command, built from its generator's config: adding a generator is its
+modules and one registry entry.
 
 Each field of the config that holds one value (text, a number, a flag, one of a few names) is an
-option spelled like the field (`num_records` is `--num-records`, also `--num`), with the field's
-description and bounds; a field without a default is a required option. An option left out takes the config's
-default, or its profile's. Fields that are not single values (sampling settings, lists) keep their
-defaults here; a recipe (`synth run`) sets them. The options every generator shares come from
-`run_options`.
+option spelled like the field (`num_records` is `--num-records`, also `--num`; `source` is also
+`--from`), with the field's description and bounds; a field without a default is a required option.
+An option left out takes the config's default, or its profile's. Fields that are not single values
+(sampling settings, lists) keep their defaults here; a recipe (`synth run`) sets them. The options
+every generator shares come from `run_options`. A generator may add options of its own and finish
+the run itself (`Custom`): engines to load, a summary of its own to print.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import typer
@@ -33,7 +35,7 @@ if typing.TYPE_CHECKING:
 Launch = Callable[[str, RunOptions, dict[str, Any]], None]
 SHARED = ("language", "seed", "profile")  # fields `run_options` gives every generator
 # Shorter flags, the same for every generator that has the field.
-ALIASES = {"num_records": "--num"}
+ALIASES = {"num_records": "--num", "source": "--from", "samples": "-k", "max_steps": "--train-steps"}
 _VALUES = (str, int, float, bool)
 
 
@@ -65,8 +67,9 @@ def _help(name: str, field: FieldInfo, choices: tuple[str, ...], config: Any) ->
     return " ".join(parts)
 
 
-def field_options(config: Any) -> list[inspect.Parameter]:
-    """The command's own options: one per single-value field of `config` (a pydantic model class)."""
+def field_options(config: Any, lead: str = "") -> list[inspect.Parameter]:
+    """The command's own options: one per single-value field of `config` (a pydantic model class),
+    each help text after `lead`."""
     params = []
     for name, field in config.model_fields.items():
         if name in SHARED or (found := _value_type(field.annotation)) is None:
@@ -82,7 +85,7 @@ def field_options(config: Any) -> list[inspect.Parameter]:
                     bounds["min"] = low
                 if (high := getattr(rule, "le", None)) is not None:
                     bounds["max"] = high
-        option = typer.Option(*declared, help=_help(name, field, choices, config), **bounds)
+        option = typer.Option(*declared, help=lead + _help(name, field, choices, config), **bounds)
         required = field.is_required()
         annotation = Annotated[kind if required else kind | None, option]  # type: ignore[operator,valid-type]
         default = inspect.Parameter.empty if required else None
@@ -95,45 +98,83 @@ def command_name(generator: str) -> str:
     return generator.replace("_", "-")
 
 
-def generator_command(generator: Generator, launch: Launch) -> Callable[..., None]:
-    """A command for `generator` whose options are its config's fields and those `run_options`
-    adds; it calls `launch(name, run, options)`, options left out as None."""
-    config = generator.config
-    own = field_options(config)
+@dataclass(frozen=True)
+class Custom:
+    """A generator's own take on its command: the command's `name`, and a function `finish(run,
+    options, **own)` that runs it. Its parameters after `run` and `options` are options of its own
+    (declared as a command's are); one named like a config field replaces that field's option.
+    `options` holds the config's fields as given (None: left out). Each of `nested`, a field holding
+    a config of its own, has that config's single-value fields as options too, and comes in
+    `options` as the dict of them. Its docstring is the command's help."""
 
-    def command(*, run: RunOptions, **options: Any) -> None:
-        launch(generator.name, run, options)
+    name: str
+    finish: Callable[..., None]
+    nested: tuple[str, ...] = ()
+
+
+def _model(annotation: Any) -> Any:
+    """The config class a field of this annotation holds (`X | None` holds X)."""
+    rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return rest[0] if len(rest) == 1 else annotation
+
+
+def generator_command(generator: Generator, launch: Launch, custom: Custom | None = None) -> Callable[..., None]:
+    """A command for `generator` whose options are its config's fields (and `custom`'s own), and
+    those `run_options` adds. It calls `custom.finish(run, options, **own)`, or without a custom
+    `launch(name, run, options)`; options left out are None."""
+    config = generator.config
+    own = [] if custom is None else list(inspect.signature(custom.finish, eval_str=True).parameters.values())[2:]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    names = {p.name for p in own}
+    fields = [p for p in field_options(config) if p.name not in names]
+    inner = {n: field_options(_model(config.model_fields[n].annotation), f"With --{n.replace('_', '-')}: ")
+             for n in (custom.nested if custom else ())}  # fmt: skip
+
+    def command(*, run: RunOptions, **given: Any) -> None:
+        mine = {name: given.pop(name) for name in names}
+        for name, params in inner.items():
+            given[name] = {p.name: given.pop(p.name) for p in params}
+        if custom is None:
+            launch(generator.name, run, given)
+        else:
+            custom.finish(run, given, **mine)
 
     command.__name__ = f"generate_{generator.name}"
     resume = "Re-running the same command resumes the run" + (
         "; a larger --num extends it." if "num_records" in config.model_fields else "."
     )
     summary = (inspect.getdoc(config) or generator.name).split("\n\n")[0]
-    command.__doc__ = f"{summary}\n\nOptions are the config's fields. {resume}"
+    own_doc = inspect.getdoc(custom.finish) if custom is not None else None
+    command.__doc__ = own_doc or f"{summary}\n\nOptions are the config's fields. {resume}"
     run_param = inspect.Parameter("run", inspect.Parameter.KEYWORD_ONLY, annotation=RunOptions)
-    command.__signature__ = inspect.Signature([*own, run_param])  # type: ignore[attr-defined]
+    nested = [p for params in inner.values() for p in params]
+    command.__signature__ = inspect.Signature([*fields, *own, *nested, run_param])  # type: ignore[attr-defined]
     seed = config.model_fields.get("seed")
     seed_help = seed.description if seed is not None and seed.description else "Run seed."
     return run_options(seed_help=seed_help, profile="profile" in config.model_fields)(command)
 
 
-def generator_group(launch: Launch, written: dict[str, str]) -> type[TyperGroup]:
-    """The class of `synth generate`'s group: its hand-written commands (`written`: generator name
-    to command name), and for every other registry entry a command built from its config when it is
-    first asked for, so that starting `synth` loads no config. Commands are listed in registry order."""
+def generator_group(launch: Launch, custom: dict[str, Custom]) -> type[TyperGroup]:
+    """The class of `synth generate`'s group: a command for every registry entry, built from its
+    config when first asked for (so that starting `synth` loads no config), in registry order;
+    `custom` gives a generator its own name and finish (see `Custom`)."""
+
+    def name_of(generator: str) -> str:
+        return custom[generator].name if generator in custom else command_name(generator)
 
     class GeneratorGroup(TyperGroup):
         def list_commands(self, ctx: Any) -> list[str]:
-            names = [written.get(name, command_name(name)) for name in GENERATORS]
+            names = [name_of(g) for g in GENERATORS]
             return [*names, *(n for n in super().list_commands(ctx) if n not in names)]
 
         def get_command(self, ctx: Any, name: str) -> Any:
             if (found := super().get_command(ctx, name)) is not None:
                 return found
-            built = [g for g in GENERATORS.values() if g.name not in written and command_name(g.name) == name]
+            built = [g for g in GENERATORS.values() if name_of(g.name) == name]
             if not built:
                 return None
-            info = CommandInfo(name=name, callback=generator_command(built[0], launch))
+            callback = generator_command(built[0], launch, custom.get(built[0].name))
+            info = CommandInfo(name=name, callback=callback)
             command = get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=self.rich_markup_mode)
             self.add_command(command, name)
             return command

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from synth.cli.checks import preflight, writing
-from synth.cli.derived import generator_group
+from synth.cli.derived import Custom, generator_group
 from synth.cli.errors import fail, log_tracebacks_off
-from synth.cli.options import RunOptions, load_curation, load_engine, run_options, source_option, where
+from synth.cli.options import RunOptions, load_curation, load_engine, where
 from synth.cli.output import (
     console,
     live_progress,
@@ -74,67 +74,18 @@ def _run(
         print_profile(config)
 
 
-# The generators with a command of their own below (options of their own making: other flag names,
-# engines to load), by command name; every other registry entry, Self-Instruct and Magpie among
-# them, gets one built from its config's fields (`synth.cli.derived`).
-WRITTEN = {"evol_instruct": "evol", "backtranslation": "backtranslate", "preferences": "preferences"}
-app = typer.Typer(
-    cls=generator_group(lambda *args: _run(*args), WRITTEN),
-    help="Run one generator into a dataset directory.",
-    no_args_is_help=True,
-)
-
-
-@app.command("evol")
-@run_options(seed_help="Run seed (choice of operations and the model's sampling).")
-def generate_evol(
-    source: Annotated[str, source_option("evolve")],
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of evolution.")] = 4,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evolve only the first N instructions.")] = None,
-    include_source: Annotated[
-        bool | None,
-        typer.Option(
-            "--include-source/--no-include-source",
-            help="Write the source examples too, as round 0 (the paper's training mix; on by default); "
-            "a source without an output gets the model's response.",
-        ),
-    ] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 256,
-    *,
-    run: RunOptions,
-) -> None:
+def evolve(run: RunOptions, options: dict[str, Any]) -> None:
     """Evol-Instruct (Xu et al. 2023): rewrite instructions into harder (in-depth) or rarer
     (in-breadth) ones over several rounds, eliminating failed evolutions with a reason.
 
     Re-running the same command resumes the run.
     """
-    options = dict(source=source, rounds=rounds, limit=limit, chunk_size=chunk_size, include_source=include_source)
     _run("evol_instruct", run, options, report=print_evol_rounds)
 
 
-@app.command("backtranslate")
-@run_options(seed_help="Run seed.", profile=False)
-def generate_backtranslate(
-    docs: Annotated[
-        Path, typer.Option("--docs", help="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
-    ],
-    seeds: Annotated[
-        Path | None,
-        typer.Option(
-            "--seeds",
-            help="Seed (instruction, output) pairs for the backward prompts: JSONL or a JSON array (Alpaca format). "
-            "Pairs with an input or a reference to text not shown are skipped. Default: the built-in pairs.",
-        ),
-    ] = None,
-    rounds: Annotated[
-        int, typer.Option("--rounds", min=1, help="Iterations; curated pairs join the next round's few-shot pool.")
-    ] = 1,
-    min_score: Annotated[
-        int, typer.Option("--min-score", min=1, max=5, help="Keep pairs graded at least this (5 strict, 4 permissive).")
-    ] = 5,
-    text_field: Annotated[str, typer.Option(help="Text field or column of a JSONL/Parquet source.")] = "text",
-    max_segments: Annotated[int | None, typer.Option(min=1, help="Use only the first N segments.")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Segments per committed batch.")] = 128,
+def backtranslate(
+    run: RunOptions,
+    options: dict[str, Any],
     backward_engine_config: Annotated[
         Path | None,
         typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
@@ -144,23 +95,10 @@ def generate_backtranslate(
         typer.Option(
             "--self-train",
             help="The paper's self-training loop: fine-tune a backward model and graders on the seed pairs "
-            "(LoRA on the engine's model; needs the in-process vLLM engine).",
+            "(LoRA on the engine's model; needs the in-process vLLM engine); its settings are the options "
+            "after this one.",
         ),
     ] = False,
-    iterations: Annotated[
-        int, typer.Option("--iterations", min=0, max=10, help="With --self-train: re-grading iterations after M0.")
-    ] = 2,
-    train_steps: Annotated[
-        int | None, typer.Option("--train-steps", min=1, help="With --self-train: steps per model (default 3 epochs).")
-    ] = None,
-    work: Annotated[
-        Path | None,
-        typer.Option(
-            "--work", help="With --self-train: folder for the models and iterations (default OUT.self-train)."
-        ),
-    ] = None,
-    *,
-    run: RunOptions,
 ) -> None:
     """Instruction backtranslation (Li et al. 2023): write the instruction each document segment
     answers, grade the pairs on a 5-point rubric, keep the best.
@@ -182,46 +120,18 @@ def generate_backtranslate(
             f"{where(run.engine_config)}: --self-train fine-tunes models and serves them itself; it needs the "
             'in-process vLLM engine (kind = "vllm"), not an OpenAI-compatible server'
         )
-    loop = SelfTrainConfig(iterations=iterations, max_steps=train_steps, work=str(work) if work else None)
-    options = dict(
-        docs=str(docs), seeds=str(seeds) if seeds else None, rounds=rounds, min_score=min_score,
-        text_field=text_field, max_segments=max_segments, chunk_size=chunk_size,
-        self_train=loop if self_train else None,
-    )  # fmt: skip
+    loop = {name: value for name, value in options["self_train"].items() if value is not None}
+    if loop and not self_train:
+        fail(f"--{next(iter(loop)).replace('_', '-')} is a setting of the self-training loop: add --self-train")
     more = [(backward, where(backward_engine_config))] if backward is not None else []
     report = print_self_training if self_train else print_backtranslation_funnel
+    options = {**options, "self_train": SelfTrainConfig(**loop) if self_train else None}
     _run("backtranslation", run, options, more, report=report, backward_engine=backward)
 
 
-@app.command("preferences")
-@run_options(seed_help="Run seed (the responses' and grades' sampling).")
-def generate_preferences(
-    source: Annotated[str, source_option("answer")],
-    samples: Annotated[int, typer.Option("--samples", "-k", min=2, help="Responses per instruction (K).")] = 4,
-    judge_samples: Annotated[
-        int | None,
-        typer.Option(
-            "--judge-samples", min=1, help="Grades per response, averaged (default: the profile's; paper: 3)."
-        ),
-    ] = None,
-    min_margin: Annotated[
-        float,
-        typer.Option(
-            "--min-margin", min=0, max=4, help="Chosen must beat rejected by at least this; a tie is never a pair."
-        ),
-    ] = 0.0,
-    position_check: Annotated[
-        bool,
-        typer.Option(
-            "--position-check/--no-position-check",
-            help="Also compare chosen and rejected side by side in both orders; a verdict that flips is a reject.",
-        ),
-    ] = False,
-    system_prompt: Annotated[
-        str, typer.Option("--system-prompt", help="A system message for the responses (default: none).")
-    ] = "",
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N instructions.")] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Instructions per committed batch.")] = 64,
+def pair_preferences(
+    run: RunOptions,
+    options: dict[str, Any],
     response_engine_configs: Annotated[
         list[Path] | None,
         typer.Option(
@@ -229,8 +139,6 @@ def generate_preferences(
             help="Another engine that writes responses (repeatable); responses alternate between the engines.",
         ),
     ] = None,
-    *,
-    run: RunOptions,
 ) -> None:
     """Preference pairs for DPO (Self-Rewarding recipe): K responses per instruction, each graded
     by the judge on a rubric; the best against the worst, ties and small margins rejected.
@@ -238,12 +146,23 @@ def generate_preferences(
     Re-running the same command resumes the run.
     """
     extra = [(load_engine(p), where(p)) for p in response_engine_configs or []]
-    options = dict(
-        source=source, samples=samples, min_margin=min_margin, position_check=position_check,
-        system_prompt=system_prompt, limit=limit, chunk_size=chunk_size, response_engines=[e for e, _ in extra],
-        judge_samples=judge_samples,
-    )  # fmt: skip
+    options = {**options, "response_engines": [e for e, _ in extra]}
     _run("preferences", run, options, extra, report=print_pairs)
+
+
+# Every registry entry is a command, built from its config's fields when asked for
+# (`synth.cli.derived`); these generators name theirs and finish the run themselves (engines to
+# load, options of their own, what to print).
+CUSTOM: dict[str, Custom] = {
+    "evol_instruct": Custom("evol", evolve),
+    "backtranslation": Custom("backtranslate", backtranslate, nested=("self_train",)),
+    "preferences": Custom("preferences", pair_preferences),
+}
+app = typer.Typer(
+    cls=generator_group(lambda *args: _run(*args), CUSTOM),
+    help="Run one generator into a dataset directory.",
+    no_args_is_help=True,
+)
 
 
 def print_pairs(summary: dict[str, Any]) -> None:

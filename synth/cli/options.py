@@ -66,16 +66,6 @@ CurationOpt = Annotated[
 ]
 
 
-def source_option(purpose: str) -> Any:
-    """`--from`: the instructions a generator works on (to `purpose` them), read by
-    `synth.generators.sources.load_instructions`."""
-    return typer.Option(
-        "--from",
-        help=f"Instructions to {purpose}: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet or "
-        ".txt file (a Self-Instruct seed file too).",
-    )
-
-
 OutOpt = Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")]
 ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")]
 

@@ -284,10 +284,11 @@ class EvolInstructConfig(_Profiled):
     }
 
     source: str = Field(
-        description="Dataset directory, JSONL/JSON/Parquet file with an instruction column, or seed file."
+        description="Instructions to evolve: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet "
+        "or .txt file, or a seed file."
     )
     language: str = _language()
-    rounds: int = Field(default=4, ge=1)
+    rounds: int = Field(default=4, ge=1, description="Rounds of evolution.")
     chunk_size: int = Field(default=256, ge=1, description="Source instructions per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Evolve only the first N source instructions.")
     operation_weights: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(EVOL_OPERATIONS, 1.0))
@@ -311,7 +312,7 @@ class EvolInstructConfig(_Profiled):
     evolve_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.95, max_tokens=2048)
     judge_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=16)
     response_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.95, max_tokens=2048)
-    seed: int = 0
+    seed: int = Field(default=0, description="Run seed (choice of operations and the model's sampling).")
 
     @field_validator("operation_weights")
     @classmethod
@@ -343,13 +344,14 @@ class BacktranslationConfig(_Strict):
         "input or an instruction that refers to text not shown are skipped and counted.",
     )
     language: str = _language()
-    text_field: str = "text"
-    min_chars: int = Field(default=120, ge=1)
-    max_chars: int = Field(default=2000, ge=1)
-    max_short_line_share: float = Field(default=0.5, ge=0, le=1)
-    max_upper_share: float = Field(default=0.4, ge=0, le=1)
-    max_symbol_share: float = Field(default=0.25, ge=0, le=1)
-    max_link_share: float = Field(default=0.5, ge=0, le=1)
+    text_field: str = Field(default="text", description="Text field or column of a JSONL/Parquet source.")
+    min_chars: int = Field(default=120, ge=1, description="A shorter segment is not used.")
+    max_chars: int = Field(default=2000, ge=1, description="Documents are cut into segments of at most this length.")
+    # A segment beyond any of these shares is not used (the short-line share only with 4 lines or more).
+    max_short_line_share: float = Field(default=0.5, ge=0, le=1, description="Most lines under 4 words (share).")
+    max_upper_share: float = Field(default=0.4, ge=0, le=1, description="Most capitals (share of letters).")
+    max_symbol_share: float = Field(default=0.25, ge=0, le=1, description="Most symbols (share, not alphanumeric).")
+    max_link_share: float = Field(default=0.5, ge=0, le=1, description="Most characters in links and URLs (share).")
     rounds: int = Field(default=1, ge=1, description="Iterations; curated pairs join the next round's few-shot pool.")
     min_score: int = Field(
         default=5, ge=1, le=5, description="Keep pairs graded at least this (4 is the permissive option)."
@@ -359,7 +361,7 @@ class BacktranslationConfig(_Strict):
     max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")
     augment_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.95, max_tokens=128)
     grade_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
-    seed: int = 0
+    seed: int = Field(default=0, description="Run seed (the model's sampling).")
     self_train: SelfTrainConfig | None = Field(
         default=None, description="Run the paper's self-training loop (trained backward model and graders)."
     )

@@ -32,7 +32,10 @@ class PreferencesConfig(_Profiled):
         }
     }
 
-    source: str = Field(description="Dataset directory, or a JSONL/JSON/Parquet file with an instruction column.")
+    source: str = Field(
+        description="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet or "
+        ".txt file."
+    )
     language: str = _language()
     samples: int = Field(default=4, ge=2, le=64, description="Responses per instruction (K).")
     judge_samples: int = Field(
@@ -61,7 +64,7 @@ class PreferencesConfig(_Profiled):
     response_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=2048)
     judge_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=256)
     compare_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
-    seed: int = 0
+    seed: int = Field(default=0, description="Run seed (the responses' and grades' sampling).")
 
     def input_paths(self) -> dict[str, str | None]:
         """The files this config reads, by key (checked when a recipe loads)."""

@@ -73,7 +73,7 @@ def test_the_options_are_the_single_value_fields_with_their_bounds_and_requireme
 def test_synth_generate_has_a_command_for_every_registry_entry_built_when_asked_for(monkeypatch):
     from synth.cli import app
 
-    assert set(generate.WRITTEN) <= set(GENERATORS)
+    assert set(generate.CUSTOM) <= set(GENERATORS)
     monkeypatch.setitem(registry.GENERATORS, COPY.name, COPY)
     listing = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "200"}).output
     for name in ("self-instruct", "evol", "backtranslate", "magpie", "preferences", "evol-copy"):

@@ -156,3 +156,23 @@ def test_the_command_refuses_a_server_engine_and_a_backward_engine_with_self_tra
     both = CliRunner().invoke(app, [*base, "--backward-engine-config", str(server)])
     assert both.exit_code == 2 and "the backward model is trained" in " ".join(both.output.split())
     assert not out.exists()
+
+
+def test_the_command_hands_the_loop_settings_over_and_refuses_them_without_self_train(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import synth.flows.self_training as module
+    from synth.cli import app
+
+    seen = []
+    monkeypatch.setattr(module, "run_self_training", lambda config, *a, **k: seen.append(config) or {})
+    engine = tmp_path / "engine.yaml"
+    engine.write_text("kind: scripted\n")
+    base = ["generate", "backtranslate", "--docs", str(DOCS), "--out", str(tmp_path / "out")]
+    loop = ["--iterations", "1", "--train-steps", "5", "--learning-rate", "0.001"]
+    alone = CliRunner().invoke(app, [*base, *loop])
+    assert alone.exit_code == 2 and "--iterations is a setting of the self-training loop" in alone.output
+    CliRunner().invoke(app, [*base, *loop, "--self-train", "--engine-config", str(engine)])
+    [config] = seen  # the fake run's empty summary ends the command
+    assert (config.self_train.iterations, config.self_train.max_steps) == (1, 5)
+    assert config.self_train.learning_rate == 0.001 and config.self_train.epochs == 3.0  # given, and the default
