@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
+from synth.cli.errors import fail
 from synth.cli.options import RunOptions, run_options
 from synth.flows.registry import GENERATORS
 
@@ -91,6 +92,18 @@ def field_options(config: Any, lead: str = "") -> list[inspect.Parameter]:
         default = inspect.Parameter.empty if required else None
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
     return params
+
+
+def build_config(config: Any, fields: dict[str, Any]) -> Any:
+    """`config` (a pydantic model class) from the options given (None: left out); a value it
+    refuses fails naming the option (`--length-cut: Input should be ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return config(**{name: value for name, value in fields.items() if value is not None})
+    except ValidationError as e:
+        problems = [f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()]
+        fail("; ".join(problems))
 
 
 def command_name(generator: str) -> str:

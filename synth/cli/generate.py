@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from synth.cli.checks import preflight, writing
-from synth.cli.derived import Custom, generator_group
+from synth.cli.derived import Custom, build_config, generator_group
 from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import RunOptions, load_curation, load_engine, where
 from synth.cli.output import (
@@ -46,8 +46,7 @@ def _run(
     and what its profile changed."""
     from synth.schemas import DatasetConfig
 
-    given = {name: value for name, value in options.items() if value is not None}
-    config = GENERATORS[generator].config(**given, **run.config_fields())
+    config = build_config(GENERATORS[generator].config, options | run.config_fields())
     out, curation, shard_rows, wait = run.out, run.curation, run.shard_rows, run.wait
     engines = [(load_engine(run.engine_config), where(run.engine_config)), *(more_engines or [])]
 
@@ -125,7 +124,7 @@ def backtranslate(
         fail(f"--{next(iter(loop)).replace('_', '-')} is a setting of the self-training loop: add --self-train")
     more = [(backward, where(backward_engine_config))] if backward is not None else []
     report = print_self_training if self_train else print_backtranslation_funnel
-    options = {**options, "self_train": SelfTrainConfig(**loop) if self_train else None}
+    options = {**options, "self_train": build_config(SelfTrainConfig, loop) if self_train else None}
     _run("backtranslation", run, options, more, report=report, backward_engine=backward)
 
 

@@ -64,6 +64,10 @@ def test_the_options_are_the_single_value_fields_with_their_bounds_and_requireme
     assert "--evolve-sampling" not in help_text  # a nested setting: a recipe sets it
     assert "small-model: True)" in help_text  # what the profile changes is shown
     assert CliRunner().invoke(app, [*base, "--rounds", "0"]).exit_code == 2  # ge=1
+    CliRunner().invoke(app, [*base, "--system-prompt", "x", "--limit", "2", "--chunk-size", "3"])
+    assert seen.pop().chunk_size == 3  # accepted values pass through
+    refused = CliRunner().invoke(app, [*base, "--profile", "tiny"])
+    assert refused.exit_code == 2 and "--profile: Input should be 'paper' or 'small-model'" in refused.output
     assert CliRunner().invoke(app, base[:1] + base[3:]).exit_code == 2  # --source is required
     bad = CliRunner().invoke(app, [*base[:2], str(base[2]) + ".missing", *base[3:]])
     assert bad.exit_code == 2 and f"{base[2]}.missing: no such file" in bad.output  # checked before any model
