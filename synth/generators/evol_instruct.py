@@ -145,11 +145,6 @@ def response_failure(response: str, extra: bool = False, language: str = "en") -
     return None
 
 
-def prompt_text(item: Example) -> str:
-    """The instruction as the model sees it: the input, if any, follows it."""
-    return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
-
-
 def _clean(text: str) -> str:
     return text.strip().strip('"').strip()
 
@@ -221,7 +216,7 @@ class EvolInstructGenerator:
         out = EvolResult()
         pool, sources = [], []
         for i in items:
-            text = prompt_text(i)
+            text = i.prompt
             if len(text) > MAX_INSTRUCTION_CHARS:
                 self._oversized(chunk, i.id, text, out)
             else:
@@ -250,7 +245,7 @@ class EvolInstructGenerator:
                 self.t_response,
                 "response_sampling",
                 (chunk, 0, k, "response"),
-                instruction=defuse(prompt_text(sources[k])),
+                instruction=defuse(sources[k].prompt),
             )
             for k in unanswered
         ]

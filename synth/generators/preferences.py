@@ -67,11 +67,6 @@ def parse_verdict(text: str) -> str | None:
     return matches[-1].group(1).upper() if matches else None
 
 
-def prompt_of(item: Example) -> str:
-    """The user's message for a source example: its instruction, and its input below it."""
-    return f"{item.instruction}\n\n{item.input}" if item.input else item.instruction
-
-
 @dataclass
 class Candidate:
     """One sampled response and, once graded, its mean score and the judge's replies."""
@@ -119,7 +114,7 @@ class PreferencesGenerator:
 
     def _messages(self, item: Example) -> list[Message]:
         system = [Message(role="system", content=self.config.system_prompt)] if self.config.system_prompt else []
-        return [*system, Message(role="user", content=prompt_of(item))]
+        return [*system, Message(role="user", content=item.prompt)]
 
     def run_chunk(self, batch: int, items: Sequence[Example]) -> PairResult:
         """Sample, grade and pair the responses of `items`: one engine call per writer for the
@@ -219,7 +214,7 @@ class PreferencesGenerator:
                 c.rationale = next(parsed[1] for parsed, _ in found if parsed is not None)
 
     def _grade_prompt(self, item: Example, c: Candidate) -> str:
-        return self.grade_template.render(instruction=defuse(prompt_of(item)), response=defuse(c.text))
+        return self.grade_template.render(instruction=defuse(item.prompt), response=defuse(c.text))
 
     def _check_positions(
         self, batch: int, pairs: list[tuple[Example, Candidate, Candidate]], out: PairResult
@@ -230,7 +225,7 @@ class PreferencesGenerator:
         for item, best, worst in pairs:
             for order, (first, second) in enumerate(((best, worst), (worst, best))):
                 prompt = self.compare_template.render(
-                    instruction=defuse(prompt_of(item)), first=defuse(first.text), second=defuse(second.text)
+                    instruction=defuse(item.prompt), first=defuse(first.text), second=defuse(second.text)
                 )
                 requests.append(
                     ChatRequest(

@@ -33,6 +33,11 @@ class Example:
     system: str = ""
     id: str = ""
 
+    @property
+    def prompt(self) -> str:
+        """The user's message for the example (see `user_prompt`)."""
+        return user_prompt(self.instruction, self.input)
+
 
 class Instance(BaseModel):
     """One input/output example of a task."""
@@ -70,10 +75,14 @@ def content_id(instruction: str, input: str, output: str) -> str:
     return digest.hexdigest()[:20]
 
 
+def user_prompt(instruction: str, input: str) -> str:
+    """The user's message for an instruction: the instruction, and its input (if any) below it."""
+    return instruction if not input else f"{instruction}\n\n{input}"
+
+
 def to_messages(instruction: str, input: str, output: str) -> list[Message]:
     """The chat form of an (instruction, input, output) example."""
-    prompt = instruction if not input else f"{instruction}\n\n{input}"
-    return [Message(role="user", content=prompt), Message(role="assistant", content=output)]
+    return [Message(role="user", content=user_prompt(instruction, input)), Message(role="assistant", content=output)]
 
 
 class Provenance(BaseModel):
