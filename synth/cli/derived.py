@@ -40,13 +40,21 @@ ALIASES = {"num_records": "--num", "source": "--from", "samples": "-k", "max_ste
 _VALUES = (str, int, float, bool)
 
 
+def _without_none(annotation: Any) -> Any:
+    """`X` for `X | None`; any other annotation as it is."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation
+
+
 def _value_type(annotation: Any) -> tuple[type, tuple[str, ...]] | None:
     """The type of an option for a field of this annotation, and its choices (a `Literal`); None
     for a field that holds more than one value."""
+    annotation = _without_none(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        return _value_type(rest[0]) if len(rest) == 1 else None
+        return None
     if origin is Literal:
         return (str, tuple(args)) if all(isinstance(a, str) for a in args) else None
     return (annotation, ()) if annotation in _VALUES else None
@@ -125,12 +133,6 @@ class Custom:
     nested: tuple[str, ...] = ()
 
 
-def _model(annotation: Any) -> Any:
-    """The config class a field of this annotation holds (`X | None` holds X)."""
-    rest = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return rest[0] if len(rest) == 1 else annotation
-
-
 def generator_command(generator: Generator, launch: Launch, custom: Custom | None = None) -> Callable[..., None]:
     """A command for `generator` whose options are its config's fields (and `custom`'s own), and
     those `run_options` adds. It calls `custom.finish(run, options, **own)`, or without a custom
@@ -140,7 +142,7 @@ def generator_command(generator: Generator, launch: Launch, custom: Custom | Non
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
     names = {p.name for p in own}
     fields = [p for p in field_options(config) if p.name not in names]
-    inner = {n: field_options(_model(config.model_fields[n].annotation), f"With --{n.replace('_', '-')}: ")
+    inner = {n: field_options(_without_none(config.model_fields[n].annotation), f"With --{n.replace('_', '-')}: ")
              for n in (custom.nested if custom else ())}  # fmt: skip
 
     def command(*, run: RunOptions, **given: Any) -> None:

@@ -158,7 +158,7 @@ CUSTOM: dict[str, Custom] = {
     "preferences": Custom("preferences", pair_preferences),
 }
 app = typer.Typer(
-    cls=generator_group(lambda *args: _run(*args), CUSTOM),
+    cls=generator_group(_run, CUSTOM),
     help="Run one generator into a dataset directory.",
     no_args_is_help=True,
 )

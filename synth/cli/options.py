@@ -65,7 +65,6 @@ CurationOpt = Annotated[
     ),
 ]
 
-
 OutOpt = Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")]
 ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")]
 
