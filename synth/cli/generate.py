@@ -1,10 +1,11 @@
 """`synth generate`: run one generator (Self-Instruct, Evol-Instruct, backtranslation, Magpie, preference
 pairs) into a dataset.
 
-Each command reads its options into configs, has the registry check its seeds or sources (a bad
-file fails before any model loads), checks everything else a run needs, then calls the flow. The
-commands here are written by hand; a registry entry without one gets a command built from its
-config (`synth.cli.derived`).
+Every command is built from its generator's config (`synth.cli.derived`) and ends in `_run`: it
+builds the config from the options, has the registry check its seeds or sources (a bad file fails
+before any model loads), checks everything else a run needs, then calls the flow. The `Custom`
+entries here give three generators options of their own (engines to load, the self-training loop)
+and their own summary.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from synth.filters.base import reject
-from synth.filters.lexicons import LEXICONS
+from synth.filters.lexicons import ANY_WORD, LEXICONS
 from synth.filters.tokens import words
 from synth.schemas import Outcome, Record
 from synth.schemas.curation import HeuristicsConfig
@@ -75,14 +75,11 @@ class InstructionHeuristics:
         return None
 
 
-_ANY_WORD = re.compile(r"\w")
-
-
 def only_punctuation_and_stop_words(text: str, language: str = "en") -> bool:
     """True for text with no word outside the language's stop-word list (an empty text included).
     Where we have no list for the language, only text without any letter or digit is."""
     if (lexicon := LEXICONS.get(language)) is None:
-        return _ANY_WORD.search(text) is None
+        return ANY_WORD.search(text) is None
     return lexicon.only_stop_words(text)
 
 

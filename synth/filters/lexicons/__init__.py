@@ -24,7 +24,7 @@ from pathlib import Path
 
 FOLDER = Path(__file__).parent
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_ANY_WORD = re.compile(r"\w")
+ANY_WORD = re.compile(r"\w")  # a letter, digit or underscore, of any script
 
 
 class LexiconError(ValueError):
@@ -48,7 +48,7 @@ class Lexicon:
     def only_stop_words(self, text: str) -> bool:
         """True for text with no word outside `stop_words` (an empty text included)."""
         if self._stop is not None:
-            return _ANY_WORD.search(self._stop.sub(" ", text)) is None
+            return ANY_WORD.search(self._stop.sub(" ", text)) is None
         return all(w.lower().strip("'") in self.stop_words for w in _WORD.findall(text))
 
 
