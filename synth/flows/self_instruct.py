@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
@@ -18,9 +19,10 @@ import polars as pl
 from synth.flows.common import Committed
 from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
 from synth.generators.seeds import load_seed_tasks
+from synth.generators.provenance import Origin
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.prompts import load_template
-from synth.schemas import DatasetConfig, EngineConfig, RunInfo, SeedTask, SelfInstructConfig, run_id
+from synth.schemas import DatasetConfig, EngineConfig, Record, RunInfo, SeedTask, SelfInstructConfig, run_id
 from synth.shards import scan
 
 _TEMPLATES = (
@@ -120,6 +122,51 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
         return f"{spec.data} prompts, {len(batch.extra)} new tasks ({self.run_total(run)})"
 
 
+@dataclass
+class SeedTasksJob:
+    """The seed tasks' own instances, tagged `seed-data`, as one batch of a run of their own: the
+    paper's training data holds the human-written seed instances beside the generated ones."""
+
+    config: SelfInstructConfig
+    seeds: list[SeedTask]
+    run_id: str
+    generator: ClassVar[str] = GENERATOR
+
+    def open(self, run: RunContext) -> str:
+        return f"Seed tasks into {run.dataset.path}"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        if not run.info.state.get("done"):
+            yield Spec(run.info.batches_done)
+
+    def make(self, run: RunContext, spec: Spec) -> Batch:
+        origin = Origin(GENERATOR, self.run_id, self.config.seed)
+        records = [
+            Record(
+                instruction=task.instruction, input=instance.input, output=instance.output,
+                is_classification=task.is_classification, operation="seed", source_id=task.id,
+                tags=["self-instruct", "seed-data"], **origin.fields(spec.batch),
+            )
+            for task in self.seeds
+            for instance in task.instances
+        ]  # fmt: skip
+        return Batch(records, [], {"done": True})
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{len(batch.kept)} seed instances"
+
+    def progress(self, run: RunContext) -> float:
+        return 1.0 if run.info.state.get("done") else 0.0
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        pass
+
+
+def seed_tasks_run_id(config: SelfInstructConfig, seeds: list[SeedTask]) -> str:
+    seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
+    return run_id(GENERATOR, "seed-data", seed_hash, config.seed)
+
+
 def run_self_instruct(
     config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
 ) -> dict[str, Any]:
@@ -128,9 +175,16 @@ def run_self_instruct(
     if (curation := options.get("curation")) is not None and curation.mixture:
         # A mixture is the target: the run ends when every ability has its records.
         config = config.model_copy(update={"num_records": sum(curation.mixture.values())})
-    return run_job(
+    seed_run = None
+    if config.include_seed_tasks and any(s.instances for s in seeds):
+        # First, so that generated instances repeating a seed's are the duplicates, not the seeds.
+        seed_run = seed_tasks_run_id(config, seeds)
+        run_job(SeedTasksJob(config, seeds, seed_run), engine, dataset, **options)
+    summary = run_job(
         SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
     )
+    summary["seed_run"] = seed_run
+    return summary
 
 
 self_instruct_flow = generator_flow("self-instruct", SelfInstructConfig, run_self_instruct, "Self-Instruct")

@@ -41,15 +41,17 @@ from synth.schemas import Message, Outcome, Record, Reject, Sampling, SeedTask, 
 
 GENERATOR = "self_instruct"
 _INSTANCE_PREFILL = {True: "Example 1\nClass label:", False: "Example 1\nInput:"}
-# The paper's prompts let the model decide whether a task needs an input: no "Input:" forced.
-_INSTANCE_PREFILL_FREE = {True: "Example 1\nClass label:", False: "Example 1\n"}
+# The paper's prompts let the model decide whether a task needs an input: no "Input:" forced; its
+# classification examples list "Class label:" blocks without "Example N" heads.
+_INSTANCE_PREFILL_FREE = {True: "Class label:", False: "Example 1\n"}
 _OPEN_ENDED_PREFILL = "Open-ended:"
 _CLASSIFY_PREFILL = "Is it classification?"
 
 
 def _listed(task: str) -> str:
-    """A task as a numbered list shows it: defused, on one line."""
-    return " ".join(defuse(task).split())
+    """A task as a numbered list shows it: defused, on one line, without a trailing colon (as the
+    reference code lists its tasks: a colon there reads as the start of an input)."""
+    return " ".join(defuse(task).split()).rstrip(":：").rstrip()
 
 
 @dataclass
@@ -288,31 +290,21 @@ class SelfInstructGenerator:
         return candidates
 
     def _classify(self, batch: int, out: BatchResult) -> dict[str, bool]:
+        """Each accepted task's verdict. A reply that is not an exact yes makes a generation task,
+        as in the reference code; only a failed engine call is a reject."""
         tasks = out.accepted_tasks
         replies = self.engine.chat([self.classify_request(t, batch, i) for i, t in enumerate(tasks)])
         labels = {}
         for task, reply in zip(tasks, replies, strict=True):
-            verdict = (
-                None
-                if reply.finish_reason == "error"
-                else parse_is_classification(reply.text, self.config.classify_question)
-            )
-            if verdict is None:
-                reason = "engine error" if reply.finish_reason == "error" else "unparseable verdict"
+            if reply.finish_reason == "error":
                 out.rejects.append(
                     self._reject(
-                        batch,
-                        "classification",
-                        reason,
-                        self.t_classify,
-                        instruction=task,
-                        raw=reply.text,
-                        detail=reply.error or "",
-                        demos=out.demos[task],
+                        batch, "classification", "engine error", self.t_classify,
+                        instruction=task, raw=reply.text, detail=reply.error or "", demos=out.demos[task],
                     )
-                )
+                )  # fmt: skip
             else:
-                labels[task] = verdict
+                labels[task] = parse_is_classification(reply.text, self.config.classify_question)
         return labels
 
     def _instances(self, batch: int, labels: dict[str, bool], verdicts: dict, out: BatchResult) -> None:

@@ -19,6 +19,7 @@ _NO_INPUT = {"", "none", "n/a", "na", "(none)", "<noinput>", "no input", "(empty
 _NEW_TASK = re.compile(r"^\s*task\s*\d*\s*[:：]", re.IGNORECASE | re.MULTILINE)
 _YES_NO = re.compile(r"^\W*(?:(yes|no)\b|(是|否))", re.IGNORECASE)
 _LABEL_SPLIT = re.compile(r"^\s*[*\s]*class label\s*[*]*\s*[:：]", re.IGNORECASE | re.MULTILINE)
+_INPUT_MARK = re.compile(r"^\s*[*\s]*input\s*[*]*\s*[:：]\s*[*]*", re.IGNORECASE)
 
 
 def _clean(text: str) -> str:
@@ -44,17 +45,22 @@ def parse_task_list(text: str) -> list[str]:
     return [t for t in (_clean(" ".join(parts)) for parts in tasks) if t]
 
 
-def parse_is_classification(text: str, question: str = "classification") -> bool | None:
-    """The verdict after "Is it classification?" ("yes": a classification task) or, with
-    `question="open-ended"`, after "Open-ended:" ("no": a classification task).
+_CLASSIFICATION_YES = frozenset({"Yes", "yes", "YES", "是"})
 
-    Only a reply whose first word is exactly yes or no (or 是 / 否) counts ("not sure", "nope" do not); anything
-    else is None (unparseable), never a guess.
+
+def parse_is_classification(text: str, question: str = "classification") -> bool:
+    """The verdict after "Is it classification?" or, with `question="open-ended"`, after
+    "Open-ended:".
+
+    As in the reference code, only an exact answer counts, after stripping whitespace: "Yes" (or
+    "yes", "YES"; "是" in Chinese) makes a classification task, and anything else ("No", "Yes.",
+    an empty or garbled reply) a generation task, which still gets instances. Asked the inverted
+    way, only an exact "no" (or "否") makes a classification task.
     """
-    if m := _YES_NO.match(text):
-        yes = m.group(1).lower() == "yes" if m.group(1) else m.group(2) == "是"
-        return yes == (question == "classification")
-    return None
+    answer = text.strip()
+    if question == "classification":
+        return answer in _CLASSIFICATION_YES
+    return answer in {"No", "no", "NO", "否"}
 
 
 def _fields(chunk: str) -> dict[str, str]:
@@ -73,17 +79,23 @@ def _examples(text: str) -> list[str]:
     return parts or [text]
 
 
-def _label_blocks(chunk: str) -> list[str]:
-    """An output-first example holding several "Class label:" blocks without "Example N" heads
-    (as the paper's own prompts write them) split into one block per label."""
-    starts = [m.start() for m in _LABEL_SPLIT.finditer(chunk)]
-    if len(starts) < 2:
-        return [chunk]
-    return [chunk[a:b] for a, b in zip(starts, [*starts[1:], len(chunk)], strict=True)]
-
-
 def _input(value: str) -> str:
     return "" if value.strip().lower() in _NO_INPUT else value.strip()
+
+
+def _label_instances(text: str) -> list[tuple[str, str]]:
+    """Output-first instances, read as the reference code reads them: the text after each
+    "Class label:" holds the label on its first line and the input on the lines after it (a
+    leading "Input:" marker dropped); a label with nothing after it is an instance with an empty
+    input (a task that needs none)."""
+    text = _EXAMPLE_HEAD.sub("", text)
+    marks = list(_LABEL_SPLIT.finditer(text))
+    pairs = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        label, _, rest = text[m.end() : end].strip().partition("\n")
+        pairs.append((_input(_INPUT_MARK.sub("", rest.strip(), count=1)), _clean(label)))
+    return pairs
 
 
 def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
@@ -91,61 +103,61 @@ def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
 
     Input-first replies hold `Input:` then `Output:` per example; a reply without any field markers
     is taken as the output of a task that needs no input. Output-first replies hold
-    `Class label:` then `Input:`; the label is the output.
+    `Class label:` then the input; the label is the output.
     """
     if m := _NEW_TASK.search(text):
         text = text[: m.start()]
-    pairs = []
-    chunks = _examples(text)
     if classification:
-        chunks = [block for chunk in chunks for block in _label_blocks(chunk)]
-    for chunk in chunks:
+        return _label_instances(text)
+    pairs = []
+    for chunk in _examples(text):
         f = _fields(chunk)
-        if classification:
-            if "label" in f and "input" in f:
-                pairs.append((_input(f["input"]), _clean(f["label"])))
-        elif "output" in f:
+        if "output" in f:
             pairs.append((_input(f.get("input", "")), f["output"].strip()))
         elif not f and chunk.strip() and len(_examples(text)) == 1:
             pairs.append(("", chunk.strip()))
     return pairs
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def instance_reasons(pairs: Sequence[tuple[str, str]], limit: int) -> list[str | None]:
     """Why each (input, output) instance of one task is dropped, or None to keep it.
 
-    The reference code's rules: an empty output; an output equal to the input; an input or output
-    ending with a colon (an unfinished generation); when one non-empty input is given different
-    outputs, every instance of the task goes (a task without input may have several outputs); an
-    exact repeat of an earlier instance; and at most `limit` instances (the first ones) per task.
+    The reference code's rules, in its order and comparing texts exactly (after stripping
+    whitespace): first each instance on its own (an empty output; an output equal to the input; an
+    input or output ending with a colon, an unfinished generation), then, among the instances
+    still valid, a non-empty input given different outputs drops every instance of the task (a
+    task without input may have several outputs), and an exact repeat of an earlier instance goes.
+    At most `limit` instances (the first ones) are kept per task.
     """
-    outputs_by_input: dict[str, set[str]] = {}
-    for inp, outp in pairs:
-        outputs_by_input.setdefault(_norm(inp), set()).add(_norm(outp))
-    conflict = any(inp and len(outs) > 1 for inp, outs in outputs_by_input.items())
     reasons: list[str | None] = []
+    for inp, outp in pairs:
+        inp, outp = inp.strip(), outp.strip()
+        if inp == outp:
+            reasons.append("empty output" if not outp else "output equals input")
+        elif not outp:
+            reasons.append("empty output")
+        elif inp.endswith(":") or outp.endswith(":"):
+            reasons.append("ends with a colon (unfinished)")
+        else:
+            reasons.append(None)
+    outputs_by_input: dict[str, set[str]] = {}
+    for (inp, outp), reason in zip(pairs, reasons, strict=True):
+        if reason is None:
+            outputs_by_input.setdefault(inp.strip(), set()).add(outp.strip())
+    conflict = any(inp and len(outs) > 1 for inp, outs in outputs_by_input.items())
     seen: set[tuple[str, str]] = set()
     kept = 0
-    for inp, outp in pairs:
-        key = (_norm(inp), _norm(outp))
-        if not outp.strip():
-            reasons.append("empty output")
-        elif key[0] and key[0] == key[1]:
-            reasons.append("output equals input")
-        elif inp.strip().endswith(":") or outp.strip().endswith(":"):
-            reasons.append("ends with a colon (unfinished)")
-        elif conflict:
-            reasons.append("conflicting outputs for one input")
+    for i, (inp, outp) in enumerate(pairs):
+        if reasons[i] is not None:
+            continue
+        key = (inp.strip(), outp.strip())
+        if conflict:
+            reasons[i] = "conflicting outputs for one input"
         elif key in seen:
-            reasons.append("duplicate instance")
+            reasons[i] = "duplicate instance"
         elif kept >= limit:
-            reasons.append("over the per-task instance limit")
+            reasons[i] = "over the per-task instance limit"
         else:
             kept += 1
-            reasons.append(None)
         seen.add(key)
     return reasons

@@ -68,7 +68,7 @@ def test_classification_is_asked_the_papers_way_with_a_balanced_example_list(scr
     prompt = request.messages[0].content
     assert prompt.rstrip().endswith("Task: Tell whether the review is positive")
     yes, no = prompt.count("Is it classification? Yes"), prompt.count("Is it classification? No")
-    assert yes == no >= 15  # about thirty examples, as many of each
+    assert (yes, no) == (12, 19)  # the reference's list: 31 tasks, 12 of them classification tasks
     assert request.prefill == "Is it classification?"
     assert request.stop == ["\n", "Task"]
     assert (request.sampling.temperature, request.sampling.max_tokens) == (0.0, 3)
@@ -99,18 +99,30 @@ def test_paper_profile_pins_the_reference_settings():
     assert SelfInstructConfig(profile="small-model", instances_per_task=3).instances_per_task == 3  # explicit wins
 
 
-def test_instance_prompts_show_several_examples_per_task_for_both_kinds(script):
+def _demo_tasks(request: ChatRequest) -> list[str]:
+    """The worked tasks an instance prompt shows before the task asked about."""
+    return request.messages[0].content.split("\n\nTask: ")[1:-1]
+
+
+def test_instance_prompts_show_the_references_number_of_worked_tasks_and_both_branches(script):
     gen = make(script)
     cls = gen.instance_request("Label the mood", True, 0, 0)
     gen_ = gen.instance_request("Explain gravity", False, 0, 1)
-    assert cls.tag == "self_instruct_instances_output_first" and cls.prefill.endswith("Class label:")
+    assert cls.tag == "self_instruct_instances_output_first" and cls.prefill == "Class label:"
     assert gen_.tag == "self_instruct_instances_input_first" and gen_.prefill == "Example 1\n"
     for request in (cls, gen_):
-        demos = request.messages[0].content.split("\n\nTask: ")[:-1]
-        assert max(d.count("\nExample ") for d in demos) >= 2  # a demo task with several examples
-        assert "at most 5 examples" in request.messages[0].content
+        assert request.messages[0].content.rstrip().endswith("\n\nTask: " + request.messages[0].content.split("Task: ")[-1])
         assert request.stop == ["\nTask:", "Example 6"]
-    assert "Class label:" in cls.messages[0].content.split("Task: Label the mood")[0]
+    output_first, input_first = _demo_tasks(cls), _demo_tasks(gen_)
+    assert (len(output_first), len(input_first)) == (16, 11)  # the reference's 16 and 11
+    # output-first: a label and its input for every label shown; only the label without input
+    labels_only = [d for d in output_first if "Input:" not in d]
+    assert len(labels_only) >= 2 and all(d.count("Class label:") >= 1 for d in labels_only)
+    assert max(d.count("Class label:") for d in output_first) >= 3
+    assert not any("Example " in d for d in output_first)  # label blocks, no "Example N" heads
+    # input-first: several examples per task, and the output alone for a task without input
+    assert max(d.count("Example ") for d in input_first) >= 2
+    assert sum(1 for d in input_first if "Input:" not in d and "\nOutput:" in d) >= 3
 
 
 def test_small_model_instance_prompts_force_an_input_field(script):
@@ -153,20 +165,46 @@ def test_task_list_parsing_handles_numbering_styles_continuations_and_preamble()
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        (" no", False),
-        (" yes", True),
-        ("No.", False),
-        ("YES, it is", True),
-        (" not sure", None),
-        ("nope", None),
-        ("", None),
-        ("maybe", None),
+        (" Yes", True),
+        ("yes", True),
+        (" YES\n", True),
+        (" No", False),
+        ("Yes.", False),  # the reference compares the whole reply: "Yes." is not "Yes"
+        ("YES, it is", False),
+        (" not sure", False),
+        ("", False),
     ],
 )
-def test_classification_verdict_is_parsed_strictly(reply, expected):
+def test_only_an_exact_yes_makes_a_classification_task_as_in_the_reference(reply, expected):
     assert parse_is_classification(reply) is expected
-    inverted = None if expected is None else not expected
-    assert parse_is_classification(reply, "open-ended") is inverted
+
+
+@pytest.mark.parametrize(("reply", "expected"), [(" no", True), ("No", True), (" yes", False), ("No.", False), ("", False)])
+def test_the_inverted_question_takes_only_an_exact_no_as_classification(reply, expected):
+    assert parse_is_classification(reply, "open-ended") is expected
+
+
+def test_an_unreadable_verdict_makes_a_generation_task_that_still_gets_instances(script):
+    def responder(request: ChatRequest) -> str:
+        if request.tag == "self_instruct_classify":
+            return " Maybe."
+        return script(request)
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    assert not [r for r in result.rejects if r.stage == "classification"]
+    assert {r.instruction for r in result.kept} == set(result.accepted_tasks)
+    assert {r.is_classification for r in result.kept} == {False}
+    assert {r.template for r in result.kept} == {"self_instruct_instances_input_first"}
+
+
+def test_the_task_prompt_is_a_plain_request_and_lists_tasks_without_a_trailing_colon(script):
+    gen = make(script)
+    gen.add_to_pool(["Summarize the letter below:", "Translate the sentence into French :"])
+    request = gen.task_request(random.Random(0), 0, 0)
+    assert request.messages[0].content == "Write a series of tasks:"
+    listed = listed_tasks(request)
+    assert "Summarize the letter below" in listed and "Translate the sentence into French" in listed
+    assert not any(t.endswith(":") for t in listed)
 
 
 def test_input_first_instances_parse_with_empty_inputs_and_stop_at_a_new_task():
@@ -177,6 +215,18 @@ def test_input_first_instances_parse_with_empty_inputs_and_stop_at_a_new_task():
 def test_reply_without_fields_is_the_output_of_a_task_without_input():
     assert parse_instances("Example 1\nInput: The sky is blue because of scattering.", False) == []
     assert parse_instances("Light scatters off air molecules.", False) == [("", "Light scatters off air molecules.")]
+
+
+def test_a_class_label_without_an_input_is_an_instance_with_an_empty_input():
+    assert parse_instances("Class label: Montreal", classification=True) == [("", "Montreal")]
+    text = "Class label: Yes\nClass label: No\nInput: It rained all day."
+    assert parse_instances(text, classification=True) == [("", "Yes"), ("It rained all day.", "No")]
+    # the first line after the label is the label, the rest the input, whatever its field name
+    text = "Class label: Linear\nEquation: y = 2x + 5\nClass label: Quadratic\nEquation: y = x^2"
+    assert parse_instances(text, classification=True) == [
+        ("Equation: y = 2x + 5", "Linear"),
+        ("Equation: y = x^2", "Quadratic"),
+    ]
 
 
 def test_output_first_instances_take_the_label_as_output():
@@ -191,7 +241,7 @@ def test_output_first_instances_take_the_label_as_output():
 def test_instance_filters_name_each_rule():
     pairs = [
         ("a", ""),  # empty output
-        ("same", "Same"),  # output equals input
+        ("same", "same"),  # output equals input
         ("Text:", "fine"),  # the input ends with a colon: unfinished
         ("b", "Answer:"),  # the output ends with a colon: unfinished
         ("x", "y"),
@@ -214,6 +264,17 @@ def test_instance_filters_name_each_rule():
 def test_one_input_with_conflicting_outputs_drops_every_instance_of_the_task():
     pairs = [("x", "y"), ("q", "one"), ("q", "two"), ("z", "w")]
     assert instance_reasons(pairs, limit=5) == ["conflicting outputs for one input"] * 4
+
+
+def test_only_valid_instances_count_towards_a_conflict():
+    # ("x", "x:") is invalid on its own (unfinished), so it gives "x" no second output
+    assert instance_reasons([("x", "y"), ("x", "x:")], limit=5) == [None, "ends with a colon (unfinished)"]
+    assert instance_reasons([("x", "y"), ("x", "x")], limit=5) == [None, "output equals input"]
+
+
+def test_instances_are_compared_exactly_as_the_reference_does():
+    # different case is a different text: neither equal to the input nor a repeat
+    assert instance_reasons([("same", "Same"), ("q", "a"), ("q ", "a")], limit=5) == [None, None, "duplicate instance"]
 
 
 def test_a_task_without_input_keeps_its_different_outputs():
@@ -355,16 +416,16 @@ def test_unparseable_and_failed_replies_become_rejects_keeping_the_raw_text(scri
     assert all(r.detail == "boom" for r in result.rejects if r.stage == "engine")
 
 
-def test_unparseable_classification_is_a_reject_not_a_guess(script):
-    def responder(request: ChatRequest) -> str:
+def test_a_failed_classification_call_is_a_reject_with_the_engine_error(script):
+    def responder(request: ChatRequest):
         if request.tag == "self_instruct_classify":
-            return " it depends"
+            return Completion(text="", finish_reason="error", error="context too long")
         return script(request)
 
     result = make(responder, prompts_per_batch=1).run_batch(0)
     assert result.kept == []
-    assert {(r.stage, r.reason, r.raw) for r in result.rejects} == {
-        ("classification", "unparseable verdict", " it depends")
+    assert {(r.stage, r.reason, r.detail) for r in result.rejects} == {
+        ("classification", "engine error", "context too long")
     }
     assert len(result.rejects) == len(result.accepted_tasks) == 3
 
