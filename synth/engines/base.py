@@ -124,6 +124,14 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def context_length(engine: object) -> int | None:
+    """How many tokens the engine's model takes, prompt and reply together, where the engine knows
+    (in-process vLLM: `max_model_len`); None where it does not (a server, a scripted engine)."""
+    get = getattr(engine, "context_length", None)
+    value = get() if callable(get) else None
+    return value if isinstance(value, int) else None
+
+
 # A file named here (set by `synth.flows.api.prepare_process` in quiet mode) receives what a model
 # runtime's processes print while they start: native warnings and loading bars from processes this
 # one starts, which Python's warning filters and log levels cannot reach.
@@ -228,6 +236,9 @@ class Metered:
     def chat_template(self) -> Any:
         get = getattr(self.engine, "chat_template", None)
         return get() if callable(get) else None
+
+    def context_length(self) -> int | None:
+        return context_length(self.engine)
 
     def take(self, into: dict[str, Any] | None = None, batch: int | None = None) -> dict[str, Any]:
         """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new

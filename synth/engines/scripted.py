@@ -42,8 +42,13 @@ class ScriptedEngine:
     model_name: str = "scripted"
     template: ChatTemplate | None = None
     scorer: Scorer = word_logprobs
+    max_model_len: int | None = None  # a context length to report (Magpie tests script one)
     calls: list[list[ChatRequest]] = field(default_factory=list, init=False, repr=False)
     scored: list[list[ContinuationRequest]] = field(default_factory=list, init=False, repr=False)
+
+    def context_length(self) -> int | None:
+        """The context length given to it, if any."""
+        return self.max_model_len
 
     def chat_template(self) -> ChatTemplate | None:
         """The chat template given to it, if any (Magpie tests script one)."""

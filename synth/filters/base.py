@@ -47,6 +47,9 @@ class ChainResult(Outcome):
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+RECORD_RULE_STAGES = frozenset({"heuristic", "language", "decontamination"})
+
+
 class FilterChain:
     """Filters applied in order; each sees only what the ones before it kept."""
 
@@ -63,6 +66,13 @@ class FilterChain:
             kept = result.kept
             rejects.extend(result.rejects)
         return ChainResult(kept, rejects, count_reasons(rejects))
+
+    def rules(self) -> FilterChain:
+        """The chain's record rules alone: filters that judge a record by its own text and keep no
+        state (heuristics, language, decontamination), so applying them twice gives the same
+        answer and changes nothing. A generator that builds on its own records within a batch
+        (Evol-Instruct's rounds) screens each round with these, before its records are built on."""
+        return FilterChain([f for f in self.filters if getattr(f, "stage", "") in RECORD_RULE_STAGES])
 
     def commit(self) -> None:
         """The last applied batches are in the dataset: what the filters staged is now theirs."""

@@ -38,7 +38,7 @@ def check_inputs(config: BacktranslationConfig, dataset: str | Path) -> None:
     """Read the seed pairs and open the corpus (its schema, no document yet), so a bad file fails
     naming it before any model loads."""
     if config.seeds is not None:
-        load_seed_pairs(config.seeds, config.language)
+        load_seed_pairs(config.seeds, config.language, training=config.self_train is not None)
     read_documents(config.docs, config.text_field)
 
 

@@ -28,6 +28,7 @@ from synth.shards import DatasetError, DatasetWriter
 from synth.shards.files import json_line, utf8_lines
 from synth.shards.layout import MANIFEST
 from synth.shards.read import checked_path, scan
+from synth.text import control_problem
 
 
 def build_chain(
@@ -36,17 +37,19 @@ def build_chain(
     engine: Engine | None = None,
     rebuild_index: bool = False,
     language: str = "en",
+    profile: str | None = None,
 ) -> tuple[FilterChain, Index | None]:
     """The chain, cheap first, with dedup indexes holding the dataset's kept records. `language`
     is the run's: the heuristics' phrase lists and the language check follow it unless the config
-    sets them.
+    sets them. `profile` is the generator's, for a generator's run: in `paper` the heuristics are
+    off unless the config turns them on (the method's own filters ran while it generated).
 
     Returns the MinHash index too, so the caller can persist it (`index.sync(dataset)`) once the
     batch's records are committed.
     """
     filters: list[Filter] = []
     data_language = config.data_language(language)
-    if config.heuristics.enabled:
+    if config.runs_heuristics(profile):
         heuristics = config.heuristics
         if heuristics.language is None:
             heuristics = heuristics.model_copy(update={"language": data_language})
@@ -143,6 +146,11 @@ def records_from_file(path: str | Path) -> list[Record]:
         ):
             if ins is None or out is None:
                 raise CurationInputError(f"{file}: row {number}: empty 'instruction' or 'output'")
+            for column, value in (("instruction", ins), ("input", inp), ("output", out)):
+                if problem := control_problem(value or ""):
+                    raise CurationInputError(
+                        f"{file}: row {number}: column '{column}' holds a {problem}; only text, tabs and line breaks are read"
+                    )
             rows.append((ins, inp, out, sid, number))
     elif file.suffix == ".jsonl":
         for number, line in utf8_lines(file, CurationInputError):

@@ -78,7 +78,7 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
         return f"Evol-Instruct into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
-        result = self.gen.run_chunk(spec.batch, spec.data)
+        result = self.gen.run_chunk(spec.batch, spec.data, screen=run.chain.rules())
         return self.counted(result, {str(k): f.as_dict() for k, f in result.rounds.items()})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:

@@ -7,6 +7,7 @@ batch is sized from the run's yield so far, so the last one does not overshoot m
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, gene
 from synth.generators.magpie import GENERATOR, MagpieGenerator
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
+
+
+_log = logging.getLogger(__name__)
 
 
 def check_inputs(config: MagpieConfig, dataset: str | Path) -> None:
@@ -46,6 +50,8 @@ class MagpieJob(TargetJob[MagpieGenerator]):
 
     def open(self, run: RunContext) -> str:
         self._gen = MagpieGenerator(self.config, run.engine, run_id=self.run_id)
+        if note := self._gen.budget.describe():
+            _log.info("Magpie: %s", note)
         return f"Magpie into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def size(self, info: RunInfo) -> int:
@@ -57,6 +63,16 @@ class MagpieJob(TargetJob[MagpieGenerator]):
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{spec.data} conversations ({self.run_total(run)})"
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        super().finish(run, summary)
+        budget = self.gen.budget
+        summary["turn_budget"] = {
+            "query_tokens": budget.query_tokens,
+            "response_tokens": budget.response_tokens,
+            "scaled": budget.scaled,
+            "note": budget.describe(),
+        }
 
 
 def run_magpie(

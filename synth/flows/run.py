@@ -164,17 +164,58 @@ class ChunkedJob(Built[G]):
             summary[self.counts_key] = run.info.state.get(self.counts_key, {})
 
 
+# A run without a budget of its own (`max_batches` unset) ends early only when this many batches
+# in a row keep no record. Ten: a healthy run rarely keeps nothing in one batch (Self-Instruct's
+# default 16 prompts ask for over a hundred tasks; Magpie's 64 conversations), so ten in a row say
+# that the model, the prompts or the curation reject everything, or that the pool is exhausted,
+# while a few empty batches from a flaky server or a run of tiny batches do not end the run; and
+# ten wasted batches cost minutes, not hours.
+STALL_BATCHES = 10
+
+
 @dataclass
 class TargetJob(Built[G]):
-    """A job that makes batches until the config's `num_records` are kept or its `max_batches`
-    are made; its progress is the share of the target kept. Subclasses build the generator
-    (`open`), size the next batch from the committed run (`size`) and make it (`make`)."""
+    """A job that makes batches until the config's `num_records` are kept; its progress is the
+    share of the target kept. It stops before the target only on a budget the user set
+    (`max_batches`) or on a stall (`STALL_BATCHES` batches in a row that kept nothing), and says
+    which in `stopped` (also the summary's `stopped`, and a warning in the run's log). Subclasses
+    build the generator (`open`), size the next batch from the committed run (`size`) and make
+    it (`make`)."""
 
-    config: Any  # a config with `num_records` and `max_batches`
+    config: Any  # a config with `num_records` and `max_batches` (None: no budget)
+    stopped: str = field(default="", init=False)
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
-        while run.info.kept < self.config.num_records and run.info.batches_done < self.config.max_batches:
+        # Counted over this session's batches: a resumed run that had stalled tries again. The
+        # loop asks for the next batch only once the one before has committed (these jobs are
+        # not pipelined), so the kept count read here includes it.
+        empty = 0
+        while not (why := self._stop(run.info, empty)):
+            before = run.info.kept
             yield Spec(run.info.batches_done, self.size(run.info))
+            empty = empty + 1 if run.info.kept == before else 0
+        self.stopped = why
+        if why != "target":
+            _logger().warning("run stopped before its target: %s", self.stop_line(run.info))
+
+    def _stop(self, info: RunInfo, empty: int) -> str:
+        if info.kept >= self.config.num_records:
+            return "target"
+        budget = self.config.max_batches
+        if budget is not None and info.batches_done >= budget:
+            return "budget"
+        if empty >= STALL_BATCHES:
+            return "stalled"
+        return ""
+
+    def stop_line(self, info: RunInfo) -> str:
+        """Why the run ended, in words."""
+        kept = f"{info.kept} of {self.config.num_records} records kept"
+        if self.stopped == "budget":
+            return f"the batch budget the config sets (max_batches {self.config.max_batches}) is spent; {kept}"
+        if self.stopped == "stalled":
+            return f"stalled: the last {STALL_BATCHES} batches kept no record; {kept}"
+        return f"target reached: {kept}"
 
     def size(self, info: RunInfo) -> int:
         """The next batch's size (what its `Spec.data` holds), from the committed run."""
@@ -189,6 +230,7 @@ class TargetJob(Built[G]):
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         summary["reached_target"] = run.info.kept >= self.config.num_records
+        summary["stopped"] = self.stop_line(run.info)
 
 
 class Job(Protocol):
@@ -245,8 +287,8 @@ def run_batch(job: Job, run: RunContext, spec: Spec) -> list[str]:
 class RunOptions(TypedDict, total=False):
     """What every generator's run takes besides its config, engine config and dataset.
 
-    - `curation`: the chain each batch passes before it is written (default: heuristics, exact and
-      near dedup).
+    - `curation`: the chain each batch passes before it is written (default: exact and near dedup,
+      plus the heuristics in profiles other than `paper`).
     - `model`: a live engine to use instead of the one built from the engine config (tests pass a
       scripted one; the engine config still names the model in the run id).
     - `batch_retries`: how often a batch whose engine calls fail is retried, with backoff (default
@@ -269,7 +311,10 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
         live = Metered(model or get_engine(engine))  # counts the tokens each batch uses
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
         language = getattr(job.config, "language", "en")
-        chain, index = build_chain(curation or CurationConfig(), dataset.path, engine=live, language=language)
+        profile = getattr(job.config, "profile", "paper")
+        chain, index = build_chain(
+            curation or CurationConfig(), dataset.path, engine=live, language=language, profile=profile
+        )
         run = RunContext(writer, job.run_id, dataset, live, chain, index)
         progress = Progress(job.open(run))
         pace = Pace(job.progress(run), run.info.state.get("tokens", {}))

@@ -45,6 +45,7 @@ from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Progress, run_summary, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.evol_instruct import effective_config, evol_run_id, merge_rounds
+from synth.flows.run import STALL_BATCHES
 from synth.flows.self_instruct import accepted_tasks, prompts_for_batch, self_instruct_run_id
 from synth.generators.evol_instruct import GENERATOR as EVOL
 from synth.generators.evol_instruct import EvolInstructGenerator
@@ -97,7 +98,10 @@ def _chain(job: BatchJob) -> FilterChain:
     key = json.dumps([job.dataset, job.run_id, job.curation.model_dump(mode="json"), job.engine.model_dump()])
     if key not in _chains:
         language = job.config.get("language", "en")
-        _chains[key] = build_chain(job.curation, job.dataset, engine=get_engine(job.engine), language=language)[0]
+        profile = job.config.get("profile", "paper")
+        _chains[key] = build_chain(
+            job.curation, job.dataset, engine=get_engine(job.engine), language=language, profile=profile
+        )[0]
     return _chains[key]
 
 
@@ -245,15 +249,17 @@ def run_self_instruct_on_ray(
         pool = accepted_tasks(dataset.path, rid)
         progress = Progress(f"Self-Instruct on Ray into {dataset.path}: records kept of {config.num_records}")
         futures: dict[int, Any] = {}
+        # No budget unless the config sets one; a stall (as in `TargetJob`) ends the run early.
+        budget = config.max_batches if config.max_batches is not None else float("inf")
+        empty = 0
         while True:
             run = writer.manifest.runs[rid]
             progress.update(run.kept / config.num_records)
-            done = run.kept >= config.num_records or run.batches_done >= config.max_batches
-            if done:
+            if run.kept >= config.num_records or run.batches_done >= budget or empty >= STALL_BATCHES:
                 break
             # Keep the pipeline full: batches after the last submitted one, up to `workers` ahead.
             nxt = max([run.batches_done - 1, *futures]) + 1
-            while len(futures) < runner.workers and nxt < config.max_batches:
+            while len(futures) < runner.workers and nxt < budget:
                 prompts = prompts_for_batch(config, run.kept, run.state.get("prompts_sent", 0))
                 job = BatchJob(
                     generator="self_instruct", config=config.model_dump(mode="json"), engine=engine,
@@ -268,6 +274,7 @@ def run_self_instruct_on_ray(
             staged = read_staged(path)
             meta = staged[2]
             _commit(writer, rid, batch, path, staged, {**run.state, "prompts_sent": sent + meta["prompts"]})
+            empty = empty + 1 if writer.manifest.runs[rid].kept == run.kept else 0
             pool = [*pool, *meta["accepted_tasks"]]
         for future in futures.values():
             future.wait()

@@ -213,7 +213,7 @@ def run_self_training(
     fit: Trainer = trainer
     loop = config.self_train or SelfTrainConfig()
     work = Path(loop.work or f"{dataset.path}.self-train").absolute()
-    seeds = load_seed_pairs(config.seeds, config.language)
+    seeds = load_seed_pairs(config.seeds, config.language, training=True)
     base = engine.model if isinstance(engine, VLLMEngineConfig) else None
 
     def model(name: str, direction: str, examples: list[Example]) -> Path:
@@ -236,12 +236,13 @@ def run_self_training(
         return report.key if report is not None else str(folder)
 
     def finish(grader: Path) -> str:  # the seed pairs into the output, as a run of their own
-        rid = run_id(GENERATOR, "seed-data", seeds.digest(), loop.seed_system)
-        run_job(SeedJob(config, seeds.pairs, rid, loop.seed_system), serve(grader), dataset, curation=curation)
+        rid = run_id(GENERATOR, "seed-data", seeds.training_digest(), loop.seed_system)
+        run_job(SeedJob(config, seeds.training, rid, loop.seed_system), serve(grader), dataset, curation=curation)
         return rid
 
-    seed_data = [Example(instruction=i, output=o, system=loop.seed_system) for i, o in seeds.pairs]
-    backward = model("backward", "backward", [Example(instruction=i, output=o) for i, o in seeds.pairs])
+    # Every seed pair trains (the demo rules are about what a prompt shows; these models see no demos).
+    seed_data = [Example(instruction=i, output=o, system=loop.seed_system) for i, o in seeds.training]
+    backward = model("backward", "backward", [Example(instruction=i, output=o) for i, o in seeds.training])
     graders = [model("m0", "forward", seed_data)]
     last = loop.iterations == 0
     target = dataset if last else at(work / "iteration-0")

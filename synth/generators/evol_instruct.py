@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.engines import ChatRequest, Engine
+from synth.filters.base import FilterChain
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
 from synth.filters.novelty import snippet
 from synth.generators.provenance import Origin, request_seed
@@ -188,6 +189,7 @@ class EvolInstructGenerator:
         weights = config.operation_weights
         self.weights = [weights.get(op, 0.0) for op in OPERATIONS]
         self._extra = config.extra_eliminations
+        self._screen: FilterChain | None = None
 
     def choose(self, rng: random.Random) -> str:
         """One operation, by weight; every operation applies to any instruction."""
@@ -211,8 +213,13 @@ class EvolInstructGenerator:
             request.stop = list(SECTION_LABELS)
         return request
 
-    def run_chunk(self, chunk: int, items: Sequence[Example]) -> EvolResult:
-        """Round 0 (with `include_source`), then all rounds for `items`; the pool starts as the items."""
+    def run_chunk(self, chunk: int, items: Sequence[Example], screen: FilterChain | None = None) -> EvolResult:
+        """Round 0 (with `include_source`), then all rounds for `items`; the pool starts as the items.
+
+        `screen` (the curation chain's record rules) judges each round's records before the next
+        round builds on them: a record it drops is a reject, and its parent stays in the pool, as
+        for an eliminated evolution."""
+        self._screen = screen
         out = EvolResult()
         pool, sources = [], []
         for i in items:
@@ -250,6 +257,7 @@ class EvolInstructGenerator:
             for k in unanswered
         ]
         replies = dict(zip(unanswered, self.engine.chat(requests) if requests else [], strict=True))
+        written: list[Record] = []
         for k, source in enumerate(sources):
             reply = replies.get(k)
             fields = self._source_fields(chunk, source, generated=reply is not None)
@@ -279,10 +287,22 @@ class EvolInstructGenerator:
                     continue
                 tags += ["cut-off"] if reply.finish_reason == "length" else []
             # A content id, like every record's: source ids need not be unique across sources.
-            out.kept.append(
+            written.append(
                 Record(instruction=source.instruction, input=source.input, output=output, tags=tags, **fields)
             )
+        for record in self._screened(written, funnel, out):
+            out.kept.append(record)
             funnel.evolved += 1
+
+    def _screened(self, records: list[Record], funnel: RoundFunnel, out: EvolResult) -> list[Record]:
+        """`records` that pass the screen; the others become its rejects, counted in the funnel."""
+        if self._screen is None or not records:
+            return records
+        result = self._screen.apply(records)
+        for reject in result.rejects:
+            funnel.eliminated[f"{reject.stage}: {reject.reason}"] += 1
+        out.rejects.extend(result.rejects)
+        return result.kept
 
     def _source_fields(self, chunk: int, source: Example, generated: bool) -> dict:
         """Provenance of a round-0 example; model, sampling and template only where the model wrote the output."""
@@ -353,6 +373,8 @@ class EvolInstructGenerator:
             self._request(self.t_response, "response_sampling", (*where[i], "response"), instruction=defuse(evolved))
             for i, evolved in gained
         ]
+        made: dict[int, int] = {}  # a record (the object's id: two may share content) -> its pool slot
+        records: list[Record] = []
         for (i, evolved), reply in zip(gained, self.engine.chat(answer), strict=True):
             response = reply.text.strip()
             if reply.finish_reason == "error":
@@ -363,9 +385,14 @@ class EvolInstructGenerator:
                 record = self._record(
                     chunk, rnd, pool[i], ops[i], evolved, response, cut=reply.finish_reason == "length"
                 )
-                out.kept.append(record)
-                funnel.evolved += 1
-                next_pool[i] = PoolItem(record.id, evolved, root_id=pool[i].root_id, depth=pool[i].depth + 1)
+                made[id(record)] = i
+                records.append(record)
+        # Only a record the curation rules keep replaces its parent in the pool.
+        for record in self._screened(records, funnel, out):
+            i = made[id(record)]
+            out.kept.append(record)
+            funnel.evolved += 1
+            next_pool[i] = PoolItem(record.id, record.instruction, root_id=pool[i].root_id, depth=pool[i].depth + 1)
         return next_pool
 
     def _common(self, chunk: int, rnd: int, parent: PoolItem, op: str) -> dict:

@@ -21,9 +21,10 @@ Nothing", 2024.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from synth.engines import ChatRequest, Engine
-from synth.engines.base import ChatTemplate, Completion
+from synth.engines.base import ChatTemplate, Completion, context_length
 from synth.filters.tokens import words
 from synth.generators.provenance import Origin, request_seed
 from synth.schemas import Message, Outcome, Record, Reject, Sampling
@@ -52,12 +53,54 @@ def template_of(engine: Engine, config: MagpieConfig) -> ChatTemplate | None:
     return template
 
 
+# Room for a chat template's own tokens around each message (role markers, turn ends); SmolLM2's
+# and Llama 3's take under ten tokens a message.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+
+
+@dataclass(frozen=True)
+class TurnBudget:
+    """The token limits of each turn's user message and response, and whether they were scaled down
+    from the configured ones to fit a conversation of `turns` turns into the model's context."""
+
+    query_tokens: int
+    response_tokens: int
+    scaled: bool = False
+    context: int | None = None
+
+    def describe(self) -> str:
+        if not self.scaled:
+            return ""
+        return (
+            f"per-turn token limits scaled to fit the model's context of {self.context} tokens: "
+            f"user messages up to {self.query_tokens}, responses up to {self.response_tokens}"
+        )
+
+
+def turn_budget(config: MagpieConfig, context: int | None) -> TurnBudget:
+    """The configured per-turn limits (the paper's), or, for a multi-turn conversation that would
+    not fit `context` tokens at those limits, the same limits scaled down in proportion so that its
+    last response still fits (the system prompt counted at about three characters a token)."""
+    q, r = config.query_sampling.max_tokens, config.response_sampling.max_tokens
+    if context is None or config.turns == 1:
+        return TurnBudget(q, r)
+    fixed = len(config.system_prompt) // 3 + TEMPLATE_TOKENS_PER_MESSAGE * (2 * config.turns + 1)
+    room = context - fixed
+    if config.turns * (q + r) <= room:
+        return TurnBudget(q, r, context=context)
+    if room < 2 * config.turns * 8:
+        raise MagpieError(f"{config.turns} turns cannot fit the model's context of {context} tokens; use fewer turns")
+    share = room / (config.turns * (q + r))
+    return TurnBudget(max(8, int(q * share)), max(8, int(r * share)), scaled=True, context=context)
+
+
 class MagpieGenerator:
     """Makes one batch of Magpie conversations at a time."""
 
     def __init__(self, config: MagpieConfig, engine: Engine, run_id: str = "") -> None:
         self.config = config
         self.engine = engine
+        self.budget = turn_budget(config, context_length(engine))
         self.template = template_of(engine, config)
         self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
         stops = ["\n"] if config.stop_at_newline else []
@@ -72,7 +115,8 @@ class MagpieGenerator:
         return self.template.pre_query(conversation)
 
     def _sampling(self, base: Sampling, *where: object) -> Sampling:
-        return base.model_copy(update={"seed": request_seed(self.config.seed, *where)})
+        cap = self.budget.query_tokens if where[-1] == "query" else self.budget.response_tokens
+        return base.model_copy(update={"seed": request_seed(self.config.seed, *where), "max_tokens": cap})
 
     def run_batch(self, batch: int, size: int) -> Outcome:
         """`size` conversations of `turns` turns each; a conversation that fails at any turn is a
@@ -82,8 +126,11 @@ class MagpieGenerator:
         live: dict[int, list[Message]] = {i: list(system) for i in range(size)}
         cut: set[int] = set()  # conversations whose last response hit the token limit
         out = Outcome()
+        done: dict[int, str] = {}  # conversations ended early with completed turns: why
         for turn in range(c.turns):
-            order = list(live)
+            order = [i for i in live if i not in done]
+            if not order:
+                break
             queries = self.engine.chat(
                 [
                     ChatRequest(
@@ -97,10 +144,13 @@ class MagpieGenerator:
             )
             for i, reply in zip(order, queries, strict=True):
                 if (reason := self._query_problem(reply)) is not None:
+                    if turn > 0:  # the turns completed so far make a conversation of their own
+                        done[i] = reason
+                        continue
                     out.rejects.append(self._reject(batch, live.pop(i), "query", reason, reply))
                 else:
                     live[i].append(Message(role="user", content=reply.text.strip()))
-            order = list(live)
+            order = [i for i in live if i not in done]
             answers = self.engine.chat(
                 [
                     ChatRequest(
@@ -112,7 +162,10 @@ class MagpieGenerator:
                 ]
             )
             for i, reply in zip(order, answers, strict=True):
-                if reply.finish_reason == "error":
+                if turn > 0 and (reply.finish_reason == "error" or not reply.text.strip()):
+                    live[i].pop()  # the unanswered user message
+                    done[i] = "engine error" if reply.finish_reason == "error" else "empty response"
+                elif reply.finish_reason == "error":
                     out.rejects.append(self._reject(batch, live.pop(i), "response", "engine error", reply))
                 elif not reply.text.strip():
                     out.rejects.append(self._reject(batch, live.pop(i), "response", "empty response", reply))
@@ -121,7 +174,7 @@ class MagpieGenerator:
                     if reply.finish_reason == "length":
                         cut.add(i)  # kept and tagged; the curation chain's heuristics decide
         for i, conversation in live.items():
-            out.kept.append(self._record(batch, conversation, cut=i in cut))
+            out.kept.append(self._record(batch, conversation, cut=i in cut, short=i in done))
         return out
 
     def _query_problem(self, reply: Completion) -> str | None:
@@ -140,9 +193,12 @@ class MagpieGenerator:
         sampling = self.config.response_sampling
         return self.origin.fields(batch, sampling=Sampling(**sampling.model_dump()))
 
-    def _record(self, batch: int, conversation: list[Message], cut: bool) -> Record:
+    def _record(self, batch: int, conversation: list[Message], cut: bool, short: bool = False) -> Record:
         turns = [m for m in conversation if m.role != "system"]
         tags = ["magpie", *(["multi-turn"] if len(turns) > 2 else []), *(["cut-off"] if cut else [])]
+        # A conversation that could not go on (a later user message or response failed, or no
+        # longer fit the context) keeps the turns it completed, tagged so they can be told apart.
+        tags += ["fewer-turns"] if short else []
         return Record(
             instruction=turns[0].content,
             output=turns[1].content,

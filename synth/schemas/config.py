@@ -205,7 +205,12 @@ class SelfInstructConfig(_Profiled):
     )
     language: str = _language()
     num_records: int = Field(default=100, ge=1, description="Stop once this many records (instances) are kept.")
-    max_batches: int = Field(default=50, ge=1, description="Budget: stop after this many batches.")
+    max_batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="Budget: stop after this many batches. Unset: no budget; the run ends at its target, or "
+        "early only when it stalls (10 batches in a row keep no record).",
+    )
     prompts_per_batch: int = Field(default=16, ge=1, description="Task-generation prompts per batch.")
     num_seed_demos: int = Field(
         default=6, ge=0, description="In-context tasks per prompt drawn from the seed tasks (the paper: 6 of 8)."
@@ -247,6 +252,11 @@ class SelfInstructConfig(_Profiled):
     task_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
     classify_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=3)
     instance_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5)
+    include_seed_tasks: bool = Field(
+        default=True,
+        description="Write the seed tasks' own instances into the dataset too, as a run of their own tagged "
+        "seed-data (the paper's training data holds them beside the generated tasks).",
+    )
     seed: int = Field(default=0, description="Run seed (sampling of in-context tasks and of the model).")
 
     def input_paths(self) -> dict[str, str | None]:
@@ -257,7 +267,7 @@ class SelfInstructConfig(_Profiled):
         """The fields that define what a run produces; the target size and budget are left out
         so that raising `--num` on the same command extends the run instead of starting a new one; the
         seed file is identified by its content, not its path."""
-        return _identity(self, {"num_records", "max_batches", "seeds"})
+        return _identity(self, {"num_records", "max_batches", "seeds", "include_seed_tasks"})
 
 
 EVOL_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
@@ -298,7 +308,7 @@ class EvolInstructConfig(_Profiled):
         "plus every evolved round); a source without an output gets one from the model.",
     )
     system_prompt: str = Field(
-        default="You are a helpful AI assistant.",
+        default="You are a helpful assistant.",
         description="System message of every request; empty: none (the model's chat template decides).",
     )
     prefill_evolution: bool = Field(
@@ -359,7 +369,9 @@ class BacktranslationConfig(_Strict):
     num_demos: int = Field(default=3, ge=0, description="Few-shot (output, instruction) pairs per backward prompt.")
     chunk_size: int = Field(default=128, ge=1, description="Segments per committed batch.")
     max_segments: int | None = Field(default=None, ge=1, description="Use only the first N segments.")
-    augment_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.95, max_tokens=128)
+    # The paper samples instructions with nucleus sampling at p = 0.9; the token cap leaves room for a
+    # long instruction (one cut off at it is a reject with that reason).
+    augment_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=512)
     grade_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
     seed: int = Field(default=0, description="Run seed (the model's sampling).")
     self_train: SelfTrainConfig | None = Field(

@@ -13,7 +13,12 @@ class HeuristicsConfig(_Strict):
     """Record-level rules. Word counts are tokens of `synth.filters.tokens.words`: whitespace-separated
     words, and each character of a script written without spaces (Chinese, Japanese, Thai...)."""
 
-    enabled: bool = True
+    enabled: bool | None = Field(
+        default=None,
+        description="Empty (auto): off in a generator's `paper` profile, whose paper applies its own filters "
+        "while it generates (the chain then only removes duplicates), on in other profiles and in synth curate; "
+        "true or false to choose.",
+    )
     language: str | None = Field(
         default=None,
         pattern=r"^[a-z]{2}$",
@@ -154,6 +159,12 @@ class CurationConfig(_Strict):
         if bad := sorted(k for k, n in self.mixture.items() if n < 0):
             raise ValueError(f"mixture: negative target for {', '.join(bad)}")
         return self
+
+    def runs_heuristics(self, profile: str | None = None) -> bool:
+        """Whether the heuristics run: as set, else (auto) for every chain but that of a generator
+        run in its `paper` profile (`profile` is None for a chain outside a generator run)."""
+        enabled = self.heuristics.enabled
+        return enabled if enabled is not None else profile != "paper"
 
     def data_language(self, run_language: str = "en") -> str:
         """The language the chain expects: the config's, else the run's."""

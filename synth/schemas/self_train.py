@@ -14,14 +14,20 @@ class SelfTrainConfig(BaseModel):
     """Li et al. 2023: fine-tune a backward model on the seed pairs (output -> instruction) and let
     it write instructions for the segments; fine-tune M0 on the seeds and let it grade every
     candidate; then `iterations` times, fine-tune M_k on the seeds plus the candidates the previous
-    model graded at or above `min_score` and let M_k re-grade every candidate. The paper runs two
-    iterations. Models are LoRA adapters merged into plain folders under `work` (the paper tunes
+    model graded at or above `min_score` and let M_k re-grade every candidate. The paper's recipe is
+    one iteration (its M2 is the model trained on M1's selection, which `synth train` makes). Models are LoRA adapters merged into plain folders under `work` (the paper tunes
     every weight of LLaMA), each trained once: a folder whose base, data and settings match is
     reused."""
 
     model_config = ConfigDict(extra="forbid")
 
-    iterations: int = Field(default=2, ge=0, le=10, description="Re-grading iterations after M0's grading.")
+    iterations: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Re-grading iterations after M0's grading. 1 is the paper's recipe: M0 grades, M1 (seeds plus "
+        "M0's selection) re-grades, and M1's selection is the data the final model trains on.",
+    )
     work: str | None = Field(
         default=None, description="Folder for the trained models and the iterations' candidates; None: OUT.self-train."
     )

@@ -278,3 +278,20 @@ def test_rejects_tell_the_generators_phase_from_the_chains(tmp_path):
     assert sorted(rejects.select("phase", "stage").rows()) == [("curation", "heuristic"), ("generation", "heuristic")]
     rows = funnel(tmp_path / "ds").filter(pl.col("stage") == "heuristic")
     assert sorted(rows.select("phase", "count").rows()) == [("curation", 1), ("generation", 1)]
+
+
+def test_a_generators_paper_chain_removes_duplicates_only_and_other_chains_keep_the_heuristics(tmp_path):
+    from synth.flows.curation import build_chain
+    from synth.schemas.curation import CurationConfig
+
+    def stages(config: CurationConfig, profile: str | None) -> list[str]:
+        chain, _ = build_chain(config, tmp_path / "ds", profile=profile)
+        return [f.stage for f in chain.filters]
+
+    assert stages(CurationConfig(), "paper") == ["dedup", "dedup"]
+    assert stages(CurationConfig(), "small-model") == ["heuristic", "dedup", "dedup"]
+    assert stages(CurationConfig(), None) == ["heuristic", "dedup", "dedup"]  # synth curate
+    on = CurationConfig.model_validate({"heuristics": {"enabled": True}})
+    off = CurationConfig.model_validate({"heuristics": {"enabled": False}})
+    assert stages(on, "paper") == ["heuristic", "dedup", "dedup"]
+    assert stages(off, None) == ["dedup", "dedup"]

@@ -188,3 +188,64 @@ def test_cli_reports_a_bad_source_with_its_file_and_line(tmp_path):
     result = CliRunner().invoke(app, ["generate", "evol", "--from", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"{bad}:2: no 'instruction'" in result.output
+
+
+def test_paper_profile_keeps_sources_about_graphs_music_diagrams_and_maps_as_round_0(tmp_path):
+    """The default chain in `paper` removes duplicates only: the heuristics' non-text words and
+    extra refusal phrases (ours) do not drop topics the paper keeps."""
+    rows = [
+        {
+            "id": "g",
+            "instruction": "Explain what a graph is in graph theory.",
+            "output": "A set of vertices and edges.",
+        },
+        {"id": "m", "instruction": "Recommend some music for studying.", "output": "Quiet piano or lo-fi beats."},
+        {"id": "d", "instruction": "Describe a Venn diagram.", "output": "Overlapping circles showing shared items."},
+        {
+            "id": "p",
+            "instruction": "How do I read a topographic map?",
+            "output": "Contour lines join points of equal height.",
+        },
+        {"id": "r", "instruction": "Say no politely to a meeting.", "output": "I'm unable to attend, sorry."},
+    ]
+    source = tmp_path / "src.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in rows))
+    summary = run_evol_instruct(
+        EvolInstructConfig(source=str(source), rounds=1),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(EvolScript()),
+        batch_retries=0,
+    )
+    zero = scan(tmp_path / "ds").filter(pl.col("round") == 0).collect()
+    assert sorted(zero["root_id"]) == ["d", "g", "m", "p", "r"]
+    assert summary["rejects_by_reason"].get("heuristic") is None
+
+
+def test_a_record_the_curation_rules_drop_is_not_evolved_further(tmp_path):
+    """With the heuristics on (small-model, or set), a round-1 record they drop leaves its parent in
+    the pool: round 2 evolves the parent again, never the dropped record."""
+    source = write_source(tmp_path / "src.jsonl", n=2)
+
+    def responder(request):
+        text = request.messages[-1].content
+        if request.tag == "evol_response" and "Explain topic number 0" in text and text.count("Also") == 1:
+            return "TODO"  # a placeholder answer for round 1 of q0: the heuristics drop it
+        return EvolScript()(request)
+
+    config = CurationConfig(minhash=MinHashConfig(enabled=False))
+    config.heuristics.enabled = True
+    summary = run_evol_instruct(
+        EvolInstructConfig(source=str(source), rounds=2, include_source=False),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        curation=config,
+        model=ScriptedEngine(responder),
+        batch_retries=0,
+    )
+    kept = scan(tmp_path / "ds").filter(pl.col("root_id") == "q0").collect()
+    rejects = scan(tmp_path / "ds", "rejects").filter(pl.col("root_id") == "q0").collect()
+    assert rejects.select("round", "stage", "phase").rows() == [(1, "heuristic", "curation")]
+    [second] = kept.rows(named=True)
+    assert second["round"] == 2 and second["parent_id"] == "q0"  # evolved from the source, not the drop
+    assert summary["rounds"]["1"]["eliminated"] == {"heuristic: empty or placeholder output": 1}

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
+from synth.flows.run import STALL_BATCHES
 from synth.flows.self_instruct import run_self_instruct, self_instruct_flow
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.shards import read_manifest, scan, verify
@@ -17,6 +18,7 @@ ENGINE = ScriptedEngineConfig()
 
 def run(path, model=None, retries: int = 0, **config):
     config.setdefault("prompts_per_batch", 2)
+    config.setdefault("include_seed_tasks", False)  # these tests follow the generated run alone
     return run_self_instruct(
         SelfInstructConfig(**config),
         ENGINE,
@@ -42,6 +44,24 @@ def test_run_keeps_records_until_the_target_and_writes_a_valid_dataset(tmp_path)
     assert verify(tmp_path / "ds") == []
     frame = pl.read_parquet(tmp_path / "ds" / "data" / "*.parquet")
     assert frame.height == summary["kept"] and frame["id"].n_unique() == frame.height
+
+
+def test_the_seed_tasks_instances_are_written_once_as_a_run_of_their_own(tmp_path):
+    from synth.generators.seeds import load_seed_tasks
+
+    seeds = load_seed_tasks()
+    summary = run(tmp_path / "ds", num_records=4, include_seed_tasks=True)
+    seed_rows = scan(tmp_path / "ds").filter(pl.col("run_id") == summary["seed_run"]).collect()
+    expected = sorted((s.instruction, i.input, i.output) for s in seeds for i in s.instances)
+    assert sorted(seed_rows.select("instruction", "input", "output").rows()) == expected
+    assert set(seed_rows["operation"]) == {"seed"} and set(seed_rows["source_id"]) == {s.id for s in seeds}
+    assert all(set(tags) == {"self-instruct", "seed-data"} for tags in seed_rows["tags"])
+    manifest = read_manifest(tmp_path / "ds")
+    assert set(manifest.runs) == {summary["seed_run"], summary["run_id"]}
+    # re-running (or extending) the same command writes the seeds no second time
+    again = run(tmp_path / "ds", num_records=8, include_seed_tasks=True)
+    assert again["seed_run"] == summary["seed_run"]
+    assert scan(tmp_path / "ds").filter(pl.col("run_id") == summary["seed_run"]).collect().height == len(expected)
 
 
 def test_last_batch_is_sized_from_the_yield_so_the_target_is_not_overshot_much(tmp_path):
@@ -77,6 +97,49 @@ def test_budget_stops_a_run_that_cannot_reach_its_target(tmp_path):
     assert not summary["reached_target"] and summary["batches"] == 3 and summary["kept"] == 0
     # One prompt in the first batch (a target of 5 needs about one), then full batches of two.
     assert summary["rejects_by_reason"] == {"parse": {"no numbered tasks in reply": 1 + 2 + 2}}
+    assert summary["stopped"] == "the batch budget the config sets (max_batches 3) is spent; 0 of 5 records kept"
+
+
+def test_a_run_without_a_budget_goes_past_fifty_batches_to_its_target(tmp_path):
+    # One prompt a batch keeps three records: 160 records take 54 batches, more than the 50 that
+    # were once a budget nobody had asked for (such a run stopped at a third of its target).
+    summary = run(tmp_path / "ds", num_records=160, prompts_per_batch=1)
+    assert summary["reached_target"] and summary["kept"] >= 160 and summary["batches"] > 50
+    assert summary["stopped"].startswith("target reached")
+
+
+def test_a_run_that_keeps_nothing_stops_on_a_stall_and_says_so(tmp_path, caplog):
+    def refuses(request: ChatRequest) -> str:
+        return ""
+
+    with caplog.at_level("WARNING"):
+        summary = run(tmp_path / "ds", model=ScriptedEngine(refuses), num_records=5)
+    assert not summary["reached_target"] and summary["kept"] == 0
+    assert summary["batches"] == STALL_BATCHES
+    line = f"stalled: the last {STALL_BATCHES} batches kept no record; 0 of 5 records kept"
+    assert summary["stopped"] == line
+    assert f"run stopped before its target: {line}" in caplog.text
+
+
+def test_a_stall_counts_batches_in_a_row_and_a_resumed_run_tries_again(tmp_path):
+    script = SelfInstructScript(per_prompt=1)
+    prompts = 0
+
+    def keeps_every_ninth(request: ChatRequest) -> str:
+        # Batches of one prompt, of which every ninth gets a task and the others nothing: eight
+        # empty batches in a row, again and again, never ten.
+        nonlocal prompts
+        if request.tag == "self_instruct_tasks":
+            prompts += 1
+            if prompts % 9:
+                return ""
+        return script(request)
+
+    summary = run(tmp_path / "ds", model=ScriptedEngine(keeps_every_ninth), num_records=4, prompts_per_batch=1)
+    assert summary["reached_target"] and summary["batches"] == 36
+    stalled = run(tmp_path / "stall", model=ScriptedEngine(lambda r: ""), num_records=5)
+    resumed = run(tmp_path / "stall", model=ScriptedEngine(lambda r: ""), num_records=5)
+    assert stalled["batches"] == STALL_BATCHES and resumed["batches"] == 2 * STALL_BATCHES
 
 
 def test_rerunning_with_a_larger_budget_resumes_and_matches_an_uninterrupted_run(tmp_path):

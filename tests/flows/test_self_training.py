@@ -176,3 +176,32 @@ def test_the_command_hands_the_loop_settings_over_and_refuses_them_without_self_
     [config] = seen  # the fake run's empty summary ends the command
     assert (config.self_train.iterations, config.self_train.max_steps) == (1, 5)
     assert config.self_train.learning_rate == 0.001 and config.self_train.epochs == 3.0  # given, and the default
+
+
+def test_the_default_loop_is_the_papers_one_iteration():
+    assert SelfTrainConfig().iterations == 1
+
+
+def test_every_seed_pair_trains_even_those_the_demo_rules_would_skip(tmp_path):
+    pairs = [
+        {"instruction": "Summarize the following paragraph.", "output": "Short."},  # demo rules: unseen text, short
+        {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},  # an input
+        {"instruction": "Explain why the sea is salty.", "output": "Rivers carry dissolved salts into it. " * 3},
+    ]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join(json.dumps(p) for p in pairs))
+    trainer = Trainer()
+    engine = ScriptedEngineConfig(responder="tests.flows.test_self_training:responder")
+    config = BacktranslationConfig(
+        docs=str(DOCS), seeds=str(seeds), max_segments=2, chunk_size=2, self_train=SelfTrainConfig(iterations=0)
+    )
+    run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")), trainer=trainer)
+    (_, _, backward_data), (_, _, m0_data) = trainer.calls
+    assert [(e.instruction, e.output) for e in m0_data] == [
+        ("Summarize the following paragraph.", "Short."),
+        ("Translate to French.\n\nGood morning", "Bonjour"),
+        ("Explain why the sea is salty.", pairs[2]["output"]),
+    ]
+    assert len(backward_data) == 3
+    seed_rows = scan(tmp_path / "out").filter(pl.col("tags").list.contains("seed-data")).collect()
+    assert seed_rows.height == 3

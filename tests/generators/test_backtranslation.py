@@ -152,3 +152,34 @@ def test_grade_requests_use_structured_output():
     request = gen.grade_request("Explain rain.", SEGS[0], (0, 1, 0))
     assert request.json_schema["properties"]["score"]["enum"] == [1, 2, 3, 4, 5]
     assert list(request.json_schema["properties"]) == ["rationale", "score"]  # the rationale comes first
+
+
+def test_instructions_are_sampled_at_the_papers_top_p_with_room_for_long_ones():
+    from synth.schemas import BacktranslationConfig
+
+    s = BacktranslationConfig(docs="d").augment_sampling
+    assert (s.temperature, s.top_p, s.max_tokens) == (0.7, 0.9, 512)
+
+
+def test_the_grading_rubric_keeps_every_cue_of_each_score_level():
+    from synth.prompts import load_template
+
+    text = load_template("backtranslation_grade").text
+    levels = dict(line.split(": ", 1) for line in text.splitlines() if line[:2] in {"1:", "2:", "3:", "4:", "5:"})
+    cues = {
+        "1": ["incomplete", "vague", "off-topic", "controversial", "not exactly what the user asked for",
+              "missing", "numbered list does not start at its beginning", "repeats the user's question",
+              "own experience", "blog post", "forum", "promotional text", "navigation text", "irrelevant"],
+        "2": ["most of what the user asked", "does not address the question directly", "general approach",
+              "exact solution"],
+        "3": ["helpful but not written by an AI assistant", "complete and self-contained", "blog post",
+              "web page", "search results", "personal experience or opinion", "comments section", "social media"],
+        "4": ["AI assistant's point of view", "clearly focused", "complete, clear and thorough", "nothing missing",
+              "nothing irrelevant", "well organized", "self-contained", "helpful in tone", "more concise and focused"],
+        "5": ["perfect AI assistant's reply", "no irrelevant sentence", "expert knowledge", "very well written",
+              "logical", "easy to follow", "engaging and insightful"],
+    }  # fmt: skip
+    assert sorted(levels) == ["1", "2", "3", "4", "5"]
+    for level, words in cues.items():
+        missing = [w for w in words if w not in levels[level]]
+        assert missing == [], (level, missing)

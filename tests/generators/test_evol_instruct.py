@@ -32,7 +32,7 @@ SOURCE = [
 
 def original(request: ChatRequest) -> str:
     """The instruction an evolving prompt holds (between its "#Given Prompt#:" and answer labels)."""
-    return request.messages[-1].content.split("#Given Prompt#:\n", 1)[1].rsplit("\n\n#", 1)[0]
+    return request.messages[-1].content.rsplit("#Given Prompt#:\n", 1)[1].rsplit("\n\n#", 1)[0]
 
 
 class EvolScript:
@@ -467,3 +467,20 @@ def test_equality_requests_ask_for_structured_output_the_parser_reads():
     first, second = prompt.split("First instruction:\n", 1)[1].split("Second instruction:\n", 1)
     assert first.strip() == "Explain how rainbows form."
     assert re.match(r"Explain how rainbows form\. Also \w+\.", second)
+
+
+def test_every_request_carries_the_reference_system_message_word_for_word():
+    engine = ScriptedEngine(EvolScript())
+    EvolInstructGenerator(EvolInstructConfig(source="x", rounds=1), engine).run_chunk(0, SOURCE[:1])
+    systems = {r.messages[0].content for batch in engine.calls for r in batch}
+    assert systems == {"You are a helpful assistant."}
+
+
+def test_complicate_input_shows_six_worked_examples_one_per_kind_of_input_data():
+    gen = make(EvolScript())
+    prompt = gen.evolve_request("complicate_input", "Suggest a healthy lunch.", (0, 1, 0)).messages[-1].content
+    examples = prompt.split("#Given Prompt#:\n")[1:-1]
+    assert len(examples) == 6 and all("#Rewritten Prompt#:\n" in e for e in examples)
+    kinds = ["<catalogue>", "SQL tables", "def rotate", "<html>", "find ~", '[{"dish"']
+    assert [next(k for k in kinds if k in e) for e in examples] == kinds
+    assert prompt.endswith("#Given Prompt#:\nSuggest a healthy lunch.\n\n#Rewritten Prompt#:")

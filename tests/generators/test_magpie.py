@@ -116,3 +116,44 @@ def test_without_a_chat_template_magpie_needs_a_template_string_and_one_turn():
     assert script.requests[0].stop == ["\n"]
     with pytest.raises(MagpieError, match="several turns"):
         MagpieGenerator(MagpieConfig(template="USER: ", turns=2), ScriptedEngine(), run_id="m")
+
+
+def test_turns_are_budgeted_to_fit_the_models_context_and_the_run_says_so():
+    script = Script(["What is a prime number, exactly?", "And how many are there below ten?"])
+    engine = ScriptedEngine(script, template=TEMPLATE, max_model_len=2048)
+    gen = MagpieGenerator(MagpieConfig(turns=2), engine, run_id="m")
+    budget = gen.budget
+    # The paper's limits (512 + 2048 a turn) need 5,120 tokens for two turns: scaled to fit 2,048.
+    assert budget.scaled and budget.context == 2048
+    overhead = 16 * (2 * 2 + 1)
+    assert 2 * (budget.query_tokens + budget.response_tokens) <= 2048 - overhead
+    assert budget.query_tokens / budget.response_tokens == pytest.approx(512 / 2048, rel=0.02)
+    assert "scaled to fit the model's context of 2048 tokens" in budget.describe()
+    gen.run_batch(0, 1)
+    sent = [(r.tag, r.sampling.max_tokens) for r in script.requests]
+    assert sent == [(QUERY, budget.query_tokens), (RESPONSE, budget.response_tokens)] * 2
+
+
+def test_the_papers_limits_stay_where_they_fit_or_the_context_is_unknown():
+    roomy = MagpieGenerator(MagpieConfig(turns=2), ScriptedEngine(Script([]), template=TEMPLATE, max_model_len=32768))
+    assert (roomy.budget.query_tokens, roomy.budget.response_tokens, roomy.budget.scaled) == (512, 2048, False)
+    unknown = MagpieGenerator(MagpieConfig(turns=3), ScriptedEngine(Script([]), template=TEMPLATE))
+    assert (unknown.budget.query_tokens, unknown.budget.response_tokens, unknown.budget.scaled) == (512, 2048, False)
+    assert unknown.budget.describe() == ""
+
+
+def test_a_conversation_that_cannot_go_on_keeps_its_completed_turns():
+    too_long = Completion(text="", finish_reason="error", error="maximum context length is 2048 tokens")
+
+    def script(request: ChatRequest):
+        turn = sum(m.role == "user" for m in (request.messages or []))
+        if request.tag == QUERY:
+            return " Tell me about the moon and its phases." if "<|im_start|>assistant" not in request.raw else " Why?"
+        if turn == 2:
+            return too_long
+        return "The moon reflects sunlight."
+
+    result = make(script, turns=3).run_batch(0, 1)
+    [record] = result.kept
+    assert [m.role for m in record.messages] == ["user", "assistant"]
+    assert "fewer-turns" in record.tags and result.rejects == []
