@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,9 @@ class Evaluation(BaseModel):
     reference_pairs: int
     reference_tokens: int
     reference_dropped: int  # pairs with no output token within max_length
+    # The system message the reference pairs were asked with: the seed-data tag of a dataset whose
+    # records carry source tags (Humpback's self-training), as the paper prompts its model; else none.
+    reference_system: str = ""
     overlap: int  # reference instructions that are also in the training data
     config: dict[str, Any]
     base: Score
@@ -79,6 +83,22 @@ def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Exampl
 
 def read_evaluation(dataset: str | Path) -> Evaluation | None:
     return read_stored(Path(dataset) / EVALUATION, Evaluation)
+
+
+def inference_system(dataset: str | Path) -> str:
+    """The system message a model trained on `dataset` is asked with: where its records carry
+    Humpback's source tags, the one its seed data (records tagged `seed-data`) opens with, as the
+    paper prompts its final model with the seed tag; "" for a dataset without such tags."""
+    import polars as pl
+
+    from synth.shards import scan
+
+    seeds = scan(dataset).filter(pl.col("tags").list.contains("seed-data")).select("messages").head(1).collect()
+    if seeds.height == 0:
+        return ""
+    messages = seeds["messages"].to_list()[0] or []
+    first = messages[0] if messages else None
+    return str(first["content"]) if first and first.get("role") == "system" else ""
 
 
 def _score(name: str, path: str, device: str, dtype: Any, reference: Any, pad_id: int) -> Score:
@@ -111,6 +131,8 @@ def evaluate_dataset(
         raise TrainingDataError(f"{root}: no {MANIFEST}; not a dataset directory")
     data = load_examples(root)
     ref = load_examples(reference)
+    if system := inference_system(root):
+        ref = Examples([replace(e, system=e.system or system) for e in ref.items], ref.source, ref.skipped)
     base = resolve_base(config.base)
     key = evaluation_key(config, base.fingerprint, data, ref)
     stored = read_evaluation(root)
@@ -158,6 +180,7 @@ def _evaluate(
         reference_pairs=len(encoded.items),
         reference_tokens=sum(sum(label != -100 for label in e.labels) for e in encoded.items),
         reference_dropped=encoded.dropped,
+        reference_system=next((e.system for e in ref.items if e.system), ""),
         overlap=sum(e.instruction.strip() in instructions for e in ref.items),
         config={"base": base.name, **config.identity()},
         base=base_score,

@@ -14,6 +14,7 @@ from synth.training.evaluate import EVALUATION, read_evaluation
 SMALL = EvaluationConfig(max_steps=2, batch_size=2, max_length=128, threads=1)
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(small_dataset, reference_file):
     manifest = (small_dataset / "manifest.json").read_bytes()
     lines: list[str] = []
@@ -51,3 +52,23 @@ def test_reference_problems_name_the_file(small_dataset, tmp_path):
     with pytest.raises(TrainingDataError, match="not a dataset directory"):
         evaluate_dataset(tmp_path, bad, SMALL)
     assert not (small_dataset / EVALUATION).exists()
+
+
+def test_a_humpback_dataset_is_evaluated_with_its_seed_tag_and_others_with_no_system(tmp_path, small_dataset):
+    from synth.schemas import Message, Record, RunInfo
+    from synth.schemas.self_train import SEED_SYSTEM
+    from synth.shards import DatasetWriter
+    from synth.training.evaluate import inference_system
+
+    assert inference_system(small_dataset) == ""  # no source tags: the reference pairs as given
+    path = tmp_path / "humpback"
+    seed = Record(
+        generator="backtranslation", instruction="Name a colour.", output="Blue.", tags=["seed-data"],
+        messages=[Message(role="system", content=SEED_SYSTEM), Message(role="user", content="Name a colour."),
+                  Message(role="assistant", content="Blue.")],
+    )  # fmt: skip
+    with DatasetWriter(path) as writer:
+        writer.start_run(RunInfo(run_id="s", generator="backtranslation", config={}, engine={}, model="m"))
+        writer.commit_batch("s", 0, [seed], [])
+        writer.finish_run("s")
+    assert inference_system(path) == SEED_SYSTEM
