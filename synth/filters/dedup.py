@@ -340,6 +340,11 @@ class NearDedupFilter:
         result = Outcome()
         if not records:
             return result
+        # A shared index tags what it stages with its run and batch, so a batch that never commits
+        # can be traced and dropped by whoever meets it next (see `redis_index`).
+        label = getattr(self.index, "label", None)
+        if label is not None:
+            label(records[0].run_id, records[0].batch)
         # Check and insert as one step, so concurrent writers to a shared index never both keep a pair.
         with self.index.locked():
             known = self.index.contains([r.id for r in records])

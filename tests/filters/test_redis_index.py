@@ -1,20 +1,28 @@
-"""The MinHash index in Redis: a private redis-server on a free loopback port, two writers at once."""
+"""The MinHash index in Redis: a private redis-server on a free loopback port, two writers at once.
+
+Every test that needs the server fails without it (`make test` installs it): none is skipped."""
 
 from __future__ import annotations
 
+import gc
 import random
-import shutil
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from synth.filters import redis_index
+from synth.filters.base import FilterChain
 from synth.filters.dedup import IndexMismatchError, MinHashIndex, NearDedupFilter
 from synth.filters.redis_index import RedisMinHashIndex, RedisUnavailableError
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+ROOT = Path(__file__).parents[2]
 
 
 def text(i: int, variant: str = "") -> str:
@@ -179,3 +187,133 @@ def test_a_flushed_script_cache_is_loaded_again_and_storage_is_packed(redis_url)
     assert len(NearDedupFilter(index).apply(batch).kept) == 200
     # The log holds each record in a few hundred bytes, whatever its number of shingles.
     assert index.client.memory_usage(index.keys[0], samples=0) / len(index) < 400
+
+
+# -- batches that never commit ---------------------------------------------------------------------
+
+# Redis keeps its data on disk, so that a restart brings the log back as a real deployment would.
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def until(check, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def staged_by(run_id: str, batch: int, t: str) -> Record:
+    return Record(generator="test", instruction=t, output="answer", run_id=run_id, batch=batch)
+
+
+@pytest.fixture
+def short_leases(monkeypatch):
+    monkeypatch.setattr(redis_index, "_LEASE_MS", 1500)
+    monkeypatch.setattr(redis_index, "_REAP_S", 0.0)
+
+
+def test_a_batch_whose_writer_was_killed_before_its_commit_leaves_the_index(redis_url, short_leases):
+    """Writer A, in a process of its own, keeps a batch and is killed before committing it. Once
+    its lease runs out, writer B (another dataset sharing the index) keeps a near copy of A's
+    record instead of rejecting it as a duplicate of a record no dataset holds."""
+    a_record = staged_by("a-run", 3, text(1))
+    program = f"""
+import time
+from synth.filters import redis_index
+redis_index._LEASE_MS = 1500
+from synth.filters.dedup import NearDedupFilter
+from synth.schemas import Record
+from synth.schemas.curation import MinHashConfig
+index = redis_index.RedisMinHashIndex(MinHashConfig(backend="redis", redis_url={redis_url!r}), "shared")
+record = Record(generator="test", instruction={a_record.instruction!r}, output="answer", run_id="a-run", batch=3)
+kept = NearDedupFilter(index).apply([record]).kept
+print(len(kept), flush=True)
+time.sleep(600)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == b"1"
+        config = MinHashConfig(backend="redis", redis_url=redis_url)
+        b = RedisMinHashIndex(config, "shared")
+        time.sleep(1.0)  # beyond a heartbeat: a live writer's batch stays while it is in flight
+        assert b.contains([a_record.id]) == [True]
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    assert until(lambda: not b.contains([a_record.id])[0])
+    result = NearDedupFilter(b).apply([staged_by("b-run", 0, text(1, " again"))])
+    assert [r.instruction for r in result.kept] == [text(1, " again")]
+    outcomes = {k.decode(): v for k, v in b.client.hgetall(f"{b.ns}:tags").items()}
+    assert [v for k, v in outcomes.items() if "|a-run|3|" in k] == [b"dropped"]  # the tag names run and batch
+    assert len(RedisMinHashIndex(config, "shared")) == 1  # B's record alone, in a fresh writer's view too
+
+
+@pytest.mark.parametrize("writer_lives", [True, False])
+def test_redis_dying_between_a_batchs_insert_and_its_rollback_leaves_no_ghost(tmp_path, short_leases, writer_lives):
+    """Redis dies after the batch's records entered it, before the failed batch could take them
+    out. When Redis is back with its log, the records leave: the writer delivers the rollback
+    it owes, or, if it is gone, its lease runs out and the next writer drops them."""
+    port = free_port()
+    server = start_redis(port, tmp_path, *PERSISTENT)
+    config = MinHashConfig(backend="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        a = RedisMinHashIndex(config, "shared")
+        chain = FilterChain([NearDedupFilter(a)])
+        assert len(chain.apply([staged_by("a-run", 0, text(1))]).kept) == 1
+        server.kill()
+        server.wait(timeout=10)
+        chain.rollback()  # the batch failed; Redis is gone, and that is no new error
+        if not writer_lives:
+            del chain, a
+            gc.collect()
+        server = start_redis(port, tmp_path, *PERSISTENT)
+        b = RedisMinHashIndex(config, "shared")
+        assert until(lambda: len(b) == 0)
+        result = NearDedupFilter(b).apply([staged_by("b-run", 0, text(1, " again"))])
+        assert [r.instruction for r in result.kept] == [text(1, " again")]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_committed_batch_stays_after_its_writer_and_its_lease_are_gone(tmp_path, short_leases):
+    """A batch committed while Redis was down (its commit delivered later), and a batch
+    committed normally: both stay indexed after their writer is gone, even if Redis was down
+    longer than the lease and another writer met the batch first."""
+    port = free_port()
+    server = start_redis(port, tmp_path, *PERSISTENT)
+    config = MinHashConfig(backend="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        a = RedisMinHashIndex(config, "shared")
+        chain = FilterChain([NearDedupFilter(a)])
+        chain.apply([staged_by("a-run", 0, text(1))])
+        chain.commit()
+        chain.apply([staged_by("a-run", 1, text(2))])
+        server.kill()
+        server.wait(timeout=10)
+        chain.commit()  # the dataset has the batch; Redis hears of it when it is back
+        time.sleep(2.0)  # longer than the lease
+        server = start_redis(port, tmp_path, *PERSISTENT)
+        b = RedisMinHashIndex(config, "shared")
+        owed = a._marks  # what A has yet to tell Redis
+        assert until(lambda: not owed and len(b) == 2)
+        del chain, a
+        gc.collect()
+        time.sleep(2.0)
+        result = NearDedupFilter(b).apply([staged_by("b-run", 0, text(i, " again")) for i in (1, 2)])
+        assert result.kept == [] and len(result.rejects) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_an_index_of_the_previous_log_layout_is_read_and_upgraded(redis_url):
+    config = MinHashConfig(backend="redis", redis_url=redis_url, namespace="v2")
+    index = RedisMinHashIndex.open(None, config)
+    NearDedupFilter(index).apply([rec(text(1))])
+    index.commit()
+    index.client.hset(f"{index.ns}:meta", "layout", "log-v2")  # what the previous version wrote
+    reopened = RedisMinHashIndex.open(None, config)
+    assert len(reopened) == 1 and index.client.hget(f"{index.ns}:meta", "layout") == redis_index.LAYOUT.encode()
