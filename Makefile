@@ -9,7 +9,7 @@ LOCK := requirements/cpu.lock
 PIP_ARGS ?=
 DEMO_NUM ?= 50
 
-.PHONY: setup demo test lint bench notebook lock clean
+.PHONY: setup demo test redis lint bench notebook lock clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,18 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: setup
 	$(BIN)/synth generate self-instruct --profile small-model --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
-test: setup
+test: setup redis
 	$(BIN)/ruff format --check synth tests bench
 	$(BIN)/ruff check synth tests bench
 	$(BIN)/mypy synth
 	$(BIN)/pytest
+
+# The Redis MinHash index is a feature, so its tests run everywhere (they fail, never skip, without
+# the server): a machine without redis-server gets it from the OS packages (Debian; CI runs as root).
+redis:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server; }
 
 lint: setup
 	$(BIN)/ruff check synth tests bench

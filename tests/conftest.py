@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -14,6 +16,8 @@ import pytest
 
 # Isolate Prefect from the user's profile and keep it quiet; set before Prefect is imported.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="synth-test-prefect-")
+# At exit, after the handlers of everything imported later (Prefect's among them) have run.
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_API_URL"] = ""
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -150,11 +154,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(port: int, folder) -> subprocess.Popen:
-    """A private redis-server on loopback `port`, nothing kept on disk, answering when returned."""
+def start_redis(port: int, folder, *options: str) -> subprocess.Popen:
+    """A private redis-server on loopback `port`, nothing kept on disk unless `options` say so,
+    answering when returned. A missing server fails the test: the Redis index is a feature, and
+    `make test` installs the server."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (`make test` installs it; or apt-get install redis-server)")
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
+         "--dir", str(folder), *options],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     import redis

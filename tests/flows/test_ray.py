@@ -5,7 +5,6 @@ recipes from loading two models at once."""
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,12 +19,11 @@ from synth.schemas import ConfigFileError, ScriptedEngineConfig
 from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.schemas.recipe import Recipe, load_recipe
 from synth.shards import DatasetWriter, read_manifest, scan, verify
+from tests.conftest import free_port
 from tests.flows.test_recipe import write
 
 ROOT = Path(__file__).parents[2]
 RESPONDER = "tests.flows.ray_scripts:pipeline"
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
 
 def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
@@ -54,8 +52,8 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
     }
 
 
-def test_a_ray_runner_needs_the_shared_redis_index(tmp_path, redis_url):
-    data = ray_recipe(tmp_path, redis_url)
+def test_a_ray_runner_needs_the_shared_redis_index(tmp_path):
+    data = ray_recipe(tmp_path, f"redis://127.0.0.1:{free_port()}/0")  # a config check: no server
     data["curation"] = {"minhash": {"backend": "local"}}
     with pytest.raises(ConfigFileError, match=r"curation\.minhash\.backend: a Ray runner needs 'redis'"):
         load_recipe(write(tmp_path, data))

@@ -4,7 +4,6 @@ worker loads the model itself and its records reach the dataset with the model's
 from __future__ import annotations
 
 import os
-import shutil
 
 import polars as pl
 import pytest
@@ -19,7 +18,6 @@ from tests.flows.test_recipe import write
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.usefixtures("prefect_harness"),
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
 
 
