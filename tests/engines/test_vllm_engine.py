@@ -137,12 +137,58 @@ def test_a_killed_run_leaves_no_model_process_behind():
     assert [p.name() for p in leftovers] == []
 
 
-def test_a_closed_engine_says_so_and_closing_twice_does_nothing():
-    from synth.engines import EngineError
-    from synth.engines.vllm_local import VLLMEngine
+def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_python_exit():
+    """The real shutdown: a process loads the engine, answers once, closes it twice; the engine
+    refuses work, vLLM's processes are gone and the process exits at once (nothing to join)."""
+    import subprocess
+    import sys
+    import time
 
-    engine = object.__new__(VLLMEngine)  # no model loaded: only what close() leaves behind
-    engine.model_name, engine._llm, engine._watcher = "some-model", None, None
-    engine.close()
-    with pytest.raises(EngineError, match="some-model was closed"):
-        engine.chat([ChatRequest(messages=[Message(role="user", content="hi")])])
+    import psutil
+
+    code = """
+from synth.engines import ChatRequest, EngineError, get_engine
+from synth.schemas import Message, Sampling, VLLMEngineConfig
+import psutil
+engine = get_engine(VLLMEngineConfig())
+ask = [ChatRequest(messages=[Message(role="user", content="hi")], sampling=Sampling(max_tokens=4))]
+assert engine.chat(ask)[0].text
+children = psutil.Process().children(recursive=True)
+assert children
+engine.close()
+engine.close()
+try:
+    engine.chat(ask)
+    raise SystemExit("a closed engine answered")
+except EngineError as e:
+    assert "was closed" in str(e)
+print("closed", *[p.pid for p in children], flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = next((line for line in proc.stdout if line.startswith("closed")), "")
+        assert line, "the engine did not close"
+        closed_at = time.monotonic()
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - closed_at < 15
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def alive() -> list[str]:
+        out = []
+        for pid in map(int, line.split()[1:]):
+            try:
+                process = psutil.Process(pid)
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    out.append(f"{pid} {process.cmdline()[:3]}")
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    # multiprocessing's resource tracker cleans up after its parent exits: give it a moment.
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive() == []

@@ -1,5 +1,6 @@
-"""A batch that fails after curation ran (a judge outage, a failed write) commits all of its records
-when retried, in every generator; faults a retry cannot fix stop the run at once; a shared Redis
+"""A batch that fails after curation ran (a judge outage, a failed write, a manifest that could
+not be written after the batch's shards landed) commits each of its records once when retried, in
+every generator; faults a retry cannot fix stop the run at once; a shared Redis
 index is named by the dataset, not its folder, and a Redis that dies mid-run loses nothing."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
+from synth.engines.base import ChatTemplate
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
@@ -19,6 +21,8 @@ from synth.flows.backtranslation import run_backtranslation
 from synth.flows.common import commit_curated
 from synth.flows.curation import curate_file
 from synth.flows.evol_instruct import run_evol_instruct
+from synth.flows.magpie import run_magpie
+from synth.flows.preferences import run_preferences
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import (
     BacktranslationConfig,
@@ -31,11 +35,17 @@ from synth.schemas import (
     SelfInstructConfig,
 )
 from synth.schemas.curation import CurationConfig, MinHashConfig
-from synth.shards import DatasetWriter, read_manifest, scan
+from synth.schemas.magpie import MagpieConfig
+from synth.schemas.preferences import PreferencesConfig
+from synth.shards import DatasetWriter, read_manifest, scan, store, verify
+from synth.shards.layout import MANIFEST, STAGED
 from tests.conftest import SelfInstructScript, free_port, start_redis
 from tests.flows.test_backtranslation_flow import corpus
+from tests.flows.test_magpie_flow import Counting
+from tests.flows.test_preferences_flow import Graded, write_source
 from tests.generators.test_backtranslation import Script as BacktranslationScript
 from tests.generators.test_evol_instruct import EvolScript
+from tests.generators.test_magpie import ChatML
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -49,7 +59,9 @@ class Replay:
         self.seen: dict[tuple, object] = {}
 
     def __call__(self, request: ChatRequest):
-        key = (request.tag, request.prefill, tuple(m.content for m in request.messages))
+        # The seed too: Magpie asks the same prompt for every conversation, each with its own seed.
+        seed = request.sampling.seed if request.sampling is not None else None
+        key = (request.tag, request.prefill, tuple(m.content for m in request.messages), seed)
         if key not in self.seen:
             self.seen[key] = self.script(request)
         return self.seen[key]
@@ -110,19 +122,81 @@ def backtranslate(tmp_path, out):
     )
 
 
-@pytest.mark.parametrize("generator", ["self-instruct", "evol", "backtranslation"])
-def test_batch_retried_after_a_failed_commit_commits_all_its_records(tmp_path, monkeypatch, generator):
-    run = {
+def magpie(out):
+    return run_magpie(
+        MagpieConfig(num_records=6, batch_size=4, seed=2),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(out)),
+        model=ScriptedEngine(Replay(Counting()), template=ChatTemplate(ChatML())),
+        batch_retries=1,
+    )
+
+
+def preferences(tmp_path, out):
+    return run_preferences(
+        PreferencesConfig(source=write_source(tmp_path), chunk_size=3, judge_samples=1),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(out)),
+        model=ScriptedEngine(Replay(Graded())),
+        batch_retries=1,
+    )
+
+
+def runner(generator: str, tmp_path):
+    return {
         "self-instruct": lambda out: self_instruct(out),
         "evol": lambda out: evol(tmp_path, out),
         "backtranslation": lambda out: backtranslate(tmp_path, out),
+        "magpie": magpie,
+        "preferences": lambda out: preferences(tmp_path, out),
     }[generator]
+
+
+GENERATOR_RUNS = ["self-instruct", "evol", "backtranslation", "magpie", "preferences"]
+
+
+@pytest.mark.parametrize("generator", GENERATOR_RUNS)
+def test_batch_retried_after_a_failed_commit_commits_all_its_records(tmp_path, monkeypatch, generator):
+    run = runner(generator, tmp_path)
     clean = run(tmp_path / "clean")
     calls = fail_first_commit(monkeypatch, OSError(errno.EIO, "I/O error", "shard"))
     retried = run(tmp_path / "retried")
     assert calls["n"] > 1
     assert retried["kept"] == clean["kept"] > 0
     assert outcome(tmp_path / "retried") == outcome(tmp_path / "clean")
+
+
+def fail_between_shards_and_manifest(monkeypatch) -> dict:
+    """The first batch's commit fails after its staged shards landed, before the manifest that
+    names them is written (the write of the manifest itself fails)."""
+    real = store.atomic_write_bytes
+    seen: dict = {"faults": 0, "staged": []}
+
+    def flaky(path, data):
+        staged = sorted(p.name for p in path.parent.glob("*/*" + STAGED))
+        if path.name == MANIFEST and staged and not seen["faults"]:
+            seen["faults"] += 1
+            seen["staged"] = staged
+            raise OSError(errno.EIO, "I/O error", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", flaky)
+    return seen
+
+
+@pytest.mark.parametrize("generator", GENERATOR_RUNS)
+def test_batch_retried_after_its_shards_landed_commits_each_record_once(tmp_path, monkeypatch, generator):
+    run = runner(generator, tmp_path)
+    clean = run(tmp_path / "clean")
+    seen = fail_between_shards_and_manifest(monkeypatch)
+    retried = run(tmp_path / "retried")
+    assert seen["faults"] == 1 and any(name.endswith(".parquet" + STAGED) for name in seen["staged"])
+    assert retried["kept"] == clean["kept"] > 0
+    kept = scan(tmp_path / "retried").collect()
+    assert kept.height == kept["id"].n_unique() == read_manifest(tmp_path / "retried").rows("kept")
+    assert outcome(tmp_path / "retried") == outcome(tmp_path / "clean")
+    assert verify(tmp_path / "retried") == []
+    assert not list((tmp_path / "retried").glob("*/*" + STAGED))  # nothing staged is left behind
 
 
 def test_judge_outage_after_dedup_ran_leaves_the_dedup_state_as_committed(tmp_path):
@@ -159,8 +233,8 @@ def test_full_disk_stops_the_run_at_once_keeping_what_was_committed(tmp_path, mo
         self_instruct(tmp_path / "ds", retries=2)
     assert calls["n"] == 1  # not retried
     assert "No space left" in str(raised.value)
-    manifest = read_manifest(tmp_path / "ds")
-    assert all(run.status == "running" and run.kept == 0 for run in manifest.runs.values())
+    runs = list(read_manifest(tmp_path / "ds").runs.values())
+    assert len(runs) == 1 and runs[0].status == "running" and runs[0].kept == 0
 
 
 # -- Redis -----------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ import json
 import re
 
 import pytest
+from rouge_score import rouge_scorer
 
 from synth.engines import ScriptedEngine
-from synth.filters import RougeNoveltyIndex, rouge_l, rouge_tokens
+from synth.filters import RougeNoveltyIndex
 from synth.filters.novelty import SNIPPET_CHARS, neighbor_ref, snippet, text_id
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.generators import self_instruct
@@ -20,6 +21,8 @@ from synth.schemas import Record, SelfInstructConfig
 
 REF = re.compile(rf"^[^:]{{1,40}}: .{{0,{SNIPPET_CHARS + 1}}}$", re.DOTALL)
 MAX_REF_CHARS = 40 + 2 + SNIPPET_CHARS + 1
+
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def long_text(i: int, words: int = 4000) -> str:
@@ -57,7 +60,7 @@ def test_verdicts_against_a_pool_of_long_texts_hold_short_refs_and_unchanged_sco
         assert len(v.neighbors) == 10
         # The scores are ROUGE-L as before: the best one is the reference scorer's maximum.
         others = pool + candidates[:i]
-        assert v.max_score == pytest.approx(max(rouge_l(rouge_tokens(v.text), rouge_tokens(p)) for p in others))
+        assert v.max_score == pytest.approx(max(_SCORER.score(p, v.text)["rougeL"].fmeasure for p in others))
     assert [v.kept for v in verdicts] == [True, False]
     assert verdicts[1].neighbors[0] == neighbor_ref(candidates[0])  # accepted earlier in the batch
     assert verdicts[0].neighbors[0] == neighbor_ref(pool[3])

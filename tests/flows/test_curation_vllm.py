@@ -46,3 +46,7 @@ def test_real_engine_judges_every_record_and_explains_each_drop(tmp_path, vllm_e
     assert judged["judge_score"].is_not_null().all()  # structured output: every reply parsed
     assert (kept["judge_score"] >= 3).all()
     assert rejects.filter(pl.col("judge_score") >= 3).height == 0
+    # Each drop says why: the judge's stage, its score against the threshold, and its rationale.
+    for drop in rejects.select("stage", "reason", "judge_score", "judge_rationale").iter_rows(named=True):
+        assert drop["stage"] == "judge" and drop["reason"] == f"score {int(drop['judge_score'])} below 3", drop
+        assert drop["judge_rationale"].strip(), drop

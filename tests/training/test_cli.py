@@ -20,6 +20,7 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 @pytest.mark.usefixtures("prefect_harness")
 def test_train_runs_the_flow_then_finds_the_folder_up_to_date(tmp_path, pairs_file):
     out = tmp_path / "backward"
@@ -37,6 +38,7 @@ def test_train_runs_the_flow_then_finds_the_folder_up_to_date(tmp_path, pairs_fi
     assert read_report(out) == report
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 @pytest.mark.usefixtures("prefect_harness")
 def test_evaluate_prints_both_losses_and_repeats_the_numbers(tmp_path, small_dataset, reference_file):
     """Run twice on copies of one dataset (the second with --force): the same seed gives the same losses."""

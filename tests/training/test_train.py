@@ -12,6 +12,7 @@ from synth.training import TrainingConfig, TrainingSetupError, data_hash, load_e
 from tests.training.conftest import PAIRS, TINY
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_a_trained_folder_holds_a_merged_model_and_its_report(forward_model, pairs_file):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -42,6 +43,7 @@ def test_a_trained_folder_holds_a_merged_model_and_its_report(forward_model, pai
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_the_same_run_again_is_not_retrained(forward_model, pairs_file):
     folder, _ = forward_model
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
@@ -54,6 +56,7 @@ def test_the_same_run_again_is_not_retrained(forward_model, pairs_file):
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_a_changed_run_replaces_the_folder_backward(tmp_path, pairs_file):
     """Training the backward direction into a folder holding a forward model replaces it whole."""
     out = tmp_path / "model"
@@ -79,6 +82,7 @@ def test_a_folder_that_is_not_a_model_is_never_overwritten(tmp_path, pairs_file)
         train(TrainingConfig(out=tmp_path / "m", base=str(tmp_path / "nowhere"), **TINY), pairs_file)
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_our_tokens_are_the_ones_trl_makes_for_prompt_completion_data(forward_model):
     """Training feeds pre-tokenized examples to TRL so that scoring can use the same tokens: they
     must be what TRL's own prompt-completion preparation makes (completion-only labels)."""
@@ -107,6 +111,7 @@ def test_our_tokens_are_the_ones_trl_makes_for_prompt_completion_data(forward_mo
         assert (ours.input_ids, ours.labels) == (row["input_ids"], row["labels"]), json.dumps(prompt)
 
 
+@pytest.mark.engine  # loads the embedded model's weights
 def test_a_killed_run_leaves_no_model_folder_and_the_next_run_clears_its_leftovers(tmp_path, pairs_file):
     import signal
     import subprocess
