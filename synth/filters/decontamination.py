@@ -5,7 +5,8 @@ spaces is a word of its own, so n counts characters in Chinese or Japanese text 
 item quoted inside a longer text is found there too.
 
 Benchmark files are JSONL (every string value of an object, or a string per line), Parquet
-(every text column of a row) or plain text (one item per line). Each reject names the benchmark
+(every text column of a row) or plain text (one item per line); control characters in them are
+refused naming the file and line (or row), as in every input. Each reject names the benchmark
 items it hit, and `hits` counts them per item, so the report says which benchmark items leaked.
 """
 
@@ -22,6 +23,7 @@ from synth.filters.tokens import word_tokens
 from synth.schemas import Outcome, Record
 from synth.schemas.curation import DecontaminationConfig
 from synth.shards.files import json_line, utf8_lines
+from synth.text import control_problem
 
 
 class BenchmarkFileError(ValueError):
@@ -46,8 +48,13 @@ def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
         texts = [c for c, t in frame.schema.items() if t == pl.String]
         if not texts:
             raise BenchmarkFileError(f"{path}: no text columns")
-        for i, row in enumerate(frame.select(texts).iter_rows(), start=1):
-            yield f"{path.name}:{i}", "\n".join(v for v in row if v)
+        for i, row in enumerate(frame.select(texts).iter_rows(named=True), start=1):
+            for column, value in row.items():
+                if value and (problem := control_problem(value)):
+                    raise BenchmarkFileError(
+                        f"{path}: row {i}: column {column!r} holds a {problem}; only text, tabs and line breaks are read"
+                    )
+            yield f"{path.name}:{i}", "\n".join(v for v in row.values() if v)
         return
     for i, line in utf8_lines(path, BenchmarkFileError):
         if not line.strip():

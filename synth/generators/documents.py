@@ -3,9 +3,13 @@
 Documents come from a folder (`.txt`, `.md`, `.html`), a JSONL file with a text field, or a Parquet
 file with a text column, one at a time, so a corpus never has to fit in memory. Text files are read
 line by line and HTML is fed to the parser in pieces, so one huge file is streamed too. Binary
-files, non-UTF-8 text and empty documents are skipped with a reason, never a crash; a JSONL record
-is named "file.jsonl:LINE", so a line with bytes that are not UTF-8, or with a JSON string holding
-an unpaired surrogate escape ("\\ud800", which no writer can store), is reported by file and line.
+files, non-UTF-8 text, text with control characters (a NUL, an escape sequence: `synth.text`) and
+empty documents are skipped with a reason, never a crash; a file is checked whole before any of it
+is used, and a byte-order mark that opens it is dropped. A JSONL record is named "file.jsonl:LINE",
+so a line with bytes that are not UTF-8, or with a JSON string holding an unpaired surrogate escape
+("\\ud800", which no writer can store), is reported by file and line. A source in which no document
+is usable is an error saying what it holds (`DocumentError`), raised when it is opened: before any
+model loads.
 
 A segment is a candidate output: the text under one heading (Markdown or HTML), or a window of
 paragraphs for plain text, within character bounds, cleaned of navigation and boilerplate lines.
@@ -14,9 +18,12 @@ Offsets are character positions in the document's text (for HTML, in its extract
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from synth.schemas import BacktranslationConfig
 from synth.shards.files import lone_surrogate
+from synth.text import BOM, first_control
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -70,10 +78,46 @@ def _looks_binary(head: bytes) -> bool:
     return b"\x00" in head
 
 
+def _control_reason(text: str, at: int, line: int = 1) -> str:
+    """The reason a document holding a control character at `at` of `text` is skipped; `line` is
+    the line `text` starts on."""
+    return f"control character U+{ord(text[at]):04X} at line {line + text.count(chr(10), 0, at)}"
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a text file is not a usable document, read whole in chunks before any of it is used (so
+    no segment of a file that turns out bad reaches a prompt), or None."""
+    with open(path, "rb") as f:
+        head = f.read(8192)
+        if _looks_binary(head):
+            return "binary file"
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        raw, line, blank, carry, first = head, 1, True, "", True
+        while True:
+            last = not raw
+            try:
+                text = carry + decoder.decode(raw, final=last)
+            except UnicodeDecodeError:
+                return "not UTF-8 text"
+            if first and text:
+                text, first = text.removeprefix(BOM), False
+            carry = ""
+            if not last and text.endswith("\r"):  # a CRLF may be cut between two chunks
+                text, carry = text[:-1], "\r"
+            if (at := first_control(text)) is not None:
+                return "binary file" if text[at] == "\x00" else _control_reason(text, at, line)
+            line += text.count("\n")
+            blank = blank and not text.strip()
+            if last:
+                return "empty document" if blank else None
+            raw = f.read(_CHUNK)
+
+
 def _file_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file, streamed; raises UnicodeDecodeError on bad bytes."""
+    """Lines of a UTF-8 file without its byte-order mark, streamed; raises UnicodeDecodeError on bad bytes."""
     with open(path, encoding="utf-8", errors="strict", newline="") as f:
-        yield from f
+        for number, line in enumerate(f):
+            yield line.removeprefix(BOM) if number == 0 else line
 
 
 def _text_blocks(lines: Iterable[str], markdown: bool) -> Iterator[Block]:
@@ -179,7 +223,8 @@ class _HTMLBlocks(HTMLParser):
 
 def _html_blocks(path: Path) -> Iterator[Block]:
     parser = _HTMLBlocks()
-    with open(path, encoding="utf-8", errors="strict") as f:
+    # utf-8-sig: a byte-order mark that opens the file is not text
+    with open(path, encoding="utf-8-sig", errors="strict") as f:
         while chunk := f.read(_CHUNK):
             parser.feed(chunk)
             yield from parser.take()
@@ -196,12 +241,8 @@ def read_folder(folder: Path) -> Iterator[tuple[str, str, Iterator[Block]] | Ski
         if kind is None:
             yield Skipped(name, f"unsupported file type '{path.suffix or path.name}'")
             continue
-        with open(path, "rb") as f:
-            head = f.read(8192)
-        if not head.strip():
-            yield Skipped(name, "empty document")
-        elif _looks_binary(head):
-            yield Skipped(name, "binary file")
+        if problem := _file_problem(path):
+            yield Skipped(name, problem)
         else:
             blocks = (
                 _html_blocks(path) if kind == "html" else _text_blocks(_file_lines(path), markdown=kind == "markdown")
@@ -235,6 +276,8 @@ def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterat
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             name = f"{path.name}:{number}"
+            if number == 1:
+                raw = raw.removeprefix(BOM.encode())
             if not raw.strip():
                 continue
             try:
@@ -259,8 +302,11 @@ def read_records(path: Path, text_field: str) -> Iterator[tuple[str, str, Iterat
 def _record_doc(name: str, value: object) -> tuple[str, str, Iterator[Block]] | Skipped:
     if not isinstance(value, str) or not value.strip():
         return Skipped(name, "empty document")
+    value = value.removeprefix(BOM)
     if "\x00" in value:
         return Skipped(name, "binary content")
+    if (at := first_control(value)) is not None:
+        return Skipped(name, _control_reason(value, at))
     kind = "markdown" if re.search(r"^#{1,6}\s", value, re.MULTILINE) else "text"
     return name, kind, _text_blocks(value.splitlines(keepends=True), markdown=kind == "markdown")
 
@@ -272,16 +318,55 @@ class DocumentError(ValueError):
 def read_documents(
     source: str | Path, text_field: str = "text"
 ) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+    """The documents of a folder, JSONL or Parquet file (see `read_folder`, `read_records`), in
+    order. Opening the source reads it up to its first usable document, so a source without one
+    fails here, saying what it holds ("3 files, none usable: 2 binary, 1 empty"), before any model
+    loads."""
     path = Path(source)
     if path.is_dir():
-        return read_folder(path)
+        return _first_usable(path, read_folder(path), "file")
     if not path.exists():
         raise DocumentError(f"{path}: no such file or directory")
     if path.suffix == ".parquet":
         _parquet_with(path, text_field)  # the schema is checked now, before any model loads
     if path.suffix in (".jsonl", ".parquet"):
-        return read_records(path, text_field)
+        return _first_usable(path, read_records(path, text_field), "record")
     raise DocumentError(f"{path}: expected a folder of .txt/.md/.html files, a .jsonl or a .parquet file")
+
+
+_SHORT = (
+    ("empty document", "empty"),
+    ("binary", "binary"),
+    ("not UTF-8", "not UTF-8"),
+    ("control character", "with control characters"),
+    ("invalid JSON", "invalid JSON"),
+    ("unsupported file type ", "of type "),
+)
+
+
+def _kind(reason: str) -> str:
+    """How a skip reason is counted in the error of a source with no usable document."""
+    for start, short in _SHORT:
+        if reason.startswith(start):
+            return short + reason.removeprefix(start) if short == "of type " else short
+    return reason
+
+
+def _first_usable(
+    path: Path, items: Iterator[tuple[str, str, Iterator[Block]] | Skipped], unit: str
+) -> Iterator[tuple[str, str, Iterator[Block]] | Skipped]:
+    """`items`, once one of them is a usable document (those read on the way come first again);
+    none: DocumentError naming what was found."""
+    seen: list[tuple[str, str, Iterator[Block]] | Skipped] = []
+    for item in items:
+        seen.append(item)
+        if not isinstance(item, Skipped):
+            return itertools.chain(seen, items)
+    if not seen:
+        raise DocumentError(f"{path}: no documents ({'an empty folder' if unit == 'file' else 'no records'})")
+    kinds = Counter(_kind(i.reason) for i in seen if isinstance(i, Skipped))
+    counted = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    raise DocumentError(f"{path}: {len(seen)} {unit}{'s' if len(seen) > 1 else ''}, none usable: {counted}")
 
 
 # -- cleaning and segmenting -----------------------------------------------------------------------

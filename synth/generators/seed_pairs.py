@@ -27,6 +27,7 @@ from typing import Any
 
 from synth.generators.seeds import SeedFileError, load_seed_tasks
 from synth.shards.files import json_line, lone_surrogate, read_utf8, utf8_lines
+from synth.text import value_control_problem
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,10 @@ def _array(file: Path) -> Iterator[tuple[str, object]]:
             if lone_surrogate(value):
                 raise SeedFileError(
                     f"{where}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text"
+                )
+            if problem := value_control_problem(value):
+                raise SeedFileError(
+                    f"{where}: a JSON string holds a {problem}; only text, tabs and line breaks are read"
                 )
             yield where, value
             pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]

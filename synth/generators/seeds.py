@@ -1,8 +1,9 @@
 """Reading seed tasks: the Self-Instruct release format, or plain JSONL/text of instructions.
 
 Every problem is reported as a `SeedFileError` naming the file and line, never a traceback:
-bytes that are not UTF-8, invalid JSON, and JSON strings holding an unpaired surrogate escape
-("\\ud800", which Python accepts but no writer can store) alike.
+bytes that are not UTF-8, invalid JSON, JSON strings holding an unpaired surrogate escape
+("\\ud800", which Python accepts but no writer can store), and control characters (a NUL, an
+escape sequence; `synth.text`) alike. A byte-order mark that opens the file is dropped.
 
 A seed task larger than `MAX_SEED_CHARS` characters (instruction and instances together) is too
 large to show a model as an in-context example: it is skipped, counted and reported (a warning,
@@ -83,7 +84,9 @@ def read_seed_file(path: str | Path | None = None, language: str = "en") -> Seed
     out = SeedFile(file)
     seen: set[str] = set()
     plain = file.suffix == ".txt"
+    lines = 0
     for number, line in utf8_lines(file, SeedFileError):
+        lines = number
         if not line.strip():
             continue
         if len(line) > (MAX_SEED_CHARS if plain else _MAX_LINE_CHARS):
@@ -101,8 +104,12 @@ def read_seed_file(path: str | Path | None = None, language: str = "en") -> Seed
         out.tasks.append(task)
     if not out.tasks:
         if out.skipped:
-            raise SeedFileError(f"{file}: no usable seed tasks; {len(out.skipped)} skipped, first: {out.skipped[0]}")
-        raise SeedFileError(f"{file}: no seed tasks (the file is empty)")
+            reasons = ", ".join(f"{n} {r}" for r, n in out.reasons.items())
+            raise SeedFileError(
+                f"{file}: no usable seed tasks; {len(out.skipped)} skipped ({reasons}), first: {out.skipped[0]}"
+            )
+        found = "the file is empty" + (f": {lines} blank line{'s' if lines > 1 else ''}" if lines else "")
+        raise SeedFileError(f"{file}: no seed tasks ({found})")
     return out
 
 

@@ -16,8 +16,10 @@ with the file types and columns its own `RowFiles` names.
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -25,6 +27,9 @@ import polars as pl
 from synth.schemas import Example, content_id
 from synth.shards import MANIFEST, scan
 from synth.shards.files import json_line, lone_surrogate, read_utf8, utf8_lines
+from synth.text import control_problem, value_control_problem
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -56,18 +61,48 @@ INSTRUCTION_FILES = RowFiles(
 
 
 def load_instructions(source: str | Path) -> list[Example]:
-    """Every instruction of `source`, in order, without repeats of the same id."""
+    """Every instruction of `source`, in order, each under an id of its own.
+
+    Two examples that give the same `id` are refused, naming both places: one would silently
+    replace the other. An example without an id takes its content id (instruction and input); a
+    repeat of one gets that id with "-2", "-3"... after it, so both are kept (the curation chain
+    rejects an exact duplicate with its reason). An example with an empty instruction is skipped
+    with a warning; a source with no instruction at all is an error saying what it holds.
+    """
     path = Path(source)
     rows: Iterator[tuple[str, object]]
     if path.is_dir():
         rows = dataset_rows(path, ("id", "instruction", "input", "output"), SourceError)
     else:
         rows = file_rows(path, INSTRUCTION_FILES)
-    items = [_item(value, where) for where, value in rows]
-    unique = list({item.id: item for item in items if item.instruction.strip()}.values())
-    if not unique:
-        raise SourceError(f"{path}: no instructions in the source")
-    return unique
+    items: list[Example] = []
+    given: dict[str, str] = {}  # an id the source gives -> where it first came
+    derived: Counter[str] = Counter()
+    empty: list[str] = []
+    for where, value in rows:
+        item, own_id = _item(value, where)
+        if not item.instruction.strip():
+            empty.append(where)
+            continue
+        if own_id:
+            if item.id in given:
+                raise SourceError(f"{where}: id {item.id!r} is already the id of {given[item.id]}; ids must be unique")
+            given[item.id] = where
+        else:
+            derived[item.id] += 1
+            if derived[item.id] > 1:
+                item = replace(item, id=f"{item.id}-{derived[item.id]}")
+        items.append(item)
+    taken = Counter(i.id for i in items)
+    if len(taken) != len(items):  # an id the source gives is also a repeat's ("abc-2"): rare, but refused
+        clash = next(rid for rid, n in taken.items() if n > 1)
+        raise SourceError(f"{path}: id {clash!r} is given to an example and taken by a repeated one; rename it")
+    if not items:
+        found = "no examples" if not empty else f"{len(empty)} example(s), none with an instruction (first: {empty[0]})"
+        raise SourceError(f"{path}: no instructions in the source: {found}")
+    if empty:
+        log.warning("%s: skipped %d example(s) with an empty instruction; first: %s", path, len(empty), empty[0])
+    return items
 
 
 def dataset_rows(path: Path, columns: Sequence[str], error: type[ValueError]) -> Iterator[tuple[str, dict]]:
@@ -107,7 +142,18 @@ def _parquet_rows(path: Path, files: RowFiles) -> Iterator[tuple[str, dict]]:
             raise files.error(f"{path}: column {column!r} is {frame.schema[column]}, expected text")
     cast = [c for c in files.cast if c in frame.columns]
     rows = frame.select(*text, *(pl.col(c).cast(pl.String) for c in cast)).fill_null("")
-    return ((f"{path}: row {n}", row) for n, row in enumerate(rows.iter_rows(named=True), start=1))
+    numbered = ((f"{path}: row {n}", row) for n, row in enumerate(rows.iter_rows(named=True), start=1))
+    return _checked(numbered, files.error)
+
+
+def _checked(rows: Iterator[tuple[str, dict]], error: type[ValueError]) -> Iterator[tuple[str, dict]]:
+    """`rows` (Parquet rows), each refused as "file: row N: column 'c' holds a control character"
+    when a text value holds one: they would reach a prompt unseen."""
+    for where, row in rows:
+        for column, value in row.items():
+            if isinstance(value, str) and (problem := control_problem(value)):
+                raise error(f"{where}: column {column!r} holds a {problem}; only text, tabs and line breaks are read")
+        yield where, row
 
 
 def _line_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, object]]:
@@ -141,6 +187,8 @@ def _json_array_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str,
         where = f"{path}: item {index}"
         if lone_surrogate(value):
             raise error(f"{where}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text")
+        if problem := value_control_problem(value):
+            raise error(f"{where}: a JSON string holds a {problem}; only text, tabs and line breaks are read")
         yield where, value
 
 
@@ -153,8 +201,9 @@ def _text_field(data: dict, name: str, where: str) -> str:
     return value
 
 
-def _item(data: object, where: str) -> Example:
-    """One source example from a parsed JSON value (an object or a bare instruction string)."""
+def _item(data: object, where: str) -> tuple[Example, bool]:
+    """One source example from a parsed JSON value (an object or a bare instruction string), and
+    whether the id is the source's own (else it is the content id)."""
     if isinstance(data, str):
         data = {"instruction": data}
     if not isinstance(data, dict) or not isinstance(data.get("instruction"), str):
@@ -166,5 +215,6 @@ def _item(data: object, where: str) -> Example:
     if not inp and not out and isinstance(instances, list) and instances and isinstance(instances[0], dict):
         inp = _text_field(instances[0], "input", f"{where}: instances[0]")
         out = _text_field(instances[0], "output", f"{where}: instances[0]")
-    rid = str(data.get("id") or content_id(data["instruction"], inp, ""))
-    return Example(data["instruction"], out, inp, id=rid)
+    own = data.get("id")
+    rid = str(own or content_id(data["instruction"], inp, ""))
+    return Example(data["instruction"], out, inp, id=rid), bool(own)

@@ -160,15 +160,22 @@ class Recipe(_Strict):
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe; errors name the file and the key, including missing inputs.
+    """Read and validate a recipe; errors name the file and the key, including missing inputs
+    and empty paths.
 
     An Evol-Instruct step whose source is the recipe's own dataset may name it before it exists.
     """
     recipe = load_config_file(path, Recipe)
     assert isinstance(recipe, Recipe)
+    # Path("") is the working directory: an empty path would write or read there by accident.
+    empty = "an empty path names no file or folder (for this folder, give '.')"
+    if not recipe.dataset.path:
+        raise ConfigFileError(f"{path}: dataset.path: {empty}")
     own = Path(recipe.dataset.path).resolve()
     for i, step in enumerate(recipe.steps):
         for key, value in step.input_paths().items():
+            if value == "":
+                raise ConfigFileError(f"{path}: steps.{i}.{key}: {empty}")
             if value is None or Path(value).exists() or Path(value).resolve() == own:
                 continue
             raise ConfigFileError(f"{path}: steps.{i}.{key}: {value} does not exist")

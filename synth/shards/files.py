@@ -1,4 +1,8 @@
-"""Reading user-supplied text files with errors that name the file and line."""
+"""Reading user-supplied text files with errors that name the file and line.
+
+Every line reader here drops a leading byte-order mark and refuses control characters
+(`synth.text`): a NUL or an escape sequence in an input would reach a prompt unseen.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+from synth.text import BOM, control_problem, value_control_problem
 
 # json.loads turns a valid escaped pair into one character, so a surrogate left in a string is an
 # unpaired one ("\ud800"): Python accepts it, but it is not Unicode text and cannot be written.
@@ -42,6 +48,8 @@ def utf8_lines(path: Path, error: type[ValueError]) -> Iterator[tuple[int, str]]
 
     Lines end at "\\n" only (a JSON string may hold U+2028 and the like), the line ending is
     removed, and bytes that are not UTF-8 raise `error` as "file:LINE: not UTF-8 text (byte N)".
+    A byte-order mark that opens the file is dropped; any other control character but tab (and
+    the CR of a CRLF ending) raises `error` as "file:LINE: control character U+NNNN at column N".
     """
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; a generator holds it across yields
@@ -55,7 +63,12 @@ def utf8_lines(path: Path, error: type[ValueError]) -> Iterator[tuple[int, str]]
             except UnicodeDecodeError as e:
                 raise error(f"{path}:{number}: not UTF-8 text (byte {offset + e.start})") from None
             offset += len(raw)
-            yield number, text.rstrip("\r\n")
+            if number == 1:
+                text = text.removeprefix(BOM)
+            line = text.removesuffix("\n").removesuffix("\r")
+            if problem := control_problem(line):
+                raise error(f"{path}:{number}: {problem}; only text, tabs and line breaks are read")
+            yield number, line
 
 
 def lone_surrogate(value: object) -> bool:
@@ -70,12 +83,14 @@ def lone_surrogate(value: object) -> bool:
 
 
 def json_line(path: Path, number: int, line: str, error: type[ValueError]) -> object:
-    """One JSONL line parsed; invalid JSON and unpaired surrogate escapes raise `error` as
-    "file:LINE: ..."."""
+    """One JSONL line parsed; invalid JSON, unpaired surrogate escapes and escaped control
+    characters ("\\u001b") raise `error` as "file:LINE: ..."."""
     try:
         data = json.loads(line)
     except json.JSONDecodeError as e:
         raise error(f"{path}:{number}: invalid JSON: {e.msg} (column {e.colno})") from None
     if lone_surrogate(data):
         raise error(f"{path}:{number}: a JSON string holds an unpaired surrogate escape (such as \\ud800), not text")
+    if problem := value_control_problem(data):
+        raise error(f"{path}:{number}: a JSON string holds a {problem}; only text, tabs and line breaks are read")
     return data

@@ -279,3 +279,79 @@ def test_records_and_benchmark_files_name_the_line_of_a_lone_surrogate(tmp_path)
     bench.write_text('{"prompt": "fine"}\n\n{"prompt": "\\udfff"}\n')
     with pytest.raises(BenchmarkFileError, match=r"bench.jsonl:3: .*surrogate"):
         DecontaminationFilter(DecontaminationConfig(benchmarks=[str(bench)]))
+
+
+# -- control characters: every reader refuses them naming the file and line; a BOM is dropped ---------
+
+REFUSED = "; only text, tabs and line breaks are read"
+
+
+def test_the_line_reader_drops_a_bom_keeps_crlf_and_tabs_and_refuses_other_controls(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\ttab\r\ntwo\r\n\xef\xbb\xbfthree\n")
+    # Only the mark that opens the file is encoding: a later U+FEFF is text (a zero-width space).
+    assert list(utf8_lines(path, InputError)) == [(1, "one\ttab"), (2, "two"), (3, "\ufeffthree")]
+    for raw, problem in [
+        (b"ok\nan \x1b[31mANSI\x1b[0m colour\n", "2: control character U+001B at column 4"),
+        (b"ok\nok\n\x00\n", "3: control character U+0000 at column 1"),
+        (b"a\x0cpage\n", "1: control character U+000C at column 2"),
+        (b"ok\rhidden\n", "1: control character U+000D at column 3"),
+        (b"del\x7f\n", "1: control character U+007F at column 4"),
+        ("c1 \u0085 next line\n".encode(), "1: control character U+0085 at column 4"),
+    ]:
+        path.write_bytes(raw)
+        with pytest.raises(InputError) as e:
+            list(utf8_lines(path, InputError))
+        assert str(e.value) == f"{path}:{problem}{REFUSED}"
+
+
+def test_records_and_benchmark_files_refuse_control_characters_naming_the_line(tmp_path):
+    import polars as pl
+
+    from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
+    from synth.flows.curation import CurationInputError, records_from_file
+    from synth.schemas.curation import DecontaminationConfig
+
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "a", "output": "\\u001b[2J"}\n')
+    with pytest.raises(CurationInputError) as e:
+        records_from_file(records)
+    assert str(e.value) == f"{records}:2: a JSON string holds a control character U+001B (escaped as \\u001b){REFUSED}"
+    parquet = tmp_path / "records.parquet"
+    pl.DataFrame({"instruction": ["a", "b"], "output": ["ok", "x\x07"]}).write_parquet(parquet)
+    with pytest.raises(CurationInputError) as e:
+        records_from_file(parquet)
+    assert str(e.value) == f"{parquet}: row 2: column 'output' holds a control character U+0007 at column 2{REFUSED}"
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"instruction": "fine", "output": "ok"}\n')
+    assert [r.instruction for r in records_from_file(bom)] == ["fine"]
+
+    bench = tmp_path / "bench.txt"
+    bench.write_bytes(b"What is 2+2?\nA \x1b]8;;http://x\x07link\n")
+    with pytest.raises(BenchmarkFileError) as e:
+        DecontaminationFilter(DecontaminationConfig(benchmarks=[str(bench)]))
+    assert str(e.value) == f"{bench}:2: control character U+001B at column 3{REFUSED}"
+    bench_pq = tmp_path / "bench.parquet"
+    pl.DataFrame({"prompt": ["fine", "nul\x00"]}).write_parquet(bench_pq)
+    with pytest.raises(BenchmarkFileError) as e:
+        DecontaminationFilter(DecontaminationConfig(benchmarks=[str(bench_pq)]))
+    assert str(e.value) == f"{bench_pq}: row 2: column 'prompt' holds a control character U+0000 at column 4{REFUSED}"
+    bench.write_bytes(b"\xef\xbb\xbfWhat is 2+2?\n")
+    assert DecontaminationFilter(DecontaminationConfig(benchmarks=[str(bench)])).index == {
+        ("what", "is", "2", "2"): "bench.txt:1"
+    }
+
+
+def test_seed_pairs_refuse_control_characters_in_a_json_array(tmp_path):
+    from synth.generators.seed_pairs import load_seed_pairs
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_bytes(
+        b'\xef\xbb\xbf[\n {"instruction": "a", "output": "b"},\n {"instruction": "c\\u001b", "output": "d"}\n]'
+    )
+    with pytest.raises(SeedFileError) as e:
+        load_seed_pairs(pairs)
+    assert (
+        str(e.value)
+        == f"{pairs}:3: item 2: a JSON string holds a control character U+001B (escaped as \\u001b){REFUSED}"
+    )

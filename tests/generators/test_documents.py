@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from synth.generators.documents import (
+    Block,
     DocumentError,
     Segment,
     Skipped,
@@ -97,11 +98,12 @@ def test_binary_empty_non_utf8_and_unknown_files_are_skipped_with_reasons(tmp_pa
     (tmp_path / "empty.md").write_text("   \n")
     (tmp_path / "latin.txt").write_bytes(PARA.encode() + b"\n\xe9\xe8\n")
     (tmp_path / "photo.png").write_bytes(b"\x89PNG")
+    (tmp_path / "zgood.txt").write_text(PARA)
     out = segments_of(tmp_path)
-    assert out == {
+    assert {name: reason for name, reason in out.items() if name != "zgood.txt"} == {
         "bin.txt": "binary file",
         "empty.md": "empty document",
-        "latin.txt": "not UTF-8",
+        "latin.txt": "not UTF-8 text",  # found before any of its segments is used
         "photo.png": "unsupported file type '.png'",
     }
 
@@ -147,3 +149,65 @@ def test_a_missing_or_unknown_source_is_an_error(tmp_path):
     (tmp_path / "a.csv").write_text("x")
     with pytest.raises(DocumentError, match="expected a folder"):
         read_documents(tmp_path / "a.csv")
+
+
+# -- control characters, byte-order marks, sources with nothing usable --------------------------------
+
+
+def test_control_characters_skip_a_document_naming_the_line_and_a_bom_is_dropped(tmp_path):
+    (tmp_path / "bom.md").write_bytes(b"\xef\xbb\xbf# Rain\n\n" + PARA.encode())
+    (tmp_path / "crlf.txt").write_bytes(PARA.encode() + b"\r\n\r\n" + PARA.encode() + b"\r\n")
+    (tmp_path / "esc.txt").write_bytes(PARA.encode() + b"\n\n\x1b[2J\x1b]0;owned\x07 " + PARA.encode())
+    (tmp_path / "cr.txt").write_bytes(PARA.encode() + b"\rOverwritten\n")
+    # The bad byte lies past the first chunk read: the whole file is checked before any of it is used.
+    (tmp_path / "late.txt").write_bytes((PARA + "\n\n").encode() * 12_000 + b"tail\x00\n")
+    items = list(read_documents(tmp_path))
+    skipped = {i.doc: i.reason for i in items if isinstance(i, Skipped)}
+    assert skipped == {
+        "cr.txt": "control character U+000D at line 1",
+        "esc.txt": "control character U+001B at line 3",
+        "late.txt": "binary file",
+    }
+    used = {name: list(blocks) for name, _, blocks in (i for i in items if not isinstance(i, Skipped))}
+    assert sorted(used) == ["bom.md", "crlf.txt"]
+    assert used["bom.md"][0] == Block("Rain", 0, heading=True)
+    assert [b.text for b in used["crlf.txt"]] == [PARA, PARA]
+
+
+def test_document_records_with_control_characters_are_skipped_naming_the_line(tmp_path):
+    jsonl = tmp_path / "d.jsonl"
+    lines = [json.dumps({"text": PARA}), json.dumps({"text": f"{PARA}\nsecond line \u009b31m red"})]
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    items = list(read_documents(jsonl))
+    assert items[0][0] == "d.jsonl:1"  # the byte-order mark before the first record is not JSON
+    assert items[1] == Skipped("d.jsonl:2", "control character U+009B at line 2")
+
+
+def test_a_source_without_a_usable_document_is_an_error_saying_what_it_holds(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    with pytest.raises(DocumentError) as caught:
+        read_documents(folder)
+    assert str(caught.value) == f"{folder}: no documents (an empty folder)"
+    (folder / "a.txt").write_bytes(b"\x00\x01binary")
+    (folder / "b.html").write_bytes(b"\x89PNG\r\n\x00")
+    (folder / "c.md").write_text("  \n\n")
+    with pytest.raises(DocumentError) as caught:
+        read_documents(folder)
+    assert str(caught.value) == f"{folder}: 3 files, none usable: 2 binary, 1 empty"
+    (folder / "d.txt").write_text(PARA)
+    assert [i.doc if isinstance(i, Skipped) else i[0] for i in read_documents(folder)] == [
+        "a.txt",
+        "b.html",
+        "c.md",
+        "d.txt",
+    ]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(json.dumps({"text": ""}) + "\n\n" + json.dumps({"text": "a\x00b"}) + "\n{oops\n")
+    with pytest.raises(DocumentError) as caught:
+        read_documents(jsonl)
+    assert str(caught.value) == f"{jsonl}: 3 records, none usable: 1 empty, 1 binary, 1 invalid JSON"
+    jsonl.write_text("\n")
+    with pytest.raises(DocumentError) as caught:
+        read_documents(jsonl)
+    assert str(caught.value) == f"{jsonl}: no documents (no records)"

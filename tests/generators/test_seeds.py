@@ -83,3 +83,58 @@ def test_default_seed_set_is_diverse_and_holds_classification_tasks():
     assert 0 < sum(t.is_classification for t in tasks) < len(tasks)
     assert all(t.instances for t in tasks)
     assert len({t.instruction for t in tasks}) == len(tasks)
+
+
+# -- control characters and byte-order marks -------------------------------------------------------
+
+
+def test_a_byte_order_mark_is_dropped_and_crlf_endings_are_read_in_every_format(tmp_path):
+    text = tmp_path / "bom.txt"
+    text.write_bytes(b"\xef\xbb\xbfName a color.\r\nCount to five.\r\n")
+    assert [t.instruction for t in load_seed_tasks(text)] == ["Name a color.", "Count to five."]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"instruction": "Name a color."}\r\n"Line one\\r\\nline two\\tend"\r\n')
+    assert [t.instruction for t in load_seed_tasks(jsonl)] == ["Name a color.", "Line one\r\nline two\tend"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("s.txt", b"Name a color.\nClear \x1b[2J the screen\n", ":2: control character U+001B at column 7"),
+        ("s.txt", b"Fine\nnul\x00here\n", ":2: control character U+0000 at column 4"),
+        ("s.txt", b"Looks fine\rOverwritten\n", ":1: control character U+000D at column 11"),
+        ("s.txt", b"\xef\xbb\xbfbell \x07\n", ":1: control character U+0007 at column 6"),
+        (
+            "s.jsonl",
+            b'{"instruction": "ok"}\n{"instruction": "Title \\u001b]0;owned\\u0007 here"}\n',
+            ":2: a JSON string holds a control character U+001B (escaped as \\u001b)",
+        ),
+        (
+            "s.jsonl",
+            b'{"instruction": "ok", "instances": [{"input": "", "output": "a\\u0000b"}]}\n',
+            ":1: a JSON string holds a control character U+0000 (escaped as \\u0000)",
+        ),
+    ],
+)
+def test_control_characters_are_refused_naming_the_file_and_line(tmp_path, name, content, error):
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(SeedFileError) as e:
+        load_seed_tasks(f)
+    assert str(e.value) == f"{f}{error}; only text, tabs and line breaks are read"
+
+
+def test_a_file_without_a_usable_task_says_what_it_found(tmp_path):
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf\n")
+    with pytest.raises(SeedFileError) as e:
+        load_seed_tasks(bom)
+    assert str(e.value) == f"{bom}: no seed tasks (the file is empty: 1 blank line)"
+    huge = tmp_path / "huge.txt"
+    huge.write_text("x" * 20_001 + "\n" + "y" * 20_002 + "\n")
+    with pytest.raises(SeedFileError) as e:
+        load_seed_tasks(huge)
+    assert str(e.value) == (
+        f"{huge}: no usable seed tasks; 2 skipped (2 larger than 20000 characters), first: "
+        f"{huge}:1: larger than 20000 characters (a line of 20001 characters); skipped"
+    )

@@ -29,7 +29,10 @@ def test_jsonl_and_parquet_with_optional_input_and_id(tmp_path):
     assert items[1].input == "" and items[1].id  # a content id when none is given
     parquet = tmp_path / "a.parquet"
     pl.DataFrame({"instruction": ["One", "Two", "One"]}).write_parquet(parquet)
-    assert [i.instruction for i in load_instructions(parquet)] == ["One", "Two"]  # repeats collapse
+    items = load_instructions(parquet)
+    # A repeat without an id is kept under an id of its own: nothing is collapsed silently.
+    assert [i.instruction for i in items] == ["One", "Two", "One"]
+    assert items[2].id == f"{items[0].id}-2"
 
 
 def test_seed_file_in_release_format_is_a_source():
@@ -133,3 +136,98 @@ def test_directory_without_manifest_and_missing_path(tmp_path):
         load_instructions(tmp_path)
     with pytest.raises(SourceError, match="no such file"):
         load_instructions(tmp_path / "nope.jsonl")
+
+
+# -- ids, empty sources, control characters ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "first", "second"),
+    [
+        (
+            "s.jsonl",
+            lambda p: p.write_text(
+                "\n".join(
+                    json.dumps({"id": i, "instruction": t}) for i, t in [("a", "One"), ("b", "Two"), ("a", "Three")]
+                )
+            ),
+            ":1",
+            ":3",
+        ),
+        (
+            "s.json",
+            lambda p: p.write_text(json.dumps([{"id": 7, "instruction": "One"}, {"id": "7", "instruction": "Two"}])),
+            ": item 0",
+            ": item 1",
+        ),
+        (
+            "s.parquet",
+            lambda p: pl.DataFrame({"id": ["x", "x"], "instruction": ["One", "Two"]}).write_parquet(p),
+            ": row 1",
+            ": row 2",
+        ),
+    ],
+)
+def test_two_examples_with_the_same_id_are_refused_naming_both(tmp_path, name, write, first, second):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(SourceError) as e:
+        load_instructions(path)
+    rid = {"s.jsonl": "a", "s.json": "7", "s.parquet": "x"}[name]
+    assert str(e.value) == f"{path}{second}: id {rid!r} is already the id of {path}{first}; ids must be unique"
+
+
+def test_an_empty_source_says_what_it_holds(tmp_path, caplog):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(SourceError) as e:
+        load_instructions(empty)
+    assert str(e.value) == f"{empty}: no instructions in the source: no examples"
+    blank = tmp_path / "blank.json"
+    blank.write_text(json.dumps([{"instruction": " "}, {"instruction": ""}]))
+    with pytest.raises(SourceError) as e:
+        load_instructions(blank)
+    assert str(e.value) == (
+        f"{blank}: no instructions in the source: 2 example(s), none with an instruction (first: {blank}: item 0)"
+    )
+    some = tmp_path / "some.jsonl"
+    some.write_text(json.dumps({"instruction": ""}) + "\n" + json.dumps({"instruction": "Go."}) + "\n")
+    assert [i.instruction for i in load_instructions(some)] == ["Go."]
+    assert caplog.messages[-1] == f"{some}: skipped 1 example(s) with an empty instruction; first: {some}:1"
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "error"),
+    [
+        ("s.txt", lambda p: p.write_bytes(b"Fine.\n\x1b[31mRed\n"), ":2: control character U+001B at column 1"),
+        (
+            "s.jsonl",
+            lambda p: p.write_bytes(b'"Fine."\n{"instruction": "x", "input": "\\u0008back"}\n'),
+            ":2: a JSON string holds a control character U+0008 (escaped as \\u0008)",
+        ),
+        (
+            "s.json",
+            lambda p: p.write_text(json.dumps([{"instruction": "x"}, {"instruction": "y", "output": "\u009b2J"}])),
+            ": item 1: a JSON string holds a control character U+009B (escaped as \\u009b)",
+        ),
+        (
+            "s.parquet",
+            lambda p: pl.DataFrame({"instruction": ["x", "y\x00"]}).write_parquet(p),
+            ": row 2: column 'instruction' holds a control character U+0000 at column 2",
+        ),
+    ],
+)
+def test_control_characters_in_a_source_are_refused_naming_the_place(tmp_path, name, write, error):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(SourceError) as e:
+        load_instructions(path)
+    assert str(e.value) == f"{path}{error}; only text, tabs and line breaks are read"
+
+
+def test_a_byte_order_mark_opening_a_source_is_dropped(tmp_path):
+    for name in ("s.jsonl", "s.txt"):
+        path = tmp_path / name
+        content = json.dumps("First.") if name == "s.jsonl" else "First."
+        path.write_bytes(b"\xef\xbb\xbf" + content.encode() + b"\r\n")
+        assert [i.instruction for i in load_instructions(path)] == ["First."]
