@@ -14,6 +14,7 @@ import typer
 
 from synth.cli import curate, datasets, generate, model, recipes, select, train
 from synth.cli.errors import ReportingGroup, state
+from synth.cli.output import escape_log_records
 
 app = typer.Typer(
     cls=ReportingGroup,
@@ -35,6 +36,7 @@ def _options(
     ] = False,
 ) -> None:
     """Options of every command."""
+    escape_log_records()  # log lines quote record text and file names: never let them drive the terminal
     state.verbose = verbose
     if verbose:  # libraries' own output shows too (see synth.flows.api.prepare_process)
         os.environ["SYNTH_VERBOSE"] = "1"

@@ -104,6 +104,15 @@ def check_curation(config: CurationConfig, where: str) -> None:
     for benchmark in config.decontamination.benchmarks:
         if not Path(benchmark).is_file():
             fail(f"{where}decontamination.benchmarks: {benchmark}: no such file")
+    if config.decontamination.benchmarks:
+        from synth.filters.decontamination import BenchmarkFileError, benchmark_items
+
+        for benchmark in config.decontamination.benchmarks:
+            try:  # read now: a bad line is named before any model loads
+                for _ in benchmark_items(Path(benchmark)):
+                    pass
+            except BenchmarkFileError as e:
+                fail(f"{where}decontamination.benchmarks: {e}")
     if config.novelty.enabled and config.novelty.reference and not Path(config.novelty.reference).exists():
         fail(f"{where}novelty.reference: {config.novelty.reference}: no such file or folder")
     if config.judge.enabled and config.judge.rubric and not Path(config.judge.rubric).is_file():

@@ -10,19 +10,19 @@ import typer
 
 from synth.cli.checks import preflight, writing
 from synth.cli.errors import fail
-from synth.cli.options import EngineOpt, WaitOpt, load_curation, load_engine, where
+from synth.cli.options import EngineOpt, WaitOpt, load_curation, load_engine, path_argument, path_option, where
 from synth.cli.output import print_curation
 from synth.flows import api
 
 
 def curate(
     target: Annotated[
-        Path, typer.Argument(help="A dataset directory (curated in place) or a JSONL/Parquet file of records.")
+        Path, path_argument("TARGET", help="A dataset directory (curated in place) or a JSONL/Parquet file of records.")
     ],
-    out: Annotated[Path | None, typer.Option("--out", help="Dataset to curate a file into (new or existing).")] = None,
+    out: Annotated[Path | None, path_option("--out", help="Dataset to curate a file into (new or existing).")] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--curation",
             "--config",  # the earlier name, kept working for a release
             help="Curation config (TOML/YAML/JSON), as for `synth generate`; default: heuristics, exact and near "
@@ -30,7 +30,7 @@ def curate(
         ),
     ] = None,
     benchmark: Annotated[
-        list[Path] | None, typer.Option("--benchmark", help="Benchmark prompts to decontaminate against (repeatable).")
+        list[Path] | None, path_option("--benchmark", help="Benchmark prompts to decontaminate against (repeatable).")
     ] = None,
     judge: Annotated[bool, typer.Option("--judge", help="Also score records with the model on the rubric.")] = False,
     language: Annotated[

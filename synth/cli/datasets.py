@@ -10,11 +10,12 @@ from rich.text import Text
 
 from synth.cli.checks import check_out_file
 from synth.cli.errors import fail, state
+from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, print_check, print_inspection, print_json, print_repair
 
 
 def inspect_dataset(
-    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    path: Annotated[Path, path_argument("PATH", help="Dataset directory.")],
     sample: Annotated[int, typer.Option("--sample", min=0, help="Show N random kept records.")] = 3,
     rejects: Annotated[bool, typer.Option("--rejects", help="Show N random rejects with their reasons too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON, for scripts.")] = False,
@@ -31,9 +32,9 @@ def inspect_dataset(
 
 
 def export_dataset(
-    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    path: Annotated[Path, path_argument("PATH", help="Dataset directory.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl | alpaca | sharegpt | messages | dpo")] = "messages",
-    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: DIR/export/FORMAT.jsonl).")] = None,
+    out: Annotated[Path | None, path_option("--out", help="Output file (default: DIR/export/FORMAT.jsonl).")] = None,
 ) -> None:
     """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT, chat
     messages, or preference pairs for DPO (prompt, chosen, rejected)."""
@@ -54,7 +55,7 @@ def export_dataset(
 
 
 def verify_dataset(
-    path: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    path: Annotated[Path, path_argument("PATH", help="Dataset directory.")],
     repair: Annotated[
         bool,
         typer.Option(

@@ -104,14 +104,20 @@ def field_options(config: Any, lead: str = "") -> list[inspect.Parameter]:
 
 def build_config(config: Any, fields: dict[str, Any]) -> Any:
     """`config` (a pydantic model class) from the options given (None: left out); a value it
-    refuses fails naming the option (`--length-cut: Input should be ...`)."""
+    refuses fails naming the option (`--length-cut: Input should be ...`), and so does an empty
+    path among the files it reads."""
     from pydantic import ValidationError
 
     try:
-        return config(**{name: value for name, value in fields.items() if value is not None})
+        built = config(**{name: value for name, value in fields.items() if value is not None})
     except ValidationError as e:
         problems = [f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()]
         fail("; ".join(problems))
+    # Path("") is the working directory: `--seeds ''` would read it, never the file meant.
+    for name, value in getattr(built, "input_paths", dict)().items():
+        if value == "":
+            fail(f"--{name.replace('_', '-')}: an empty path names no file or folder (for this folder, give '.')")
+    return built
 
 
 def command_name(generator: str) -> str:

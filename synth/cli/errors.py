@@ -17,6 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from synth.cli.output import err
+from synth.text import printable
 
 
 class CLIError(Exception):
@@ -178,7 +179,9 @@ def report(exc: BaseException, traceback_too: bool = False) -> int:
     if traceback_too:
         traceback.print_exception(exc, file=sys.stderr)
         sys.stderr.flush()
-    line = " ".join(message.split())  # one line, however the message was built
+    # One line, however the message was built; a file name or record text quoted in it is shown
+    # with its control characters escaped, never obeyed by the terminal.
+    line = " ".join(printable(message).split())
     if len(line) > 2000:
         line = line[:2000] + " ..."
     # Text, not markup: record text and paths such as `[/INST]` or `[/b]` print as they are.

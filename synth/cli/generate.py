@@ -19,7 +19,7 @@ import typer
 from synth.cli.checks import preflight, writing
 from synth.cli.derived import Custom, build_config, generator_group
 from synth.cli.errors import fail, log_tracebacks_off
-from synth.cli.options import RunOptions, load_curation, load_engine, where
+from synth.cli.options import RunOptions, load_curation, load_engine, path_option, where
 from synth.cli.output import (
     console,
     live_progress,
@@ -88,7 +88,7 @@ def backtranslate(
     options: dict[str, Any],
     backward_engine_config: Annotated[
         Path | None,
-        typer.Option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
+        path_option("--backward-engine-config", help="A separate engine for the backward (instruction-writing) step."),
     ] = None,
     self_train: Annotated[
         bool,
@@ -134,7 +134,7 @@ def pair_preferences(
     options: dict[str, Any],
     response_engine_configs: Annotated[
         list[Path] | None,
-        typer.Option(
+        path_option(
             "--response-engine-config",
             help="Another engine that writes responses (repeatable); responses alternate between the engines.",
         ),

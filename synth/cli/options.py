@@ -1,4 +1,8 @@
-"""Options several commands share, and reading the config files they name."""
+"""Options several commands share, and reading the config files they name.
+
+Every path a command takes is declared with `path_option` or `path_argument`: an empty path
+(`--out ''`) is refused, naming the option, where it would otherwise mean the working directory.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,35 @@ if TYPE_CHECKING:
     from synth.schemas import EngineConfig
     from synth.schemas.curation import CurationConfig
 
+
+def _path_parser(name: str) -> Callable[[Any], Path]:
+    """Turns a command-line value into a Path, refusing an empty one: Path("") is the working
+    directory, so `--out ''` would write a dataset there by accident."""
+    from synth.cli.errors import fail
+
+    def parse(value: Any) -> Path:
+        if isinstance(value, Path):
+            return value
+        if not str(value):
+            fail(f"{name}: an empty path names no file or folder (for this folder, give '.')")
+        return Path(value)
+
+    return parse
+
+
+def path_option(*declarations: str, **settings: Any) -> Any:
+    """`typer.Option` for a path (or a list of paths): an empty value is refused, naming the option."""
+    return typer.Option(*declarations, parser=_path_parser(declarations[0]), **settings)
+
+
+def path_argument(name: str, **settings: Any) -> Any:
+    """`typer.Argument` for a path (or a list of paths) shown as `name`: an empty value is refused."""
+    return typer.Argument(parser=_path_parser(name), **settings)
+
+
 EngineOpt = Annotated[
     Path | None,
-    typer.Option(
+    path_option(
         "--engine-config",
         help="Engine config file (TOML/YAML/JSON): kind vllm|openai, model, dtype, max_model_len, "
         "tensor_parallel_size, sampling... Default: in-process vLLM on the embedded model.",
@@ -58,14 +88,14 @@ WaitOpt = Annotated[
 
 CurationOpt = Annotated[
     Path | None,
-    typer.Option(
+    path_option(
         "--curation",
         help="Curation config file (TOML/YAML/JSON) applied to each batch before it is written. "
         "Default: heuristics, exact and near-duplicate removal against the whole dataset.",
     ),
 ]
 
-OutOpt = Annotated[Path, typer.Option("--out", help="Dataset directory to create or add to.")]
+OutOpt = Annotated[Path, path_option("--out", help="Dataset directory to create or add to.")]
 ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Maximum rows per Parquet shard.")]
 
 

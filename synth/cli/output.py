@@ -1,5 +1,6 @@
 """What the commands print: run summaries, funnels, tables and reports. Data (record text, paths,
-reasons) is printed literally, never read as Rich markup."""
+reasons) is printed literally, never read as Rich markup, and its control characters are shown
+escaped (`synth.text.printable`), so an escape sequence in a record never drives the terminal."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from synth.text import printable
+
 if TYPE_CHECKING:
     from synth.flows.common import RunProgress
     from synth.schemas import QuarantineEntry
@@ -22,6 +25,28 @@ if TYPE_CHECKING:
 
 console = Console()
 err = Console(stderr=True)
+
+
+def escape_log_records() -> None:
+    """From now on every log record of this process carries its message with control characters
+    escaped (`printable`): log lines quote file names, reasons and server replies, which may hold
+    an escape sequence, and Prefect's handlers print them on the terminal. Once per process."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "synth_printable", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is logging's to report, when the record is handled
+            return record
+        if (shown := printable(message)) != message:
+            record.msg, record.args = shown, None
+        return record
+
+    factory.synth_printable = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
@@ -34,10 +59,11 @@ def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
 
 
 def _cell(value: Any) -> Text:
-    """A table cell printed as it is: record text such as `[/INST]` is not Rich markup."""
+    """A table cell printed as it is: record text such as `[/INST]` is not Rich markup, and an
+    escape sequence is shown, not obeyed."""
     if isinstance(value, float):
         return Text(f"{value:.2f}")
-    return Text("" if value is None else str(value))
+    return Text("" if value is None else printable(value))
 
 
 def progress_status(p: RunProgress) -> str:
@@ -110,13 +136,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     rejects.add_column("count", justify="right")
     for stage, reasons in sorted(summary["rejects_by_reason"].items()):
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            rejects.add_row(Text(str(stage)), Text(str(reason)), str(n))
+            rejects.add_row(Text(printable(stage)), Text(printable(reason)), str(n))
     console.print(rejects)
     path = Path(summary["dataset"])
     status = "" if summary["reached_target"] else " [yellow](stopped at the batch budget before the target)[/]"
     console.print(
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
-        f"in {summary['batches']} batches (run {escape(str(summary['run_id']))}){status}"
+        f"in {summary['batches']} batches (run {escape(printable(summary['run_id']))}){status}"
     )
     if tokens := summary.get("tokens"):
         prompt = sum(t["prompt"] for t in tokens.values())
@@ -131,8 +157,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     console.print(
         Text(
-            f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "
-            f"manifest: {path / 'manifest.json'}"
+            printable(
+                f"shards: {path / 'data'}/*.parquet   rejects: {path / 'rejects'}/*.parquet   "
+                f"manifest: {path / 'manifest.json'}"
+            )
         )
     )
 
@@ -158,10 +186,10 @@ def print_evol_rounds(summary: dict[str, Any]) -> None:
 def print_self_training(summary: dict[str, Any]) -> None:
     """The models a self-training run trained and used."""
     loop = summary["self_training"]
-    console.print(Text(f"backward model: {loop['backward_model']}"))
+    console.print(Text(printable(f"backward model: {loop['backward_model']}")))
     for k, grader in enumerate(loop["graders"]):
-        console.print(Text(f"grader M{k}: {grader}"))
-    console.print(Text(f"iterations' candidates and models in {loop['work']}"))
+        console.print(Text(printable(f"grader M{k}: {grader}")))
+    console.print(Text(printable(f"iterations' candidates and models in {loop['work']}")))
 
 
 def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
@@ -174,7 +202,11 @@ def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
     if pairs := funnel.get("seeds"):
         skipped = ", ".join(f"{n} {reason}" for reason, n in pairs["skipped"].items())
         console.print(
-            Text(f"seed pairs {pairs['used']} from {pairs['file']}" + (f" (skipped {skipped})" if skipped else ""))
+            Text(
+                printable(
+                    f"seed pairs {pairs['used']} from {pairs['file']}" + (f" (skipped {skipped})" if skipped else "")
+                )
+            )
         )
     rows = [
         {"round": r, "graded": f["graded"], "unparseable": f["unparseable"], "kept": f["kept"],
@@ -196,7 +228,7 @@ def print_curation(summary: dict[str, Any]) -> None:
 def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
     """A dataset's summary (`synth.shards.summary.summarize`) as tables."""
     console.print(
-        f"[bold]{escape(str(summary['path']))}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
+        f"[bold]{escape(printable(summary['path']))}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
         f"(keep rate {summary['keep_rate']:.1%})"
     )
     console.print(table("Runs", summary["runs"], ["run_id", "generator", "model", "status", "kept", "rejected"]))
@@ -229,21 +261,27 @@ def print_json(summary: dict[str, Any]) -> None:
 def print_check(path: Path, report: Report) -> None:
     """`synth verify`: each problem on stderr and what to do, or that everything matches."""
     for line in report.problems():
-        err.print(escape(line), highlight=False, soft_wrap=True)
+        err.print(escape(printable(line)), highlight=False, soft_wrap=True)
     if not report.ok:
         err.print(
-            escape(f"{path}: {len(report.problems())} problem(s); `synth verify {path} --repair` sets them aside")
+            escape(
+                printable(
+                    f"{path}: {len(report.problems())} problem(s); `synth verify {path} --repair` sets them aside"
+                )
+            )
         )
         return
-    console.print(escape(f"{path}: {report.shards} shards, {report.rows} rows, all match the manifest"))
+    console.print(escape(printable(f"{path}: {report.shards} shards, {report.rows} rows, all match the manifest")))
 
 
 def print_repair(path: Path, report: Report, moved: list[QuarantineEntry]) -> None:
     """`synth verify --repair`: the problems found and each file set aside."""
     for line in report.problems():
-        console.print(escape(line), highlight=False, soft_wrap=True)
+        console.print(escape(printable(line)), highlight=False, soft_wrap=True)
     for entry in moved:
-        console.print(escape(f"set aside {entry.path} -> {entry.moved_to or '(was missing)'}: {entry.reason}"))
+        console.print(
+            escape(printable(f"set aside {entry.path} -> {entry.moved_to or '(was missing)'}: {entry.reason}"))
+        )
     if report.manifest_error:
-        console.print(escape(f"{path}: manifest rebuilt from the shards that could be read"))
-    console.print(escape(f"{path}: repaired; {len(moved)} file(s) set aside, nothing deleted"))
+        console.print(escape(printable(f"{path}: manifest rebuilt from the shards that could be read")))
+    console.print(escape(printable(f"{path}: repaired; {len(moved)} file(s) set aside, nothing deleted")))

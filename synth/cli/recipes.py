@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.text import Text
 
 from synth.cli.checks import check_server, check_step_inputs, preflight, writing
 from synth.cli.errors import fail, log_tracebacks_off
+from synth.cli.options import path_argument
 from synth.cli.output import console, print_summary
 from synth.flows import api
 
 
-def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, TOML or JSON).")]) -> None:
+def run_recipe(recipe: Annotated[Path, path_argument("RECIPE", help="Recipe file (YAML, TOML or JSON).")]) -> None:
     """Run every step of a recipe once, in order, into its dataset, on the recipe's runner (this
     process, or a Ray cluster). Re-running resumes where an interrupted run stopped."""
     from synth.schemas.recipe import load_recipe
@@ -35,7 +35,9 @@ def run_recipe(recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML, T
         print_summary(summary)
 
 
-def serve_recipes(recipes: Annotated[list[Path], typer.Argument(help="Recipe files with a schedule.")]) -> None:
+def serve_recipes(
+    recipes: Annotated[list[Path], path_argument("RECIPES", help="Recipe files with a schedule.")],
+) -> None:
     """Register the recipes' schedules as deployments on the Prefect server (PREFECT_API_URL) and
     run them as they come due, until stopped."""
     api.prepare_process()

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from synth.cli.checks import check_out, writing
 from synth.cli.errors import fail
-from synth.cli.options import EngineOpt, WaitOpt, load_engine
+from synth.cli.options import EngineOpt, WaitOpt, load_engine, path_argument, path_option
 from synth.cli.output import console, err
 
 
@@ -29,9 +29,9 @@ def _methods(value: str) -> list[str]:
 
 
 def select(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory to select from (its kept records).")],
+    dataset: Annotated[Path, path_argument("DATASET", help="Dataset directory to select from (its kept records).")],
     out: Annotated[
-        Path, typer.Option("--out", help="Dataset to write the selection into (with --compare: a folder of them).")
+        Path, path_option("--out", help="Dataset to write the selection into (with --compare: a folder of them).")
     ],
     budget: Annotated[int, typer.Option("--budget", min=1, help="Records to select.")],
     method: Annotated[
@@ -53,7 +53,7 @@ def select(
     engine_config: EngineOpt = None,
     embedding_config: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--embedding-config",
             help="Embedding config file (TOML/YAML/JSON, `embedding: {kind: ...}`): "
             "hidden-states (default: the embedded model's), vllm or openai.",
@@ -61,13 +61,13 @@ def select(
     ] = None,
     scores: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--scores", help="Where scores and embeddings are stored for reuse (default: DATASET/index/selection)."
         ),
     ] = None,
     reference: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--evaluate",
             help="With --compare: reference pairs (JSONL/Parquet) for the proxy loss of "
             "`synth evaluate` on each subset (fine-tunes once per method: minutes each).",

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from synth.cli.checks import check_prefect_api
 from synth.cli.errors import fail, log_tracebacks_off, state
+from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err
 from synth.flows import api
 
@@ -73,11 +74,11 @@ def _targets(value: str) -> list[str] | str:
 def train_model(
     data: Annotated[
         Path,
-        typer.Argument(
-            help="A dataset directory (its kept records) or a JSONL/Parquet file of instruction/input/output."
+        path_argument(
+            "DATA", help="A dataset directory (its kept records) or a JSONL/Parquet file of instruction/input/output."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Model folder to write (a merged model vLLM can load).")],
+    out: Annotated[Path, path_option("--out", help="Model folder to write (a merged model vLLM can load).")],
     direction: Annotated[
         str,
         typer.Option(
@@ -178,10 +179,10 @@ def _print_training(folder: Path) -> None:
 
 
 def evaluate(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory to evaluate (its kept records).")],
+    dataset: Annotated[Path, path_argument("DATASET", help="Dataset directory to evaluate (its kept records).")],
     reference: Annotated[
         Path,
-        typer.Option(
+        path_option(
             "--reference",
             help="Held-out reference pairs: a JSONL or Parquet file of instruction/input/output (or a dataset).",
         ),
@@ -200,7 +201,7 @@ def evaluate(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     keep_model: Annotated[
-        Path | None, typer.Option("--keep-model", help="Keep the tuned model in this folder (default: removed).")
+        Path | None, path_option("--keep-model", help="Keep the tuned model in this folder (default: removed).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
     threads: ThreadsOpt = None,
