@@ -141,7 +141,7 @@ def test_cli_curates_a_file_with_a_benchmark_and_in_place(tmp_path):
 def test_two_generator_runs_into_one_dataset_leave_no_duplicates_across_them(tmp_path):
     def run(seed: int):
         return run_self_instruct(
-            SelfInstructConfig(num_records=6, prompts_per_batch=2, seed=seed),
+            SelfInstructConfig(num_records=6, prompts_per_batch=2, seed=seed, include_seed_tasks=False),
             ScriptedEngineConfig(),
             DatasetConfig(path=str(tmp_path / "ds")),
             model=ScriptedEngine(SelfInstructScript()),  # the same replies for both runs

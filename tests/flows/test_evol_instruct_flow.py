@@ -227,9 +227,12 @@ def test_a_record_the_curation_rules_drop_is_not_evolved_further(tmp_path):
     the pool: round 2 evolves the parent again, never the dropped record."""
     source = write_source(tmp_path / "src.jsonl", n=2)
 
+    dropped = []
+
     def responder(request):
         text = request.messages[-1].content
-        if request.tag == "evol_response" and "Explain topic number 0" in text and text.count("Also") == 1:
+        if request.tag == "evol_response" and "Explain topic number 0" in text and not dropped:
+            dropped.append(text)
             return "TODO"  # a placeholder answer for round 1 of q0: the heuristics drop it
         return EvolScript()(request)
 

@@ -74,3 +74,18 @@ def test_the_embedded_model_writes_user_messages_from_its_own_template(tmp_path,
     assert result.kept, [r.reason for r in result.rejects]
     for record in result.kept:
         assert record.instruction.strip() and record.output.strip() and "<|im_" not in record.instruction
+
+
+@pytest.mark.engine
+def test_two_turns_at_the_papers_settings_fit_the_embedded_models_context(vllm_engine):
+    from synth.generators.magpie import MagpieGenerator
+
+    gen = MagpieGenerator(MagpieConfig(turns=2), vllm_engine, run_id="real-mt")
+    assert gen.budget.scaled and gen.budget.context == 2048
+    result = gen.run_batch(0, 3)
+    assert len(result.kept) + len(result.rejects) == 3
+    errors = [r.detail for r in result.rejects] + [r.reason for r in result.rejects]
+    assert not any("context length" in e for e in errors), errors
+    for record in result.kept:
+        turns = [m for m in record.messages if m.role != "system"]
+        assert len(turns) == 4 or (len(turns) == 2 and "fewer-turns" in record.tags)

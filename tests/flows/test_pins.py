@@ -107,9 +107,13 @@ def preferences(tmp_path):
 
 
 PINS = {
-    "magpie": (magpie, "7fdac6a98128e78f"),
+    # In the paper profile the chain no longer runs our heuristics; two-turn conversations that fail
+    # at turn 2 keep their first turn.
+    "magpie": (magpie, "75f54da103131e29"),
     "preferences": (preferences, "97cf3ec4fca30448"),
-    "self_instruct": (self_instruct, "58af3f74ce1363a5"),
+    # The seed tasks' instances are written as their own run; the reference's task-list header,
+    # instance prompts and classification rule; no heuristics in the paper profile's chain.
+    "self_instruct": (self_instruct, "3beb9cb4e0aa554b"),
     "evol_instruct": (evol, "5d5c899797fc21b2"),
     # Self-grading rejects are of stage "self-curation" (was "curation", the chain's phase name).
     "backtranslation": (backtranslation, "d5bd95cee1d89b5c"),

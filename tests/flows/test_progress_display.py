@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 def run(path):
     return run_self_instruct(
-        SelfInstructConfig(num_records=12, prompts_per_batch=2),
+        SelfInstructConfig(num_records=12, prompts_per_batch=2, include_seed_tasks=False),
         ScriptedEngineConfig(),
         DatasetConfig(path=str(path)),
         model=ScriptedEngine(SelfInstructScript()),

@@ -29,7 +29,7 @@ def base(tmp_path) -> dict:
         "dataset": {"path": str(tmp_path / "ds")},
         "engine": {"kind": "scripted"},
         "steps": [
-            {"generator": "self_instruct", "num_records": 4, "prompts_per_batch": 2},
+            {"generator": "self_instruct", "num_records": 4, "prompts_per_batch": 2, "include_seed_tasks": False},
             {"generator": "evol_instruct", "source": str(tmp_path / "ds"), "rounds": 1},
         ],
     }

@@ -135,8 +135,8 @@ def test_a_stall_counts_batches_in_a_row_and_a_resumed_run_tries_again(tmp_path)
                 return ""
         return script(request)
 
-    summary = run(tmp_path / "ds", model=ScriptedEngine(keeps_every_ninth), num_records=4, prompts_per_batch=1)
-    assert summary["reached_target"] and summary["batches"] == 36
+    summary = run(tmp_path / "ds", model=ScriptedEngine(keeps_every_ninth), num_records=2, prompts_per_batch=1)
+    assert summary["reached_target"] and summary["batches"] == 18
     stalled = run(tmp_path / "stall", model=ScriptedEngine(lambda r: ""), num_records=5)
     resumed = run(tmp_path / "stall", model=ScriptedEngine(lambda r: ""), num_records=5)
     assert stalled["batches"] == STALL_BATCHES and resumed["batches"] == 2 * STALL_BATCHES
@@ -223,7 +223,7 @@ def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "get_engine", lambda config: ScriptedEngine(SelfInstructScript()))
     summary = self_instruct_flow(
-        config=SelfInstructConfig(num_records=4, prompts_per_batch=2),
+        config=SelfInstructConfig(num_records=4, prompts_per_batch=2, include_seed_tasks=False),
         dataset=DatasetConfig(path=str(tmp_path / "ds")),
         engine=ENGINE,
     )
