@@ -18,8 +18,8 @@ import polars as pl
 
 from synth.flows.common import Committed
 from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
-from synth.generators.seeds import load_seed_tasks
 from synth.generators.provenance import Origin
+from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
 from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, Record, RunInfo, SeedTask, SelfInstructConfig, run_id
