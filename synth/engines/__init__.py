@@ -58,8 +58,8 @@ def _build(config: EngineConfig) -> Engine:
         return OpenAIEngine(config)
     if isinstance(config, ScriptedEngineConfig):
         if config.responder is None:
-            return ScriptedEngine(model_name=config.model)
-        return ScriptedEngine(load_responder(config.responder)(), model_name=config.model)
+            return ScriptedEngine(model_name=config.model, keep_calls=False)
+        return ScriptedEngine(load_responder(config.responder)(), model_name=config.model, keep_calls=False)
     raise TypeError(f"unknown engine config {type(config).__name__}")
 
 

@@ -28,7 +28,12 @@ class MagpieConfig(_Profiled):
     }
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
-    max_batches: int = Field(default=50, ge=1, description="Budget: stop after this many batches.")
+    max_batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="Budget: stop after this many batches. Unset: no budget; the run ends at its target, or "
+        "early only when it stalls (10 batches in a row keep no record).",
+    )
     batch_size: int = Field(default=64, ge=1, description="Conversations started per batch.")
     turns: int = Field(default=1, ge=1, le=16, description="User and assistant turns per conversation.")
     system_prompt: str = Field(

@@ -115,3 +115,21 @@ def test_a_large_seed_file_keeps_self_instruct_records_small(tmp_path, script, m
     assert len(seeds) == 60 and all(len(s.instruction) > MAX_SEED_CHARS // 2 for s in seeds)
     # Seed neighbours are named by their ids.
     assert any(n.startswith("seed_") for r in result.kept for n in r.novelty_neighbors)
+
+
+def test_a_scripted_engine_built_from_a_config_keeps_no_request():
+    # A dry run through the command line (`--engine scripted`) once kept every request it served:
+    # about 5.6 KB per kept record at Self-Instruct's reply lengths, 5 GiB in a million-record run.
+    from synth.engines import ChatRequest, engines_opened, get_engine
+    from synth.schemas import Message, ScriptedEngineConfig
+
+    request = ChatRequest(messages=[Message(role="user", content="x" * 10_000)])
+    with engines_opened():
+        engine = get_engine(ScriptedEngineConfig(model="dry-run"))
+        for _ in range(3):
+            assert engine.chat([request, request])[0].text == "x" * 10_000
+        assert isinstance(engine, ScriptedEngine) and engine.calls == [] and engine.scored == []
+    # One made in code, as tests make them, still keeps what it saw.
+    kept = ScriptedEngine()
+    kept.chat([request])
+    assert len(kept.calls) == 1
