@@ -103,6 +103,9 @@ class SeedPairs:
 
     path: Path | None
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    # Every pair with an output, an input folded into its instruction: the self-training loop's
+    # training data, which the demo rules above do not cut down (they are about what a demo shows).
+    training: list[tuple[str, str]] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)
 
@@ -111,6 +114,8 @@ class SeedPairs:
         return str(self.path) if self.path is not None else "built-in"
 
     def add(self, where: str, instruction: str, input: str, output: str) -> None:
+        if output.strip():
+            self.training.append((f"{instruction}\n\n{input}" if input.strip() else instruction, output))
         reason = unusable(instruction, input, output)
         if reason is None:
             self.pairs.append((instruction, output))
@@ -123,15 +128,20 @@ class SeedPairs:
         """A hash of the usable pairs' content (what a run's id depends on; the path does not)."""
         return hashlib.sha256(json.dumps(self.pairs).encode()).hexdigest()
 
+    def training_digest(self) -> str:
+        """A hash of the training pairs' content (what the self-training loop's seed run depends on)."""
+        return hashlib.sha256(json.dumps(self.training).encode()).hexdigest()
+
     def report(self) -> dict[str, Any]:
         """For a run's funnel: where the pairs came from, how many are used, skipped per reason."""
         return {"file": self.source, "used": len(self.pairs), "skipped": dict(self.reasons)}
 
 
-def load_seed_pairs(path: str | Path | None = None, language: str = "en") -> SeedPairs:
+def load_seed_pairs(path: str | Path | None = None, language: str = "en", training: bool = False) -> SeedPairs:
     """The usable seed pairs of `path` (the built-in seed tasks of `language` when None); skipped pairs are
     counted and logged as a warning. Raises `SeedFileError` naming the file (and line) for a file
-    that cannot be read, a malformed entry, or a file with no usable pair."""
+    that cannot be read, a malformed entry, or a file with no usable pair (with `training`, for the
+    self-training loop, which shows no demos: a file with no pair that has an output)."""
     if path is None:
         out = SeedPairs(None)
         for task in load_seed_tasks(language=language):
@@ -145,6 +155,8 @@ def load_seed_pairs(path: str | Path | None = None, language: str = "en") -> See
         entries += 1
         instruction, input, output = _fields(where, item)
         out.add(where, instruction, input, output)
+    if training and out.training:
+        return out
     if not out.pairs:
         if entries == 0:
             raise SeedFileError(f"{file}: holds no seed pairs")

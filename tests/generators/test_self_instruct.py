@@ -111,7 +111,11 @@ def test_instance_prompts_show_the_references_number_of_worked_tasks_and_both_br
     assert cls.tag == "self_instruct_instances_output_first" and cls.prefill == "Class label:"
     assert gen_.tag == "self_instruct_instances_input_first" and gen_.prefill == "Example 1\n"
     for request in (cls, gen_):
-        assert request.messages[0].content.rstrip().endswith("\n\nTask: " + request.messages[0].content.split("Task: ")[-1])
+        assert (
+            request.messages[0]
+            .content.rstrip()
+            .endswith("\n\nTask: " + request.messages[0].content.split("Task: ")[-1])
+        )
         assert request.stop == ["\nTask:", "Example 6"]
     output_first, input_first = _demo_tasks(cls), _demo_tasks(gen_)
     assert (len(output_first), len(input_first)) == (16, 11)  # the reference's 16 and 11
@@ -179,7 +183,9 @@ def test_only_an_exact_yes_makes_a_classification_task_as_in_the_reference(reply
     assert parse_is_classification(reply) is expected
 
 
-@pytest.mark.parametrize(("reply", "expected"), [(" no", True), ("No", True), (" yes", False), ("No.", False), ("", False)])
+@pytest.mark.parametrize(
+    ("reply", "expected"), [(" no", True), ("No", True), (" yes", False), ("No.", False), ("", False)]
+)
 def test_the_inverted_question_takes_only_an_exact_no_as_classification(reply, expected):
     assert parse_is_classification(reply, "open-ended") is expected
 
