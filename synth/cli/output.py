@@ -139,7 +139,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             rejects.add_row(Text(printable(stage)), Text(printable(reason)), str(n))
     console.print(rejects)
     path = Path(summary["dataset"])
-    status = "" if summary["reached_target"] else " [yellow](stopped at the batch budget before the target)[/]"
+    stopped = summary.get("stopped") or "stopped before the target"
+    status = "" if summary["reached_target"] else f" [yellow]({escape(stopped)})[/]"
     console.print(
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
         f"in {summary['batches']} batches (run {escape(printable(summary['run_id']))}){status}"
