@@ -145,6 +145,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
         f"in {summary['batches']} batches (run {escape(printable(summary['run_id']))}){status}"
     )
+    if summary.get("seed_run"):
+        console.print(
+            f"the seed tasks' own instances are in the dataset too: {summary.get('seed_records', 0)} records "
+            f"(run {escape(printable(summary['seed_run']))}, tagged seed-data)"
+        )
     if tokens := summary.get("tokens"):
         prompt = sum(t["prompt"] for t in tokens.values())
         completion = sum(t["completion"] for t in tokens.values())

@@ -175,16 +175,16 @@ def run_self_instruct(
     if (curation := options.get("curation")) is not None and curation.mixture:
         # A mixture is the target: the run ends when every ability has its records.
         config = config.model_copy(update={"num_records": sum(curation.mixture.values())})
-    seed_run = None
+    seed_run, seed_records = None, 0
     # A mixture says what the dataset holds, ability by ability: the seeds are not added to it.
     if config.include_seed_tasks and any(s.instances for s in seeds) and not (curation and curation.mixture):
         # First, so that generated instances repeating a seed's are the duplicates, not the seeds.
         seed_run = seed_tasks_run_id(config, seeds)
-        run_job(SeedTasksJob(config, seeds, seed_run), engine, dataset, **options)
+        seed_records = run_job(SeedTasksJob(config, seeds, seed_run), engine, dataset, **options)["kept"]
     summary = run_job(
         SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
     )
-    summary["seed_run"] = seed_run
+    summary["seed_run"], summary["seed_records"] = seed_run, seed_records
     return summary
 
 

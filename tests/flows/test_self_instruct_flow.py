@@ -58,6 +58,7 @@ def test_the_seed_tasks_instances_are_written_once_as_a_run_of_their_own(tmp_pat
     assert all(set(tags) == {"self-instruct", "seed-data"} for tags in seed_rows["tags"])
     manifest = read_manifest(tmp_path / "ds")
     assert set(manifest.runs) == {summary["seed_run"], summary["run_id"]}
+    assert summary["seed_records"] == len(expected)
     # re-running (or extending) the same command writes the seeds no second time
     again = run(tmp_path / "ds", num_records=8, include_seed_tasks=True)
     assert again["seed_run"] == summary["seed_run"]
