@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
 def test_real_engine_run_writes_a_valid_dataset_with_provenance(tmp_path, vllm_engine):
     summary = run_self_instruct(
-        SelfInstructConfig(num_records=4, prompts_per_batch=4, max_batches=2),
+        SelfInstructConfig(num_records=4, prompts_per_batch=4, max_batches=2, include_seed_tasks=False),
         VLLMEngineConfig(),
         DatasetConfig(path=str(tmp_path / "ds")),
         model=vllm_engine,
@@ -71,7 +71,14 @@ def test_a_chinese_run_on_the_embedded_model_keeps_chinese_tasks_with_language_a
     from synth.filters.abilities import ABILITIES
 
     summary = run_self_instruct(
-        SelfInstructConfig(language="zh", profile="small-model", num_records=3, prompts_per_batch=4, max_batches=2),
+        SelfInstructConfig(
+            language="zh",
+            profile="small-model",
+            num_records=3,
+            prompts_per_batch=4,
+            max_batches=2,
+            include_seed_tasks=False,
+        ),
         VLLMEngineConfig(),
         DatasetConfig(path=str(tmp_path / "zh")),
         model=vllm_engine,
