@@ -190,17 +190,21 @@ def report(exc: BaseException, traceback_too: bool = False) -> int:
 
 
 class ReportingGroup(TyperGroup):
-    """The top-level command group: any error a command raises ends as one line and an exit code."""
+    """The top-level command group: any error a command raises ends as one line and an exit code,
+    and the engines a command built are closed when it ends (`synth.cli.ending`)."""
 
     def invoke(self, ctx: Any) -> Any:  # the command line library's Context
+        from synth.cli.ending import engines_released
+
         state.writing_to = None
-        try:
-            return super().invoke(ctx)
-        except Exception as e:
-            if type(e).__module__.partition(".")[0] in {"typer", "click"}:
-                raise  # usage errors, exits and aborts: the command line's own
-            debug = _debug(ctx)
-            if not debug:
-                # The error line ends the output: no "Stopping temporary server" after it.
-                logging.getLogger("prefect").setLevel(logging.WARNING)
-            raise typer.Exit(report(e, traceback_too=debug)) from None
+        with engines_released():  # on success, on an error and on Ctrl-C alike
+            try:
+                return super().invoke(ctx)
+            except Exception as e:
+                if type(e).__module__.partition(".")[0] in {"typer", "click"}:
+                    raise  # usage errors, exits and aborts: the command line's own
+                debug = _debug(ctx)
+                if not debug:
+                    # The error line ends the output: no "Stopping temporary server" after it.
+                    logging.getLogger("prefect").setLevel(logging.WARNING)
+                raise typer.Exit(report(e, traceback_too=debug)) from None

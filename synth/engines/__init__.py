@@ -7,9 +7,10 @@ a model is loaded once per worker however many batches or flows use it.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,15 @@ __all__ = [
     "EngineError",
     "ScriptedEngine",
     "check_engine",
+    "close_bounded",
     "close_engines",
     "engines_opened",
     "get_engine",
+    "held_engines",
     "load_responder",
 ]
+
+log = logging.getLogger(__name__)
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -109,24 +114,69 @@ def check_engine(config: EngineConfig, timeout: float = 5.0) -> None:
             ) from None
 
 
-def close_engines() -> None:
-    """Release every engine this process holds (frees the model's memory)."""
+# How long closing one engine may take before its processes are killed. vLLM's own shutdown
+# stops its engine core within a few seconds; one that does not answer would otherwise keep a
+# finished command from exiting (Python's exit joins the engine's processes without a limit).
+CLOSE_TIMEOUT_S = 10.0
+
+
+def held_engines() -> frozenset[str]:
+    """The keys of the engines this process holds now (for `close_engines(keep=...)`)."""
     with _lock:
-        for engine in _engines.values():
+        return frozenset(_engines)
+
+
+def close_engines(keep: Collection[str] = (), timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Release every engine this process holds (frees the model's memory), but those whose keys
+    are in `keep` (from `held_engines`). Each gets `timeout` seconds to close; one that takes
+    longer, or fails to close, has its processes killed (`close_bounded`)."""
+    with _lock:
+        closing = [_engines.pop(key) for key in list(_engines) if key not in keep]
+    for engine in closing:
+        close_bounded(engine, timeout)
+
+
+def close_bounded(engine: Engine, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """`engine.close()`, waiting at most `timeout` seconds; if it has not finished by then, or
+    failed, or the wait is interrupted (Ctrl-C), the engine's processes are killed (its `kill()`,
+    for engines that start processes). A close that hangs is left behind in a daemon thread, which
+    never holds up the interpreter's exit."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def close() -> None:
+        try:
             engine.close()
-        _engines.clear()
+        except BaseException as e:  # reported below; the engine is killed instead
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=close, name=f"close {getattr(engine, 'model_name', 'engine')}", daemon=True).start()
+    try:
+        finished = done.wait(timeout)
+    except BaseException:
+        _kill(engine)
+        raise
+    if finished and not failure:
+        return
+    why = f"failed ({type(failure[0]).__name__}: {failure[0]})" if failure else f"took over {timeout:.0f} s"
+    log.warning("closing the engine for %s %s; killing its processes", getattr(engine, "model_name", "?"), why)
+    _kill(engine)
+
+
+def _kill(engine: Engine) -> None:
+    kill = getattr(engine, "kill", None)
+    if callable(kill):
+        kill()
 
 
 @contextmanager
-def engines_opened() -> Iterator[None]:
+def engines_opened(timeout: float = CLOSE_TIMEOUT_S) -> Iterator[None]:
     """Close, on leaving, the engines first built inside the block, and only those: an engine the
     caller (a notebook, a test session, an outer flow) already held stays open for it."""
-    with _lock:
-        before = set(_engines)
+    before = held_engines()
     try:
         yield
     finally:
-        with _lock:
-            opened = [key for key in _engines if key not in before]
-            for key in opened:
-                _engines.pop(key).close()
+        close_engines(keep=before, timeout=timeout)

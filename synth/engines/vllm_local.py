@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -150,8 +151,10 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
+        before = _descendants()
         with output_to_library_log():  # its processes' start-up notices go to the log, not the terminal
             self._llm: LLM | None = LLM(**kwargs)
+        self._processes = [p for p in _descendants().values() if p.pid not in before]
         self._watcher = watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:
@@ -269,8 +272,9 @@ class VLLMEngine:
         return self._llm
 
     def close(self) -> None:
-        """Stop vLLM's engine processes now (otherwise they stop when the interpreter exits); a
-        second call does nothing."""
+        """Stop vLLM's engine processes now (otherwise Python's exit waits on them, and they wait
+        for work: a finished command would never return); a second call does nothing.
+        `synth.engines.close_bounded` gives this a time limit, then calls `kill`."""
         if self._llm is None:
             return
         if self._watcher is not None:
@@ -280,3 +284,20 @@ class VLLMEngine:
         if core is not None:
             core.shutdown()
         self._llm = None
+
+    def kill(self) -> None:
+        """Kill the processes vLLM started for this engine (each only if it is still the same
+        process): for a close that does not finish. The engine cannot serve afterwards."""
+        import psutil
+
+        for process in getattr(self, "_processes", []):
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # psutil refuses a pid that now names another process
+        self._llm = None
+
+
+def _descendants() -> dict[int, Any]:
+    """This process's descendants by pid (psutil processes, which remember their start time)."""
+    import psutil
+
+    return {p.pid: p for p in psutil.Process().children(recursive=True)}

@@ -95,7 +95,7 @@ class LazyEngine:
         return ChatTemplate(self.tokenizer) if self.tokenizer is not None else None
 
     def close(self) -> None:
-        pass  # the engine belongs to the process's table (`synth.engines.close_engines`)
+        pass  # the engine belongs to the process's table: every command closes it as it ends (`synth.cli.ending`)
 
 
 def _model_name(config: EngineConfig) -> str:
