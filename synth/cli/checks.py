@@ -39,14 +39,14 @@ def _check_writable_parent(path: Path, flag: str) -> None:
 
 
 def check_out(out: Path, flag: str = "--out") -> None:
-    """A dataset folder to create or add to: an existing dataset (its manifest must read), an
-    empty folder, or a path whose parent can be created and written."""
-    from synth.shards.layout import LIBRARY_LOG, MANIFEST, read_manifest
+    """A dataset folder to create or add to: an existing dataset (intact: `check_dataset`, and no
+    shard its manifest does not list), an empty folder, or a path whose parent can be created and
+    written."""
+    from synth.shards.layout import LIBRARY_LOG, MANIFEST, refuse_shards_without_manifest
 
     if out.is_dir():
-        if (out / MANIFEST).exists():
-            read_manifest(out)  # a damaged manifest is refused here, naming it, before anything starts
-        else:
+        if not (out / MANIFEST).exists():
+            refuse_shards_without_manifest(out)  # a lost manifest: say how to rebuild it
             foreign = sorted(
                 p.name for p in out.iterdir() if p.name not in {*_DATASET_ENTRIES, LIBRARY_LOG} and not is_temp(p)
             )
@@ -57,10 +57,57 @@ def check_out(out: Path, flag: str = "--out") -> None:
                 )
         if not os.access(out, os.W_OK | os.X_OK):
             fail(f"{flag} {out}: folder is not writable")
+        if (out / MANIFEST).exists():
+            check_dataset(out, writing=True)
         return
     if out.exists() or out.is_symlink():
         fail(f"{flag} {out}: exists and is not a folder")
     _check_writable_parent(out, flag)
+
+
+def check_dataset(root: Path, writing: bool = False) -> None:
+    """A dataset whose manifest reads and whose listed shards match it (present, size, checksum),
+    and, to be `writing` to, holds no shard its manifest does not list: what a run would otherwise
+    find only after Prefect and the engine started. The message is the one the run would give.
+
+    Checked while no writer holds the dataset (under a shared hold of its lock); while another
+    writer holds it, what it is changing is left to the run's own checks, made under the lock."""
+    from synth.shards.layout import read_manifest, refuse_unlisted
+    from synth.shards.read import checked_path
+
+    with _no_writer(root) as quiet:
+        manifest = read_manifest(root)  # a damaged manifest is refused here, naming it
+        if not quiet:
+            return
+        for shard in manifest.shards:
+            checked_path(root, shard)  # checksums are remembered: the run does not read them twice
+        if writing:
+            refuse_unlisted(root, manifest)
+
+
+@contextmanager
+def _no_writer(root: Path) -> Iterator[bool]:
+    """Whether no writer holds the dataset's lock, held shared (so none starts) while inside; a
+    dataset with no lock file yet has had no writer. Creates nothing."""
+    import fcntl
+
+    from synth.shards.layout import LOCK
+
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = None  # no lock file (or one a writer refuses by itself): nobody is writing
+    free = True
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            free = False
+    try:
+        yield free
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the hold
 
 
 def check_out_file(out: Path, flag: str = "--out") -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synth.cli.checks import preflight, writing
+from synth.cli.checks import check_prefect_api, preflight, writing
 from synth.cli.derived import Custom, build_config, generator_group
 from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import RunOptions, load_curation, load_engine, path_option, where
@@ -51,9 +51,11 @@ def _run(
     out, curation, shard_rows, wait = run.out, run.curation, run.shard_rows, run.wait
     engines = [(load_engine(run.engine_config), where(run.engine_config)), *(more_engines or [])]
 
-    GENERATORS[generator].check_inputs(config, out)  # a bad seed file or source fails before any model loads
     curation_config = load_curation(curation)
-    preflight(out, engines, curation_config, where(curation))
+    # The generator's own check loads its flow's modules, Prefect among them: every other check first.
+    preflight(out, engines, curation_config, where(curation), flow=False)
+    GENERATORS[generator].check_inputs(config, out)  # a bad seed file or source fails before any model loads
+    check_prefect_api()
 
     log_tracebacks_off()
     from synth.engines import engines_opened

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from rich.text import Text
 
-from synth.cli.checks import check_server, check_step_inputs, preflight, writing
+from synth.cli.checks import check_out, check_prefect_api, check_server, check_step_inputs, preflight, writing
 from synth.cli.errors import fail, log_tracebacks_off
 from synth.cli.options import path_argument
 from synth.cli.output import console, print_summary
@@ -22,8 +22,11 @@ def run_recipe(recipe: Annotated[Path, path_argument("RECIPE", help="Recipe file
     loaded = load_recipe(recipe)
     out = Path(loaded.dataset.path)
     api.prepare_process(out)
+    check_out(out, f"{recipe}: dataset.path")
+    # Reading the steps' inputs loads the flows' modules, Prefect among them: every other check first.
+    preflight(None, [(loaded.engine, f"{recipe}: engine.")], loaded.curation, f"{recipe}: curation.", flow=False)
     check_step_inputs(loaded)
-    preflight(out, [(loaded.engine, f"{recipe}: engine.")], loaded.curation, f"{recipe}: curation.")
+    check_prefect_api()
     from synth.flows.recipe import recipe_flow
 
     log_tracebacks_off()

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from synth.cli.checks import check_out, writing
+from synth.cli.checks import check_dataset, check_out, writing
 from synth.cli.errors import fail
 from synth.cli.options import EngineOpt, WaitOpt, load_engine, path_argument, path_option
 from synth.cli.output import console, err
@@ -91,6 +91,7 @@ def select(
         fail(f"--evaluate {reference}: no such file")
     if not (dataset / "manifest.json").is_file():
         fail(f"{dataset}: no manifest.json; not a dataset directory")
+    check_dataset(dataset)  # a damaged shard is named now, not after Prefect and the engine start
     embedding = cast(EmbeddingSettings, load_config_file(embedding_config, EmbeddingSettings)).embedding \
         if embedding_config else None  # fmt: skip
     fields: dict[str, Any] = dict(method=methods[0], budget=budget, threshold=threshold, seed=seed, language=language)

@@ -125,8 +125,7 @@ def train_model(
     api.prepare_process()
     from synth.training import TrainingConfig
     from synth.training.data import load_examples
-    from synth.training.model import resolve_base
-    from synth.training.sft import check_out, up_to_date
+    from synth.training.model import check_out, resolve_base
 
     _choice(direction, "--direction", ("forward", "backward"))
     _choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
@@ -141,6 +140,8 @@ def train_model(
     examples = _checked(load_examples, data)
     _checked(resolve_base, base)
     _checked(check_out, out)
+    from synth.training.sft import up_to_date  # torch and friends: only once the input is known to be good
+
     if _checked(up_to_date, config, examples):
         console.print(Text(f"{out}: up to date (same base, data and settings); not trained again"), soft_wrap=True)
         _print_training(out)
@@ -216,8 +217,7 @@ def evaluate(
     from synth.shards.layout import MANIFEST, read_manifest
     from synth.training import EvaluationConfig
     from synth.training.data import load_examples
-    from synth.training.model import resolve_base
-    from synth.training.sft import check_out
+    from synth.training.model import check_out, resolve_base
 
     _choice(device, "--device", ("auto", "cpu", "cuda"))
     if not (dataset / MANIFEST).is_file():

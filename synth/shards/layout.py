@@ -125,3 +125,25 @@ def unlisted_files(root: Path, manifest: Manifest) -> list[str]:
         for f in shard_files(root)
         if (rel := f"{f.parent.name}/{f.name}") not in listed and not is_temp(f) and not is_staged(f)
     ]
+
+
+def refuse_shards_without_manifest(root: Path) -> None:
+    """Refuse a folder whose shard folders hold files but that has no manifest (a lost manifest):
+    nothing is written over shards no manifest lists."""
+    if not (root / MANIFEST).exists() and any(not is_temp(f) for f in shard_files(root)):
+        raise DatasetError(
+            f"{root}: holds shards but no {MANIFEST}; nothing was written. "
+            f"`synth verify {root} --repair` rebuilds the manifest from the shards"
+        )
+
+
+def refuse_unlisted(root: Path, manifest: Manifest) -> None:
+    """Refuse a folder holding shards its manifest does not list: an emptied manifest, or files
+    someone else put there. We never write over (or delete) what we did not list."""
+    stray = unlisted_files(root, manifest)
+    if stray:
+        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+        raise DatasetError(
+            f"{root}: holds shards its manifest does not list ({', '.join(stray[:3])}{more}); "
+            f"nothing was written. Run `synth verify {root}` to see why, `--repair` to fix it"
+        )

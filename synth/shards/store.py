@@ -55,9 +55,10 @@ from synth.shards.layout import (
     is_staged,
     is_temp,
     read_manifest,
+    refuse_shards_without_manifest,
+    refuse_unlisted,
     shard_files,
     staged_name,
-    unlisted_files,
 )
 from synth.shards.lock import acquire_lock, release_lock
 
@@ -81,11 +82,7 @@ class DatasetWriter:
         if self.path.exists() and not self.path.is_dir():
             raise DatasetError(f"{self.path}: exists and is not a directory")
         if self.path.is_dir() and not (self.path / MANIFEST).exists():
-            if any(not is_temp(f) for f in shard_files(self.path)):
-                raise DatasetError(
-                    f"{self.path}: holds shards but no {MANIFEST}; nothing was written. "
-                    f"`synth verify {self.path} --repair` rebuilds the manifest from the shards"
-                )
+            refuse_shards_without_manifest(self.path)
             foreign = {p.name for p in self.path.iterdir() if not is_temp(p)} - {
                 *SHARD_DIRS.values(),
                 LOCK,
@@ -101,7 +98,7 @@ class DatasetWriter:
         self._acquire()
         try:
             self.manifest = read_manifest(self.path)
-            self._refuse_unlisted()
+            refuse_unlisted(self.path, self.manifest)
             self._finish_interrupted()
             if not self.manifest.dataset_id:
                 manifest = self.manifest.model_copy(deep=True)
@@ -138,17 +135,6 @@ class DatasetWriter:
         if self._lock is not None:
             release_lock(self._lock)
             self._lock = None
-
-    def _refuse_unlisted(self) -> None:
-        """Refuse a folder holding shards its manifest does not list: a lost or emptied manifest,
-        or files someone else put there. We never write over (or delete) what we did not list."""
-        stray = unlisted_files(self.path, self.manifest)
-        if stray:
-            more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
-            raise DatasetError(
-                f"{self.path}: holds shards its manifest does not list ({', '.join(stray[:3])}{more}); "
-                f"nothing was written. Run `synth verify {self.path}` to see why, `--repair` to fix it"
-            )
 
     def _finish_interrupted(self) -> None:
         """Complete what a crashed writer left half done: rename staged shards the manifest lists,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 IGNORE = -100  # label of a token that does not count in the loss
+REPORT = "training.json"  # beside the weights of a model folder this code wrote
 _EVAL_TOKENS = 2048  # padded tokens per forward pass when scoring (the logits dominate memory)
 
 
@@ -55,6 +56,17 @@ def folder_fingerprint(folder: Path) -> str:
         stat = file.stat()
         digest.update(f"{file.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def check_out(out: Path) -> None:
+    """`out` may be created, or replaced: an empty folder, or a model folder this code wrote."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise TrainingSetupError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
+        raise TrainingSetupError(
+            f"--out {out}: the folder holds files and no {REPORT}, so it is not a model this command "
+            "wrote; choose another folder"
+        )
 
 
 def resolve_base(base: str | None) -> Base:

@@ -27,9 +27,11 @@ from synth.shards.atomic import fsync_dir
 from synth.training.config import DataSummary, TrainingConfig, TrainingReport, identity_key, read_stored
 from synth.training.data import Example, Examples, examples_from, load_examples
 from synth.training.model import (
+    REPORT,
     Base,
     EncodedSet,
     TrainingSetupError,
+    check_out,
     completion_loss,
     encode_examples,
     encode_for,
@@ -41,7 +43,6 @@ from synth.training.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
-REPORT = "training.json"
 Data = str | Path | Examples | Sequence[Any]
 Say = Callable[[str], None]
 
@@ -113,17 +114,6 @@ def train(config: TrainingConfig, data: Data, progress: Say | None = None) -> Pa
         f"train loss {report.final_train_loss:.4f}{eval_part}; model in {out}"
     )
     return out
-
-
-def check_out(out: Path) -> None:
-    """`out` may be created, or replaced: an empty folder, or a model folder this code wrote."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise TrainingSetupError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
-        raise TrainingSetupError(
-            f"--out {out}: the folder holds files and no {REPORT}, so it is not a model this command "
-            "wrote; choose another folder"
-        )
 
 
 @contextmanager
