@@ -91,7 +91,8 @@ CurationOpt = Annotated[
     path_option(
         "--curation",
         help="Curation config file (TOML/YAML/JSON) applied to each batch before it is written. "
-        "Default: heuristics, exact and near-duplicate removal against the whole dataset.",
+        "Default: exact and near-duplicate removal against the whole dataset, plus the heuristics in "
+        "profiles other than paper (whose method filters as it generates).",
     ),
 ]
 

@@ -166,6 +166,10 @@ class VLLMEngine:
             **sampling_params(request, self.config.sampling), stop=request.stop or None, structured_outputs=structured
         )
 
+    def context_length(self) -> int:
+        """Tokens the model takes, prompt and reply together (`max_model_len`)."""
+        return self.config.max_model_len
+
     def chat_template(self) -> ChatTemplate:
         """The model's own chat template (its tokenizer's)."""
         return ChatTemplate(self.llm.get_tokenizer())
