@@ -19,7 +19,6 @@ from synth.generators.magpie import GENERATOR, MagpieGenerator
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
 
-
 _log = logging.getLogger(__name__)
 
 

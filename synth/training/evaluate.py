@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
