@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -151,10 +152,10 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
-        before = _descendants()
+        before = set(multiprocessing.active_children())
         with output_to_library_log():  # its processes' start-up notices go to the log, not the terminal
             self._llm: LLM | None = LLM(**kwargs)
-        self._processes = [p for p in _descendants().values() if p.pid not in before]
+        self._processes = _trees([c for c in multiprocessing.active_children() if c not in before])
         self._watcher = watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:
@@ -300,8 +301,15 @@ class VLLMEngine:
         self._llm = None
 
 
-def _descendants() -> dict[int, Any]:
-    """This process's descendants by pid (psutil processes, which remember their start time)."""
+def _trees(children: list[Any]) -> list[Any]:
+    """The processes `children` (multiprocessing's) and their descendants, as psutil processes
+    (which remember their start time); not multiprocessing's resource tracker, which this
+    process shares with every other user of multiprocessing."""
     import psutil
 
-    return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    found = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(child.pid)
+            found += [process, *process.children(recursive=True)]
+    return found
