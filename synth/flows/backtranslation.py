@@ -27,19 +27,11 @@ from synth.generators.backtranslation import (
     document_reject,
     segment_reject,
 )
-from synth.generators.documents import Segment, Skipped, corpus_segments, read_documents
+from synth.generators.documents import Segment, Skipped, corpus_segments
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
 from synth.prompts import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
 from synth.shards import scan
-
-
-def check_inputs(config: BacktranslationConfig, dataset: str | Path) -> None:
-    """Read the seed pairs and open the corpus (its schema, no document yet), so a bad file fails
-    naming it before any model loads."""
-    if config.seeds is not None:
-        load_seed_pairs(config.seeds, config.language, training=config.self_train is not None)
-    read_documents(config.docs, config.text_field)
 
 
 def chunks(

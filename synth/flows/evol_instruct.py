@@ -28,14 +28,6 @@ def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> Evol
     return config
 
 
-def check_inputs(config: EvolInstructConfig, dataset: str | Path) -> None:
-    """Read the source, so a bad file fails naming its line before any model loads (a source that
-    is the dataset itself and does not exist yet is left to an earlier step of a recipe)."""
-    source = Path(config.source)
-    if source.exists() or source.resolve() != Path(dataset).resolve():
-        load_instructions(config.source)
-
-
 def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[Example]) -> str:
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.flows.common import Committed
@@ -20,10 +19,6 @@ from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
 
 _log = logging.getLogger(__name__)
-
-
-def check_inputs(config: MagpieConfig, dataset: str | Path) -> None:
-    """Magpie reads no seed or source file: nothing to check before the model loads."""
 
 
 def magpie_run_id(config: MagpieConfig, engine: EngineConfig) -> str:

@@ -16,25 +16,13 @@ from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
+from synth.flows.inputs import check_preferences as check_inputs
 from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
 from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
-from synth.generators.sources import SourceError, load_instructions
+from synth.generators.sources import load_instructions
 from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
-
-
-def _is_output(config: PreferencesConfig, dataset: str | Path) -> bool:
-    return Path(config.source).resolve() == Path(dataset).resolve()
-
-
-def check_inputs(config: PreferencesConfig, dataset: str | Path) -> None:
-    """Read the source, so a bad file fails naming its line before any model loads; the pairs go
-    to another dataset than the one they are made from (a source that changes while it is read
-    would change the run)."""
-    if _is_output(config, dataset):
-        raise SourceError(f"{config.source}: write the preference pairs to another dataset than their source")
-    load_instructions(config.source)
 
 
 def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[Example]) -> str:

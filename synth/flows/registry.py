@@ -62,33 +62,33 @@ GENERATORS: dict[str, Generator] = {
             "self_instruct",
             "synth.schemas:SelfInstructConfig",
             "synth.flows.self_instruct:self_instruct_flow",
-            "synth.flows.self_instruct:check_inputs",
+            "synth.flows.inputs:check_self_instruct",
             "synth.flows.scaleout:run_self_instruct_on_ray",
         ),
         Generator(
             "evol_instruct",
             "synth.schemas:EvolInstructConfig",
             "synth.flows.evol_instruct:evol_instruct_flow",
-            "synth.flows.evol_instruct:check_inputs",
+            "synth.flows.inputs:check_evol_instruct",
             "synth.flows.scaleout:run_evol_instruct_on_ray",
         ),
         Generator(
             "backtranslation",
             "synth.schemas:BacktranslationConfig",
             "synth.flows.self_training:backtranslation_flow",
-            "synth.flows.backtranslation:check_inputs",
+            "synth.flows.inputs:check_backtranslation",
         ),
         Generator(
             "magpie",
             "synth.schemas.magpie:MagpieConfig",
             "synth.flows.magpie:magpie_flow",
-            "synth.flows.magpie:check_inputs",
+            "synth.flows.inputs:check_magpie",
         ),
         Generator(
             "preferences",
             "synth.schemas.preferences:PreferencesConfig",
             "synth.flows.preferences:preferences_flow",
-            "synth.flows.preferences:check_inputs",
+            "synth.flows.inputs:check_preferences",
         ),
     )
 }

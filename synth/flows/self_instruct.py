@@ -36,11 +36,6 @@ _TEMPLATES = (
 )
 
 
-def check_inputs(config: SelfInstructConfig, dataset: str | Path) -> None:
-    """Read the seed tasks, so a bad file fails naming its line before any model loads."""
-    load_seed_tasks(config.seeds, config.language)
-
-
 def self_instruct_run_id(config: SelfInstructConfig, engine: EngineConfig, seeds: list[SeedTask]) -> str:
     seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
     templates = [load_template(name, config.language).hash for name in _TEMPLATES]

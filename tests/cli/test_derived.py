@@ -21,7 +21,7 @@ COPY = Generator(
     "evol_copy",
     "synth.schemas:EvolInstructConfig",
     "synth.flows.evol_instruct:evol_instruct_flow",
-    "synth.flows.evol_instruct:check_inputs",
+    "synth.flows.inputs:check_evol_instruct",
 )
 
 

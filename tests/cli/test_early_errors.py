@@ -144,3 +144,18 @@ def test_train_into_a_file(tmp_path):
     out = tmp_path / "model"
     out.write_text("mine")
     refused(*synth(tmp_path, "train", data, "--out", out), out, "not a folder")
+
+
+def test_a_bad_seed_file_or_source_is_refused_before_prefect_loads(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"instruction": "Name a colour."}\n{"instruction": \n')
+    result, heavy = synth(tmp_path, "generate", "self-instruct", "--seeds", seeds, "--out", tmp_path / "a")
+    refused(result, heavy, f"{seeds}:2")
+    source = tmp_path / "src.jsonl"
+    source.write_text('{"id": "q1", "instruction": "Explain tides."}\n{"id": "q1", "instruction": "Explain fog."}\n')
+    result, heavy = synth(tmp_path, "generate", "evol", "--from", source, "--out", tmp_path / "b")
+    refused(result, heavy, f"{source}:2")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    result, heavy = synth(tmp_path, "generate", "backtranslate", "--docs", docs, "--out", tmp_path / "c")
+    refused(result, heavy, docs)
