@@ -122,7 +122,7 @@ def test_self_instruct_and_the_judge_run_through_the_server(server, tmp_path):
     url, _, _ = server
     config = OpenAIEngineConfig(model=NAME, base_url=url)
     summary = run_self_instruct(
-        SelfInstructConfig(profile="small-model", num_records=4, prompts_per_batch=4),
+        SelfInstructConfig(profile="small-model", num_records=4, prompts_per_batch=4, include_seed_tasks=False),
         config,
         DatasetConfig(path=str(tmp_path / "si")),
     )
@@ -163,7 +163,7 @@ def test_a_server_killed_mid_run_stops_it_with_a_clear_error_and_nothing_half_wr
 
     with watching(kill_after_first_batch), pytest.raises(Exception, match="cannot reach the model server"):
         run_self_instruct(
-            SelfInstructConfig(profile="small-model", num_records=500, prompts_per_batch=2),
+            SelfInstructConfig(profile="small-model", num_records=500, prompts_per_batch=2, include_seed_tasks=False),
             OpenAIEngineConfig(model=NAME, base_url=url, max_retries=1, backoff_s=0.1),
             DatasetConfig(path=str(path)),
             batch_retries=0,
