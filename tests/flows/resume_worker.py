@@ -35,7 +35,7 @@ class SlowEngine(ScriptedEngine):
 if __name__ == "__main__":
     out, batches = sys.argv[1], int(sys.argv[2])
     run_self_instruct(
-        SelfInstructConfig(num_records=10_000, max_batches=batches, prompts_per_batch=3),
+        SelfInstructConfig(num_records=10_000, max_batches=batches, prompts_per_batch=3, include_seed_tasks=False),
         ScriptedEngineConfig(),
         DatasetConfig(path=out, shard_rows=4),
         model=SlowEngine(reply),
