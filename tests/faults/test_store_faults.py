@@ -341,19 +341,21 @@ def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_p
     engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:pipeline"}))
     env = {**os.environ, "PYTHONPATH": str(root_dir), "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "p")}
     out = tmp_path / "ds"
+    # Its output goes to a file: a pipe nobody reads until the end fills up and stalls a long run.
+    log = tmp_path / "generate.log"
     generate = subprocess.Popen(
         [SYNTH, "generate", "self-instruct", "--engine-config", str(engine), "--num", "300", "--prompts-per-batch", "2",
          "--no-include-seed-tasks", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while not (out / "manifest.json").exists() or not read_manifest(out).runs:
-        assert time.monotonic() < deadline and generate.poll() is None, generate.communicate()[0]
+        assert time.monotonic() < deadline and generate.poll() is None, log.read_text()
         time.sleep(0.1)
     busy = subprocess.run([SYNTH, "curate", str(out)], env=env, capture_output=True, text=True, timeout=120)
     assert busy.returncode == 1 and "another writer holds" in busy.stderr and "Traceback" not in busy.stderr
     curate = subprocess.run([SYNTH, "curate", str(out), "--wait", "600"], env=env, capture_output=True, text=True)
-    assert generate.wait(timeout=60) == 0, generate.communicate()[0]
+    assert generate.wait(timeout=60) == 0, log.read_text()
     assert curate.returncode == 0, curate.stderr
     manifest = read_manifest(out)
     generated = next(r for r in manifest.runs.values() if r.generator == "self_instruct")
