@@ -233,6 +233,21 @@ class TargetJob(Built[G]):
         summary["stopped"] = self.stop_line(run.info)
 
 
+class OneBatchJob:
+    """A run of one batch, planned until it is committed (data written as it is, such as a
+    method's seed data); the subclass's `make` commits state holding `done: True`."""
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        if not run.info.state.get("done"):
+            yield Spec(run.info.batches_done)
+
+    def progress(self, run: RunContext) -> float:
+        return 1.0 if run.info.state.get("done") else 0.0
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        pass
+
+
 class Job(Protocol):
     """A generator's part of a run. A job may also say `independent = True` (a class attribute):
     making batch n+1 reads nothing that committing batch n changes, so the run is pipelined."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
@@ -17,7 +16,7 @@ from typing import Any, ClassVar, Unpack
 import polars as pl
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
+from synth.flows.run import Batch, OneBatchJob, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
 from synth.generators.provenance import Origin
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
@@ -36,8 +35,12 @@ _TEMPLATES = (
 )
 
 
+def _seeds_digest(seeds: list[SeedTask]) -> str:
+    return hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
+
+
 def self_instruct_run_id(config: SelfInstructConfig, engine: EngineConfig, seeds: list[SeedTask]) -> str:
-    seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
+    seed_hash = _seeds_digest(seeds)
     templates = [load_template(name, config.language).hash for name in _TEMPLATES]
     return run_id(GENERATOR, config.identity(), seed_hash, templates, engine.kind, engine.model)
 
@@ -118,7 +121,7 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
 
 
 @dataclass
-class SeedTasksJob:
+class SeedTasksJob(OneBatchJob):
     """The seed tasks' own instances, tagged `seed-data`, as one batch of a run of their own: the
     paper's training data holds the human-written seed instances beside the generated ones."""
 
@@ -129,10 +132,6 @@ class SeedTasksJob:
 
     def open(self, run: RunContext) -> str:
         return f"Seed tasks into {run.dataset.path}"
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        if not run.info.state.get("done"):
-            yield Spec(run.info.batches_done)
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         origin = Origin(GENERATOR, self.run_id, self.config.seed)
@@ -150,16 +149,9 @@ class SeedTasksJob:
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(batch.kept)} seed instances"
 
-    def progress(self, run: RunContext) -> float:
-        return 1.0 if run.info.state.get("done") else 0.0
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        pass
-
 
 def seed_tasks_run_id(config: SelfInstructConfig, seeds: list[SeedTask]) -> str:
-    seed_hash = hashlib.sha256("\n".join(s.model_dump_json() for s in seeds).encode()).hexdigest()
-    return run_id(GENERATOR, "seed-data", seed_hash, config.seed)
+    return run_id(GENERATOR, "seed-data", _seeds_digest(seeds), config.seed)
 
 
 def run_self_instruct(

@@ -30,7 +30,7 @@ from prefect import flow
 from synth.engines import EngineConfigError, engines_opened
 from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id, run_backtranslation
 from synth.flows.common import Committed, prints_not_logged
-from synth.flows.run import Batch, Built, RunContext, Spec, run_job
+from synth.flows.run import Batch, Built, OneBatchJob, RunContext, Spec, run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
 from synth.generators.documents import Segment
 from synth.generators.seed_pairs import load_seed_pairs
@@ -149,7 +149,7 @@ class RegradeJob(Built[BacktranslationGenerator]):
 
 
 @dataclass
-class SeedJob:
+class SeedJob(OneBatchJob):
     """The seed pairs, tagged with the seed system prompt, as one batch of a run of their own."""
 
     config: BacktranslationConfig
@@ -160,10 +160,6 @@ class SeedJob:
 
     def open(self, run: RunContext) -> str:
         return f"Seed pairs into {run.dataset.path}"
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        if not run.info.state.get("done"):
-            yield Spec(run.info.batches_done)
 
     def make(self, run: RunContext, spec: Spec) -> Batch:
         records = [
@@ -178,12 +174,6 @@ class SeedJob:
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(self.pairs)} seed pairs"
-
-    def progress(self, run: RunContext) -> float:
-        return 1.0 if run.info.state.get("done") else 0.0
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        pass
 
 
 def run_self_training(
