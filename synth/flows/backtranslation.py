@@ -19,7 +19,8 @@ import polars as pl
 
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
-from synth.flows.run import Batch, Built, RunContext, RunOptions, Spec, run_job
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
+from synth.flows.run import RunOptions, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
     BacktranslationGenerator,
@@ -78,9 +79,17 @@ def chunks(
         yield flush()
 
 
-def merge_funnel(total: dict, counts: dict, rnd: int, result: ChunkResult, seeds: dict | None = None) -> dict:
-    """Add one chunk's counts to the run's funnel: documents, segments, graded, kept by score; and
-    the seed pairs (`SeedPairs.report`: used, skipped by reason) of the run."""
+def chunk_stats(result: ChunkResult) -> dict[str, Any]:
+    """A chunk's grading figures as data (what its batch adds to the run's funnel)."""
+    stats = result.stats
+    scores = {str(score): n for score, n in sorted(stats.scores.items())}
+    return {"graded": stats.graded, "kept": stats.kept, "unparseable": stats.unparseable, "scores": scores}
+
+
+def merge_funnel(total: dict, counts: dict, rnd: int, stats: dict[str, Any], seeds: dict | None = None) -> dict:
+    """Add one chunk's counts and grading figures (`chunk_stats`) to the run's funnel: documents,
+    segments, graded, kept by score; and the seed pairs (`SeedPairs.report`: used, skipped by
+    reason) of the run."""
     funnel = {
         "seeds": seeds if seeds is not None else total.get("seeds", {}),
         "documents": total.get("documents", 0) + counts["documents"],
@@ -93,11 +102,11 @@ def merge_funnel(total: dict, counts: dict, rnd: int, result: ChunkResult, seeds
         for reason, n in counts[bucket].items():
             funnel[bucket][reason] = funnel[bucket].get(reason, 0) + n
     r = funnel["rounds"].setdefault(str(rnd), {"graded": 0, "kept": 0, "unparseable": 0, "scores": {}})
-    r["graded"] += result.stats.graded
-    r["kept"] += result.stats.kept
-    r["unparseable"] += result.stats.unparseable
-    for score, n in result.stats.scores.items():
-        r["scores"][str(score)] = r["scores"].get(str(score), 0) + n
+    r["graded"] += stats["graded"]
+    r["kept"] += stats["kept"]
+    r["unparseable"] += stats["unparseable"]
+    for score, n in stats["scores"].items():
+        r["scores"][score] = r["scores"].get(score, 0) + n
     return funnel
 
 
@@ -121,8 +130,10 @@ def _keys(frame: pl.DataFrame) -> set[str]:
 
 @dataclass
 class BacktranslationJob(Built[BacktranslationGenerator]):
-    """Backtranslation's part of a run (see `synth.flows.run`): rounds over the corpus, one batch
-    per chunk of segments; each round's few-shot pool holds the seeds and what earlier rounds kept."""
+    """Backtranslation's part of a run (see `synth.flows.jobs`): rounds over the corpus, one batch
+    per chunk of segments; each round's few-shot pool holds the seeds and what earlier rounds kept
+    (planned with the round's first chunk, once every earlier round is committed, and sent with
+    each of the round's batches)."""
 
     config: BacktranslationConfig
     seeds: SeedPairs
@@ -132,13 +143,20 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     trained_backward: bool = False  # the backward model was fine-tuned (self-training): no few-shot prompt
     generator: ClassVar[str] = GENERATOR
 
-    def open(self, run: RunContext) -> str:
+    def build(self, maker: Maker) -> BacktranslationGenerator:
         backward = self.backward_model
         if backward is None and self.backward_engine is not None:
             backward = get_engine(self.backward_engine)
-        self._gen = BacktranslationGenerator(
-            self.config, run.engine, self.seeds.pairs, self.run_id, backward, self.trained_backward
+        return BacktranslationGenerator(
+            self.config, maker.engine, self.seeds.pairs, self.run_id, backward, self.trained_backward
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.backward_model is not None:
+            raise ValueError("a live backward engine cannot be sent to Ray workers: give it as a config")
+        return super().__getstate__()
+
+    def open(self, run: RunContext) -> str:
         return f"Backtranslation of {self.config.docs} into {run.dataset.path}: rounds done of {self.config.rounds}"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
@@ -146,24 +164,29 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
         position = run.info.state.get("position", {"round": 1, "chunk": 0})
         for rnd in range(position["round"], config.rounds + 1):
             earlier = curated(path, self.run_id, before_round=rnd)
-            self.gen.pool = list(self.seeds.pairs)
-            self.gen.add_to_pool(list(earlier.select("instruction", "output").iter_rows()))
+            pool = [*self.seeds.pairs, *earlier.select("instruction", "output").iter_rows()]
             skip = position["chunk"] if rnd == position["round"] else 0
             for index, chunk in enumerate(chunks(config, self.run_id, rnd, _keys(earlier))):
                 if index >= skip:
-                    yield Spec(run.info.batches_done, (rnd, index, *chunk))
+                    yield Spec(run.info.batches_done, (rnd, index, *chunk, pool))
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
-        rnd, index, segments, rejects, counts = spec.data
-        result = self.gen.run_chunk(spec.batch, rnd, segments) if segments else ChunkResult()
-        state = dict(run.info.state)
-        state["funnel"] = merge_funnel(state.get("funnel", {}), counts, rnd, result, self.seeds.report())
-        state["position"] = {"round": rnd, "chunk": index + 1}
-        return Batch(result.kept, rejects + result.rejects, state, extra=result)
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        rnd, index, segments, rejects, counts, pool = spec.data
+        gen = self.gen_for(maker)
+        gen.pool = pool  # the round's pool (the same list for every chunk of a round)
+        result = gen.run_chunk(spec.batch, rnd, segments) if segments else ChunkResult()
+        delta = {"round": rnd, "chunk": index, "counts": counts, "stats": chunk_stats(result)}
+        return Batch(result.kept, rejects + result.rejects, delta)
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        funnel = merge_funnel(
+            state.get("funnel", {}), delta["counts"], delta["round"], delta["stats"], self.seeds.report()
+        )
+        return {**state, "funnel": funnel, "position": {"round": delta["round"], "chunk": delta["chunk"] + 1}}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        rnd, index, segments, _, _ = spec.data
-        return f"round {rnd} chunk {index}: {len(segments)} segments (scores {dict(batch.extra.stats.scores)})"
+        rnd, index, segments = spec.data[:3]
+        return f"round {rnd} chunk {index}: {len(segments)} segments (scores {batch.delta['stats']['scores']})"
 
     def progress(self, run: RunContext) -> float:
         position = run.info.state.get("position", {"round": 1})

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
 from synth.generators.sources import load_instructions
 from synth.prompts import load_template
@@ -56,7 +57,7 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
-    """Evol-Instruct's part of a run (see `synth.flows.run`): one batch per chunk of source
+    """Evol-Instruct's part of a run (see `synth.flows.jobs`): one batch per chunk of source
     instructions, every round inside it; the per-round funnel accumulates in the run's state
     (`rounds`)."""
 
@@ -65,12 +66,14 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     counts_key: ClassVar[str | None] = "rounds"
     add_counts = staticmethod(merge_rounds)
 
+    def build(self, maker: Maker) -> EvolInstructGenerator:
+        return EvolInstructGenerator(self.config, maker.engine, run_id=self.run_id)
+
     def open(self, run: RunContext) -> str:
-        self._gen = EvolInstructGenerator(self.config, run.engine, run_id=self.run_id)
         return f"Evol-Instruct into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
-        result = self.gen.run_chunk(spec.batch, spec.data, screen=run.chain.rules())
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        result = self.gen_for(maker).run_chunk(spec.batch, spec.data, screen=maker.rules)
         return self.counted(result, {str(k): f.as_dict() for k, f in result.rounds.items()})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
+from synth.flows.jobs import Batch, Maker, RunContext, Spec, TargetJob
+from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.magpie import GENERATOR, MagpieGenerator
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
@@ -35,31 +36,39 @@ def conversations_for_batch(config: MagpieConfig, kept: int, started: int) -> in
 
 @dataclass
 class MagpieJob(TargetJob[MagpieGenerator]):
-    """Magpie's part of a run (see `synth.flows.run`): batches of conversations until the target
+    """Magpie's part of a run (see `synth.flows.jobs`): batches of conversations until the target
     is kept or the batch budget is spent."""
 
     config: MagpieConfig
     run_id: str
     generator: ClassVar[str] = GENERATOR
 
-    def open(self, run: RunContext) -> str:
-        self._gen = MagpieGenerator(self.config, run.engine, run_id=self.run_id)
-        if note := self._gen.budget.describe():
+    def build(self, maker: Maker) -> MagpieGenerator:
+        gen = MagpieGenerator(self.config, maker.engine, run_id=self.run_id)
+        if note := gen.budget.describe():
             _log.info("Magpie: %s", note)
+        return gen
+
+    def open(self, run: RunContext) -> str:
         return f"Magpie into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def size(self, info: RunInfo) -> int:
         return conversations_for_batch(self.config, info.kept, info.state.get("started", 0))
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
-        result = self.gen.run_batch(spec.batch, spec.data)
-        return Batch(result.kept, result.rejects, {"started": run.info.state.get("started", 0) + spec.data})
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        result = self.gen_for(maker).run_batch(spec.batch, spec.data)
+        return Batch(result.kept, result.rejects, {"started": spec.data})
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "started": state.get("started", 0) + delta["started"]}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{spec.data} conversations ({self.run_total(run)})"
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         super().finish(run, summary)
+        if self.gen is None:  # the batches were made on workers: each logged its budget
+            return
         budget = self.gen.budget
         summary["turn_budget"] = {
             "query_tokens": budget.query_tokens,

@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Unpack
 from synth.engines import Engine, get_engine
 from synth.flows.common import Committed
 from synth.flows.inputs import check_preferences as check_inputs
-from synth.flows.run import Batch, ChunkedJob, RunContext, RunOptions, Spec, generator_flow, run_job
+from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
 from synth.generators.sources import load_instructions
 from synth.prompts import load_template
@@ -40,7 +41,7 @@ def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
 
 @dataclass
 class PreferencesJob(ChunkedJob[PreferencesGenerator]):
-    """The preference pairs' part of a run (see `synth.flows.run`): one batch per chunk of source
+    """The preference pairs' part of a run (see `synth.flows.jobs`): one batch per chunk of source
     instructions; the counts of instructions read and paired accumulate in the run's state (`pairs`)."""
 
     config: PreferencesConfig
@@ -49,16 +50,23 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     counts_key: ClassVar[str | None] = "pairs"
     add_counts = staticmethod(merge_counts)
 
-    def open(self, run: RunContext) -> str:
+    def build(self, maker: Maker) -> PreferencesGenerator:
         writers = self.writers
         if writers is None:
             writers = [get_engine(e) for e in self.config.response_engines]
         parents = Path(self.config.source).is_dir()
-        self._gen = PreferencesGenerator(self.config, run.engine, self.run_id, writers=writers, parents=parents)
+        return PreferencesGenerator(self.config, maker.engine, self.run_id, writers=writers, parents=parents)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.writers is not None:
+            raise ValueError("live response engines cannot be sent to Ray workers: name them in response_engines")
+        return super().__getstate__()
+
+    def open(self, run: RunContext) -> str:
         return f"Preference pairs into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
-        result = self.gen.run_chunk(spec.batch, spec.data)
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         return self.counted(result, {"instructions": result.instructions, "paired": result.paired})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:

@@ -18,42 +18,26 @@ from prefect.schedules import Cron, Interval
 
 from synth.engines import engines_opened
 from synth.flows.registry import GENERATORS
-from synth.schemas import DatasetConfig, EngineConfig
-from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import LocalRunner, RayRunner, Recipe, Step, load_recipe
 from synth.shards.summary import funnel, summarize
 
 
-@flow(name="step-on-ray", log_prints=True)
-def ray_step_flow(
-    step: Step,
-    dataset: DatasetConfig,
-    engine: EngineConfig,
-    curation: CurationConfig,
-    runner: RayRunner,
-) -> dict[str, Any]:
-    """A step whose batches run on a Ray cluster (see `synth.flows.scaleout`)."""
-    generator = GENERATORS[step.generator]
-    on_ray = generator.on_ray
-    assert on_ray is not None
-    config = generator.config(**step.model_dump(exclude={"generator"}))
-    return on_ray(config, engine, dataset, curation, runner)
-
-
 def _run_step(recipe: Recipe, step: Step) -> dict[str, Any]:
-    """One step: its generator's flow, with its batches on Ray when the recipe's runner is Ray
-    and the generator can run there (the others run on the flow's own process)."""
+    """One step: its generator's flow, with its batches on Ray workers when the recipe's runner is
+    Ray (see `synth.flows.scaleout`)."""
     generator = GENERATORS[step.generator]
+    config = generator.config(**step.model_dump(exclude={"generator"}))
     runner = recipe.runner
-    if isinstance(runner, RayRunner) and generator.on_ray_path is not None:
+    flow_ = generator.flow
+    if isinstance(runner, RayRunner):
         from prefect_ray import RayTaskRunner
 
         on_ray = RayTaskRunner(address=runner.address, init_kwargs=runner.init_kwargs)
-        return ray_step_flow.with_options(task_runner=on_ray, flow_run_name=f"{step.generator}-on-ray")(
-            step, recipe.dataset, recipe.engine, recipe.curation, runner
+        flow_ = flow_.with_options(task_runner=on_ray, flow_run_name=f"{step.generator}-on-ray")  # type: ignore[attr-defined]
+        return flow_(
+            config=config, dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation, runner=runner
         )
-    config = generator.config(**step.model_dump(exclude={"generator"}))
-    return generator.flow(config=config, dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation)
+    return flow_(config=config, dataset=recipe.dataset, engine=recipe.engine, curation=recipe.curation)
 
 
 def publish_artifacts(path: str | Path, key: str) -> None:

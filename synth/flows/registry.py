@@ -22,16 +22,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Generator:
     """One generator: its name (as records, recipes and the manifest spell it), its config, the
-    Prefect flow that runs it (config, dataset, engine, curation), the check of its inputs
-    (config, dataset path: reads its seeds or sources and fails naming the file and line, before
-    any model loads), and, if its batches can run on Ray workers, the function that runs it there
-    (config, engine, dataset, curation, runner); each as "module:attribute"."""
+    Prefect flow that runs it (config, dataset, engine, curation, runner: its batches run on Ray
+    workers when given a Ray runner and a Ray task runner), and the check of its inputs (config,
+    dataset path: reads its seeds or sources and fails naming the file and line, before any model
+    loads); each as "module:attribute"."""
 
     name: str
     config_path: str
     flow_path: str
     inputs_path: str
-    on_ray_path: str | None = None
 
     @property
     def config(self) -> type[BaseModel]:
@@ -44,10 +43,6 @@ class Generator:
     @property
     def flow(self) -> Callable[..., dict[str, Any]]:
         return _load(self.flow_path)
-
-    @property
-    def on_ray(self) -> Callable[..., dict[str, Any]] | None:
-        return _load(self.on_ray_path) if self.on_ray_path else None
 
 
 def _load(path: str) -> Any:
@@ -63,14 +58,12 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas:SelfInstructConfig",
             "synth.flows.self_instruct:self_instruct_flow",
             "synth.flows.inputs:check_self_instruct",
-            "synth.flows.scaleout:run_self_instruct_on_ray",
         ),
         Generator(
             "evol_instruct",
             "synth.schemas:EvolInstructConfig",
             "synth.flows.evol_instruct:evol_instruct_flow",
             "synth.flows.inputs:check_evol_instruct",
-            "synth.flows.scaleout:run_evol_instruct_on_ray",
         ),
         Generator(
             "backtranslation",

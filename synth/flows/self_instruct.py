@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 import polars as pl
 
 from synth.flows.common import Committed
-from synth.flows.run import Batch, OneBatchJob, RunContext, RunOptions, Spec, TargetJob, generator_flow, run_job
+from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, TargetJob
+from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.provenance import Origin
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
@@ -91,33 +92,59 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int, 
     return max(min(floor, ceiling), min(ceiling, math.ceil(1.25 * remaining / per_prompt)))
 
 
+@dataclass(frozen=True)
+class SelfInstructSpec:
+    """One Self-Instruct batch: how many prompts it sends, and the machine tasks the pool holds
+    when it is planned (a worker's generator catches up with them before it samples)."""
+
+    prompts: int
+    pool: tuple[str, ...]
+
+
 @dataclass
 class SelfInstructJob(TargetJob[SelfInstructGenerator]):
-    """Self-Instruct's part of a run (see `synth.flows.run`): batches of task-generation prompts
+    """Self-Instruct's part of a run (see `synth.flows.jobs`): batches of task-generation prompts
     until the target is kept or the batch budget is spent; the task pool grows as batches commit."""
 
     config: SelfInstructConfig
     seeds: list[SeedTask]
     run_id: str
     generator: ClassVar[str] = GENERATOR
+    pool: list[str] = field(default_factory=list, init=False)  # machine tasks admitted, in order
+
+    def build(self, maker: Maker) -> SelfInstructGenerator:
+        return SelfInstructGenerator(self.config, maker.engine, self.seeds, run_id=self.run_id)
 
     def open(self, run: RunContext) -> str:
-        self._gen = SelfInstructGenerator(self.config, run.engine, self.seeds, run_id=self.run_id)
-        self._gen.add_to_pool(accepted_tasks(run.dataset.path, self.run_id))
+        self.pool = accepted_tasks(run.dataset.path, self.run_id)
         return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def size(self, info: RunInfo) -> int:
         sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
         return prompts_for_batch(self.config, info.kept, sent, last)
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
-        result = self.gen.run_batch(spec.batch, spec.data)
-        state = {"prompts_sent": run.info.state.get("prompts_sent", 0) + result.prompts, "last_prompts": result.prompts}
-        return Batch(result.kept, result.rejects, state, extra=result.accepted_tasks)
+    def spec(self, run: RunContext) -> Spec:
+        return Spec(run.info.batches_done, SelfInstructSpec(self.size(run.info), tuple(self.pool)))
+
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        gen = self.gen_for(maker)
+        pool = spec.data.pool
+        if len(gen.machine_tasks) < len(pool):
+            gen.add_to_pool(pool[len(gen.machine_tasks) :])
+        result = gen.run_batch(spec.batch, spec.data.prompts)
+        return Batch(result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "pool": []}  # a worker gets the pool in each spec
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        prompts = delta["prompts"]
+        return {**state, "prompts_sent": state.get("prompts_sent", 0) + prompts, "last_prompts": prompts}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        self.gen.add_to_pool(batch.extra)
-        return f"{spec.data} prompts, {len(batch.extra)} new tasks ({self.run_total(run)})"
+        tasks = batch.delta["accepted_tasks"]
+        self.pool.extend(tasks)
+        return f"{spec.data.prompts} prompts, {len(tasks)} new tasks ({self.run_total(run)})"
 
 
 @dataclass
@@ -133,7 +160,7 @@ class SeedTasksJob(OneBatchJob):
     def open(self, run: RunContext) -> str:
         return f"Seed tasks into {run.dataset.path}"
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch:
         origin = Origin(GENERATOR, self.run_id, self.config.seed)
         records = [
             Record(

@@ -28,9 +28,10 @@ import polars as pl
 from prefect import flow
 
 from synth.engines import EngineConfigError, engines_opened
-from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id, run_backtranslation
+from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id, chunk_stats, run_backtranslation
 from synth.flows.common import Committed, prints_not_logged
-from synth.flows.run import Batch, Built, OneBatchJob, RunContext, Spec, run_job
+from synth.flows.jobs import Batch, Built, Maker, OneBatchJob, RunContext, Spec
+from synth.flows.run import run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
 from synth.generators.documents import Segment
 from synth.generators.seed_pairs import load_seed_pairs
@@ -51,6 +52,7 @@ from synth.schemas.curation import (
     LanguageCheckConfig,
     MinHashConfig,
 )
+from synth.schemas.recipe import RayRunner
 from synth.schemas.records import to_messages
 from synth.schemas.self_train import SelfTrainConfig
 from synth.shards import scan
@@ -104,17 +106,19 @@ class RegradeJob(Built[BacktranslationGenerator]):
     augmented_system: str
     generator: ClassVar[str] = GENERATOR
 
+    def build(self, maker: Maker) -> BacktranslationGenerator:
+        return BacktranslationGenerator(self.config, maker.engine, [], self.run_id)
+
     def open(self, run: RunContext) -> str:
-        self._gen = BacktranslationGenerator(self.config, run.engine, [], self.run_id)
         self._total = pl.scan_parquet(self.source).select(pl.len()).collect().item()
-        return f"Self-training iteration {self.iteration}: {run.engine.model_name} grades {self._total} candidates"
+        return f"Self-training iteration {self.iteration}: {run.model_name} grades {self._total} candidates"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         start = run.info.state.get("position", 0)
         for offset in range(start, self._total, self.config.chunk_size):
             yield Spec(run.info.batches_done, offset)
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch:
         rows = pl.scan_parquet(self.source).slice(spec.data, self.config.chunk_size).collect().to_dicts()
         by_key = {(r["source_doc"], r["source_start"], r["source_end"], r["instruction"]): r for r in rows}
         pairs = [
@@ -122,7 +126,7 @@ class RegradeJob(Built[BacktranslationGenerator]):
              (spec.batch, self.iteration, i))
             for i, r in enumerate(rows)
         ]  # fmt: skip
-        result = self.gen.grade(self.iteration, pairs)
+        result = self.gen_for(maker).grade(self.iteration, pairs)
         for record in [*result.kept, *result.rejects]:
             row = by_key[(record.source_doc, record.source_start, record.source_end, record.instruction)]
             earlier = row["grades"] or ([row["judge_score"]] if row["judge_score"] is not None else [])
@@ -135,11 +139,14 @@ class RegradeJob(Built[BacktranslationGenerator]):
                 Message(role="system", content=self.augmented_system),
                 *to_messages(record.instruction, record.input, record.output),
             ]
-        state = {**run.info.state, "position": spec.data + len(rows)}
-        return Batch(result.kept, result.rejects, state, extra=result)
+        delta = {"position": spec.data + len(rows), "scores": chunk_stats(result)["scores"]}
+        return Batch(result.kept, result.rejects, delta)
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "position": delta["position"]}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"iteration {self.iteration}, candidates from {spec.data}: scores {dict(batch.extra.stats.scores)}"
+        return f"iteration {self.iteration}, candidates from {spec.data}: scores {batch.delta['scores']}"
 
     def progress(self, run: RunContext) -> float:
         return run.info.state.get("position", 0) / max(self._total, 1)
@@ -161,7 +168,7 @@ class SeedJob(OneBatchJob):
     def open(self, run: RunContext) -> str:
         return f"Seed pairs into {run.dataset.path}"
 
-    def make(self, run: RunContext, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch:
         records = [
             Record(
                 instruction=instruction, output=output, generator=GENERATOR, run_id=self.run_id,
@@ -170,7 +177,7 @@ class SeedJob(OneBatchJob):
             )
             for instruction, output in self.pairs
         ]  # fmt: skip
-        return Batch(records, [], {**run.info.state, "done": True})
+        return Batch(records, [], {"done": True})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(self.pairs)} seed pairs"
@@ -272,12 +279,15 @@ def backtranslation_flow(
     engine: EngineConfig | None = None,
     backward_engine: EngineConfig | None = None,
     curation: CurationConfig | None = None,
+    runner: RayRunner | None = None,
 ) -> dict[str, Any]:
     """Backtranslation into a dataset directory, on the configured engine (the embedded model by
     default): the few-shot run of `synth.flows.backtranslation`, or with `config.self_train` the
-    paper's self-training loop above. It lives here, above both, so neither imports the other."""
+    paper's self-training loop above. It lives here, above both, so neither imports the other.
+    With a Ray `runner` the few-shot run's batches run on Ray; the self-training loop, which
+    fine-tunes and serves its models on this machine, runs here."""
     if config.self_train is not None:
         return run_self_training(config, engine or VLLMEngineConfig(), dataset, curation=curation)
     return run_backtranslation(
-        config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation
+        config, engine or VLLMEngineConfig(), dataset, backward_engine=backward_engine, curation=curation, runner=runner
     )

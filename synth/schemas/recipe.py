@@ -111,7 +111,12 @@ class RayRunner(_Strict):
         description="None starts a Ray instance on this machine; 'auto' joins the one `ray start` runs here; "
         "'ray://HEAD:10001' joins a remote cluster.",
     )
-    workers: int = Field(default=2, ge=1, description="Batches in flight at once.")
+    workers: int = Field(
+        default=2,
+        ge=1,
+        description="Batches in flight at once, for generators whose batches are independent (Evol-Instruct, "
+        "preference pairs); the others plan each batch from the run as the one before left it, one at a time.",
+    )
     num_gpus: float = Field(default=0, ge=0, description="GPUs per batch task (1 on a GPU cluster).")
     num_cpus: float = Field(default=1, ge=0, description="CPUs per batch task.")
     init_kwargs: dict[str, Any] = Field(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from synth.engines import ChatRequest, Completion
 from tests.conftest import SelfInstructScript
+from tests.flows.test_backtranslation_flow import scores_by_topic
+from tests.generators.test_backtranslation import Script
 from tests.generators.test_evol_instruct import EvolScript
 
 
@@ -20,10 +22,17 @@ class _SeededSelfInstruct(SelfInstructScript):
 
 
 def pipeline():
-    """Self-Instruct and Evol-Instruct replies, routed on the request's template."""
+    """Self-Instruct, Evol-Instruct and backtranslation replies, routed on the request's template.
+    Backtranslation grades keep two topics of the test corpus in its first round, so its second
+    round has segments left to try."""
     self_instruct, evol = _SeededSelfInstruct(), EvolScript()
+    backtranslation = Script(scores_by_topic({"rain", "snow"}))
 
     def reply(request: ChatRequest) -> str | Completion:
-        return evol(request) if request.tag.startswith("evol_") else self_instruct(request)
+        if request.tag.startswith("evol_"):
+            return evol(request)
+        if request.tag.startswith("backtranslation_"):
+            return backtranslation(request)
+        return self_instruct(request)
 
     return reply

@@ -4,6 +4,7 @@ recipes from loading two models at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,12 +15,16 @@ import pytest
 
 from synth.engines import ScriptedEngine, get_engine
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.scaleout import BatchJob, read_staged, run_job, staged_path
-from synth.schemas import ConfigFileError, ScriptedEngineConfig
+from synth.flows.jobs import Spec
+from synth.flows.scaleout import make_staged, read_staged, staged_path
+from synth.flows.self_instruct import SelfInstructJob, SelfInstructSpec
+from synth.generators.seeds import load_seed_tasks
+from synth.schemas import ConfigFileError, ScriptedEngineConfig, SelfInstructConfig
 from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.schemas.recipe import Recipe, load_recipe
 from synth.shards import DatasetWriter, read_manifest, scan, verify
 from tests.conftest import free_port
+from tests.flows.test_backtranslation_flow import corpus
 from tests.flows.test_recipe import write
 
 ROOT = Path(__file__).parents[2]
@@ -27,6 +32,9 @@ RESPONDER = "tests.flows.ray_scripts:pipeline"
 
 
 def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
+    docs = tmp_path / "docs"
+    if not docs.exists():
+        corpus(docs)
     return {
         "name": "on-ray",
         "dataset": {"path": str(tmp_path / "ds")},
@@ -48,6 +56,7 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
             {"generator": "self_instruct", "num_records": 12, "prompts_per_batch": 2},
             # The first 8 records of the dataset: the Self-Instruct step's, on every run.
             {"generator": "evol_instruct", "source": str(tmp_path / "ds"), "rounds": 1, "chunk_size": 3, "limit": 8},
+            {"generator": "backtranslation", "docs": str(docs), "rounds": 2, "chunk_size": 2, "min_chars": 60},
         ],
     }
 
@@ -62,49 +71,74 @@ def test_a_ray_runner_needs_the_shared_redis_index(tmp_path):
 def test_a_staged_batch_is_reused_not_regenerated(tmp_path, redis_url):
     """A batch staged before a crash is committed from its folder: the worker does not run it again."""
     curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
-    job = BatchJob(
-        generator="self_instruct", config={"num_records": 4, "prompts_per_batch": 2},
-        engine=ScriptedEngineConfig(responder=RESPONDER), curation=curation,
-        dataset=str(tmp_path / "ds"), run_id="r1", batch=0, prompts=2,
-    )  # fmt: skip
+    config = SelfInstructConfig(num_records=4, prompts_per_batch=2)
+    job = SelfInstructJob(config, load_seed_tasks(), "r1")
+    spec = Spec(0, SelfInstructSpec(2, ()))
+    engine = ScriptedEngineConfig(responder=RESPONDER)
     with DatasetWriter(tmp_path / "ds"):  # the flow opens the dataset (and so gives it its id) first
         pass
-    path = run_job(job)
+    path = make_staged(job, spec, engine, curation, str(tmp_path / "ds"))
     kept, _, meta = read_staged(path)
-    assert kept and path == str(staged_path(tmp_path / "ds", "r1", 0)) and meta["prompts"] == 2
+    assert kept and path == str(staged_path(tmp_path / "ds", "r1", 0)) and meta["delta"]["prompts"] == 2
+    assert meta["tokens"]["self_instruct_tasks"]["completion"] > 0
     stamp = os.stat(Path(path) / "kept.jsonl").st_mtime_ns
-    assert run_job(job) == path and os.stat(Path(path) / "kept.jsonl").st_mtime_ns == stamp
+    assert make_staged(job, spec, engine, curation, str(tmp_path / "ds")) == path
+    assert os.stat(Path(path) / "kept.jsonl").st_mtime_ns == stamp
+
+
+def records_by_generator(path) -> dict[str, list[tuple]]:
+    kept = scan(path).collect().sort("id")
+    return {
+        g: kept.filter(pl.col("generator") == g).select("id", "instruction", "output", "batch").rows()
+        for g in ("self_instruct", "evol_instruct", "backtranslation")
+    }
+
+
+def tokens_by_run(path) -> list[tuple]:
+    runs = read_manifest(path).runs.values()
+    return sorted((r.generator, r.batches_done, json.dumps(r.state.get("tokens", {}), sort_keys=True)) for r in runs)
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_recipe_runs_on_a_local_ray_cluster_and_resumes(tmp_path, redis_url):
+def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp_path, redis_url):
     from synth.flows.recipe import recipe_flow
 
     recipe = load_recipe(write(tmp_path, ray_recipe(tmp_path, redis_url)))
     summaries = recipe_flow(recipe=recipe)
-    si, evol = summaries
-    assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8
+    si, evol, bt = summaries
+    assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8 and bt["kept"] > 0
 
     path = tmp_path / "ds"
     assert verify(path) == []
     manifest = read_manifest(path)
     kept = scan(path).collect()
     assert kept["id"].n_unique() == kept.height == sum(run.kept for run in manifest.runs.values())
-    # Every batch ran on a Ray worker process, none on the test's own.
-    workers = {w for run in manifest.runs.values() for w in run.state["workers"]}
+    # Every batch ran on a Ray worker process, none on the test's own, and its tokens were counted.
+    runs = [run for run in manifest.runs.values() if run.batches_done]
+    workers = {w for run in runs for w in run.state["workers"]}
     assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
-    assert sum(n for run in manifest.runs.values() for n in run.state["workers"].values()) == sum(
-        run.batches_done for run in manifest.runs.values()
-    )
-    # Nothing left staged, and the shared index holds exactly the dataset's kept records: batches
-    # staged past Self-Instruct's target were discarded and their records taken out again.
+    assert all(sum(run.state["workers"].values()) == run.batches_done for run in runs)
+    written = {run.generator for run in runs if sum(t["completion"] for t in run.state["tokens"].values()) > 0}
+    assert written == {"self_instruct", "evol_instruct", "backtranslation"}
+    assert bt["funnel"]["rounds"].keys() == {"1", "2"}
+    # Nothing left staged, and the shared index holds exactly the dataset's kept records.
     assert not any((path / "staging").rglob("*.jsonl"))
     index = RedisMinHashIndex.open(path, recipe.curation.minhash)
     assert len(index) == kept.height and all(index.contains(kept["id"].to_list()))
 
+    # The same recipe on the local runner, into another dataset: the same records, batch by batch.
+    local = ray_recipe(tmp_path, redis_url)
+    local["runner"] = {"kind": "local"}
+    local["dataset"]["path"] = str(tmp_path / "local")
+    local["steps"][1]["source"] = str(tmp_path / "local")
+    local_summaries = recipe_flow(recipe=load_recipe(write(tmp_path, local)))
+    assert [s["kept"] for s in local_summaries] == [s["kept"] for s in summaries]
+    assert records_by_generator(tmp_path / "local") == records_by_generator(path)
+    assert tokens_by_run(tmp_path / "local") == tokens_by_run(path)
+
     # The same recipe again: every run is complete, nothing is generated or written twice.
     again = recipe_flow(recipe=recipe)
-    assert [s["kept"] for s in again] == [si["kept"], evol["kept"]]
+    assert [s["kept"] for s in again] == [si["kept"], evol["kept"], bt["kept"]]
     assert scan(path).collect().height == kept.height
     assert scan(path).filter(pl.col("generator") == "evol_instruct").collect().height == evol["kept"]
 

@@ -87,7 +87,7 @@ def load_config_file_only(path):
 def test_recipe_run_chains_steps_into_one_dataset_and_publishes_artifacts(tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
 
-    import synth.flows.run as run_module
+    import synth.flows.local as run_module
     from synth.flows.recipe import recipe_flow
 
     si, evo = SelfInstructScript(), EvolScript()

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
-from synth.flows.run import STALL_BATCHES
+from synth.flows.jobs import STALL_BATCHES
 from synth.flows.self_instruct import run_self_instruct, self_instruct_flow
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.shards import read_manifest, scan, verify
@@ -220,7 +220,7 @@ def test_a_second_run_adds_beside_the_first_without_touching_its_shards(tmp_path
 
 
 def test_the_prefect_flow_runs_the_same_pipeline(tmp_path, monkeypatch):
-    import synth.flows.run as module
+    import synth.flows.local as module
 
     monkeypatch.setattr(module, "get_engine", lambda config: ScriptedEngine(SelfInstructScript()))
     summary = self_instruct_flow(

@@ -1,0 +1,55 @@
+"""What every runner does the same way around its batches: the log line and the stall count
+after a commit, the engine's share of the run, and the summary at the end."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from synth.flows.common import run_summary
+
+if TYPE_CHECKING:
+    from synth.flows.common import Committed
+    from synth.flows.jobs import Batch, Job, RunContext, Spec
+
+
+def after_commit(job: Job, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> list[str]:
+    """Tell the job its batch is in, count a batch that kept nothing towards a stall, and log it;
+    returns the paths of the shards written."""
+    run.empty = 0 if result.kept else run.empty + 1
+    note = job.committed(run, spec, batch, result)
+    run_logger().info("batch %d: %s; %d kept, %d rejected", spec.batch, note, result.kept, result.rejected)
+    return result.paths
+
+
+def finished(job: Job, run: RunContext, engine: dict[str, Any]) -> dict[str, Any]:
+    """Mark the run finished in the manifest; returns its summary with the engine's use and the
+    job's own figures."""
+    run.writer.finish_run(job.run_id)
+    summary = run_summary(run.writer, job.run_id, run.dataset.path, reached_target=True)
+    summary["engine"] = engine
+    job.finish(run, summary)
+    return summary
+
+
+def engine_use(busy: float, wall: float, batches: int, pipelined: bool) -> dict[str, Any]:
+    """How much of this session's batch loop the engine spent serving calls, and its idle time
+    per batch (what pipelining and a faster curation win back)."""
+    return {
+        "busy_seconds": round(busy, 6),
+        "wall_seconds": round(wall, 3),
+        "busy_share": round(busy / wall, 6) if wall > 0 else 0.0,
+        "idle_seconds_per_batch": round(max(0.0, wall - busy) / batches, 3) if batches else 0.0,
+        "pipelined": pipelined,
+    }
+
+
+def run_logger() -> Any:
+    """The flow run's logger inside a flow (its lines reach the Prefect UI), else this module's."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("synth.flows.run")

@@ -1,0 +1,156 @@
+"""The local runner: a job's batches made on the flow's own process, each curated and committed
+before the next is planned.
+
+A job whose batches do not depend on one another (`independent`: making batch n+1 reads nothing
+that committing batch n changes) is pipelined: once batch n is made, batch n+1 is made in a
+background thread while batch n is curated and committed, so the engine does not wait for the
+curation. The calls to make batches happen in the same order as without it and each batch is
+the same, so a run, resumed or not, writes exactly what it writes unpipelined.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from synth.engines import Engine, get_engine
+from synth.engines.base import Metered
+from synth.filters.base import FilterChain
+from synth.filters.minhash import Index
+from synth.flows.bookkeeping import after_commit, engine_use, finished, run_logger
+from synth.flows.common import Pace, Progress, commit_curated, start_run, tell_watchers, worth_retrying
+from synth.flows.curation import build_chain
+from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec
+from synth.schemas import DatasetConfig, EngineConfig
+from synth.schemas.curation import CurationConfig
+from synth.shards import DatasetWriter
+
+
+@dataclass(eq=False)
+class Local:
+    """The local runner's live parts: the maker (engine and rules), the chain and index that curate
+    each batch before it commits, and the batches being made ahead of their turn."""
+
+    maker: Maker
+    chain: FilterChain
+    index: Index | None
+    ahead: dict[int, Future[Batch]] = field(default_factory=dict)
+    made_hook: Callable[[], None] | None = None
+
+    def make(self, job: Job, spec: Spec) -> Batch:
+        """Batch `spec`: the one made ahead if there is one and it succeeded, else made now. Then
+        the next batch starts being made (pipelined runs)."""
+        future = self.ahead.pop(spec.batch, None)
+        batch = None
+        if future is not None:
+            try:
+                batch = future.result()
+            except Exception as e:  # made again here, under the batch task's retries
+                run_logger().warning("batch %d: making it ahead failed (%s); making it again", spec.batch, e)
+        if batch is None:
+            batch = job.make(self.maker, spec)
+        if self.made_hook is not None:
+            self.made_hook()
+        return batch
+
+
+@task(name="batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+def run_batch(job: Job, run: RunContext, local: Local, spec: Spec) -> list[str]:
+    """Make one batch, curate it and commit it; returns the paths of the shards written."""
+    batch = local.make(job, spec)
+    meter = local.maker.engine if isinstance(local.maker.engine, Metered) else None
+    state = job.fold(run.info.state, batch.delta)
+    result = commit_curated(
+        run.writer, run.run_id, spec.batch, local.chain, local.index, batch.kept, batch.rejects, state, meter
+    )
+    return after_commit(job, run, spec, batch, result)
+
+
+def run_locally(
+    job: Job,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    curation: CurationConfig | None,
+    model: Engine | None,
+    retries: int,
+    pipeline: bool,
+) -> dict[str, Any]:
+    """Run (or resume) `job` into `dataset` on this process; returns the run's summary."""
+    step = run_batch.with_options(name=f"{job.generator}-batch", retries=retries)
+    with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
+        live = Metered(model or get_engine(engine))  # counts the tokens each batch uses
+        start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
+        language = getattr(job.config, "language", "en")
+        profile = getattr(job.config, "profile", "paper")
+        chain, index = build_chain(
+            curation or CurationConfig(), dataset.path, engine=live, language=language, profile=profile
+        )
+        run = RunContext(writer, job.run_id, dataset, live.model_name)
+        local = Local(Maker(live, chain.rules(), str(dataset.path)), chain, index)
+        progress = Progress(job.open(run))
+        pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
+        pipelined = pipeline and getattr(job, "independent", False)
+        plan = _Plan(job.plan(run))
+        started, made = time.perf_counter(), 0
+        with ThreadPoolExecutor(1, thread_name_prefix="make-ahead") as ahead:
+            if pipelined:
+                local.made_hook = _making_ahead(job, local, plan, ahead)
+            try:
+                for spec in plan:
+                    progress.update(job.progress(run))
+                    step(job, run, local, spec)
+                    made += 1
+                    run_logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
+                    tell_watchers(pace.progress(run.info, job.progress(run)))
+            finally:  # after a failure, a batch made ahead and not started yet is not started (one
+                # already being made is waited for when the pool closes: the engine closes after it)
+                for future in local.ahead.values():
+                    future.cancel()
+        progress.update(job.progress(run))
+        use = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
+        return finished(job, run, use)
+
+
+class _Plan:
+    """A job's planned batches, shared by the batch loop and the hook that makes the next one ahead."""
+
+    def __init__(self, specs: Iterator[Spec]) -> None:
+        self._specs = specs
+        self._next: Spec | None = None  # planned by `peek`, not yet taken by the loop
+
+    def __iter__(self) -> _Plan:
+        return self
+
+    def __next__(self) -> Spec:
+        spec, self._next = self._next, None
+        return spec if spec is not None else next(self._specs)
+
+    def peek(self) -> Spec | None:
+        """The next batch the loop will get, planned now if it was not yet; None at the end."""
+        if self._next is None:
+            self._next = next(self._specs, None)
+        return self._next
+
+
+def _making_ahead(job: Job, local: Local, plan: _Plan, ahead: ThreadPoolExecutor) -> Callable[[], None]:
+    """The hook that, once a batch is made, starts making the next one (its tokens counted for it)."""
+    engine = local.maker.engine
+
+    def make(spec: Spec) -> Batch:
+        if isinstance(engine, Metered):
+            with engine.counting_for(spec.batch):
+                return job.make(local.maker, spec)
+        return job.make(local.maker, spec)
+
+    def make_next() -> None:
+        spec = plan.peek()
+        if spec is not None and spec.batch not in local.ahead:  # a batch made again on a retry: already on its way
+            local.ahead[spec.batch] = ahead.submit(make, spec)
+
+    return make_next
