@@ -75,15 +75,6 @@ class ContinuationScore(BaseModel):
     error: str | None = None
 
 
-class ContinuationScorer(Protocol):
-    """An engine that can score continuations (`prompt_logprobs` in vLLM, `echo` + `logprobs` on an
-    OpenAI-compatible completions endpoint). Like `chat`, one failed request never raises."""
-
-    model_name: str
-
-    def score_continuations(self, requests: Sequence[ContinuationRequest]) -> list[ContinuationScore]: ...
-
-
 _SENTINEL = "\x00SYNTH-TURN\x00"
 
 

@@ -191,20 +191,6 @@ def matches(match: np.ndarray, score: np.ndarray) -> list[tuple[int, float] | No
     return [None if m == lsh_kernels.NO_MATCH else (int(m), float(s)) for m, s in zip(match, score, strict=True)]
 
 
-def within_batch(
-    batch: SignedBatch, bands: int, rows: int, config: MinHashConfig, match: np.ndarray, score: np.ndarray
-) -> None:
-    """Mark texts of a batch that nearly duplicate an earlier text of the same batch (see
-    `lsh_kernels.find_duplicates`; texts already marked in `match` are left as they are)."""
-    empty = np.full(16, lsh_kernels.EMPTY, dtype=np.uint64)  # no indexed rows: only the batch itself
-    lsh_kernels.find_duplicates(
-        batch.keys(bands, rows), batch.sigs, batch.shingles, batch.offsets,
-        empty, lsh_kernels.table_shift(empty),
-        np.empty((0, config.num_perm), dtype=np.uint32), np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64),
-        config.verify == "exact", config.threshold, match, score,
-    )  # fmt: skip
-
-
 def similarity(
     config: MinHashConfig, sig_a: np.ndarray, sig_b: np.ndarray, set_a: np.ndarray, set_b: np.ndarray
 ) -> float:

@@ -135,10 +135,6 @@ class Choice:
     failed: dict[str, Failure]
     left_out: dict[str, tuple[str, str]]  # id -> (reason, detail)
 
-    def selected_ids(self, items: pl.DataFrame) -> list[str]:
-        ids = items["id"]
-        return [ids[int(i)] for i in self.selection.indices]
-
 
 def choose(candidates: Candidates, method: str, config: SelectionConfig) -> Choice:
     """Run `method` for `config.budget` over the candidates that have every score it needs."""
