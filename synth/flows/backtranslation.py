@@ -23,6 +23,7 @@ from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
+    TEMPLATES,
     BacktranslationGenerator,
     ChunkResult,
     document_reject,
@@ -30,7 +31,6 @@ from synth.generators.backtranslation import (
 )
 from synth.generators.documents import Segment, Skipped, corpus_segments
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
-from synth.prompts import load_template
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
 from synth.shards import scan
 
@@ -201,7 +201,7 @@ def backtranslation_run_id(
 ) -> str:
     """A hash of the config, the documents' path, the seed pairs' content (not their file's path),
     the templates, the engine and the models."""
-    templates = [load_template(n, config.language).hash for n in ("backtranslation_backward", "backtranslation_grade")]
+    templates = TEMPLATES.hashes(config.language)
     docs = Path(config.docs).resolve()
     return run_id(
         GENERATOR,

@@ -15,9 +15,8 @@ from typing import Any, ClassVar, Unpack
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.evol_instruct import GENERATOR, OPERATIONS, EvolInstructGenerator
+from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator
 from synth.generators.sources import load_instructions
-from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, run_id
 
 
@@ -33,10 +32,7 @@ def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[Ex
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()
     ).hexdigest()
-    templates = [load_template(f"evol_{op}", config.language).hash for op in OPERATIONS] + [
-        load_template("evol_equality", config.language).hash,
-        load_template("evol_response", config.language).hash,
-    ]
+    templates = TEMPLATES.hashes(config.language)
     return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
 
 

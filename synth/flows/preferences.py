@@ -19,9 +19,8 @@ from synth.flows.common import Committed
 from synth.flows.inputs import check_preferences as check_inputs
 from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.preferences import COMPARE, GENERATOR, GRADE, PreferencesGenerator
+from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator
 from synth.generators.sources import load_instructions
-from synth.prompts import load_template
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
 
@@ -31,7 +30,7 @@ def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: l
     source_hash = hashlib.sha256(
         "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()
     ).hexdigest()
-    templates = [load_template(name, config.language).hash for name in (GRADE, COMPARE)]
+    templates = TEMPLATES.hashes(config.language)
     return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
 
 

@@ -20,20 +20,9 @@ from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, Target
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.provenance import Origin
 from synth.generators.seeds import load_seed_tasks
-from synth.generators.self_instruct import GENERATOR, SelfInstructGenerator
-from synth.prompts import load_template
+from synth.generators.self_instruct import GENERATOR, TEMPLATES, SelfInstructGenerator
 from synth.schemas import DatasetConfig, EngineConfig, Record, RunInfo, SeedTask, SelfInstructConfig, run_id
 from synth.shards import scan
-
-_TEMPLATES = (
-    "self_instruct_tasks",
-    "self_instruct_classify",
-    "self_instruct_open_ended",
-    "self_instruct_instances_input_first",
-    "self_instruct_instances_output_first",
-    "self_instruct_demos_input_first",
-    "self_instruct_demos_output_first",
-)
 
 
 def _seeds_digest(seeds: list[SeedTask]) -> str:
@@ -42,7 +31,7 @@ def _seeds_digest(seeds: list[SeedTask]) -> str:
 
 def self_instruct_run_id(config: SelfInstructConfig, engine: EngineConfig, seeds: list[SeedTask]) -> str:
     seed_hash = _seeds_digest(seeds)
-    templates = [load_template(name, config.language).hash for name in _TEMPLATES]
+    templates = TEMPLATES.hashes(config.language)
     return run_id(GENERATOR, config.identity(), seed_hash, templates, engine.kind, engine.model)
 
 

@@ -39,10 +39,11 @@ from synth.filters.novelty import snippet
 from synth.generators.documents import Segment
 from synth.generators.provenance import Origin, request_seed
 from synth.generators.seed_pairs import unusable
-from synth.prompts import defuse, load_template
+from synth.prompts import TemplateSet, defuse
 from synth.schemas import BacktranslationConfig, Message, Outcome, Record, Reject, SeedTask
 
 GENERATOR = "backtranslation"
+TEMPLATES = TemplateSet(("backtranslation_backward", "backtranslation_grade"))
 _PREFILL = "Instruction:"
 # More than a small model's context holds (about 4 characters a token); generous on purpose.
 MAX_SEGMENT_CHARS = 20_000
@@ -102,8 +103,9 @@ class BacktranslationGenerator:
         # A backward model fine-tuned on (output -> instruction) chats (self-training) is asked with
         # the segment alone, the way it was trained; an untrained model gets the few-shot prompt.
         self.trained_backward = trained_backward
-        self.t_backward = load_template("backtranslation_backward", config.language)
-        self.t_grade = load_template("backtranslation_grade", config.language)
+        t = TEMPLATES.load(config.language)
+        self.t_backward = t["backtranslation_backward"]
+        self.t_grade = t["backtranslation_grade"]
 
     def add_to_pool(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Curated pairs of a finished round join the few-shot pool of the next."""

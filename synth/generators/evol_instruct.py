@@ -52,11 +52,12 @@ from synth.filters.base import FilterChain
 from synth.filters.heuristics import is_short_refusal, only_punctuation_and_stop_words
 from synth.filters.novelty import snippet
 from synth.generators.provenance import Origin, request_seed
-from synth.prompts import Template, defuse, load_template
+from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import EvolInstructConfig, Example, Message, Outcome, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
 
 GENERATOR = "evol_instruct"
+TEMPLATES = TemplateSet((*(f"evol_{op}" for op in OPERATIONS), "evol_equality", "evol_response"))
 STAGE = "evolution"
 SOURCE_OPERATION = "source"
 # More than a small model's context holds (about 4 characters a token); generous on purpose.
@@ -183,9 +184,10 @@ class EvolInstructGenerator:
         self.engine = engine
         self.run_id = run_id
         self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
-        self.templates = {op: load_template(f"evol_{op}", config.language) for op in OPERATIONS}
-        self.t_equal = load_template("evol_equality", config.language)
-        self.t_response = load_template("evol_response", config.language)
+        t = TEMPLATES.load(config.language)
+        self.templates = {op: t[f"evol_{op}"] for op in OPERATIONS}
+        self.t_equal = t["evol_equality"]
+        self.t_response = t["evol_response"]
         weights = config.operation_weights
         self.weights = [weights.get(op, 0.0) for op in OPERATIONS]
         self._extra = config.extra_eliminations

@@ -30,7 +30,7 @@ from typing import Any
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters.judge import GRADE_SCHEMA, parse_grade
 from synth.generators.provenance import Origin, request_seed
-from synth.prompts import defuse, load_template, reply_object
+from synth.prompts import TemplateSet, defuse, reply_object
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.preferences import PreferencesConfig
 
@@ -38,6 +38,7 @@ GENERATOR = "preferences"
 RESPONSE = "preference_response"  # request tags (scripted engines route on them); also the templates' names
 GRADE = "preference_grade"
 COMPARE = "preference_compare"
+TEMPLATES = TemplateSet((GRADE, COMPARE))
 
 COMPARE_SCHEMA = {
     "type": "object",
@@ -106,8 +107,9 @@ class PreferencesGenerator:
         self.writers = [engine, *writers]
         self.parents = parents
         self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
-        self.grade_template = load_template(GRADE, config.language)
-        self.compare_template = load_template(COMPARE, config.language)
+        t = TEMPLATES.load(config.language)
+        self.grade_template = t[GRADE]
+        self.compare_template = t[COMPARE]
 
     def _seeded(self, base: Sampling, *where: object) -> Sampling:
         return base.model_copy(update={"seed": request_seed(self.config.seed, *where)})

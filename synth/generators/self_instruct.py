@@ -36,10 +36,21 @@ from synth.generators.self_instruct_replies import (
     parse_is_classification,
     parse_task_list,
 )
-from synth.prompts import Template, defuse, load_template
+from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import Message, Outcome, Record, Reject, Sampling, SeedTask, SelfInstructConfig
 
 GENERATOR = "self_instruct"
+TEMPLATES = TemplateSet(
+    (
+        "self_instruct_tasks",
+        "self_instruct_classify",
+        "self_instruct_open_ended",
+        "self_instruct_instances_input_first",
+        "self_instruct_instances_output_first",
+        "self_instruct_demos_input_first",
+        "self_instruct_demos_output_first",
+    )
+)
 _INSTANCE_PREFILL = {True: "Example 1\nClass label:", False: "Example 1\nInput:"}
 # The paper's prompts let the model decide whether a task needs an input: no "Input:" forced; its
 # classification examples list "Class label:" blocks without "Example N" heads.
@@ -88,17 +99,13 @@ class SelfInstructGenerator:
         )
         self.novelty = RougeNoveltyIndex(threshold=config.rouge_threshold, neighbors_kept=config.neighbors_kept)
         self.novelty.add([s.instruction for s in self.seeds], [s.id for s in self.seeds])
-        self.t_tasks = load_template("self_instruct_tasks", config.language)
+        t = TEMPLATES.load(config.language)
+        self.t_tasks = t["self_instruct_tasks"]
         paper_question = config.classify_question == "classification"
-        self.t_classify = load_template(
-            "self_instruct_classify" if paper_question else "self_instruct_open_ended", config.language
-        )
-        self.t_input_first = load_template("self_instruct_instances_input_first", config.language)
-        self.t_output_first = load_template("self_instruct_instances_output_first", config.language)
-        self.t_demos = {
-            False: load_template("self_instruct_demos_input_first", config.language),
-            True: load_template("self_instruct_demos_output_first", config.language),
-        }
+        self.t_classify = t["self_instruct_classify" if paper_question else "self_instruct_open_ended"]
+        self.t_input_first = t["self_instruct_instances_input_first"]
+        self.t_output_first = t["self_instruct_instances_output_first"]
+        self.t_demos = {False: t["self_instruct_demos_input_first"], True: t["self_instruct_demos_output_first"]}
         self._seed_refs = {_listed(s.instruction): neighbor_ref(s.instruction, s.id) for s in self.seeds}
 
     def add_to_pool(self, machine_tasks: Sequence[str]) -> None:

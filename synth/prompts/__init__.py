@@ -68,6 +68,20 @@ def load_template(name: str, language: str = "en") -> Template:
     return Template(name=shown, text=path.read_text(encoding="utf-8").strip())
 
 
+@dataclass(frozen=True)
+class TemplateSet:
+    """A generator's prompt templates, named once: the generator loads them from here and its run
+    id hashes all of them, in this order, so a changed prompt always starts a new run."""
+
+    names: tuple[str, ...]
+
+    def load(self, language: str = "en") -> dict[str, Template]:
+        return {name: load_template(name, language) for name in self.names}
+
+    def hashes(self, language: str = "en") -> list[str]:
+        return [template.hash for template in self.load(language).values()]
+
+
 def reply_object(text: str) -> dict | None:
     """The JSON object a model's reply holds (structured output), or None if it holds none."""
     try:
