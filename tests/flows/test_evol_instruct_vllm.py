@@ -6,6 +6,8 @@ rewrite and response) are what the embedded model needs least and would take man
 
 from __future__ import annotations
 
+from collections import Counter
+
 import polars as pl
 import pytest
 
@@ -32,10 +34,20 @@ def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp
     for funnel in rounds.values():
         assert funnel["in"] == 6 == funnel["evolved"] + sum(funnel["eliminated"].values())
     rejects = scan(tmp_path / "evol", "rejects").collect()
-    # Every elimination is a reject of the evolution stage; the curation chain may drop records
+    # Every elimination is a reject: of the evolution stage, or of the curation rules that screen
+    # each round (counted in the funnel as "STAGE: reason"); the curation chain may drop records
     # too (a response cut off at the token limit, say), each with its stage and reason.
     eliminated = sum(sum(f["eliminated"].values()) for f in rounds.values())
-    assert rejects.filter(pl.col("stage") == "evolution").height == eliminated
+    screened = Counter(
+        reason.split(": ", 1)[0]
+        for f in rounds.values()
+        for reason, n in f["eliminated"].items()
+        for _ in range(n)
+        if reason.split(": ", 1)[0] in {"heuristic", "language", "decontamination"}
+    )
+    assert rejects.filter(pl.col("stage") == "evolution").height == eliminated - sum(screened.values())
+    for stage, n in screened.items():
+        assert rejects.filter(pl.col("stage") == stage).height >= n
     curated = rejects.filter(pl.col("stage") != "evolution")
     assert set(curated["stage"]) <= {"heuristic", "dedup"} and (curated["reason"] != "").all()
     assert (curated["phase"] == "curation").all()
