@@ -92,7 +92,7 @@ def curate(
     afterwards), or a JSONL/Parquet file of records into the dataset `out` (its index rebuilt first
     with `rebuild_index`). `engine` is the judge's model, built here; returns the run's summary."""
     from synth.engines import get_engine
-    from synth.flows.curation import curate_dataset, curate_file
+    from synth.flows.curate import curate_dataset, curate_file
 
     model = get_engine(engine) if engine is not None else None
     if Path(target).is_dir():

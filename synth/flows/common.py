@@ -204,7 +204,7 @@ def start_run(
     rid: str,
     generator: str,
     config: BaseModel,
-    engine: BaseModel,
+    engine: BaseModel | None,
     model_name: str,
     curation: BaseModel | None = None,
 ) -> None:
@@ -214,7 +214,7 @@ def start_run(
             run_id=rid,
             generator=generator,
             config=config.model_dump(),
-            engine=engine.model_dump(),
+            engine=engine.model_dump() if engine is not None else {},
             curation=curation.model_dump() if curation is not None else {},
             model=model_name,
         )

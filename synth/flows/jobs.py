@@ -58,13 +58,15 @@ class Maker:
 @dataclass
 class RunContext:
     """An open run, on the flow that commits it: the dataset's writer (holding the lock), the run's
-    id, the model's name, and how many batches in a row have kept nothing (`empty`)."""
+    id, the model's name, how many batches in a row have kept nothing (`empty`), and the curation
+    chain when the flow curates (the local runner; a job's `finish` may report what it found)."""
 
     writer: DatasetWriter
     run_id: str
     dataset: DatasetConfig
     model_name: str
     empty: int = 0
+    chain: FilterChain | None = None
 
     @property
     def info(self) -> RunInfo:
@@ -115,6 +117,16 @@ class Job(Protocol):
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         """Add the generator's own figures to the run's summary."""
         ...
+
+
+def chain_settings(job: Job) -> tuple[str, str | None]:
+    """The language and profile the run's curation chain follows: a generator's config gives both
+    (a config without a profile runs as `paper`); a job that is not a generator's run (curating a
+    file, writing a selection) says `generator_run = False`, and its chain runs in English as
+    outside a generator run (heuristics on unless the curation config turns them off)."""
+    if not getattr(job, "generator_run", True):
+        return "en", None
+    return getattr(job.config, "language", "en"), getattr(job.config, "profile", "paper")
 
 
 G = TypeVar("G")

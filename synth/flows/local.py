@@ -11,7 +11,7 @@ the same, so a run, resumed or not, writes exactly what it writes unpipelined.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +19,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from synth.engines import Engine, get_engine
-from synth.engines.base import Metered
+from synth.engines import ChatRequest, Completion, Engine, get_engine
+from synth.engines.base import EngineError, Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.flows.bookkeeping import after_commit, engine_use, finished, run_logger
 from synth.flows.common import Pace, Progress, commit_curated, start_run, tell_watchers, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
@@ -72,26 +72,47 @@ def run_batch(job: Job, run: RunContext, local: Local, spec: Spec) -> list[str]:
     return after_commit(job, run, spec, batch, result)
 
 
+class NoEngine:
+    """The engine of a run that calls no model (curating a file without a judge, writing a
+    selection): a call is a bug, said as such."""
+
+    model_name = ""
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        raise EngineError("this run has no engine: give it an engine config or a live engine")
+
+    def close(self) -> None:
+        pass
+
+
 def run_locally(
     job: Job,
-    engine: EngineConfig,
+    engine: EngineConfig | None,
     dataset: DatasetConfig,
     curation: CurationConfig | None,
     model: Engine | None,
     retries: int,
     pipeline: bool,
+    rebuild_index: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) `job` into `dataset` on this process; returns the run's summary."""
+    """Run (or resume) `job` into `dataset` on this process; returns the run's summary. With
+    neither an engine config nor a live engine the run calls no model; `rebuild_index` rebuilds
+    the dataset's MinHash index from its shards first."""
     step = run_batch.with_options(name=f"{job.generator}-batch", retries=retries)
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
-        live = Metered(model or get_engine(engine))  # counts the tokens each batch uses
+        given = model or (get_engine(engine) if engine is not None else None)
+        live = Metered(given or NoEngine())  # counts the tokens each batch uses
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
-        language = getattr(job.config, "language", "en")
-        profile = getattr(job.config, "profile", "paper")
+        language, profile = chain_settings(job)
         chain, index = build_chain(
-            curation or CurationConfig(), dataset.path, engine=live, language=language, profile=profile
+            curation or CurationConfig(),
+            dataset.path,
+            engine=live if given is not None else None,
+            rebuild_index=rebuild_index,
+            language=language,
+            profile=profile,
         )
-        run = RunContext(writer, job.run_id, dataset, live.model_name)
+        run = RunContext(writer, job.run_id, dataset, live.model_name, chain=chain)
         local = Local(Maker(live, chain.rules(), str(dataset.path)), chain, index)
         progress = Progress(job.open(run))
         pace = Pace(job.progress(run), run.info.state.get("tokens", {}))

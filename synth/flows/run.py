@@ -41,6 +41,7 @@ class RunOptions(TypedDict, total=False):
     - `pipeline`: make the next batch while this one is curated and committed, for jobs whose
       batches are independent (default True; the records written are the same either way).
     - `runner`: a Ray runner to make the batches on Ray workers (default: on this process).
+    - `rebuild_index`: rebuild the dataset's MinHash index from its shards before the first batch.
     """
 
     curation: CurationConfig | None
@@ -48,10 +49,14 @@ class RunOptions(TypedDict, total=False):
     batch_retries: int
     pipeline: bool
     runner: RayRunner | None
+    rebuild_index: bool
 
 
-def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]) -> dict[str, Any]:
-    """Run (or resume) `job` into `dataset` on the runner the options name; returns the run's summary."""
+def run_job(
+    job: Job, engine: EngineConfig | None, dataset: DatasetConfig, **options: Unpack[RunOptions]
+) -> dict[str, Any]:
+    """Run (or resume) `job` into `dataset` on the runner the options name; returns the run's
+    summary. `engine` None (and no `model`): the run calls no model (a local run only)."""
     curation, retries = options.get("curation"), options.get("batch_retries", 2)
     runner = options.get("runner")
     if runner is not None:
@@ -59,9 +64,11 @@ def run_job(job: Job, engine: EngineConfig, dataset: DatasetConfig, **options: U
             raise ValueError("a live engine cannot be sent to Ray workers: give the engine as a config")
         from synth.flows.scaleout import run_on_ray
 
+        if engine is None:
+            raise ValueError("a Ray run needs an engine config for its workers")
         return run_on_ray(job, engine, dataset, curation or CurationConfig(), runner, retries)
     model, pipeline = options.get("model"), options.get("pipeline", True)
-    return run_locally(job, engine, dataset, curation, model, retries, pipeline)
+    return run_locally(job, engine, dataset, curation, model, retries, pipeline, options.get("rebuild_index", False))
 
 
 def generator_flow(name: str, config_type: type[BaseModel], run: Callable[..., dict[str, Any]], title: str) -> Any:

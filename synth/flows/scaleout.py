@@ -41,7 +41,7 @@ from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.bookkeeping import after_commit, engine_use, finished, run_logger
 from synth.flows.common import Committed, Pace, Progress, start_run, tell_watchers, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
@@ -67,8 +67,7 @@ def _worker_parts(
     key = json.dumps([dataset, job.run_id, curation.model_dump(mode="json"), engine.model_dump(mode="json")])
     if key not in _parts:
         live = Metered(get_engine(engine))
-        language = getattr(job.config, "language", "en")
-        profile = getattr(job.config, "profile", "paper")
+        language, profile = chain_settings(job)
         chain = build_chain(curation, dataset, engine=live, language=language, profile=profile)[0]
         _parts[key] = (job, Maker(live, chain.rules(), dataset), chain)
     return _parts[key]

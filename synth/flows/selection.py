@@ -14,16 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel
 
 from synth.engines.base import Engine
 from synth.filters.base import reject
-from synth.schemas import EngineConfig, OpenAIEngineConfig, Record, Reject, RunInfo, VLLMEngineConfig, run_id
+from synth.flows.common import Committed
+from synth.flows.jobs import Batch, Maker, RunContext, Spec
+from synth.flows.run import run_job
+from synth.schemas import (
+    DatasetConfig,
+    EngineConfig,
+    OpenAIEngineConfig,
+    Record,
+    Reject,
+    VLLMEngineConfig,
+    run_id,
+)
+from synth.schemas.curation import KEEP_ALL
 from synth.schemas.selection import SelectionConfig
 from synth.selection.candidates import (
     IFD_FLAG,
@@ -38,7 +52,7 @@ from synth.selection.candidates import (
 from synth.selection.embeddings import Embedder
 from synth.selection.selectors import diversity
 from synth.selection.store import Say, default_root
-from synth.shards import DatasetError, DatasetWriter
+from synth.shards import DatasetError
 from synth.shards.layout import MANIFEST, read_manifest
 from synth.shards.read import checked_path
 
@@ -201,7 +215,7 @@ def _annotations(candidates: Candidates, choice: Choice) -> tuple[dict[str, dict
     return scores, selected
 
 
-def _run(source: Path, config: SelectionConfig, method: str, candidates: Candidates) -> RunInfo:
+def _run(source: Path, config: SelectionConfig, method: str, candidates: Candidates) -> tuple[SelectionRun, str]:
     manifest = read_manifest(source)
     ids = hashlib.sha256("\x1f".join(candidates.items["id"].to_list()).encode()).hexdigest()[:16]
     setup = {
@@ -211,8 +225,69 @@ def _run(source: Path, config: SelectionConfig, method: str, candidates: Candida
         "source_records": ids,
         "scorers": candidates.scorers,
     }
-    rid = run_id(SELECT, setup)
-    return RunInfo(run_id=rid, generator=SELECT, config=setup, engine={}, model="")
+    return SelectionRun(**setup), run_id(SELECT, setup)
+
+
+@dataclass
+class SelectionJob:
+    """A method's choice written as a dataset: the source's kept records in order, one batch per
+    `batch_size`, the selected ones kept and every other one a reject (a run of the `select`
+    kind, through the same runner as a generator's: lock, resume, commits and summary)."""
+
+    config: SelectionRun
+    run_id: str
+    source: Path
+    scores: dict[str, dict[str, Any]]
+    selected: dict[str, dict[str, Any]]
+    choice: Choice
+    figures: dict[str, Any]
+    batch_size: int
+    generator: ClassVar[str] = SELECT
+    generator_run: ClassVar[bool] = False
+    made: int = 0  # batches written by this session
+    seen: set[str] = field(default_factory=set)  # ids met so far: a repeated one is a duplicate
+
+    def open(self, run: RunContext) -> str:
+        return f"Selection by {self.choice.method} into {run.dataset.path}"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        batch, done = 0, run.info.batches_done
+        for shard in [s for s in read_manifest(self.source).shards if s.kind == "kept"]:
+            frame = pl.read_parquet(checked_path(self.source, shard), glob=False)
+            for part in frame.iter_slices(self.batch_size):
+                if batch < done:  # committed by an earlier session: its ids were seen
+                    self.seen.update(part["id"].to_list())
+                else:
+                    yield Spec(batch, part)
+                batch += 1
+
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        kept, rejects = _split(spec.data, self.scores, self.selected, self.choice, self.seen)
+        return Batch(kept, rejects, {"selection": self.figures})
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        return {**state, **delta}
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        self.made += 1
+        return f"{spec.data.height} source records"
+
+    def progress(self, run: RunContext) -> float:
+        return 1.0 if run.info.status == "finished" else 0.0
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        pass
+
+
+class SelectionRun(BaseModel):
+    """What defines a selection's run (its id hashes it): the selection settings, the source
+    dataset and its records, and the scorers."""
+
+    selection: dict[str, Any]
+    source: str
+    source_dataset: str
+    source_records: str
+    scorers: dict[str, Any]
 
 
 def write_selection(
@@ -230,34 +305,13 @@ def write_selection(
     resumes after its last committed batch; a finished run with the same inputs is not written
     again."""
     root = Path(source)
-    run = _run(root, config, choice.method, candidates)
+    setup, rid = _run(root, config, choice.method, candidates)
     scores, selected = _annotations(candidates, choice)
-    summary = {**figures(candidates, choice), "dataset": str(out), "run_id": run.run_id}
-    with DatasetWriter(out, wait=wait, holder=f"synth select {run.run_id}") as writer:
-        existing = writer.manifest.runs.get(run.run_id)
-        if existing is not None and existing.status == "finished":
-            return {**summary, **_counts(writer, run.run_id), "up_to_date": True}
-        writer.start_run(run)
-        done = writer.manifest.runs[run.run_id].batches_done
-        seen: set[str] = set()
-        batch = 0
-        for shard in [s for s in read_manifest(root).shards if s.kind == "kept"]:
-            frame = pl.read_parquet(checked_path(root, shard), glob=False)
-            for part in frame.iter_slices(batch_size):
-                if batch < done:
-                    seen.update(part["id"].to_list())
-                    batch += 1
-                    continue
-                kept, rejects = _split(part, scores, selected, choice, seen)
-                writer.commit_batch(run.run_id, batch, kept, rejects, state={"selection": summary})
-                batch += 1
-        writer.finish_run(run.run_id)
-        return {**summary, **_counts(writer, run.run_id), "up_to_date": False}
-
-
-def _counts(writer: DatasetWriter, rid: str) -> dict[str, Any]:
-    info = writer.manifest.runs[rid]
-    return {"kept": info.kept, "rejected": info.rejected, "rejects_by_reason": info.rejects_by_reason}
+    summary = {**figures(candidates, choice), "dataset": str(out), "run_id": rid}
+    job = SelectionJob(setup, rid, root, scores, selected, choice, summary, batch_size)
+    written = run_job(job, None, DatasetConfig(path=str(out), wait=wait), curation=KEEP_ALL, batch_retries=0)
+    counts = {k: written[k] for k in ("kept", "rejected", "rejects_by_reason")}
+    return {**summary, **counts, "up_to_date": job.made == 0}
 
 
 def _split(

@@ -45,13 +45,7 @@ from synth.schemas import (
     VLLMEngineConfig,
     run_id,
 )
-from synth.schemas.curation import (
-    AbilitiesConfig,
-    CurationConfig,
-    HeuristicsConfig,
-    LanguageCheckConfig,
-    MinHashConfig,
-)
+from synth.schemas.curation import KEEP_ALL, CurationConfig
 from synth.schemas.recipe import RayRunner
 from synth.schemas.records import to_messages
 from synth.schemas.self_train import SelfTrainConfig
@@ -59,14 +53,6 @@ from synth.shards import scan
 
 Trainer = Callable[[Any, Any], Path]  # (TrainingConfig, Examples) -> model folder
 
-# Between iterations every candidate must stay, whatever a filter would say of it.
-KEEP_ALL = CurationConfig(
-    heuristics=HeuristicsConfig(enabled=False),
-    language_check=LanguageCheckConfig(enabled=False),
-    abilities=AbilitiesConfig(enabled=False),
-    exact_dedup=False,
-    minhash=MinHashConfig(enabled=False),
-)
 _CANDIDATE_COLUMNS = (
     "instruction", "output", "source_doc", "source_start", "source_end", "round", "model", "template",
     "template_hash", "judge_score", "grades",

@@ -185,3 +185,14 @@ class CurationConfig(_Strict):
     def uses_model(self, run_language: str = "en") -> bool:
         """Whether the chain calls a model (the judge, ability tags)."""
         return self.judge.enabled or self.tags_abilities(run_language)
+
+
+# A chain that drops nothing: every record stays, whatever a filter would say of it (candidates
+# between self-training iterations, a selection written as chosen).
+KEEP_ALL = CurationConfig(
+    heuristics=HeuristicsConfig(enabled=False),
+    language_check=LanguageCheckConfig(enabled=False),
+    abilities=AbilitiesConfig(enabled=False),
+    exact_dedup=False,
+    minhash=MinHashConfig(enabled=False),
+)

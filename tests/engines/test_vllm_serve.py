@@ -19,7 +19,7 @@ import pytest
 from synth.engines import ChatRequest
 from synth.engines.openai_http import OpenAIEngine
 from synth.flows.common import watching
-from synth.flows.curation import curate_file
+from synth.flows.curate import curate_file
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, Message, OpenAIEngineConfig, Sampling, SelfInstructConfig
 from synth.schemas.curation import CurationConfig, JudgeConfig

@@ -16,10 +16,10 @@ from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.redis_index import RedisUnavailableError
-from synth.flows import curation as curation_flow
+from synth.flows import local as curation_flow  # where a batch is curated and committed
 from synth.flows.backtranslation import run_backtranslation
 from synth.flows.common import commit_curated
-from synth.flows.curation import curate_file
+from synth.flows.curate import curate_file
 from synth.flows.evol_instruct import run_evol_instruct
 from synth.flows.magpie import run_magpie
 from synth.flows.preferences import run_preferences

@@ -268,7 +268,7 @@ def test_jsonl_helpers_stream_lines_and_reject_lone_surrogates(tmp_path):
 
 def test_records_and_benchmark_files_name_the_line_of_a_lone_surrogate(tmp_path):
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curation import CurationInputError, records_from_file
+    from synth.flows.curate import CurationInputError, records_from_file
     from synth.schemas.curation import DecontaminationConfig
 
     records = tmp_path / "records.jsonl"
@@ -309,7 +309,7 @@ def test_records_and_benchmark_files_refuse_control_characters_naming_the_line(t
     import polars as pl
 
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curation import CurationInputError, records_from_file
+    from synth.flows.curate import CurationInputError, records_from_file
     from synth.schemas.curation import DecontaminationConfig
 
     records = tmp_path / "records.jsonl"

@@ -17,7 +17,7 @@ import pytest
 
 from synth.filters.base import reject
 from synth.filters.dedup import MinHashIndex
-from synth.flows.curation import curate_dataset, curate_file
+from synth.flows.curate import curate_dataset, curate_file
 from synth.schemas import Record, RunInfo
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetBusyError, DatasetError, DatasetWriter, read_manifest, scan, verify

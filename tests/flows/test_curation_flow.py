@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from synth.cli import app
 from synth.engines import ScriptedEngine
-from synth.flows.curation import CurationInputError, curate_dataset, curate_file, records_from_file
+from synth.flows.curate import CurationInputError, curate_dataset, curate_file, records_from_file
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.schemas.curation import CurationConfig

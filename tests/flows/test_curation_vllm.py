@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from synth.flows.curation import curate_file
+from synth.flows.curate import curate_file
 from synth.schemas.curation import CurationConfig, JudgeConfig
 from synth.shards import scan, verify
 
