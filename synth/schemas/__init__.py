@@ -1,7 +1,7 @@
 """Data contracts shared by every layer: records, rejects, configs and the manifest."""
 
+from synth.schemas.backtranslation import BacktranslationConfig
 from synth.schemas.config import (
-    BacktranslationConfig,
     DatasetConfig,
     EngineConfig,
     EngineSettings,

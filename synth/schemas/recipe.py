@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from synth.schemas.backtranslation import BacktranslationConfig
 from synth.schemas.config import (
-    BacktranslationConfig,
     DatasetConfig,
     EngineConfig,
     EvolInstructConfig,

@@ -10,16 +10,8 @@ import re
 import pytest
 
 from synth.engines import ChatRequest, Completion, ScriptedEngine
-from synth.generators.evol_instruct import (
-    ANSWER_LABEL,
-    EQUALITY_SCHEMA,
-    OPERATIONS,
-    SECTION_LABELS,
-    EvolInstructGenerator,
-    leak_reason,
-    parse_equality,
-    response_failure,
-)
+from synth.generators.evol_eliminations import EQUALITY_SCHEMA, leak_reason, parse_equality, response_failure
+from synth.generators.evol_instruct import ANSWER_LABEL, OPERATIONS, SECTION_LABELS, EvolInstructGenerator
 from synth.schemas import EvolInstructConfig, Example, content_id
 from synth.schemas.config import SamplingConfig
 
