@@ -148,8 +148,10 @@ def generator_command(generator: Generator, launch: Launch, custom: Custom | Non
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
     names = {p.name for p in own}
     fields = [p for p in field_options(config) if p.name not in names]
-    inner = {n: field_options(_without_none(config.model_fields[n].annotation), f"With --{n.replace('_', '-')}: ")
-             for n in (custom.nested if custom else ())}  # fmt: skip
+    inner = {
+        n: field_options(_without_none(config.model_fields[n].annotation), f"With --{n.replace('_', '-')}: ")
+        for n in (custom.nested if custom else ())
+    }
 
     def command(*, run: RunOptions, **given: Any) -> None:
         mine = {name: given.pop(name) for name in names}

@@ -94,9 +94,12 @@ def live_progress(out: Console | None = None) -> Iterator[None]:
     from synth.flows.common import watching
 
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[status]}"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
         console=out,
-    )  # fmt: skip
+    )
     tasks: dict[str, TaskID] = {}
 
     def show(p: RunProgress) -> None:
@@ -215,10 +218,15 @@ def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
             )
         )
     rows = [
-        {"round": r, "graded": f["graded"], "unparseable": f["unparseable"], "kept": f["kept"],
-         "scores": ", ".join(f"{s}: {n}" for s, n in sorted(f["scores"].items()))}
+        {
+            "round": r,
+            "graded": f["graded"],
+            "unparseable": f["unparseable"],
+            "kept": f["kept"],
+            "scores": ", ".join(f"{s}: {n}" for s, n in sorted(f["scores"].items())),
+        }
         for r, f in funnel.get("rounds", {}).items()
-    ]  # fmt: skip
+    ]
     console.print(table("Rounds", rows, ["round", "graded", "unparseable", "kept", "scores"]))
 
 

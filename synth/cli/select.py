@@ -92,8 +92,11 @@ def select(
     if not (dataset / "manifest.json").is_file():
         fail(f"{dataset}: no manifest.json; not a dataset directory")
     check_dataset(dataset)  # a damaged shard is named now, not after Prefect and the engine start
-    embedding = cast(EmbeddingSettings, load_config_file(embedding_config, EmbeddingSettings)).embedding \
-        if embedding_config else None  # fmt: skip
+    embedding = (
+        cast(EmbeddingSettings, load_config_file(embedding_config, EmbeddingSettings)).embedding
+        if embedding_config
+        else None
+    )
     fields: dict[str, Any] = dict(method=methods[0], budget=budget, threshold=threshold, seed=seed, language=language)
     if embedding is not None:
         fields["embedding"] = embedding
@@ -111,8 +114,17 @@ def select(
 
     with writing(out):
         if compare:
-            rows = compare_methods(dataset, out, methods, config, engine_config=engine, scores=scores,
-                                   reference=reference, wait=wait, say=say)  # fmt: skip
+            rows = compare_methods(
+                dataset,
+                out,
+                methods,
+                config,
+                engine_config=engine,
+                scores=scores,
+                reference=reference,
+                wait=wait,
+                say=say,
+            )
             print_comparison(rows, budget)
         else:
             summary = select_dataset(dataset, out, config, engine_config=engine, scores=scores, wait=wait, say=say)

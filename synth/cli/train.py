@@ -131,12 +131,27 @@ def train_model(
     _choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
     _choice(device, "--device", ("auto", "cpu", "cuda"))
     config = TrainingConfig(
-        out=out, base=base, direction=direction, epochs=epochs, max_steps=max_steps, learning_rate=lr,  # type: ignore[arg-type]
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=_targets(lora_targets),
-        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed, eval_share=eval_share,
-        gradient_checkpointing=gradient_checkpointing, save_dtype=save_dtype, device=device, threads=threads,
+        out=out,
+        base=base,
+        direction=direction,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=lr,  # type: ignore[arg-type]
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_targets=_targets(lora_targets),
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        seed=seed,
+        eval_share=eval_share,
+        gradient_checkpointing=gradient_checkpointing,
+        save_dtype=save_dtype,
+        device=device,
+        threads=threads,
         log_every=log_every,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     examples = _checked(load_examples, data)
     _checked(resolve_base, base)
     _checked(check_out, out)
@@ -224,9 +239,19 @@ def evaluate(
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
     config = EvaluationConfig(
-        base=base, max_steps=max_steps, learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size,
-        max_length=max_length, seed=seed, device=device, threads=threads, model_dir=keep_model, log_every=log_every,  # type: ignore[arg-type]
-    )  # fmt: skip
+        base=base,
+        max_steps=max_steps,
+        learning_rate=lr,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        device=device,
+        threads=threads,
+        model_dir=keep_model,
+        log_every=log_every,  # type: ignore[arg-type]
+    )
     _checked(load_examples, dataset)
     _checked(load_examples, reference)
     _checked(resolve_base, base)

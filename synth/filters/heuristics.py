@@ -16,9 +16,20 @@ from synth.schemas.curation import HeuristicsConfig
 
 # Tasks a text-only model cannot do: Self-Instruct's list, and that list extended with audio and video.
 SELF_INSTRUCT_KEYWORDS: tuple[str, ...] = (
-    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-    "draw", "plot", "go to",
-)  # fmt: skip
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+)
 NON_TEXT_KEYWORDS: tuple[str, ...] = (*SELF_INSTRUCT_KEYWORDS, "video", "audio", "music", "flowchart", "diagram")
 
 

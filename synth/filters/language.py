@@ -28,9 +28,39 @@ if TYPE_CHECKING:
 
 # ISO 639-1 codes lingua weighs a non-CJK text against (plus the run's language).
 COMMON = (
-    "en", "zh", "ja", "ko", "fr", "de", "es", "pt", "it", "nl", "ru", "uk", "pl", "cs", "tr", "ar",
-    "fa", "he", "hi", "bn", "ur", "vi", "th", "id", "ms", "sv", "da", "nb", "fi", "el", "hu", "ro",
-)  # fmt: skip
+    "en",
+    "zh",
+    "ja",
+    "ko",
+    "fr",
+    "de",
+    "es",
+    "pt",
+    "it",
+    "nl",
+    "ru",
+    "uk",
+    "pl",
+    "cs",
+    "tr",
+    "ar",
+    "fa",
+    "he",
+    "hi",
+    "bn",
+    "ur",
+    "vi",
+    "th",
+    "id",
+    "ms",
+    "sv",
+    "da",
+    "nb",
+    "fi",
+    "el",
+    "hu",
+    "ro",
+)
 # Fewer letters than this in a text: too little to tell its language.
 MIN_LETTERS = 12
 UNKNOWN = ""

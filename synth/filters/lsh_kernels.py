@@ -262,16 +262,40 @@ def find_duplicates(
         sh_i = shingles[shingle_offsets[i] : shingle_offsets[i + 1]]
         keys = band_keys[i]
         best, row = _probe(
-            table, shift, keys, stamp, i, exact, sigs[i], sh_i, index_sigs, index_shingles, index_offsets, threshold,
-            -1.0, np.int64(-1),
-        )  # fmt: skip
+            table,
+            shift,
+            keys,
+            stamp,
+            i,
+            exact,
+            sigs[i],
+            sh_i,
+            index_sigs,
+            index_shingles,
+            index_offsets,
+            threshold,
+            -1.0,
+            np.int64(-1),
+        )
         if row >= 0:
             match[i] = row
         else:
             best, row = _probe(
-                local, local_shift, keys, local_stamp, i, exact, sigs[i], sh_i, sigs, shingles, shingle_offsets,
-                threshold, best, row,
-            )  # fmt: skip
+                local,
+                local_shift,
+                keys,
+                local_stamp,
+                i,
+                exact,
+                sigs[i],
+                sh_i,
+                sigs,
+                shingles,
+                shingle_offsets,
+                threshold,
+                best,
+                row,
+            )
             if row >= 0:
                 match[i] = -1 - row
         if match[i] == NO_MATCH:

@@ -21,8 +21,16 @@ import re
 import regex
 
 SPACELESS_SCRIPTS: tuple[str, ...] = (
-    "Han", "Hiragana", "Katakana", "Hangul", "Thai", "Lao", "Khmer", "Myanmar", "Tibetan",
-)  # fmt: skip
+    "Han",
+    "Hiragana",
+    "Katakana",
+    "Hangul",
+    "Thai",
+    "Lao",
+    "Khmer",
+    "Myanmar",
+    "Tibetan",
+)
 
 # The class body of those scripts' characters. The long-vowel marks ー and ｰ belong to no script
 # (Unicode: Common) but are only ever written inside kana words, so they count as kana.

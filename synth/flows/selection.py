@@ -167,9 +167,16 @@ def prepare(
         return LazyEngine(engine_config, tokenizer)
 
     return score_candidates(
-        items, needs, config, scoring.get("scores") or default_root(root), model, tokenizer, tokenizer_name,
-        lambda: embedder if embedder is not None else build_embedder(config.embedding), scoring.get("say"),
-    )  # fmt: skip
+        items,
+        needs,
+        config,
+        scoring.get("scores") or default_root(root),
+        model,
+        tokenizer,
+        tokenizer_name,
+        lambda: embedder if embedder is not None else build_embedder(config.embedding),
+        scoring.get("say"),
+    )
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -378,8 +385,9 @@ def compare_methods(
     for method in methods:
         method_config = config.model_copy(update={"method": method})
         folder = Path(out) / method
-        row = write_selection(source, folder, candidates, choose(candidates, method, method_config), method_config,
-                              wait=wait)  # fmt: skip
+        row = write_selection(
+            source, folder, candidates, choose(candidates, method, method_config), method_config, wait=wait
+        )
         row["proxy_loss"] = None
         if reference is not None:
             from synth.training import evaluate_dataset

@@ -153,13 +153,18 @@ class SeedTasksJob(OneBatchJob):
         origin = Origin(GENERATOR, self.run_id, self.config.seed)
         records = [
             Record(
-                instruction=task.instruction, input=instance.input, output=instance.output,
-                is_classification=task.is_classification, operation="seed", source_id=task.id,
-                tags=["self-instruct", "seed-data"], **origin.fields(spec.batch),
+                instruction=task.instruction,
+                input=instance.input,
+                output=instance.output,
+                is_classification=task.is_classification,
+                operation="seed",
+                source_id=task.id,
+                tags=["self-instruct", "seed-data"],
+                **origin.fields(spec.batch),
             )
             for task in self.seeds
             for instance in task.instances
-        ]  # fmt: skip
+        ]
         return Batch(records, [], {"done": True})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:

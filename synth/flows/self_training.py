@@ -54,9 +54,18 @@ from synth.shards import scan
 Trainer = Callable[[Any, Any], Path]  # (TrainingConfig, Examples) -> model folder
 
 _CANDIDATE_COLUMNS = (
-    "instruction", "output", "source_doc", "source_start", "source_end", "round", "model", "template",
-    "template_hash", "judge_score", "grades",
-)  # fmt: skip
+    "instruction",
+    "output",
+    "source_doc",
+    "source_start",
+    "source_end",
+    "round",
+    "model",
+    "template",
+    "template_hash",
+    "judge_score",
+    "grades",
+)
 
 
 def candidates(path: str | Path, rid: str) -> pl.LazyFrame:
@@ -108,10 +117,13 @@ class RegradeJob(Built[BacktranslationGenerator]):
         rows = pl.scan_parquet(self.source).slice(spec.data, self.config.chunk_size).collect().to_dicts()
         by_key = {(r["source_doc"], r["source_start"], r["source_end"], r["instruction"]): r for r in rows}
         pairs = [
-            (Segment(r["source_doc"], r["source_start"], r["source_end"], "", r["output"]), r["instruction"],
-             (spec.batch, self.iteration, i))
+            (
+                Segment(r["source_doc"], r["source_start"], r["source_end"], "", r["output"]),
+                r["instruction"],
+                (spec.batch, self.iteration, i),
+            )
             for i, r in enumerate(rows)
-        ]  # fmt: skip
+        ]
         result = self.gen_for(maker).grade(self.iteration, pairs)
         for record in [*result.kept, *result.rejects]:
             row = by_key[(record.source_doc, record.source_start, record.source_end, record.instruction)]
@@ -157,12 +169,17 @@ class SeedJob(OneBatchJob):
     def make(self, maker: Maker, spec: Spec) -> Batch:
         records = [
             Record(
-                instruction=instruction, output=output, generator=GENERATOR, run_id=self.run_id,
-                seed=self.config.seed, operation="seed", tags=["backtranslation", "seed-data"],
+                instruction=instruction,
+                output=output,
+                generator=GENERATOR,
+                run_id=self.run_id,
+                seed=self.config.seed,
+                operation="seed",
+                tags=["backtranslation", "seed-data"],
                 messages=[Message(role="system", content=self.seed_system), *to_messages(instruction, "", output)],
             )
             for instruction, output in self.pairs
-        ]  # fmt: skip
+        ]
         return Batch(records, [], {"done": True})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
@@ -201,10 +218,16 @@ def run_self_training(
 
     def model(name: str, direction: str, examples: list[Example]) -> Path:
         settings = TrainingConfig(
-            out=work / "models" / name, base=base, direction=direction, epochs=loop.epochs,  # type: ignore[arg-type]
-            max_steps=loop.max_steps, learning_rate=loop.learning_rate, batch_size=loop.batch_size,
-            max_length=loop.max_length, seed=config.seed,
-        )  # fmt: skip
+            out=work / "models" / name,
+            base=base,
+            direction=direction,
+            epochs=loop.epochs,  # type: ignore[arg-type]
+            max_steps=loop.max_steps,
+            learning_rate=loop.learning_rate,
+            batch_size=loop.batch_size,
+            max_length=loop.max_length,
+            seed=config.seed,
+        )
         with prints_not_logged():
             return fit(settings, examples_from(examples, f"{name} training data"))
 

@@ -243,10 +243,17 @@ def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:
     than `MAX_SEGMENT_CHARS` with a snippet of its text: the place locates the rest)."""
     big = len(seg.text) > MAX_SEGMENT_CHARS
     return Reject(
-        generator=GENERATOR, stage="segment", reason=reason, run_id=run_id, seed=seed,
-        output=snippet(seg.text, 200) if big else seg.text, detail=f"{len(seg.text)} characters" if big else "",
-        source_doc=seg.doc, source_start=seg.start, source_end=seg.end,
-    )  # fmt: skip
+        generator=GENERATOR,
+        stage="segment",
+        reason=reason,
+        run_id=run_id,
+        seed=seed,
+        output=snippet(seg.text, 200) if big else seg.text,
+        detail=f"{len(seg.text)} characters" if big else "",
+        source_doc=seg.doc,
+        source_start=seg.start,
+        source_end=seg.end,
+    )
 
 
 def document_reject(doc: str, reason: str, run_id: str, seed: int) -> Reject:

@@ -165,9 +165,12 @@ def load_seed_pairs(path: str | Path | None = None, language: str = "en", traini
     if out.reasons:
         log.warning(
             "%s: skipped %d of %d seed pairs (%s); first: %s",
-            file, entries - len(out.pairs), entries,
-            ", ".join(f"{n} {r}" for r, n in out.reasons.items()), "; ".join(out.skipped[:3]),
-        )  # fmt: skip
+            file,
+            entries - len(out.pairs),
+            entries,
+            ", ".join(f"{n} {r}" for r, n in out.reasons.items()),
+            "; ".join(out.skipped[:3]),
+        )
     return out
 
 

@@ -248,12 +248,17 @@ class SelfInstructGenerator:
             else:
                 out.rejects.append(
                     self._reject(
-                        batch, "novelty", f"ROUGE-L above {c.rouge_threshold}", self.t_tasks,
-                        instruction=v.text, novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors,
+                        batch,
+                        "novelty",
+                        f"ROUGE-L above {c.rouge_threshold}",
+                        self.t_tasks,
+                        instruction=v.text,
+                        novelty_rouge_l=v.max_score,
+                        novelty_neighbors=v.neighbors,
                         demos=out.demos[v.text],
                         detail=f"most similar ({v.max_score:.3f}): {v.neighbors[0] if v.neighbors else ''}",
                     )
-                )  # fmt: skip
+                )
 
         labels = self._classify(batch, out)
         self._instances(batch, labels, verdicts, out)
@@ -285,10 +290,15 @@ class SelfInstructGenerator:
                 for task in cut:
                     out.rejects.append(
                         self._reject(
-                            batch, "parse", "cut off at the token limit", self.t_tasks,
-                            instruction=task, raw=reply.text, demos=demos,
+                            batch,
+                            "parse",
+                            "cut off at the token limit",
+                            self.t_tasks,
+                            instruction=task,
+                            raw=reply.text,
+                            demos=demos,
                         )
-                    )  # fmt: skip
+                    )
                 tasks = tasks[: len(tasks) - len(cut)]
             tasks = tasks[: self.config.max_new_tasks_per_prompt]
             for task in tasks:
@@ -306,10 +316,16 @@ class SelfInstructGenerator:
             if reply.finish_reason == "error":
                 out.rejects.append(
                     self._reject(
-                        batch, "classification", "engine error", self.t_classify,
-                        instruction=task, raw=reply.text, detail=reply.error or "", demos=out.demos[task],
+                        batch,
+                        "classification",
+                        "engine error",
+                        self.t_classify,
+                        instruction=task,
+                        raw=reply.text,
+                        detail=reply.error or "",
+                        demos=out.demos[task],
                     )
-                )  # fmt: skip
+                )
             else:
                 labels[task] = parse_is_classification(reply.text, self.config.classify_question)
         return labels
@@ -323,9 +339,12 @@ class SelfInstructGenerator:
             template = self.t_output_first if classification else self.t_input_first
             v = verdicts[task]
             common = dict(
-                instruction=task, is_classification=classification,
-                novelty_rouge_l=v.max_score, novelty_neighbors=v.neighbors, demos=out.demos[task],
-            )  # fmt: skip
+                instruction=task,
+                is_classification=classification,
+                novelty_rouge_l=v.max_score,
+                novelty_neighbors=v.neighbors,
+                demos=out.demos[task],
+            )
             if reply.finish_reason == "error":
                 out.rejects.append(
                     self._reject(batch, "instance", "engine error", template, detail=reply.error or "", **common)

@@ -105,8 +105,10 @@ def score_candidates(
         rows, transient = ensure_scores(items, scorer, root, config.score_batch, say)
         column = next(iter(scorer.columns))
         scores = scores.join(rows.select("id", column), on="id", how="left", maintain_order="left")
-        failed = {r["id"]: Failure(r["failure"], r["detail"] or "", r["raw"] or "")
-                  for r in rows.filter(pl.col("failure").is_not_null()).iter_rows(named=True)}  # fmt: skip
+        failed = {
+            r["id"]: Failure(r["failure"], r["detail"] or "", r["raw"] or "")
+            for r in rows.filter(pl.col("failure").is_not_null()).iter_rows(named=True)
+        }
         failed.update(transient)
         failures[scorer.name] = failed
         described[scorer.name] = {"key": scorer_key(scorer), **scorer.describe()}

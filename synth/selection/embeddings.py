@@ -127,8 +127,13 @@ class VLLMEmbedder:
             from vllm import LLM
         except ImportError as e:
             raise EngineError("vLLM is not installed: install the 'cpu' or 'gpu' extra, or use kind 'openai'") from e
-        kwargs: dict[str, Any] = dict(model=config.model, runner="pooling", dtype=config.dtype,
-                                      max_model_len=config.max_model_len, enforce_eager=not has_cuda())  # fmt: skip
+        kwargs: dict[str, Any] = dict(
+            model=config.model,
+            runner="pooling",
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            enforce_eager=not has_cuda(),
+        )
         if has_cuda():
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
         self.llm = LLM(**kwargs)
@@ -155,8 +160,9 @@ class OpenAIEmbedder:
 
         self.config = config
         headers = {"Authorization": f"Bearer {key}"} if (key := os.environ.get(config.api_key_env)) else {}
-        self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers,
-                                    timeout=config.timeout_s, transport=transport)  # fmt: skip
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"), headers=headers, timeout=config.timeout_s, transport=transport
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "openai", "model": self.config.model, "base_url": self.config.base_url}

@@ -210,10 +210,16 @@ class IFDScorer:
                 result.failures[item.id] = Failure("no response to score")
         requests: list[ContinuationRequest] = []
         for item in todo:
-            requests.append(ContinuationRequest(context=self.context(item), continuation=item.output,
-                                                max_tokens=self.max_tokens, tag="select_ifd"))  # fmt: skip
-            requests.append(ContinuationRequest(context=self.header, continuation=item.output,
-                                                max_tokens=self.max_tokens, tag="select_ifd"))  # fmt: skip
+            requests.append(
+                ContinuationRequest(
+                    context=self.context(item), continuation=item.output, max_tokens=self.max_tokens, tag="select_ifd"
+                )
+            )
+            requests.append(
+                ContinuationRequest(
+                    context=self.header, continuation=item.output, max_tokens=self.max_tokens, tag="select_ifd"
+                )
+            )
         scores = self.engine.score_continuations(requests) if requests else []  # type: ignore[attr-defined]
         for n, item in enumerate(todo):
             given, alone = scores[2 * n], scores[2 * n + 1]

@@ -165,8 +165,9 @@ def _evaluate(
         trained = read_report(tuned_path)
         if trained is None:
             raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
-        tuned_score = _score(f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items,
-                             tokenizer.pad_token_id)  # fmt: skip
+        tuned_score = _score(
+            f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items, tokenizer.pad_token_id
+        )
     instructions = {e.instruction.strip() for e in data.items}
     improvement = base_score.loss - tuned_score.loss
     evaluation = Evaluation(

@@ -178,12 +178,24 @@ def _versions() -> dict[str, str]:
     import transformers
     import trl
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__}  # fmt: skip
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+    }
 
 
-def _trainer(config: TrainingConfig, model: Any, tokenizer: Any, train_set: EncodedSet, scratch: Path, device: str,
-             bf16: bool, callback: Any) -> Any:  # fmt: skip
+def _trainer(
+    config: TrainingConfig,
+    model: Any,
+    tokenizer: Any,
+    train_set: EncodedSet,
+    scratch: Path,
+    device: str,
+    bf16: bool,
+    callback: Any,
+) -> Any:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -261,8 +273,10 @@ def _train_into(
     )
     eval_set = encode_examples(tokenizer, eval_items, config.direction, config.max_length)
     if train_set.truncated or train_set.dropped:
-        say(f"{train_set.truncated} examples cut at {config.max_length} tokens, {train_set.dropped} left out (no "
-            "completion within it)")  # fmt: skip
+        say(
+            f"{train_set.truncated} examples cut at {config.max_length} tokens, {train_set.dropped} left out (no "
+            "completion within it)"
+        )
     set_seed(config.seed)
     model = load_model(base.path, device, dtype)
     progress = ProgressLog(say, config.log_every)
