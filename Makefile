@@ -47,6 +47,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/self_instruct_bench.py
 	$(BIN)/python bench/dedup_bench.py
+	$(BIN)/python bench/engine_busy_bench.py
 
 notebook: setup
 	SYNTH_DATASET=$${SYNTH_DATASET:-$(CURDIR)/out/demo} $(BIN)/jupyter lab notebooks/inspect_shards.ipynb
