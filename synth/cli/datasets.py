@@ -39,11 +39,11 @@ def export_dataset(
     """Write the kept records as JSON lines for tools that want them: all columns, Alpaca, ShareGPT, chat
     messages, or preference pairs for DPO (prompt, chosen, rejected)."""
     from synth.shards.export import FORMATS, export
-    from synth.shards.layout import MANIFEST
+    from synth.shards.layout import MANIFEST, is_dataset
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if not (path / MANIFEST).is_file():
+    if not is_dataset(path):
         fail(f"{path}: no {MANIFEST}; not a dataset folder")
     target = out or path / "export" / f"{fmt}.jsonl"
     check_out_file(target)

@@ -229,13 +229,13 @@ def evaluate(
     Writes evaluation.json beside the manifest. Compare datasets on the same reference, base and budget.
     """
     api.prepare_process()
-    from synth.shards.layout import MANIFEST, read_manifest
+    from synth.shards.layout import MANIFEST, is_dataset, read_manifest
     from synth.training import EvaluationConfig
     from synth.training.data import load_examples
     from synth.training.model import check_out, resolve_base
 
     _choice(device, "--device", ("auto", "cpu", "cuda"))
-    if not (dataset / MANIFEST).is_file():
+    if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
     config = EvaluationConfig(

@@ -37,7 +37,7 @@ from synth.filters.minhash import (
 from synth.schemas import Outcome, Record
 from synth.schemas.curation import MinHashConfig
 from synth.shards.atomic import atomic_write_bytes
-from synth.shards.layout import MANIFEST, DatasetError, read_manifest
+from synth.shards.layout import DatasetError, is_dataset, read_manifest
 from synth.shards.read import checked_path
 
 
@@ -233,7 +233,7 @@ class MinHashIndex:
     def sync(self, dataset: str | Path, covered: list[str] | None = None) -> None:
         """Index the kept shards the persisted index does not cover yet, and persist the result."""
         root = Path(dataset)
-        if not (root / MANIFEST).is_file():
+        if not is_dataset(root):
             return
         folder = _index_folder(root)
         meta_file = folder / "meta.json"

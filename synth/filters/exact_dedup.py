@@ -9,7 +9,7 @@ from pathlib import Path
 
 from synth.filters.base import reject
 from synth.schemas import Outcome, Record
-from synth.shards.layout import MANIFEST
+from synth.shards.layout import is_dataset
 from synth.shards.read import scan
 
 
@@ -27,7 +27,7 @@ class ExactDedupFilter:
     def __init__(self, dataset: str | Path | None = None) -> None:
         self.seen: dict[bytes, str] = {}
         self._staged: list[bytes] = []
-        if dataset is not None and (Path(dataset) / MANIFEST).is_file():
+        if is_dataset(dataset):
             for rid, ins, inp, out in (
                 scan(dataset).select("id", "instruction", "input", "output").collect().iter_rows()
             ):

@@ -25,7 +25,7 @@ from synth.schemas.curation import CurationConfig
 from synth.schemas.records import add_counts, flat_counts
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.files import json_line, utf8_lines
-from synth.shards.layout import MANIFEST
+from synth.shards.layout import MANIFEST, is_dataset
 from synth.shards.read import checked_path
 from synth.text import control_problem
 
@@ -135,7 +135,7 @@ def curate_dataset(
     generator commits meanwhile are never lost (a second writer waits `wait` seconds, or fails
     naming the holder). Reads one shard at a time and writes as it goes: memory holds a batch."""
     root = Path(path)
-    if not (root / MANIFEST).is_file():
+    if not is_dataset(root):
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
     # The dataset's records are what is being curated: the indexes start empty, not from the
     # shards, and live in this process (no other writer can add to the dataset meanwhile).

@@ -17,7 +17,7 @@ from synth.filters.minhash import Index
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.filters.redis_index import RedisMinHashIndex, namespace_for
 from synth.schemas.curation import CurationConfig
-from synth.shards.layout import MANIFEST
+from synth.shards.layout import is_dataset
 from synth.shards.read import scan
 
 
@@ -66,7 +66,7 @@ def build_chain(
             from synth.generators.sources import load_instructions
 
             pool = [i.instruction for i in load_instructions(config.novelty.reference)]
-        elif dataset is not None and (Path(dataset) / MANIFEST).is_file():
+        elif is_dataset(dataset):
             pool = scan(dataset).select("instruction").collect()["instruction"].to_list()
         else:
             pool = []
@@ -82,7 +82,7 @@ def build_chain(
             if unknown := sorted(set(config.mixture) - set(tagger.taxonomy)):
                 raise ValueError(f"mixture: {', '.join(unknown)} not in the ability taxonomy")
             counts: dict[str, int] = {}
-            if dataset is not None and (Path(dataset) / MANIFEST).is_file():
+            if is_dataset(dataset):
                 frame = scan(dataset).group_by("ability").len().collect()
                 counts = {a: n for a, n in frame.iter_rows() if a is not None}
             filters.append(MixtureFilter(config.mixture, counts))

@@ -53,7 +53,7 @@ from synth.selection.embeddings import Embedder
 from synth.selection.selectors import diversity
 from synth.selection.store import Say, default_root
 from synth.shards import DatasetError
-from synth.shards.layout import MANIFEST, read_manifest
+from synth.shards.layout import MANIFEST, is_dataset, read_manifest
 from synth.shards.read import checked_path
 
 SELECT = "select"
@@ -151,7 +151,7 @@ def prepare(
     from synth.selection.embeddings import build_embedder
 
     root = Path(source)
-    if not (root / MANIFEST).is_file():
+    if not is_dataset(root):
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
     items = load_items(root)
     needs = needs_of(methods) | ({"embedding"} if with_embeddings else set())

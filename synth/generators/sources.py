@@ -27,6 +27,7 @@ import polars as pl
 from synth.schemas import Example, content_id
 from synth.shards import MANIFEST, scan
 from synth.shards.files import json_line, lone_surrogate, read_utf8, utf8_lines
+from synth.shards.layout import is_dataset
 from synth.text import control_problem, value_control_problem
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def load_instructions(source: str | Path) -> list[Example]:
 
 def dataset_rows(path: Path, columns: Sequence[str], error: type[ValueError]) -> Iterator[tuple[str, dict]]:
     """("DATASET: record N", row) of each kept record of a dataset directory (N from 1), with `columns`."""
-    if not (path / MANIFEST).is_file():
+    if not is_dataset(path):
         raise error(f"{path}: a directory without {MANIFEST} is not a dataset")
     frame = scan(path).select(*columns).collect()
     return ((f"{path}: record {n}", row) for n, row in enumerate(frame.iter_rows(named=True), start=1))

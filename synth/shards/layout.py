@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 from synth.schemas import SCHEMA_VERSION, Manifest
 
@@ -36,6 +37,11 @@ class DatasetBusyError(DatasetError):
 
 class DamagedShardError(DatasetError):
     """A listed shard is missing or does not match the manifest; the message names it."""
+
+
+def is_dataset(path: str | Path | None) -> TypeGuard[str | Path]:
+    """Whether `path` is a dataset folder (it holds a manifest)."""
+    return path is not None and (Path(path) / MANIFEST).is_file()
 
 
 def is_temp(path: Path) -> bool:

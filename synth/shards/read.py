@@ -11,7 +11,15 @@ import polars as pl
 
 from synth.schemas import ShardInfo
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
-from synth.shards.layout import MANIFEST, DamagedShardError, DatasetError, inside, read_manifest, staged_name
+from synth.shards.layout import (
+    MANIFEST,
+    DamagedShardError,
+    DatasetError,
+    inside,
+    is_dataset,
+    read_manifest,
+    staged_name,
+)
 
 # Shards whose checksum this process has confirmed, by (path, size, mtime): a run scans the same
 # shards several times (dedup indexes, novelty pool, resume state) and each is hashed once.
@@ -61,7 +69,7 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     """One LazyFrame over every shard of one kind the manifest lists. Each is checked against the
     manifest first (present, size, checksum): a damaged shard is a DamagedShardError naming it."""
     root = Path(path)
-    if not (root / MANIFEST).is_file():
+    if not is_dataset(root):
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
     manifest = read_manifest(root)
     shards = [s for s in manifest.shards if s.kind == kind]

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from synth.shards.card import EVALUATION_FILE
+from synth.shards.layout import is_dataset
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, load_examples
 from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
@@ -127,7 +128,7 @@ def evaluate_dataset(
     config = config or EvaluationConfig()
     say = progress or (lambda line: None)
     root = Path(dataset)
-    if not (root / MANIFEST).is_file():
+    if not is_dataset(root):
         raise TrainingDataError(f"{root}: no {MANIFEST}; not a dataset directory")
     data = load_examples(root)
     ref = load_examples(reference)
