@@ -341,7 +341,7 @@ class NearDedupFilter:
         if not records:
             return result
         # A shared index tags what it stages with its run and batch, so a batch that never commits
-        # can be traced and dropped by whoever meets it next (see `redis_index`).
+        # can be traced and dropped by whoever meets it next (see `redis_leases`).
         label = getattr(self.index, "label", None)
         if label is not None:
             label(records[0].run_id, records[0].batch)

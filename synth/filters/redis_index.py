@@ -1,15 +1,7 @@
 """The MinHash index in Redis, shared by every worker and machine that writes one dataset.
 
-Layout "log-v2" under `synth:minhash:{namespace}:{params hash}`, where the namespace is the
-dataset's id from its manifest (or `minhash.namespace`, to share one index between datasets on
-purpose):
-- `:log`, a list of packed binary entries, appended to and never rewritten. An add entry holds
-  records: per record its number of values and the length of its id, its band keys' low 32 bits
-  (what the local index compares too), its shingle set (`verify: exact`) or signature
-  (`estimate`), as little-endian uint32, then the ids; a staged add entry (`T`) is an add entry
-  behind its batch's tag. A remove entry holds ids; a commit (`C`) or drop (`X`) entry, a tag.
-- `:epoch`, a token made with the log's first entry (a dropped and rebuilt log has another);
-  `:meta`, the parameters and the layout (an index of another layout is refused by `open`).
+The log's layout, its scripts and the encoding of its entries are in `redis_log`; the leases of
+staged batches, and their heartbeat, in `redis_leases` (a mixin this index inherits).
 
 Each process replays the log into an in-memory `MinHashIndex` (its mirror) and checks a batch
 there, with the local index's own code, so the verdicts are the local index's. The batch's kept
@@ -25,31 +17,14 @@ A Redis that cannot be reached is an error naming its URL; it is not retried for
 timeouts are a few seconds, and Redis errors are not transient for the batch retry). A batch's
 records enter the index when the filter keeps them and leave it again (`rollback`) when the
 batch is not committed; removed records stay in the log until the index is rebuilt.
-
-Staged batches (layout "log-v3"). A batch's records must be visible to other writers from the
-moment they are kept (or two writers could both keep a near-duplicate pair), yet the batch may
-never commit: its writer is killed, or Redis dies before the rollback reaches it. So a kept
-batch is appended as a tagged entry (`T`: writer token, run, batch, sequence) and stays pending
-until a `C` entry (committed) or an `X` entry (dropped) for its tag follows. While pending, its
-writer holds a lease (`:live:{token}`, set by the append itself and renewed by a heartbeat
-thread); any writer that replays a pending tag whose lease has expired appends its `X` entry, so
-the ids of a batch that never committed leave every writer's view and no record is rejected as
-a near copy of a record no dataset holds. `:tags` records each tag's outcome, so that a commit
-and a drop of one tag exclude each other (scripts, atomic in Redis). A commit or rollback that
-cannot reach Redis is delivered when it answers again (the heartbeat keeps trying, and so does
-every later call); should the owner's lease run out first (Redis was down longer than a
-lease) and another writer drop the batch, the owner appends the committed records again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
 import threading
-import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -57,8 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from synth.filters import redis_leases
 from synth.filters.dedup import IndexMismatchError, MinHashIndex
 from synth.filters.minhash import SignedBatch, banding, frame_texts, measure_name, sign, signature_params
+from synth.filters.redis_leases import StagedBatches
+from synth.filters.redis_log import _APPEND, RedisUnavailableError, _split_ids, _words
 from synth.schemas.curation import MinHashConfig
 from synth.shards.layout import MANIFEST
 from synth.shards.read import scan
@@ -71,40 +49,6 @@ _PAGE = 32  # log entries read per round trip
 _TRIES = 1000  # compare-and-append attempts before giving up on a batch
 _FILL = 50_000  # dataset records signed at a time when an index is filled from the shards
 _LOW32 = np.uint64(0xFFFFFFFF)
-# How long a writer's staged batches outlive its last heartbeat (renewed every third of it). Long
-# enough for Redis round trips under load, short enough that a dead writer's batch soon leaves.
-_LEASE_MS = 30_000
-_REAP_S = 1.0  # a writer looks for expired leases at most this often
-
-_log = logging.getLogger(__name__)
-
-# KEYS: log, epoch, the writer's lease. ARGV: the log length the caller has replayed, the epoch it
-# saw ("" if none), an epoch to set if there is none, the lease in ms ("" for committed records),
-# then the entries. Appends them only if the log is unchanged; staged entries take the lease in
-# the same step, so no pending tag is ever without one.
-_APPEND = """
-local epoch = redis.call('GET', KEYS[2])
-if (epoch or '') ~= ARGV[2] or redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
-if not epoch then redis.call('SET', KEYS[2], ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[4])) end
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
-return 1
-"""
-# KEYS: log, tags, the owner's lease ("" to skip the check). ARGV: the tag, its outcome
-# ("committed" or "dropped"), its entry. Settles a tag once: returns the outcome it has.
-_SETTLE = """
-if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return false end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
-  redis.call('RPUSH', KEYS[1], ARGV[3])
-  return ARGV[2]
-end
-return redis.call('HGET', KEYS[2], ARGV[1])
-"""
-_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_APPEND, _SETTLE)}
-
-
-class RedisUnavailableError(RuntimeError):
-    """Redis did not answer; the message names the URL."""
 
 
 def namespace_for(dataset: str | Path | None, config: MinHashConfig) -> str:
@@ -121,20 +65,7 @@ def namespace_for(dataset: str | Path | None, config: MinHashConfig) -> str:
     return dataset_id
 
 
-def _words(*parts: Sequence[int] | np.ndarray) -> bytes:
-    return np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in parts]).astype("<u4").tobytes()
-
-
-def _tag_entry(kind: bytes, tag: str) -> bytes:
-    return kind + tag.encode()
-
-
-def _split_ids(blob: bytes, lengths: np.ndarray) -> list[str]:
-    ends = np.cumsum(lengths).tolist()
-    return [blob[a:b].decode() for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-class RedisMinHashIndex:
+class RedisMinHashIndex(StagedBatches):
     def __init__(self, config: MinHashConfig, namespace: str) -> None:
         import redis
 
@@ -152,19 +83,7 @@ class RedisMinHashIndex:
         )
         self.ids: list[str] = []  # ids seen in answers, so `duplicates` can refer to them by position
         self._mutex = threading.RLock()  # one caller at a time per object (the mirror is not shared)
-        # This writer's staged batches (see the module): its lease, the tag of the batch it is
-        # staging (None until it appends one), what that batch appended (to append again, should
-        # another writer drop it while this one stalled), and outcomes Redis has not heard yet.
-        self.token = secrets.token_hex(8)
-        self._lease = f"{self.ns}:live:{self.token}"
-        self._label = "-|-"
-        self._seq = 0
-        self._tag: str | None = None
-        self._held: list[tuple[list[str], SignedBatch]] = []
-        self._marks: list[tuple[str, str, list[tuple[list[str], SignedBatch]]]] = []
-        self._delivering = False
-        self._beating = False
-        self._reaped_at = 0.0
+        super().__init__()  # this writer's staged batches (`redis_leases`)
         self._reset()
         # Under `locked()`, `contains` names the batch's fresh records (`_batch`); `duplicates`
         # appends those it keeps (`_claimed`) and `add` takes them over.
@@ -192,119 +111,6 @@ class RedisMinHashIndex:
             yield
         except redis.RedisError as e:
             raise RedisUnavailableError(f"Redis at {self.config.redis_url} is not reachable: {e}") from None
-
-    def label(self, run_id: str, batch: int) -> None:
-        """Name the run and batch of the records the filter stages next (their tag says it, so a
-        dropped batch can be traced to its run)."""
-        self._label = f"{run_id or '-'}|{batch}"
-
-    def commit(self) -> None:
-        """The staged batch is in its dataset: its records stay in the shared index for good."""
-        self._settle("committed")
-
-    def rollback(self) -> None:
-        """Take the records of a batch that was not committed out of the shared index. Never
-        raises for Redis: the error in flight says more, and the drop is delivered later (the
-        lease runs out meanwhile if this process ends)."""
-        self._settle("dropped")
-
-    def _settle(self, outcome: str) -> None:
-        with self._mutex:
-            if self._tag is not None:
-                self._marks.append((self._tag, outcome, self._held if outcome == "committed" else []))
-                self._tag, self._held = None, []
-            self._deliver(quiet=True)
-
-    def _deliver(self, quiet: bool = False) -> None:
-        """Tell Redis the outcomes of this writer's batches, oldest first (`quiet`: a Redis that
-        does not answer leaves them for the heartbeat or the next call)."""
-        if self._delivering:
-            return
-        self._delivering = True
-        try:
-            while self._marks:
-                tag, outcome, held = self._marks[0]
-                kind = b"C" if outcome == "committed" else b"X"
-                try:
-                    with self.reachable():
-                        got = self._run(_SETTLE, [self.keys[0], self._tags, ""], [tag, outcome, kind + tag.encode()])
-                        self._marks.pop(0)
-                        if outcome == "committed" and got != b"committed":
-                            # Dropped by another writer while this one could not renew its lease: the
-                            # records are in the dataset, so they enter the index again, committed.
-                            _log.warning("%s: batch %s outlived its lease; its records are indexed again", self.ns, tag)
-                            for ids, batch in held:
-                                self._put(ids, batch, staged=False)
-                except RedisUnavailableError as e:
-                    if not quiet:
-                        raise
-                    _log.warning("%s; the batch's outcome is delivered when Redis answers again", e)
-                    return
-        finally:
-            self._delivering = False
-
-    @property
-    def _tags(self) -> str:
-        return f"{self.ns}:tags"
-
-    def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script by its hash, sending it again if the server's cache was emptied (a restart,
-        SCRIPT FLUSH)."""
-        from redis.exceptions import NoScriptError
-
-        try:
-            return self.client.evalsha(_SHA[script], len(keys), *keys, *args)
-        except NoScriptError:
-            return self.client.eval(script, len(keys), *keys, *args)
-
-    def _stage_tag(self) -> str:
-        if self._tag is None:
-            self._seq += 1
-            self._tag = f"{self.token}|{self._label}|{self._seq}"
-        return self._tag
-
-    def _beat(self) -> None:
-        """Renew the lease while a batch is staged or an outcome undelivered, and deliver those."""
-        import redis
-
-        if self._tag is None and not self._marks:
-            return
-        try:
-            self.client.set(self._lease, b"1", px=_LEASE_MS)
-        except redis.RedisError:
-            return
-        if self._marks and self._mutex.acquire(blocking=False):
-            try:
-                self._deliver(quiet=True)
-            finally:
-                self._mutex.release()
-
-    def _reap(self) -> bool:
-        """Drop the pending batches of writers whose lease ran out (at most every `_REAP_S`);
-        whether any tag was settled, so that the caller replays what that appended."""
-        others: dict[str, list[str]] = {}
-        for tag in self._pending:
-            token = tag.split("|", 1)[0]
-            if token != self.token:
-                others.setdefault(token, []).append(tag)
-        if not others or time.monotonic() - self._reaped_at < _REAP_S:
-            return False
-        self._reaped_at = time.monotonic()
-        tokens = list(others)
-        pipe = self.client.pipeline(transaction=False)
-        for token in tokens:
-            pipe.exists(f"{self.ns}:live:{token}")
-        settled = False
-        for token, alive in zip(tokens, pipe.execute(), strict=True):
-            if alive:
-                continue
-            lease = f"{self.ns}:live:{token}"
-            for tag in others[token]:
-                got = self._run(_SETTLE, [self.keys[0], self._tags, lease], [tag, "dropped", b"X" + tag.encode()])
-                settled |= got is not None
-                if got == b"dropped":
-                    _log.warning("%s: dropped batch %s, staged by a writer that is gone", self.ns, tag)
-        return settled
 
     @classmethod
     def open(cls, dataset: str | Path | None, config: MinHashConfig) -> RedisMinHashIndex:
@@ -474,7 +280,7 @@ class RedisMinHashIndex:
         tag = self._stage_tag() if staged else None
         entries = [self._encode(ids[lo : lo + _ENTRY], batch, lo, tag) for lo in range(0, len(ids), _ENTRY)]
         token = self._epoch or secrets.token_hex(8).encode()
-        args: list[Any] = [self._pos, self._epoch, token, _LEASE_MS if staged else "", *entries]
+        args: list[Any] = [self._pos, self._epoch, token, redis_leases._LEASE_MS if staged else "", *entries]
         if not self._run(_APPEND, [*self.keys, self._lease], args):
             return False
         self._epoch = token
@@ -484,13 +290,6 @@ class RedisMinHashIndex:
             self._held.append((list(ids), batch))
             self._start_heartbeat()
         return True
-
-    def _start_heartbeat(self) -> None:
-        if self._beating:
-            return
-        self._beating = True
-        # A weak reference: the thread ends with the index instead of keeping it alive.
-        threading.Thread(target=_heartbeat, args=(weakref.ref(self),), daemon=True, name=f"lease-{self.token}").start()
 
     def _encode(self, ids: Sequence[str], batch: SignedBatch, lo: int, tag: str | None = None) -> bytes:
         """An add entry of records lo.. of the batch (as many as `ids`), staged under `tag`."""
@@ -591,14 +390,3 @@ class RedisMinHashIndex:
 
     def sync(self, dataset: str | Path) -> None:
         """Nothing to do: kept records entered Redis when the filter kept them."""
-
-
-def _heartbeat(ref: weakref.ref[RedisMinHashIndex]) -> None:
-    """Renew an index's lease every third of it for as long as the index exists."""
-    while True:
-        time.sleep(_LEASE_MS / 3000)
-        index = ref()
-        if index is None:
-            return
-        index._beat()
-        del index

@@ -29,8 +29,9 @@ from synth.generators.backtranslation import (
     document_reject,
     segment_reject,
 )
-from synth.generators.documents import Segment, Skipped, corpus_segments
+from synth.generators.documents import Segment, Skipped
 from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
+from synth.generators.segments import corpus_segments
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
 from synth.shards import scan
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from synth.engines.base import Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
-from synth.filters.redis_index import RedisUnavailableError
+from synth.filters.redis_log import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.atomic import is_disk_full

@@ -1,6 +1,6 @@
 """Instruction backtranslation (Li et al. 2023, "Humpback"): instructions for human-written text.
 
-For each document segment (see `documents`), the backward step asks the model which instruction
+For each document segment (see `segments`), the backward step asks the model which instruction
 the segment would answer, with few-shot (output, instruction) pairs shown in reverse
 (self-augmentation): the built-in seed pairs, or a seed file's (`load_seed_pairs`), without the
 pairs whose output alone does not answer their instruction (an input, or a reference to text

@@ -15,7 +15,7 @@ from synth.engines.base import ChatTemplate
 from synth.filters.base import FilterChain
 from synth.filters.dedup import MinHashIndex, NearDedupFilter
 from synth.filters.exact_dedup import ExactDedupFilter
-from synth.filters.redis_index import RedisUnavailableError
+from synth.filters.redis_log import RedisUnavailableError
 from synth.flows import local as curation_flow  # where a batch is curated and committed
 from synth.flows.backtranslation import run_backtranslation
 from synth.flows.common import commit_curated

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from synth.filters import redis_index
+from synth.filters import redis_index, redis_leases
 from synth.filters.base import FilterChain
 from synth.filters.dedup import IndexMismatchError, MinHashIndex, NearDedupFilter
-from synth.filters.redis_index import RedisMinHashIndex, RedisUnavailableError
+from synth.filters.redis_index import RedisMinHashIndex
+from synth.filters.redis_log import RedisUnavailableError
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig
 from tests.conftest import free_port, start_redis
@@ -210,8 +211,8 @@ def staged_by(run_id: str, batch: int, t: str) -> Record:
 
 @pytest.fixture
 def short_leases(monkeypatch):
-    monkeypatch.setattr(redis_index, "_LEASE_MS", 1500)
-    monkeypatch.setattr(redis_index, "_REAP_S", 0.0)
+    monkeypatch.setattr(redis_leases, "_LEASE_MS", 1500)
+    monkeypatch.setattr(redis_leases, "_REAP_S", 0.0)
 
 
 def test_a_batch_whose_writer_was_killed_before_its_commit_leaves_the_index(redis_url, short_leases):
@@ -221,8 +222,8 @@ def test_a_batch_whose_writer_was_killed_before_its_commit_leaves_the_index(redi
     a_record = staged_by("a-run", 3, text(1))
     program = f"""
 import time
-from synth.filters import redis_index
-redis_index._LEASE_MS = 1500
+from synth.filters import redis_index, redis_leases
+redis_leases._LEASE_MS = 1500
 from synth.filters.dedup import NearDedupFilter
 from synth.schemas import Record
 from synth.schemas.curation import MinHashConfig

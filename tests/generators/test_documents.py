@@ -7,16 +7,8 @@ import json
 import polars as pl
 import pytest
 
-from synth.generators.documents import (
-    Block,
-    DocumentError,
-    Segment,
-    Skipped,
-    clean_lines,
-    read_documents,
-    segment,
-    segment_problem,
-)
+from synth.generators.documents import Block, DocumentError, Segment, Skipped, read_documents
+from synth.generators.segments import clean_lines, segment, segment_problem
 from synth.schemas import BacktranslationConfig
 
 PARA = "Rain forms when water vapour in rising air cools, condenses on dust into droplets, and the droplets merge until they are heavy enough to fall."
