@@ -3,10 +3,9 @@ after a commit, the engine's share of the run, and the summary at the end."""
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
-from synth.flows.common import run_summary
+from synth.flows.common import run_logger, run_summary
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed
@@ -42,14 +41,3 @@ def engine_use(busy: float, wall: float, batches: int, pipelined: bool) -> dict[
         "idle_seconds_per_batch": round(max(0.0, wall - busy) / batches, 3) if batches else 0.0,
         "pipelined": pipelined,
     }
-
-
-def run_logger() -> Any:
-    """The flow run's logger inside a flow (its lines reach the Prefect UI), else this module's."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("synth.flows.run")

@@ -235,3 +235,14 @@ def run_summary(writer: DatasetWriter, rid: str, path: str | Path, reached_targe
         "tokens": run.state.get("tokens", {}),
         "reached_target": reached_target,
     }
+
+
+def run_logger() -> Any:
+    """The flow run's logger inside a flow (its lines reach the Prefect UI), else this module's."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("synth.flows.run")

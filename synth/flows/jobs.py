@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from synth.engines import Engine
 from synth.filters.base import FilterChain
-from synth.flows.bookkeeping import run_logger
+from synth.flows.common import run_logger
 from synth.schemas import DatasetConfig, Outcome, RunInfo
 
 if TYPE_CHECKING:

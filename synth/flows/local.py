@@ -23,8 +23,8 @@ from synth.engines import ChatRequest, Completion, Engine, get_engine
 from synth.engines.base import EngineError, Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
-from synth.flows.bookkeeping import after_commit, engine_use, finished, run_logger
-from synth.flows.common import Pace, Progress, commit_curated, start_run, tell_watchers, worth_retrying
+from synth.flows.bookkeeping import after_commit, engine_use, finished
+from synth.flows.common import Pace, Progress, commit_curated, run_logger, start_run, tell_watchers, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig

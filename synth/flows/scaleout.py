@@ -38,8 +38,8 @@ from synth.engines.base import Metered
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
 from synth.filters.base import FilterChain
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.bookkeeping import after_commit, engine_use, finished, run_logger
-from synth.flows.common import Committed, Pace, Progress, start_run, tell_watchers, worth_retrying
+from synth.flows.bookkeeping import after_commit, engine_use, finished
+from synth.flows.common import Committed, Pace, Progress, run_logger, start_run, tell_watchers, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
