@@ -7,7 +7,6 @@ eliminated by reason; round 0 is the source examples) accumulates in the run's m
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
@@ -16,7 +15,7 @@ from synth.flows.common import Committed
 from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator
-from synth.generators.sources import load_instructions
+from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, run_id
 
 
@@ -29,11 +28,8 @@ def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> Evol
 
 
 def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[Example]) -> str:
-    source_hash = hashlib.sha256(
-        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}\x1f{i.output}" for i in items).encode()
-    ).hexdigest()
     templates = TEMPLATES.hashes(config.language)
-    return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
+    return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
 
 
 def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

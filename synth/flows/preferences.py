@@ -8,7 +8,6 @@ would have made.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,16 @@ from synth.flows.inputs import check_preferences as check_inputs
 from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator
-from synth.generators.sources import load_instructions
+from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
 
 
 def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[Example]) -> str:
     """A hash of the config, the source's content (not its path), the templates and the models."""
-    source_hash = hashlib.sha256(
-        "\n".join(f"{i.id}\x1f{i.instruction}\x1f{i.input}" for i in items).encode()
-    ).hexdigest()
+    digest = items_digest(items, outputs=False)
     templates = TEMPLATES.hashes(config.language)
-    return run_id(GENERATOR, config.identity(), source_hash, templates, engine.kind, engine.model)
+    return run_id(GENERATOR, config.identity(), digest, templates, engine.kind, engine.model)
 
 
 def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:

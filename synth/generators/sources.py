@@ -15,6 +15,7 @@ with the file types and columns its own `RowFiles` names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -59,6 +60,13 @@ INSTRUCTION_FILES = RowFiles(
     required=("instruction",),
     cast=("input", "output", "id"),
 )
+
+
+def items_digest(items: Sequence[Example], outputs: bool = True) -> str:
+    """A hash of source items' content (ids, instructions, inputs and, with `outputs`, outputs),
+    for a run id: the same items give the same run whatever file they were read from."""
+    rows = ("\x1f".join([i.id, i.instruction, i.input, *([i.output] if outputs else [])]) for i in items)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def load_instructions(source: str | Path) -> list[Example]:
