@@ -335,10 +335,12 @@ def test_a_failed_start_never_turns_a_finished_run_back_into_a_running_one(tmp_p
 def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_path):
     """`synth generate` adds batches while `synth curate DIR --wait` waits for it, then curates
     everything: every record the generator committed is either kept or a reject with a reason. The
-    run is long enough (hundreds of batches) to still hold the dataset when the first curate starts."""
+    run is long enough (50 batches of replies that take 20 ms each) to still hold the dataset when
+    the first curate starts."""
     root_dir = Path(__file__).parents[2]
     engine = tmp_path / "engine.json"
-    engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:pipeline"}))
+    # Replies that take their time: the run must still hold the dataset when `curate` first tries.
+    engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:slow_pipeline"}))
     env = {**os.environ, "PYTHONPATH": str(root_dir), "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "p")}
     out = tmp_path / "ds"
     # Its output goes to a file: a pipe nobody reads until the end fills up and stalls a long run.

@@ -7,6 +7,8 @@ per batch and prompt, so batches on different workers write different tasks.
 
 from __future__ import annotations
 
+import time
+
 from synth.engines import ChatRequest, Completion
 from tests.conftest import SelfInstructScript
 from tests.flows.test_backtranslation_flow import scores_by_topic
@@ -36,3 +38,15 @@ def pipeline():
         return self_instruct(request)
 
     return reply
+
+
+def slow_pipeline():
+    """`pipeline`'s replies, each after 20 ms: a Self-Instruct run of a few hundred records then
+    takes tens of seconds whatever the machine, so another command can meet it still running."""
+    reply = pipeline()
+
+    def slow(request: ChatRequest) -> str | Completion:
+        time.sleep(0.02)
+        return reply(request)
+
+    return slow
