@@ -18,7 +18,7 @@ from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.common import Committed, run_summary
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
 from synth.flows.run import run_job
 from synth.schemas import DatasetConfig, Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
@@ -177,7 +177,7 @@ def curate_dataset(
 
 
 @dataclass
-class CurateFileJob:
+class CurateFileJob(MergedState):
     """Records read from a file, curated into a dataset one batch of `batch_size` at a time
     (deduplicated against what the dataset holds): a run of the `curate` kind, which resumes at
     its first uncommitted batch like a generator's."""
@@ -202,9 +202,6 @@ class CurateFileJob:
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         return Batch(self.records[spec.data : spec.data + self.batch_size], [])
-
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        return {**state, **delta}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"records {spec.data} to {spec.data + len(batch.kept) - 1}"

@@ -4,7 +4,7 @@ dataset's writer. What a batch adds to the run's state travels with it as data (
 is folded into the committed state by the runner that commits it (`Job.fold`), so a batch can be
 made anywhere: in the flow's process, ahead of its turn in a background thread, or on a Ray worker.
 
-Runners (`synth.flows.run` for the local one, `synth.flows.scaleout` for Ray) own the rest: the
+Runners (`synth.flows.local` on this process, `synth.flows.scaleout` on Ray; `synth.flows.run` picks one) own the rest: the
 lock, the run's start and finish in the manifest, curation, commits in batch order, token
 metering, progress and the summary.
 """
@@ -129,11 +129,18 @@ def chain_settings(job: Job) -> tuple[str, str | None]:
     return getattr(job.config, "language", "en"), getattr(job.config, "profile", "paper")
 
 
+class MergedState:
+    """A job whose batches' deltas are the state keys they set (the default `fold`)."""
+
+    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        return {**state, **delta}
+
+
 G = TypeVar("G")
 
 
 @dataclass
-class Built(Generic[G]):
+class Built(MergedState, Generic[G]):
     """A job whose batches are made by a generator object built for the maker's engine (`build`),
     once per maker: on the flow for a local run, on each worker for a Ray run. The live generator
     stays where it was built (it is not part of what a job ships to a worker)."""
@@ -158,9 +165,6 @@ class Built(Generic[G]):
         state = dict(self.__dict__)
         state["_gen"] = state["_maker"] = None
         return state
-
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        return {**state, **delta}
 
 
 @dataclass
@@ -191,7 +195,7 @@ class ChunkedJob(Built[G]):
     def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
         key = self.counts_key
         if key is None or key not in delta:
-            return {**state, **delta}
+            return super().fold(state, delta)
         return {**state, key: self.add_counts(state.get(key, {}), delta[key])}
 
     @cached_property
@@ -289,16 +293,13 @@ class TargetJob(Built[G]):
         summary["stopped"] = self.stop_line(run.info)
 
 
-class OneBatchJob:
+class OneBatchJob(MergedState):
     """A run of one batch, planned until it is committed (data written as it is, such as a
     method's seed data); the subclass's `make` returns a delta holding `done: True`."""
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         if not run.info.state.get("done"):
             yield Spec(run.info.batches_done)
-
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        return {**state, **delta}
 
     def progress(self, run: RunContext) -> float:
         return 1.0 if run.info.state.get("done") else 0.0

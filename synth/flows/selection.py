@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from synth.engines.base import Engine
 from synth.filters.base import reject
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
 from synth.flows.run import run_job
 from synth.schemas import (
     DatasetConfig,
@@ -236,7 +236,7 @@ def _run(source: Path, config: SelectionConfig, method: str, candidates: Candida
 
 
 @dataclass
-class SelectionJob:
+class SelectionJob(MergedState):
     """A method's choice written as a dataset: the source's kept records in order, one batch per
     `batch_size`, the selected ones kept and every other one a reject (a run of the `select`
     kind, through the same runner as a generator's: lock, resume, commits and summary)."""
@@ -271,9 +271,6 @@ class SelectionJob:
     def make(self, maker: Maker, spec: Spec) -> Batch:
         kept, rejects = _split(spec.data, self.scores, self.selected, self.choice, self.seen)
         return Batch(kept, rejects, {"selection": self.figures})
-
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        return {**state, **delta}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         self.made += 1

@@ -107,10 +107,6 @@ class BacktranslationGenerator:
         self.t_backward = t["backtranslation_backward"]
         self.t_grade = t["backtranslation_grade"]
 
-    def add_to_pool(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Curated pairs of a finished round join the few-shot pool of the next."""
-        self.pool.extend(pairs)
-
     def backward_request(self, seg: Segment, rng: random.Random, where: tuple) -> ChatRequest:
         sampling = self.config.augment_sampling.model_copy(
             update={"seed": request_seed(self.config.seed, *where, "backward")}
