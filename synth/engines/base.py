@@ -168,6 +168,16 @@ class EngineConfigError(ValueError):
 _counting_for: ContextVar[int | None] = ContextVar("counting_for", default=None)
 
 
+def add_tokens(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    """Token counts ({tag: {prompt, completion}}) with `more` added, as a new table."""
+    table = {tag: dict(v) for tag, v in (total or {}).items()}
+    for tag, counts in more.items():
+        entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
+        entry["prompt"] += counts.get("prompt", 0)
+        entry["completion"] += counts.get("completion", 0)
+    return table
+
+
 class Metered:
     """An engine that counts the tokens its calls use (prompt and completion, by request tag),
     for the run's cost, and the time it spends serving them; `take` hands over what was counted
@@ -234,14 +244,11 @@ class Metered:
     def take(self, into: dict[str, Any] | None = None, batch: int | None = None) -> dict[str, Any]:
         """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new
         table: those made outside `counting_for`, and those made inside `counting_for(batch)`."""
-        table = {tag: dict(v) for tag, v in (into or {}).items()}
+        table = add_tokens(into, {})
         with self._lock:
             taken = [self._counts.pop(None, {}), *([self._counts.pop(batch, {})] if batch is not None else [])]
         for counts in taken:
-            for tag, (prompt, completion) in counts.items():
-                entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
-                entry["prompt"] += prompt
-                entry["completion"] += completion
+            table = add_tokens(table, {tag: {"prompt": p, "completion": c} for tag, (p, c) in counts.items()})
         return table
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from synth.flows.common import run_logger, run_summary
+from synth.flows.common import Pace, Progress, run_logger, run_summary, tell_watchers
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed
@@ -19,6 +19,24 @@ def after_commit(job: Job, run: RunContext, spec: Spec, batch: Batch, result: Co
     note = job.committed(run, spec, batch, result)
     run_logger().info("batch %d: %s; %d kept, %d rejected", spec.batch, note, result.kept, result.rejected)
     return result.paths
+
+
+class Tracker:
+    """What a run shows of its progress: the flow run's progress artifact (`show`), and after each
+    commit the log line with the pace and the watchers' update (`committed`)."""
+
+    def __init__(self, job: Job, run: RunContext) -> None:
+        self.job, self.run = job, run
+        self.artifact = Progress(job.open(run))
+        self.pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
+
+    def show(self) -> None:
+        self.artifact.update(self.job.progress(self.run))
+
+    def committed(self) -> None:
+        fraction, info = self.job.progress(self.run), self.run.info
+        run_logger().info("progress: %s", self.pace.line(fraction, info.state.get("tokens", {})))
+        tell_watchers(self.pace.progress(info, fraction))
 
 
 def finished(job: Job, run: RunContext, engine: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from synth.engines import ChatRequest, Completion, Engine, get_engine
 from synth.engines.base import EngineError, Metered
 from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
-from synth.flows.bookkeeping import after_commit, engine_use, finished
-from synth.flows.common import Pace, Progress, commit_curated, run_logger, start_run, tell_watchers, worth_retrying
+from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
+from synth.flows.common import commit_curated, run_logger, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig
@@ -114,8 +114,7 @@ def run_locally(
         )
         run = RunContext(writer, job.run_id, dataset, live.model_name, chain=chain)
         local = Local(Maker(live, chain.rules(), str(dataset.path)), chain, index)
-        progress = Progress(job.open(run))
-        pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
+        tracker = Tracker(job, run)
         pipelined = pipeline and getattr(job, "independent", False)
         plan = _Plan(job.plan(run))
         started, made = time.perf_counter(), 0
@@ -124,16 +123,15 @@ def run_locally(
                 local.made_hook = _making_ahead(job, local, plan, ahead)
             try:
                 for spec in plan:
-                    progress.update(job.progress(run))
+                    tracker.show()
                     step(job, run, local, spec)
                     made += 1
-                    run_logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
-                    tell_watchers(pace.progress(run.info, job.progress(run)))
+                    tracker.committed()
             finally:  # after a failure, a batch made ahead and not started yet is not started (one
                 # already being made is waited for when the pool closes: the engine closes after it)
                 for future in local.ahead.values():
                     future.cancel()
-        progress.update(job.progress(run))
+        tracker.show()
         use = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
         return finished(job, run, use)
 

@@ -34,12 +34,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from synth.engines import get_engine
-from synth.engines.base import Metered
+from synth.engines.base import Metered, add_tokens
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
 from synth.filters.base import FilterChain
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.bookkeeping import after_commit, engine_use, finished
-from synth.flows.common import Committed, Pace, Progress, run_logger, start_run, tell_watchers, worth_retrying
+from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
+from synth.flows.common import Committed, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
@@ -150,16 +150,6 @@ def discard_staged(dataset: str | Path, rid: str, from_batch: int, curation: Cur
         folder.rmdir()
 
 
-def add_tokens(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
-    """Token counts ({tag: {prompt, completion}}) with a batch's added."""
-    table = {tag: dict(v) for tag, v in (total or {}).items()}
-    for tag, counts in more.items():
-        entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
-        entry["prompt"] += counts.get("prompt", 0)
-        entry["completion"] += counts.get("completion", 0)
-    return table
-
-
 def _commit(job: Job, run: RunContext, spec: Spec, path: str) -> float:
     """Commit a staged batch in the run's order, folding its delta, tokens and worker into the
     state, then remove its folder; returns the seconds its engine was busy."""
@@ -191,8 +181,7 @@ def run_on_ray(
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         start_run(writer, job.run_id, job.generator, job.config, engine, model_name, curation)
         run = RunContext(writer, job.run_id, dataset, model_name)
-        progress = Progress(job.open(run))
-        pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
+        tracker = Tracker(job, run)
         width = runner.workers if getattr(job, "independent", False) else 1
         plan = job.plan(run)
         in_flight: deque[tuple[Spec, Any]] = deque()
@@ -206,9 +195,8 @@ def run_on_ray(
                 spec, future = in_flight.popleft()
                 busy += _commit(job, run, spec, future.result())
                 made += 1
-                progress.update(job.progress(run))
-                run_logger().info("progress: %s", pace.line(job.progress(run), run.info.state.get("tokens", {})))
-                tell_watchers(pace.progress(run.info, job.progress(run)))
+                tracker.show()
+                tracker.committed()
         finally:  # batches still in flight after a failure are staged, and reused on the next run
             for _, future in in_flight:
                 future.wait()
