@@ -18,7 +18,7 @@ from synth.filters.minhash import Index
 from synth.filters.redis_log import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
 from synth.shards import DatasetError, DatasetWriter
-from synth.shards.atomic import is_disk_full
+from synth.shards.atomic import ReplacedNotSyncedError, is_disk_full
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ def commit_curated(
             }
         shards = writer.commit_batch(rid, batch, curated.kept, all_rejects, state=state)
     except BaseException:
-        chain.rollback()
+        if writer.manifest.runs[rid].batches_done > batch:  # the manifest landed; only a sync failed
+            chain.commit()
+        else:
+            chain.rollback()
         raise
     chain.commit()
     if index is not None:
@@ -80,7 +83,7 @@ def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition of batch tasks: engine hiccups are retried, faults that a retry
     cannot fix (a full disk, Redis gone, a dataset error) stop the run at once."""
     error = state.data if isinstance(state.data, BaseException) else None
-    return not (is_disk_full(error) or isinstance(error, RedisUnavailableError | DatasetError))
+    return not (is_disk_full(error) or isinstance(error, RedisUnavailableError | DatasetError | ReplacedNotSyncedError))
 
 
 class Progress:

@@ -22,9 +22,16 @@ def _umask() -> int:
     return mask
 
 
+class ReplacedNotSyncedError(OSError):
+    """The new file is in place, but syncing its folder failed: readers may see it now, and it
+    may or may not survive a power loss. A caller must treat the write as done, not undone."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
-    The file gets the permissions of any file the user creates (their umask), not mkstemp's 0600."""
+    The file gets the permissions of any file the user creates (their umask), not mkstemp's 0600.
+    Any error before the new file is in place leaves the old one; an error syncing the folder
+    after it is raises `ReplacedNotSyncedError`."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
@@ -36,7 +43,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    try:
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise ReplacedNotSyncedError(e.errno, f"{path} was written, but syncing its folder failed: {e.strerror}") from e
 
 
 def disk_full(error: BaseException) -> bool:

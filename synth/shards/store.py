@@ -41,7 +41,7 @@ from typing import IO, Literal
 
 from synth.schemas import Manifest, Record, Reject, RunInfo, ShardInfo
 from synth.schemas.records import count_reasons
-from synth.shards.atomic import atomic_write_bytes, fsync_dir
+from synth.shards.atomic import ReplacedNotSyncedError, atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
 from synth.shards.layout import (
@@ -214,6 +214,16 @@ class DatasetWriter:
         for s in shards:
             staged_name(self.path / s.path).unlink(missing_ok=True)
 
+    def _undo(self, shards: Sequence[ShardInfo], manifest: Manifest) -> None:
+        """After a failed commit: remove its staged shards, unless the manifest that lists them is
+        on disk already (only syncing its folder failed). Then the commit stands, and its shards
+        get their names now if the disk allows, else when the dataset is next opened."""
+        if self.manifest is not manifest:
+            self._discard(shards)
+            return
+        with contextlib.suppress(OSError):
+            self._publish(shards)
+
     def _publish(self, shards: Sequence[ShardInfo]) -> None:
         """Give staged shards that the manifest now lists their final names."""
         for s in shards:
@@ -255,7 +265,7 @@ class DatasetWriter:
             run.updated_at = datetime.now(UTC)
             self._save(manifest, card=False)
         except BaseException:
-            self._discard(shards)
+            self._undo(shards, manifest)
             raise
         self._reopened.pop(run_id, None)
         self._publish(shards)
@@ -286,7 +296,7 @@ class DatasetWriter:
             run.updated_at = datetime.now(UTC)
             self._save(manifest, card=False)
         except BaseException:
-            self._discard(shards)
+            self._undo(shards, manifest)
             raise
         self._publish(shards)
         self._remove_retired(self.manifest.model_copy(deep=True))
@@ -303,7 +313,11 @@ class DatasetWriter:
         """Write `manifest` (default: the current one) and adopt it once it is on disk."""
         manifest = manifest or self.manifest
         manifest.updated_at = datetime.now(UTC)
-        atomic_write_bytes(self.path / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        try:
+            atomic_write_bytes(self.path / MANIFEST, manifest.model_dump_json(indent=2).encode())
+        except ReplacedNotSyncedError:
+            self.manifest = manifest  # it is the dataset's manifest now, synced or not
+            raise
         self.manifest = manifest
         if card:
             self._write_card()

@@ -269,6 +269,37 @@ def test_failed_commit_can_be_retried_on_the_same_writer(tmp_path, monkeypatch):
     assert scan(root).collect().height == len(batch)
 
 
+def test_a_commit_whose_manifest_landed_but_whose_folder_sync_failed_stands_and_keeps_its_shards(tmp_path, monkeypatch):
+    """The manifest is in place when syncing the dataset folder fails: the commit must stand.
+    Deleting its staged shards then would leave a manifest that lists missing files."""
+    from synth.shards import atomic
+
+    root = tmp_path / "ds"
+    first, second = records(3, "first"), records(4, "second", batch=1)
+    real_fsync_dir = atomic.fsync_dir
+
+    def fsync_dir(path):
+        if Path(path) == root:
+            raise OSError(5, "Input/output error (simulated)")
+        return real_fsync_dir(path)
+
+    with DatasetWriter(root) as w:
+        w.start_run(run())
+        w.commit_batch("run-a", 0, first, [])
+        monkeypatch.setattr(atomic, "fsync_dir", fsync_dir)
+        with pytest.raises(atomic.ReplacedNotSyncedError):
+            w.commit_batch("run-a", 1, second, rejects(2, batch=1))
+        monkeypatch.undo()
+        assert w.manifest.runs["run-a"].batches_done == 2  # the writer knows the batch is in
+        with pytest.raises(DatasetError, match="already committed"):
+            w.commit_batch("run-a", 1, second, [])
+    assert verify(root) == []
+    assert sorted(scan(root).collect()["id"]) == sorted(r.id for r in first + second)
+    with DatasetWriter(root) as w:
+        assert w.start_run(run()).batches_done == 2
+    assert verify(root) == []
+
+
 def test_uncommitted_staged_shard_and_temp_files_are_removed_on_open(tmp_path):
     root = tmp_path / "ds"
     with DatasetWriter(root) as w:
