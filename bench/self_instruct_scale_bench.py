@@ -20,9 +20,11 @@ the earlier version of this bench (tasks of 7-27 words, one instance of a few wo
 
 Timed: each batch's wall time (`run_batch` + `commit_curated` + `add_to_pool`), and within it the
 novelty check (`RougeNoveltyIndex.check` of the batch's candidates and `add` of its accepted tasks
-to the pool). Memory: peak RSS of this process (`ru_maxrss`; no children are started), and the
-bytes held per kept record: the slope of the current RSS over the records kept from 10% of the
-run to its end, against the baseline of the records' own text (the UTF-8 bytes of instruction,
+to the pool). Memory: peak RSS of this process (`ru_maxrss`; no children are started; it counts
+the pages of the near-dup index's mapped files that are resident, which the kernel can write back
+and drop), peak anonymous memory (RSS less file-backed pages: what the run could die of), and the
+bytes held per kept record: the slope of the anonymous memory over the records kept from 10% of
+the run to its end, against the baseline of the records' own text (the UTF-8 bytes of instruction,
 input and output: what keeping every record in memory would take at the least), as a ratio; then
 the bytes per kept record of each structure that grows with the run, counted object by object
 (`sys.getsizeof`, numpy's `nbytes`). Nothing is asserted.
@@ -151,9 +153,12 @@ def rss_gib(who: int) -> float:
 
 
 def rss_now() -> int:
-    """This process's resident set now, in bytes."""
+    """This process's anonymous resident memory now, in bytes: what it holds that the kernel cannot
+    write back to a file when memory is short (the resident set less its file-backed pages, which
+    include the near-dup index's mapped arrays)."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * resource.getpagesize()
 
 
 def _objects(items: Any) -> int:
@@ -189,7 +194,7 @@ def held(generator: SelfInstructGenerator, chain: Any) -> dict[str, int]:
         if isinstance(f, NearDedupFilter) and isinstance(f.index, MinHashIndex):
             index = f.index
             out["near dedup: ids"] = _objects(index.ids) + sys.getsizeof(index._known) + sys.getsizeof(index._pending)
-            out["near dedup: shingles, table"] = sum(
+            out["near dedup: shingles, table (mapped files)"] = sum(
                 a.nbytes for a in (index._sigs, index._shingles, index._offsets, index._table)
             )
     return out
@@ -315,15 +320,16 @@ def main() -> None:
         f"total {total:.0f} s ({kept / total:,.0f} records/s); novelty {novelty_seconds:.0f} s = {novelty_seconds / total:.1%} of the run"
     )
     print(
-        f"peak RSS: this process {rss_gib(resource.RUSAGE_SELF):.2f} GiB, children"
-        f" {rss_gib(resource.RUSAGE_CHILDREN):.2f} GiB (goal < 2 GiB)"
+        f"peak RSS: this process {rss_gib(resource.RUSAGE_SELF):.2f} GiB (file-backed pages included), children"
+        f" {rss_gib(resource.RUSAGE_CHILDREN):.2f} GiB; peak anonymous {max(b for _, b in rss) / 2**30:.2f} GiB"
+        " (goal < 2 GiB)"
     )
     late = [(k, b) for k, b in rss if early is not None and k >= early[0]]
     if early is not None and len(late) >= 2 and late[-1][0] > late[0][0]:
         slope = float(np.polyfit([k for k, _ in late], [b for _, b in late], 1)[0])
         text = text_bytes / max(1, text_records)
         print(
-            f"held per kept record: {slope:,.0f} bytes (RSS from {late[0][0]:,} to {late[-1][0]:,} kept), against the"
+            f"held per kept record: {slope:,.0f} bytes of anonymous memory (from {late[0][0]:,} to {late[-1][0]:,} kept), against the"
             f" records' own text {text:,.0f} bytes: ratio {slope / text:.2f}x; a million records would hold"
             f" {slope * 1e6 / 2**30:.2f} GiB"
         )

@@ -34,7 +34,8 @@ from synth.filters.minhash import (
     sign,
     signature_params,
 )
-from synth.schemas import Outcome, Record
+from synth.filters.spill import Spill
+from synth.schemas import Outcome, Record, ShardInfo
 from synth.schemas.curation import MinHashConfig
 from synth.shards.atomic import atomic_write_bytes
 from synth.shards.layout import DatasetError, is_dataset, read_manifest
@@ -51,19 +52,23 @@ class IndexMismatchError(ValueError):
 
 class MinHashIndex:
     """The shingle sets of every kept record of a dataset, their signatures banded for LSH lookups
-    in a compiled open-addressing table, in memory: per record, 4 bytes per distinct shingle and 8
-    to 16 per band, and with `verify: estimate` its signature (4 bytes per permutation) instead of
-    its shingles being what candidates are confirmed on."""
+    in a compiled open-addressing table: per record, 4 bytes per distinct shingle and 8 to 16 per
+    band, and with `verify: estimate` its signature (4 bytes per permutation) instead of its
+    shingles being what candidates are confirmed on. These arrays live in files mapped into memory
+    (`Spill`, next to the persisted index when there is a dataset), so they cost disk, not memory
+    the run could die of; the ids stay in the process (about 120 bytes a record)."""
 
-    def __init__(self, config: MinHashConfig) -> None:
+    def __init__(self, config: MinHashConfig, spill: Spill | None = None) -> None:
         self.config = config
         self.bands, self.rows = banding(config.threshold, config.num_perm)
         self.ids: list[str] = []
-        # Buffers that double when full. Signatures are kept only to confirm candidates on them.
-        self._sigs = np.empty((1024, config.num_perm if config.verify == "estimate" else 0), dtype=np.uint32)
-        self._shingles = np.empty(16 * 1024, dtype=np.uint32)
-        self._offsets = np.zeros(1025, dtype=np.int64)
-        self._table = np.full(1 << 14, lsh_kernels.EMPTY, dtype=np.uint64)
+        # Buffers that double when full, in files mapped into memory. Signatures are kept only to
+        # confirm candidates on them.
+        self._spill = spill or Spill()
+        self._sigs = self._spill.empty((1024, config.num_perm if config.verify == "estimate" else 0), np.uint32)
+        self._shingles = self._spill.empty(16 * 1024, np.uint32)
+        self._offsets = self._spill.empty(1025, np.int64)
+        self._table = self._spill.full(1 << 14, lsh_kernels.EMPTY, np.uint64)
         self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
         self._known: set[str] = set()
         self._committed = 0  # rows below this belong to committed batches
@@ -81,7 +86,7 @@ class MinHashIndex:
             self._known.discard(rid)
             self._pending.pop(rid, None)
         del self.ids[keep:]
-        table = np.full(len(self._table), lsh_kernels.EMPTY, dtype=np.uint64)
+        table = self._spill.full(len(self._table), lsh_kernels.EMPTY, np.uint64)
         lsh_kernels.table_rehash(self._table, table, lsh_kernels.table_shift(table), keep)
         self._table = table
 
@@ -115,17 +120,17 @@ class MinHashIndex:
         start, end = len(self.ids), len(self.ids) + new_rows
         if end > len(self._sigs):
             size = max(end, 2 * len(self._sigs))
-            self._sigs = _grown(self._sigs, size, start)
-            self._offsets = _grown(self._offsets, size + 1, start + 1)
+            self._sigs = self._spill.grown(self._sigs, size, start)
+            self._offsets = self._spill.grown(self._offsets, size + 1, start + 1)
         used = int(self._offsets[start])
         if used + new_shingles > len(self._shingles):
-            self._shingles = _grown(self._shingles, max(used + new_shingles, 2 * len(self._shingles)), used)
+            self._shingles = self._spill.grown(self._shingles, max(used + new_shingles, 2 * len(self._shingles)), used)
         entries = end * self.bands
         if 2 * entries > len(self._table):
             size = len(self._table)
             while 2 * entries > size:
                 size *= 2
-            table = np.full(size, lsh_kernels.EMPTY, dtype=np.uint64)
+            table = self._spill.full(size, lsh_kernels.EMPTY, np.uint64)
             lsh_kernels.table_rehash(self._table, table, lsh_kernels.table_shift(table))
             self._table = table
 
@@ -186,7 +191,8 @@ class MinHashIndex:
         than they do, is rebuilt from the shards (the result equals an intact index)."""
         root = Path(dataset)
         folder = _index_folder(root)
-        index = cls(config)
+        spill = Spill(folder if root.is_dir() else None)
+        index = cls(config, spill)
         if rebuild:
             _clear(folder)
         elif (folder / "meta.json").exists():
@@ -197,7 +203,7 @@ class MinHashIndex:
             except Exception as e:  # whatever is wrong with derived state, rebuild it
                 _log.warning("%s: %s; rebuilding it from the dataset's shards", folder, _why(e))
                 _clear(folder)
-                index = cls(config)
+                index = cls(config, spill)
             else:
                 index.sync(dataset, covered)
                 return index
@@ -231,7 +237,9 @@ class MinHashIndex:
         return list(covered)
 
     def sync(self, dataset: str | Path, covered: list[str] | None = None) -> None:
-        """Index the kept shards the persisted index does not cover yet, and persist the result."""
+        """Index the kept shards the persisted index does not cover yet, and persist the result:
+        a part per group of shards of about `SYNC_ROWS` records, so that catching up with a large
+        dataset holds one group's text at a time."""
         root = Path(dataset)
         if not is_dataset(root):
             return
@@ -246,7 +254,16 @@ class MinHashIndex:
         shards = [s for s in read_manifest(root).shards if s.kind == "kept" and s.path not in done]
         if not shards:
             return
-        missing = [s.path for s in shards]
+        group: list[ShardInfo] = []
+        for k, shard in enumerate(shards):
+            group.append(shard)
+            if k + 1 == len(shards) or sum(s.rows for s in group) + shards[k + 1].rows > SYNC_ROWS:
+                meta = self._persist(root, folder, group, done, meta)
+                group = []
+        self._pending.clear()
+
+    def _persist(self, root: Path, folder: Path, shards: list[ShardInfo], done: set[str], meta: dict) -> dict:
+        """Index `shards` (those the filter has not indexed already) and write them as one part."""
         frame = pl.concat(
             [
                 pl.read_parquet(checked_path(root, s), columns=["id", "instruction", "input", "output"], glob=False)
@@ -268,11 +285,13 @@ class MinHashIndex:
         buffer = io.BytesIO()
         _batch_frame(ids, batch).write_parquet(buffer)
         atomic_write_bytes(folder / part, buffer.getvalue())
-        meta = {"params": self.meta(), "shards": sorted(done | set(missing)), "parts": [*meta["parts"], part]}
-        atomic_write_bytes(meta_file, json.dumps(meta, indent=2).encode())
-        self._pending.clear()
+        done.update(s.path for s in shards)
+        meta = {"params": self.meta(), "shards": sorted(done), "parts": [*meta["parts"], part]}
+        atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=2).encode())
+        return meta
 
 
+SYNC_ROWS = 50_000
 _PART = re.compile(r"part-[0-9]{5}\.parquet")
 _log = logging.getLogger(__name__)
 
@@ -298,12 +317,6 @@ def _clear(folder: Path) -> None:
         ours = file.name == "meta.json" or _PART.fullmatch(file.name) or file.name.endswith(".tmp")
         if ours and (file.is_file() or file.is_symlink()):
             file.unlink()
-
-
-def _grown(array: np.ndarray, size: int, used: int) -> np.ndarray:
-    grown = np.empty((size, *array.shape[1:]), dtype=array.dtype)
-    grown[:used] = array[:used]
-    return grown
 
 
 def _batch_frame(ids: Sequence[str], batch: SignedBatch) -> pl.DataFrame:

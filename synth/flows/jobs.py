@@ -232,6 +232,21 @@ class ChunkedJob(Built[G]):
 # ten wasted batches cost minutes, not hours.
 STALL_BATCHES = 10
 
+RETRY_DELAYS = (5.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often a runner retries a failed batch, and the seconds it waits before each retry (the
+    last delay for the retries past the list)."""
+
+    times: int = 2
+    delays: tuple[float, ...] = RETRY_DELAYS
+
+    def task_options(self) -> dict[str, Any]:
+        """The options of a Prefect batch task that retries this way."""
+        return {"retries": self.times, "retry_delay_seconds": list(self.delays) or [0.0]}
+
 
 @dataclass
 class TargetJob(Built[G]):

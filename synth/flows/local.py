@@ -26,7 +26,7 @@ from synth.filters.minhash import Index
 from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
 from synth.flows.common import commit_curated, run_logger, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
+from synth.flows.jobs import Batch, Job, Maker, Retries, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
@@ -60,7 +60,7 @@ class Local:
         return batch
 
 
-@task(name="batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+@task(name="batch", cache_policy=NONE, retry_condition_fn=worth_retrying)
 def run_batch(job: Job, run: RunContext, local: Local, spec: Spec) -> list[str]:
     """Make one batch, curate it and commit it; returns the paths of the shards written."""
     batch = local.make(job, spec)
@@ -91,14 +91,14 @@ def run_locally(
     dataset: DatasetConfig,
     curation: CurationConfig | None,
     model: Engine | None,
-    retries: int,
+    retries: Retries,
     pipeline: bool,
     rebuild_index: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) `job` into `dataset` on this process; returns the run's summary. With
     neither an engine config nor a live engine the run calls no model; `rebuild_index` rebuilds
     the dataset's MinHash index from its shards first."""
-    step = run_batch.with_options(name=f"{job.generator}-batch", retries=retries)
+    step = run_batch.with_options(name=f"{job.generator}-batch", **retries.task_options())
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         given = model or (get_engine(engine) if engine is not None else None)
         live = Metered(given or NoEngine())  # counts the tokens each batch uses

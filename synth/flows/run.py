@@ -15,14 +15,14 @@ commits, so a retried or resumed batch starts from the committed state. The runn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict, Unpack
 
 from prefect import flow
 from pydantic import BaseModel
 
 from synth.engines import Engine
-from synth.flows.jobs import Job
+from synth.flows.jobs import RETRY_DELAYS, Job, Retries
 from synth.flows.local import run_locally
 from synth.schemas import DatasetConfig, EngineConfig, VLLMEngineConfig
 from synth.schemas.curation import CurationConfig
@@ -38,6 +38,7 @@ class RunOptions(TypedDict, total=False):
       scripted one; the engine config still names the model in the run id). Local runs only.
     - `batch_retries`: how often a batch whose engine calls fail is retried, with backoff (default
       2); a batch changes nothing until it commits, so a retry starts clean.
+    - `retry_delays`: the seconds to wait before each retry (default 5, then 30 for the rest).
     - `pipeline`: make the next batch while this one is curated and committed, for jobs whose
       batches are independent (default True; the records written are the same either way).
     - `runner`: a Ray runner to make the batches on Ray workers (default: on this process).
@@ -47,6 +48,7 @@ class RunOptions(TypedDict, total=False):
     curation: CurationConfig | None
     model: Engine | None
     batch_retries: int
+    retry_delays: Sequence[float]
     pipeline: bool
     runner: RayRunner | None
     rebuild_index: bool
@@ -57,7 +59,8 @@ def run_job(
 ) -> dict[str, Any]:
     """Run (or resume) `job` into `dataset` on the runner the options name; returns the run's
     summary. `engine` None (and no `model`): the run calls no model (a local run only)."""
-    curation, retries = options.get("curation"), options.get("batch_retries", 2)
+    curation = options.get("curation")
+    retries = Retries(options.get("batch_retries", 2), tuple(options.get("retry_delays", RETRY_DELAYS)))
     runner = options.get("runner")
     if runner is not None:
         if options.get("model") is not None:

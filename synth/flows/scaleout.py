@@ -41,7 +41,7 @@ from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
 from synth.flows.common import Committed, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Job, Maker, RunContext, Spec, chain_settings
+from synth.flows.jobs import Batch, Job, Maker, Retries, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
@@ -115,7 +115,7 @@ def make_staged(job: Job, spec: Spec, engine: EngineConfig, curation: CurationCo
     return str(target)
 
 
-@task(name="staged-batch", cache_policy=NONE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=worth_retrying)
+@task(name="staged-batch", cache_policy=NONE, retry_condition_fn=worth_retrying)
 def stage_batch(job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str) -> str:
     """A batch on a Ray worker (see `make_staged`)."""
     path = make_staged(job, spec, engine, curation, dataset)
@@ -166,7 +166,12 @@ def _commit(job: Job, run: RunContext, spec: Spec, path: str) -> float:
 
 
 def run_on_ray(
-    job: Job, engine: EngineConfig, dataset: DatasetConfig, curation: CurationConfig, runner: RayRunner, retries: int
+    job: Job,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    curation: CurationConfig,
+    runner: RayRunner,
+    retries: Retries,
 ) -> dict[str, Any]:
     """Run (or resume) `job` with its batches on Ray workers; returns the run's summary. The flow
     calling this needs a Ray task runner. An ability mixture is refused (each worker's chain would
@@ -176,7 +181,7 @@ def run_on_ray(
         raise ValueError("an ability mixture needs the local runner (each Ray worker would count only its own records)")
     if curation.minhash.enabled and curation.minhash.backend != "redis":
         raise ValueError("a Ray runner needs the shared MinHash index: set curation.minhash.backend to 'redis'")
-    stage = stage_batch.with_options(name=f"{job.generator}-staged-batch", retries=retries)
+    stage = stage_batch.with_options(name=f"{job.generator}-staged-batch", **retries.task_options())
     model_name = engine.model or EMBEDDED_MODEL_NAME
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         start_run(writer, job.run_id, job.generator, job.config, engine, model_name, curation)

@@ -106,6 +106,7 @@ def evol(tmp_path, out):
         DatasetConfig(path=str(out)),
         model=ScriptedEngine(Replay(EvolScript())),
         batch_retries=1,
+        retry_delays=[0],
     )
 
 
@@ -119,6 +120,7 @@ def backtranslate(tmp_path, out):
         DatasetConfig(path=str(out)),
         model=ScriptedEngine(Replay(BacktranslationScript())),
         batch_retries=1,
+        retry_delays=[0],
     )
 
 
@@ -129,6 +131,7 @@ def magpie(out):
         DatasetConfig(path=str(out)),
         model=ScriptedEngine(Replay(Counting()), template=ChatTemplate(ChatML())),
         batch_retries=1,
+        retry_delays=[0],
     )
 
 
@@ -139,6 +142,7 @@ def preferences(tmp_path, out):
         DatasetConfig(path=str(out)),
         model=ScriptedEngine(Replay(Graded())),
         batch_retries=1,
+        retry_delays=[0],
     )
 
 

@@ -133,3 +133,47 @@ def test_a_scripted_engine_built_from_a_config_keeps_no_request():
     kept = ScriptedEngine()
     kept.chat([request])
     assert len(kept.calls) == 1
+
+
+
+def mapped_file(array) -> str | None:
+    """The file whose mapping holds `array`'s data, as /proc/self/maps names it (None: anonymous)."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if low <= address < high:
+                return fields[5].strip() if len(fields) == 6 and fields[5].strip() else None
+    return None
+
+
+def test_the_near_dup_index_keeps_its_arrays_in_files_next_to_the_dataset(tmp_path):
+    """A long run's shingle sets and band table live in files mapped into memory, in the dataset's
+    index folder: the kernel writes them back when memory is short, so the index's growth costs
+    disk, not memory the run could die of. The files have no name left, so nothing outlives the run."""
+    import numpy as np
+
+    from synth.filters.dedup import MinHashIndex
+    from synth.filters.minhash import from_shingles
+    from synth.schemas.curation import MinHashConfig
+    from synth.shards import DatasetWriter
+
+    with DatasetWriter(tmp_path / "ds"):
+        pass
+    config = MinHashConfig()
+    index = MinHashIndex.open(tmp_path / "ds", config)
+    rng = np.random.default_rng(0)
+    n, per = 20_000, 50
+    for part in range(3):
+        shingles = np.sort(rng.integers(0, 2**32, size=(n, per), dtype=np.uint32), axis=1).ravel()
+        batch = from_shingles(shingles, np.arange(0, n * per + 1, per, dtype=np.int64), config)
+        index.add([f"r{part}-{i}" for i in range(n)], batch, remember=False)
+    folder = tmp_path / "ds" / "index" / "minhash"
+    for array in (index._shingles, index._table, index._offsets):
+        name = mapped_file(array)
+        assert name is not None and name.startswith(str(folder)) and name.endswith("(deleted)"), name
+    assert list(folder.iterdir()) == []
+    # The arrays still answer: a record is its own near duplicate.
+    row = index.rows_of([7])
+    assert len(index) == 3 * n and index.duplicates(from_shingles(row.shingles, row.offsets, config))[0] == (7, 1.0)

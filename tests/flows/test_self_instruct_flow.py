@@ -25,6 +25,7 @@ def run(path, model=None, retries: int = 0, **config):
         DatasetConfig(path=str(path), shard_rows=4),
         model=model or ScriptedEngine(SelfInstructScript()),
         batch_retries=retries,
+        retry_delays=[0],
     )
 
 
