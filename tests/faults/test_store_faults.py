@@ -81,8 +81,9 @@ def test_manifest_naming_a_file_outside_the_dataset_is_refused_and_the_file_unto
         scan(root).collect()
     with pytest.raises(DatasetError, match="refusing"):
         curate_dataset(root, CurationConfig())
-    result = synth("curate", str(root))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    if where == "ABSOLUTE":  # the command reads the manifest through the same code: once is enough
+        result = synth("curate", str(root))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
     assert victim.read_bytes() == before
 
 
