@@ -200,7 +200,7 @@ def check_step_inputs(recipe: Recipe) -> None:
     """Read each step's inputs as `synth generate` does before it starts (the registry's check of
     each generator), so a malformed seed file or source fails naming its file and line, not inside
     the flow."""
-    from synth.flows.registry import GENERATORS
+    from synth.registry import GENERATORS
 
     for step in recipe.steps:
         GENERATORS[step.generator].check_inputs(step, recipe.dataset.path)

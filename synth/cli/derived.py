@@ -26,12 +26,12 @@ from typer.models import CommandInfo
 
 from synth.cli.errors import fail
 from synth.cli.options import RunOptions, run_options
-from synth.flows.registry import GENERATORS
+from synth.registry import GENERATORS
 
 if typing.TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
-    from synth.flows.registry import Generator
+    from synth.registry import Generator
 
 Launch = Callable[[str, RunOptions, dict[str, Any]], None]
 SHARED = ("language", "seed", "profile")  # fields `run_options` gives every generator

@@ -29,7 +29,7 @@ from synth.cli.output import (
     print_self_training,
     print_summary,
 )
-from synth.flows.registry import GENERATORS
+from synth.registry import GENERATORS
 
 
 def _run(

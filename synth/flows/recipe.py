@@ -15,17 +15,18 @@ from typing import Any
 from prefect import flow, get_run_logger, serve
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.schedules import Cron, Interval
+from pydantic import BaseModel
 
 from synth.engines import engines_opened
-from synth.flows.registry import GENERATORS
-from synth.schemas.recipe import LocalRunner, RayRunner, Recipe, Step, load_recipe
+from synth.registry import GENERATORS
+from synth.schemas.recipe import LocalRunner, RayRunner, Recipe, load_recipe
 from synth.shards.summary import funnel, summarize
 
 
-def _run_step(recipe: Recipe, step: Step) -> dict[str, Any]:
+def _run_step(recipe: Recipe, step: BaseModel) -> dict[str, Any]:
     """One step: its generator's flow, with its batches on Ray workers when the recipe's runner is
     Ray (see `synth.flows.scaleout`)."""
-    generator = GENERATORS[step.generator]
+    generator = GENERATORS[step.generator]  # type: ignore[attr-defined]
     config = generator.config(**step.model_dump(exclude={"generator"}))
     runner = recipe.runner
     flow_ = generator.flow

@@ -2,50 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, create_model, field_validator, model_validator
 
-from synth.schemas.backtranslation import BacktranslationConfig
-from synth.schemas.config import (
-    DatasetConfig,
-    EngineConfig,
-    EvolInstructConfig,
-    SelfInstructConfig,
-    VLLMEngineConfig,
-    _Strict,
-)
+from synth.registry import GENERATORS
+from synth.schemas.config import DatasetConfig, EngineConfig, VLLMEngineConfig, _Strict
 from synth.schemas.curation import CurationConfig
 from synth.schemas.files import ConfigFileError, load_config_file
-from synth.schemas.magpie import MagpieConfig
-from synth.schemas.preferences import PreferencesConfig
 
 
-class SelfInstructStep(SelfInstructConfig):
-    generator: Literal["self_instruct"]
+@functools.cache
+def _step_type(name: str, config: type[BaseModel]) -> type[BaseModel]:
+    """A recipe step of generator `name`: its config plus the `generator` field naming it."""
+    tag: Any = Literal[name]
+    return create_model(f"{config.__name__.removesuffix('Config')}Step", __base__=config, generator=(tag, ...))
 
 
-class EvolInstructStep(EvolInstructConfig):
-    generator: Literal["evol_instruct"]
+@functools.cache
+def _steps_adapter(entries: tuple[tuple[str, str], ...]) -> TypeAdapter[list[Any]]:
+    types = tuple(_step_type(name, GENERATORS[name].config) for name, _ in entries)
+    step: Any = Annotated[Union[types], Field(discriminator="generator")] if len(types) > 1 else types[0]  # noqa: UP007
+    return TypeAdapter(list[step])
 
 
-class BacktranslationStep(BacktranslationConfig):
-    generator: Literal["backtranslation"]
-
-
-class MagpieStep(MagpieConfig):
-    generator: Literal["magpie"]
-
-
-class PreferencesStep(PreferencesConfig):
-    generator: Literal["preferences"]
-
-
-Step = Annotated[
-    SelfInstructStep | EvolInstructStep | BacktranslationStep | MagpieStep | PreferencesStep,
-    Field(discriminator="generator"),
-]
+def validate_steps(steps: Any) -> list[Any]:
+    """Steps as the registry's generators define them: each is its generator's config (a step type
+    per registry entry, told apart by its `generator` field)."""
+    return _steps_adapter(tuple((g.name, g.config_path) for g in GENERATORS.values())).validate_python(steps)
 
 
 class Schedule(_Strict):
@@ -134,7 +120,9 @@ class Recipe(_Strict):
     dataset: DatasetConfig
     engine: EngineConfig = Field(default_factory=VLLMEngineConfig)
     curation: CurationConfig = Field(default_factory=CurationConfig)
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Any] = Field(
+        min_length=1, description="Each is a generator's config with `generator: NAME` (see `synth generate`)."
+    )
     schedule: Schedule | None = None
     runner: Runner = Field(default_factory=LocalRunner)
     gpu_limit: str | None = Field(
@@ -144,6 +132,11 @@ class Recipe(_Strict):
         "never put two models on one GPU at once. `synth serve` creates it (one slot) if the server has none "
         "of that name. Not used on a Ray runner: Ray schedules GPUs itself.",
     )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> list[Any]:
+        return validate_steps(value)
 
     @model_validator(mode="after")
     def _shared_index_on_ray(self) -> Recipe:
@@ -178,7 +171,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigFileError(f"{path}: dataset.path: {empty}")
     own = Path(recipe.dataset.path).resolve()
     for i, step in enumerate(recipe.steps):
-        for key, value in step.input_paths().items():
+        for key, value in getattr(step, "input_paths", dict)().items():
             if value == "":
                 raise ConfigFileError(f"{path}: steps.{i}.{key}: {empty}")
             if value is None or Path(value).exists() or Path(value).resolve() == own:

@@ -8,11 +8,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from synth import registry
 from synth.cli import generate
 from synth.cli.derived import generator_command
 from synth.cli.errors import ReportingGroup
-from synth.flows import registry
-from synth.flows.registry import GENERATORS, Generator
+from synth.registry import GENERATORS, Generator
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -135,7 +135,6 @@ def test_a_scripted_engine_built_from_a_config_keeps_no_request():
     assert len(kept.calls) == 1
 
 
-
 def mapped_file(array) -> str | None:
     """The file whose mapping holds `array`'s data, as /proc/self/maps names it (None: anonymous)."""
     address = array.__array_interface__["data"][0]

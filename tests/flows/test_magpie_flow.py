@@ -8,8 +8,8 @@ import pytest
 from synth.engines import ChatRequest, ScriptedEngine
 from synth.engines.base import ChatTemplate
 from synth.flows.magpie import run_magpie
-from synth.flows.registry import GENERATORS
 from synth.generators.magpie import QUERY
+from synth.registry import GENERATORS
 from synth.schemas import DatasetConfig, ScriptedEngineConfig
 from synth.schemas.magpie import MagpieConfig
 from synth.shards import read_manifest, scan, verify

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from synth.cli import app
 from synth.engines import ChatRequest, ScriptedEngine
 from synth.flows.preferences import check_inputs, run_preferences
-from synth.flows.registry import GENERATORS
 from synth.generators.preferences import GRADE, RESPONSE
 from synth.generators.sources import SourceError
+from synth.registry import GENERATORS
 from synth.schemas import DatasetConfig, ScriptedEngineConfig
 from synth.schemas.preferences import PreferencesConfig
 from synth.shards import read_manifest, scan, verify
@@ -182,7 +182,8 @@ def test_the_dpo_export_of_a_dataset_without_pairs_is_empty_and_says_so(small_da
 
 
 def test_a_recipe_step_runs_the_preferences_generator_with_its_config(tmp_path):
-    from synth.schemas.recipe import PreferencesStep, Recipe
+    from synth.schemas.preferences import PreferencesConfig
+    from synth.schemas.recipe import Recipe
 
     recipe = Recipe.model_validate(
         {
@@ -192,5 +193,6 @@ def test_a_recipe_step_runs_the_preferences_generator_with_its_config(tmp_path):
         }
     )
     (step,) = recipe.steps
-    assert isinstance(step, PreferencesStep) and step.samples == 3 and step.position_check
+    assert isinstance(step, PreferencesConfig) and step.generator == "preferences"
+    assert step.samples == 3 and step.position_check
     assert step.input_paths() == {"source": "prompts.jsonl"}

@@ -1,10 +1,12 @@
-"""The generators, by name: each one's config, its flow, and how it runs on a Ray cluster.
+"""The generators, by name: each one's config, its flow and the check of its inputs.
 
-The recipe runner and `synth generate` read this table (the recipe schema builds its steps from
-the configs); adding a generator is one entry here, and `synth generate` then has a command for it
-(see the README's "Adding a generator"). Configs and flows are looked up by name when used, so
-reading the table imports nothing (neither pydantic nor Prefect): the command line reads it as it
-starts.
+Everything that lists generators reads this table: `synth generate` builds a command for each
+entry from its config, a recipe's step types are the entries' configs (each with a `generator`
+field holding its name), and the recipe runner calls the entry's flow (locally or on Ray: the flow
+takes the runner). Adding a generator is its module and one entry here (see the README's "Adding a
+generator"); `register` adds one at run time (a plugin, a test). Configs and flows are looked up
+by name when used, so reading the table imports nothing (neither pydantic nor Prefect): the
+command line reads it as it starts.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class Generator:
 def _load(path: str) -> Any:
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def register(generator: Generator) -> Generator:
+    """Add `generator` to the table (replacing an entry of the same name); returns it."""
+    GENERATORS[generator.name] = generator
+    return generator
 
 
 GENERATORS: dict[str, Generator] = {
