@@ -11,6 +11,7 @@ import time
 
 from synth.engines import ChatRequest, Completion
 from tests.conftest import SelfInstructScript
+from tests.flows import toy_generator
 from tests.flows.test_backtranslation_flow import scores_by_topic
 from tests.generators.test_backtranslation import Script
 from tests.generators.test_evol_instruct import EvolScript
@@ -24,7 +25,7 @@ class _SeededSelfInstruct(SelfInstructScript):
 
 
 def pipeline():
-    """Self-Instruct, Evol-Instruct and backtranslation replies, routed on the request's template.
+    """Self-Instruct, Evol-Instruct, backtranslation and toy-question replies, routed on the request's template.
     Backtranslation grades keep two topics of the test corpus in its first round, so its second
     round has segments left to try."""
     self_instruct, evol = _SeededSelfInstruct(), EvolScript()
@@ -35,6 +36,8 @@ def pipeline():
             return evol(request)
         if request.tag.startswith("backtranslation_"):
             return backtranslation(request)
+        if request.tag == toy_generator.GENERATOR:
+            return toy_generator.reply(request)
         return self_instruct(request)
 
     return reply

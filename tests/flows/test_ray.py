@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from synth import registry
 from synth.engines import ScriptedEngine, get_engine
 from synth.filters.redis_index import RedisMinHashIndex
 from synth.flows.jobs import Spec
@@ -24,6 +25,7 @@ from synth.schemas.curation import CurationConfig, MinHashConfig
 from synth.schemas.recipe import Recipe, load_recipe
 from synth.shards import DatasetWriter, read_manifest, scan, verify
 from tests.conftest import free_port
+from tests.flows import toy_generator
 from tests.flows.test_backtranslation_flow import corpus
 from tests.flows.test_recipe import write
 
@@ -31,7 +33,7 @@ ROOT = Path(__file__).parents[2]
 RESPONDER = "tests.flows.ray_scripts:pipeline"
 
 
-def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
+def ray_recipe(tmp_path, redis_url, workers: int = 2, toy: bool = False) -> dict:
     docs = tmp_path / "docs"
     if not docs.exists():
         corpus(docs)
@@ -57,7 +59,9 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2) -> dict:
             # The first 8 records of the dataset: the Self-Instruct step's, on every run.
             {"generator": "evol_instruct", "source": str(tmp_path / "ds"), "rounds": 1, "chunk_size": 3, "limit": 8},
             {"generator": "backtranslation", "docs": str(docs), "rounds": 2, "chunk_size": 2, "min_chars": 60},
-        ],
+        ]
+        # A generator the test registers (`tests.flows.toy_generator`), with independent batches.
+        + ([{"generator": "toy", "num_records": 9, "batch_size": 2}] if toy else []),
     }
 
 
@@ -90,7 +94,7 @@ def records_by_generator(path) -> dict[str, list[tuple]]:
     kept = scan(path).collect().sort("id")
     return {
         g: kept.filter(pl.col("generator") == g).select("id", "instruction", "output", "batch").rows()
-        for g in ("self_instruct", "evol_instruct", "backtranslation")
+        for g in ("self_instruct", "evol_instruct", "backtranslation", "toy")
     }
 
 
@@ -100,13 +104,15 @@ def tokens_by_run(path) -> list[tuple]:
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp_path, redis_url):
+def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp_path, redis_url, monkeypatch):
     from synth.flows.recipe import recipe_flow
 
-    recipe = load_recipe(write(tmp_path, ray_recipe(tmp_path, redis_url)))
+    monkeypatch.setitem(registry.GENERATORS, "toy", toy_generator.ENTRY)
+    recipe = load_recipe(write(tmp_path, ray_recipe(tmp_path, redis_url, toy=True)))
     summaries = recipe_flow(recipe=recipe)
-    si, evol, bt = summaries
+    si, evol, bt, toy = summaries
     assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8 and bt["kept"] > 0
+    assert toy["kept"] == 6 and toy["asked"] == 9  # seeds 2, 5 and 8 are answered off-form
 
     path = tmp_path / "ds"
     assert verify(path) == []
@@ -119,7 +125,7 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
     assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
     assert all(sum(run.state["workers"].values()) == run.batches_done for run in runs)
     written = {run.generator for run in runs if sum(t["completion"] for t in run.state["tokens"].values()) > 0}
-    assert written == {"self_instruct", "evol_instruct", "backtranslation"}
+    assert written == {"self_instruct", "evol_instruct", "backtranslation", "toy"}
     assert bt["funnel"]["rounds"].keys() == {"1", "2"}
     # Nothing left staged, and the shared index holds exactly the dataset's kept records.
     assert not any((path / "staging").rglob("*.jsonl"))
@@ -127,7 +133,7 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
     assert len(index) == kept.height and all(index.contains(kept["id"].to_list()))
 
     # The same recipe on the local runner, into another dataset: the same records, batch by batch.
-    local = ray_recipe(tmp_path, redis_url)
+    local = ray_recipe(tmp_path, redis_url, toy=True)
     local["runner"] = {"kind": "local"}
     local["dataset"]["path"] = str(tmp_path / "local")
     local["steps"][1]["source"] = str(tmp_path / "local")
@@ -138,7 +144,7 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
 
     # The same recipe again: every run is complete, nothing is generated or written twice.
     again = recipe_flow(recipe=recipe)
-    assert [s["kept"] for s in again] == [si["kept"], evol["kept"], bt["kept"]]
+    assert [s["kept"] for s in again] == [si["kept"], evol["kept"], bt["kept"], toy["kept"]]
     assert scan(path).collect().height == kept.height
     assert scan(path).filter(pl.col("generator") == "evol_instruct").collect().height == evol["kept"]
 
