@@ -24,10 +24,9 @@ from synth.schemas import DatasetConfig, Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.schemas.records import add_counts, flat_counts
 from synth.shards import DatasetError, DatasetWriter
-from synth.shards.files import json_line, utf8_lines
 from synth.shards.layout import MANIFEST, is_dataset
 from synth.shards.read import checked_path
-from synth.text import control_problem
+from synth.shards.record_files import RecordsFile
 
 CURATE = "curate"
 
@@ -46,74 +45,8 @@ def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
 
 
 def records_from_file(path: str | Path) -> list[Record]:
-    """Records from a JSONL or Parquet file with `instruction`, `input` (optional) and `output`;
-    a missing or non-text field is an error naming the file (and the line, for JSONL). Each record
-    keeps the file's own `id` (if any) as `source_id` and its place as `source_doc` ("FILE:LINE",
-    or "FILE:ROW" for Parquet); its `id` is the content id every record has."""
-    file = Path(path)
-    rows: list[tuple[str, str, str, str | None, int]] = []
-    if file.suffix == ".parquet":
-        frame = pl.read_parquet(file, glob=False)
-        for column in ("instruction", "output"):
-            if column not in frame.columns:
-                raise CurationInputError(f"{file}: no '{column}' column (columns: {', '.join(frame.columns)})")
-            if frame.schema[column] != pl.String:
-                raise CurationInputError(f"{file}: column '{column}' is {frame.schema[column]}, expected text")
-        inputs = (
-            frame["input"].cast(pl.String).fill_null("") if "input" in frame.columns else pl.Series([""] * frame.height)
-        )
-        ids = (
-            frame["id"].cast(pl.String) if "id" in frame.columns else pl.Series([None] * frame.height, dtype=pl.String)
-        )
-        for number, (ins, inp, out, sid) in enumerate(
-            zip(frame["instruction"], inputs, frame["output"], ids, strict=True), start=1
-        ):
-            if ins is None or out is None:
-                raise CurationInputError(f"{file}: row {number}: empty 'instruction' or 'output'")
-            for column, value in (("instruction", ins), ("input", inp), ("output", out)):
-                if problem := control_problem(value or ""):
-                    raise CurationInputError(
-                        f"{file}: row {number}: column '{column}' holds a {problem}; only text, tabs and line breaks are read"
-                    )
-            rows.append((ins, inp, out, sid, number))
-    elif file.suffix == ".jsonl":
-        for number, line in utf8_lines(file, CurationInputError):
-            if not line.strip():
-                continue
-            data = json_line(file, number, line, CurationInputError)
-            if not isinstance(data, dict):
-                raise CurationInputError(f"{file}:{number}: expected a JSON object")
-            for key in ("instruction", "output"):
-                if not isinstance(data.get(key), str):
-                    raise CurationInputError(f"{file}:{number}: field '{key}' is missing or not text")
-            if not isinstance(data.get("input", ""), str):
-                raise CurationInputError(f"{file}:{number}: field 'input' is not text")
-            sid = data.get("id")
-            if (sid is not None and not isinstance(sid, str | int)) or isinstance(sid, bool):
-                raise CurationInputError(f"{file}:{number}: field 'id' is not text or a number")
-            rows.append(
-                (data["instruction"], data.get("input", ""), data["output"], None if sid is None else str(sid), number)
-            )
-    else:
-        raise CurationInputError(f"{file}: expected a .jsonl or .parquet file of records, or a dataset directory")
-    if not rows:
-        raise CurationInputError(f"{file}: no records")
-    return [
-        Record(
-            generator="import",
-            instruction=i,
-            input=n,
-            output=o,
-            source_id=sid,
-            source_doc=f"{file.name}:{number}",
-            tags=["imported"],
-        )
-        for i, n, o, sid, number in rows
-    ]
-
-
-class CurationInputError(ValueError):
-    """Records that cannot be curated as given; the message names the file and line."""
+    """Every record of a JSONL or Parquet file of records (see `RecordsFile`)."""
+    return RecordsFile.open(path).records()
 
 
 def _curate_run(config: CurationConfig, source: str) -> RunInfo:
@@ -178,39 +111,34 @@ def curate_dataset(
 
 @dataclass
 class CurateFileJob(MergedState):
-    """Records read from a file, curated into a dataset one batch of `batch_size` at a time
-    (deduplicated against what the dataset holds): a run of the `curate` kind, which resumes at
-    its first uncommitted batch like a generator's."""
+    """Records read from a file, curated into a dataset one batch at a time (deduplicated against
+    what the dataset holds): a run of the `curate` kind, which resumes at its first uncommitted
+    batch like a generator's. Each batch is read from the file when it is made, so memory holds one."""
 
     config: CurationConfig
-    records: list[Record]
+    source: RecordsFile
     run_id: str
-    batch_size: int
     generator: ClassVar[str] = CURATE
     generator_run: ClassVar[bool] = False  # its chain is not a generator's (see `chain_settings`)
 
-    @property
-    def batches(self) -> int:
-        return -(-len(self.records) // self.batch_size)
-
     def open(self, run: RunContext) -> str:
-        return f"Curating {len(self.records)} records into {run.dataset.path}"
+        return f"Curating {self.source.count} records into {run.dataset.path}"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
-        for batch in range(run.info.batches_done, self.batches):
-            yield Spec(batch, batch * self.batch_size)
+        for batch in range(run.info.batches_done, self.source.batches):
+            yield Spec(batch, batch * self.source.batch_size)
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
-        return Batch(self.records[spec.data : spec.data + self.batch_size], [])
+        return Batch(self.source.batch(spec.batch), [])
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"records {spec.data} to {spec.data + len(batch.kept) - 1}"
 
     def progress(self, run: RunContext) -> float:
-        return run.info.batches_done / max(1, self.batches)
+        return run.info.batches_done / max(1, self.source.batches)
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["records_in"] = len(self.records)
+        summary["records_in"] = self.source.count
         summary["benchmark_hits"] = benchmark_hits(run.chain) if run.chain is not None else {}
 
 
@@ -225,9 +153,9 @@ def curate_file(
 ) -> dict[str, Any]:
     """Curate records from a file into a dataset, deduplicated against what the dataset holds
     (its MinHash index rebuilt from the shards first with `rebuild_index`); `engine` is the
-    judge's, when the config has one."""
-    records = records_from_file(file)
+    judge's, when the config has one. The whole file is checked before anything is written."""
+    source = RecordsFile.open(file, batch_size)
     rid = _curate_run(config, f"file:{Path(file).resolve()}").run_id
-    job = CurateFileJob(config, records, rid, batch_size)
+    job = CurateFileJob(config, source, rid)
     dataset = DatasetConfig(path=str(out), wait=wait)
     return run_job(job, None, dataset, curation=config, model=engine, rebuild_index=rebuild_index, batch_retries=0)

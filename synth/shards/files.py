@@ -51,24 +51,33 @@ def utf8_lines(path: Path, error: type[ValueError]) -> Iterator[tuple[int, str]]
     A byte-order mark that opens the file is dropped; any other control character but tab (and
     the CR of a CRLF ending) raises `error` as "file:LINE: control character U+NNNN at column N".
     """
+    for number, _, line in utf8_lines_from(path, error):
+        yield number, line
+
+
+def utf8_lines_from(
+    path: Path, error: type[ValueError], offset: int = 0, first: int = 1
+) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, text) of each line as `utf8_lines` reads it, starting at byte
+    `offset`, which is the start of line `first` (an offset this reader gave)."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; a generator holds it across yields
     except OSError as e:
         raise _open_error(path, error, e) from None
     with f:
-        offset = 0
-        for number, raw in enumerate(f, start=1):
+        f.seek(offset)
+        for number, raw in enumerate(f, start=first):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise error(f"{path}:{number}: not UTF-8 text (byte {offset + e.start})") from None
-            offset += len(raw)
+            start, offset = offset, offset + len(raw)
             if number == 1:
                 text = text.removeprefix(BOM)
             line = text.removesuffix("\n").removesuffix("\r")
             if problem := control_problem(line):
                 raise error(f"{path}:{number}: {problem}; only text, tabs and line breaks are read")
-            yield number, line
+            yield number, start, line
 
 
 def lone_surrogate(value: object) -> bool:

@@ -268,8 +268,9 @@ def test_jsonl_helpers_stream_lines_and_reject_lone_surrogates(tmp_path):
 
 def test_records_and_benchmark_files_name_the_line_of_a_lone_surrogate(tmp_path):
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curate import CurationInputError, records_from_file
+    from synth.flows.curate import records_from_file
     from synth.schemas.curation import DecontaminationConfig
+    from synth.shards.record_files import CurationInputError
 
     records = tmp_path / "records.jsonl"
     records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "bad \\ud800", "output": "ok"}\n')
@@ -309,8 +310,9 @@ def test_records_and_benchmark_files_refuse_control_characters_naming_the_line(t
     import polars as pl
 
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curate import CurationInputError, records_from_file
+    from synth.flows.curate import records_from_file
     from synth.schemas.curation import DecontaminationConfig
+    from synth.shards.record_files import CurationInputError
 
     records = tmp_path / "records.jsonl"
     records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "a", "output": "\\u001b[2J"}\n')

@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from synth.cli import app
 from synth.engines import ScriptedEngine
-from synth.flows.curate import CurationInputError, curate_dataset, curate_file, records_from_file
+from synth.flows.curate import curate_dataset, curate_file, records_from_file
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import read_manifest, scan, verify
 from synth.shards.export import export
+from synth.shards.record_files import CurationInputError
 from tests.conftest import SelfInstructScript
 
 runner = CliRunner()
@@ -155,3 +156,47 @@ def test_two_generator_runs_into_one_dataset_leave_no_duplicates_across_them(tmp
     kept = scan(tmp_path / "ds").collect()
     assert kept.height == first["kept"] + second["kept"]
     assert kept.select("instruction", "input", "output").n_unique() == kept.height
+
+
+def test_a_records_file_is_checked_whole_then_read_a_batch_at_a_time(tmp_path):
+    """The job holds where each batch starts, not the records: a file of any size costs a batch."""
+    import pickle
+
+    from synth.flows.curate import CurateFileJob
+    from synth.shards.record_files import RecordsFile
+
+    path = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps({"instruction": f"Task {i} " + "word " * 50, "output": f"answer {i}", "id": i}) for i in range(5000)
+    ]
+    lines.insert(3, "")  # a blank line is skipped, and line numbers still count it
+    path.write_text("\ufeff" + "\n".join(lines) + "\n")
+    source = RecordsFile.open(path, batch_size=700)
+    assert source.count == 5000 and source.batches == 8
+    batches = [source.batch(k) for k in range(source.batches)]
+    assert [len(b) for b in batches] == [700] * 7 + [100]
+    flat = [r for b in batches for r in b]
+    assert [r.source_id for r in flat] == [str(i) for i in range(5000)]
+    assert flat[2].source_doc == "in.jsonl:3" and flat[3].source_doc == "in.jsonl:5"  # after the blank line
+    assert flat[0].instruction.startswith("Task 0 ")  # the byte-order mark is not part of the text
+    job = CurateFileJob(CurationConfig(), source, "r")
+    assert len(pickle.dumps(job)) < 4096 < path.stat().st_size // 100
+
+    # A bad line anywhere fails the whole file before a batch is read, naming the line.
+    path.write_text("\n".join(lines[:4000] + ['{"instruction": "x"}'] + lines[4000:]) + "\n")
+    with pytest.raises(CurationInputError, match=r"in\.jsonl:4001: field 'output' is missing"):
+        RecordsFile.open(path, batch_size=700)
+
+
+def test_a_parquet_records_file_is_read_a_batch_at_a_time(tmp_path):
+    from synth.shards.record_files import RecordsFile
+
+    path = tmp_path / "in.parquet"
+    pl.DataFrame(
+        {"instruction": [f"t{i}" for i in range(2500)], "output": ["o"] * 2500, "input": [1] * 2500}
+    ).write_parquet(path, row_group_size=300)
+    source = RecordsFile.open(path, batch_size=1000)
+    batches = [source.batch(k) for k in range(source.batches)]
+    assert [len(b) for b in batches] == [1000, 1000, 500]
+    assert [r.instruction for b in batches for r in b] == [f"t{i}" for i in range(2500)]
+    assert batches[2][0].source_doc == "in.parquet:2001" and batches[2][0].input == "1"
