@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from synth.cli.errors import fail
 from synth.cli.options import EngineOpt, WaitOpt, load_curation, load_engine, path_argument, path_option, where
 from synth.cli.output import print_curation
 from synth.flows import api
+
+if TYPE_CHECKING:
+    from synth.shards.record_files import RecordsFile
 
 
 def curate(
@@ -62,7 +65,12 @@ def curate(
         fail(f"{target}: no such file or folder")
     engines = [(engine, where(engine_config))] if engine is not None else []
     preflight(out, engines, config, where(config_file), flow=False)
+    source: Path | RecordsFile = target
+    if not target.is_dir():
+        from synth.shards.record_files import RecordsFile
+
+        source = RecordsFile.open(target)  # a bad record fails here, naming its line, before Prefect loads
     # In place, the dataset exists; a file's records go into `out`, removed again if left empty.
     with writing(out) if out is not None else nullcontext():
-        summary = api.curate(target, config, out=out, engine=engine, wait=wait, rebuild_index=rebuild_index)
+        summary = api.curate(source, config, out=out, engine=engine, wait=wait, rebuild_index=rebuild_index)
     print_curation(summary)

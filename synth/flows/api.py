@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from synth.schemas import EngineConfig
     from synth.schemas.curation import CurationConfig
+    from synth.shards.record_files import RecordsFile
 
 
 # Libraries whose deprecation and future-change notices are about their own internals, not ours.
@@ -80,7 +81,7 @@ def with_curate_options(
 
 
 def curate(
-    target: str | Path,
+    target: str | Path | RecordsFile,
     config: CurationConfig,
     *,
     out: str | Path | None = None,
@@ -90,12 +91,14 @@ def curate(
 ) -> dict[str, Any]:
     """Curate a dataset directory in place (`out` is None; its MinHash index is always rebuilt
     afterwards), or a JSONL/Parquet file of records into the dataset `out` (its index rebuilt first
-    with `rebuild_index`). `engine` is the judge's model, built here; returns the run's summary."""
+    with `rebuild_index`; a `RecordsFile` is one checked already). `engine` is the judge's model,
+    built here; returns the run's summary."""
     from synth.engines import get_engine
     from synth.flows.curate import curate_dataset, curate_file
+    from synth.shards.record_files import RecordsFile
 
     model = get_engine(engine) if engine is not None else None
-    if Path(target).is_dir():
+    if not isinstance(target, RecordsFile) and Path(target).is_dir():
         return curate_dataset(target, config, engine=model, wait=wait)
     if out is None:
         raise ValueError(f"{target}: curating a file needs a dataset to write into (out)")

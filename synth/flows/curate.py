@@ -143,7 +143,7 @@ class CurateFileJob(MergedState):
 
 
 def curate_file(
-    file: str | Path,
+    file: str | Path | RecordsFile,
     out: str | Path,
     config: CurationConfig,
     engine: Engine | None = None,
@@ -154,8 +154,8 @@ def curate_file(
     """Curate records from a file into a dataset, deduplicated against what the dataset holds
     (its MinHash index rebuilt from the shards first with `rebuild_index`); `engine` is the
     judge's, when the config has one. The whole file is checked before anything is written."""
-    source = RecordsFile.open(file, batch_size)
-    rid = _curate_run(config, f"file:{Path(file).resolve()}").run_id
+    source = file if isinstance(file, RecordsFile) else RecordsFile.open(file, batch_size)
+    rid = _curate_run(config, f"file:{source.path.resolve()}").run_id
     job = CurateFileJob(config, source, rid)
     dataset = DatasetConfig(path=str(out), wait=wait)
     return run_job(job, None, dataset, curation=config, model=engine, rebuild_index=rebuild_index, batch_retries=0)

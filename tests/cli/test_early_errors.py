@@ -159,3 +159,11 @@ def test_a_bad_seed_file_or_source_is_refused_before_prefect_loads(tmp_path):
     docs.mkdir()
     result, heavy = synth(tmp_path, "generate", "backtranslate", "--docs", docs, "--out", tmp_path / "c")
     refused(result, heavy, docs)
+
+
+def test_a_bad_records_file_to_curate_is_refused_before_prefect_loads(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"instruction": "Name a colour.", "output": "Red."}\n{"instruction": "Name a bird."}\n')
+    result, heavy = synth(tmp_path, "curate", records, "--out", tmp_path / "d")
+    refused(result, heavy, f"{records}:2", "'output'")
+    assert not (tmp_path / "d").exists()
