@@ -50,6 +50,7 @@ _KNOWN_ERRORS = {
     "SourceError": 2,
     "DocumentError": 2,
     "CurationInputError": 2,
+    "CalibrationInputError": 2,
     "SelectionInputError": 2,
     "BenchmarkFileError": 2,
     "IndexMismatchError": 2,

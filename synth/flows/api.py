@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from synth.evaluation.calibration import Labelled
     from synth.schemas import EngineConfig
-    from synth.schemas.curation import CurationConfig
+    from synth.schemas.curation import CurationConfig, JudgeConfig
     from synth.shards.record_files import RecordsFile
 
 
@@ -103,3 +104,15 @@ def curate(
     if out is None:
         raise ValueError(f"{target}: curating a file needs a dataset to write into (out)")
     return curate_file(target, out, config, engine=model, wait=wait, rebuild_index=rebuild_index)
+
+
+def judge_check(items: Sequence[Labelled], judge: JudgeConfig, engine: EngineConfig) -> dict[str, Any]:
+    """Grade `items` with the judge `judge` configures on the model `engine` names (built here and
+    closed again), and report how well its scores separate the labels (`synth.evaluation.calibration`)."""
+    from synth.engines import engines_opened, get_engine
+    from synth.evaluation.calibration import grade, report
+    from synth.filters.judge import JudgeFilter
+
+    with engines_opened():
+        scores = grade(items, JudgeFilter(judge, get_engine(engine)))
+    return report(items, scores, judge.threshold)

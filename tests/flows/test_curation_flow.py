@@ -183,7 +183,7 @@ def test_a_records_file_is_checked_whole_then_read_a_batch_at_a_time(tmp_path):
     assert len(pickle.dumps(job)) < 4096 < path.stat().st_size // 100
 
     # A bad line anywhere fails the whole file before a batch is read, naming the line.
-    path.write_text("\n".join(lines[:4000] + ['{"instruction": "x"}'] + lines[4000:]) + "\n")
+    path.write_text("\n".join([*lines[:4000], '{"instruction": "x"}', *lines[4000:]]) + "\n")
     with pytest.raises(CurationInputError, match=r"in\.jsonl:4001: field 'output' is missing"):
         RecordsFile.open(path, batch_size=700)
 

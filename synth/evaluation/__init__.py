@@ -1,0 +1,1 @@
+"""Measuring data and the tools that judge it: the judge's calibration."""
