@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from synth.filters import redis_leases
 from synth.filters.dedup import IndexMismatchError, MinHashIndex
@@ -38,8 +39,8 @@ from synth.filters.minhash import SignedBatch, banding, frame_texts, measure_nam
 from synth.filters.redis_leases import StagedBatches
 from synth.filters.redis_log import _APPEND, RedisUnavailableError, _split_ids, _words
 from synth.schemas.curation import MinHashConfig
-from synth.shards.layout import MANIFEST
-from synth.shards.read import scan
+from synth.shards.layout import is_dataset, read_manifest
+from synth.shards.read import checked_path
 
 LAYOUT = "log-v3"
 # The layout this one extends (its entries are ours without tags): upgraded in place on open.
@@ -122,10 +123,13 @@ class RedisMinHashIndex(StagedBatches):
                 return index
             with index.client.lock(f"{index.ns}:lock", timeout=600, blocking_timeout=900):
                 if not index._checked_meta():
-                    if dataset is not None and (Path(dataset) / MANIFEST).is_file():
-                        frame = scan(dataset).select("id", "instruction", "input", "output").collect()
-                        for part in frame.iter_slices(_FILL):
-                            index.add(part["id"].to_list(), sign(frame_texts(part), config), remember=False)
+                    if is_dataset(dataset):
+                        root = Path(dataset)
+                        columns = ["id", "instruction", "input", "output"]
+                        for shard in (s for s in read_manifest(root).shards if s.kind == "kept"):  # one at a time
+                            frame = pl.read_parquet(checked_path(root, shard), columns=columns, glob=False)
+                            for part in frame.iter_slices(_FILL):
+                                index.add(part["id"].to_list(), sign(frame_texts(part), config), remember=False)
                     meta: dict[Any, Any] = {
                         "params": json.dumps(index.params),
                         "layout": LAYOUT,
