@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synth.cli.checks import preflight
+from synth.cli.checks import check_dataset, preflight
 from synth.cli.errors import fail
 from synth.cli.options import EngineOpt, load_curation, load_engine, path_argument, path_option, where
 from synth.cli.output import console, table
@@ -35,6 +35,14 @@ def judge_check(
     ] = None,
     engine_config: EngineOpt = None,
     out: Annotated[Path | None, path_option("--out", help="Also write the report as JSON to this file.")] = None,
+    dataset: Annotated[
+        Path | None,
+        path_option(
+            "--dataset",
+            help="A dataset this judge curates: the report is kept beside its manifest (judge_calibration.json) "
+            "and its card shows it.",
+        ),
+    ] = None,
 ) -> None:
     """Grade responses of known quality with the judge and report how well its scores separate good
     from bad: ROC AUC, agreement at the curation threshold, and the scores per label and per defect."""
@@ -50,6 +58,8 @@ def judge_check(
         fail(f"--limit {limit}: the first {len(items)} responses hold only one label; give a larger limit")
     if out is not None and out.is_dir():
         fail(f"--out {out}: is a folder; give a file name")
+    if dataset is not None:
+        check_dataset(dataset)
     if config.judge.rubric and not Path(config.judge.rubric).is_file():
         fail(f"{where(curation)}judge.rubric: {config.judge.rubric}: no such file")
     engine = load_engine(engine_config)
@@ -57,9 +67,18 @@ def judge_check(
     report = api.judge_check(items, config.judge, engine)
     report["source"] = str(labelled) if labelled is not None else f"built-in ({language})"
     print_judge_check(report)
+    text = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     if out is not None:
-        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.write_bytes(text)
         console.print(f"report written to {out}")
+    if dataset is not None:
+        from synth.shards.atomic import atomic_write_bytes
+        from synth.shards.card import CALIBRATION_FILE, write_card
+        from synth.shards.layout import read_manifest
+
+        atomic_write_bytes(dataset / CALIBRATION_FILE, text)
+        write_card(dataset, read_manifest(dataset))
+        console.print(f"kept with the dataset: {dataset / CALIBRATION_FILE} (its card shows it)")
 
 
 def print_judge_check(report: dict[str, Any]) -> None:

@@ -114,5 +114,10 @@ def judge_check(items: Sequence[Labelled], judge: JudgeConfig, engine: EngineCon
     from synth.filters.judge import JudgeFilter
 
     with engines_opened():
-        scores = grade(items, JudgeFilter(judge, get_engine(engine)))
-    return report(items, scores, judge.threshold)
+        judged = JudgeFilter(judge, get_engine(engine))
+        scores = grade(items, judged)
+    return {
+        **report(items, scores, judge.threshold),
+        "judge_model": judged.engine.model_name,
+        "judge_rubric": judged.rubric_hash,
+    }

@@ -73,9 +73,10 @@ def card_header(manifest: Manifest) -> dict:
 
 
 EVALUATION_FILE = "evaluation.json"  # written beside the manifest by `synth evaluate`
+CALIBRATION_FILE = "judge_calibration.json"  # written beside the manifest by `synth judge-check --dataset`
 
 
-def render_card(manifest: Manifest, evaluation: dict | None = None) -> str:
+def render_card(manifest: Manifest, evaluation: dict | None = None, calibration: dict | None = None) -> str:
     header = yaml.safe_dump(card_header(manifest), sort_keys=False)
     kept, rejected = manifest.rows("kept"), manifest.rows("rejects")
     lines = [
@@ -113,6 +114,7 @@ def render_card(manifest: Manifest, evaluation: dict | None = None) -> str:
         lines.append("No rejects.")
     lines += _pair_section(manifest)
     lines += _evaluation_section(evaluation)
+    lines += _calibration_section(calibration)
     lines += [
         "",
         "## Loading",
@@ -189,14 +191,37 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
         return ["", "## Proxy evaluation", "", f"`{EVALUATION_FILE}` is present but does not read; see the file."]
 
 
-def _read_evaluation(path: Path) -> dict | None:
+def _calibration_section(calibration: dict | None) -> list[str]:
+    """How well the curation judge separated good from bad responses (`synth judge-check`), where checked."""
+    if not calibration:
+        return []
     try:
-        data = json.loads((path / EVALUATION_FILE).read_bytes())
+        auc = "n/a" if calibration["auc"] is None else f"{calibration['auc']:.3f}"
+        agreement = "n/a" if calibration["agreement"] is None else f"{calibration['agreement']:.1%}"
+        good, bad = calibration["by_label"]["good"], calibration["by_label"]["bad"]
+        return [
+            "",
+            "## Judge calibration",
+            "",
+            f"`synth judge-check` graded {calibration['responses']} responses of known quality "
+            f"({calibration['source']}) with the judge `{calibration['judge_model']}` (rubric "
+            f"`{calibration['judge_rubric']}`): ROC AUC {auc}, agreement {agreement} at threshold "
+            f"{calibration['threshold']}; it dropped {good['dropped']} of {good['n']} good and {bad['dropped']} of "
+            f"{bad['n']} bad responses ({calibration['unparseable']} replies did not parse). The full report is",
+            f"`{CALIBRATION_FILE}`.",
+        ]
+    except (KeyError, TypeError, ValueError):
+        return ["", "## Judge calibration", "", f"`{CALIBRATION_FILE}` is present but does not read; see the file."]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def write_card(path: Path, manifest: Manifest) -> None:
-
-    atomic_write_bytes(path / "README.md", render_card(manifest, _read_evaluation(path)).encode())
+    card = render_card(manifest, _read_json(path / EVALUATION_FILE), _read_json(path / CALIBRATION_FILE))
+    atomic_write_bytes(path / "README.md", card.encode())

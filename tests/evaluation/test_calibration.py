@@ -120,6 +120,19 @@ def test_the_command_reports_on_the_built_in_set_and_on_a_file(tmp_path):
     )
     written = json.loads(out.read_text())
     assert written["auc"] == 1.0 and set(written["by_defect"]) == set(DEFECTS)
+    assert written["judge_model"] == "scripted" and len(written["judge_rubric"]) == 12
+
+    # Kept with a dataset the judge curates: the card says how the judge did.
+    from synth.shards import DatasetWriter
+
+    with DatasetWriter(tmp_path / "ds"):
+        pass
+    result = CliRunner().invoke(app, ["judge-check", "--engine-config", str(engine), "--dataset", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ds" / "judge_calibration.json").read_text())["auc"] == 1.0
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "## Judge calibration" in card and "ROC AUC 1.000, agreement 100.0% at threshold 4" in card
+    assert "dropped 0 of 48 good and 48 of 48 bad" in card
 
     labelled = tmp_path / "mine.jsonl"
     labelled.write_text(
