@@ -156,6 +156,11 @@ class Built(MergedState, Generic[G]):
             self._gen, self._maker = self.build(maker), maker
         return self._gen
 
+    def forget(self, maker: Maker) -> None:
+        """Drop the generator built for `maker`: the next `gen_for` builds a fresh one."""
+        if self._maker is maker:
+            self._gen = self._maker = None
+
     @property
     def gen(self) -> G | None:
         """The generator last built, if any (on the flow: None when batches were made elsewhere)."""
@@ -271,7 +276,28 @@ class TargetJob(Built[G]):
 
     def spec(self, run: RunContext) -> Spec:
         """The next batch, planned from the committed run."""
-        return Spec(run.info.batches_done, self.size(run.info))
+        return self.spec_for(run.info)
+
+    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
+        """The batch planned from the run `info`, where `pending`, a batch made and not yet
+        committed, is taken as committed (`info` then holds its counts and folded state)."""
+        return Spec(info.batches_done, self.size(info))
+
+    def speculate(self, run: RunContext, spec: Spec, batch: Batch) -> Spec | None:
+        """The next batch's spec once `batch` (of `spec`) commits, when that is certain whatever
+        curation keeps of it: the spec planned as if curation kept every record equals the one
+        planned as if it kept none, and neither run would stop. None otherwise (the runner then
+        waits for the commit; near the target the size follows the kept count)."""
+        state = self.fold(run.info.state, batch.delta)
+        done = spec.batch + 1
+        kept_all = run.info.model_copy(
+            update={"kept": run.info.kept + len(batch.kept), "batches_done": done, "state": state}
+        )
+        kept_none = run.info.model_copy(update={"batches_done": done, "state": state})
+        if self._stop(kept_all, 0 if batch.kept else run.empty + 1) or self._stop(kept_none, run.empty + 1):
+            return None
+        following = self.spec_for(kept_all, batch)
+        return following if following == self.spec_for(kept_none, batch) else None
 
     def _stop(self, info: RunInfo, empty: int) -> str:
         if info.kept >= self.config.num_records:

@@ -1,15 +1,21 @@
 """The local runner: a job's batches made on the flow's own process, each curated and committed
 before the next is planned.
 
-A job whose batches do not depend on one another (`independent`: making batch n+1 reads nothing
-that committing batch n changes) is pipelined: once batch n is made, batch n+1 is made in a
-background thread while batch n is curated and committed, so the engine does not wait for the
-curation. The calls to make batches happen in the same order as without it and each batch is
-the same, so a run, resumed or not, writes exactly what it writes unpipelined.
+Runs are pipelined: once batch n is made, batch n+1 is made in a background thread while batch n
+is curated and committed, so the engine does not wait for the curation.
+- A job whose batches do not depend on one another (`independent`: making batch n+1 reads nothing
+  that committing batch n changes) makes the next planned batch ahead.
+- A job whose next batch is planned from the committed run can say what that plan will be once
+  batch n commits as it was made (`speculate`). The batch made ahead on that guess is used only if
+  the batch the run then plans is the same spec; otherwise (curation changed what the plan reads,
+  a retry made batch n differently) it is dropped and made again.
+Each batch is made from its spec alone, so a run, resumed or not, writes exactly what it writes
+unpipelined.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,23 +46,33 @@ class Local:
     maker: Maker
     chain: FilterChain
     index: Index | None
-    ahead: dict[int, Future[Batch]] = field(default_factory=dict)
-    made_hook: Callable[[], None] | None = None
+    ahead: dict[int, tuple[Spec, Future[Batch]]] = field(default_factory=dict)
+    made_hook: Callable[[Spec, Batch], None] | None = None
 
     def make(self, job: Job, spec: Spec) -> Batch:
-        """Batch `spec`: the one made ahead if there is one and it succeeded, else made now. Then
-        the next batch starts being made (pipelined runs)."""
-        future = self.ahead.pop(spec.batch, None)
+        """Batch `spec`: the one made ahead if there is one for this very spec and it succeeded,
+        else made now (once nothing is being made ahead: the job's generator serves one batch at a
+        time). Then the next batch starts being made (pipelined runs)."""
+        entry = self.ahead.pop(spec.batch, None)
         batch = None
-        if future is not None:
+        if entry is not None:
+            planned, future = entry
             try:
-                batch = future.result()
+                made = future.result()
             except Exception as e:  # made again here, under the batch task's retries
                 run_logger().warning("batch %d: making it ahead failed (%s); making it again", spec.batch, e)
+            else:
+                if planned == spec:
+                    batch = made
+                else:
+                    run_logger().info("batch %d: planned otherwise than guessed; making it again", spec.batch)
         if batch is None:
+            for _, other in self.ahead.values():
+                with contextlib.suppress(Exception):
+                    other.result()
             batch = job.make(self.maker, spec)
         if self.made_hook is not None:
-            self.made_hook()
+            self.made_hook(spec, batch)
         return batch
 
 
@@ -115,12 +131,12 @@ def run_locally(
         run = RunContext(writer, job.run_id, dataset, live.model_name, chain=chain)
         local = Local(Maker(live, chain.rules(), str(dataset.path)), chain, index)
         tracker = Tracker(job, run)
-        pipelined = pipeline and getattr(job, "independent", False)
+        pipelined = pipeline and (getattr(job, "independent", False) or hasattr(job, "speculate"))
         plan = _Plan(job.plan(run))
         started, made = time.perf_counter(), 0
         with ThreadPoolExecutor(1, thread_name_prefix="make-ahead") as ahead:
             if pipelined:
-                local.made_hook = _making_ahead(job, local, plan, ahead)
+                local.made_hook = _making_ahead(job, run, local, plan, ahead)
             try:
                 for spec in plan:
                     tracker.show()
@@ -129,7 +145,7 @@ def run_locally(
                     tracker.committed()
             finally:  # after a failure, a batch made ahead and not started yet is not started (one
                 # already being made is waited for when the pool closes: the engine closes after it)
-                for future in local.ahead.values():
+                for _, future in local.ahead.values():
                     future.cancel()
         tracker.show()
         use = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
@@ -157,9 +173,13 @@ class _Plan:
         return self._next
 
 
-def _making_ahead(job: Job, local: Local, plan: _Plan, ahead: ThreadPoolExecutor) -> Callable[[], None]:
-    """The hook that, once a batch is made, starts making the next one (its tokens counted for it)."""
+def _making_ahead(
+    job: Job, run: RunContext, local: Local, plan: _Plan, ahead: ThreadPoolExecutor
+) -> Callable[[Spec, Batch], None]:
+    """The hook that, once a batch is made, starts making the next one (its tokens counted for it):
+    the next planned batch of an independent job, or the one a speculating job expects."""
     engine = local.maker.engine
+    speculate = getattr(job, "speculate", None)
 
     def make(spec: Spec) -> Batch:
         if isinstance(engine, Metered):
@@ -167,9 +187,11 @@ def _making_ahead(job: Job, local: Local, plan: _Plan, ahead: ThreadPoolExecutor
                 return job.make(local.maker, spec)
         return job.make(local.maker, spec)
 
-    def make_next() -> None:
-        spec = plan.peek()
-        if spec is not None and spec.batch not in local.ahead:  # a batch made again on a retry: already on its way
-            local.ahead[spec.batch] = ahead.submit(make, spec)
+    def make_next(spec: Spec, batch: Batch) -> None:
+        following = speculate(run, spec, batch) if speculate is not None else plan.peek()
+        if (
+            following is not None and following.batch not in local.ahead
+        ):  # a batch made again on a retry: already on its way
+            local.ahead[following.batch] = (following, ahead.submit(make, following))
 
     return make_next

@@ -112,12 +112,20 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
         sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
         return prompts_for_batch(self.config, info.kept, sent, last)
 
-    def spec(self, run: RunContext) -> Spec:
-        return Spec(run.info.batches_done, SelfInstructSpec(self.size(run.info), tuple(self.pool)))
+    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
+        # The pool the next batch samples from: every task admitted so far, the pending batch's too.
+        admitted = tuple(self.pool) + tuple(pending.delta["accepted_tasks"] if pending is not None else ())
+        return Spec(info.batches_done, SelfInstructSpec(self.size(info), admitted))
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         gen = self.gen_for(maker)
         pool = spec.data.pool
+        held = len(gen.machine_tasks)
+        if held > len(pool) or (held and gen.machine_tasks[-1] != pool[held - 1]):
+            # The generator took in a batch made ahead on a guess that did not hold (a retry made
+            # its batch differently): start it again from this batch's pool.
+            self.forget(maker)
+            gen = self.gen_for(maker)
         if len(gen.machine_tasks) < len(pool):
             gen.add_to_pool(pool[len(gen.machine_tasks) :])
         result = gen.run_batch(spec.batch, spec.data.prompts)

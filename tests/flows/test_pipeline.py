@@ -129,3 +129,80 @@ def test_tokens_of_a_batch_made_ahead_are_handed_over_with_that_batch_only():
     assert meter.take(batch=4) == {"t": {"prompt": 0, "completion": 3}}
     assert meter.take({"t": {"prompt": 1, "completion": 1}}, batch=5) == {"t": {"prompt": 1, "completion": 7}}
     assert meter.take(batch=5) == {} and meter.busy_seconds > 0
+
+
+class WatchedSelfInstruct:
+    """Self-Instruct's script, noting the thread of every call."""
+
+    def __init__(self, per_prompt: int = 3, seeded: bool = False) -> None:
+        from tests.conftest import SelfInstructScript
+        from tests.flows.ray_scripts import _SeededSelfInstruct
+
+        # Seeded: replies that depend on the request alone (not on how many came before it).
+        self.script = _SeededSelfInstruct() if seeded else SelfInstructScript(per_prompt)
+        self.threads: list[str] = []
+
+    def __call__(self, request: ChatRequest) -> str | Completion:
+        self.threads.append(threading.current_thread().name)
+        return self.script(request)
+
+
+def self_instruct(out, script, pipeline: bool, **config):
+    from synth.flows.self_instruct import run_self_instruct
+    from synth.schemas import SelfInstructConfig
+
+    return run_self_instruct(
+        SelfInstructConfig(prompts_per_batch=2, include_seed_tasks=False, **config),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(out), shard_rows=4),
+        model=ScriptedEngine(script),
+        pipeline=pipeline,
+    )
+
+
+def self_instruct_written(out) -> tuple[list[tuple], list[tuple], dict]:
+    kept = scan(out).collect().sort("id").select("id", "instruction", "input", "output", "batch", "demos").rows()
+    rejects = scan(out, "rejects").collect().sort("id").select("id", "stage", "reason", "batch").rows()
+    (info,) = read_manifest(out).runs.values()
+    return kept, rejects, info.state
+
+
+def test_self_instruct_makes_its_next_batch_ahead_on_the_pool_it_will_sample_and_writes_the_same(tmp_path):
+    """Batch n+1 samples from the pool as batch n leaves it, which is known once batch n is made:
+    it is made while batch n is curated and committed. Near the target the next batch's size
+    follows the kept count, so it waits for the commit; the records, rejects and tokens are those
+    of a run made one batch at a time."""
+    plain, ahead = WatchedSelfInstruct(), WatchedSelfInstruct()
+    first = self_instruct(tmp_path / "plain", plain, pipeline=False, num_records=40)
+    second = self_instruct(tmp_path / "ahead", ahead, pipeline=True, num_records=40)
+    assert self_instruct_written(tmp_path / "plain") == self_instruct_written(tmp_path / "ahead")
+    assert first["batches"] == second["batches"] > 3
+    assert not first["engine"]["pipelined"] and second["engine"]["pipelined"]
+    assert set(plain.threads) == {threading.current_thread().name}
+    made_ahead = [t for t in ahead.threads if t.startswith("make-ahead")]
+    assert made_ahead and len(ahead.threads) == len(plain.threads)  # nothing made twice
+
+
+def test_a_batch_made_ahead_on_a_guess_that_failed_is_made_again_from_the_real_plan(tmp_path, monkeypatch):
+    """If batch n commits otherwise than it was made (here its retry admits other tasks), the
+    batch made ahead on the old pool is dropped and made again: the run equals an unpipelined one."""
+    from synth.flows import self_instruct as flow
+
+    real = flow.SelfInstructJob.speculate
+    guesses: list[int] = []
+
+    def wrong_pool(self, run, spec, batch):
+        guess = real(self, run, spec, batch)
+        if guess is None:
+            return None
+        guesses.append(guess.batch)
+        data = flow.SelfInstructSpec(guess.data.prompts, (*guess.data.pool, "a task nobody admitted"))
+        return type(guess)(guess.batch, data)
+
+    monkeypatch.setattr(flow.SelfInstructJob, "speculate", wrong_pool)
+    self_instruct(tmp_path / "ahead", WatchedSelfInstruct(seeded=True), pipeline=True, num_records=30)
+    monkeypatch.undo()
+    self_instruct(tmp_path / "plain", WatchedSelfInstruct(seeded=True), pipeline=False, num_records=30)
+    assert guesses
+    kept, rejects, _ = self_instruct_written(tmp_path / "ahead")
+    assert (kept, rejects) == self_instruct_written(tmp_path / "plain")[:2]
