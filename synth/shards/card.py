@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,8 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
     else:
         lines.append("No rejects.")
     lines += _pair_section(manifest)
-    lines += _evaluation_section(evaluation)
-    lines += _calibration_section(calibration)
+    lines += _stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, _evaluation_lines)
+    lines += _stored_section("Judge calibration", CALIBRATION_FILE, calibration, _calibration_lines)
     lines += [
         "",
         "## Loading",
@@ -164,54 +165,46 @@ def _pair_section(manifest: Manifest) -> list[str]:
     ]
 
 
-def _evaluation_section(evaluation: dict | None) -> list[str]:
-    """The proxy evaluation (`synth evaluate`) of the dataset, where one was run."""
-    if not evaluation:
+def _stored_section(title: str, file: str, data: dict | None, body: Callable[[dict], list[str]]) -> list[str]:
+    """A section made from a report stored beside the manifest (`body` of its data), where one is."""
+    if not data:
         return []
     try:
-        base, tuned = evaluation["base"]["loss"], evaluation["tuned"]["loss"]
-        return [
-            "",
-            "## Proxy evaluation",
-            "",
-            f"`synth evaluate` fine-tuned {evaluation['config'].get('base', 'the base model')} with LoRA for "
-            f"{evaluation['train_steps']} steps on {evaluation['examples']} records of this dataset and scored",
-            f"both models on {evaluation['reference_pairs']} reference pairs (`{evaluation['reference']}`):",
-            "",
-            "| model | loss per reply token |",
-            "|---|---|",
-            f"| base | {base:.4f} |",
-            f"| tuned on this data | {tuned:.4f} |",
-            "",
-            f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
-            "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
-            f"`{EVALUATION_FILE}`.",
-        ]
-    except (KeyError, TypeError, ValueError):
-        return ["", "## Proxy evaluation", "", f"`{EVALUATION_FILE}` is present but does not read; see the file."]
+        return ["", f"## {title}", "", *body(data), f"`{file}`."]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ["", f"## {title}", "", f"`{file}` is present but does not read; see the file."]
 
 
-def _calibration_section(calibration: dict | None) -> list[str]:
-    """How well the curation judge separated good from bad responses (`synth judge-check`), where checked."""
-    if not calibration:
-        return []
-    try:
-        auc = "n/a" if calibration["auc"] is None else f"{calibration['auc']:.3f}"
-        agreement = "n/a" if calibration["agreement"] is None else f"{calibration['agreement']:.1%}"
-        good, bad = calibration["by_label"]["good"], calibration["by_label"]["bad"]
-        return [
-            "",
-            "## Judge calibration",
-            "",
-            f"`synth judge-check` graded {calibration['responses']} responses of known quality "
-            f"({calibration['source']}) with the judge `{calibration['judge_model']}` (rubric "
-            f"`{calibration['judge_rubric']}`): ROC AUC {auc}, agreement {agreement} at threshold "
-            f"{calibration['threshold']}; it dropped {good['dropped']} of {good['n']} good and {bad['dropped']} of "
-            f"{bad['n']} bad responses ({calibration['unparseable']} replies did not parse). The full report is",
-            f"`{CALIBRATION_FILE}`.",
-        ]
-    except (KeyError, TypeError, ValueError):
-        return ["", "## Judge calibration", "", f"`{CALIBRATION_FILE}` is present but does not read; see the file."]
+def _evaluation_lines(evaluation: dict) -> list[str]:
+    """The proxy evaluation (`synth evaluate`) of the dataset."""
+    base, tuned = evaluation["base"]["loss"], evaluation["tuned"]["loss"]
+    return [
+        f"`synth evaluate` fine-tuned {evaluation['config'].get('base', 'the base model')} with LoRA for "
+        f"{evaluation['train_steps']} steps on {evaluation['examples']} records of this dataset and scored",
+        f"both models on {evaluation['reference_pairs']} reference pairs (`{evaluation['reference']}`):",
+        "",
+        "| model | loss per reply token |",
+        "|---|---|",
+        f"| base | {base:.4f} |",
+        f"| tuned on this data | {tuned:.4f} |",
+        "",
+        f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
+        "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
+    ]
+
+
+def _calibration_lines(calibration: dict) -> list[str]:
+    """How well the curation judge separated good from bad responses (`synth judge-check`)."""
+    auc = "n/a" if calibration["auc"] is None else f"{calibration['auc']:.3f}"
+    agreement = "n/a" if calibration["agreement"] is None else f"{calibration['agreement']:.1%}"
+    good, bad = calibration["by_label"]["good"], calibration["by_label"]["bad"]
+    return [
+        f"`synth judge-check` graded {calibration['responses']} responses of known quality "
+        f"({calibration['source']}) with the judge `{calibration['judge_model']}` (rubric "
+        f"`{calibration['judge_rubric']}`): ROC AUC {auc}, agreement {agreement} at threshold "
+        f"{calibration['threshold']}; it dropped {good['dropped']} of {good['n']} good and {bad['dropped']} of "
+        f"{bad['n']} bad responses ({calibration['unparseable']} replies did not parse). The full report is",
+    ]
 
 
 def _read_json(path: Path) -> dict | None:
