@@ -92,6 +92,10 @@ def select(
     if not (dataset / "manifest.json").is_file():
         fail(f"{dataset}: no manifest.json; not a dataset directory")
     check_dataset(dataset)  # a damaged shard is named now, not after Prefect and the engine start
+    from synth.shards.layout import read_manifest
+
+    if read_manifest(dataset).rows("kept") == 0:
+        fail(f"{dataset}: no kept records to select from")
     embedding = (
         cast(EmbeddingSettings, load_config_file(embedding_config, EmbeddingSettings)).embedding
         if embedding_config

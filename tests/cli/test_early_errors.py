@@ -167,3 +167,12 @@ def test_a_bad_records_file_to_curate_is_refused_before_prefect_loads(tmp_path):
     result, heavy = synth(tmp_path, "curate", records, "--out", tmp_path / "d")
     refused(result, heavy, f"{records}:2", "'output'")
     assert not (tmp_path / "d").exists()
+
+
+def test_select_from_a_dataset_without_kept_records_is_refused_before_prefect_loads(tmp_path):
+    from synth.shards import DatasetWriter
+
+    with DatasetWriter(tmp_path / "empty"):
+        pass
+    result, heavy = synth(tmp_path, "select", tmp_path / "empty", "--budget", "3", "--out", tmp_path / "s")
+    refused(result, heavy, tmp_path / "empty", "no kept records")
