@@ -52,6 +52,10 @@ _REFUSAL = {
 _OTHER_LANGUAGE = {"en": "zh", "zh": "en"}
 
 
+# A label as files give it: 1 or 0, and the obvious spellings of the same.
+_LABELS = {"1": 1, "0": 0, "1.0": 1, "0.0": 0, "true": 1, "false": 0, "good": 1, "bad": 0}
+
+
 class CalibrationInputError(ValueError):
     """A labelled file that cannot be used; the message names the file and line."""
 
@@ -86,9 +90,10 @@ def read_labelled(path: str | Path) -> list[Labelled]:
         for key in ("input", "defect"):
             if not isinstance(data.get(key) or "", str):
                 raise CalibrationInputError(f"{file}:{number}: field '{key}' is not text")
-        label = data.get("label")
-        if label not in (0, 1) or isinstance(label, bool):
-            raise CalibrationInputError(f"{file}:{number}: field 'label' must be 1 (good) or 0 (bad), got {label!r}")
+        given = data.get("label")
+        label = None if given is None or isinstance(given, dict | list) else _LABELS.get(str(given).strip().lower())
+        if label is None:
+            raise CalibrationInputError(f"{file}:{number}: field 'label' must be 1 (good) or 0 (bad), got {given!r}")
         items.append(
             Labelled(data["instruction"], data.get("input") or "", data["output"], label, data.get("defect") or "")
         )

@@ -94,12 +94,18 @@ def test_a_labelled_file_is_read_and_a_bad_line_is_named(tmp_path):
     assert read_labelled(path) == [Labelled("Add 2 and 2.", "", "4", 1), Labelled("Add 2 and 2.", "", "5", 0, "wrong")]
     for bad, message in [
         ({"instruction": "x", "output": "y", "label": 2}, r"labelled\.jsonl:3: field 'label' must be 1 \(good\) or 0"),
-        ({"instruction": "x", "output": "y", "label": True}, r"labelled\.jsonl:3: field 'label'"),
+        ({"instruction": "x", "output": "y", "label": "maybe"}, r"labelled\.jsonl:3: field 'label'"),
+        ({"instruction": "x", "output": "y"}, r"labelled\.jsonl:3: field 'label' must be"),
         ({"instruction": "x", "label": 1}, r"labelled\.jsonl:3: field 'output' is missing"),
     ]:
         path.write_text("\n".join(map(json.dumps, [*rows, bad])) + "\n")
         with pytest.raises(CalibrationInputError, match=message):
             read_labelled(path)
+    # The obvious spellings of a label are read as such.
+    spelled = [{**rows[0], "label": v} for v in (True, "good", "1", 1.0)]
+    spelled += [{**rows[1], "label": v} for v in (False, "bad", 0)]
+    path.write_text("\n".join(map(json.dumps, spelled)) + "\n")
+    assert [i.label for i in read_labelled(path)] == [1, 1, 1, 1, 0, 0, 0]
     path.write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(CalibrationInputError, match="give both good"):
         read_labelled(path)
