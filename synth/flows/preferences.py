@@ -63,7 +63,10 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
-        return self.counted(result, {"instructions": result.instructions, "paired": result.paired})
+        counts = {"instructions": result.instructions, "paired": result.paired}
+        if self.config.position_check:
+            counts |= {"position_checked": result.position_checked, "flipped": result.flipped}
+        return self.counted(result, counts)
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} instructions, {len(batch.kept)} paired"

@@ -83,10 +83,14 @@ class Candidate:
 
 @dataclass
 class PairResult(Outcome):
-    """One chunk's records and rejects, with how many instructions it read and paired."""
+    """One chunk's records and rejects, with how many instructions it read and paired, and of the
+    pairs shown side by side in both orders (`position_check`) how many got two verdicts and how
+    many of those flipped with the order."""
 
     instructions: int = 0
     paired: int = 0
+    position_checked: int = 0
+    flipped: int = 0
 
 
 class PreferencesGenerator:
@@ -243,9 +247,11 @@ class PreferencesGenerator:
             ahead, behind = replies[2 * n], replies[2 * n + 1]
             verdicts = [None if r.finish_reason == "error" else parse_verdict(r.text) for r in (ahead, behind)]
             raw = json.dumps({"chosen first": ahead.text, "chosen second": behind.text}, ensure_ascii=False)
+            out.position_checked += None not in verdicts
             if None in verdicts:
                 reason = UNPARSEABLE_VERDICT
             elif (verdicts[0] == "A") != (verdicts[1] == "B"):
+                out.flipped += 1
                 reason = FLIPS
             elif verdicts[0] == "B":
                 reason = PREFERS_REJECTED

@@ -162,7 +162,23 @@ def _pair_section(manifest: Manifest) -> list[str]:
         "",
         "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
         "conversational form TRL's `DPOTrainer` reads; other records have these columns empty.",
+        *_flip_lines(manifest),
     ]
+
+
+def _flip_lines(manifest: Manifest) -> list[str]:
+    """The side-by-side judge's position-flip rate, for runs that checked positions."""
+    lines = []
+    for run in manifest.runs.values():
+        pairs = run.state.get("pairs") if run.generator == "preferences" else None
+        if not isinstance(pairs, dict) or not pairs.get("position_checked"):
+            continue
+        checked, flipped = pairs["position_checked"], pairs.get("flipped", 0)
+        lines.append(
+            f"Run `{run.run_id}` showed {checked} pairs to the judge side by side in both orders: the verdict "
+            f"flipped with the order for {flipped} ({flipped / checked:.1%}), and those pairs are rejects."
+        )
+    return ["", *lines] if lines else []
 
 
 def _stored_section(title: str, file: str, data: dict | None, body: Callable[[dict], list[str]]) -> list[str]:

@@ -231,12 +231,17 @@ def test_a_side_by_side_verdict_that_flips_or_disagrees_is_a_reject(prefer, reas
     assert (reject.stage, reject.reason) == ("preference", reason)
     assert (reject.chosen, reject.rejected) == ("answer 1 to Q?", "answer 0 to Q?")
     assert set(json.loads(reject.raw)) == {"chosen first", "chosen second"}
+    # The flip rate counts pairs with two verdicts, and those that flipped.
+    assert (result.position_checked, result.flipped) == (
+        (0, 0) if reason == UNPARSEABLE_VERDICT else (1, int(reason == FLIPS))
+    )
 
 
 def test_a_consistent_side_by_side_verdict_keeps_the_pair_after_both_orders_were_asked():
     script = Script({"Q?": [2, 5]})
     result = generate(script, ["Q?"], samples=2, position_check=True)
     assert [r.chosen for r in result.kept] == ["answer 1 to Q?"]
+    assert (result.position_checked, result.flipped) == (1, 0)
     compares = [r for r in script.requests if r.tag == COMPARE]
     assert len(compares) == 2 and all(r.json_schema == COMPARE_SCHEMA for r in compares)
     shown = [_ANSWER.findall(r.messages[0].content) for r in compares]

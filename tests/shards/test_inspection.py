@@ -186,3 +186,23 @@ def test_the_card_says_when_an_evaluation_file_does_not_read(tmp_path):
     (tmp_path / "evaluation.json").unlink()
     write_card(tmp_path, Manifest())
     assert "Proxy evaluation" not in (tmp_path / "README.md").read_text()
+
+
+def test_the_card_gives_the_side_by_side_judges_flip_rate(tmp_path):
+    from synth.schemas import Manifest, RunInfo
+    from synth.shards.card import render_card
+
+    checked = RunInfo(
+        run_id="p1",
+        generator="preferences",
+        config={},
+        engine={},
+        state={"pairs": {"position_checked": 8, "flipped": 2}},
+    )
+    unchecked = RunInfo(run_id="p2", generator="preferences", config={}, engine={}, state={"pairs": {"paired": 3}})
+    card = render_card(Manifest(runs={"p1": checked, "p2": unchecked}))
+    assert (
+        "Run `p1` showed 8 pairs to the judge side by side in both orders: the verdict flipped with the order for 2 (25.0%)"
+        in card
+    )
+    assert "`p2` showed" not in card
