@@ -246,6 +246,13 @@ def _batches(items: Sequence[Encoded]) -> Iterator[list[Encoded]]:
 def completion_loss(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[float, int]:
     """(mean loss per completion token, completion tokens) of `model` on `items`: the sum of each
     completion token's negative log-likelihood over the whole set, divided by their number."""
+    sums, counts = completion_losses(model, items, pad_id)
+    return sum(sums) / sum(counts), sum(counts)
+
+
+def completion_losses(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[list[float], list[int]]:
+    """Per item of `items`: the summed negative log-likelihood of its completion tokens under
+    `model`, and how many completion tokens it has (for paired comparisons item by item)."""
     import torch
     import torch.nn.functional as F
 
@@ -254,7 +261,8 @@ def completion_loss(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums: list[float] = []
+    counts: list[int] = []
     try:
         with torch.no_grad():
             for batch in _batches(items):
@@ -272,10 +280,10 @@ def completion_loss(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[
                     logits[:, :-1].float().reshape(-1, logits.size(-1)),
                     targets.reshape(-1),
                     ignore_index=IGNORE,
-                    reduction="sum",
-                )
-                total += float(nll)
-                count += int((targets != IGNORE).sum())
+                    reduction="none",
+                ).reshape(targets.shape)
+                sums += nll.sum(dim=1).tolist()
+                counts += (targets != IGNORE).sum(dim=1).tolist()
     finally:
         model.train(was_training)
-    return total / count, count
+    return sums, counts

@@ -1,0 +1,166 @@
+"""Which dataset makes the better fine-tune? Several datasets, one budget, one reference, one table.
+
+Each dataset gives the same number of records (a seeded draw, after removing every record whose
+instruction is also a reference prompt: the reference must be held out, not only reported), the
+same base model is fine-tuned on each the same way (`EvaluationConfig`: steps, learning rate,
+LoRA, seed), and every model, the base included, is scored on the same reference pairs: the loss
+per completion token, lower is better. Differences come with a paired bootstrap interval over the
+reference pairs (the same resampled pairs for both sides of a difference, seeded), so a difference
+whose interval holds 0 is not told apart from noise.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from synth.training.config import EvaluationConfig
+from synth.training.data import Examples, TrainingDataError, load_examples
+from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
+from synth.training.sft import train
+
+Say = Callable[[str], None]
+RESAMPLES = 1000
+
+
+def draw(data: Examples, reference: Examples, budget: int | None, seed: int) -> tuple[Examples, int]:
+    """`budget` examples of `data` drawn with `seed` (all of them when it holds fewer), none of whose
+    instruction is a reference prompt; and how many overlapping examples were removed."""
+    held_out = {e.instruction.strip() for e in reference.items}
+    kept = [e for e in data.items if e.instruction.strip() not in held_out]
+    removed = len(data.items) - len(kept)
+    if budget is not None and budget < len(kept):
+        kept = random.Random(f"compare:{seed}").sample(kept, budget)
+    return Examples(kept, data.source, data.skipped), removed
+
+
+def loss(sums: Sequence[float], counts: Sequence[int], rows: Sequence[int] | None = None) -> float:
+    """Loss per completion token over the reference pairs `rows` (all by default)."""
+    rows = range(len(sums)) if rows is None else rows
+    return sum(sums[r] for r in rows) / max(1, sum(counts[r] for r in rows))
+
+
+def paired_interval(
+    a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]], seed: int
+) -> tuple[float, float, float]:
+    """(loss of b minus loss of a, and its 95% paired bootstrap interval): the reference pairs are
+    resampled with replacement, the same draw for both models, `RESAMPLES` times."""
+    n = len(a[0])
+    rng = random.Random(f"bootstrap:{seed}")
+    diffs = []
+    for _ in range(RESAMPLES):
+        rows = [rng.randrange(n) for _ in range(n)]
+        diffs.append(loss(*b, rows) - loss(*a, rows))
+    diffs.sort()
+    low, high = diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES) - 1]
+    return round(loss(*b) - loss(*a), 6), round(low, 6), round(high, 6)
+
+
+def compare_datasets(
+    datasets: Sequence[str | Path],
+    reference: str | Path,
+    config: EvaluationConfig | None = None,
+    budget: int | None = None,
+    progress: Say | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the base on `budget` records of each dataset and score every model on `reference`
+    (see the module's docstring); returns the table as data."""
+    import torch
+
+    config = config or EvaluationConfig()
+    say = progress or (lambda line: None)
+    ref = load_examples(reference)
+    sources = [load_examples(d) for d in datasets]
+    base = resolve_base(config.base)
+    drawn = [draw(data, ref, budget, config.seed) for data in sources]
+    for (data, _), path in zip(drawn, datasets, strict=True):
+        if not data.items:
+            raise TrainingDataError(
+                f"{path}: no records left once those whose prompt is a reference prompt are removed"
+            )
+    with working_on(config.device, config.threads) as (device, _):
+        tokenizer, encoded = encode_for(
+            base.path, ref.items, ref.source, "forward", config.max_length, "reference pair"
+        )
+        pad = tokenizer.pad_token_id
+
+        def score(path: str) -> tuple[list[float], list[int]]:
+            model = load_model(path, device, torch.float32)
+            try:
+                return completion_losses(model, encoded.items, pad)
+            finally:
+                del model
+
+        say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
+        scores = {"base": score(base.path)}
+        rows: list[dict[str, Any]] = [
+            {"dataset": "base", "records": 0, "removed_overlap": 0, "loss": round(loss(*scores["base"]), 6)}
+        ]
+        for path, (data, removed) in zip(datasets, drawn, strict=True):
+            name = str(path)
+            say(f"fine-tuning on {len(data.items)} records of {name} ({config.max_steps} steps)")
+            with tempfile.TemporaryDirectory(prefix="synth-compare-") as scratch:
+                tuned = train(config.training(Path(scratch) / "tuned"), data, progress=say)
+                scores[name] = score(str(tuned))
+            rows.append(
+                {
+                    "dataset": name,
+                    "records": len(data.items),
+                    "removed_overlap": removed,
+                    "loss": round(loss(*scores[name]), 6),
+                }
+            )
+    names = [str(d) for d in datasets]
+    for row in rows[1:]:
+        change, low, high = paired_interval(scores["base"], scores[row["dataset"]], config.seed)
+        row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
+    pairs = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            change, low, high = paired_interval(scores[first], scores[second], config.seed)
+            better = first if low > 0 else second if high < 0 else None
+            pairs.append({"a": first, "b": second, "b_minus_a": change, "low": low, "high": high, "better": better})
+    best = min(rows[1:], key=lambda r: r["loss"])["dataset"]
+    return {
+        "reference": ref.source,
+        "reference_pairs": len(encoded.items),
+        "base": base.name,
+        "budget": budget,
+        "config": {"base": base.name, **config.identity()},
+        "resamples": RESAMPLES,
+        "rows": rows,
+        "pairs": pairs,
+        "lowest_loss": best,
+    }
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The comparison as a Markdown table, with the pairwise differences below it."""
+    lines = [
+        f"Reference: `{table['reference']}` ({table['reference_pairs']} pairs); base `{table['base']}`; "
+        f"{table['budget'] or 'all'} records per dataset; loss per completion token (lower is better), "
+        f"95% paired bootstrap intervals ({table['resamples']} resamples).",
+        "",
+        "| dataset | records | overlap removed | loss | vs base | interval |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in table["rows"]:
+        if row["dataset"] == "base":
+            lines.append(f"| base | | | {row['loss']:.4f} | | |")
+            continue
+        mark = " *" if row["significant"] else ""
+        lines.append(
+            f"| {row['dataset']} | {row['records']} | {row['removed_overlap']} | {row['loss']:.4f} | "
+            f"{row['vs_base']:+.4f}{mark} | [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}] |"
+        )
+    if table["pairs"]:
+        lines += ["", "| a | b | loss b - a | interval | better |", "|---|---|---:|---|---|"]
+        for p in table["pairs"]:
+            lines.append(
+                f"| {p['a']} | {p['b']} | {p['b_minus_a']:+.4f} | [{p['low']:+.4f}, {p['high']:+.4f}] | "
+                f"{p['better'] or 'not told apart'} |"
+            )
+    return "\n".join(lines) + "\n"
