@@ -285,8 +285,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     if result["overlap"]:
         err.print(
             Text(
-                f"warning: {result['overlap']} reference instructions are also in the dataset; the tuned loss "
-                "on them measures memorization, not generalization",
+                f"{result['overlap']} records whose instruction is a reference prompt were left out of training "
+                "(the reference stays held out)",
                 style="yellow",
             ),
             soft_wrap=True,

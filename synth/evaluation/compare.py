@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.training.config import EvaluationConfig
-from synth.training.data import Examples, TrainingDataError, load_examples
+from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import train
 
@@ -29,9 +29,8 @@ RESAMPLES = 1000
 def draw(data: Examples, reference: Examples, budget: int | None, seed: int) -> tuple[Examples, int]:
     """`budget` examples of `data` drawn with `seed` (all of them when it holds fewer), none of whose
     instruction is a reference prompt; and how many overlapping examples were removed."""
-    held_out = {e.instruction.strip() for e in reference.items}
-    kept = [e for e in data.items if e.instruction.strip() not in held_out]
-    removed = len(data.items) - len(kept)
+    left, removed = held_out(data, reference)
+    kept = left.items
     if budget is not None and budget < len(kept):
         kept = random.Random(f"compare:{seed}").sample(kept, budget)
     return Examples(kept, data.source, data.skipped), removed

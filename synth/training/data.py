@@ -42,6 +42,14 @@ class Examples:
         return data_hash(self.items)
 
 
+def held_out(data: Examples, reference: Examples) -> tuple[Examples, int]:
+    """`data` without the examples whose instruction is also a reference prompt (so a reference
+    stays held out of training), and how many were removed."""
+    prompts = {e.instruction.strip() for e in reference.items}
+    kept = [e for e in data.items if e.instruction.strip() not in prompts]
+    return Examples(kept, data.source, data.skipped), len(data.items) - len(kept)
+
+
 def data_hash(examples: Iterable[Example]) -> str:
     """sha256 of the examples in order (each as a JSON array); the same data always hashes the same."""
     digest = hashlib.sha256()

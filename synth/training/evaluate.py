@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from synth.shards.card import EVALUATION_FILE
 from synth.shards.layout import is_dataset
 from synth.training.config import EvaluationConfig, identity_key, read_stored
-from synth.training.data import Examples, TrainingDataError, load_examples
+from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import read_report, train
 
@@ -57,7 +57,7 @@ class Evaluation(BaseModel):
     # The system message the reference pairs were asked with: the seed-data tag of a dataset whose
     # records carry source tags (Humpback's self-training), as the paper prompts its model; else none.
     reference_system: str = ""
-    overlap: int  # reference instructions that are also in the training data
+    overlap: int  # records left out of training because their instruction is a reference prompt
     config: dict[str, Any]
     base: Score
     tuned: Score
@@ -130,8 +130,13 @@ def evaluate_dataset(
     root = Path(dataset)
     if not is_dataset(root):
         raise TrainingDataError(f"{root}: no {MANIFEST}; not a dataset directory")
-    data = load_examples(root)
     ref = load_examples(reference)
+    # The reference stays held out: records asking a reference prompt are not trained on.
+    data, overlap = held_out(load_examples(root), ref)
+    if not data.items:
+        raise TrainingDataError(
+            f"{root}: every record's instruction is a reference prompt; nothing is left to train on"
+        )
     if system := inference_system(root):
         ref = Examples([replace(e, system=e.system or system) for e in ref.items], ref.source, ref.skipped)
     base = resolve_base(config.base)
@@ -142,7 +147,7 @@ def evaluate_dataset(
         return stored
 
     with working_on(config.device, config.threads) as (device, _):
-        evaluation = _evaluate(root, config, data, ref, base, key, device, say)
+        evaluation = _evaluate(root, config, data, ref, base, key, device, say, overlap)
     atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
     write_card(root, read_manifest(root))  # the card shows the evaluation
     say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
@@ -150,7 +155,15 @@ def evaluate_dataset(
 
 
 def _evaluate(
-    root: Path, config: EvaluationConfig, data: Examples, ref: Examples, base: Base, key: str, device: str, say: Say
+    root: Path,
+    config: EvaluationConfig,
+    data: Examples,
+    ref: Examples,
+    base: Base,
+    key: str,
+    device: str,
+    say: Say,
+    overlap: int,
 ) -> Evaluation:
     import torch
 
@@ -169,7 +182,6 @@ def _evaluate(
         tuned_score = _score(
             f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items, tokenizer.pad_token_id
         )
-    instructions = {e.instruction.strip() for e in data.items}
     improvement = base_score.loss - tuned_score.loss
     evaluation = Evaluation(
         key=key,
@@ -183,7 +195,7 @@ def _evaluate(
         reference_tokens=sum(sum(label != -100 for label in e.labels) for e in encoded.items),
         reference_dropped=encoded.dropped,
         reference_system=next((e.system for e in ref.items if e.system), ""),
-        overlap=sum(e.instruction.strip() in instructions for e in ref.items),
+        overlap=overlap,
         config={"base": base.name, **config.identity()},
         base=base_score,
         tuned=tuned_score,

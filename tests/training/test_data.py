@@ -117,3 +117,19 @@ def test_json_files_are_json_lines_and_parquet_nulls_are_empty(tmp_path):
         {"instruction": ["A"], "output": ["B"], "system": [None]}, schema_overrides={"system": pl.String}
     ).write_parquet(table)
     assert load_examples(table).items == [Example("A", "B")]
+
+
+def test_held_out_removes_the_examples_asking_a_reference_prompt():
+    from synth.training.data import Example, Examples, held_out
+
+    data = Examples(
+        [
+            Example("Name a colour.", "", "Red."),
+            Example(" Name a bird. ", "", "Robin."),
+            Example("Add 1 and 1.", "", "2"),
+        ],
+        "d",
+    )
+    reference = Examples([Example("Name a bird.", "", "Crow."), Example("Spell cat.", "", "c-a-t")], "r")
+    left, removed = held_out(data, reference)
+    assert removed == 1 and [e.instruction for e in left.items] == ["Name a colour.", "Add 1 and 1."]

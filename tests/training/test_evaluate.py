@@ -15,7 +15,7 @@ SMALL = EvaluationConfig(max_steps=2, batch_size=2, max_length=128, threads=1)
 
 
 @pytest.mark.engine  # loads the embedded model's weights
-def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(small_dataset, reference_file):
+def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(small_dataset, reference_file, tmp_path):
     manifest = (small_dataset / "manifest.json").read_bytes()
     lines: list[str] = []
     result = evaluate_dataset(small_dataset, reference_file, SMALL, progress=lines.append)
@@ -42,6 +42,17 @@ def test_evaluation_scores_base_and_tuned_model_and_writes_beside_the_manifest(s
         f"{small_dataset / EVALUATION}: up to date (same base, data, reference and budget); not evaluated again"
     ]
     assert read_evaluation(small_dataset) == result
+
+    # A reference prompt that is also a record's instruction: that record is not trained on.
+    from synth.shards import scan
+
+    asked = scan(small_dataset).select("instruction", "output").collect().row(0)
+    overlapping = tmp_path / "overlapping.jsonl"
+    overlapping.write_text(
+        reference_file.read_text() + json.dumps({"instruction": asked[0], "output": asked[1]}) + "\n"
+    )
+    held = evaluate_dataset(small_dataset, overlapping, SMALL, force=True)
+    assert held.overlap == 1 and held.examples == result.examples - 1 and held.reference_pairs == 4
 
 
 def test_reference_problems_name_the_file(small_dataset, tmp_path):
