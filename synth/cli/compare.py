@@ -35,6 +35,9 @@ def compare(
         int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
     ] = 512,
     seed: SeedOpt = 0,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Fine-tune each dataset this many times (seeds --seed onward).")
+    ] = 1,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     out: Annotated[
@@ -79,13 +82,13 @@ def compare(
 
     from synth.evaluation.compare import compare_datasets, markdown
 
-    result = _checked(compare_datasets, datasets, reference, config, budget, say)
+    result = _checked(compare_datasets, datasets, reference, config, budget, say, seeds)
     rows = [
         {
             "dataset": r["dataset"],
             "records": r["records"] or "",
             "overlap removed": r["removed_overlap"] or "",
-            "loss": f"{r['loss']:.4f}",
+            "loss": f"{r['loss']:.4f}" + (f" ± {r['seed_spread']:.4f}" if seeds > 1 and "seed_spread" in r else ""),
             "vs base (interval; * excludes 0)": _change(r),
         }
         for r in result["rows"]

@@ -64,9 +64,13 @@ def compare_datasets(
     config: EvaluationConfig | None = None,
     budget: int | None = None,
     progress: Say | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Fine-tune the base on `budget` records of each dataset and score every model on `reference`
-    (see the module's docstring); returns the table as data."""
+    (see the module's docstring); returns the table as data. With `seeds` above 1 each dataset is
+    fine-tuned once per seed (`config.seed` onward, the same records each time): its loss is the
+    mean over the seeds, with their spread (standard deviation), and the intervals are taken on
+    each reference pair's loss averaged over the seeds."""
     import torch
 
     config = config or EvaluationConfig()
@@ -100,16 +104,25 @@ def compare_datasets(
         ]
         for path, (data, removed) in zip(datasets, drawn, strict=True):
             name = str(path)
-            say(f"fine-tuning on {len(data.items)} records of {name} ({config.max_steps} steps)")
-            with tempfile.TemporaryDirectory(prefix="synth-compare-") as scratch:
-                tuned = train(config.training(Path(scratch) / "tuned"), data, progress=say)
-                scores[name] = score(str(tuned))
+            runs = []
+            for k in range(seeds):
+                run = config.model_copy(update={"seed": config.seed + k})
+                say(f"fine-tuning on {len(data.items)} records of {name} ({config.max_steps} steps, seed {run.seed})")
+                with tempfile.TemporaryDirectory(prefix="synth-compare-") as scratch:
+                    tuned = train(run.training(Path(scratch) / "tuned"), data, progress=say)
+                    runs.append(score(str(tuned)))
+            # Each reference pair's loss averaged over the fine-tuning seeds (its token count is the same).
+            scores[name] = ([sum(r[0][i] for r in runs) / seeds for i in range(len(runs[0][0]))], runs[0][1])
+            by_seed = [round(loss(*r), 6) for r in runs]
+            mean = sum(by_seed) / seeds
             rows.append(
                 {
                     "dataset": name,
                     "records": len(data.items),
                     "removed_overlap": removed,
                     "loss": round(loss(*scores[name]), 6),
+                    "seed_losses": by_seed,
+                    "seed_spread": round((sum((x - mean) ** 2 for x in by_seed) / max(1, seeds - 1)) ** 0.5, 6),
                 }
             )
     names = [str(d) for d in datasets]
@@ -128,6 +141,7 @@ def compare_datasets(
         "reference_pairs": len(encoded.items),
         "base": base.name,
         "budget": budget,
+        "seeds": seeds,
         "config": {"base": base.name, **config.identity()},
         "resamples": RESAMPLES,
         "rows": rows,
@@ -140,20 +154,21 @@ def markdown(table: dict[str, Any]) -> str:
     """The comparison as a Markdown table, with the pairwise differences below it."""
     lines = [
         f"Reference: `{table['reference']}` ({table['reference_pairs']} pairs); base `{table['base']}`; "
-        f"{table['budget'] or 'all'} records per dataset; loss per completion token (lower is better), "
+        f"{table['budget'] or 'all'} records per dataset, {table['seeds']} fine-tuning seed(s); loss per "
+        "completion token (lower is better), "
         f"95% paired bootstrap intervals ({table['resamples']} resamples).",
         "",
-        "| dataset | records | overlap removed | loss | vs base | interval |",
-        "|---|---:|---:|---:|---:|---|",
+        "| dataset | records | overlap removed | loss | seed spread | vs base | interval |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in table["rows"]:
         if row["dataset"] == "base":
-            lines.append(f"| base | | | {row['loss']:.4f} | | |")
+            lines.append(f"| base | | | {row['loss']:.4f} | | | |")
             continue
         mark = " *" if row["significant"] else ""
         lines.append(
             f"| {row['dataset']} | {row['records']} | {row['removed_overlap']} | {row['loss']:.4f} | "
-            f"{row['vs_base']:+.4f}{mark} | [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}] |"
+            f"{row['seed_spread']:.4f} | {row['vs_base']:+.4f}{mark} | [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}] |"
         )
     if table["pairs"]:
         lines += ["", "| a | b | loss b - a | interval | better |", "|---|---|---:|---|---|"]

@@ -86,6 +86,7 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     args = [
         "compare", str(files["shuffled"]), str(files["matched"]), "--reference", str(files["reference"]),
         "--budget", "32", "--max-steps", "8", "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--out", str(out),
+        "--seeds", "2",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -95,6 +96,11 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     assert loss[str(files["matched"])]["loss"] < loss["base"]["loss"]
     assert loss[str(files["matched"])]["loss"] < loss[str(files["shuffled"])]["loss"]
     assert all(row["records"] == 32 for row in table["rows"][1:])
+    # Two fine-tuning seeds each: the loss is their mean (the pairs' token counts do not change).
+    for row in table["rows"][1:]:
+        assert len(row["seed_losses"]) == 2 and row["seed_spread"] >= 0
+        assert row["loss"] == pytest.approx(sum(row["seed_losses"]) / 2, abs=2e-6)
+    assert table["seeds"] == 2
     (pair,) = table["pairs"]
     assert pair["better"] == str(files["matched"]) and pair["high"] < 0
     assert "matched.jsonl is better" in " ".join(result.output.split())
