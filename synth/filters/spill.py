@@ -17,8 +17,8 @@ import numpy as np
 
 
 class Spill:
-    """Makes arrays backed by unnamed files in `folder` (made if missing), or without one in the
-    system's temporary folder (which may be memory itself, a tmpfs)."""
+    """Makes arrays backed by unnamed files in `folder` (made if missing), or without one (or when
+    it cannot be written) in the system's temporary folder (which may be memory itself, a tmpfs)."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else None
@@ -30,12 +30,22 @@ class Spill:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes == 0:
             return np.zeros(shape, dtype=dtype)
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self.folder) as file:
-            file.truncate(nbytes)
-            mapped = mmap.mmap(file.fileno(), nbytes)  # the mapping outlives the descriptor
+        try:
+            mapped = self._mapped(self.folder, nbytes)
+        except OSError:  # a folder we cannot write (a read-only dataset): the temporary folder
+            if self.folder is None:
+                raise
+            self.folder = None
+            mapped = self._mapped(None, nbytes)
         return np.frombuffer(mapped, dtype=dtype).reshape(shape)
+
+    @staticmethod
+    def _mapped(folder: Path | None, nbytes: int) -> mmap.mmap:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as file:
+            file.truncate(nbytes)
+            return mmap.mmap(file.fileno(), nbytes)  # the mapping outlives the descriptor
 
     def full(self, shape: int | tuple[int, ...], value: object, dtype: np.dtype | type) -> np.ndarray:
         array = self.empty(shape, dtype)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import tempfile
 
 import pytest
 from rouge_score import rouge_scorer
@@ -176,3 +177,16 @@ def test_the_near_dup_index_keeps_its_arrays_in_files_next_to_the_dataset(tmp_pa
     # The arrays still answer: a record is its own near duplicate.
     row = index.rows_of([7])
     assert len(index) == 3 * n and index.duplicates(from_shingles(row.shingles, row.offsets, config))[0] == (7, 1.0)
+
+
+def test_a_folder_that_cannot_be_written_spills_to_the_temporary_folder(tmp_path):
+    import numpy as np
+
+    from synth.filters.spill import Spill
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    spill = Spill(blocked / "index")  # its parent is a file: the folder cannot be made
+    array = spill.full(1000, 7, np.uint64)
+    assert array.sum() == 7000 and spill.folder is None
+    assert (mapped_file(array) or "").startswith(tempfile.gettempdir())
