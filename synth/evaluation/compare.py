@@ -166,9 +166,10 @@ def markdown(table: dict[str, Any]) -> str:
             lines.append(f"| base | | | {row['loss']:.4f} | | | |")
             continue
         mark = " *" if row["significant"] else ""
+        spread = f"{row['seed_spread']:.4f}" if table["seeds"] > 1 else "-"
         lines.append(
-            f"| {row['dataset']} | {row['records']} | {row['removed_overlap']} | {row['loss']:.4f} | "
-            f"{row['seed_spread']:.4f} | {row['vs_base']:+.4f}{mark} | [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}] |"
+            f"| {row['dataset']} | {row['records']} | {row['removed_overlap']} | {row['loss']:.4f} | {spread} | "
+            f"{row['vs_base']:+.4f}{mark} | [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}] |"
         )
     if table["pairs"]:
         lines += ["", "| a | b | loss b - a | interval | better |", "|---|---|---:|---|---|"]
