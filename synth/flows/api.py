@@ -59,6 +59,9 @@ def prepare_process(out: str | Path | None = None) -> None:
         log_dir = Path(out) if out is not None else cache_root() / "logs"
         os.environ[LIBRARY_LOG_ENV] = str((log_dir / LIBRARY_LOG).absolute())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A task run outside a flow run (a selection, a curated file) has no flow run to send its log
+    # lines to; Prefect warns about each. The lines still reach the terminal.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # A local run's temporary Prefect server would try to send usage data and log its failure.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary server 20 s to start; a busy 2-core laptop can take longer.
