@@ -77,7 +77,10 @@ def main() -> None:
     log: list[dict] = []
     started = time.monotonic()
     datasets = {name: args.out / name for name in ("self-instruct", "magpie", "evol")}
-    run(["generate", "self-instruct", "--num", str(args.num), "--out", str(datasets["self-instruct"]), *common], log)
+    # Without the seed tasks' own records: they are the default reference, and a selection drawn
+    # from a pool holding them would lose them to the held-out check, leaving unequal budgets.
+    si = ["generate", "self-instruct", "--num", str(args.num), "--no-include-seed-tasks"]
+    run([*si, "--out", str(datasets["self-instruct"]), *common], log)
     run(["generate", "magpie", "--num", str(args.num), "--out", str(datasets["magpie"]), *common], log)
     from synth.generators.seeds import default_seeds
 
