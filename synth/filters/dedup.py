@@ -39,7 +39,7 @@ from synth.schemas import Outcome, Record, ShardInfo
 from synth.schemas.curation import MinHashConfig
 from synth.shards.atomic import atomic_write_bytes
 from synth.shards.layout import DatasetError, is_dataset, read_manifest
-from synth.shards.read import checked_path
+from synth.shards.read import kept_frames
 
 
 def record_text(r: Record) -> str:
@@ -264,12 +264,7 @@ class MinHashIndex:
 
     def _persist(self, root: Path, folder: Path, shards: list[ShardInfo], done: set[str], meta: dict) -> dict:
         """Index `shards` (those the filter has not indexed already) and write them as one part."""
-        frame = pl.concat(
-            [
-                pl.read_parquet(checked_path(root, s), columns=["id", "instruction", "input", "output"], glob=False)
-                for s in shards
-            ]
-        )
+        frame = pl.concat(kept_frames(root, ["id", "instruction", "input", "output"], shards))
         ids = frame["id"].to_list()
         # Rows of the records the filter indexed already; the others are signed and added now.
         rows = [self._pending.get(i, -1) for i in ids]

@@ -7,12 +7,10 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
-
 from synth.filters.base import reject
 from synth.schemas import Outcome, Record
-from synth.shards.layout import is_dataset, read_manifest
-from synth.shards.read import checked_path
+from synth.shards.layout import is_dataset
+from synth.shards.read import kept_frames
 
 
 def normalized_key(instruction: str, input: str, output: str) -> bytes:
@@ -31,14 +29,8 @@ class ExactDedupFilter:
         self._staged: list[bytes] = []
         if is_dataset(dataset):
             # A shard at a time: memory holds the keys, never the dataset's text.
-            root = Path(dataset)
-            for shard in read_manifest(root).shards:
-                if shard.kind != "kept":
-                    continue
-                columns = ["id", "instruction", "input", "output"]
-                for rid, ins, inp, out in pl.read_parquet(
-                    checked_path(root, shard), columns=columns, glob=False
-                ).iter_rows():
+            for frame in kept_frames(Path(dataset), ["id", "instruction", "input", "output"]):
+                for rid, ins, inp, out in frame.iter_rows():
                     self.seen.setdefault(normalized_key(ins, inp, out), rid)
 
     def apply(self, records: Sequence[Record]) -> Outcome:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from synth.filters import redis_leases
 from synth.filters.dedup import IndexMismatchError, MinHashIndex
@@ -39,8 +38,8 @@ from synth.filters.minhash import SignedBatch, banding, frame_texts, measure_nam
 from synth.filters.redis_leases import StagedBatches
 from synth.filters.redis_log import _APPEND, RedisUnavailableError, _split_ids, _words
 from synth.schemas.curation import MinHashConfig
-from synth.shards.layout import is_dataset, read_manifest
-from synth.shards.read import checked_path
+from synth.shards.layout import is_dataset
+from synth.shards.read import kept_frames
 
 LAYOUT = "log-v3"
 # The layout this one extends (its entries are ours without tags): upgraded in place on open.
@@ -124,10 +123,7 @@ class RedisMinHashIndex(StagedBatches):
             with index.client.lock(f"{index.ns}:lock", timeout=600, blocking_timeout=900):
                 if not index._checked_meta():
                     if is_dataset(dataset):
-                        root = Path(dataset)
-                        columns = ["id", "instruction", "input", "output"]
-                        for shard in (s for s in read_manifest(root).shards if s.kind == "kept"):  # one at a time
-                            frame = pl.read_parquet(checked_path(root, shard), columns=columns, glob=False)
+                        for frame in kept_frames(Path(dataset), ["id", "instruction", "input", "output"]):
                             for part in frame.iter_slices(_FILL):
                                 index.add(part["id"].to_list(), sign(frame_texts(part), config), remember=False)
                     meta: dict[Any, Any] = {

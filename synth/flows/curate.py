@@ -25,7 +25,7 @@ from synth.schemas.curation import CurationConfig
 from synth.schemas.records import add_counts, flat_counts
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.layout import MANIFEST, is_dataset
-from synth.shards.read import checked_path
+from synth.shards.read import kept_frames
 from synth.shards.record_files import RecordsFile
 
 CURATE = "curate"
@@ -82,8 +82,7 @@ def curate_dataset(
 
     def batches(writer: DatasetWriter) -> Iterator[tuple[list[Record], list[Reject]]]:
         nonlocal seen
-        for shard in [s for s in writer.manifest.shards if s.kind == "kept"]:
-            frame = pl.read_parquet(checked_path(root, shard), glob=False)
+        for frame in kept_frames(root, shards=list(writer.manifest.shards)):
             for part in frame.iter_slices(batch_size):
                 records = _rows_to_records(part)
                 seen += len(records)

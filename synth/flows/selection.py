@@ -54,7 +54,7 @@ from synth.selection.selectors import diversity
 from synth.selection.store import Say, default_root
 from synth.shards import DatasetError
 from synth.shards.layout import MANIFEST, is_dataset, read_manifest
-from synth.shards.read import checked_path
+from synth.shards.read import kept_frames
 
 SELECT = "select"
 
@@ -259,8 +259,7 @@ class SelectionJob(MergedState):
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         batch, done = 0, run.info.batches_done
-        for shard in [s for s in read_manifest(self.source).shards if s.kind == "kept"]:
-            frame = pl.read_parquet(checked_path(self.source, shard), glob=False)
+        for frame in kept_frames(self.source):
             for part in frame.iter_slices(self.batch_size):
                 if batch < done:  # committed by an earlier session: its ids were seen
                     self.seen.update(part["id"].to_list())

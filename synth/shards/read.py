@@ -4,6 +4,7 @@ checksum) before it is read, and a damaged one is refused by name."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -79,6 +80,18 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
         return pl.LazyFrame(schema=schema)
     # Shards written before a column existed read it as null; columns a newer writer added are ignored.
     return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert", extra_columns="ignore")
+
+
+def kept_frames(
+    root: Path, columns: Sequence[str] | None = None, shards: Iterable[ShardInfo] | None = None
+) -> Iterator[pl.DataFrame]:
+    """The dataset's kept shards (of `shards`, default every one the manifest lists) one frame at a
+    time, each checked against the manifest first: memory holds a shard, never the dataset."""
+    for shard in read_manifest(root).shards if shards is None else shards:
+        if shard.kind == "kept":
+            yield pl.read_parquet(
+                checked_path(root, shard), columns=None if columns is None else list(columns), glob=False
+            )
 
 
 def verify(path: str | Path) -> list[str]:
