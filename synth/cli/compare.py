@@ -62,9 +62,8 @@ def compare(
         fail("a dataset is named twice")
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
-    for path in datasets:
-        _checked(load_examples, path)
-    _checked(load_examples, reference)
+    sources = [_checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
+    ref = _checked(load_examples, reference)
     _checked(resolve_base, base)
     config = EvaluationConfig(
         base=base,
@@ -82,7 +81,7 @@ def compare(
 
     from synth.evaluation.compare import compare_datasets, markdown
 
-    result = _checked(compare_datasets, datasets, reference, config, budget, say, seeds)
+    result = _checked(compare_datasets, sources, ref, config, budget, say, seeds)
     rows = [
         {
             "dataset": r["dataset"],

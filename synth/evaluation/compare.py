@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.training.config import EvaluationConfig
-from synth.training.data import Examples, TrainingDataError, held_out, load_examples
+from synth.training.data import Examples, TrainingDataError, held_out
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import train
 
@@ -59,15 +59,16 @@ def paired_interval(
 
 
 def compare_datasets(
-    datasets: Sequence[str | Path],
-    reference: str | Path,
+    sources: Sequence[Examples],
+    ref: Examples,
     config: EvaluationConfig | None = None,
     budget: int | None = None,
     progress: Say | None = None,
     seeds: int = 1,
 ) -> dict[str, Any]:
-    """Fine-tune the base on `budget` records of each dataset and score every model on `reference`
-    (see the module's docstring); returns the table as data. With `seeds` above 1 each dataset is
+    """Fine-tune the base on `budget` records of each of `sources` (each named by its source) and
+    score every model on the reference pairs `ref` (see the module's docstring); returns the table
+    as data. With `seeds` above 1 each dataset is
     fine-tuned once per seed (`config.seed` onward, the same records each time): its loss is the
     mean over the seeds, with their spread (standard deviation), and the intervals are taken on
     each reference pair's loss averaged over the seeds."""
@@ -75,14 +76,12 @@ def compare_datasets(
 
     config = config or EvaluationConfig()
     say = progress or (lambda line: None)
-    ref = load_examples(reference)
-    sources = [load_examples(d) for d in datasets]
     base = resolve_base(config.base)
     drawn = [draw(data, ref, budget, config.seed) for data in sources]
-    for (data, _), path in zip(drawn, datasets, strict=True):
+    for data, _ in drawn:
         if not data.items:
             raise TrainingDataError(
-                f"{path}: no records left once those whose prompt is a reference prompt are removed"
+                f"{data.source}: no records left once those whose prompt is a reference prompt are removed"
             )
     with working_on(config.device, config.threads) as (device, _):
         tokenizer, encoded = encode_for(
@@ -102,8 +101,8 @@ def compare_datasets(
         rows: list[dict[str, Any]] = [
             {"dataset": "base", "records": 0, "removed_overlap": 0, "loss": round(loss(*scores["base"]), 6)}
         ]
-        for path, (data, removed) in zip(datasets, drawn, strict=True):
-            name = str(path)
+        for data, removed in drawn:
+            name = data.source
             runs = []
             for k in range(seeds):
                 run = config.model_copy(update={"seed": config.seed + k})
@@ -125,7 +124,7 @@ def compare_datasets(
                     "seed_spread": round((sum((x - mean) ** 2 for x in by_seed) / max(1, seeds - 1)) ** 0.5, 6),
                 }
             )
-    names = [str(d) for d in datasets]
+    names = [data.source for data, _ in drawn]
     for row in rows[1:]:
         change, low, high = paired_interval(scores["base"], scores[row["dataset"]], config.seed)
         row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
