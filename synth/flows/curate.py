@@ -44,11 +44,6 @@ def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
     return [Record.model_validate(row) for row in frame.iter_rows(named=True)]
 
 
-def records_from_file(path: str | Path) -> list[Record]:
-    """Every record of a JSONL or Parquet file of records (see `RecordsFile`)."""
-    return RecordsFile.open(path).records()
-
-
 def _curate_run(config: CurationConfig, source: str) -> RunInfo:
     rid = run_id(CURATE, config.model_dump(), source)
     return RunInfo(run_id=rid, generator=CURATE, config=config.model_dump(), engine={}, model="")

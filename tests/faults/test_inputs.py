@@ -268,14 +268,13 @@ def test_jsonl_helpers_stream_lines_and_reject_lone_surrogates(tmp_path):
 
 def test_records_and_benchmark_files_name_the_line_of_a_lone_surrogate(tmp_path):
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curate import records_from_file
     from synth.schemas.curation import DecontaminationConfig
-    from synth.shards.record_files import CurationInputError
+    from synth.shards.record_files import CurationInputError, RecordsFile
 
     records = tmp_path / "records.jsonl"
     records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "bad \\ud800", "output": "ok"}\n')
     with pytest.raises(CurationInputError, match=r"records.jsonl:2: .*surrogate"):
-        records_from_file(records)
+        RecordsFile.open(records).records()
     bench = tmp_path / "bench.jsonl"
     bench.write_text('{"prompt": "fine"}\n\n{"prompt": "\\udfff"}\n')
     with pytest.raises(BenchmarkFileError, match=r"bench.jsonl:3: .*surrogate"):
@@ -310,23 +309,22 @@ def test_records_and_benchmark_files_refuse_control_characters_naming_the_line(t
     import polars as pl
 
     from synth.filters.decontamination import BenchmarkFileError, DecontaminationFilter
-    from synth.flows.curate import records_from_file
     from synth.schemas.curation import DecontaminationConfig
-    from synth.shards.record_files import CurationInputError
+    from synth.shards.record_files import CurationInputError, RecordsFile
 
     records = tmp_path / "records.jsonl"
     records.write_text('{"instruction": "fine", "output": "ok"}\n{"instruction": "a", "output": "\\u001b[2J"}\n')
     with pytest.raises(CurationInputError) as e:
-        records_from_file(records)
+        RecordsFile.open(records).records()
     assert str(e.value) == f"{records}:2: a JSON string holds a control character U+001B (escaped as \\u001b){REFUSED}"
     parquet = tmp_path / "records.parquet"
     pl.DataFrame({"instruction": ["a", "b"], "output": ["ok", "x\x07"]}).write_parquet(parquet)
     with pytest.raises(CurationInputError) as e:
-        records_from_file(parquet)
+        RecordsFile.open(parquet).records()
     assert str(e.value) == f"{parquet}: row 2: column 'output' holds a control character U+0007 at column 2{REFUSED}"
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b'\xef\xbb\xbf{"instruction": "fine", "output": "ok"}\n')
-    assert [r.instruction for r in records_from_file(bom)] == ["fine"]
+    assert [r.instruction for r in RecordsFile.open(bom).records()] == ["fine"]
 
     bench = tmp_path / "bench.txt"
     bench.write_bytes(b"What is 2+2?\nA \x1b]8;;http://x\x07link\n")

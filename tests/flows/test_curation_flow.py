@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from synth.cli import app
 from synth.engines import ScriptedEngine
-from synth.flows.curate import curate_dataset, curate_file, records_from_file
+from synth.flows.curate import curate_dataset, curate_file
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import read_manifest, scan, verify
 from synth.shards.export import export
-from synth.shards.record_files import CurationInputError
+from synth.shards.record_files import CurationInputError, RecordsFile
 from tests.conftest import SelfInstructScript
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_imported_records_keep_their_own_ids_through_curation_and_export(tmp_pat
     rejects = scan(tmp_path / "ds", "rejects").collect()
     assert sorted(rejects["source_id"]) == ["src-1", "src-2", "src-3"]
     pl.DataFrame(rows[:1]).write_parquet(tmp_path / "in.parquet")
-    [record] = records_from_file(tmp_path / "in.parquet")
+    [record] = RecordsFile.open(tmp_path / "in.parquet").records()
     assert (record.source_id, record.source_doc) == ("src-0", "in.parquet:1")
     export(tmp_path / "ds", "alpaca", tmp_path / "alpaca.jsonl")
     exported = {json.loads(line)["id"] for line in (tmp_path / "alpaca.jsonl").read_text().splitlines()}
@@ -112,14 +112,14 @@ def test_bad_record_files_name_the_file_and_line(tmp_path, content, message):
     path = tmp_path / "in.jsonl"
     path.write_text(content)
     with pytest.raises(CurationInputError) as e:
-        records_from_file(path)
+        RecordsFile.open(path).records()
     assert message in str(e.value)
 
 
 def test_parquet_without_an_output_column_is_refused(tmp_path):
     pl.DataFrame({"instruction": ["a b c"]}).write_parquet(tmp_path / "in.parquet")
     with pytest.raises(CurationInputError, match="no 'output' column"):
-        records_from_file(tmp_path / "in.parquet")
+        RecordsFile.open(tmp_path / "in.parquet").records()
 
 
 def test_cli_curates_a_file_with_a_benchmark_and_in_place(tmp_path):
@@ -163,7 +163,6 @@ def test_a_records_file_is_checked_whole_then_read_a_batch_at_a_time(tmp_path):
     import pickle
 
     from synth.flows.curate import CurateFileJob
-    from synth.shards.record_files import RecordsFile
 
     path = tmp_path / "in.jsonl"
     lines = [
@@ -189,7 +188,6 @@ def test_a_records_file_is_checked_whole_then_read_a_batch_at_a_time(tmp_path):
 
 
 def test_a_parquet_records_file_is_read_a_batch_at_a_time(tmp_path):
-    from synth.shards.record_files import RecordsFile
 
     path = tmp_path / "in.parquet"
     pl.DataFrame(
