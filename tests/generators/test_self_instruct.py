@@ -462,3 +462,24 @@ def test_same_seed_and_replies_give_identical_batches_and_another_seed_differs(s
 
     assert run(5) == run(5)
     assert run(5)[1] != run(6)[1]
+
+
+def test_a_task_joins_the_pool_on_the_instruction_filters_alone_whatever_its_instances_become():
+    """The reference's bootstrap script appends a task to the machine pool right after its ROUGE-L
+    check, and a later script writes the instances: a task whose instances all fail still shapes
+    the next prompts. It is also why the next batch can be made before this one is curated."""
+
+    def responder(request: ChatRequest) -> str | Completion:
+        if request.tag == "self_instruct_tasks":
+            return " Describe the water cycle for a science class.\nTask 10: Explain why leaves change color in autumn."
+        if request.tag == "self_instruct_classify":
+            return " no"
+        return Completion(text="", finish_reason="error", error="down")  # every instance call fails
+
+    result = make(responder, prompts_per_batch=1).run_batch(0)
+    assert not result.kept
+    assert sorted(result.accepted_tasks) == [
+        "Describe the water cycle for a science class.",
+        "Explain why leaves change color in autumn.",
+    ]
+    assert {r.stage for r in result.rejects} == {"instance"}
