@@ -157,7 +157,10 @@ def test_a_server_killed_mid_run_stops_it_with_a_clear_error_and_nothing_half_wr
     url, process, _ = server
     path = tmp_path / "killed"
 
+    committed = []
+
     def kill_after_first_batch(progress) -> None:
+        committed.append(progress.kept)
         if process.poll() is None:
             stop(process)
 
@@ -170,5 +173,9 @@ def test_a_server_killed_mid_run_stops_it_with_a_clear_error_and_nothing_half_wr
         )
     assert verify(path) == []
     [run] = read_manifest(path).runs.values()
-    assert run.status == "running" and run.batches_done == 1  # the first batch stays; the second never landed
+    # The first batch stays. The next one was being made ahead while the first committed: if the
+    # model had finished it before the kill it lands too; a batch the dead server could not finish
+    # never does. Whatever landed is exactly what the run announced as committed, nothing more.
+    assert run.status == "running" and 1 <= run.batches_done == len(committed) <= 2
+    assert run.kept == committed[-1]
     assert scan(path).collect().height == run.kept
