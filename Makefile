@@ -9,7 +9,7 @@ LOCK := requirements/cpu.lock
 PIP_ARGS ?=
 DEMO_NUM ?= 50
 
-.PHONY: setup demo test redis lint bench notebook lock clean
+.PHONY: setup demo test redis bubblewrap lint bench notebook lock clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: setup
 	$(BIN)/synth generate self-instruct --profile small-model --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
-test: setup redis
+test: setup redis bubblewrap
 	$(BIN)/ruff format --check synth tests bench
 	$(BIN)/ruff check synth tests bench
 	$(BIN)/mypy synth
@@ -38,6 +38,14 @@ redis:
 	@command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server; }
+
+# Generated code runs under bubblewrap, so the sandbox's tests need it as they need Redis: a
+# machine without `bwrap` gets it from the OS packages.
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q bubblewrap || \
+	  { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q bubblewrap; }; }
 
 lint: setup
 	$(BIN)/ruff check synth tests bench
