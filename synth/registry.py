@@ -91,5 +91,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.preferences:preferences_flow",
             "synth.flows.inputs:check_preferences",
         ),
+        Generator(
+            "code",
+            "synth.schemas.code:SelfCodeAlignConfig",
+            "synth.flows.code:code_flow",
+            "synth.flows.inputs:check_self_code_align",
+        ),
     )
 }

@@ -14,6 +14,7 @@ from synth.generators.sources import SourceError, load_instructions
 
 if TYPE_CHECKING:
     from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
+    from synth.schemas.code import SelfCodeAlignConfig
     from synth.schemas.magpie import MagpieConfig
     from synth.schemas.preferences import PreferencesConfig
 
@@ -36,6 +37,19 @@ def check_backtranslation(config: BacktranslationConfig, dataset: str | Path) ->
     if config.seeds is not None:
         load_seed_pairs(config.seeds, config.language, training=config.self_train is not None)
     read_documents(config.docs, config.text_field)
+
+
+def check_self_code_align(config: SelfCodeAlignConfig, dataset: str | Path) -> None:
+    """Cut the seed functions (a file that is not Python fails naming its line; no usable function
+    at all is an error), read the benchmark files, and make sure generated code can run isolated."""
+    from synth.filters.code_benchmarks import file_pieces
+    from synth.generators.code_seeds import usable_seeds
+    from synth.sandbox import Sandbox
+
+    usable_seeds(config.code, config.classes)
+    for path in config.decontaminate:
+        file_pieces(path)
+    Sandbox(isolation=config.isolation).available()
 
 
 def check_magpie(config: MagpieConfig, dataset: str | Path) -> None:

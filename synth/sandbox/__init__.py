@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from synth.schemas.code import Isolation, SandboxConfig
 
 _log = logging.getLogger(__name__)
 
@@ -57,27 +57,6 @@ INSTALL = (
 
 class SandboxUnavailable(RuntimeError):
     """The isolation the config asks for cannot be had on this machine."""
-
-
-class SandboxConfig(BaseModel):
-    """Where and how generated code runs (see `synth.sandbox`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    isolation: Literal["bubblewrap", "none-unsafe"] = Field(
-        default="bubblewrap",
-        description="bubblewrap: no network, read-only system, private /tmp; none-unsafe: the host itself, limits only",
-    )
-    timeout_s: float = Field(default=10.0, gt=0, description="Wall-clock seconds a program may run.")
-    cpu_s: int = Field(default=10, ge=1, description="CPU seconds a program may use.")
-    memory_mb: int = Field(default=1024, ge=64, description="Address space a process may map, in MiB.")
-    processes: int = Field(default=32, ge=1, description="Processes and threads a program may have at once.")
-    output_kb: int = Field(default=1024, ge=1, description="What a program may print or write to one file, in KiB.")
-    tmp_mb: int = Field(default=64, ge=1, description="Size of the private /tmp, in MiB.")
-    workers: int = Field(default=0, ge=0, description="Programs run at once; 0: one per CPU core.")
-
-    def slots(self) -> int:
-        return self.workers or os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -107,16 +86,25 @@ class Sandbox:
     """Runs programs under `config` (see the module's docstring). Thread-safe; `run_many` is
     parallel. Every call leaves no process or file behind."""
 
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(self, config: SandboxConfig | None = None, isolation: Isolation = "bubblewrap") -> None:
         self.config = config or SandboxConfig()
+        self.isolation = isolation
+        if isolation == "none-unsafe":
+            _log.warning("running generated code WITHOUT isolation (limits only): it can reach the network and files")
         self._slots: queue.SimpleQueue[int] = queue.SimpleQueue()
         for slot in range(self.config.slots()):
             self._slots.put(slot)
         self._checked = False
 
+    def available(self) -> None:
+        """Raise `SandboxUnavailable` unless the isolation asked for can be had here, without
+        running anything (the command's early check; `check` starts a sandbox)."""
+        if self.isolation == "bubblewrap" and shutil.which("bwrap") is None:
+            raise SandboxUnavailable(INSTALL)
+
     def check(self) -> None:
         """Raise `SandboxUnavailable` (one line: what to install) unless programs can run isolated."""
-        if self._checked or self.config.isolation == "none-unsafe":
+        if self._checked or self.isolation == "none-unsafe":
             self._checked = True
             return
         if shutil.which("bwrap") is None:
@@ -158,7 +146,7 @@ class Sandbox:
                 _FIRST_UID + slot,
             ]
             launcher = [_interpreter(), "-I", "-S", "-c", _LAUNCHER, *map(str, limits)]
-            if config.isolation == "bubblewrap":
+            if self.isolation == "bubblewrap":
                 command = [*_bwrap(config), *launcher]
                 cwd = None
             else:
@@ -173,7 +161,7 @@ class Sandbox:
                     stdout=out,
                     stderr=err,
                     cwd=cwd,
-                    env=_ENV if config.isolation == "none-unsafe" else {},
+                    env=_ENV if self.isolation == "none-unsafe" else {},
                     start_new_session=True,
                 )
                 timed_out = _feed_and_wait(process, program, config.timeout_s)

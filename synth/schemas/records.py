@@ -130,6 +130,10 @@ class Record(Provenance):
     language: str | None = None  # detected language of the instruction (ISO 639-1), by the language check
     ability: str | None = None  # the ability the record exercises, by the ability tagger (a taxonomy key)
     tags: list[str] = Field(default_factory=list)
+    # code generation: the tests the response carried, and how solution and tests ended when run
+    # in the sandbox (`passed`, or the failure's kind on a reject)
+    tests: str | None = None
+    execution: str | None = None
     # Preference pairs (synth generate preferences): `output` holds the chosen response too.
     chosen: str | None = None
     rejected: str | None = None
@@ -178,6 +182,7 @@ RejectStage = Literal[
     "preference",  # no usable chosen/rejected pair: a tie, too small a margin, a verdict that flips
     "score",  # a selection scorer could not score the record (its raw reply kept)
     "selection",  # a valid record the selection did not pick for its budget
+    "execution",  # generated code that failed its tests (or its limits) in the sandbox
 ]
 
 

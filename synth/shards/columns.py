@@ -58,6 +58,8 @@ _TYPES: dict[str, pl.DataType] = {
     "language": pl.String(),
     "ability": pl.String(),
     "tags": pl.List(pl.String),
+    "tests": pl.String(),
+    "execution": pl.String(),
     "chosen": pl.String(),
     "rejected": pl.String(),
     "chosen_score": pl.Float64(),

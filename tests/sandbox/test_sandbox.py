@@ -149,7 +149,7 @@ def test_a_machine_without_bubblewrap_gets_one_line_saying_what_to_install(monke
 
 
 def test_without_isolation_the_limits_still_hold():
-    box = Sandbox(SandboxConfig(isolation="none-unsafe", timeout_s=5, cpu_s=2))
+    box = Sandbox(SandboxConfig(timeout_s=5, cpu_s=2), isolation="none-unsafe")
     assert box.run("print(1)").stdout == "1\n"
     assert box.run("while True:\n    pass").kind == "timeout"
     assert box.run("data = bytearray(10 * 2**30)").kind == "memory"

@@ -1,0 +1,97 @@
+"""Configs for code generation: the sandbox's limits and SelfCodeAlign's settings."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
+
+Isolation = Literal["bubblewrap", "none-unsafe"]
+
+
+class SandboxConfig(BaseModel):
+    """The limits generated code runs under (see `synth.sandbox`), and how many programs run at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=10.0, gt=0, description="Wall-clock seconds a program may run.")
+    cpu_s: int = Field(default=10, ge=1, description="CPU seconds a program may use.")
+    memory_mb: int = Field(default=1024, ge=64, description="Address space a process may map, in MiB.")
+    processes: int = Field(default=32, ge=1, description="Processes and threads a program may have at once.")
+    output_kb: int = Field(default=1024, ge=1, description="What a program may print or write to one file, in KiB.")
+    tmp_mb: int = Field(default=64, ge=1, description="Size of the private /tmp, in MiB.")
+    workers: int = Field(default=0, ge=0, description="Programs run at once; 0: one per CPU core.")
+
+    def slots(self) -> int:
+        import os
+
+        return self.workers or os.cpu_count() or 1
+
+
+class SelfCodeAlignConfig(_Profiled):
+    """SelfCodeAlign (Wei et al. 2024): Python instruction data that passed its own tests.
+
+    Each seed function is turned into the concepts it uses (few-shot), the concepts into a task
+    of a drawn category and difficulty (few-shot), the task into several responses, each with its
+    own tests; every response runs against its tests in the sandbox and a task keeps one passing
+    response, drawn at random. Defaults are the reference code's: 8 demonstrations drawn for the
+    concepts and task steps and 1 for the response step, every step sampled at temperature 0.7 with
+    up to 1536 tokens, 10 responses per task, tasks over 200 words dropped, each program given 4
+    seconds and 1 GiB (its local execution mode). Decontaminated against HumanEval's prompts and
+    solutions; MBPP and others from files (`decontaminate`)."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {
+            # A 135M model's context holds few demonstrations; its long answers are noise.
+            "shots": 3,
+            "samples": 4,
+            "concepts_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 64},
+            "task_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192},
+            "response_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512},
+        }
+    }
+
+    num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
+    max_batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="Budget: stop after this many batches. Unset: until the target or the seeds end.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Seed snippets per batch.")
+    code: str | None = Field(
+        default=None,
+        description="A Python file or a folder of them to cut seed functions from; default: the standard library.",
+    )
+    classes: bool = Field(default=False, description="Seed with top-level classes too (the paper: functions only).")
+    shots: int = Field(default=8, ge=0, description="Demonstrations drawn for the concepts and the task steps.")
+    response_shots: int = Field(default=1, ge=0, description="Demonstrations drawn for the response step.")
+    samples: int = Field(default=10, ge=1, description="Responses sampled per task; one that passes is kept.")
+    max_task_words: int = Field(default=200, ge=1, description="Longer tasks are dropped.")
+    humaneval: bool = Field(
+        default=True, description="Drop seeds and records that contain a HumanEval prompt or solution."
+    )
+    decontaminate: list[str] = Field(
+        default_factory=list, description="More benchmark files (JSONL: every string; text: a line each) to drop."
+    )
+    isolation: Isolation = Field(
+        default="bubblewrap",
+        description="How generated code runs: 'bubblewrap' (isolated) or 'none-unsafe' (on the host, limits only).",
+    )
+    sandbox: SandboxConfig = Field(default_factory=lambda: SandboxConfig(timeout_s=4.0, cpu_s=4, memory_mb=1024))
+    language: str = _language()
+    concepts_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=1.0, max_tokens=1536)
+    task_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=1.0, max_tokens=1536)
+    response_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=1.0, max_tokens=1536)
+    seed: int = Field(default=0, description="Run seed: the seeds' order, the drawn demonstrations and properties.")
+
+    def input_paths(self) -> dict[str, str | None]:
+        return {"code": self.code, **{f"decontaminate[{i}]": p for i, p in enumerate(self.decontaminate)}}
+
+    def identity(self) -> dict[str, Any]:
+        """What defines a run's output: not the target, the budget, how code is isolated or how many
+        programs run at once."""
+        data = _identity(self, {"num_records", "max_batches", "isolation"})
+        data["sandbox"].pop("workers", None)
+        return data
