@@ -14,6 +14,7 @@ last two are used only when started as root).
 """
 
 import errno
+import linecache
 import os
 import resource
 import sys
@@ -55,6 +56,7 @@ def main() -> None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+    linecache.cache["solution.py"] = (len(program), None, program.splitlines(True), "solution.py")
     sys.argv = ["solution.py"]
     sys.path.insert(0, os.getcwd())
     scope = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": __builtins__}
@@ -63,12 +65,18 @@ def main() -> None:
     except SystemExit as stop:
         if stop.code in (None, 0):
             _flush_and_exit(0)
-        traceback.print_exc()
+        _print(stop)
         _flush_and_exit(EXITED)
     except BaseException as error:
-        traceback.print_exc()
+        _print(error)
         _flush_and_exit(_kind(error))
     _flush_and_exit(0)
+
+
+def _print(error: BaseException) -> None:
+    """The traceback from the program's own frames on (this file's frame left out)."""
+    tb = error.__traceback__
+    traceback.print_exception(type(error), error, tb.tb_next if tb is not None else None)
 
 
 def _kind(error: BaseException) -> int:

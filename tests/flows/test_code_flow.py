@@ -1,0 +1,131 @@
+"""`synth generate code` through the command line, a recipe and a SIGKILL: records that passed in the
+sandbox, rejects with their execution kind, and a resumed run equal to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synth.flows.recipe import recipe_flow  # Prefect configures its logging here, not inside a CLI test's capture
+from synth.schemas.recipe import load_recipe
+from synth.shards import read_manifest, scan, verify
+from tests.flows.code_script import seed_folder
+from tests.flows.test_recipe import write
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ROOT = Path(__file__).parents[2]
+
+
+def engine_file(tmp_path, responder="responder") -> Path:
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps({"kind": "scripted", "responder": f"tests.flows.code_script:{responder}"}))
+    return path
+
+
+def command(tmp_path, out, num=8, responder="responder") -> list[str]:
+    seed_folder(tmp_path / "code")
+    return [
+        "generate", "code", "--num", str(num), "--batch-size", "2", "--samples", "3", "--shots", "2",
+        "--code", str(tmp_path / "code"), "--out", str(out), "--engine-config", str(engine_file(tmp_path, responder)),
+    ]  # fmt: skip
+
+
+def contents(path: Path):
+    kept = scan(path).select("id", "instruction", "output", "tests", "batch").sort("id").collect().rows()
+    rejects = scan(path, "rejects").select("id", "stage", "reason", "batch").sort("id").collect().rows()
+    return kept, rejects
+
+
+def test_generate_code_keeps_answers_that_passed_in_the_sandbox(tmp_path):
+    from synth.cli import app
+
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, command(tmp_path, out))
+    assert result.exit_code == 0, result.output
+    assert verify(out) == []
+    kept = scan(out).collect()
+    assert kept.height >= 8 and set(kept["execution"]) == {"passed"} and set(kept["tests"]) == {"assert double(4) == 8"}
+    assert kept["output"].str.contains("return 2 * x", literal=True).all() and kept["generator"].unique().to_list() == [
+        "code"
+    ]
+    rejects = scan(out, "rejects").collect()
+    stages = Counter(zip(rejects["stage"], rejects["reason"], strict=True))
+    assert stages[("execution", "assertion")] > 0 and stages[("execution", "exception")] > 0
+    (run,) = read_manifest(out).runs.values()
+    funnel = run.state["funnel"]
+    assert funnel["kept"] == run.kept == kept.height and funnel["seeds"] == 2 * run.batches_done
+    assert funnel["execution:assertion"] == stages[("execution", "assertion")]
+    assert "kept" in result.output and "execution" in result.output
+
+
+def test_a_missing_sandbox_stops_the_command_before_any_model_loads(tmp_path, monkeypatch):
+    from synth.cli import app
+
+    monkeypatch.setattr("synth.sandbox.shutil.which", lambda name: None)
+    started = time.monotonic()
+    result = CliRunner().invoke(app, command(tmp_path, tmp_path / "ds"))
+    assert result.exit_code == 2
+    assert "running generated code needs bubblewrap" in result.output and "apt install bubblewrap" in result.output
+    assert not (tmp_path / "ds").exists() and time.monotonic() - started < 10
+
+
+def test_a_recipe_step_generates_code(tmp_path):
+    seed_folder(tmp_path / "code")
+    recipe = {
+        "name": "code",
+        "dataset": {"path": str(tmp_path / "ds")},
+        "engine": {"kind": "scripted", "responder": "tests.flows.code_script:responder"},
+        "steps": [
+            {
+                "generator": "code",
+                "code": str(tmp_path / "code"),
+                "num_records": 4,
+                "batch_size": 2,
+                "samples": 2,
+                "sandbox": {"timeout_s": 5, "workers": 2},
+            },
+        ],
+    }
+    (summary,) = recipe_flow(recipe=load_recipe(write(tmp_path, recipe)))
+    assert summary["kept"] >= 4 and summary["funnel"]["kept"] == summary["kept"]
+    assert set(scan(tmp_path / "ds").collect()["execution"]) == {"passed"}
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", "PYTHONPATH": str(ROOT)}
+    synth = [sys.executable, "-m", "synth.cli"]
+
+    def run(out: Path) -> subprocess.Popen:
+        args = command(tmp_path, out, num=12, responder="slow_responder")
+        return subprocess.Popen([*synth, *args], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+
+    assert run(tmp_path / "whole").wait(timeout=300) == 0
+    victim = run(tmp_path / "killed")
+    deadline = time.monotonic() + 240
+    manifest = tmp_path / "killed" / "manifest.json"
+    while time.monotonic() < deadline:
+        if manifest.exists() and any(r.batches_done >= 2 for r in read_manifest(tmp_path / "killed").runs.values()):
+            break
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    (run_info,) = read_manifest(tmp_path / "killed").runs.values()
+    assert run_info.status == "running" and run_info.batches_done >= 2
+
+    assert run(tmp_path / "killed").wait(timeout=300) == 0
+    assert contents(tmp_path / "killed") == contents(tmp_path / "whole")
+    assert verify(tmp_path / "killed") == []
+    finished = contents(tmp_path / "killed")
+    assert run(tmp_path / "killed").wait(timeout=300) == 0  # the same command once more: nothing to do
+    assert contents(tmp_path / "killed") == finished
