@@ -11,7 +11,7 @@ import time
 
 from synth.engines import ChatRequest, Completion
 from tests.conftest import SelfInstructScript
-from tests.flows import toy_generator
+from tests.flows import code_script, toy_generator
 from tests.flows.test_backtranslation_flow import scores_by_topic
 from tests.generators.test_backtranslation import Script
 from tests.generators.test_evol_instruct import EvolScript
@@ -38,6 +38,8 @@ def pipeline():
             return backtranslation(request)
         if request.tag == toy_generator.GENERATOR:
             return toy_generator.reply(request)
+        if request.tag.startswith("code_"):
+            return code_script.reply(request)
         return self_instruct(request)
 
     return reply

@@ -26,6 +26,7 @@ from synth.schemas.recipe import Recipe, load_recipe
 from synth.shards import DatasetWriter, read_manifest, scan, verify
 from tests.conftest import free_port
 from tests.flows import toy_generator
+from tests.flows.code_script import seed_folder
 from tests.flows.test_backtranslation_flow import corpus
 from tests.flows.test_recipe import write
 
@@ -34,9 +35,10 @@ RESPONDER = "tests.flows.ray_scripts:pipeline"
 
 
 def ray_recipe(tmp_path, redis_url, workers: int = 2, toy: bool = False) -> dict:
-    docs = tmp_path / "docs"
+    docs, code = tmp_path / "docs", tmp_path / "code"
     if not docs.exists():
         corpus(docs)
+        seed_folder(code)
     return {
         "name": "on-ray",
         "dataset": {"path": str(tmp_path / "ds")},
@@ -61,7 +63,9 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2, toy: bool = False) -> dict
             {"generator": "backtranslation", "docs": str(docs), "rounds": 2, "chunk_size": 2, "min_chars": 60},
         ]
         # A generator the test registers (`tests.flows.toy_generator`), with independent batches.
-        + ([{"generator": "toy", "num_records": 9, "batch_size": 2}] if toy else []),
+        + ([{"generator": "toy", "num_records": 9, "batch_size": 2}] if toy else [])
+        # Code generation: each worker runs its batch's programs in a sandbox of its own.
+        + ([{"generator": "code", "code": str(code), "num_records": 4, "batch_size": 2, "samples": 3}] if toy else []),
     }
 
 
@@ -94,7 +98,7 @@ def records_by_generator(path) -> dict[str, list[tuple]]:
     kept = scan(path).collect().sort("id")
     return {
         g: kept.filter(pl.col("generator") == g).select("id", "instruction", "output", "batch").rows()
-        for g in ("self_instruct", "evol_instruct", "backtranslation", "toy")
+        for g in ("self_instruct", "evol_instruct", "backtranslation", "toy", "code")
     }
 
 
@@ -110,9 +114,10 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
     monkeypatch.setitem(registry.GENERATORS, "toy", toy_generator.ENTRY)
     recipe = load_recipe(write(tmp_path, ray_recipe(tmp_path, redis_url, toy=True)))
     summaries = recipe_flow(recipe=recipe)
-    si, evol, bt, toy = summaries
+    si, evol, bt, toy, code = summaries
     assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8 and bt["kept"] > 0
     assert toy["kept"] == 6 and toy["asked"] == 9  # seeds 2, 5 and 8 are answered off-form
+    assert code["kept"] >= 4 and code["funnel"]["kept"] == code["kept"] and code["funnel"]["execution:assertion"] > 0
 
     path = tmp_path / "ds"
     assert verify(path) == []
@@ -125,7 +130,7 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
     assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
     assert all(sum(run.state["workers"].values()) == run.batches_done for run in runs)
     written = {run.generator for run in runs if sum(t["completion"] for t in run.state["tokens"].values()) > 0}
-    assert written == {"self_instruct", "evol_instruct", "backtranslation", "toy"}
+    assert written == {"self_instruct", "evol_instruct", "backtranslation", "toy", "code"}
     assert bt["funnel"]["rounds"].keys() == {"1", "2"}
     # Nothing left staged, and the shared index holds exactly the dataset's kept records.
     assert not any((path / "staging").rglob("*.jsonl"))
@@ -144,7 +149,7 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
 
     # The same recipe again: every run is complete, nothing is generated or written twice.
     again = recipe_flow(recipe=recipe)
-    assert [s["kept"] for s in again] == [si["kept"], evol["kept"], bt["kept"], toy["kept"]]
+    assert [s["kept"] for s in again] == [si["kept"], evol["kept"], bt["kept"], toy["kept"], code["kept"]]
     assert scan(path).collect().height == kept.height
     assert scan(path).filter(pl.col("generator") == "evol_instruct").collect().height == evol["kept"]
 
