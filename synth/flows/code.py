@@ -79,19 +79,36 @@ class SelfCodeAlignJob(TargetJob[SelfCodeAlignGenerator]):
             return f"every one of the {len(self.seeds)} seeds was used; {info.kept} of {self.config.num_records} kept"
         return super().stop_line(info)
 
+    def next_after_generation(self, run: RunContext, spec: Spec) -> Spec | None:
+        """The batch after `spec`, to make while `spec`'s answers run, when it is sure to be planned
+        whatever the batches not yet committed keep: seeds remain, the budget allows it, and even if
+        every seed before it kept a record the target would not be reached."""
+        following = spec.batch + 1
+        info = run.info
+        budget = self.config.max_batches
+        if following * self.config.batch_size >= len(self.seeds) or (budget is not None and following >= budget):
+            return None
+        if info.kept + (following - info.batches_done) * self.config.batch_size >= self.config.num_records:
+            return None
+        return Spec(
+            following, self.seeds[following * self.config.batch_size : (following + 1) * self.config.batch_size]
+        )
+
     def make(self, maker: Maker, spec: Spec) -> Batch:
-        made = self.gen_for(maker).run_batch(spec.batch, spec.data)
+        free = maker.engine_free
+        made = self.gen_for(maker).run_batch(spec.batch, spec.data, (lambda: free(spec)) if free else None)
         funnel = Counter({"seeds": len(spec.data)})
         for reject in made.rejects:
             key = f"{reject.stage}:{reject.reason}" if reject.stage == "execution" else reject.stage
             funnel[key] += 1
         funnel["kept"] = len(made.kept)
-        return Batch(made.kept, made.rejects, {"funnel": dict(funnel)})
+        return Batch(made.kept, made.rejects, {"funnel": dict(funnel), "execution_seconds": made.execution_seconds})
 
     def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
         total = Counter(state.get("funnel", {}))
         total.update(delta.get("funnel", {}))
-        return {**state, "funnel": dict(total)}
+        seconds = state.get("execution_seconds", 0.0) + delta.get("execution_seconds", 0.0)
+        return {**state, "funnel": dict(total), "execution_seconds": round(seconds, 3)}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         ran = sum(n for k, n in batch.delta["funnel"].items() if k.startswith("execution:")) + len(batch.kept)
@@ -100,6 +117,7 @@ class SelfCodeAlignJob(TargetJob[SelfCodeAlignGenerator]):
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         super().finish(run, summary)
         summary["funnel"] = run.info.state.get("funnel", {})
+        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
         summary["seeds"] = len(self.seeds)
 
 

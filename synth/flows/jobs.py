@@ -11,7 +11,7 @@ metering, progress and the summary.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -53,6 +53,10 @@ class Maker:
     engine: Engine
     rules: FilterChain
     dataset: str
+    # Set by a runner that makes batches ahead: a job whose batch ends with work that calls no model
+    # (running code, say) calls it with the batch's spec once its last model call is done, so the
+    # next batch can use the engine meanwhile (see `Job.next_after_generation`).
+    engine_free: Callable[[Spec], None] | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ unpipelined.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,12 +49,14 @@ class Local:
     index: Index | None
     ahead: dict[int, tuple[Spec, Future[Batch]]] = field(default_factory=dict)
     made_hook: Callable[[Spec, Batch], None] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # `ahead`, from the loop and a making thread
 
     def make(self, job: Job, spec: Spec) -> Batch:
         """Batch `spec`: the one made ahead if there is one for this very spec and it succeeded,
         else made now (once nothing is being made ahead: the job's generator serves one batch at a
         time). Then the next batch starts being made (pipelined runs)."""
-        entry = self.ahead.pop(spec.batch, None)
+        with self.lock:
+            entry = self.ahead.pop(spec.batch, None)
         batch = None
         if entry is not None:
             planned, future = entry
@@ -67,7 +70,9 @@ class Local:
                 else:
                     run_logger().info("batch %d: planned otherwise than guessed; making it again", spec.batch)
         if batch is None:
-            for _, other in self.ahead.values():
+            with self.lock:
+                others = list(self.ahead.values())
+            for _, other in others:
                 with contextlib.suppress(Exception):
                     other.result()
             batch = job.make(self.maker, spec)
@@ -134,9 +139,13 @@ def run_locally(
         pipelined = pipeline and (getattr(job, "independent", False) or hasattr(job, "speculate"))
         plan = _Plan(job.plan(run))
         started, made = time.perf_counter(), 0
-        with ThreadPoolExecutor(1, thread_name_prefix="make-ahead") as ahead:
+        # Two threads: a batch that frees the engine before it is done (`engine_free`) has the next
+        # one made beside it.
+        with ThreadPoolExecutor(2, thread_name_prefix="make-ahead") as ahead:
             if pipelined:
                 local.made_hook = _making_ahead(job, run, local, plan, ahead)
+                if hasattr(job, "next_after_generation"):
+                    local.maker.engine_free = _making_beside(job, run, local, ahead)
             try:
                 for spec in plan:
                     tracker.show()
@@ -145,8 +154,10 @@ def run_locally(
                     tracker.committed()
             finally:  # after a failure, a batch made ahead and not started yet is not started (one
                 # already being made is waited for when the pool closes: the engine closes after it)
-                for _, future in local.ahead.values():
-                    future.cancel()
+                local.maker.engine_free = None
+                with local.lock:
+                    for _, future in local.ahead.values():
+                        future.cancel()
         tracker.show()
         use = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
         return finished(job, run, use)
@@ -178,20 +189,37 @@ def _making_ahead(
 ) -> Callable[[Spec, Batch], None]:
     """The hook that, once a batch is made, starts making the next one (its tokens counted for it):
     the next planned batch of an independent job, or the one a speculating job expects."""
-    engine = local.maker.engine
     speculate = getattr(job, "speculate", None)
-
-    def make(spec: Spec) -> Batch:
-        if isinstance(engine, Metered):
-            with engine.counting_for(spec.batch):
-                return job.make(local.maker, spec)
-        return job.make(local.maker, spec)
 
     def make_next(spec: Spec, batch: Batch) -> None:
         following = speculate(run, spec, batch) if speculate is not None else plan.peek()
-        if (
-            following is not None and following.batch not in local.ahead
-        ):  # a batch made again on a retry: already on its way
-            local.ahead[following.batch] = (following, ahead.submit(make, following))
+        if following is not None:
+            _submit(local, ahead, following, lambda: _metered(job, local, following))
 
     return make_next
+
+
+def _making_beside(job: Job, run: RunContext, local: Local, ahead: ThreadPoolExecutor) -> Callable[[Spec], None]:
+    """The hook a batch calls once its model calls are done (`Maker.engine_free`): it starts making
+    the batch the job expects next, beside the rest of this one."""
+
+    def next_now(spec: Spec) -> None:
+        following = job.next_after_generation(run, spec)  # type: ignore[attr-defined]
+        if following is not None:
+            _submit(local, ahead, following, lambda: _metered(job, local, following))
+
+    return next_now
+
+
+def _submit(local: Local, ahead: ThreadPoolExecutor, spec: Spec, make: Callable[[], Batch]) -> None:
+    with local.lock:
+        if spec.batch not in local.ahead:  # a batch made again on a retry, or started early: on its way
+            local.ahead[spec.batch] = (spec, ahead.submit(make))
+
+
+def _metered(job: Job, local: Local, spec: Spec) -> Batch:
+    engine = local.maker.engine
+    if isinstance(engine, Metered):
+        with engine.counting_for(spec.batch):
+            return job.make(local.maker, spec)
+    return job.make(local.maker, spec)

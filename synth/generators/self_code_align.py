@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -83,6 +84,13 @@ def demonstrations_hash() -> str:
     import hashlib
 
     return hashlib.sha256(repr(demonstrations()).encode()).hexdigest()[:12]
+
+
+@dataclass
+class CodeOutcome(Outcome):
+    """A batch's records and rejects, and the wall time its programs took in the sandbox."""
+
+    execution_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,12 @@ class SelfCodeAlignGenerator:
         self.contamination = CodeContamination(pieces)
         self.context = context_length(engine)
 
-    def run_batch(self, batch: int, seeds: Sequence[Snippet]) -> Outcome:
-        out = Outcome()
+    def run_batch(
+        self, batch: int, seeds: Sequence[Snippet], generated: Callable[[], None] | None = None
+    ) -> CodeOutcome:
+        """Make a batch of `seeds`; `generated` is called once the model's part is done, before the
+        answers run in the sandbox."""
+        out = CodeOutcome()
         clean = []
         for seed in seeds:
             if hit := self.contamination.hit(seed.text):
@@ -160,6 +172,8 @@ class SelfCodeAlignGenerator:
         concepts = self._concepts(batch, clean, out)
         tasks = self._tasks(batch, concepts, out)
         answers = self._answers(batch, tasks, out)
+        if generated is not None:
+            generated()
         self._execute(batch, answers, out)
         return out
 
@@ -249,8 +263,10 @@ class SelfCodeAlignGenerator:
         return answers
 
     # -- step 4: run each answer; keep one passing answer per task
-    def _execute(self, batch: int, answers: list[tuple[dict[str, Any], Answer]], out: Outcome) -> None:
+    def _execute(self, batch: int, answers: list[tuple[dict[str, Any], Answer]], out: CodeOutcome) -> None:
+        started = time.monotonic()
         runs = list(self.sandbox.run_many(answer.program() for _, answer in answers))
+        out.execution_seconds = time.monotonic() - started
         passing: dict[str, list[tuple[dict[str, Any], Answer]]] = {}
         for (task, answer), run in zip(answers, runs, strict=True):
             if run.passed:

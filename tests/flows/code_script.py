@@ -44,10 +44,10 @@ def slow_responder():
     return slow
 
 
-def seed_folder(path) -> None:
-    """A small code base of documented functions: the seeds of a test run."""
+def seed_folder(path, modules: int = 3) -> None:
+    """A small code base of documented functions (four per module): the seeds of a test run."""
     path.mkdir(parents=True, exist_ok=True)
-    for module in range(3):
+    for module in range(modules):
         functions = [
             f'def scale_{module}_{n}(values, factor={n + 1}):\n    """Multiply each value by {n + 1}."""\n'
             f"    return [v * factor for v in values]\n"

@@ -129,3 +129,44 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     finished = contents(tmp_path / "killed")
     assert run(tmp_path / "killed").wait(timeout=300) == 0  # the same command once more: nothing to do
     assert contents(tmp_path / "killed") == finished
+
+
+def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_not_change(tmp_path, monkeypatch):
+    from synth.engines import ScriptedEngine
+    from synth.flows.code import SelfCodeAlignJob, run_self_code_align
+    from synth.sandbox import Sandbox
+    from synth.schemas import DatasetConfig, ScriptedEngineConfig
+    from synth.schemas.code import SelfCodeAlignConfig
+    from tests.flows.code_script import reply
+
+    seed_folder(tmp_path / "code")
+    events: list[tuple[str, float]] = []
+    running = Sandbox.run_many
+
+    def slow_run_many(self, programs):
+        events.append(("programs start", time.monotonic()))
+        runs = list(running(self, programs))
+        time.sleep(0.5)  # long enough that the next batch's model calls land inside
+        events.append(("programs end", time.monotonic()))
+        return iter(runs)
+
+    def noted(request):
+        events.append((request.tag, time.monotonic()))
+        return reply(request)
+
+    monkeypatch.setattr(Sandbox, "run_many", slow_run_many)
+    config = SelfCodeAlignConfig(code=str(tmp_path / "code"), num_records=100, batch_size=4, samples=2, max_batches=3)
+
+    def run(out: str) -> list[tuple]:
+        run_self_code_align(
+            config, ScriptedEngineConfig(), DatasetConfig(path=str(tmp_path / out)), model=ScriptedEngine(noted)
+        )
+        return contents(tmp_path / out)
+
+    beside = run("beside")
+    first_end = next(t for name, t in events if name == "programs end")
+    first_start = next(t for name, t in events if name == "programs start")
+    assert any(name == "code_concepts" and first_start < t < first_end for name, t in events)
+
+    monkeypatch.delattr(SelfCodeAlignJob, "next_after_generation")
+    assert run("after") == beside  # the same records and rejects, made in the same batches

@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
 def test_the_embedded_model_writes_tasks_and_answers_that_run_in_the_sandbox(tmp_path, vllm_engine):
     config = SelfCodeAlignConfig(profile="small-model", num_records=50, batch_size=3, max_batches=1)
-    summary = run_self_code_align(config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "code")), model=vllm_engine)
+    summary = run_self_code_align(
+        config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "code")), model=vllm_engine
+    )
     path = tmp_path / "code"
     assert verify(path) == [] and summary["batches"] == 1
     (run,) = read_manifest(path).runs.values()
