@@ -222,9 +222,25 @@ def evaluate(
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
     threads: ThreadsOpt = None,
     log_every: LogEveryOpt = 10,
+    benchmark: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--benchmark",
+            help="Also score both models on a code benchmark: humaneval (pass@1, greedy; programs run in the "
+            "sandbox). Repeatable.",
+        ),
+    ] = None,
+    benchmark_limit: Annotated[
+        int | None, typer.Option("--benchmark-limit", min=1, help="Score the benchmark's first N problems only.")
+    ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation)."),
+    ] = "bubblewrap",
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
-    the base's and the tuned model's loss per token on the reference outputs.
+    the base's and the tuned model's loss per token on the reference outputs (and, with --benchmark,
+    their pass@1 on a code benchmark).
 
     Writes evaluation.json beside the manifest. Compare datasets on the same reference, base and budget.
     """
@@ -235,6 +251,13 @@ def evaluate(
     from synth.training.model import check_out, resolve_base
 
     _choice(device, "--device", ("auto", "cpu", "cuda"))
+    _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
+    for name in benchmark or []:
+        _choice(name, "--benchmark", ("humaneval",))
+    if benchmark:
+        from synth.sandbox import Sandbox
+
+        Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
@@ -251,6 +274,9 @@ def evaluate(
         threads=threads,
         model_dir=keep_model,
         log_every=log_every,  # type: ignore[arg-type]
+        benchmarks=sorted(set(benchmark or [])),  # type: ignore[arg-type]
+        benchmark_limit=benchmark_limit,
+        isolation=isolation,  # type: ignore[arg-type]
     )
     _checked(load_examples, dataset)
     _checked(load_examples, reference)
@@ -282,6 +308,17 @@ def _print_evaluation(result: dict[str, Any]) -> None:
         ),
         soft_wrap=True,
     )
+    for name, scores in result.get("benchmarks", {}).items():
+        table = Table(title=f"{name}: pass@1 (greedy)", title_justify="left")
+        for column in ("model", "passed", "pass@1", "failures"):
+            table.add_column(column, justify="left" if column in ("model", "failures") else "right")
+        for which in ("base", "tuned"):
+            score = scores[which]
+            failures = ", ".join(f"{kind} {n}" for kind, n in sorted(score["failures"].items()))
+            table.add_row(
+                Text(score["model"]), f"{score['passed']}/{score['problems']}", f"{score['pass_at_1']:.3f}", failures
+            )
+        console.print(table)
     if result["overlap"]:
         err.print(
             Text(

@@ -191,6 +191,23 @@ def _stored_section(title: str, file: str, data: dict | None, body: Callable[[di
         return ["", f"## {title}", "", f"`{file}` is present but does not read; see the file."]
 
 
+def _benchmark_lines(benchmarks: dict) -> list[str]:
+    """Each code benchmark's pass@1 for both models (HumanEval, greedy, run in the sandbox)."""
+    lines = []
+    for name, scores in benchmarks.items():
+        base, tuned = scores["base"], scores["tuned"]
+        lines += [
+            f"{name} pass@1 (greedy, {base['problems']} problems, programs run in the sandbox):",
+            "",
+            "| model | passed | pass@1 |",
+            "|---|---|---|",
+            f"| base | {base['passed']} | {base['pass_at_1']:.3f} |",
+            f"| tuned on this data | {tuned['passed']} | {tuned['pass_at_1']:.3f} |",
+            "",
+        ]
+    return lines
+
+
 def _evaluation_lines(evaluation: dict) -> list[str]:
     """The proxy evaluation (`synth evaluate`) of the dataset."""
     base, tuned = evaluation["base"]["loss"], evaluation["tuned"]["loss"]
@@ -204,6 +221,7 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
         f"| base | {base:.4f} |",
         f"| tuned on this data | {tuned:.4f} |",
         "",
+        *_benchmark_lines(evaluation.get("benchmarks", {})),
         f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
         "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
     ]

@@ -110,6 +110,12 @@ class EvaluationConfig(_Strict):
     threads: int | None = Field(default=None, ge=1)
     model_dir: Path | None = None
     log_every: int = Field(default=10, ge=1)
+    # Code benchmarks scored on both models besides the loss (HumanEval: pass@1, greedy, programs run
+    # in the sandbox); `benchmark_limit` scores the first N problems only.
+    benchmarks: list[Literal["humaneval"]] = Field(default_factory=list)
+    benchmark_limit: int | None = Field(default=None, ge=1)
+    benchmark_max_tokens: int = Field(default=512, ge=1)
+    isolation: Literal["bubblewrap", "none-unsafe"] = "bubblewrap"
 
     def training(self, out: Path) -> TrainingConfig:
         """The training run this evaluation makes: forward, no held-out share, no dropout (the same
@@ -134,7 +140,10 @@ class EvaluationConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What decides the numbers, besides the base, the data and the reference."""
-        return self.model_dump(mode="json", exclude={"base", "model_dir", "log_every", "device", "threads"})
+        exclude = {"base", "model_dir", "log_every", "device", "threads", "isolation"}
+        if not self.benchmarks:  # evaluations from before the benchmarks keep their key
+            exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens"}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class DataSummary(_Strict):

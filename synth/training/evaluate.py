@@ -23,6 +23,7 @@ from synth.shards.card import EVALUATION_FILE
 from synth.shards.layout import is_dataset
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
+from synth.training.humaneval import BenchmarkScore
 from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import read_report, train
 
@@ -69,6 +70,8 @@ class Evaluation(BaseModel):
     train_tokens_per_second: float
     device: str
     created_at: str
+    # benchmark name -> {"base": score, "tuned": score} (HumanEval's pass@1; see `synth.training.humaneval`)
+    benchmarks: dict[str, dict[str, BenchmarkScore]] = {}
 
 
 def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
@@ -102,11 +105,29 @@ def inference_system(dataset: str | Path) -> str:
     return str(first["content"]) if first and first.get("role") == "system" else ""
 
 
-def _score(name: str, path: str, device: str, dtype: Any, reference: Any, pad_id: int) -> Score:
+def _score(
+    name: str, path: str, device: str, dtype: Any, reference: Any, tokenizer: Any, config: EvaluationConfig, say: Say
+) -> tuple[Score, dict[str, BenchmarkScore]]:
+    """The model's loss on the reference, and its score on each benchmark the config names."""
     model = load_model(path, device, dtype)
-    loss, _ = completion_loss(model, reference, pad_id)
+    loss, _ = completion_loss(model, reference, tokenizer.pad_token_id)
+    benchmarks = {}
+    if "humaneval" in config.benchmarks:
+        from synth.sandbox import Sandbox
+        from synth.training.humaneval import SANDBOX, pass_at_1
+
+        sandbox = Sandbox(SANDBOX, config.isolation)
+        benchmarks["humaneval"] = pass_at_1(
+            name,
+            model,
+            tokenizer,
+            sandbox,
+            limit=config.benchmark_limit,
+            max_new_tokens=config.benchmark_max_tokens,
+            progress=say,
+        )
     del model
-    return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
+    return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4)), benchmarks
 
 
 def evaluate_dataset(
@@ -171,7 +192,9 @@ def _evaluate(
     say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
     # Both models are scored in float32: the tuned model was saved in float32, and the comparison
     # must not mix precisions.
-    base_score = _score(base.name, base.path, device, torch.float32, encoded.items, tokenizer.pad_token_id)
+    base_score, base_benchmarks = _score(
+        base.name, base.path, device, torch.float32, encoded.items, tokenizer, config, say
+    )
     say(f"base loss {base_score.loss:.4f}; fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
         folder = config.model_dir or Path(scratch) / "tuned"
@@ -179,8 +202,8 @@ def _evaluate(
         trained = read_report(tuned_path)
         if trained is None:
             raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
-        tuned_score = _score(
-            f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items, tokenizer.pad_token_id
+        tuned_score, tuned_benchmarks = _score(
+            f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items, tokenizer, config, say
         )
     improvement = base_score.loss - tuned_score.loss
     evaluation = Evaluation(
@@ -207,5 +230,6 @@ def _evaluate(
         train_tokens_per_second=trained.tokens_per_second,
         device=device,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        benchmarks={k: {"base": base_benchmarks[k], "tuned": tuned_benchmarks[k]} for k in base_benchmarks},
     )
     return evaluation

@@ -1,0 +1,48 @@
+"""HumanEval pass@1: the scorer checked against the benchmark's own solutions, and both models of an
+evaluation scored through the real embedded model and the sandbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from synth.sandbox import Sandbox
+from synth.training import EvaluationConfig, evaluate_dataset
+from synth.training.humaneval import SANDBOX, problems, program, truncate
+
+
+def test_every_canonical_solution_passes_and_a_wrong_body_fails_every_problem():
+    every = problems()
+    assert len(every) == 164 and every[0].task_id == "HumanEval/0"
+    box = Sandbox(SANDBOX)
+    right = list(box.run_many(program(p, p.solution) for p in every))
+    assert [p.task_id for p, r in zip(every, right, strict=True) if not r.passed] == []
+    wrong = list(box.run_many(program(p, "    return None\n") for p in every))
+    assert not any(r.passed for r in wrong)
+    assert Counter(r.kind for r in wrong).keys() <= {"assertion", "exception"}
+
+
+def test_a_completion_is_cut_where_a_new_top_level_block_starts():
+    body = "    return a + b\n"
+    assert truncate(body + "\ndef another():\n    pass\n") == body
+    assert truncate(body + "\nif __name__ == '__main__':\n    print(1)\n") == body
+    assert truncate(body + "\n# a comment at the top level\n") == body
+    assert truncate("    # an indented comment stays\n" + body) == "    # an indented comment stays\n" + body
+
+
+@pytest.mark.engine  # loads the embedded model's weights
+def test_an_evaluation_scores_humaneval_for_the_base_and_the_tuned_model(small_dataset, reference_file):
+    config = EvaluationConfig(
+        max_steps=1, batch_size=2, max_length=128, threads=1, benchmarks=["humaneval"], benchmark_limit=4,
+        benchmark_max_tokens=48,
+    )  # fmt: skip
+    result = evaluate_dataset(small_dataset, reference_file, config)
+    scores = result.benchmarks["humaneval"]
+    for which in ("base", "tuned"):
+        score = scores[which]
+        assert score.problems == 4 and 0 <= score.passed <= 4
+        assert score.pass_at_1 == pytest.approx(score.passed / 4)
+        assert sum(score.failures.values()) == 4 - score.passed
+    card = (small_dataset / "README.md").read_text()
+    assert "humaneval pass@1 (greedy, 4 problems" in card
