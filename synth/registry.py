@@ -97,5 +97,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.code:code_flow",
             "synth.flows.inputs:check_self_code_align",
         ),
+        Generator(
+            "oss_instruct",
+            "synth.schemas.code:OSSInstructConfig",
+            "synth.flows.code:oss_instruct_flow",
+            "synth.flows.inputs:check_oss_instruct",
+        ),
     )
 }

@@ -1,4 +1,4 @@
-"""The SelfCodeAlign flow: batches of seed functions until the target is kept or the seeds run out.
+"""The code flows, SelfCodeAlign and OSS-Instruct. SelfCodeAlign: batches of seed functions until the target is kept or the seeds run out.
 
 Batch n takes the seeds at places n*B .. n*B+B-1 of the run's seed order (the scanned functions
 shuffled by the run seed), so a resumed run makes exactly the batches an uninterrupted one would,
@@ -17,11 +17,14 @@ from typing import Any, ClassVar, Unpack
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, RunContext, Spec, TargetJob
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.code_seeds import Snippet, usable_seeds
+from synth.generators.code_seeds import Snippet, code_files, usable_seeds
+from synth.generators.oss_instruct import GENERATOR as OSS_GENERATOR
+from synth.generators.oss_instruct import TEMPLATES as OSS_TEMPLATES
+from synth.generators.oss_instruct import OSSInstructGenerator
 from synth.generators.self_code_align import GENERATOR, TEMPLATES, SelfCodeAlignGenerator, demonstrations_hash
 from synth.sandbox import Sandbox
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
-from synth.schemas.code import SelfCodeAlignConfig
+from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
 
 
 def seed_order(config: SelfCodeAlignConfig) -> list[Snippet]:
@@ -131,3 +134,80 @@ def run_self_code_align(
 
 
 code_flow = generator_flow("code", SelfCodeAlignConfig, run_self_code_align, "SelfCodeAlign")
+
+
+def oss_instruct_run_id(config: OSSInstructConfig, engine: EngineConfig) -> str:
+    files = hashlib.sha256("\n".join(shown for _, shown in code_files(config.code)).encode()).hexdigest()[:16]
+    templates = OSS_TEMPLATES.hashes(config.language)
+    return run_id(OSS_GENERATOR, config.identity(), files, templates, engine.kind, engine.model)
+
+
+@dataclass
+class OSSInstructJob(TargetJob[OSSInstructGenerator]):
+    """OSS-Instruct's part of a run: batch n draws the snippets numbered n*B .. n*B+B-1 (each from
+    the run seed and its number), so the batches are the same on a resume and on any worker."""
+
+    config: OSSInstructConfig
+    run_id: str
+    generator: ClassVar[str] = OSS_GENERATOR
+    _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
+
+    def build(self, maker: Maker) -> OSSInstructGenerator:
+        if self._sandbox is None and self.config.execute:
+            self._sandbox = Sandbox(self.config.sandbox, self.config.isolation)
+        return OSSInstructGenerator(self.config, maker.engine, run_id=self.run_id, sandbox=self._sandbox)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_sandbox"] = None
+        return state
+
+    def open(self, run: RunContext) -> str:
+        if self.config.execute:
+            Sandbox(self.config.sandbox, self.config.isolation).check()
+        return f"OSS-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
+
+    def size(self, info: RunInfo) -> int:
+        return self.config.batch_size
+
+    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
+        first = info.batches_done * self.config.batch_size
+        return Spec(info.batches_done, list(range(first, first + self.config.batch_size)))
+
+    def next_after_generation(self, run: RunContext, spec: Spec) -> Spec | None:
+        """The next batch, made while this one's solutions run (see `SelfCodeAlignJob`)."""
+        following, info, budget = spec.batch + 1, run.info, self.config.max_batches
+        if budget is not None and following >= budget:
+            return None
+        if info.kept + (following - info.batches_done) * self.config.batch_size >= self.config.num_records:
+            return None
+        first = following * self.config.batch_size
+        return Spec(following, list(range(first, first + self.config.batch_size)))
+
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        free = maker.engine_free
+        made = self.gen_for(maker).run_batch(spec.batch, spec.data, (lambda: free(spec)) if free else None)
+        funnel = Counter({"seeds": len(spec.data), "kept": len(made.kept)})
+        for reject in made.rejects:
+            funnel[f"{reject.stage}:{reject.reason}" if reject.stage == "execution" else reject.stage] += 1
+        return Batch(made.kept, made.rejects, {"funnel": dict(funnel), "execution_seconds": made.execution_seconds})
+
+    fold = SelfCodeAlignJob.fold
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{len(spec.data)} snippets ({self.run_total(run)})"
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        super().finish(run, summary)
+        summary["funnel"] = run.info.state.get("funnel", {})
+        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
+
+
+def run_oss_instruct(
+    config: OSSInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
+) -> dict[str, Any]:
+    """Run (or resume) OSS-Instruct into `dataset` (see `RunOptions`); returns a summary."""
+    return run_job(OSSInstructJob(config, oss_instruct_run_id(config, engine)), engine, dataset, **options)
+
+
+oss_instruct_flow = generator_flow("oss-instruct", OSSInstructConfig, run_oss_instruct, "OSS-Instruct")

@@ -14,7 +14,7 @@ from synth.generators.sources import SourceError, load_instructions
 
 if TYPE_CHECKING:
     from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
-    from synth.schemas.code import SelfCodeAlignConfig
+    from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
     from synth.schemas.magpie import MagpieConfig
     from synth.schemas.preferences import PreferencesConfig
 
@@ -50,6 +50,19 @@ def check_self_code_align(config: SelfCodeAlignConfig, dataset: str | Path) -> N
     for path in config.decontaminate:
         file_pieces(path)
     Sandbox(isolation=config.isolation).available()
+
+
+def check_oss_instruct(config: OSSInstructConfig, dataset: str | Path) -> None:
+    """Find the code files, read the benchmark files, and, where solutions run, the sandbox."""
+    from synth.filters.code_benchmarks import file_pieces
+    from synth.generators.code_seeds import code_files
+    from synth.sandbox import Sandbox
+
+    code_files(config.code)
+    for path in config.decontaminate:
+        file_pieces(path)
+    if config.execute:
+        Sandbox(isolation=config.isolation).available()
 
 
 def check_magpie(config: MagpieConfig, dataset: str | Path) -> None:

@@ -21,6 +21,7 @@ import ast
 import hashlib
 import io
 import os
+import random
 import re
 import sysconfig
 import tokenize
@@ -211,3 +212,33 @@ def _is_stub(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> boo
             continue
         return False
     return True
+
+
+@cache
+def code_files(code: str | None) -> tuple[tuple[Path, str], ...]:
+    """The Python files of `code` (a file or folder; None: the standard library) with the path a
+    record shows, in a stable order; none at all is an error."""
+    found = tuple((path, shown) for path, shown, _ in _files([code] if code else None))
+    if not found:
+        raise CodeSeedError(f"{code or standard_library()}: no Python file")
+    return found
+
+
+def line_snippet(files: Sequence[tuple[Path, str]], draw: random.Random, shortest: int, longest: int) -> Snippet | None:
+    """`shortest` to `longest` consecutive lines (the count drawn uniformly) from a random place of a
+    random file of `files`, as OSS-Instruct draws its seeds; None when ten draws found only files
+    that do not read or lines that are all blank."""
+    for _ in range(10):
+        path, shown = files[draw.randrange(len(files))]
+        try:
+            lines = _read(path).splitlines()
+        except (UnicodeDecodeError, ValueError, OSError):
+            continue
+        if not lines:
+            continue
+        count = draw.randint(shortest, longest)
+        start = draw.randrange(max(1, len(lines) - count + 1))
+        text = "\n".join(lines[start : start + count]).rstrip()
+        if text.strip():
+            return Snippet(text, shown, start + 1, start + len(lines[start : start + count]), "lines")
+    return None

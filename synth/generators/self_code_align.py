@@ -272,7 +272,7 @@ class SelfCodeAlignGenerator:
             if run.passed:
                 passing.setdefault(task["seed"].id, []).append((task, answer))
             else:
-                detail = _execution_detail(run)
+                detail = execution_detail(run)
                 reject = self._task_reject(batch, task, "execution", run.kind, detail, raw=answer.response)
                 out.rejects.append(reject.model_copy(update={"tests": answer.tests, "execution": run.kind}))
         for seed_id, found in passing.items():
@@ -402,7 +402,7 @@ class SelfCodeAlignGenerator:
         )
 
 
-def _execution_detail(run: Execution) -> str:
+def execution_detail(run: Execution) -> str:
     parts = [run.error()]
     if run.stdout.strip():
         parts.append("stdout: " + run.stdout[-_DETAIL // 2 :])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
 
@@ -92,6 +92,58 @@ class SelfCodeAlignConfig(_Profiled):
     def identity(self) -> dict[str, Any]:
         """What defines a run's output: not the target, the budget, how code is isolated or how many
         programs run at once."""
+        data = _identity(self, {"num_records", "max_batches", "isolation"})
+        data["sandbox"].pop("workers", None)
+        return data
+
+
+class OSSInstructConfig(_Profiled):
+    """OSS-Instruct (Magicoder, Wei et al. 2023): problems and solutions inspired by real code.
+
+    Each seed is 1 to 15 consecutive lines (the count drawn uniformly) from a random place of a
+    random Python file of the corpus (the standard library, or `code`); the model writes a problem
+    the snippet inspires and its solution, in one reply with a `[Problem Description]` and a
+    `[Solution]` section. Defaults are the reference code's: greedy decoding, up to 2500 tokens, one
+    reply per seed, a system message that casts the model as a problem setter; replies cut off at
+    the token limit dropped. `execute` runs a solution's Python code with its asserts in the
+    sandbox and drops it when it fails (off, as in the paper, which does not run its solutions)."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {"sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512}},
+    }
+
+    num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
+    max_batches: int | None = Field(default=None, ge=1, description="Budget: stop after this many batches.")
+    batch_size: int = Field(default=32, ge=1, description="Seeds per batch.")
+    code: str | None = Field(
+        default=None,
+        description="A Python file or a folder of them to draw snippets from; default: the standard library.",
+    )
+    min_lines: int = Field(default=1, ge=1, description="Fewest lines in a snippet.")
+    max_lines: int = Field(default=15, ge=1, description="Most lines in a snippet.")
+    execute: bool = Field(default=False, description="Run solutions that carry asserts in the sandbox; drop failures.")
+    humaneval: bool = Field(default=True, description="Drop records that contain a HumanEval prompt or solution.")
+    decontaminate: list[str] = Field(default_factory=list, description="More benchmark files to drop.")
+    isolation: Isolation = Field(default="bubblewrap", description="How solutions run when `execute` is on.")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    system_prompt: str = Field(
+        default="You are exceptionally good at writing high-quality programming problems and giving precise solutions.",
+        description="The system message of every request (empty: none).",
+    )
+    language: str = _language()
+    sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=2500)
+    seed: int = Field(default=0, description="Run seed: which files and lines the snippets come from.")
+
+    @model_validator(mode="after")
+    def _lines_in_order(self) -> OSSInstructConfig:
+        if self.min_lines > self.max_lines:
+            raise ValueError(f"min_lines {self.min_lines} is over max_lines {self.max_lines}")
+        return self
+
+    def input_paths(self) -> dict[str, str | None]:
+        return {"code": self.code, **{f"decontaminate[{i}]": p for i, p in enumerate(self.decontaminate)}}
+
+    def identity(self) -> dict[str, Any]:
         data = _identity(self, {"num_records", "max_batches", "isolation"})
         data["sandbox"].pop("workers", None)
         return data

@@ -20,6 +20,15 @@ ANSWERS = (
 
 
 def reply(request: ChatRequest) -> str:
+    if request.tag == "oss_instruct":  # a problem with a tested solution, or (one in three) a reply without sections
+        seed = request.sampling.seed if request.sampling and request.sampling.seed is not None else 0
+        if seed % 3 == 2:
+            return "Here is some code."
+        wrong = " + 1" if seed % 3 == 1 else ""
+        return (
+            f"[Problem Description]\nWrite `double(x)` (problem {seed % 101}).\n\n[Solution]\n```python\n"
+            f"def double(x):\n    return 2 * x{wrong}\n\nassert double(3) == 6\n```\n"
+        )
     if request.tag == CONCEPTS:
         return "arithmetic, functions\n"
     if request.tag == TASK:

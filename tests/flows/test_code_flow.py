@@ -170,3 +170,22 @@ def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_
 
     monkeypatch.delattr(SelfCodeAlignJob, "next_after_generation")
     assert run("after") == beside  # the same records and rejects, made in the same batches
+
+
+def test_generate_oss_instruct_writes_problems_and_runs_their_asserts_when_asked(tmp_path):
+    from synth.cli import app
+
+    seed_folder(tmp_path / "code")
+    out = tmp_path / "oss"
+    args = ["generate", "oss-instruct", "--num", "6", "--batch-size", "4", "--code", str(tmp_path / "code"),
+            "--execute", "--out", str(out), "--engine-config", str(engine_file(tmp_path))]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert verify(out) == []
+    kept, rejects = scan(out).collect(), scan(out, "rejects").collect()
+    assert kept.height >= 6 and set(kept["execution"]) == {"passed"} and set(kept["generator"]) == {"oss_instruct"}
+    assert kept["instruction"].str.starts_with("Write `double(x)`").all()
+    stages = Counter(zip(rejects["stage"], rejects["reason"], strict=True))
+    assert set(stages) == {("parse", "no [Problem Description] and [Solution] sections"), ("execution", "assertion")}
+    (run,) = read_manifest(out).runs.values()
+    assert run.state["funnel"]["kept"] == kept.height and run.state["funnel"]["seeds"] == 4 * run.batches_done

@@ -43,3 +43,22 @@ def test_the_embedded_model_writes_tasks_and_answers_that_run_in_the_sandbox(tmp
     stages = Counter(rejects["stage"].to_list())
     assert sum(stages.values()) + kept.height >= 3
     assert run.state["tokens"]["code_response"]["completion"] > 0
+
+
+def test_the_embedded_model_writes_oss_instruct_problems_from_real_snippets(tmp_path, vllm_engine):
+    from synth.flows.code import run_oss_instruct
+    from synth.schemas.code import OSSInstructConfig
+
+    config = OSSInstructConfig(profile="small-model", num_records=50, batch_size=4, max_batches=1)
+    run_oss_instruct(config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "oss")), model=vllm_engine)
+    path = tmp_path / "oss"
+    assert verify(path) == []
+    (run,) = read_manifest(path).runs.values()
+    kept, rejects = scan(path).collect(), scan(path, "rejects").collect()
+    assert kept.height + rejects.height == 4 == run.state["funnel"]["seeds"]
+    assert set(rejects["stage"].to_list()) <= {"parse", "decontamination", "heuristic", "dedup"}
+    assert (rejects["reason"] != "").all()
+    # Every seed is real lines of a file of the standard library, named with its place.
+    both = [*kept.iter_rows(named=True), *rejects.iter_rows(named=True)]
+    assert all(r["source_doc"].endswith(".py") and 1 <= r["source_end"] - r["source_start"] + 1 <= 15 for r in both)
+    assert (kept["instruction"] != "").all() and (kept["output"] != "").all()
