@@ -237,6 +237,14 @@ def evaluate(
         str,
         typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation)."),
     ] = "bubblewrap",
+    benchmark_chat: Annotated[
+        bool,
+        typer.Option(
+            "--benchmark-chat",
+            help="Ask each benchmark problem in the model's chat template and take the code block of the reply "
+            "(chat models), instead of continuing the prompt.",
+        ),
+    ] = False,
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
     the base's and the tuned model's loss per token on the reference outputs (and, with --benchmark,
@@ -276,6 +284,7 @@ def evaluate(
         log_every=log_every,  # type: ignore[arg-type]
         benchmarks=sorted(set(benchmark or [])),  # type: ignore[arg-type]
         benchmark_limit=benchmark_limit,
+        benchmark_chat=benchmark_chat,
         isolation=isolation,  # type: ignore[arg-type]
     )
     _checked(load_examples, dataset)

@@ -115,6 +115,7 @@ class EvaluationConfig(_Strict):
     benchmarks: list[Literal["humaneval"]] = Field(default_factory=list)
     benchmark_limit: int | None = Field(default=None, ge=1)
     benchmark_max_tokens: int = Field(default=512, ge=1)
+    benchmark_chat: bool = False  # ask each problem in the chat template (chat models) instead of continuing it
     isolation: Literal["bubblewrap", "none-unsafe"] = "bubblewrap"
 
     def training(self, out: Path) -> TrainingConfig:
@@ -142,7 +143,7 @@ class EvaluationConfig(_Strict):
         """What decides the numbers, besides the base, the data and the reference."""
         exclude = {"base", "model_dir", "log_every", "device", "threads", "isolation"}
         if not self.benchmarks:  # evaluations from before the benchmarks keep their key
-            exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens"}
+            exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens", "benchmark_chat"}
         return self.model_dump(mode="json", exclude=exclude)
 
 

@@ -124,6 +124,7 @@ def _score(
             sandbox,
             limit=config.benchmark_limit,
             max_new_tokens=config.benchmark_max_tokens,
+            chat=config.benchmark_chat,
             progress=say,
         )
     del model

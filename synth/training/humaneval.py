@@ -7,11 +7,17 @@ prompt, the completion, the problem's test code and `check(ENTRY_POINT)` run as 
 problem passes when the program exits cleanly. pass@1 from one greedy sample per problem is the
 share that pass. The programs run in `synth.sandbox` (no network, limits; HumanEval's own harness
 runs them in the evaluating process), each with 10 seconds.
+
+A chat model (no base model) writes prose around its code when it merely continues a prompt: with
+`chat` each problem is asked as a user turn in the model's chat template instead, and the first
+code block of the reply that defines the entry point is the solution (after the prompt, so the
+prompt's imports are there), as EvalPlus scores chat models; a reply without one is read as a body.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,13 +54,38 @@ def program(problem: CodeProblem, completion: str) -> str:
     return f"{problem.prompt}{truncate(completion)}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
 
 
+CHAT_ASK = (
+    "Complete this Python function. Reply with the whole function in one Python code block.\n\n```python\n{prompt}```"
+)
+_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
+
+
+def chat_program(problem: CodeProblem, reply: str) -> str:
+    """The program for a chat model's reply: the first code block that defines the entry point,
+    after the prompt (so its imports and helpers are there); else the reply read as a body."""
+    for block in _FENCE.findall(reply):
+        if re.search(rf"^\s*def {re.escape(problem.entry_point)}\s*\(", block, re.MULTILINE):
+            return f"{problem.prompt}\n    pass\n\n\n{block}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
+    return program(problem, reply)
+
+
 def problems(limit: int | None = None) -> Sequence[CodeProblem]:
     every = humaneval_problems()
     return every[:limit] if limit else every
 
 
-def complete(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy completions of `prompts` (raw text, no chat template), in order."""
+def complete(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8, chat: bool = False
+) -> list[str]:
+    """Greedy completions of `prompts`, in order: raw text, or (`chat`) each asked as a user turn in
+    the model's chat template."""
+    if chat:
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": CHAT_ASK.format(prompt=p)}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
     import torch
 
     side = tokenizer.padding_side
@@ -72,8 +103,7 @@ def complete(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens:
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
-                    stop_strings=list(STOPS),
-                    tokenizer=tokenizer,
+                    **({} if chat else {"stop_strings": list(STOPS), "tokenizer": tokenizer}),
                 )
             width = encoded["input_ids"].shape[1]
             out += tokenizer.batch_decode(made[:, width:], skip_special_tokens=True)
@@ -90,14 +120,17 @@ def pass_at_1(
     *,
     limit: int | None = None,
     max_new_tokens: int = 512,
+    chat: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> BenchmarkScore:
-    """HumanEval pass@1 (greedy) of `model`: completions made here, programs run in `sandbox`."""
+    """HumanEval pass@1 (greedy) of `model`: completions made here (raw, or `chat`: asked in the
+    chat template), programs run in `sandbox`."""
     chosen = problems(limit)
     if progress:
         progress(f"HumanEval: {name} completes {len(chosen)} problems")
-    completions = complete(model, tokenizer, [p.prompt for p in chosen], max_new_tokens)
-    runs = list(sandbox.run_many(program(p, c) for p, c in zip(chosen, completions, strict=True)))
+    completions = complete(model, tokenizer, [p.prompt for p in chosen], max_new_tokens, chat=chat)
+    build = chat_program if chat else program
+    runs = list(sandbox.run_many(build(p, c) for p, c in zip(chosen, completions, strict=True)))
     passed = sum(r.passed for r in runs)
     failures = Counter(r.kind for r in runs if not r.passed)
     score = passed / len(chosen) if chosen else math.nan

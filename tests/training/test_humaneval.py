@@ -9,7 +9,7 @@ import pytest
 
 from synth.sandbox import Sandbox
 from synth.training import EvaluationConfig, evaluate_dataset
-from synth.training.humaneval import SANDBOX, problems, program, truncate
+from synth.training.humaneval import SANDBOX, chat_program, problems, program, truncate
 
 
 def test_every_canonical_solution_passes_and_a_wrong_body_fails_every_problem():
@@ -21,6 +21,19 @@ def test_every_canonical_solution_passes_and_a_wrong_body_fails_every_problem():
     wrong = list(box.run_many(program(p, "    return None\n") for p in every))
     assert not any(r.passed for r in wrong)
     assert Counter(r.kind for r in wrong).keys() <= {"assertion", "exception"}
+
+
+def test_a_chat_reply_is_scored_by_its_code_block_that_defines_the_entry_point():
+    every = problems()
+    box = Sandbox(SANDBOX)
+    replies = [f"Here it is:\n\n```python\n{p.prompt}{p.solution}```\n\nIt works." for p in every]
+    runs = list(box.run_many(chat_program(p, r) for p, r in zip(every, replies, strict=True)))
+    assert [p.task_id for p, r in zip(every, runs, strict=True) if not r.passed] == []
+    first = every[0]
+    helper_first = f"```python\nimport math\n```\n```python\n{first.prompt}{first.solution}```"
+    assert box.run(chat_program(first, helper_first)).passed  # the block that defines the entry point
+    prose = box.run(chat_program(first, "I cannot do that."))
+    assert prose.kind == "exception" and "SyntaxError" in prose.error()
 
 
 def test_a_completion_is_cut_where_a_new_top_level_block_starts():
@@ -46,3 +59,16 @@ def test_an_evaluation_scores_humaneval_for_the_base_and_the_tuned_model(small_d
         assert sum(score.failures.values()) == 4 - score.passed
     card = (small_dataset / "README.md").read_text()
     assert "humaneval pass@1 (greedy, 4 problems" in card
+
+
+@pytest.mark.engine  # loads the embedded model's weights
+def test_a_chat_model_is_asked_in_its_chat_template_and_its_code_block_runs():
+    import torch
+
+    from synth.training.humaneval import pass_at_1
+    from synth.training.model import load_model, load_tokenizer, resolve_base
+
+    base = resolve_base(None)
+    model, tokenizer = load_model(base.path, "cpu", torch.float32), load_tokenizer(base.path)
+    score = pass_at_1(base.name, model, tokenizer, Sandbox(SANDBOX), limit=2, max_new_tokens=64, chat=True)
+    assert score.problems == 2 and score.passed + sum(score.failures.values()) == 2
