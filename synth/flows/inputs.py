@@ -46,10 +46,10 @@ def check_self_code_align(config: SelfCodeAlignConfig, dataset: str | Path) -> N
     from synth.generators.code_seeds import usable_seeds
     from synth.sandbox import Sandbox
 
+    Sandbox(isolation=config.isolation).available()  # the cheapest check first
     usable_seeds(config.code, config.classes)
     for path in config.decontaminate:
         file_pieces(path)
-    Sandbox(isolation=config.isolation).available()
 
 
 def check_oss_instruct(config: OSSInstructConfig, dataset: str | Path) -> None:
