@@ -57,7 +57,6 @@ _KNOWN_ERRORS = {
     "EngineConfigError": 2,
     "MagpieError": 2,
     "CodeSeedError": 2,
-    "CodeBenchmarkError": 2,
     "SandboxUnavailable": 2,
     "TemplateError": 2,
     "DatasetBusyError": 1,

@@ -20,14 +20,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from synth.shards.files import json_line, utf8_lines
+from synth.filters.decontamination import benchmark_texts
 
 MIN_CHARS = 40
 _SPACE = re.compile(r"\s+")
-
-
-class CodeBenchmarkError(ValueError):
-    """A benchmark file that cannot be read; the message names it and the line."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +75,8 @@ def humaneval_pieces() -> list[str]:
 
 
 def file_pieces(path: str | Path) -> list[str]:
-    """A benchmark file's texts: every string of each JSON object (JSONL), else each line."""
-    path = Path(path)
-    pieces: list[str] = []
-    for number, line in utf8_lines(path, CodeBenchmarkError):
-        if not line.strip():
-            continue
-        if path.suffix in {".jsonl", ".json"}:
-            pieces.extend(_strings(json_line(path, number, line, CodeBenchmarkError)))
-        else:
-            pieces.append(line)
-    return pieces
-
-
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+    """A benchmark file's texts, each on its own (a JSON line's every string, nested ones too)."""
+    return [text for _, texts in benchmark_texts(Path(path), nested=True) for text in texts]
 
 
 class CodeContamination:

@@ -41,8 +41,10 @@ def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
-    """(item name, text) of every item of a benchmark file."""
+def benchmark_texts(path: Path, nested: bool = False) -> Iterator[tuple[str, list[str]]]:
+    """(item name, its texts) of every item of a benchmark file: a Parquet row's text columns, a
+    JSONL line's string or its object's string values (`nested`: also the strings inside its lists
+    and objects), a text file's line."""
     if path.suffix == ".parquet":
         frame = pl.read_parquet(path, glob=False)
         texts = [c for c, t in frame.schema.items() if t == pl.String]
@@ -54,23 +56,32 @@ def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
                     raise BenchmarkFileError(
                         f"{path}: row {i}: column {column!r} holds a {problem}; only text, tabs and line breaks are read"
                     )
-            yield f"{path.name}:{i}", "\n".join(v for v in row.values() if v)
+            yield f"{path.name}:{i}", [v for v in row.values() if v]
         return
     for i, line in utf8_lines(path, BenchmarkFileError):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
-            data = json_line(path, i, line, BenchmarkFileError)
-            values = (
-                [data]
-                if isinstance(data, str)
-                else [v for v in data.values() if isinstance(v, str)]
-                if isinstance(data, dict)
-                else []
-            )
-            yield f"{path.name}:{i}", "\n".join(values)
+            yield f"{path.name}:{i}", list(_strings(json_line(path, i, line, BenchmarkFileError), nested, top=True))
         else:
-            yield f"{path.name}:{i}", line
+            yield f"{path.name}:{i}", [line]
+
+
+def _strings(value: object, nested: bool, top: bool = False) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict) and (top or nested):
+        for item in value.values():
+            yield from _strings(item, nested)
+    elif isinstance(value, list) and nested:
+        for item in value:
+            yield from _strings(item, nested)
+
+
+def benchmark_items(path: Path) -> Iterator[tuple[str, str]]:
+    """(item name, text) of every item of a benchmark file (`benchmark_texts`, joined by line breaks)."""
+    for name, texts in benchmark_texts(path):
+        yield name, "\n".join(texts)
 
 
 class DecontaminationFilter:

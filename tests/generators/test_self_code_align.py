@@ -244,3 +244,15 @@ def test_the_standard_library_gives_seeds_with_no_input():
     found = usable_seeds(None)
     assert len(found) > 500
     assert not any(s.path.startswith(("test/", "idlelib/idle_test")) for s in found)
+
+
+def test_a_seed_holding_text_of_a_benchmark_file_is_dropped_strings_nested_in_lists_too(tmp_path):
+    import json
+
+    leaked = seeds(2)[1]
+    benchmark = tmp_path / "mbpp.jsonl"  # the leaked function as a string inside a list, as MBPP's tests are
+    benchmark.write_text(json.dumps({"task_id": 1, "test_list": ["assert f1(1) == 2", leaked.text]}) + "\n")
+    config = SelfCodeAlignConfig(samples=1, shots=1, humaneval=False, decontaminate=[str(benchmark)])
+    out = generator(config, scripted([GOOD])).run_batch(0, seeds(2))
+    dropped = [r for r in out.rejects if r.stage == "decontamination"]
+    assert [r.source_start for r in dropped] == [leaked.start] and len(out.kept) == 1
