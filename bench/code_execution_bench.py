@@ -97,14 +97,14 @@ def main() -> None:
     args = parser.parse_args()
     throughput(args.programs)
     share(4, 0.0, quiet=True)  # starts Prefect's temporary server, which the measured run then finds up
-    from synth.flows.code import SelfCodeAlignJob
+    from synth.flows.code import CodeJob
 
-    beside = SelfCodeAlignJob.next_after_generation
-    del SelfCodeAlignJob.next_after_generation  # the baseline: the next batch starts once this one is made
+    beside = CodeJob.next_after_generation
+    del CodeJob.next_after_generation  # the baseline: the next batch starts once this one is made
     try:
         before = share(args.seeds, args.call_s, label="next batch after this one's programs (baseline)")
     finally:
-        SelfCodeAlignJob.next_after_generation = beside  # type: ignore[method-assign]
+        CodeJob.next_after_generation = beside  # type: ignore[method-assign]
     after = share(args.seeds, args.call_s, label="next batch beside this one's programs")
     print(f"batch loop wall, baseline over beside: {before / after:.2f}x")
 

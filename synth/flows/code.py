@@ -1,9 +1,10 @@
-"""The code flows, SelfCodeAlign and OSS-Instruct. SelfCodeAlign: batches of seed functions until the target is kept or the seeds run out.
+"""The code flows, SelfCodeAlign and OSS-Instruct: batches of seeds until the target is kept (or,
+for SelfCodeAlign, the seed functions run out), one `CodeJob` for both.
 
-Batch n takes the seeds at places n*B .. n*B+B-1 of the run's seed order (the scanned functions
-shuffled by the run seed), so a resumed run makes exactly the batches an uninterrupted one would,
-and batches are made ahead of their turn (the model writes batch n+1 while batch n's programs run
-in the sandbox). The funnel (seeds, tasks, answers, executions by kind) adds up in the run's state.
+SelfCodeAlign's seeds are the scanned functions shuffled by the run seed; OSS-Instruct's are
+numbers, each drawing its snippet from the run seed. Either way batch n is made from its seeds
+alone, so a resumed run makes exactly the batches an uninterrupted one would, and the model writes
+batch n+1 while batch n's programs run in the sandbox.
 """
 
 from __future__ import annotations
@@ -41,69 +42,72 @@ def self_code_align_run_id(config: SelfCodeAlignConfig, engine: EngineConfig, se
 
 
 @dataclass
-class SelfCodeAlignJob(TargetJob[SelfCodeAlignGenerator]):
-    """SelfCodeAlign's part of a run (see `synth.flows.jobs`)."""
+class CodeJob(TargetJob[Any]):
+    """A code generator's part of a run (see `synth.flows.jobs`): batches of `batch_size` seeds,
+    batch n made from `seeds_of(n)` alone, so a resumed run and any worker make the same batches.
+    The model writes; then the batch's programs run in the sandbox while the local runner makes the
+    next batch (`next_after_generation`). The funnel (seeds, each reject stage, each execution kind,
+    kept) and the seconds spent running programs add up in the run's state and its summary.
+    Subclasses build the generator (its `run_batch(batch, seeds, generated)` makes a batch) and say
+    what batch n's seeds are, when the seeds run out and whether programs run at all."""
 
-    config: SelfCodeAlignConfig
-    seeds: list[Snippet]
-    run_id: str
-    generator: ClassVar[str] = GENERATOR
+    config: Any  # a code config: batch_size, num_records, max_batches, sandbox, isolation
     _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
 
-    def build(self, maker: Maker) -> SelfCodeAlignGenerator:
-        if self._sandbox is None:
+    def seeds_of(self, batch: int) -> Any:
+        raise NotImplementedError
+
+    def exhausted(self, batch: int) -> bool:
+        """Whether no seed is left for batch `batch`."""
+        return False
+
+    def runs_code(self) -> bool:
+        return True
+
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox this process runs the job's programs in (made once, checked once); None
+        when the job runs none."""
+        if self._sandbox is None and self.runs_code():
             self._sandbox = Sandbox(self.config.sandbox, self.config.isolation)
-        return SelfCodeAlignGenerator(self.config, maker.engine, run_id=self.run_id, sandbox=self._sandbox)
+        return self._sandbox
 
     def __getstate__(self) -> dict[str, Any]:
-        # A worker gets its seeds in the batch's spec and builds a sandbox of its own.
-        state = super().__getstate__()
-        state["seeds"], state["_sandbox"] = [], None
+        state = super().__getstate__()  # a worker builds a sandbox of its own
+        state["_sandbox"] = None
         return state
 
-    def open(self, run: RunContext) -> str:
-        Sandbox(self.config.sandbox, self.config.isolation).check()
-        return f"SelfCodeAlign into {run.dataset.path}: records kept of {self.config.num_records}"
+    def check_sandbox(self) -> None:
+        if (box := self.sandbox()) is not None:
+            box.check()
 
     def size(self, info: RunInfo) -> int:
         return self.config.batch_size
 
     def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
-        first = info.batches_done * self.config.batch_size
-        return Spec(info.batches_done, self.seeds[first : first + self.config.batch_size])
+        return Spec(info.batches_done, self.seeds_of(info.batches_done))
 
     def _stop(self, info: RunInfo, empty: int) -> str:
         if why := super()._stop(info, empty):
             return why
-        return "seeds" if info.batches_done * self.config.batch_size >= len(self.seeds) else ""
-
-    def stop_line(self, info: RunInfo) -> str:
-        if self.stopped == "seeds":
-            return f"every one of the {len(self.seeds)} seeds was used; {info.kept} of {self.config.num_records} kept"
-        return super().stop_line(info)
+        return "seeds" if self.exhausted(info.batches_done) else ""
 
     def next_after_generation(self, run: RunContext, spec: Spec) -> Spec | None:
-        """The batch after `spec`, to make while `spec`'s answers run, when it is sure to be planned
+        """The batch after `spec`, to make while `spec`'s programs run, when it is sure to be planned
         whatever the batches not yet committed keep: seeds remain, the budget allows it, and even if
         every seed before it kept a record the target would not be reached."""
-        following = spec.batch + 1
-        info = run.info
-        budget = self.config.max_batches
-        if following * self.config.batch_size >= len(self.seeds) or (budget is not None and following >= budget):
+        following, info, budget = spec.batch + 1, run.info, self.config.max_batches
+        if self.exhausted(following) or (budget is not None and following >= budget):
             return None
         if info.kept + (following - info.batches_done) * self.config.batch_size >= self.config.num_records:
             return None
-        return Spec(
-            following, self.seeds[following * self.config.batch_size : (following + 1) * self.config.batch_size]
-        )
+        return Spec(following, self.seeds_of(following))
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         free = maker.engine_free
         made = self.gen_for(maker).run_batch(spec.batch, spec.data, (lambda: free(spec)) if free else None)
         funnel = Counter({"seeds": len(spec.data)})
         for reject in made.rejects:
-            key = f"{reject.stage}:{reject.reason}" if reject.stage == "execution" else reject.stage
-            funnel[key] += 1
+            funnel[f"{reject.stage}:{reject.reason}" if reject.stage == "execution" else reject.stage] += 1
         funnel["kept"] = len(made.kept)
         return Batch(made.kept, made.rejects, {"funnel": dict(funnel), "execution_seconds": made.execution_seconds})
 
@@ -113,14 +117,54 @@ class SelfCodeAlignJob(TargetJob[SelfCodeAlignGenerator]):
         seconds = state.get("execution_seconds", 0.0) + delta.get("execution_seconds", 0.0)
         return {**state, "funnel": dict(total), "execution_seconds": round(seconds, 3)}
 
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        super().finish(run, summary)
+        summary["funnel"] = run.info.state.get("funnel", {})
+        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
+
+
+@dataclass
+class SelfCodeAlignJob(CodeJob):
+    """SelfCodeAlign's part of a run: batch n takes the seeds at places n*B .. n*B+B-1 of the run's
+    seed order; the run ends early when they run out."""
+
+    config: SelfCodeAlignConfig
+    seeds: list[Snippet]
+    run_id: str
+    generator: ClassVar[str] = GENERATOR
+
+    def build(self, maker: Maker) -> SelfCodeAlignGenerator:
+        sandbox = self.sandbox()
+        assert sandbox is not None
+        return SelfCodeAlignGenerator(self.config, maker.engine, run_id=self.run_id, sandbox=sandbox)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # a worker gets its seeds in the batch's spec
+        state["seeds"] = []
+        return state
+
+    def seeds_of(self, batch: int) -> list[Snippet]:
+        size = self.config.batch_size
+        return self.seeds[batch * size : (batch + 1) * size]
+
+    def exhausted(self, batch: int) -> bool:
+        return batch * self.config.batch_size >= len(self.seeds)
+
+    def open(self, run: RunContext) -> str:
+        self.check_sandbox()
+        return f"SelfCodeAlign into {run.dataset.path}: records kept of {self.config.num_records}"
+
+    def stop_line(self, info: RunInfo) -> str:
+        if self.stopped == "seeds":
+            return f"every one of the {len(self.seeds)} seeds was used; {info.kept} of {self.config.num_records} kept"
+        return super().stop_line(info)
+
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         ran = sum(n for k, n in batch.delta["funnel"].items() if k.startswith("execution:")) + len(batch.kept)
         return f"{len(spec.data)} seeds, {ran} answers run ({self.run_total(run)})"
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         super().finish(run, summary)
-        summary["funnel"] = run.info.state.get("funnel", {})
-        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
         summary["seeds"] = len(self.seeds)
 
 
@@ -143,64 +187,30 @@ def oss_instruct_run_id(config: OSSInstructConfig, engine: EngineConfig) -> str:
 
 
 @dataclass
-class OSSInstructJob(TargetJob[OSSInstructGenerator]):
+class OSSInstructJob(CodeJob):
     """OSS-Instruct's part of a run: batch n draws the snippets numbered n*B .. n*B+B-1 (each from
-    the run seed and its number), so the batches are the same on a resume and on any worker."""
+    the run seed and its number); solutions run only with `execute`."""
 
     config: OSSInstructConfig
     run_id: str
     generator: ClassVar[str] = OSS_GENERATOR
-    _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
 
     def build(self, maker: Maker) -> OSSInstructGenerator:
-        if self._sandbox is None and self.config.execute:
-            self._sandbox = Sandbox(self.config.sandbox, self.config.isolation)
-        return OSSInstructGenerator(self.config, maker.engine, run_id=self.run_id, sandbox=self._sandbox)
+        return OSSInstructGenerator(self.config, maker.engine, run_id=self.run_id, sandbox=self.sandbox())
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_sandbox"] = None
-        return state
+    def seeds_of(self, batch: int) -> list[int]:
+        size = self.config.batch_size
+        return list(range(batch * size, (batch + 1) * size))
+
+    def runs_code(self) -> bool:
+        return self.config.execute
 
     def open(self, run: RunContext) -> str:
-        if self.config.execute:
-            Sandbox(self.config.sandbox, self.config.isolation).check()
+        self.check_sandbox()
         return f"OSS-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
-
-    def size(self, info: RunInfo) -> int:
-        return self.config.batch_size
-
-    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
-        first = info.batches_done * self.config.batch_size
-        return Spec(info.batches_done, list(range(first, first + self.config.batch_size)))
-
-    def next_after_generation(self, run: RunContext, spec: Spec) -> Spec | None:
-        """The next batch, made while this one's solutions run (see `SelfCodeAlignJob`)."""
-        following, info, budget = spec.batch + 1, run.info, self.config.max_batches
-        if budget is not None and following >= budget:
-            return None
-        if info.kept + (following - info.batches_done) * self.config.batch_size >= self.config.num_records:
-            return None
-        first = following * self.config.batch_size
-        return Spec(following, list(range(first, first + self.config.batch_size)))
-
-    def make(self, maker: Maker, spec: Spec) -> Batch:
-        free = maker.engine_free
-        made = self.gen_for(maker).run_batch(spec.batch, spec.data, (lambda: free(spec)) if free else None)
-        funnel = Counter({"seeds": len(spec.data), "kept": len(made.kept)})
-        for reject in made.rejects:
-            funnel[f"{reject.stage}:{reject.reason}" if reject.stage == "execution" else reject.stage] += 1
-        return Batch(made.kept, made.rejects, {"funnel": dict(funnel), "execution_seconds": made.execution_seconds})
-
-    fold = SelfCodeAlignJob.fold
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{len(spec.data)} snippets ({self.run_total(run)})"
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        super().finish(run, summary)
-        summary["funnel"] = run.info.state.get("funnel", {})
-        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
 
 
 def run_oss_instruct(

@@ -194,7 +194,7 @@ def _making_ahead(
     def make_next(spec: Spec, batch: Batch) -> None:
         following = speculate(run, spec, batch) if speculate is not None else plan.peek()
         if following is not None:
-            _submit(local, ahead, following, lambda: _metered(job, local, following))
+            _submit(job, local, ahead, following)
 
     return make_next
 
@@ -206,15 +206,17 @@ def _making_beside(job: Job, run: RunContext, local: Local, ahead: ThreadPoolExe
     def next_now(spec: Spec) -> None:
         following = job.next_after_generation(run, spec)  # type: ignore[attr-defined]
         if following is not None:
-            _submit(local, ahead, following, lambda: _metered(job, local, following))
+            _submit(job, local, ahead, following)
 
     return next_now
 
 
-def _submit(local: Local, ahead: ThreadPoolExecutor, spec: Spec, make: Callable[[], Batch]) -> None:
+def _submit(job: Job, local: Local, ahead: ThreadPoolExecutor, spec: Spec) -> None:
+    """Start making `spec` in the background, unless it is on its way already (a batch made again on
+    a retry, or started beside the one before it)."""
     with local.lock:
-        if spec.batch not in local.ahead:  # a batch made again on a retry, or started early: on its way
-            local.ahead[spec.batch] = (spec, ahead.submit(make))
+        if spec.batch not in local.ahead:
+            local.ahead[spec.batch] = (spec, ahead.submit(_metered, job, local, spec))
 
 
 def _metered(job: Job, local: Local, spec: Spec) -> Batch:

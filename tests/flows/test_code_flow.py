@@ -133,7 +133,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
 
 def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_not_change(tmp_path, monkeypatch):
     from synth.engines import ScriptedEngine
-    from synth.flows.code import SelfCodeAlignJob, run_self_code_align
+    from synth.flows.code import CodeJob, run_self_code_align
     from synth.sandbox import Sandbox
     from synth.schemas import DatasetConfig, ScriptedEngineConfig
     from synth.schemas.code import SelfCodeAlignConfig
@@ -168,7 +168,7 @@ def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_
     first_start = next(t for name, t in events if name == "programs start")
     assert any(name == "code_concepts" and first_start < t < first_end for name, t in events)
 
-    monkeypatch.delattr(SelfCodeAlignJob, "next_after_generation")
+    monkeypatch.delattr(CodeJob, "next_after_generation")
     assert run("after") == beside  # the same records and rejects, made in the same batches
 
 
