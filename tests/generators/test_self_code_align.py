@@ -256,3 +256,19 @@ def test_a_seed_holding_text_of_a_benchmark_file_is_dropped_strings_nested_in_li
     out = generator(config, scripted([GOOD])).run_batch(0, seeds(2))
     dropped = [r for r in out.rejects if r.stage == "decontamination"]
     assert [r.source_start for r in dropped] == [leaked.start] and len(out.kept) == 1
+
+
+def test_the_paper_defaults_are_the_reference_codes():
+    """SelfCodeAlign's `self_ossinstruct.py` and its SC2-Instruct README; Magicoder's `generate_data.py`."""
+    from synth.generators.self_code_align import CATEGORIES, DIFFICULTIES
+    from synth.schemas.code import OSSInstructConfig
+
+    config = SelfCodeAlignConfig()
+    assert (config.shots, config.response_shots, config.samples, config.max_task_words) == (8, 1, 10, 200)
+    for sampling in (config.concepts_sampling, config.task_sampling, config.response_sampling):
+        assert (sampling.temperature, sampling.max_tokens) == (0.7, 1536)
+    assert (config.sandbox.timeout_s, config.sandbox.cpu_s, config.sandbox.memory_mb) == (4.0, 4, 1024)
+    assert Counter(CATEGORIES) == {"function implementation": 2, "class implementation": 1, "program implementation": 1}
+    assert DIFFICULTIES == ("easy", "medium", "hard")
+    oss = OSSInstructConfig()
+    assert (oss.min_lines, oss.max_lines, oss.sampling.temperature, oss.sampling.max_tokens) == (1, 15, 0.0, 2500)
