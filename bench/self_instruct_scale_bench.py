@@ -21,8 +21,8 @@ the earlier version of this bench (tasks of 7-27 words, one instance of a few wo
 Timed: each batch's wall time (`run_batch` + `commit_curated` + `add_to_pool`), and within it the
 novelty check (`RougeNoveltyIndex.check` of the batch's candidates and `add` of its accepted tasks
 to the pool). Memory: peak RSS of this process (`ru_maxrss`; no children are started; it counts
-the pages of the near-dup index's mapped files that are resident, which the kernel can write back
-and drop), peak anonymous memory (RSS less file-backed pages: what the run could die of), and the
+the resident pages of the mapped files that hold the indexes' arrays, the ids, the dedup keys and
+the task pool, which the kernel can write back and drop), peak anonymous memory (RSS less file-backed pages: what the run could die of), and the
 bytes held per kept record: the slope of the anonymous memory over the records kept from 10% of
 the run to its end, against the baseline of the records' own text (the UTF-8 bytes of instruction,
 input and output: what keeping every record in memory would take at the least), as a ratio; then
@@ -175,7 +175,7 @@ def held(generator: SelfInstructGenerator, chain: Any) -> dict[str, int]:
         for buckets in postings._postings.values()
     )
     out = {
-        "novelty pool: refs": _objects(novelty.refs),
+        "novelty pool: refs (mapped file)": novelty.refs.nbytes,
         "novelty pool: token codes": _objects(novelty._tokens) + sys.getsizeof(postings._codes),
         "novelty pool: postings": sys.getsizeof(postings._postings)
         + arrays
@@ -185,15 +185,15 @@ def held(generator: SelfInstructGenerator, chain: Any) -> dict[str, int]:
         + _objects(novelty._id_tokens)
         + sys.getsizeof(novelty._vocab_sizes)
         + sys.getsizeof(postings._table),
-        "generator: machine tasks": _objects(generator.machine_tasks),
+        "generator: machine tasks (mapped file)": generator.machine_tasks.nbytes,
     }
     for f in chain.filters:
         if isinstance(f, ExactDedupFilter):
-            # The ids are the near-dup index's too: counted there.
-            out["exact dedup: keys"] = sys.getsizeof(f.seen) + sum(map(sys.getsizeof, f.seen))
+            out["exact dedup: keys, first ids (mapped files)"] = f.keys.nbytes + f.first.nbytes
         if isinstance(f, NearDedupFilter) and isinstance(f.index, MinHashIndex):
             index = f.index
-            out["near dedup: ids"] = _objects(index.ids) + sys.getsizeof(index._known) + sys.getsizeof(index._pending)
+            out["near dedup: ids, their digests (mapped files)"] = index.ids.nbytes + index._known.nbytes
+            out["near dedup: ids not yet persisted"] = _objects(index._pending)
             out["near dedup: shingles, table (mapped files)"] = sum(
                 a.nbytes for a in (index._sigs, index._shingles, index._offsets, index._table)
             )

@@ -34,7 +34,7 @@ from synth.filters.minhash import (
     sign,
     signature_params,
 )
-from synth.filters.spill import Spill
+from synth.filters.spill import KeyTable, Spill, Strings, digests
 from synth.schemas import Outcome, Record, ShardInfo
 from synth.schemas.curation import MinHashConfig
 from synth.shards.atomic import atomic_write_bytes
@@ -54,23 +54,24 @@ class MinHashIndex:
     """The shingle sets of every kept record of a dataset, their signatures banded for LSH lookups
     in a compiled open-addressing table: per record, 4 bytes per distinct shingle and 8 to 16 per
     band, and with `verify: estimate` its signature (4 bytes per permutation) instead of its
-    shingles being what candidates are confirmed on. These arrays live in files mapped into memory
-    (`Spill`, next to the persisted index when there is a dataset), so they cost disk, not memory
-    the run could die of; the ids stay in the process (about 120 bytes a record)."""
+    shingles being what candidates are confirmed on. These arrays, the records' ids and the ids'
+    digests live in files mapped into memory (`Spill`, next to the persisted index when there is a
+    dataset), so they cost disk, not memory the run could die of: what the process itself holds is
+    the pending batch's ids, not the run's."""
 
     def __init__(self, config: MinHashConfig, spill: Spill | None = None) -> None:
         self.config = config
         self.bands, self.rows = banding(config.threshold, config.num_perm)
-        self.ids: list[str] = []
+        self._spill = spill or Spill()
+        self.ids = Strings(self._spill)
+        self._known = KeyTable(self._spill)  # the ids' digests, row for row
         # Buffers that double when full, in files mapped into memory. Signatures are kept only to
         # confirm candidates on them.
-        self._spill = spill or Spill()
         self._sigs = self._spill.empty((1024, config.num_perm if config.verify == "estimate" else 0), np.uint32)
         self._shingles = self._spill.empty(16 * 1024, np.uint32)
         self._offsets = self._spill.empty(1025, np.int64)
         self._table = self._spill.full(1 << 14, lsh_kernels.EMPTY, np.uint64)
         self._pending: dict[str, int] = {}  # id -> row, for records not yet persisted
-        self._known: set[str] = set()
         self._committed = 0  # rows below this belong to committed batches
 
     def commit(self) -> None:
@@ -83,9 +84,9 @@ class MinHashIndex:
         if keep == len(self.ids):
             return
         for rid in self.ids[keep:]:
-            self._known.discard(rid)
             self._pending.pop(rid, None)
-        del self.ids[keep:]
+        self.ids.truncate(keep)
+        self._known.truncate(keep)
         table = self._spill.full(len(self._table), lsh_kernels.EMPTY, np.uint64)
         lsh_kernels.table_rehash(self._table, table, lsh_kernels.table_shift(table), keep)
         self._table = table
@@ -103,7 +104,7 @@ class MinHashIndex:
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
         """Whether each id is indexed already."""
-        return [i in self._known for i in ids]
+        return (self._known.find(digests(ids)) >= 0).tolist() if len(ids) else []
 
     def rows_of(self, rows: Sequence[int]) -> SignedBatch:
         """Indexed records as a batch, by row (without signatures unless the index keeps them)."""
@@ -146,7 +147,7 @@ class MinHashIndex:
         keys = batch.keys(self.bands, self.rows)
         lsh_kernels.table_insert(self._table, lsh_kernels.table_shift(self._table), keys, start)
         self.ids.extend(ids)
-        self._known.update(ids)
+        self._known.add(digests(ids))
         if remember:
             self._pending.update(zip(ids, range(start, end), strict=True))
         else:  # loaded from the dataset: committed already
@@ -190,7 +191,7 @@ class MinHashIndex:
         unreadable, names shards the dataset no longer lists, or holds another number of records
         than they do, is rebuilt from the shards (the result equals an intact index)."""
         root = Path(dataset)
-        folder = _index_folder(root)
+        folder = index_folder(root)
         spill = Spill(folder if root.is_dir() else None)
         index = cls(config, spill)
         if rebuild:
@@ -243,7 +244,7 @@ class MinHashIndex:
         root = Path(dataset)
         if not is_dataset(root):
             return
-        folder = _index_folder(root)
+        folder = index_folder(root)
         meta_file = folder / "meta.json"
         meta = (
             json.loads(meta_file.read_text())
@@ -296,12 +297,12 @@ def _why(error: Exception) -> str:
     return f"damaged index ({type(error).__name__}{': ' + text[:200] if text else ''})"
 
 
-def _index_folder(root: Path) -> Path:
-    """`DIR/index/minhash`, refused if either folder is a symlink (it could lead anywhere)."""
-    for folder in (root / "index", root / "index" / "minhash"):
+def index_folder(root: Path, name: str = "minhash") -> Path:
+    """`DIR/index/NAME`, refused if either folder is a symlink (it could lead anywhere)."""
+    for folder in (root / "index", root / "index" / name):
         if folder.is_symlink():
             raise DatasetError(f"{folder}: is a symlink; the index must be a folder inside the dataset")
-    return root / "index" / "minhash"
+    return root / "index" / name
 
 
 def _clear(folder: Path) -> None:

@@ -207,7 +207,11 @@ class Index(Protocol):
     what it added stays only if the batch commits (`commit`), else it is forgotten (`rollback`)."""
 
     config: MinHashConfig
-    ids: list[str]
+
+    @property
+    def ids(self) -> Sequence[str]:
+        """Indexed records by the row `duplicates` reports them at."""
+        ...
 
     @property
     def measure(self) -> str: ...

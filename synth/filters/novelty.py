@@ -39,6 +39,7 @@ from rapidfuzz.distance import Indel
 
 from synth.filters.novelty_index import PrefixIndex
 from synth.filters.novelty_search import PrunedSearch
+from synth.filters.spill import Strings
 from synth.filters.tokens import rouge_tokens
 
 SNIPPET_CHARS = 80
@@ -125,7 +126,8 @@ class RougeNoveltyIndex:
     workers: int = -1
     prune: bool = True
     neighbor_floor: float = NEIGHBOR_FLOOR
-    refs: list[str] = field(default_factory=list)
+    # Each pool text's `neighbor_ref`, in a mapped file (`Spill`): disk, not memory, per text.
+    refs: Strings = field(default_factory=Strings)
     _tokens: list[str] = field(default_factory=list)
     # Each token's id, as the character that stands for it in a text's code (`_char`).
     _vocab: dict[str, str] = field(default_factory=dict)
@@ -190,7 +192,7 @@ class RougeNoveltyIndex:
         search's key order) as if it had never run."""
         if self.prune:
             self._postings.truncate(size)
-        del self.refs[size:]
+        self.refs.truncate(size)
         del self._tokens[size:]
         del self._vocab_sizes[size:]
         known = self._vocab_sizes[-1] if size else 0

@@ -25,6 +25,10 @@ class NoveltyFilter:
         self, pool: Sequence[str], threshold: float = 0.7, pool_ids: Sequence[str | None] | None = None
     ) -> None:
         self.index = RougeNoveltyIndex(threshold=threshold)
+        self.add_pool(pool, pool_ids)
+
+    def add_pool(self, pool: Sequence[str], pool_ids: Sequence[str | None] | None = None) -> None:
+        """More reference texts (a dataset's, a shard at a time); they are not candidates."""
         self.index.add(pool, pool_ids)
         self._committed = len(self.index)
 

@@ -1,7 +1,8 @@
 """Arrays that live in files on disk, mapped into memory.
 
-An index that grows with a run (the MinHash index's shingle sets and band table) keeps its arrays
-here instead of in the process's own memory. The pages are the file's: the kernel keeps the ones
+What grows with a run keeps its arrays here instead of in the process's own memory: the MinHash
+index's shingle sets, band table and record ids (`Strings`, and `KeyTable` for the ids' digests),
+exact dedup's keys, the novelty pool's references and Self-Instruct's task pool. The pages are the file's: the kernel keeps the ones
 in use and writes the rest back to disk when memory is short, so a long run's index costs disk
 space, not memory it could die of. The files have no name (they are unlinked as they are made), so
 nothing is left behind by a crash, and they go away with the last array that maps them.
@@ -9,11 +10,16 @@ nothing is left behind by a crash, and they go away with the last array that map
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
+
+from synth.filters import spill_kernels
 
 
 class Spill:
@@ -57,3 +63,129 @@ class Spill:
         bigger = self.empty((size, *array.shape[1:]), array.dtype)
         bigger[:used] = array[:used]
         return bigger
+
+
+class Strings(Sequence[str]):
+    """A growing column of strings in mapped files: UTF-8 bytes back to back and int64 offsets.
+    Reads back by position (`column[i]`, a slice, iteration) and forgets its tail (`truncate`);
+    about one byte per character in files, nothing per string in the process."""
+
+    def __init__(self, spill: Spill | None = None) -> None:
+        self._spill = spill or Spill()
+        self._bytes = self._spill.empty(1 << 12, np.uint8)
+        self._offsets = self._spill.empty(1 << 10, np.int64)  # offsets[0] stays 0
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its mapped files (capacity, not use)."""
+        return self._bytes.nbytes + self._offsets.nbytes
+
+    def extend(self, texts: Iterable[str]) -> None:
+        encoded = [t.encode() for t in texts]
+        if not encoded:
+            return
+        n, used = self._n, int(self._offsets[self._n])
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        size = used + int(lengths.sum())
+        if n + len(encoded) + 1 > len(self._offsets):
+            self._offsets = self._spill.grown(self._offsets, max(n + len(encoded) + 1, 2 * len(self._offsets)), n + 1)
+        if size > len(self._bytes):
+            self._bytes = self._spill.grown(self._bytes, max(size, 2 * len(self._bytes)), used)
+        self._bytes[used:size] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._offsets[n + 1 : n + 1 + len(encoded)] = used + np.cumsum(lengths)
+        self._n = n + len(encoded)
+
+    def append(self, text: str) -> None:
+        self.extend([text])
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._bytes[self._offsets[i] : self._offsets[i + 1]].tobytes().decode()
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(self._n):
+            yield self[i]
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` strings."""
+        self._n = max(0, min(n, self._n))
+
+
+def digests(texts: Iterable[str | bytes], size: int = 16) -> np.ndarray:
+    """BLAKE2b digests of `texts` as rows of two uint64 words (`KeyTable` keys); a digest shorter
+    than 16 bytes is padded with zeros."""
+    out = [
+        hashlib.blake2b(t.encode() if isinstance(t, str) else t, digest_size=size).digest().ljust(16, b"\0")
+        for t in texts
+    ]
+    return np.frombuffer(b"".join(out), dtype=np.uint64).reshape(-1, 2) if out else np.empty((0, 2), np.uint64)
+
+
+class KeyTable:
+    """A set of 128-bit keys (hash digests, see `digests`), numbered by the order they were added,
+    in mapped files: 16 bytes per key and an open-addressing table of 8-byte row numbers at most
+    half full, so 32-48 bytes a key on disk and nothing per key in the process. `find` returns
+    each key's row (its first, if added twice) or -1; `truncate` forgets the keys added last."""
+
+    def __init__(self, spill: Spill | None = None) -> None:
+        self._spill = spill or Spill()
+        self._keys = self._spill.empty((1 << 10, 2), np.uint64)
+        self._slots = self._spill.full(1 << 11, -1, np.int64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its mapped files (capacity, not use)."""
+        return self._keys.nbytes + self._slots.nbytes
+
+    def _shift(self) -> np.uint64:
+        return np.uint64(64 - (self._slots.shape[0].bit_length() - 1))
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        out = np.empty(len(keys), dtype=np.int64)
+        if len(keys):
+            spill_kernels.find(self._slots, self._shift(), self._keys, np.ascontiguousarray(keys, np.uint64), out)
+        return out
+
+    def add(self, keys: np.ndarray) -> None:
+        """Append `keys` as rows len(self)...; the caller checks first whether they are known."""
+        if not len(keys):
+            return
+        n, end = self._n, self._n + len(keys)
+        if end > len(self._keys):
+            self._keys = self._spill.grown(self._keys, max(end, 2 * len(self._keys)), n)
+        self._keys[n:end] = keys
+        if 2 * end > len(self._slots):
+            size = len(self._slots)
+            while 2 * end > size:
+                size *= 2
+            self._rehash(size, n)
+        spill_kernels.insert(self._slots, self._shift(), np.ascontiguousarray(keys, np.uint64), n)
+        self._n = end
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` keys."""
+        if n < self._n:
+            self._rehash(len(self._slots), max(n, 0))
+            self._n = max(n, 0)
+
+    def _rehash(self, size: int, below: int) -> None:
+        slots = self._spill.full(size, -1, np.int64)
+        spill_kernels.rehash(self._slots, slots, np.uint64(64 - (size.bit_length() - 1)), self._keys, below)
+        self._slots = slots

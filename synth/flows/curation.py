@@ -8,7 +8,7 @@ from synth.engines import Engine
 from synth.filters.abilities import AbilityTagger, MixtureFilter
 from synth.filters.base import Filter, FilterChain
 from synth.filters.decontamination import DecontaminationFilter
-from synth.filters.dedup import MinHashIndex, NearDedupFilter
+from synth.filters.dedup import MinHashIndex, NearDedupFilter, index_folder
 from synth.filters.exact_dedup import ExactDedupFilter
 from synth.filters.heuristics import HeuristicFilter
 from synth.filters.judge import JudgeFilter
@@ -16,9 +16,10 @@ from synth.filters.language import LanguageFilter
 from synth.filters.minhash import Index
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.filters.redis_index import RedisMinHashIndex, namespace_for
+from synth.filters.spill import Spill
 from synth.schemas.curation import CurationConfig
 from synth.shards.layout import is_dataset
-from synth.shards.read import scan
+from synth.shards.read import kept_frames, scan
 
 
 def build_chain(
@@ -47,7 +48,9 @@ def build_chain(
     if config.checks_language(language):
         filters.append(LanguageFilter(data_language))
     if config.exact_dedup:
-        filters.append(ExactDedupFilter(dataset))
+        # Its keys spill next to the dataset's indexes (a folder it cannot write: the temporary one).
+        spill = Spill(index_folder(Path(dataset), "exact")) if is_dataset(dataset) else None
+        filters.append(ExactDedupFilter(dataset, spill))
     index: Index | None = None
     if config.minhash.enabled:
         if config.minhash.backend == "redis":
@@ -62,15 +65,15 @@ def build_chain(
             )
         filters.append(NearDedupFilter(index))
     if config.novelty.enabled:
+        novelty = NoveltyFilter([], config.novelty.threshold)
         if config.novelty.reference:
             from synth.generators.sources import load_instructions
 
-            pool = [i.instruction for i in load_instructions(config.novelty.reference)]
+            novelty.add_pool([i.instruction for i in load_instructions(config.novelty.reference)])
         elif is_dataset(dataset):
-            pool = scan(dataset).select("instruction").collect()["instruction"].to_list()
-        else:
-            pool = []
-        filters.append(NoveltyFilter(pool, config.novelty.threshold))
+            for frame in kept_frames(Path(dataset), ["instruction"]):  # a shard's text at a time
+                novelty.add_pool(frame["instruction"].to_list())
+        filters.append(novelty)
     if config.decontamination.benchmarks:
         filters.append(DecontaminationFilter(config.decontamination))
     if config.tags_abilities(language):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Unpack, overload
 
 import polars as pl
 
+from synth.filters.spill import Strings
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, TargetJob
 from synth.flows.run import RunOptions, generator_flow, run_job
@@ -81,13 +83,49 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int, 
     return max(min(floor, ceiling), min(ceiling, math.ceil(1.25 * remaining / per_prompt)))
 
 
+class Admitted(Sequence[str]):
+    """The first `size` tasks of a pool that only grows, then `extra`: a view, not a copy, so a
+    batch's spec costs nothing per task in the process. Pickled (for a worker in another process)
+    it becomes the tuple of its tasks."""
+
+    def __init__(self, base: Sequence[str], size: int, extra: Sequence[str] = ()) -> None:
+        self.base, self.size, self.extra = base, size, tuple(extra)
+
+    def __len__(self) -> int:
+        return self.size + len(self.extra)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.base[i] if i < self.size else self.extra[i - self.size]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a sequence of the same tasks: at once when both view one pool to one length."""
+        if isinstance(other, Admitted) and other.base is self.base and other.size == self.size:
+            return other.extra == self.extra
+        return isinstance(other, Sequence) and len(other) == len(self) and all(map(str.__eq__, self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (tuple(self),))
+
+
 @dataclass(frozen=True)
 class SelfInstructSpec:
     """One Self-Instruct batch: how many prompts it sends, and the machine tasks the pool holds
     when it is planned (a worker's generator catches up with them before it samples)."""
 
     prompts: int
-    pool: tuple[str, ...]
+    pool: Sequence[str]
 
 
 @dataclass
@@ -99,13 +137,15 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
     seeds: list[SeedTask]
     run_id: str
     generator: ClassVar[str] = GENERATOR
-    pool: list[str] = field(default_factory=list, init=False)  # machine tasks admitted, in order
+    # Machine tasks admitted, in order, in a mapped file (`Strings`): the pool grows with the run.
+    pool: Strings = field(default_factory=Strings, init=False)
 
     def build(self, maker: Maker) -> SelfInstructGenerator:
         return SelfInstructGenerator(self.config, maker.engine, self.seeds, run_id=self.run_id)
 
     def open(self, run: RunContext) -> str:
-        self.pool = accepted_tasks(run.dataset.path, self.run_id)
+        self.pool = Strings()
+        self.pool.extend(accepted_tasks(run.dataset.path, self.run_id))
         return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def size(self, info: RunInfo) -> int:
@@ -114,7 +154,7 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
 
     def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
         # The pool the next batch samples from: every task admitted so far, the pending batch's too.
-        admitted = tuple(self.pool) + tuple(pending.delta["accepted_tasks"] if pending is not None else ())
+        admitted = Admitted(self.pool, len(self.pool), pending.delta["accepted_tasks"] if pending is not None else ())
         return Spec(info.batches_done, SelfInstructSpec(self.size(info), admitted))
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
@@ -132,7 +172,7 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
         return Batch(result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks})
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "pool": []}  # a worker gets the pool in each spec
+        return {**super().__getstate__(), "pool": Strings()}  # a worker gets the pool in each spec
 
     def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
         prompts = delta["prompts"]

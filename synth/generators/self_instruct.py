@@ -27,6 +27,7 @@ from synth.engines import ChatRequest, Completion, Engine
 from synth.filters import InstructionHeuristics, RougeNoveltyIndex
 from synth.filters.heuristics import NON_TEXT_KEYWORDS, SELF_INSTRUCT_KEYWORDS
 from synth.filters.novelty import neighbor_ref
+from synth.filters.spill import Strings
 from synth.generators.provenance import Origin, request_seed
 from synth.generators.seeds import MAX_SEED_CHARS, seed_chars
 from synth.generators.self_instruct_replies import (
@@ -92,7 +93,8 @@ class SelfInstructGenerator:
         self.engine = engine
         self.run_id = run_id
         self.origin = Origin(GENERATOR, run_id, config.seed, engine.model_name)
-        self.machine_tasks: list[str] = []
+        # The pool's machine tasks, which task prompts sample from, in a mapped file (`Strings`).
+        self.machine_tasks = Strings()
         keywords = NON_TEXT_KEYWORDS if config.extra_non_text_keywords else SELF_INSTRUCT_KEYWORDS
         self.heuristics = InstructionHeuristics(
             min_words=config.min_words, max_words=config.max_words, keywords=keywords, language=config.language

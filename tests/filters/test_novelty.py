@@ -119,7 +119,7 @@ def test_check_without_add_leaves_the_pool_unchanged():
     index.add(["seed"])
     [verdict] = index.check(["a completely different request"], add=False)
     assert verdict.kept
-    assert index.refs == [neighbor_ref("seed")]
+    assert list(index.refs) == [neighbor_ref("seed")]
 
 
 def reference_verdicts(pool: list[str], candidates: list[str], threshold: float, k: int) -> list[tuple]:

@@ -310,9 +310,9 @@ def test_batch_produces_records_with_provenance_and_grows_the_pool(script):
     gen = make(script, prompts_per_batch=2)
     result = gen.run_batch(0)
     assert len(result.accepted_tasks) == 6
-    assert gen.machine_tasks == []  # the pool changes only on accept
+    assert list(gen.machine_tasks) == []  # the pool changes only on accept
     gen.add_to_pool(result.accepted_tasks)
-    assert gen.machine_tasks == result.accepted_tasks
+    assert list(gen.machine_tasks) == result.accepted_tasks
     assert len(result.kept) == 6
     by_task = {r.instruction: r for r in result.kept}
     labelled = [t for t in result.accepted_tasks if t.startswith("Please label")]
