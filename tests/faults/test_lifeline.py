@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 SYNTH = str(Path(sys.executable).with_name("synth"))
 
 
+@pytest.mark.e2e
 def test_sigkill_of_a_run_ends_its_temporary_prefect_server(tmp_path):
     engine = tmp_path / "engine.json"
     engine.write_text(json.dumps({"kind": "scripted"}))

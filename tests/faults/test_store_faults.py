@@ -333,6 +333,7 @@ def test_a_failed_start_never_turns_a_finished_run_back_into_a_running_one(tmp_p
     assert read_manifest(root).runs["run-a"].status == "running"
 
 
+@pytest.mark.e2e
 def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_path):
     """`synth generate` adds batches while `synth curate DIR --wait` waits for it, then curates
     everything: every record the generator committed is either kept or a reject with a reason. The

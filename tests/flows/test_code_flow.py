@@ -100,6 +100,7 @@ def test_a_recipe_step_generates_code(tmp_path):
     assert set(scan(tmp_path / "ds").collect()["execution"]) == {"passed"}
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     from prefect.settings import PREFECT_API_URL
 

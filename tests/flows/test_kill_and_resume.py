@@ -31,6 +31,7 @@ def contents(path: Path):
     return kept, rejects
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     batches = 6
     assert worker(tmp_path / "whole", batches).wait(timeout=300) == 0

@@ -107,6 +107,7 @@ def tokens_by_run(path) -> list[tuple]:
     return sorted((r.generator, r.batches_done, json.dumps(r.state.get("tokens", {}), sort_keys=True)) for r in runs)
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp_path, redis_url, monkeypatch):
     from synth.flows.recipe import recipe_flow

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -56,6 +57,7 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.mark.e2e
 def test_served_recipe_runs_on_its_interval_and_writes_shards(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/api"
     env = {
