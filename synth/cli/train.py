@@ -226,12 +226,14 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--benchmark",
-            help="Also score both models on a code benchmark: humaneval (pass@1, greedy; programs run in the "
-            "sandbox). Repeatable.",
+            help="Also score both models on a benchmark: humaneval (pass@1, greedy; programs run in the "
+            "sandbox), ifbench (instruction following checked by programs: strict and loose accuracy) or an "
+            "IFEval-format JSONL FILE of prompts with instruction ids and arguments. Repeatable.",
         ),
     ] = None,
     benchmark_limit: Annotated[
-        int | None, typer.Option("--benchmark-limit", min=1, help="Score the benchmark's first N problems only.")
+        int | None,
+        typer.Option("--benchmark-limit", min=1, help="Score each benchmark's first N problems or prompts only."),
     ] = None,
     isolation: Annotated[
         str,
@@ -261,11 +263,17 @@ def evaluate(
     _choice(device, "--device", ("auto", "cpu", "cuda"))
     _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
     for name in benchmark or []:
-        _choice(name, "--benchmark", ("humaneval",))
-    if benchmark:
+        if name not in ("humaneval", "ifbench"):
+            _instruction_file(name)
+    if "humaneval" in (benchmark or []):
         from synth.sandbox import Sandbox
 
         Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
+    if any(name != "humaneval" for name in benchmark or []):
+        from synth.training.ifbench import available
+
+        if problem := available():
+            fail(problem)
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
@@ -301,6 +309,42 @@ def evaluate(
     _print_evaluation(result)
 
 
+def _instruction_file(name: str) -> None:
+    """A --benchmark that is not a name must be an IFEval-format JSONL file that reads."""
+    from synth.training.ifbench import IFBenchFileError, read_prompts
+
+    if not name.endswith(".jsonl"):
+        fail(f"--benchmark: {name!r} is not humaneval, ifbench or a .jsonl file in the IFEval format")
+    try:
+        read_prompts(name)
+    except IFBenchFileError as e:
+        fail(f"--benchmark: {e}")
+
+
+def _print_instruction_following(name: str, scores: dict[str, Any], difference: dict[str, Any] | None) -> None:
+    base = scores["base"]
+    table = Table(title=f"{name}: instruction following ({base['prompts']} prompts, greedy)", title_justify="left")
+    for column in ("model", "strict prompt", "strict instruction", "loose prompt", "loose instruction"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for which in ("base", "tuned"):
+        s = scores[which]
+        table.add_row(
+            Text(s["model"]),
+            *(f"{s[k]:.3f}" for k in ("strict_prompt", "strict_instruction", "loose_prompt", "loose_instruction")),
+        )
+    console.print(table)
+    if difference:
+        console.print(
+            Text(
+                f"tuned minus base, {difference['metric']}: {difference['difference']:+.3f} "
+                f"(95% paired bootstrap interval {difference['low']:+.3f} to {difference['high']:+.3f})"
+            ),
+            soft_wrap=True,
+        )
+    for reason, n in sorted(base["left_out"].items()):
+        err.print(Text(f"{name}: {n} prompts left out: {reason}", style="yellow"), soft_wrap=True)
+
+
 def _print_evaluation(result: dict[str, Any]) -> None:
     table = Table(title=f"Proxy loss on {result['reference_pairs']} reference pairs", title_justify="left")
     for column in ("model", "loss per token", "perplexity"):
@@ -318,6 +362,9 @@ def _print_evaluation(result: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     for name, scores in result.get("benchmarks", {}).items():
+        if "strict_prompt" in scores["base"]:
+            _print_instruction_following(name, scores, result.get("differences", {}).get(name))
+            continue
         table = Table(title=f"{name}: pass@1 (greedy)", title_justify="left")
         for column in ("model", "passed", "pass@1", "failures"):
             table.add_column(column, justify="left" if column in ("model", "failures") else "right")

@@ -191,11 +191,38 @@ def _stored_section(title: str, file: str, data: dict | None, body: Callable[[di
         return ["", f"## {title}", "", f"`{file}` is present but does not read; see the file."]
 
 
-def _benchmark_lines(benchmarks: dict) -> list[str]:
-    """Each code benchmark's pass@1 for both models (HumanEval, greedy, run in the sandbox)."""
+def _benchmark_lines(benchmarks: dict, differences: dict) -> list[str]:
+    """Each benchmark's scores for both models: a code benchmark's pass@1 (HumanEval, greedy, run
+    in the sandbox), an instruction-following benchmark's strict and loose accuracies."""
     lines = []
     for name, scores in benchmarks.items():
         base, tuned = scores["base"], scores["tuned"]
+        if "strict_prompt" in base:
+            diff = differences.get(name)
+            left = sum(base.get("left_out", {}).values())
+            lines += [
+                f"{name} instruction following (greedy, {base['prompts']} prompts checked by programs"
+                f"{f', {left} left out' if left else ''}):",
+                "",
+                "| model | strict prompt | strict instruction | loose prompt | loose instruction |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {label} | {s['strict_prompt']:.3f} | {s['strict_instruction']:.3f} | "
+                    f"{s['loose_prompt']:.3f} | {s['loose_instruction']:.3f} |"
+                    for label, s in (("base", base), ("tuned on this data", tuned))
+                ),
+                "",
+                *(
+                    [
+                        f"Tuned minus base, {diff['metric']}: {diff['difference']:+.3f} (95% paired bootstrap "
+                        f"interval {diff['low']:+.3f} to {diff['high']:+.3f}).",
+                        "",
+                    ]
+                    if diff
+                    else []
+                ),
+            ]
+            continue
         lines += [
             f"{name} pass@1 (greedy, {base['problems']} problems, programs run in the sandbox):",
             "",
@@ -221,7 +248,7 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
         f"| base | {base:.4f} |",
         f"| tuned on this data | {tuned:.4f} |",
         "",
-        *_benchmark_lines(evaluation.get("benchmarks", {})),
+        *_benchmark_lines(evaluation.get("benchmarks", {}), evaluation.get("differences", {})),
         f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
         "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
     ]

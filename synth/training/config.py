@@ -110,13 +110,21 @@ class EvaluationConfig(_Strict):
     threads: int | None = Field(default=None, ge=1)
     model_dir: Path | None = None
     log_every: int = Field(default=10, ge=1)
-    # Code benchmarks scored on both models besides the loss (HumanEval: pass@1, greedy, programs run
-    # in the sandbox); `benchmark_limit` scores the first N problems only.
-    benchmarks: list[Literal["humaneval"]] = Field(default_factory=list)
+    # Benchmarks scored on both models besides the loss: "humaneval" (pass@1, greedy, programs run
+    # in the sandbox), "ifbench" (instruction following checked by programs) or the path of a JSONL
+    # file in the IFEval format; `benchmark_limit` scores the first N problems or prompts only.
+    benchmarks: list[str] = Field(default_factory=list)
     benchmark_limit: int | None = Field(default=None, ge=1)
     benchmark_max_tokens: int = Field(default=512, ge=1)
     benchmark_chat: bool = False  # ask each problem in the chat template (chat models) instead of continuing it
     isolation: Literal["bubblewrap", "none-unsafe"] = "bubblewrap"
+
+    @model_validator(mode="after")
+    def _known_benchmarks(self) -> EvaluationConfig:
+        for name in self.benchmarks:
+            if name not in ("humaneval", "ifbench") and not name.endswith(".jsonl"):
+                raise ValueError(f"benchmark {name!r}: expected humaneval, ifbench or an IFEval-format .jsonl file")
+        return self
 
     def training(self, out: Path) -> TrainingConfig:
         """The training run this evaluation makes: forward, no held-out share, no dropout (the same

@@ -24,6 +24,7 @@ from synth.shards.layout import is_dataset
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.humaneval import BenchmarkScore
+from synth.training.ifbench import InstructionScore
 from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import read_report, train
 
@@ -70,8 +71,33 @@ class Evaluation(BaseModel):
     train_tokens_per_second: float
     device: str
     created_at: str
-    # benchmark name -> {"base": score, "tuned": score} (HumanEval's pass@1; see `synth.training.humaneval`)
-    benchmarks: dict[str, dict[str, BenchmarkScore]] = {}
+    # benchmark name -> {"base": score, "tuned": score}: HumanEval's pass@1 (`synth.training.humaneval`),
+    # instruction following's accuracies (`synth.training.ifbench`)
+    benchmarks: dict[str, dict[str, BenchmarkScore | InstructionScore]] = {}
+    # benchmark name -> tuned minus base on its headline metric, with a 95% paired bootstrap interval
+    differences: dict[str, Difference] = {}
+
+
+class Difference(BaseModel):
+    """Tuned minus base on one metric, with its 95% paired bootstrap interval over the items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+
+
+def instruction_difference(base: InstructionScore, tuned: InstructionScore, seed: int) -> Difference:
+    """Strict prompt-level accuracy, tuned minus base, resampling the prompts (the same draw for both)."""
+    from synth.evaluation.compare import paired_interval
+
+    ones = [1] * len(base.followed)
+    diff, low, high = paired_interval(
+        ([float(f) for f in base.followed], ones), ([float(f) for f in tuned.followed], ones), seed
+    )
+    return Difference(metric="strict prompt-level accuracy", difference=diff, low=low, high=high)
 
 
 def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
@@ -106,12 +132,33 @@ def inference_system(dataset: str | Path) -> str:
 
 
 def _score(
-    name: str, path: str, device: str, dtype: Any, reference: Any, tokenizer: Any, config: EvaluationConfig, say: Say
-) -> tuple[Score, dict[str, BenchmarkScore]]:
+    name: str,
+    path: str,
+    device: str,
+    dtype: Any,
+    reference: Any,
+    tokenizer: Any,
+    config: EvaluationConfig,
+    say: Say,
+    system: str = "",
+) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore]]:
     """The model's loss on the reference, and its score on each benchmark the config names."""
     model = load_model(path, device, dtype)
     loss, _ = completion_loss(model, reference, tokenizer.pad_token_id)
-    benchmarks = {}
+    benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
+    for source in (b for b in config.benchmarks if b != "humaneval"):
+        from synth.training.ifbench import benchmark_name, instruction_following
+
+        benchmarks[benchmark_name(source)] = instruction_following(
+            name,
+            model,
+            tokenizer,
+            source,
+            limit=config.benchmark_limit,
+            max_new_tokens=config.benchmark_max_tokens,
+            system=system,
+            progress=say,
+        )
     if "humaneval" in config.benchmarks:
         from synth.sandbox import Sandbox
         from synth.training.humaneval import SANDBOX, pass_at_1
@@ -193,8 +240,10 @@ def _evaluate(
     say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
     # Both models are scored in float32: the tuned model was saved in float32, and the comparison
     # must not mix precisions.
+    # A dataset trained with a system message (Humpback's seed tag) is asked benchmarks with it too.
+    system = next((e.system for e in ref.items if e.system), "")
     base_score, base_benchmarks = _score(
-        base.name, base.path, device, torch.float32, encoded.items, tokenizer, config, say
+        base.name, base.path, device, torch.float32, encoded.items, tokenizer, config, say, system
     )
     say(f"base loss {base_score.loss:.4f}; fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
@@ -204,7 +253,15 @@ def _evaluate(
         if trained is None:
             raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
         tuned_score, tuned_benchmarks = _score(
-            f"{base.name} + {root.name}", str(tuned_path), device, torch.float32, encoded.items, tokenizer, config, say
+            f"{base.name} + {root.name}",
+            str(tuned_path),
+            device,
+            torch.float32,
+            encoded.items,
+            tokenizer,
+            config,
+            say,
+            system,
         )
     improvement = base_score.loss - tuned_score.loss
     evaluation = Evaluation(
@@ -232,5 +289,10 @@ def _evaluate(
         device=device,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         benchmarks={k: {"base": base_benchmarks[k], "tuned": tuned_benchmarks[k]} for k in base_benchmarks},
+        differences={
+            k: instruction_difference(b, t, config.seed)
+            for k, b in base_benchmarks.items()
+            if isinstance(b, InstructionScore) and isinstance(t := tuned_benchmarks[k], InstructionScore)
+        },
     )
     return evaluation

@@ -75,14 +75,24 @@ def problems(limit: int | None = None) -> Sequence[CodeProblem]:
 
 
 def complete(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8, chat: bool = False
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    chat: bool = False,
+    ask: str = CHAT_ASK,
+    system: str = "",
 ) -> list[str]:
-    """Greedy completions of `prompts`, in order: raw text, or (`chat`) each asked as a user turn in
-    the model's chat template."""
+    """Greedy completions of `prompts`, in order: raw text, or (`chat`) each asked as a user turn
+    (`ask` with the prompt in its place, after `system` when given) in the model's chat template."""
     if chat:
+        opening = [{"role": "system", "content": system}] if system else []
         prompts = [
             tokenizer.apply_chat_template(
-                [{"role": "user", "content": CHAT_ASK.format(prompt=p)}], tokenize=False, add_generation_prompt=True
+                [*opening, {"role": "user", "content": ask.format(prompt=p)}],
+                tokenize=False,
+                add_generation_prompt=True,
             )
             for p in prompts
         ]

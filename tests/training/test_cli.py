@@ -83,3 +83,21 @@ def test_a_bad_data_line_is_one_line_naming_file_and_line(tmp_path, small_datase
     assert result.exit_code == 2 and f"{bad}:2: invalid JSON" in result.output
     result = invoke("evaluate", str(tmp_path), "--reference", str(bad))
     assert result.exit_code == 2 and "not a dataset directory" in result.output
+
+
+def test_a_benchmark_that_is_no_name_or_readable_ifeval_file_is_refused_before_anything_loads(tmp_path, small_dataset):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text(
+        '{"prompt": "Say hi.", "instruction_id_list": ["count:word_count_range"], "kwargs": [{}]}\n{"prompt": \n'
+    )
+    reference = tmp_path / "ref.jsonl"
+    reference.write_text('{"instruction": "A", "output": "B"}\n')
+    for benchmark, says in [
+        (str(bad), f"{bad}:2: not JSON"),
+        ("mmlu", "'mmlu' is not humaneval, ifbench or a .jsonl file"),
+        (str(tmp_path / "gone.jsonl"), "gone.jsonl: no such file"),
+    ]:
+        result = invoke("evaluate", str(small_dataset), "--reference", str(reference), "--benchmark", benchmark)
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (small_dataset / EVALUATION).exists()

@@ -9,7 +9,8 @@ import pytest
 
 from synth.sandbox import Sandbox
 from synth.training import EvaluationConfig, evaluate_dataset
-from synth.training.humaneval import SANDBOX, chat_program, problems, program, truncate
+from synth.training.humaneval import SANDBOX, BenchmarkScore, chat_program, problems, program, truncate
+from synth.training.ifbench import InstructionScore, read_prompts, scorable
 
 
 def test_every_canonical_solution_passes_and_a_wrong_body_fails_every_problem():
@@ -45,20 +46,39 @@ def test_a_completion_is_cut_where_a_new_top_level_block_starts():
 
 
 @pytest.mark.engine  # loads the embedded model's weights
-def test_an_evaluation_scores_humaneval_for_the_base_and_the_tuned_model(small_dataset, reference_file):
+def test_an_evaluation_scores_humaneval_and_ifbench_for_the_base_and_the_tuned_model(small_dataset, reference_file):
     config = EvaluationConfig(
-        max_steps=1, batch_size=2, max_length=128, threads=1, benchmarks=["humaneval"], benchmark_limit=4,
+        max_steps=1,
+        batch_size=2,
+        max_length=128,
+        threads=1,
+        benchmarks=["humaneval", "ifbench"],
+        benchmark_limit=4,
         benchmark_max_tokens=48,
-    )  # fmt: skip
+    )
     result = evaluate_dataset(small_dataset, reference_file, config)
     scores = result.benchmarks["humaneval"]
     for which in ("base", "tuned"):
         score = scores[which]
+        assert isinstance(score, BenchmarkScore)
         assert score.problems == 4 and 0 <= score.passed <= 4
         assert score.pass_at_1 == pytest.approx(score.passed / 4)
         assert sum(score.failures.values()) == 4 - score.passed
     card = (small_dataset / "README.md").read_text()
     assert "humaneval pass@1 (greedy, 4 problems" in card
+    # Instruction following: the first 4 prompts IFBench can check here, answered by both models.
+    following = result.benchmarks["ifbench"]
+    base, tuned = following["base"], following["tuned"]
+    assert isinstance(base, InstructionScore) and isinstance(tuned, InstructionScore)
+    assert base.prompts == tuned.prompts == 4 and len(base.followed) == len(tuned.followed) == 4
+    assert base.strict_prompt == pytest.approx(sum(base.followed) / 4) and base.strict_prompt <= base.loose_prompt
+    assert base.left_out == tuned.left_out and sum(base.left_out.values()) == 294 - len(
+        scorable(read_prompts("ifbench"))[0]
+    )
+    diff = result.differences["ifbench"]
+    assert diff.low <= diff.difference <= diff.high
+    assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 4)
+    assert "ifbench instruction following (greedy, 4 prompts" in card and "strict prompt" in card
 
 
 @pytest.mark.engine  # loads the embedded model's weights
