@@ -250,7 +250,8 @@ def evaluate(
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
     the base's and the tuned model's loss per token on the reference outputs (and, with --benchmark,
-    their pass@1 on a code benchmark).
+    their scores on HumanEval or an instruction-following benchmark; answers are kept as they are
+    made, so an evaluation killed halfway does not make them again).
 
     Writes evaluation.json beside the manifest. Compare datasets on the same reference, base and budget.
     """

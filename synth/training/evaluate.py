@@ -10,6 +10,8 @@ beside the dataset's manifest; an evaluation whose inputs have not changed is no
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +23,8 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.card import EVALUATION_FILE
 from synth.shards.layout import is_dataset
+from synth.training.answers import FOLDER as ANSWERS
+from synth.training.answers import AnswerLog
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.humaneval import BenchmarkScore
@@ -141,8 +145,17 @@ def _score(
     config: EvaluationConfig,
     say: Say,
     system: str = "",
+    answers: Path | None = None,
 ) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore]]:
-    """The model's loss on the reference, and its score on each benchmark the config names."""
+    """The model's loss on the reference, and its score on each benchmark the config names. With
+    `answers` (a path prefix naming the model), each benchmark's answers are kept in a log beside
+    it as they are made, and those an unfinished run left there are read back."""
+
+    def log(benchmark: str) -> AnswerLog | None:
+        if answers is None:
+            return None
+        return AnswerLog(answers.with_name(f"{answers.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
+
     model = load_model(path, device, dtype)
     loss, _ = completion_loss(model, reference, tokenizer.pad_token_id)
     benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
@@ -158,6 +171,7 @@ def _score(
             max_new_tokens=config.benchmark_max_tokens,
             system=system,
             progress=say,
+            log=log(benchmark_name(source)),
         )
     if "humaneval" in config.benchmarks:
         from synth.sandbox import Sandbox
@@ -173,6 +187,7 @@ def _score(
             max_new_tokens=config.benchmark_max_tokens,
             chat=config.benchmark_chat,
             progress=say,
+            log=log("humaneval"),
         )
     del model
     return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4)), benchmarks
@@ -218,6 +233,7 @@ def evaluate_dataset(
     with working_on(config.device, config.threads) as (device, _):
         evaluation = _evaluate(root, config, data, ref, base, key, device, say, overlap)
     atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    shutil.rmtree(root / ANSWERS, ignore_errors=True)  # the answers an unfinished run would reuse
     write_card(root, read_manifest(root))  # the card shows the evaluation
     say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
     return evaluation
@@ -242,8 +258,21 @@ def _evaluate(
     # must not mix precisions.
     # A dataset trained with a system message (Humpback's seed tag) is asked benchmarks with it too.
     system = next((e.system for e in ref.items if e.system), "")
+    # Benchmark answers are kept as they are made (see `synth.training.answers`): the base's under
+    # its fingerprint and the benchmark settings, the tuned model's under the evaluation's key.
+    settings = {k: v for k, v in config.identity().items() if k.startswith("benchmark")}
+    base_tag = identity_key({"base": base.fingerprint, "system": system, **settings})[:16]
     base_score, base_benchmarks = _score(
-        base.name, base.path, device, torch.float32, encoded.items, tokenizer, config, say, system
+        base.name,
+        base.path,
+        device,
+        torch.float32,
+        encoded.items,
+        tokenizer,
+        config,
+        say,
+        system,
+        root / ANSWERS / f"base-{base_tag}",
     )
     say(f"base loss {base_score.loss:.4f}; fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
@@ -262,6 +291,7 @@ def _evaluate(
             config,
             say,
             system,
+            root / ANSWERS / f"tuned-{key[:16]}",
         )
     improvement = base_score.loss - tuned_score.loss
     evaluation = Evaluation(

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from synth.filters.code_benchmarks import CodeProblem, humaneval_problems
 from synth.sandbox import Sandbox
 from synth.schemas.code import SandboxConfig
+from synth.training.answers import AnswerLog, answered
 
 STOPS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
 SANDBOX = SandboxConfig(timeout_s=10.0, cpu_s=10)
@@ -83,9 +84,11 @@ def complete(
     chat: bool = False,
     ask: str = CHAT_ASK,
     system: str = "",
+    on_batch: Callable[[int, int, list[str]], None] | None = None,
 ) -> list[str]:
     """Greedy completions of `prompts`, in order: raw text, or (`chat`) each asked as a user turn
-    (`ask` with the prompt in its place, after `system` when given) in the model's chat template."""
+    (`ask` with the prompt in its place, after `system` when given) in the model's chat template.
+    `on_batch(done, total, answers)` is called with each batch's answers as they are made."""
     if chat:
         opening = [{"role": "system", "content": system}] if system else []
         prompts = [
@@ -116,7 +119,10 @@ def complete(
                     **({} if chat else {"stop_strings": list(STOPS), "tokenizer": tokenizer}),
                 )
             width = encoded["input_ids"].shape[1]
-            out += tokenizer.batch_decode(made[:, width:], skip_special_tokens=True)
+            new = tokenizer.batch_decode(made[:, width:], skip_special_tokens=True)
+            out += new
+            if on_batch:
+                on_batch(len(out), len(prompts), new)
     finally:
         tokenizer.padding_side = side
     return out
@@ -132,13 +138,20 @@ def pass_at_1(
     max_new_tokens: int = 512,
     chat: bool = False,
     progress: Callable[[str], None] | None = None,
+    log: AnswerLog | None = None,
 ) -> BenchmarkScore:
     """HumanEval pass@1 (greedy) of `model`: completions made here (raw, or `chat`: asked in the
-    chat template), programs run in `sandbox`."""
+    chat template; those `log` holds from an unfinished run are read back), programs run in `sandbox`."""
     chosen = problems(limit)
     if progress:
         progress(f"HumanEval: {name} completes {len(chosen)} problems")
-    completions = complete(model, tokenizer, [p.prompt for p in chosen], max_new_tokens, chat=chat)
+
+    def make(prompts: Sequence[str], keep: Callable[[int, int, list[str]], None]) -> list[str]:
+        return complete(model, tokenizer, prompts, max_new_tokens, chat=chat, on_batch=keep)
+
+    completions, reused = answered([p.task_id for p in chosen], [p.prompt for p in chosen], log, make)
+    if reused and progress:
+        progress(f"HumanEval: {reused} of {name}'s completions read back from an unfinished evaluation")
     build = chat_program if chat else program
     runs = list(sandbox.run_many(build(p, c) for p, c in zip(chosen, completions, strict=True)))
     passed = sum(r.passed for r in runs)

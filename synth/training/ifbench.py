@@ -23,6 +23,7 @@ is installed. What was left out, and why, is part of the score.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.files import utf8_lines
 from synth.text import value_control_problem
+from synth.training.answers import AnswerLog, answered
 
 SHIPPED = "ifbench"
 # The NLTK data each of these instruction kinds needs, beyond the word tokenizer.
@@ -268,16 +270,32 @@ def instruction_following(
     max_new_tokens: int = 512,
     system: str = "",
     progress: Callable[[str], None] | None = None,
+    log: AnswerLog | None = None,
 ) -> InstructionScore:
     """Answers of `model` to the benchmark's scorable prompts (the first `limit`), greedy, in its
-    chat template (after `system`, when given), and their score."""
+    chat template (after `system`, when given), and their score. Answers `log` holds (an unfinished
+    evaluation's) are read back, not made again; those made are added to it batch by batch."""
     from synth.training.humaneval import complete
 
     prompts, left = scorable(read_prompts(source))
     chosen = prompts[:limit] if limit else prompts
     if progress:
         progress(f"{benchmark_name(source)}: {name} answers {len(chosen)} prompts")
-    answers = complete(
-        model, tokenizer, [p.prompt for p in chosen], max_new_tokens, chat=True, ask="{prompt}", system=system
-    )
+    every, shown = max(1, len(chosen) // 10), [0]  # about ten progress lines per model
+
+    def make(texts: Sequence[str], keep: Callable[[int, int, list[str]], None]) -> list[str]:
+        def on_batch(done: int, total: int, new: list[str]) -> None:
+            keep(done, total, new)
+            if progress and (done - shown[0] >= every or done == total):
+                shown[0] = done
+                progress(f"{benchmark_name(source)}: {name} answered {done}/{total}")
+
+        return complete(
+            model, tokenizer, texts, max_new_tokens, chat=True, ask="{prompt}", system=system, on_batch=on_batch
+        )
+
+    keys = [f"{p.key}:{hashlib.sha256(p.prompt.encode()).hexdigest()[:12]}" for p in chosen]
+    answers, reused = answered(keys, [p.prompt for p in chosen], log, make)
+    if reused and progress:
+        progress(f"{benchmark_name(source)}: {reused} of {name}'s answers read back from an unfinished evaluation")
     return score(name, benchmark_name(source), chosen, answers, left)

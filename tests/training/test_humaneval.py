@@ -79,6 +79,7 @@ def test_an_evaluation_scores_humaneval_and_ifbench_for_the_base_and_the_tuned_m
     assert diff.low <= diff.difference <= diff.high
     assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 4)
     assert "ifbench instruction following (greedy, 4 prompts" in card and "strict prompt" in card
+    assert not (small_dataset / "evaluation-answers").exists()  # kept only while the evaluation runs
 
 
 @pytest.mark.engine  # loads the embedded model's weights
