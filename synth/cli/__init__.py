@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from synth.cli import compare, curate, datasets, generate, judge, model, recipes, select, train
+from synth.cli import compare, curate, datasets, evaluate, generate, judge, model, recipes, select, train
 from synth.cli.errors import ReportingGroup, state
 from synth.cli.output import escape_log_records
 
@@ -51,7 +51,7 @@ app.command("export")(datasets.export_dataset)
 app.command("prepare-model")(model.prepare_model)
 app.command("verify")(datasets.verify_dataset)
 app.command("train")(train.train_model)
-app.command("evaluate")(train.evaluate)
+app.command("evaluate")(evaluate.evaluate)
 app.command("select")(select.select)
 app.command("compare")(compare.compare)
 app.command("judge-check")(judge.judge_check)

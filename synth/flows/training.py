@@ -30,7 +30,7 @@ def train_flow(config: TrainingConfig, data: str) -> str:
 
 
 @flow(name="evaluate")
-def evaluate_flow(dataset: str, reference: str, config: EvaluationConfig, force: bool = False) -> dict[str, Any]:
+def evaluate_flow(dataset: str, reference: str | None, config: EvaluationConfig, force: bool = False) -> dict[str, Any]:
     """The proxy evaluation of a dataset against reference pairs; writes `evaluation.json` beside its
     manifest and returns its content."""
     from synth.training import evaluate_dataset

@@ -237,6 +237,16 @@ def _benchmark_lines(benchmarks: dict, differences: dict) -> list[str]:
 
 def _evaluation_lines(evaluation: dict) -> list[str]:
     """The proxy evaluation (`synth evaluate`) of the dataset."""
+    benchmarks = _benchmark_lines(evaluation.get("benchmarks", {}), evaluation.get("differences", {}))
+    if not evaluation.get("reference_pairs"):  # benchmarks only
+        return [
+            f"`synth evaluate` fine-tuned {evaluation['config'].get('base', 'the base model')} with LoRA for "
+            f"{evaluation['train_steps']} steps on {evaluation['examples']} records of this dataset and scored "
+            "both models on benchmarks (no reference pairs, so no loss):",
+            "",
+            *benchmarks,
+            "Compare datasets only on the same base, budget and seed; the full record is",
+        ]
     base, tuned = evaluation["base"]["loss"], evaluation["tuned"]["loss"]
     return [
         f"`synth evaluate` fine-tuned {evaluation['config'].get('base', 'the base model')} with LoRA for "
@@ -248,7 +258,7 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
         f"| base | {base:.4f} |",
         f"| tuned on this data | {tuned:.4f} |",
         "",
-        *_benchmark_lines(evaluation.get("benchmarks", {}), evaluation.get("differences", {})),
+        *benchmarks,
         f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
         "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",
     ]

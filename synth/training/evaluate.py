@@ -29,7 +29,16 @@ from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import InstructionScore
-from synth.training.model import Base, completion_loss, encode_for, load_model, resolve_base, working_on
+from synth.training.model import (
+    Base,
+    EncodedSet,
+    completion_loss,
+    encode_for,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    working_on,
+)
 from synth.training.sft import read_report, train
 
 EVALUATION = EVALUATION_FILE  # beside the manifest; the dataset card shows it
@@ -40,8 +49,9 @@ class Score(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    loss: float  # mean negative log-likelihood per completion token
-    perplexity: float
+    # Mean negative log-likelihood per completion token of the reference pairs (None: no reference).
+    loss: float | None = None
+    perplexity: float | None = None
 
 
 class Evaluation(BaseModel):
@@ -55,11 +65,12 @@ class Evaluation(BaseModel):
     data_hash: str
     examples: int
     skipped: int
-    reference: str
-    reference_hash: str
-    reference_pairs: int
-    reference_tokens: int
-    reference_dropped: int  # pairs with no output token within max_length
+    # The reference pairs the loss is taken on ("" and zeros: benchmarks only, no loss).
+    reference: str = ""
+    reference_hash: str = ""
+    reference_pairs: int = 0
+    reference_tokens: int = 0
+    reference_dropped: int = 0  # pairs with no output token within max_length
     # The system message the reference pairs were asked with: the seed-data tag of a dataset whose
     # records carry source tags (Humpback's self-training), as the paper prompts its model; else none.
     reference_system: str = ""
@@ -67,8 +78,8 @@ class Evaluation(BaseModel):
     config: dict[str, Any]
     base: Score
     tuned: Score
-    improvement: float  # base loss minus tuned loss (positive: the data helped)
-    relative_improvement: float  # of the base loss
+    improvement: float | None = None  # base loss minus tuned loss (positive: the data helped)
+    relative_improvement: float | None = None  # of the base loss
     train_steps: int
     train_loss: float
     train_seconds: float
@@ -157,7 +168,7 @@ def _score(
         return AnswerLog(answers.with_name(f"{answers.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
 
     model = load_model(path, device, dtype)
-    loss, _ = completion_loss(model, reference, tokenizer.pad_token_id)
+    loss = completion_loss(model, reference, tokenizer.pad_token_id)[0] if reference else None
     benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
     for source in (b for b in config.benchmarks if b != "humaneval"):
         from synth.training.ifbench import benchmark_name, instruction_following
@@ -190,12 +201,14 @@ def _score(
             log=log("humaneval"),
         )
     del model
+    if loss is None:
+        return Score(model=name), benchmarks
     return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4)), benchmarks
 
 
 def evaluate_dataset(
     dataset: str | Path,
-    reference: str | Path,
+    reference: str | Path | None,
     config: EvaluationConfig | None = None,
     *,
     force: bool = False,
@@ -204,7 +217,8 @@ def evaluate_dataset(
     """Evaluate the dataset directory `dataset` against the reference pairs in `reference` (a
     JSONL or Parquet file of instruction/input/output, or another dataset), write
     `evaluation.json` beside its manifest, and return it. With the same inputs as the last
-    evaluation (base, data, reference, budget) the stored result is returned unless `force`."""
+    evaluation (base, data, reference, budget) the stored result is returned unless `force`.
+    Without a reference there is no loss: the config must name a benchmark."""
     from synth.shards import MANIFEST, read_manifest
     from synth.shards.atomic import atomic_write_bytes
     from synth.shards.card import write_card
@@ -214,14 +228,17 @@ def evaluate_dataset(
     root = Path(dataset)
     if not is_dataset(root):
         raise TrainingDataError(f"{root}: no {MANIFEST}; not a dataset directory")
-    ref = load_examples(reference)
+    if reference is None and not config.benchmarks:
+        raise TrainingDataError("nothing to measure: give reference pairs (--reference) or a benchmark (--benchmark)")
+    ref = load_examples(reference) if reference is not None else Examples([], "")
     # The reference stays held out: records asking a reference prompt are not trained on.
     data, overlap = held_out(load_examples(root), ref)
     if not data.items:
         raise TrainingDataError(
             f"{root}: every record's instruction is a reference prompt; nothing is left to train on"
         )
-    if system := inference_system(root):
+    system = inference_system(root)
+    if system:
         ref = Examples([replace(e, system=e.system or system) for e in ref.items], ref.source, ref.skipped)
     base = resolve_base(config.base)
     key = evaluation_key(config, base.fingerprint, data, ref)
@@ -231,11 +248,14 @@ def evaluate_dataset(
         return stored
 
     with working_on(config.device, config.threads) as (device, _):
-        evaluation = _evaluate(root, config, data, ref, base, key, device, say, overlap)
+        evaluation = _evaluate(root, config, data, ref, base, key, device, say, overlap, system)
     atomic_write_bytes(root / EVALUATION, (evaluation.model_dump_json(indent=2) + "\n").encode("utf-8"))
     shutil.rmtree(root / ANSWERS, ignore_errors=True)  # the answers an unfinished run would reuse
     write_card(root, read_manifest(root))  # the card shows the evaluation
-    say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
+    if evaluation.tuned.loss is not None and evaluation.base.loss is not None:
+        say(f"tuned loss {evaluation.tuned.loss:.4f} (base {evaluation.base.loss:.4f}); written to {root / EVALUATION}")
+    else:
+        say(f"written to {root / EVALUATION}")
     return evaluation
 
 
@@ -249,15 +269,21 @@ def _evaluate(
     device: str,
     say: Say,
     overlap: int,
+    system: str,
 ) -> Evaluation:
     import torch
 
-    tokenizer, encoded = encode_for(base.path, ref.items, ref.source, "forward", config.max_length, "reference pair")
-    say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
+    if ref.items:
+        tokenizer, encoded = encode_for(
+            base.path, ref.items, ref.source, "forward", config.max_length, "reference pair"
+        )
+        say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
+    else:
+        tokenizer, encoded = load_tokenizer(base.path), EncodedSet([])
+        say(f"scoring the base model {base.name} (no reference pairs: benchmarks only)")
     # Both models are scored in float32: the tuned model was saved in float32, and the comparison
     # must not mix precisions.
     # A dataset trained with a system message (Humpback's seed tag) is asked benchmarks with it too.
-    system = next((e.system for e in ref.items if e.system), "")
     # Benchmark answers are kept as they are made (see `synth.training.answers`): the base's under
     # its fingerprint and the benchmark settings, the tuned model's under the evaluation's key.
     settings = {k: v for k, v in config.identity().items() if k.startswith("benchmark")}
@@ -274,7 +300,8 @@ def _evaluate(
         system,
         root / ANSWERS / f"base-{base_tag}",
     )
-    say(f"base loss {base_score.loss:.4f}; fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
+    done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
+    say(f"{done}fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
         folder = config.model_dir or Path(scratch) / "tuned"
         tuned_path = train(config.training(Path(folder)), data, progress=say)
@@ -293,7 +320,9 @@ def _evaluate(
             system,
             root / ANSWERS / f"tuned-{key[:16]}",
         )
-    improvement = base_score.loss - tuned_score.loss
+    improvement = (
+        base_score.loss - tuned_score.loss if base_score.loss is not None and tuned_score.loss is not None else None
+    )
     evaluation = Evaluation(
         key=key,
         dataset=str(root),
@@ -305,13 +334,15 @@ def _evaluate(
         reference_pairs=len(encoded.items),
         reference_tokens=sum(sum(label != -100 for label in e.labels) for e in encoded.items),
         reference_dropped=encoded.dropped,
-        reference_system=next((e.system for e in ref.items if e.system), ""),
+        reference_system=system,
         overlap=overlap,
         config={"base": base.name, **config.identity()},
         base=base_score,
         tuned=tuned_score,
-        improvement=round(improvement, 6),
-        relative_improvement=round(improvement / base_score.loss, 6) if base_score.loss else 0.0,
+        improvement=round(improvement, 6) if improvement is not None else None,
+        relative_improvement=round(improvement / base_score.loss, 6)
+        if improvement is not None and base_score.loss
+        else (0.0 if improvement is not None else None),
         train_steps=trained.steps,
         train_loss=trained.final_train_loss,
         train_seconds=trained.seconds,

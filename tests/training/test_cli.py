@@ -101,3 +101,5 @@ def test_a_benchmark_that_is_no_name_or_readable_ifeval_file_is_refused_before_a
         assert result.exit_code == 2 and says in result.output, result.output
         assert "Traceback" not in result.output
     assert not (small_dataset / EVALUATION).exists()
+    result = invoke("evaluate", str(small_dataset))
+    assert result.exit_code == 2 and "nothing to measure" in result.output

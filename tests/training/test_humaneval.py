@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 
 from synth.sandbox import Sandbox
-from synth.training import EvaluationConfig, evaluate_dataset
 from synth.training.humaneval import SANDBOX, BenchmarkScore, chat_program, problems, program, truncate
 from synth.training.ifbench import InstructionScore, read_prompts, scorable
 
@@ -46,18 +45,22 @@ def test_a_completion_is_cut_where_a_new_top_level_block_starts():
 
 
 @pytest.mark.engine  # loads the embedded model's weights
-def test_an_evaluation_scores_humaneval_and_ifbench_for_the_base_and_the_tuned_model(small_dataset, reference_file):
-    config = EvaluationConfig(
-        max_steps=1,
-        batch_size=2,
-        max_length=128,
-        threads=1,
-        benchmarks=["humaneval", "ifbench"],
-        benchmark_limit=4,
-        benchmark_max_tokens=48,
-    )
-    result = evaluate_dataset(small_dataset, reference_file, config)
-    scores = result.benchmarks["humaneval"]
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_both_models(small_dataset):
+    """Through the command line, benchmarks only: no --reference, so no loss."""
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+    from synth.training.evaluate import read_evaluation
+
+    args = ["--max-steps", "1", "--batch-size", "2", "--max-length", "128", "--threads", "1", "--limit", "4"]
+    benchmarks = ["--benchmark", "humaneval", "--benchmark", "ifbench", "--benchmark-max-tokens", "48"]
+    result = CliRunner().invoke(app, ["evaluate", str(small_dataset), *args, *benchmarks])
+    assert result.exit_code == 0, result.output
+    assert "no reference pairs, so no loss" in result.output and "ifbench: instruction following" in result.output
+    evaluation = read_evaluation(small_dataset)
+    assert evaluation is not None and evaluation.reference_pairs == 0 and evaluation.base.loss is None
+    scores = evaluation.benchmarks["humaneval"]
     for which in ("base", "tuned"):
         score = scores[which]
         assert isinstance(score, BenchmarkScore)
@@ -65,9 +68,9 @@ def test_an_evaluation_scores_humaneval_and_ifbench_for_the_base_and_the_tuned_m
         assert score.pass_at_1 == pytest.approx(score.passed / 4)
         assert sum(score.failures.values()) == 4 - score.passed
     card = (small_dataset / "README.md").read_text()
-    assert "humaneval pass@1 (greedy, 4 problems" in card
+    assert "humaneval pass@1 (greedy, 4 problems" in card and "no reference pairs, so no loss" in card
     # Instruction following: the first 4 prompts IFBench can check here, answered by both models.
-    following = result.benchmarks["ifbench"]
+    following = evaluation.benchmarks["ifbench"]
     base, tuned = following["base"], following["tuned"]
     assert isinstance(base, InstructionScore) and isinstance(tuned, InstructionScore)
     assert base.prompts == tuned.prompts == 4 and len(base.followed) == len(tuned.followed) == 4
@@ -75,7 +78,7 @@ def test_an_evaluation_scores_humaneval_and_ifbench_for_the_base_and_the_tuned_m
     assert base.left_out == tuned.left_out and sum(base.left_out.values()) == 294 - len(
         scorable(read_prompts("ifbench"))[0]
     )
-    diff = result.differences["ifbench"]
+    diff = evaluation.differences["ifbench"]
     assert diff.low <= diff.difference <= diff.high
     assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 4)
     assert "ifbench instruction following (greedy, 4 prompts" in card and "strict prompt" in card
