@@ -28,7 +28,13 @@ def compare(
         int | None, typer.Option("--budget", min=1, help="Records drawn from each dataset (seeded); default: all.")
     ] = None,
     base: BaseOpt = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training steps per dataset.")] = 20,
+    epochs: Annotated[
+        float, typer.Option("--epochs", min=0.01, help="Training budget: passes over each dataset's drawn records.")
+    ] = 1.0,
+    max_steps: Annotated[
+        int | None,
+        typer.Option("--max-steps", min=1, help="Training steps per dataset (overrides --epochs)."),
+    ] = None,
     lr: LrOpt = 2e-4,
     batch_size: BatchOpt = 8,
     max_length: Annotated[
@@ -67,6 +73,7 @@ def compare(
     _checked(resolve_base, base)
     config = EvaluationConfig(
         base=base,
+        epochs=epochs,
         max_steps=max_steps,
         learning_rate=lr,
         batch_size=batch_size,

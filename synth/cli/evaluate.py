@@ -41,9 +41,15 @@ def evaluate(
         ),
     ] = None,
     base: BaseOpt = None,
+    epochs: Annotated[
+        float, typer.Option("--epochs", min=0.01, help="Training budget: passes over the dataset's records.")
+    ] = 1.0,
     max_steps: Annotated[
-        int, typer.Option("--max-steps", min=1, help="Training budget in steps (of --batch-size examples).")
-    ] = 20,
+        int | None,
+        typer.Option(
+            "--max-steps", min=1, help="Training budget in steps of --batch-size records (overrides --epochs)."
+        ),
+    ] = None,
     lr: LrOpt = 2e-4,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,
@@ -122,6 +128,7 @@ def evaluate(
     read_manifest(dataset)
     config = EvaluationConfig(
         base=base,
+        epochs=epochs,
         max_steps=max_steps,
         learning_rate=lr,
         lora_r=lora_r,

@@ -106,7 +106,7 @@ def compare_datasets(
             runs = []
             for k in range(seeds):
                 run = config.model_copy(update={"seed": config.seed + k})
-                say(f"fine-tuning on {len(data.items)} records of {name} ({config.max_steps} steps, seed {run.seed})")
+                say(f"fine-tuning on {len(data.items)} records of {name} ({config.budget()}, seed {run.seed})")
                 with tempfile.TemporaryDirectory(prefix="synth-compare-") as scratch:
                     tuned = train(run.training(Path(scratch) / "tuned"), data, progress=say)
                     runs.append(score(str(tuned)))

@@ -81,6 +81,7 @@ class Evaluation(BaseModel):
     improvement: float | None = None  # base loss minus tuned loss (positive: the data helped)
     relative_improvement: float | None = None  # of the base loss
     train_steps: int
+    train_epochs: float = 0.0  # passes over the records trained on (0.0: an evaluation from before it was kept)
     train_loss: float
     train_seconds: float
     train_tokens_per_second: float
@@ -301,7 +302,7 @@ def _evaluate(
         root / ANSWERS / f"base-{base_tag}",
     )
     done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
-    say(f"{done}fine-tuning on {len(data.items)} records ({config.max_steps} steps)")
+    say(f"{done}fine-tuning on {len(data.items)} records ({config.budget()})")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
         folder = config.model_dir or Path(scratch) / "tuned"
         tuned_path = train(config.training(Path(folder)), data, progress=say)
@@ -344,6 +345,7 @@ def _evaluate(
         if improvement is not None and base_score.loss
         else (0.0 if improvement is not None else None),
         train_steps=trained.steps,
+        train_epochs=round(trained.epochs, 4),
         train_loss=trained.final_train_loss,
         train_seconds=trained.seconds,
         train_tokens_per_second=trained.tokens_per_second,
