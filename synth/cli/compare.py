@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from synth.cli.errors import fail
+from synth.cli.evaluate import check_instruction_file
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err, table
 from synth.cli.train import BaseOpt, BatchOpt, DeviceOpt, LrOpt, SeedOpt, ThreadsOpt, _checked, _choice
@@ -46,6 +47,21 @@ def compare(
     ] = 1,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    benchmark: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--benchmark",
+            help="Also score every model on instruction following checked by programs: ifbench, or an "
+            "IFEval-format JSONL FILE. Repeatable.",
+        ),
+    ] = None,
+    benchmark_limit: Annotated[
+        int | None,
+        typer.Option("--benchmark-limit", "--limit", min=1, help="Score each benchmark's first N prompts only."),
+    ] = None,
+    benchmark_max_tokens: Annotated[
+        int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
+    ] = 512,
     out: Annotated[
         Path | None, path_option("--out", help="Folder to write the table into (compare.json, compare.md).")
     ] = None,
@@ -68,6 +84,14 @@ def compare(
         fail("a dataset is named twice")
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
+    for name in benchmark or []:
+        if name != "ifbench":
+            check_instruction_file(name)
+    if benchmark:
+        from synth.training.ifbench import available
+
+        if problem := available():
+            fail(problem)
     sources = [_checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
     ref = _checked(load_examples, reference)
     _checked(resolve_base, base)
@@ -81,6 +105,9 @@ def compare(
         seed=seed,
         device=device,
         threads=threads,
+        benchmarks=sorted(set(benchmark or [])),
+        benchmark_limit=benchmark_limit,
+        benchmark_max_tokens=benchmark_max_tokens,
     )
 
     def say(line: str) -> None:
@@ -108,6 +135,26 @@ def compare(
             ),
             soft_wrap=True,
         )
+    for name, bench in result["benchmarks"].items():
+        rows = [
+            {
+                "dataset": r["dataset"],
+                "strict prompt": f"{r['strict_prompt']:.3f}",
+                "loose prompt": f"{r['loose_prompt']:.3f}",
+                "vs base (interval; * excludes 0)": _change(r, 3),
+            }
+            for r in bench["rows"]
+        ]
+        console.print(table(f"{name}: instruction following on {bench['prompts']} prompts", rows, list(rows[0])))
+        for pair in bench["pairs"]:
+            verdict = f"{pair['better']} is better" if pair["better"] else "not told apart"
+            console.print(
+                Text(
+                    f"{pair['b']} - {pair['a']}: {pair['b_minus_a']:+.3f} [{pair['low']:+.3f}, {pair['high']:+.3f}]: "
+                    f"{verdict}"
+                ),
+                soft_wrap=True,
+            )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -115,8 +162,8 @@ def compare(
         console.print(Text(f"written to {out / 'compare.json'} and {out / 'compare.md'}"), soft_wrap=True)
 
 
-def _change(row: dict) -> str:
+def _change(row: dict, digits: int = 4) -> str:
     if "vs_base" not in row:
         return ""
     mark = " *" if row["significant"] else ""
-    return f"{row['vs_base']:+.4f} [{row['vs_base_low']:+.4f}, {row['vs_base_high']:+.4f}]{mark}"
+    return f"{row['vs_base']:+.{digits}f} [{row['vs_base_low']:+.{digits}f}, {row['vs_base_high']:+.{digits}f}]{mark}"

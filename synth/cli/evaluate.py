@@ -113,7 +113,7 @@ def evaluate(
     _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
     for name in benchmark or []:
         if name not in ("humaneval", "ifbench"):
-            _instruction_file(name)
+            check_instruction_file(name)
     if "humaneval" in (benchmark or []):
         from synth.sandbox import Sandbox
 
@@ -163,7 +163,7 @@ def evaluate(
     _print_evaluation(result)
 
 
-def _instruction_file(name: str) -> None:
+def check_instruction_file(name: str) -> None:
     """A --benchmark that is not a name must be an IFEval-format JSONL file that reads."""
     from synth.training.ifbench import IFBenchFileError, read_prompts
 

@@ -7,6 +7,11 @@ LoRA, seed), and every model, the base included, is scored on the same reference
 per completion token, lower is better. Differences come with a paired bootstrap interval over the
 reference pairs (the same resampled pairs for both sides of a difference, seeded), so a difference
 whose interval holds 0 is not told apart from noise.
+
+With instruction-following benchmarks in the config (`ifbench`, or an IFEval-format file), every
+model also answers the benchmark's prompts (greedy, in its chat template) and each row gets the
+strict and loose prompt-level accuracy; differences in strict accuracy (higher is better) come
+with the same kind of interval, over the prompts.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, held_out
+from synth.training.ifbench import InstructionScore, benchmark_name, instruction_following
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import train
 
@@ -76,6 +82,9 @@ def compare_datasets(
 
     config = config or EvaluationConfig()
     say = progress or (lambda line: None)
+    # model name -> benchmark -> its score, one per fine-tuning seed
+    answers: dict[str, dict[str, list[InstructionScore]]] = {}
+    following = [b for b in config.benchmarks if b != "humaneval"]
     base = resolve_base(config.base)
     drawn = [draw(data, ref, budget, config.seed) for data in sources]
     for data, _ in drawn:
@@ -89,15 +98,27 @@ def compare_datasets(
         )
         pad = tokenizer.pad_token_id
 
-        def score(path: str) -> tuple[list[float], list[int]]:
+        def score(path: str, name: str) -> tuple[list[float], list[int]]:
             model = load_model(path, device, torch.float32)
             try:
+                for source in following:
+                    answers.setdefault(name, {}).setdefault(source, []).append(
+                        instruction_following(
+                            name,
+                            model,
+                            tokenizer,
+                            source,
+                            limit=config.benchmark_limit,
+                            max_new_tokens=config.benchmark_max_tokens,
+                            progress=say,
+                        )
+                    )
                 return completion_losses(model, encoded.items, pad)
             finally:
                 del model
 
         say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
-        scores = {"base": score(base.path)}
+        scores = {"base": score(base.path, "base")}
         rows: list[dict[str, Any]] = [
             {"dataset": "base", "records": 0, "removed_overlap": 0, "loss": round(loss(*scores["base"]), 6)}
         ]
@@ -109,7 +130,7 @@ def compare_datasets(
                 say(f"fine-tuning on {len(data.items)} records of {name} ({config.budget()}, seed {run.seed})")
                 with tempfile.TemporaryDirectory(prefix="synth-compare-") as scratch:
                     tuned = train(run.training(Path(scratch) / "tuned"), data, progress=say)
-                    runs.append(score(str(tuned)))
+                    runs.append(score(str(tuned), name))
             # Each reference pair's loss averaged over the fine-tuning seeds (its token count is the same).
             scores[name] = ([sum(r[0][i] for r in runs) / seeds for i in range(len(runs[0][0]))], runs[0][1])
             by_seed = [round(loss(*r), 6) for r in runs]
@@ -135,6 +156,7 @@ def compare_datasets(
             better = first if low > 0 else second if high < 0 else None
             pairs.append({"a": first, "b": second, "b_minus_a": change, "low": low, "high": high, "better": better})
     best = min(rows[1:], key=lambda r: r["loss"])["dataset"]
+    benchmarks = {benchmark_name(source): _following_table(answers, source, names, config.seed) for source in following}
     return {
         "reference": ref.source,
         "reference_pairs": len(encoded.items),
@@ -146,7 +168,46 @@ def compare_datasets(
         "rows": rows,
         "pairs": pairs,
         "lowest_loss": best,
+        "benchmarks": benchmarks,
     }
+
+
+def _following_table(
+    answers: dict[str, dict[str, list[InstructionScore]]], source: str, names: list[str], seed: int
+) -> dict[str, Any]:
+    """One instruction-following benchmark across the models: per model the accuracies (means over
+    its fine-tuning seeds) and strict prompt-level accuracy against the base and between datasets,
+    each with its 95% paired bootstrap interval over the prompts (per prompt, the share of seeds
+    whose answer followed every instruction)."""
+
+    def followed(name: str) -> tuple[list[float], list[int]]:
+        runs = answers[name][source]
+        return [sum(r.followed[i] for r in runs) / len(runs) for i in range(len(runs[0].followed))], [1] * len(
+            runs[0].followed
+        )
+
+    rows = []
+    for name in ["base", *names]:
+        runs = answers[name][source]
+        row: dict[str, Any] = {
+            "dataset": name,
+            **{k: round(sum(getattr(r, k) for r in runs) / len(runs), 4) for k in _ACCURACIES},
+        }
+        if name != "base":
+            change, low, high = paired_interval(followed("base"), followed(name), seed)
+            row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
+        rows.append(row)
+    pairs = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            change, low, high = paired_interval(followed(first), followed(second), seed)
+            better = second if low > 0 else first if high < 0 else None
+            pairs.append({"a": first, "b": second, "b_minus_a": change, "low": low, "high": high, "better": better})
+    first_run = answers["base"][source][0]
+    return {"prompts": first_run.prompts, "left_out": first_run.left_out, "rows": rows, "pairs": pairs}
+
+
+_ACCURACIES = ("strict_prompt", "strict_instruction", "loose_prompt", "loose_instruction")
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -177,4 +238,29 @@ def markdown(table: dict[str, Any]) -> str:
                 f"| {p['a']} | {p['b']} | {p['b_minus_a']:+.4f} | [{p['low']:+.4f}, {p['high']:+.4f}] | "
                 f"{p['better'] or 'not told apart'} |"
             )
+    for name, bench in table.get("benchmarks", {}).items():
+        left = sum(bench["left_out"].values())
+        lines += [
+            "",
+            f"{name}: instruction following, {bench['prompts']} prompts checked by programs"
+            f"{f' ({left} left out)' if left else ''}; strict prompt-level accuracy against the base "
+            "(higher is better).",
+            "",
+            "| dataset | strict prompt | strict instruction | loose prompt | loose instruction | vs base | interval |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in bench["rows"]:
+            change = (
+                f"{row['vs_base']:+.3f}{' *' if row['significant'] else ''} | "
+                f"[{row['vs_base_low']:+.3f}, {row['vs_base_high']:+.3f}]"
+                if "vs_base" in row
+                else " | "
+            )
+            lines.append(
+                f"| {row['dataset']} | {row['strict_prompt']:.3f} | {row['strict_instruction']:.3f} | "
+                f"{row['loose_prompt']:.3f} | {row['loose_instruction']:.3f} | {change} |"
+            )
+        for p in bench["pairs"]:
+            verdict = f"{p['better']} is better" if p["better"] else "not told apart"
+            lines.append(f"\n{p['b']} - {p['a']}: {p['b_minus_a']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]: {verdict}")
     return "\n".join(lines) + "\n"
