@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from synth.training.bootstrap import RESAMPLES, loss, paired_interval
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, held_out
 from synth.training.ifbench import InstructionScore, benchmark_name, instruction_following
@@ -29,7 +30,6 @@ from synth.training.model import completion_losses, encode_for, load_model, reso
 from synth.training.sft import train
 
 Say = Callable[[str], None]
-RESAMPLES = 1000
 
 
 def draw(data: Examples, reference: Examples, budget: int | None, seed: int) -> tuple[Examples, int]:
@@ -40,28 +40,6 @@ def draw(data: Examples, reference: Examples, budget: int | None, seed: int) -> 
     if budget is not None and budget < len(kept):
         kept = random.Random(f"compare:{seed}").sample(kept, budget)
     return Examples(kept, data.source, data.skipped), removed
-
-
-def loss(sums: Sequence[float], counts: Sequence[int], rows: Sequence[int] | None = None) -> float:
-    """Loss per completion token over the reference pairs `rows` (all by default)."""
-    rows = range(len(sums)) if rows is None else rows
-    return sum(sums[r] for r in rows) / max(1, sum(counts[r] for r in rows))
-
-
-def paired_interval(
-    a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]], seed: int
-) -> tuple[float, float, float]:
-    """(loss of b minus loss of a, and its 95% paired bootstrap interval): the reference pairs are
-    resampled with replacement, the same draw for both models, `RESAMPLES` times."""
-    n = len(a[0])
-    rng = random.Random(f"bootstrap:{seed}")
-    diffs = []
-    for _ in range(RESAMPLES):
-        rows = [rng.randrange(n) for _ in range(n)]
-        diffs.append(loss(*b, rows) - loss(*a, rows))
-    diffs.sort()
-    low, high = diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES) - 1]
-    return round(loss(*b) - loss(*a), 6), round(low, 6), round(high, 6)
 
 
 def compare_datasets(

@@ -107,7 +107,7 @@ class Difference(BaseModel):
 
 def instruction_difference(base: InstructionScore, tuned: InstructionScore, seed: int) -> Difference:
     """Strict prompt-level accuracy, tuned minus base, resampling the prompts (the same draw for both)."""
-    from synth.evaluation.compare import paired_interval
+    from synth.training.bootstrap import paired_interval
 
     ones = [1] * len(base.followed)
     diff, low, high = paired_interval(
