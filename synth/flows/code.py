@@ -18,11 +18,12 @@ from typing import Any, ClassVar, Unpack
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, RunContext, Spec, TargetJob
 from synth.flows.run import RunOptions, generator_flow, run_job
+from synth.generators.code_replies import demonstrations_hash
 from synth.generators.code_seeds import Snippet, code_files, usable_seeds
 from synth.generators.oss_instruct import GENERATOR as OSS_GENERATOR
 from synth.generators.oss_instruct import TEMPLATES as OSS_TEMPLATES
 from synth.generators.oss_instruct import OSSInstructGenerator
-from synth.generators.self_code_align import GENERATOR, TEMPLATES, SelfCodeAlignGenerator, demonstrations_hash
+from synth.generators.self_code_align import GENERATOR, TEMPLATES, SelfCodeAlignGenerator
 from synth.sandbox import Sandbox
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig

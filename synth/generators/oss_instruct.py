@@ -26,9 +26,9 @@ from typing import Any
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.code_benchmarks import CodeContamination, file_pieces, humaneval_pieces
+from synth.generators.code_replies import CodeOutcome, execution_detail
 from synth.generators.code_seeds import Snippet, code_files, line_snippet
 from synth.generators.provenance import Origin, request_seed
-from synth.generators.self_code_align import CodeOutcome, execution_detail
 from synth.prompts import TemplateSet
 from synth.sandbox import Sandbox
 from synth.schemas import Message, Record, Reject
