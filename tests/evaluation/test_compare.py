@@ -86,7 +86,7 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     args = [
         "compare", str(files["shuffled"]), str(files["matched"]), "--reference", str(files["reference"]),
         "--budget", "32", "--max-steps", "8", "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--out", str(out),
-        "--seeds", "2", "--benchmark", "ifbench", "--limit", "2", "--benchmark-max-tokens", "16",
+        "--seeds", "2", "--benchmark", "ifbench", "--limit", "1", "--benchmark-max-tokens", "16",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -105,17 +105,15 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     assert pair["better"] == str(files["matched"]) and pair["high"] < 0
     assert "matched.jsonl is better" in " ".join(result.output.split())
     assert "| base |" in (out / "compare.md").read_text()
-    # Every model also answered the first 2 IFBench prompts: accuracies averaged over the seeds, and
+    # Every model also answered the first IFBench prompt: accuracies averaged over the seeds, and
     # strict prompt-level differences with their intervals.
     following = table["benchmarks"]["ifbench"]
-    assert (
-        following["prompts"] == 2
-        and [r["dataset"] for r in following["rows"]] == ["base", *table["pairs"][0].values()][:3]
-    )
+    names = ["base", str(files["shuffled"]), str(files["matched"])]
+    assert following["prompts"] == 1 and [r["dataset"] for r in following["rows"]] == names
     for row in following["rows"]:
-        assert row["strict_prompt"] in (0.0, 0.25, 0.5, 0.75, 1.0) and row["strict_prompt"] <= row["loose_prompt"]
+        assert row["strict_prompt"] in (0.0, 0.5, 1.0) and row["strict_prompt"] <= row["loose_prompt"]
         if row["dataset"] != "base":
             assert row["vs_base_low"] <= row["vs_base"] <= row["vs_base_high"]
     (between,) = following["pairs"]
     assert between["low"] <= between["b_minus_a"] <= between["high"]
-    assert "ifbench: instruction following, 2 prompts" in (out / "compare.md").read_text()
+    assert "ifbench: instruction following, 1 prompts" in (out / "compare.md").read_text()

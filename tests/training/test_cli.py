@@ -45,13 +45,13 @@ def test_evaluate_prints_both_losses_and_repeats_the_numbers(tmp_path, small_dat
     copy = tmp_path / "copy"
     shutil.copytree(small_dataset, copy)
     # The default budget: one epoch over the records, a step per --batch-size of them.
-    args = ["--reference", str(reference_file), "--batch-size", "4", "--max-length", "128", "--threads", "1"]
+    args = ["--reference", str(reference_file), "--batch-size", "8", "--max-length", "128", "--threads", "1"]
     first = invoke("evaluate", str(small_dataset), *args)
     assert first.exit_code == 0, first.output
     output = " ".join(first.output.split())
     assert "Proxy loss on 3 reference pairs" in output and "improvement" in output and "evaluation.json" in output
     stored = json.loads((small_dataset / EVALUATION).read_text())
-    assert stored["train_steps"] == -(-stored["examples"] // 4) and stored["train_epochs"] == pytest.approx(1.0)
+    assert stored["train_steps"] == -(-stored["examples"] // 8) and stored["train_epochs"] == pytest.approx(1.0)
     assert stored["config"]["epochs"] == 1.0 and stored["config"]["max_steps"] is None
     second = invoke("evaluate", str(copy), *args, "--force")
     assert second.exit_code == 0, second.output

@@ -53,7 +53,7 @@ def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_
     from synth.cli import app
     from synth.training.evaluate import read_evaluation
 
-    args = ["--max-steps", "1", "--batch-size", "2", "--max-length", "128", "--threads", "1", "--limit", "4"]
+    args = ["--max-steps", "1", "--batch-size", "2", "--max-length", "128", "--threads", "1", "--limit", "2"]
     benchmarks = ["--benchmark", "humaneval", "--benchmark", "ifbench", "--benchmark-max-tokens", "48"]
     result = CliRunner().invoke(app, ["evaluate", str(small_dataset), *args, *benchmarks])
     assert result.exit_code == 0, result.output
@@ -64,24 +64,24 @@ def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_
     for which in ("base", "tuned"):
         score = scores[which]
         assert isinstance(score, BenchmarkScore)
-        assert score.problems == 4 and 0 <= score.passed <= 4
-        assert score.pass_at_1 == pytest.approx(score.passed / 4)
-        assert sum(score.failures.values()) == 4 - score.passed
+        assert score.problems == 2 and 0 <= score.passed <= 2
+        assert score.pass_at_1 == pytest.approx(score.passed / 2)
+        assert sum(score.failures.values()) == 2 - score.passed
     card = (small_dataset / "README.md").read_text()
-    assert "humaneval pass@1 (greedy, 4 problems" in card and "no reference pairs, so no loss" in card
-    # Instruction following: the first 4 prompts IFBench can check here, answered by both models.
+    assert "humaneval pass@1 (greedy, 2 problems" in card and "no reference pairs, so no loss" in card
+    # Instruction following: the first 2 prompts IFBench can check here, answered by both models.
     following = evaluation.benchmarks["ifbench"]
     base, tuned = following["base"], following["tuned"]
     assert isinstance(base, InstructionScore) and isinstance(tuned, InstructionScore)
-    assert base.prompts == tuned.prompts == 4 and len(base.followed) == len(tuned.followed) == 4
-    assert base.strict_prompt == pytest.approx(sum(base.followed) / 4) and base.strict_prompt <= base.loose_prompt
+    assert base.prompts == tuned.prompts == 2 and len(base.followed) == len(tuned.followed) == 2
+    assert base.strict_prompt == pytest.approx(sum(base.followed) / 2) and base.strict_prompt <= base.loose_prompt
     assert base.left_out == tuned.left_out and sum(base.left_out.values()) == 294 - len(
         scorable(read_prompts("ifbench"))[0]
     )
     diff = evaluation.differences["ifbench"]
     assert diff.low <= diff.difference <= diff.high
-    assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 4)
-    assert "ifbench instruction following (greedy, 4 prompts" in card and "strict prompt" in card
+    assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 2)
+    assert "ifbench instruction following (greedy, 2 prompts" in card and "strict prompt" in card
     assert not (small_dataset / "evaluation-answers").exists()  # kept only while the evaluation runs
 
 
