@@ -124,8 +124,7 @@ class MinHashIndex:
             self._sigs = self._spill.grown(self._sigs, size, start)
             self._offsets = self._spill.grown(self._offsets, size + 1, start + 1)
         used = int(self._offsets[start])
-        if used + new_shingles > len(self._shingles):
-            self._shingles = self._spill.grown(self._shingles, max(used + new_shingles, 2 * len(self._shingles)), used)
+        self._shingles = self._spill.at_least(self._shingles, used + new_shingles, used)
         entries = end * self.bands
         if 2 * entries > len(self._table):
             size = len(self._table)

@@ -20,6 +20,7 @@ from typing import overload
 import numpy as np
 
 from synth.filters import spill_kernels
+from synth.filters.lsh_kernels import table_shift
 
 
 class Spill:
@@ -64,6 +65,19 @@ class Spill:
         bigger[:used] = array[:used]
         return bigger
 
+    def at_least(self, array: np.ndarray, rows: int, used: int) -> np.ndarray:
+        """`array` if it has `rows` rows, else a new one of `rows` or twice as many, whichever is
+        more, holding its first `used` rows: a buffer that doubles as it fills."""
+        return array if rows <= len(array) else self.grown(array, max(rows, 2 * len(array)), used)
+
+
+def position(i: int, length: int) -> int:
+    """The index `i` of a sequence of `length` items, counted from the end when negative."""
+    k = i + length if i < 0 else i
+    if not 0 <= k < length:
+        raise IndexError(i)
+    return k
+
 
 class Strings(Sequence[str]):
     """A growing column of strings in mapped files: UTF-8 bytes back to back and int64 offsets.
@@ -91,10 +105,8 @@ class Strings(Sequence[str]):
         n, used = self._n, int(self._offsets[self._n])
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         size = used + int(lengths.sum())
-        if n + len(encoded) + 1 > len(self._offsets):
-            self._offsets = self._spill.grown(self._offsets, max(n + len(encoded) + 1, 2 * len(self._offsets)), n + 1)
-        if size > len(self._bytes):
-            self._bytes = self._spill.grown(self._bytes, max(size, 2 * len(self._bytes)), used)
+        self._offsets = self._spill.at_least(self._offsets, n + len(encoded) + 1, n + 1)
+        self._bytes = self._spill.at_least(self._bytes, size, used)
         self._bytes[used:size] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
         self._offsets[n + 1 : n + 1 + len(encoded)] = used + np.cumsum(lengths)
         self._n = n + len(encoded)
@@ -109,11 +121,8 @@ class Strings(Sequence[str]):
     def __getitem__(self, i: int | slice) -> str | list[str]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(self._n))]
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        return self._bytes[self._offsets[i] : self._offsets[i + 1]].tobytes().decode()
+        k = position(i, self._n)
+        return self._bytes[self._offsets[k] : self._offsets[k + 1]].tobytes().decode()
 
     def __iter__(self) -> Iterator[str]:
         for i in range(self._n):
@@ -154,13 +163,12 @@ class KeyTable:
         """Bytes of its mapped files (capacity, not use)."""
         return self._keys.nbytes + self._slots.nbytes
 
-    def _shift(self) -> np.uint64:
-        return np.uint64(64 - (self._slots.shape[0].bit_length() - 1))
-
     def find(self, keys: np.ndarray) -> np.ndarray:
         out = np.empty(len(keys), dtype=np.int64)
         if len(keys):
-            spill_kernels.find(self._slots, self._shift(), self._keys, np.ascontiguousarray(keys, np.uint64), out)
+            spill_kernels.find(
+                self._slots, table_shift(self._slots), self._keys, np.ascontiguousarray(keys, np.uint64), out
+            )
         return out
 
     def add(self, keys: np.ndarray) -> None:
@@ -168,15 +176,14 @@ class KeyTable:
         if not len(keys):
             return
         n, end = self._n, self._n + len(keys)
-        if end > len(self._keys):
-            self._keys = self._spill.grown(self._keys, max(end, 2 * len(self._keys)), n)
+        self._keys = self._spill.at_least(self._keys, end, n)
         self._keys[n:end] = keys
         if 2 * end > len(self._slots):
             size = len(self._slots)
             while 2 * end > size:
                 size *= 2
             self._rehash(size, n)
-        spill_kernels.insert(self._slots, self._shift(), np.ascontiguousarray(keys, np.uint64), n)
+        spill_kernels.insert(self._slots, table_shift(self._slots), np.ascontiguousarray(keys, np.uint64), n)
         self._n = end
 
     def truncate(self, n: int) -> None:
@@ -187,5 +194,5 @@ class KeyTable:
 
     def _rehash(self, size: int, below: int) -> None:
         slots = self._spill.full(size, -1, np.int64)
-        spill_kernels.rehash(self._slots, slots, np.uint64(64 - (size.bit_length() - 1)), self._keys, below)
+        spill_kernels.rehash(self._slots, slots, table_shift(slots), self._keys, below)
         self._slots = slots

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Unpack, overload
 
 import polars as pl
 
-from synth.filters.spill import Strings
+from synth.filters.spill import Strings, position
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, TargetJob
 from synth.flows.run import RunOptions, generator_flow, run_job
@@ -101,11 +101,8 @@ class Admitted(Sequence[str]):
     def __getitem__(self, i: int | slice) -> str | list[str]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.base[i] if i < self.size else self.extra[i - self.size]
+        k = position(i, len(self))
+        return self.base[k] if k < self.size else self.extra[k - self.size]
 
     def __eq__(self, other: object) -> bool:
         """Equal to a sequence of the same tasks: at once when both view one pool to one length."""
