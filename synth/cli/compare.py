@@ -9,7 +9,13 @@ import typer
 from rich.text import Text
 
 from synth.cli.errors import fail
-from synth.cli.evaluate import check_instruction_file
+from synth.cli.evaluate import (
+    BenchmarkLimitOpt,
+    BenchmarkMaxTokensOpt,
+    EpochsOpt,
+    MaxStepsOpt,
+    check_benchmarks,
+)
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err, table
 from synth.cli.train import BaseOpt, BatchOpt, DeviceOpt, LrOpt, SeedOpt, ThreadsOpt, _checked, _choice
@@ -29,13 +35,8 @@ def compare(
         int | None, typer.Option("--budget", min=1, help="Records drawn from each dataset (seeded); default: all.")
     ] = None,
     base: BaseOpt = None,
-    epochs: Annotated[
-        float, typer.Option("--epochs", min=0.01, help="Training budget: passes over each dataset's drawn records.")
-    ] = 1.0,
-    max_steps: Annotated[
-        int | None,
-        typer.Option("--max-steps", min=1, help="Training steps per dataset (overrides --epochs)."),
-    ] = None,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = None,
     lr: LrOpt = 2e-4,
     batch_size: BatchOpt = 8,
     max_length: Annotated[
@@ -55,13 +56,8 @@ def compare(
             "IFEval-format JSONL FILE. Repeatable.",
         ),
     ] = None,
-    benchmark_limit: Annotated[
-        int | None,
-        typer.Option("--benchmark-limit", "--limit", min=1, help="Score each benchmark's first N prompts only."),
-    ] = None,
-    benchmark_max_tokens: Annotated[
-        int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
-    ] = 512,
+    benchmark_limit: BenchmarkLimitOpt = None,
+    benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
     out: Annotated[
         Path | None, path_option("--out", help="Folder to write the table into (compare.json, compare.md).")
     ] = None,
@@ -84,14 +80,7 @@ def compare(
         fail("a dataset is named twice")
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
-    for name in benchmark or []:
-        if name != "ifbench":
-            check_instruction_file(name)
-    if benchmark:
-        from synth.training.ifbench import available
-
-        if problem := available():
-            fail(problem)
+    check_benchmarks(benchmark or [], ("ifbench",))
     sources = [_checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
     ref = _checked(load_examples, reference)
     _checked(resolve_base, base)
@@ -127,14 +116,7 @@ def compare(
         for r in result["rows"]
     ]
     console.print(table(f"Loss on {result['reference_pairs']} reference pairs", rows, list(rows[0])))
-    for pair in result["pairs"]:
-        verdict = f"{pair['better']} is better" if pair["better"] else "not told apart"
-        console.print(
-            Text(
-                f"{pair['b']} - {pair['a']}: {pair['b_minus_a']:+.4f} [{pair['low']:+.4f}, {pair['high']:+.4f}]: {verdict}"
-            ),
-            soft_wrap=True,
-        )
+    _print_pairs(result["pairs"], 4)
     for name, bench in result["benchmarks"].items():
         rows = [
             {
@@ -146,20 +128,20 @@ def compare(
             for r in bench["rows"]
         ]
         console.print(table(f"{name}: instruction following on {bench['prompts']} prompts", rows, list(rows[0])))
-        for pair in bench["pairs"]:
-            verdict = f"{pair['better']} is better" if pair["better"] else "not told apart"
-            console.print(
-                Text(
-                    f"{pair['b']} - {pair['a']}: {pair['b_minus_a']:+.3f} [{pair['low']:+.3f}, {pair['high']:+.3f}]: "
-                    f"{verdict}"
-                ),
-                soft_wrap=True,
-            )
+        _print_pairs(bench["pairs"], 3)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         (out / "compare.md").write_text(markdown(result), encoding="utf-8")
         console.print(Text(f"written to {out / 'compare.json'} and {out / 'compare.md'}"), soft_wrap=True)
+
+
+def _print_pairs(pairs: list[dict], digits: int) -> None:
+    """Each pair of datasets' difference (b - a) with its interval, and which is better, if either."""
+    for p in pairs:
+        verdict = f"{p['better']} is better" if p["better"] else "not told apart"
+        change = f"{p['b_minus_a']:+.{digits}f} [{p['low']:+.{digits}f}, {p['high']:+.{digits}f}]"
+        console.print(Text(f"{p['b']} - {p['a']}: {change}: {verdict}"), soft_wrap=True)
 
 
 def _change(row: dict, digits: int = 4) -> str:

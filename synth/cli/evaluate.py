@@ -29,6 +29,24 @@ from synth.cli.train import (
 )
 from synth.flows import api
 
+# The fine-tuning budget and the benchmark settings `synth compare` shares.
+EpochsOpt = Annotated[
+    float, typer.Option("--epochs", min=0.01, help="Training budget: passes over the records trained on.")
+]
+MaxStepsOpt = Annotated[
+    int | None,
+    typer.Option("--max-steps", min=1, help="Training budget in steps of --batch-size records (overrides --epochs)."),
+]
+BenchmarkLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--benchmark-limit", "--limit", min=1, help="Score each benchmark's first N problems or prompts only."
+    ),
+]
+BenchmarkMaxTokensOpt = Annotated[
+    int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
+]
+
 
 def evaluate(
     dataset: Annotated[Path, path_argument("DATASET", help="Dataset directory to evaluate (its kept records).")],
@@ -41,15 +59,8 @@ def evaluate(
         ),
     ] = None,
     base: BaseOpt = None,
-    epochs: Annotated[
-        float, typer.Option("--epochs", min=0.01, help="Training budget: passes over the dataset's records.")
-    ] = 1.0,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--max-steps", min=1, help="Training budget in steps of --batch-size records (overrides --epochs)."
-        ),
-    ] = None,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = None,
     lr: LrOpt = 2e-4,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,
@@ -74,15 +85,8 @@ def evaluate(
             "IFEval-format JSONL FILE of prompts with instruction ids and arguments. Repeatable.",
         ),
     ] = None,
-    benchmark_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--benchmark-limit", "--limit", min=1, help="Score each benchmark's first N problems or prompts only."
-        ),
-    ] = None,
-    benchmark_max_tokens: Annotated[
-        int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
-    ] = 512,
+    benchmark_limit: BenchmarkLimitOpt = None,
+    benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
     isolation: Annotated[
         str,
         typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation)."),
@@ -111,18 +115,11 @@ def evaluate(
 
     _choice(device, "--device", ("auto", "cpu", "cuda"))
     _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
-    for name in benchmark or []:
-        if name not in ("humaneval", "ifbench"):
-            check_instruction_file(name)
+    check_benchmarks(benchmark or [], ("humaneval", "ifbench"))
     if "humaneval" in (benchmark or []):
         from synth.sandbox import Sandbox
 
         Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
-    if any(name != "humaneval" for name in benchmark or []):
-        from synth.training.ifbench import available
-
-        if problem := available():
-            fail(problem)
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
@@ -163,8 +160,20 @@ def evaluate(
     _print_evaluation(result)
 
 
-def check_instruction_file(name: str) -> None:
-    """A --benchmark that is not a name must be an IFEval-format JSONL file that reads."""
+def check_benchmarks(names: list[str], known: tuple[str, ...]) -> None:
+    """Each --benchmark is one of the `known` names or an IFEval-format JSONL file that reads, and
+    the instruction-following checkers are installed when any benchmark needs them."""
+    for name in names:
+        if name not in known:
+            _check_instruction_file(name)
+    if any(name != "humaneval" for name in names):
+        from synth.training.ifbench import available
+
+        if problem := available():
+            fail(problem)
+
+
+def _check_instruction_file(name: str) -> None:
     from synth.training.ifbench import IFBenchFileError, read_prompts
 
     if not name.endswith(".jsonl"):

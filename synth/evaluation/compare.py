@@ -62,7 +62,7 @@ def compare_datasets(
     say = progress or (lambda line: None)
     # model name -> benchmark -> its score, one per fine-tuning seed
     answers: dict[str, dict[str, list[InstructionScore]]] = {}
-    following = [b for b in config.benchmarks if b != "humaneval"]
+    following = config.instruction_benchmarks()
     base = resolve_base(config.base)
     drawn = [draw(data, ref, budget, config.seed) for data in sources]
     for data, _ in drawn:
@@ -127,12 +127,7 @@ def compare_datasets(
     for row in rows[1:]:
         change, low, high = paired_interval(scores["base"], scores[row["dataset"]], config.seed)
         row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
-    pairs = []
-    for i, first in enumerate(names):
-        for second in names[i + 1 :]:
-            change, low, high = paired_interval(scores[first], scores[second], config.seed)
-            better = first if low > 0 else second if high < 0 else None
-            pairs.append({"a": first, "b": second, "b_minus_a": change, "low": low, "high": high, "better": better})
+    pairs = _pairs(names, scores.__getitem__, config.seed, higher_is_better=False)
     best = min(rows[1:], key=lambda r: r["loss"])["dataset"]
     benchmarks = {benchmark_name(source): _following_table(answers, source, names, config.seed) for source in following}
     return {
@@ -175,14 +170,27 @@ def _following_table(
             change, low, high = paired_interval(followed("base"), followed(name), seed)
             row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
         rows.append(row)
+    pairs = _pairs(names, followed, seed, higher_is_better=True)
+    first_run = answers["base"][source][0]
+    return {"prompts": first_run.prompts, "left_out": first_run.left_out, "rows": rows, "pairs": pairs}
+
+
+def _pairs(
+    names: list[str],
+    items: Callable[[str], tuple[Sequence[float], Sequence[int]]],
+    seed: int,
+    higher_is_better: bool,
+) -> list[dict[str, Any]]:
+    """Each pair of datasets' difference (b minus a, on their per-item scores `items(name)`), its
+    95% paired bootstrap interval, and the better one where the interval excludes 0."""
     pairs = []
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            change, low, high = paired_interval(followed(first), followed(second), seed)
-            better = second if low > 0 else first if high < 0 else None
+            change, low, high = paired_interval(items(first), items(second), seed)
+            up, down = (second, first) if higher_is_better else (first, second)
+            better = up if low > 0 else down if high < 0 else None
             pairs.append({"a": first, "b": second, "b_minus_a": change, "low": low, "high": high, "better": better})
-    first_run = answers["base"][source][0]
-    return {"prompts": first_run.prompts, "left_out": first_run.left_out, "rows": rows, "pairs": pairs}
+    return pairs
 
 
 _ACCURACIES = ("strict_prompt", "strict_instruction", "loose_prompt", "loose_instruction")

@@ -152,6 +152,10 @@ class EvaluationConfig(_Strict):
             log_every=self.log_every,
         )
 
+    def instruction_benchmarks(self) -> list[str]:
+        """The benchmarks scored by instruction following (`ifbench` and IFEval-format files)."""
+        return [b for b in self.benchmarks if b != "humaneval"]
+
     def budget(self) -> str:
         """The training budget in words."""
         if self.max_steps is not None:

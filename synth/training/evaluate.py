@@ -171,7 +171,7 @@ def _score(
     model = load_model(path, device, dtype)
     loss = completion_loss(model, reference, tokenizer.pad_token_id)[0] if reference else None
     benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
-    for source in (b for b in config.benchmarks if b != "humaneval"):
+    for source in config.instruction_benchmarks():
         from synth.training.ifbench import benchmark_name, instruction_following
 
         benchmarks[benchmark_name(source)] = instruction_following(
@@ -289,18 +289,11 @@ def _evaluate(
     # its fingerprint and the benchmark settings, the tuned model's under the evaluation's key.
     settings = {k: v for k, v in config.identity().items() if k.startswith("benchmark")}
     base_tag = identity_key({"base": base.fingerprint, "system": system, **settings})[:16]
-    base_score, base_benchmarks = _score(
-        base.name,
-        base.path,
-        device,
-        torch.float32,
-        encoded.items,
-        tokenizer,
-        config,
-        say,
-        system,
-        root / ANSWERS / f"base-{base_tag}",
-    )
+
+    def score(name: str, path: str, answers: str) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore]]:
+        return _score(name, path, device, torch.float32, encoded.items, tokenizer, config, say, system, root / answers)
+
+    base_score, base_benchmarks = score(base.name, base.path, f"{ANSWERS}/base-{base_tag}")
     done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
     say(f"{done}fine-tuning on {len(data.items)} records ({config.budget()})")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
@@ -309,17 +302,8 @@ def _evaluate(
         trained = read_report(tuned_path)
         if trained is None:
             raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
-        tuned_score, tuned_benchmarks = _score(
-            f"{base.name} + {root.name}",
-            str(tuned_path),
-            device,
-            torch.float32,
-            encoded.items,
-            tokenizer,
-            config,
-            say,
-            system,
-            root / ANSWERS / f"tuned-{key[:16]}",
+        tuned_score, tuned_benchmarks = score(
+            f"{base.name} + {root.name}", str(tuned_path), f"{ANSWERS}/tuned-{key[:16]}"
         )
     improvement = (
         base_score.loss - tuned_score.loss if base_score.loss is not None and tuned_score.loss is not None else None
