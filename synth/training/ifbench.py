@@ -23,6 +23,7 @@ is installed. What was left out, and why, is part of the score.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -130,6 +131,7 @@ def available() -> str | None:
     return None
 
 
+@functools.cache  # asked for every prompt of every model; NLTK searches its data folders each time
 def _has(resource: str) -> bool:
     import nltk
 
