@@ -10,9 +10,13 @@ from rich.text import Text
 
 from synth.cli.errors import fail
 from synth.cli.evaluate import (
+    BenchmarkChatOpt,
+    BenchmarkEngineOpt,
     BenchmarkLimitOpt,
     BenchmarkMaxTokensOpt,
+    BenchmarkOpt,
     EpochsOpt,
+    IsolationOpt,
     MaxStepsOpt,
     check_benchmarks,
 )
@@ -48,16 +52,12 @@ def compare(
     ] = 1,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    benchmark: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--benchmark",
-            help="Also score every model on instruction following checked by programs: ifbench, or an "
-            "IFEval-format JSONL FILE. Repeatable.",
-        ),
-    ] = None,
+    benchmark: BenchmarkOpt = None,
     benchmark_limit: BenchmarkLimitOpt = None,
     benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
+    benchmark_engine: BenchmarkEngineOpt = "vllm",
+    isolation: IsolationOpt = "bubblewrap",
+    benchmark_chat: BenchmarkChatOpt = False,
     out: Annotated[
         Path | None, path_option("--out", help="Folder to write the table into (compare.json, compare.md).")
     ] = None,
@@ -65,7 +65,8 @@ def compare(
     """Fine-tune the same base the same way on an equal budget of each dataset, score every model on
     the same held-out reference pairs (records whose prompt is a reference prompt are removed first)
     and print one table: loss per token, the change from the base and between datasets, with 95%
-    paired bootstrap intervals."""
+    paired bootstrap intervals. With --benchmark, every model also answers the benchmark (greedy, by
+    vLLM unless --benchmark-engine transformers) and gets a table of its own, with the same intervals."""
     import json
 
     api.prepare_process()
@@ -80,7 +81,7 @@ def compare(
         fail("a dataset is named twice")
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
-    check_benchmarks(benchmark or [], ("ifbench",))
+    check_benchmarks(benchmark or [], benchmark_engine, isolation)
     sources = [_checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
     ref = _checked(load_examples, reference)
     _checked(resolve_base, base)
@@ -97,6 +98,9 @@ def compare(
         benchmarks=sorted(set(benchmark or [])),
         benchmark_limit=benchmark_limit,
         benchmark_max_tokens=benchmark_max_tokens,
+        benchmark_engine=benchmark_engine,  # type: ignore[arg-type]
+        benchmark_chat=benchmark_chat,
+        isolation=isolation,  # type: ignore[arg-type]
     )
 
     def say(line: str) -> None:
@@ -118,16 +122,28 @@ def compare(
     console.print(table(f"Loss on {result['reference_pairs']} reference pairs", rows, list(rows[0])))
     _print_pairs(result["pairs"], 4)
     for name, bench in result["benchmarks"].items():
-        rows = [
-            {
-                "dataset": r["dataset"],
-                "strict prompt": f"{r['strict_prompt']:.3f}",
-                "loose prompt": f"{r['loose_prompt']:.3f}",
-                "vs base (interval; * excludes 0)": _change(r, 3),
-            }
-            for r in bench["rows"]
-        ]
-        console.print(table(f"{name}: instruction following on {bench['prompts']} prompts", rows, list(rows[0])))
+        if bench["kind"] == "code":
+            title = f"{name}: pass@1 on {bench['problems']} problems"
+            rows = [
+                {
+                    "dataset": r["dataset"],
+                    "pass@1": f"{r['pass_at_1']:.3f}",
+                    "vs base (interval; * excludes 0)": _change(r, 3),
+                }
+                for r in bench["rows"]
+            ]
+        else:
+            title = f"{name}: instruction following on {bench['prompts']} prompts"
+            rows = [
+                {
+                    "dataset": r["dataset"],
+                    "strict prompt": f"{r['strict_prompt']:.3f}",
+                    "loose prompt": f"{r['loose_prompt']:.3f}",
+                    "vs base (interval; * excludes 0)": _change(r, 3),
+                }
+                for r in bench["rows"]
+            ]
+        console.print(table(title, rows, list(rows[0])))
         _print_pairs(bench["pairs"], 3)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,34 @@ BenchmarkLimitOpt = Annotated[
 BenchmarkMaxTokensOpt = Annotated[
     int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
 ]
+BenchmarkOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--benchmark",
+        help="Also score the models on a benchmark: humaneval (pass@1, greedy; programs run in the "
+        "sandbox), ifbench (instruction following checked by programs: strict and loose accuracy) or an "
+        "IFEval-format JSONL FILE of prompts with instruction ids and arguments. Repeatable.",
+    ),
+]
+IsolationOpt = Annotated[
+    str, typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation).")
+]
+BenchmarkChatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--benchmark-chat",
+        help="Ask each HumanEval problem in the model's chat template and take the code block of the reply "
+        "(chat models), instead of continuing the prompt.",
+    ),
+]
+BenchmarkEngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--benchmark-engine",
+        help="What makes the benchmark answers: vllm (each model loaded in vLLM in turn, closed before the "
+        "next one trains) or transformers (generate on the model loaded for the loss: slow, needs no vLLM).",
+    ),
+]
 
 
 def evaluate(
@@ -76,29 +104,12 @@ def evaluate(
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
     threads: ThreadsOpt = None,
     log_every: LogEveryOpt = 10,
-    benchmark: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--benchmark",
-            help="Also score both models on a benchmark: humaneval (pass@1, greedy; programs run in the "
-            "sandbox), ifbench (instruction following checked by programs: strict and loose accuracy) or an "
-            "IFEval-format JSONL FILE of prompts with instruction ids and arguments. Repeatable.",
-        ),
-    ] = None,
+    benchmark: BenchmarkOpt = None,
     benchmark_limit: BenchmarkLimitOpt = None,
     benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
-    isolation: Annotated[
-        str,
-        typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation)."),
-    ] = "bubblewrap",
-    benchmark_chat: Annotated[
-        bool,
-        typer.Option(
-            "--benchmark-chat",
-            help="Ask each benchmark problem in the model's chat template and take the code block of the reply "
-            "(chat models), instead of continuing the prompt.",
-        ),
-    ] = False,
+    benchmark_engine: BenchmarkEngineOpt = "vllm",
+    isolation: IsolationOpt = "bubblewrap",
+    benchmark_chat: BenchmarkChatOpt = False,
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
     the base's and the tuned model's loss per token on the reference outputs (and, with --benchmark,
@@ -114,12 +125,7 @@ def evaluate(
     from synth.training.model import check_out, resolve_base
 
     _choice(device, "--device", ("auto", "cpu", "cuda"))
-    _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
-    check_benchmarks(benchmark or [], ("humaneval", "ifbench"))
-    if "humaneval" in (benchmark or []):
-        from synth.sandbox import Sandbox
-
-        Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
+    check_benchmarks(benchmark or [], benchmark_engine, isolation)
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
@@ -141,6 +147,7 @@ def evaluate(
         benchmark_limit=benchmark_limit,
         benchmark_max_tokens=benchmark_max_tokens,
         benchmark_chat=benchmark_chat,
+        benchmark_engine=benchmark_engine,  # type: ignore[arg-type]
         isolation=isolation,  # type: ignore[arg-type]
     )
     if reference is None and not benchmark:
@@ -160,17 +167,24 @@ def evaluate(
     _print_evaluation(result)
 
 
-def check_benchmarks(names: list[str], known: tuple[str, ...]) -> None:
-    """Each --benchmark is one of the `known` names or an IFEval-format JSONL file that reads, and
-    the instruction-following checkers are installed when any benchmark needs them."""
+def check_benchmarks(names: list[str], engine: str, isolation: str) -> None:
+    """Each --benchmark is humaneval, ifbench or an IFEval-format JSONL file that reads; the
+    instruction-following checkers are installed when a benchmark needs them, the sandbox works
+    when HumanEval's programs will run, and the answering engine is one we have."""
+    _choice(engine, "--benchmark-engine", ("vllm", "transformers"))
+    _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
     for name in names:
-        if name not in known:
+        if name not in ("humaneval", "ifbench"):
             _check_instruction_file(name)
     if any(name != "humaneval" for name in names):
         from synth.training.ifbench import available
 
         if problem := available():
             fail(problem)
+    if "humaneval" in names:
+        from synth.sandbox import Sandbox
+
+        Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
 
 
 def _check_instruction_file(name: str) -> None:

@@ -8,10 +8,11 @@ per completion token, lower is better. Differences come with a paired bootstrap 
 reference pairs (the same resampled pairs for both sides of a difference, seeded), so a difference
 whose interval holds 0 is not told apart from noise.
 
-With instruction-following benchmarks in the config (`ifbench`, or an IFEval-format file), every
-model also answers the benchmark's prompts (greedy, in its chat template) and each row gets the
-strict and loose prompt-level accuracy; differences in strict accuracy (higher is better) come
-with the same kind of interval, over the prompts.
+With benchmarks in the config, every model also answers the benchmark's prompts (greedy; vLLM
+by default, see `synth.training.answering`): instruction following (`ifbench`, or an
+IFEval-format file) gives each row the strict and loose accuracies, HumanEval its pass@1 (programs
+run in the sandbox); differences in the headline metric (strict prompt-level accuracy, pass@1;
+higher is better) come with the same kind of interval, over the prompts or problems.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from synth.sandbox import Sandbox
+from synth.training.answering import answer_dtype, answers_for
 from synth.training.bootstrap import RESAMPLES, loss, paired_interval
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, held_out
+from synth.training.evaluate import outcomes
+from synth.training.humaneval import SANDBOX, BenchmarkScore, pass_at_1
 from synth.training.ifbench import InstructionScore, benchmark_name, instruction_following
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import train
@@ -60,8 +65,8 @@ def compare_datasets(
 
     config = config or EvaluationConfig()
     say = progress or (lambda line: None)
-    # model name -> benchmark -> its score, one per fine-tuning seed
-    answers: dict[str, dict[str, list[InstructionScore]]] = {}
+    # model name -> benchmark name -> its score, one per fine-tuning seed
+    answers: dict[str, dict[str, list[InstructionScore | BenchmarkScore]]] = {}
     following = config.instruction_benchmarks()
     base = resolve_base(config.base)
     drawn = [draw(data, ref, budget, config.seed) for data in sources]
@@ -76,24 +81,44 @@ def compare_datasets(
         )
         pad = tokenizer.pad_token_id
 
+        answered_in = ["auto"]  # every model answers in the precision the base answered in
+        sandbox = Sandbox(SANDBOX, config.isolation) if "humaneval" in config.benchmarks else None
+
         def score(path: str, name: str) -> tuple[list[float], list[int]]:
             model = load_model(path, device, torch.float32)
-            try:
-                for source in following:
-                    answers.setdefault(name, {}).setdefault(source, []).append(
-                        instruction_following(
-                            name,
-                            model,
-                            tokenizer,
-                            source,
-                            limit=config.benchmark_limit,
-                            max_new_tokens=config.benchmark_max_tokens,
-                            progress=say,
+            losses = completion_losses(model, encoded.items, pad)
+            if config.benchmarks:
+                if config.benchmark_engine != "transformers":
+                    model = None  # vLLM loads its own copy
+                with answers_for(config.benchmark_engine, path, model, tokenizer, answered_in[0], config.seed) as made:
+                    answered_in[0] = answer_dtype(made) if config.benchmark_engine == "vllm" else "float32"
+                    for source in following:
+                        answers.setdefault(name, {}).setdefault(benchmark_name(source), []).append(
+                            instruction_following(
+                                name,
+                                made,
+                                tokenizer,
+                                source,
+                                limit=config.benchmark_limit,
+                                max_new_tokens=config.benchmark_max_tokens,
+                                progress=say,
+                            )
                         )
-                    )
-                return completion_losses(model, encoded.items, pad)
-            finally:
-                del model
+                    if sandbox is not None:
+                        answers.setdefault(name, {}).setdefault("humaneval", []).append(
+                            pass_at_1(
+                                name,
+                                made,
+                                tokenizer,
+                                sandbox,
+                                limit=config.benchmark_limit,
+                                max_new_tokens=config.benchmark_max_tokens,
+                                chat=config.benchmark_chat,
+                                progress=say,
+                            )
+                        )
+            del model
+            return losses
 
         say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
         scores = {"base": score(base.path, "base")}
@@ -129,7 +154,7 @@ def compare_datasets(
         row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
     pairs = _pairs(names, scores.__getitem__, config.seed, higher_is_better=False)
     best = min(rows[1:], key=lambda r: r["loss"])["dataset"]
-    benchmarks = {benchmark_name(source): _following_table(answers, source, names, config.seed) for source in following}
+    benchmarks = {bench: _benchmark_table(answers, bench, names, config.seed) for bench in answers.get("base", {})}
     return {
         "reference": ref.source,
         "reference_pairs": len(encoded.items),
@@ -142,37 +167,45 @@ def compare_datasets(
         "pairs": pairs,
         "lowest_loss": best,
         "benchmarks": benchmarks,
+        "answered_with": f"{config.benchmark_engine} ({answered_in[0]})" if config.benchmarks else "",
     }
 
 
-def _following_table(
-    answers: dict[str, dict[str, list[InstructionScore]]], source: str, names: list[str], seed: int
+def _benchmark_table(
+    answers: dict[str, dict[str, list[InstructionScore | BenchmarkScore]]], bench: str, names: list[str], seed: int
 ) -> dict[str, Any]:
-    """One instruction-following benchmark across the models: per model the accuracies (means over
-    its fine-tuning seeds) and strict prompt-level accuracy against the base and between datasets,
-    each with its 95% paired bootstrap interval over the prompts (per prompt, the share of seeds
-    whose answer followed every instruction)."""
+    """One benchmark across the models: per model its metrics (means over its fine-tuning seeds) and
+    its headline metric (strict prompt-level accuracy; pass@1) against the base and between
+    datasets, each with its 95% paired bootstrap interval over the items (per item, the share of
+    seeds that succeeded on it)."""
 
-    def followed(name: str) -> tuple[list[float], list[int]]:
-        runs = answers[name][source]
-        return [sum(r.followed[i] for r in runs) / len(runs) for i in range(len(runs[0].followed))], [1] * len(
-            runs[0].followed
-        )
+    def succeeded(name: str) -> tuple[list[float], list[int]]:
+        runs = [outcomes(r)[1] for r in answers[name][bench]]
+        return [sum(r[i] for r in runs) / len(runs) for i in range(len(runs[0]))], [1] * len(runs[0])
 
+    first_run = answers["base"][bench][0]
+    metrics = _ACCURACIES if isinstance(first_run, InstructionScore) else ("pass_at_1",)
     rows = []
     for name in ["base", *names]:
-        runs = answers[name][source]
+        runs = answers[name][bench]
         row: dict[str, Any] = {
             "dataset": name,
-            **{k: round(sum(getattr(r, k) for r in runs) / len(runs), 4) for k in _ACCURACIES},
+            **{k: round(sum(getattr(r, k) for r in runs) / len(runs), 4) for k in metrics},
         }
         if name != "base":
-            change, low, high = paired_interval(followed("base"), followed(name), seed)
+            change, low, high = paired_interval(succeeded("base"), succeeded(name), seed)
             row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
         rows.append(row)
-    pairs = _pairs(names, followed, seed, higher_is_better=True)
-    first_run = answers["base"][source][0]
-    return {"prompts": first_run.prompts, "left_out": first_run.left_out, "rows": rows, "pairs": pairs}
+    pairs = _pairs(names, succeeded, seed, higher_is_better=True)
+    if isinstance(first_run, InstructionScore):
+        return {
+            "kind": "instruction following",
+            "prompts": first_run.prompts,
+            "left_out": first_run.left_out,
+            "rows": rows,
+            "pairs": pairs,
+        }
+    return {"kind": "code", "problems": first_run.problems, "rows": rows, "pairs": pairs}
 
 
 def _pairs(
@@ -225,16 +258,27 @@ def markdown(table: dict[str, Any]) -> str:
                 f"{p['better'] or 'not told apart'} |"
             )
     for name, bench in table.get("benchmarks", {}).items():
-        left = sum(bench["left_out"].values())
-        lines += [
-            "",
-            f"{name}: instruction following, {bench['prompts']} prompts checked by programs"
-            f"{f' ({left} left out)' if left else ''}; strict prompt-level accuracy against the base "
-            "(higher is better).",
-            "",
-            "| dataset | strict prompt | strict instruction | loose prompt | loose instruction | vs base | interval |",
-            "|---|---:|---:|---:|---:|---:|---|",
-        ]
+        code = bench.get("kind") == "code"
+        if code:
+            lines += [
+                "",
+                f"{name}: pass@1 (greedy) on {bench['problems']} problems, run in the sandbox; against the base "
+                "(higher is better).",
+                "",
+                "| dataset | pass@1 | vs base | interval |",
+                "|---|---:|---:|---|",
+            ]
+        else:
+            left = sum(bench["left_out"].values())
+            lines += [
+                "",
+                f"{name}: instruction following, {bench['prompts']} prompts checked by programs"
+                f"{f' ({left} left out)' if left else ''}; strict prompt-level accuracy against the base "
+                "(higher is better).",
+                "",
+                "| dataset | strict prompt | strict instruction | loose prompt | loose instruction | vs base | interval |",
+                "|---|---:|---:|---:|---:|---:|---|",
+            ]
         for row in bench["rows"]:
             change = (
                 f"{row['vs_base']:+.3f}{' *' if row['significant'] else ''} | "
@@ -242,10 +286,13 @@ def markdown(table: dict[str, Any]) -> str:
                 if "vs_base" in row
                 else " | "
             )
-            lines.append(
-                f"| {row['dataset']} | {row['strict_prompt']:.3f} | {row['strict_instruction']:.3f} | "
-                f"{row['loose_prompt']:.3f} | {row['loose_instruction']:.3f} | {change} |"
+            scores = (
+                f"{row['pass_at_1']:.3f}"
+                if code
+                else f"{row['strict_prompt']:.3f} | {row['strict_instruction']:.3f} | "
+                f"{row['loose_prompt']:.3f} | {row['loose_instruction']:.3f}"
             )
+            lines.append(f"| {row['dataset']} | {scores} | {change} |")
         for p in bench["pairs"]:
             verdict = f"{p['better']} is better" if p["better"] else "not told apart"
             lines.append(f"\n{p['b']} - {p['a']}: {p['b_minus_a']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]: {verdict}")

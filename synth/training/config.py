@@ -121,6 +121,9 @@ class EvaluationConfig(_Strict):
     benchmark_limit: int | None = Field(default=None, ge=1)
     benchmark_max_tokens: int = Field(default=512, ge=1)
     benchmark_chat: bool = False  # ask each problem in the chat template (chat models) instead of continuing it
+    # What makes the benchmark answers: vLLM (a model at a time, closed before the next trains), or
+    # transformers' `generate` on the model loaded for the loss (slow; needs no vLLM).
+    benchmark_engine: Literal["vllm", "transformers"] = "vllm"
     isolation: Literal["bubblewrap", "none-unsafe"] = "bubblewrap"
 
     @model_validator(mode="after")
@@ -166,7 +169,7 @@ class EvaluationConfig(_Strict):
         """What decides the numbers, besides the base, the data and the reference."""
         exclude = {"base", "model_dir", "log_every", "device", "threads", "isolation"}
         if not self.benchmarks:  # evaluations from before the benchmarks keep their key
-            exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens", "benchmark_chat"}
+            exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens", "benchmark_chat", "benchmark_engine"}
         return self.model_dump(mode="json", exclude=exclude)
 
 

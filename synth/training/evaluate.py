@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.card import EVALUATION_FILE
 from synth.shards.layout import is_dataset
+from synth.training.answering import Answers
 from synth.training.answers import FOLDER as ANSWERS
 from synth.training.answers import AnswerLog
 from synth.training.config import EvaluationConfig, identity_key, read_stored
@@ -90,6 +91,8 @@ class Evaluation(BaseModel):
     # benchmark name -> {"base": score, "tuned": score}: HumanEval's pass@1 (`synth.training.humaneval`),
     # instruction following's accuracies (`synth.training.ifbench`)
     benchmarks: dict[str, dict[str, BenchmarkScore | InstructionScore]] = {}
+    # What made both models' benchmark answers, and in what precision: "vllm (bfloat16)"
+    answered_with: str = ""
     # benchmark name -> tuned minus base on its headline metric, with a 95% paired bootstrap interval
     differences: dict[str, Difference] = {}
 
@@ -105,15 +108,28 @@ class Difference(BaseModel):
     high: float
 
 
-def instruction_difference(base: InstructionScore, tuned: InstructionScore, seed: int) -> Difference:
-    """Strict prompt-level accuracy, tuned minus base, resampling the prompts (the same draw for both)."""
+def outcomes(score: BenchmarkScore | InstructionScore) -> tuple[str, list[bool]]:
+    """A benchmark score's headline metric and, per item, whether the model succeeded: strict
+    prompt-level following for instruction following, passing for HumanEval."""
+    if isinstance(score, InstructionScore):
+        return "strict prompt-level accuracy", [bool(f) for f in score.followed]
+    return "pass@1", list(score.passed_each)
+
+
+def difference(
+    base: BenchmarkScore | InstructionScore, tuned: BenchmarkScore | InstructionScore, seed: int
+) -> Difference | None:
+    """The headline metric, tuned minus base, with its interval resampling the items (the same draw
+    for both); None where the per-item results are not there (a result from before they were kept)."""
     from synth.training.bootstrap import paired_interval
 
-    ones = [1] * len(base.followed)
-    diff, low, high = paired_interval(
-        ([float(f) for f in base.followed], ones), ([float(f) for f in tuned.followed], ones), seed
-    )
-    return Difference(metric="strict prompt-level accuracy", difference=diff, low=low, high=high)
+    metric, before = outcomes(base)
+    after = outcomes(tuned)[1]
+    if not before or len(before) != len(after):
+        return None
+    ones = [1] * len(before)
+    diff, low, high = paired_interval(([float(f) for f in before], ones), ([float(f) for f in after], ones), seed)
+    return Difference(metric=metric, difference=diff, low=low, high=high)
 
 
 def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
@@ -157,26 +173,57 @@ def _score(
     config: EvaluationConfig,
     say: Say,
     system: str = "",
-    answers: Path | None = None,
-) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore]]:
-    """The model's loss on the reference, and its score on each benchmark the config names. With
-    `answers` (a path prefix naming the model), each benchmark's answers are kept in a log beside
+    logs: Path | None = None,
+    answer_dtype: str = "auto",
+) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore], str]:
+    """The model's loss on the reference, its score on each benchmark the config names, and the
+    dtype its answers were made in (`answer_dtype`, or the folder's own for "auto"). With
+    `logs` (a path prefix naming the model), each benchmark's answers are kept in a log beside
     it as they are made, and those an unfinished run left there are read back."""
+    from synth.training.answering import answer_dtype as dtype_of
+    from synth.training.answering import answers_for
+
+    by_transformers = config.benchmark_engine == "transformers"
+    model = load_model(path, device, dtype) if reference or (config.benchmarks and by_transformers) else None
+    loss = completion_loss(model, reference, tokenizer.pad_token_id)[0] if reference else None
+    benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
+    made_in = answer_dtype
+    if config.benchmarks:
+        if not by_transformers:
+            model = None  # vLLM loads its own copy: this one's memory (a GPU's) goes back first
+        with answers_for(config.benchmark_engine, path, model, tokenizer, answer_dtype, config.seed) as answers:
+            made_in = str(dtype).removeprefix("torch.") if by_transformers else dtype_of(answers)
+            benchmarks = _benchmarks(name, answers, tokenizer, config, say, system, logs)
+    del model
+    if loss is None:
+        return Score(model=name), benchmarks, made_in
+    score = Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
+    return score, benchmarks, made_in
+
+
+def _benchmarks(
+    name: str,
+    answers: Answers,
+    tokenizer: Any,
+    config: EvaluationConfig,
+    say: Say,
+    system: str,
+    logs: Path | None,
+) -> dict[str, BenchmarkScore | InstructionScore]:
+    """Each benchmark the config names, answered by `answers`."""
 
     def log(benchmark: str) -> AnswerLog | None:
-        if answers is None:
+        if logs is None:
             return None
-        return AnswerLog(answers.with_name(f"{answers.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
+        return AnswerLog(logs.with_name(f"{logs.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
 
-    model = load_model(path, device, dtype)
-    loss = completion_loss(model, reference, tokenizer.pad_token_id)[0] if reference else None
     benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
     for source in config.instruction_benchmarks():
         from synth.training.ifbench import benchmark_name, instruction_following
 
         benchmarks[benchmark_name(source)] = instruction_following(
             name,
-            model,
+            answers,
             tokenizer,
             source,
             limit=config.benchmark_limit,
@@ -192,7 +239,7 @@ def _score(
         sandbox = Sandbox(SANDBOX, config.isolation)
         benchmarks["humaneval"] = pass_at_1(
             name,
-            model,
+            answers,
             tokenizer,
             sandbox,
             limit=config.benchmark_limit,
@@ -201,10 +248,7 @@ def _score(
             progress=say,
             log=log("humaneval"),
         )
-    del model
-    if loss is None:
-        return Score(model=name), benchmarks
-    return Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4)), benchmarks
+    return benchmarks
 
 
 def evaluate_dataset(
@@ -290,10 +334,26 @@ def _evaluate(
     settings = {k: v for k, v in config.identity().items() if k.startswith("benchmark")}
     base_tag = identity_key({"base": base.fingerprint, "system": system, **settings})[:16]
 
-    def score(name: str, path: str, answers: str) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore]]:
-        return _score(name, path, device, torch.float32, encoded.items, tokenizer, config, say, system, root / answers)
+    def score(
+        name: str, path: str, answers: str, answer_dtype: str = "auto"
+    ) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore], str]:
+        return _score(
+            name,
+            path,
+            device,
+            torch.float32,
+            encoded.items,
+            tokenizer,
+            config,
+            say,
+            system,
+            root / answers,
+            answer_dtype,
+        )
 
-    base_score, base_benchmarks = score(base.name, base.path, f"{ANSWERS}/base-{base_tag}")
+    # The tuned model answers in the precision the base answered in (vLLM would load the tuned
+    # folder, saved in float32, in float32).
+    base_score, base_benchmarks, answered_in = score(base.name, base.path, f"{ANSWERS}/base-{base_tag}")
     done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
     say(f"{done}fine-tuning on {len(data.items)} records ({config.budget()})")
     with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
@@ -302,8 +362,8 @@ def _evaluate(
         trained = read_report(tuned_path)
         if trained is None:
             raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
-        tuned_score, tuned_benchmarks = score(
-            f"{base.name} + {root.name}", str(tuned_path), f"{ANSWERS}/tuned-{key[:16]}"
+        tuned_score, tuned_benchmarks, _ = score(
+            f"{base.name} + {root.name}", str(tuned_path), f"{ANSWERS}/tuned-{key[:16]}", answered_in
         )
     improvement = (
         base_score.loss - tuned_score.loss if base_score.loss is not None and tuned_score.loss is not None else None
@@ -336,10 +396,11 @@ def _evaluate(
         device=device,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         benchmarks={k: {"base": base_benchmarks[k], "tuned": tuned_benchmarks[k]} for k in base_benchmarks},
+        answered_with=f"{config.benchmark_engine} ({answered_in})" if base_benchmarks else "",
         differences={
-            k: instruction_difference(b, t, config.seed)
+            k: d
             for k, b in base_benchmarks.items()
-            if isinstance(b, InstructionScore) and isinstance(t := tuned_benchmarks[k], InstructionScore)
+            if (d := difference(b, tuned_benchmarks[k], config.seed)) is not None
         },
     )
     return evaluation

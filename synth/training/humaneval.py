@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from synth.filters.code_benchmarks import CodeProblem, humaneval_problems
 from synth.sandbox import Sandbox
 from synth.schemas.code import SandboxConfig
+from synth.training.answering import Answers
 from synth.training.answers import AnswerLog, answered
 
 STOPS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
@@ -43,6 +44,8 @@ class BenchmarkScore(BaseModel):
     passed: int
     pass_at_1: float
     failures: dict[str, int]  # how the failing programs ended (sandbox kinds)
+    # Whether each problem passed, in the benchmark's order (empty in results from before it was kept)
+    passed_each: list[bool] = []
 
 
 def truncate(completion: str) -> str:
@@ -75,62 +78,26 @@ def problems(limit: int | None = None) -> Sequence[CodeProblem]:
     return every[:limit] if limit else every
 
 
-def complete(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    batch_size: int = 8,
-    chat: bool = False,
-    ask: str = CHAT_ASK,
-    system: str = "",
-    on_batch: Callable[[int, int, list[str]], None] | None = None,
+def render(
+    tokenizer: Any, prompts: Sequence[str], chat: bool = False, ask: str = CHAT_ASK, system: str = ""
 ) -> list[str]:
-    """Greedy completions of `prompts`, in order: raw text, or (`chat`) each asked as a user turn
-    (`ask` with the prompt in its place, after `system` when given) in the model's chat template.
-    `on_batch(done, total, answers)` is called with each batch's answers as they are made."""
-    if chat:
-        opening = [{"role": "system", "content": system}] if system else []
-        prompts = [
-            tokenizer.apply_chat_template(
-                [*opening, {"role": "user", "content": ask.format(prompt=p)}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for p in prompts
-        ]
-    import torch
-
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    out: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
-            with torch.no_grad():
-                made = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **({} if chat else {"stop_strings": list(STOPS), "tokenizer": tokenizer}),
-                )
-            width = encoded["input_ids"].shape[1]
-            new = tokenizer.batch_decode(made[:, width:], skip_special_tokens=True)
-            out += new
-            if on_batch:
-                on_batch(len(out), len(prompts), new)
-    finally:
-        tokenizer.padding_side = side
-    return out
+    """The text each prompt is answered from: as given (raw, to continue), or (`chat`) asked as a
+    user turn (`ask` with the prompt in its place, after `system` when given) in the model's chat
+    template, ending where the assistant's reply begins."""
+    if not chat:
+        return list(prompts)
+    opening = [{"role": "system", "content": system}] if system else []
+    return [
+        tokenizer.apply_chat_template(
+            [*opening, {"role": "user", "content": ask.format(prompt=p)}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
 
 
 def pass_at_1(
     name: str,
-    model: Any,
+    answers: Answers,
     tokenizer: Any,
     sandbox: Sandbox,
     *,
@@ -140,14 +107,15 @@ def pass_at_1(
     progress: Callable[[str], None] | None = None,
     log: AnswerLog | None = None,
 ) -> BenchmarkScore:
-    """HumanEval pass@1 (greedy) of `model`: completions made here (raw, or `chat`: asked in the
-    chat template; those `log` holds from an unfinished run are read back), programs run in `sandbox`."""
+    """HumanEval pass@1 (greedy) of the model behind `answers`: completions of each prompt (raw, or
+    `chat`: asked in the chat template `tokenizer` renders; those `log` holds from an unfinished run
+    are read back), programs run in `sandbox`."""
     chosen = problems(limit)
     if progress:
         progress(f"HumanEval: {name} completes {len(chosen)} problems")
 
     def make(prompts: Sequence[str], keep: Callable[[int, int, list[str]], None]) -> list[str]:
-        return complete(model, tokenizer, prompts, max_new_tokens, chat=chat, on_batch=keep)
+        return answers(render(tokenizer, prompts, chat=chat), max_new_tokens, () if chat else STOPS, keep)
 
     completions, reused = answered([p.task_id for p in chosen], [p.prompt for p in chosen], log, make)
     if reused and progress:
@@ -158,5 +126,10 @@ def pass_at_1(
     failures = Counter(r.kind for r in runs if not r.passed)
     score = passed / len(chosen) if chosen else math.nan
     return BenchmarkScore(
-        model=name, problems=len(chosen), passed=passed, pass_at_1=round(score, 4), failures=dict(failures)
+        model=name,
+        problems=len(chosen),
+        passed=passed,
+        pass_at_1=round(score, 4),
+        failures=dict(failures),
+        passed_each=[r.passed for r in runs],
     )

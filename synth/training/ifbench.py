@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.files import utf8_lines
 from synth.text import value_control_problem
+from synth.training.answering import Answers
 from synth.training.answers import AnswerLog, answered
 
 SHIPPED = "ifbench"
@@ -264,7 +265,7 @@ def benchmark_name(source: str) -> str:
 
 def instruction_following(
     name: str,
-    model: Any,
+    answers: Answers,
     tokenizer: Any,
     source: str,
     *,
@@ -274,10 +275,10 @@ def instruction_following(
     progress: Callable[[str], None] | None = None,
     log: AnswerLog | None = None,
 ) -> InstructionScore:
-    """Answers of `model` to the benchmark's scorable prompts (the first `limit`), greedy, in its
-    chat template (after `system`, when given), and their score. Answers `log` holds (an unfinished
+    """Greedy answers (from `answers`) to the benchmark's scorable prompts (the first `limit`), each
+    asked in the chat template `tokenizer` renders (after `system`, when given), and their score. Answers `log` holds (an unfinished
     evaluation's) are read back, not made again; those made are added to it batch by batch."""
-    from synth.training.humaneval import complete
+    from synth.training.humaneval import render
 
     prompts, left = scorable(read_prompts(source))
     chosen = prompts[:limit] if limit else prompts
@@ -292,12 +293,10 @@ def instruction_following(
                 shown[0] = done
                 progress(f"{benchmark_name(source)}: {name} answered {done}/{total}")
 
-        return complete(
-            model, tokenizer, texts, max_new_tokens, chat=True, ask="{prompt}", system=system, on_batch=on_batch
-        )
+        return answers(render(tokenizer, texts, chat=True, ask="{prompt}", system=system), max_new_tokens, (), on_batch)
 
     keys = [f"{p.key}:{hashlib.sha256(p.prompt.encode()).hexdigest()[:12]}" for p in chosen]
-    answers, reused = answered(keys, [p.prompt for p in chosen], log, make)
+    replies, reused = answered(keys, [p.prompt for p in chosen], log, make)
     if reused and progress:
         progress(f"{benchmark_name(source)}: {reused} of {name}'s answers read back from an unfinished evaluation")
-    return score(name, benchmark_name(source), chosen, answers, left)
+    return score(name, benchmark_name(source), chosen, replies, left)

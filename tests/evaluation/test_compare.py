@@ -86,7 +86,8 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     args = [
         "compare", str(files["shuffled"]), str(files["matched"]), "--reference", str(files["reference"]),
         "--budget", "32", "--max-steps", "8", "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--out", str(out),
-        "--seeds", "2", "--benchmark", "ifbench", "--limit", "1", "--benchmark-max-tokens", "16",
+        "--seeds", "2", "--benchmark", "ifbench", "--benchmark", "humaneval", "--limit", "2", "--benchmark-max-tokens", "16",
+        "--benchmark-engine", "transformers",  # five models: vLLM would load five times (its path: test_humaneval)
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -107,13 +108,24 @@ def test_matching_pairs_beat_the_same_outputs_shuffled_against_their_instruction
     assert "| base |" in (out / "compare.md").read_text()
     # Every model also answered the first IFBench prompt: accuracies averaged over the seeds, and
     # strict prompt-level differences with their intervals.
+    assert table["answered_with"] == "transformers (float32)"
     following = table["benchmarks"]["ifbench"]
     names = ["base", str(files["shuffled"]), str(files["matched"])]
-    assert following["prompts"] == 1 and [r["dataset"] for r in following["rows"]] == names
+    assert following["prompts"] == 2 and [r["dataset"] for r in following["rows"]] == names
     for row in following["rows"]:
-        assert row["strict_prompt"] in (0.0, 0.5, 1.0) and row["strict_prompt"] <= row["loose_prompt"]
+        assert row["strict_prompt"] in (0.0, 0.25, 0.5, 0.75, 1.0) and row["strict_prompt"] <= row["loose_prompt"]
         if row["dataset"] != "base":
             assert row["vs_base_low"] <= row["vs_base"] <= row["vs_base_high"]
     (between,) = following["pairs"]
     assert between["low"] <= between["b_minus_a"] <= between["high"]
-    assert "ifbench: instruction following, 1 prompts" in (out / "compare.md").read_text()
+    assert "ifbench: instruction following, 2 prompts" in (out / "compare.md").read_text()
+    # And HumanEval's first two problems, run in the sandbox: pass@1 per model, averaged over seeds.
+    code = table["benchmarks"]["humaneval"]
+    assert code["kind"] == "code" and code["problems"] == 2 and [r["dataset"] for r in code["rows"]] == names
+    for row in code["rows"]:
+        assert row["pass_at_1"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        if row["dataset"] != "base":
+            assert row["vs_base_low"] <= row["vs_base"] <= row["vs_base_high"]
+    (between,) = code["pairs"]
+    assert between["low"] <= between["b_minus_a"] <= between["high"]
+    assert "humaneval: pass@1 (greedy) on 2 problems" in (out / "compare.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from synth.training import humaneval, ifbench
+from synth.training import ifbench
 from synth.training.answers import AnswerLog, answered
 
 
@@ -13,43 +13,51 @@ class Killed(Exception):
     pass
 
 
-def scripted_complete(made: list[str], die_after: int | None = None):
-    """A stand-in for `humaneval.complete`: answers each prompt with its first word, in batches of
-    3, calling `on_batch` as the real one does; raises after `die_after` batches."""
+class Plain:
+    """A stand-in tokenizer whose chat template is the user turn's text."""
 
-    def complete(model, tokenizer, prompts, max_new_tokens, batch_size=3, chat=False, ask="", system="", on_batch=None):
+    @staticmethod
+    def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
+        return messages[-1]["content"]
+
+
+def scripted_answers(made: list[str], die_after: int | None = None):
+    """A stand-in answering backend (`synth.training.answering.Answers`): answers each prompt with its
+    first word, in batches of 3, calling `on_batch` as the real ones do; raises after `die_after`
+    batches."""
+
+    def answers(prompts, max_new_tokens, stops=(), on_batch=None):
         out: list[str] = []
-        for batch, start in enumerate(range(0, len(prompts), batch_size)):
+        for batch, start in enumerate(range(0, len(prompts), 3)):
             if die_after is not None and batch == die_after:
                 raise Killed
-            new = [p.split()[0] for p in prompts[start : start + batch_size]]
-            made.extend(prompts[start : start + batch_size])
+            new = [p.split()[0] for p in prompts[start : start + 3]]
+            made.extend(prompts[start : start + 3])
             out += new
             if on_batch:
                 on_batch(len(out), len(prompts), new)
         return out
 
-    return complete
+    return answers
 
 
-def test_a_killed_benchmark_run_resumes_from_its_answers_and_scores_the_same(tmp_path, monkeypatch):
+def test_a_killed_benchmark_run_resumes_from_its_answers_and_scores_the_same(tmp_path):
     whole: list[str] = []
-    monkeypatch.setattr(humaneval, "complete", scripted_complete(whole))
-    expected = ifbench.instruction_following("m", None, None, "ifbench", limit=10)
+    expected = ifbench.instruction_following("m", scripted_answers(whole), Plain(), "ifbench", limit=10)
 
     log = AnswerLog(tmp_path / "answers" / "m-ifbench.jsonl")
     first: list[str] = []
-    monkeypatch.setattr(humaneval, "complete", scripted_complete(first, die_after=2))
     with pytest.raises(Killed):
-        ifbench.instruction_following("m", None, None, "ifbench", limit=10, log=log)
+        ifbench.instruction_following("m", scripted_answers(first, die_after=2), Plain(), "ifbench", limit=10, log=log)
     assert len(first) == 6 and len(log.read()) == 6  # two batches landed before the kill
     with open(log.path, "a") as f:
         f.write('{"key": "torn')  # the kill tore the line it was writing
 
     second: list[str] = []
-    monkeypatch.setattr(humaneval, "complete", scripted_complete(second))
     lines: list[str] = []
-    resumed = ifbench.instruction_following("m", None, None, "ifbench", limit=10, log=log, progress=lines.append)
+    resumed = ifbench.instruction_following(
+        "m", scripted_answers(second), Plain(), "ifbench", limit=10, log=log, progress=lines.append
+    )
     assert second == whole[6:]  # only the four not answered before
     assert resumed == expected
     assert any("6 of m's answers read back" in line for line in lines)

@@ -106,3 +106,12 @@ def test_a_benchmark_that_is_no_name_or_readable_ifeval_file_is_refused_before_a
     assert not (small_dataset / EVALUATION).exists()
     result = invoke("evaluate", str(small_dataset))
     assert result.exit_code == 2 and "nothing to measure" in result.output
+    ifbench = ["--benchmark", "ifbench"]
+    for command in (
+        ["evaluate", str(small_dataset)],
+        ["compare", str(small_dataset), str(reference), "--reference", str(reference)],
+    ):
+        result = invoke(*command, *ifbench, "--benchmark-engine", "tgi")
+        assert result.exit_code == 2 and "--benchmark-engine 'tgi': choose one of vllm, transformers" in result.output
+        result = invoke(*command, "--benchmark", "mmlu")
+        assert result.exit_code == 2 and "'mmlu' is not humaneval, ifbench or a .jsonl file" in result.output

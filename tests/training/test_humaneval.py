@@ -55,11 +55,17 @@ def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_
 
     args = ["--max-steps", "1", "--batch-size", "2", "--max-length", "128", "--threads", "1", "--limit", "2"]
     benchmarks = ["--benchmark", "humaneval", "--benchmark", "ifbench", "--benchmark-max-tokens", "48"]
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
     result = CliRunner().invoke(app, ["evaluate", str(small_dataset), *args, *benchmarks])
     assert result.exit_code == 0, result.output
+    # Both models answered in vLLM, in one precision, and each engine was closed after its answers.
+    assert set(multiprocessing.active_children()) <= before
     assert "no reference pairs, so no loss" in result.output and "ifbench: instruction following" in result.output
     evaluation = read_evaluation(small_dataset)
     assert evaluation is not None and evaluation.reference_pairs == 0 and evaluation.base.loss is None
+    assert evaluation.answered_with in ("vllm (bfloat16)", "vllm (float16)", "vllm (float32)")
     scores = evaluation.benchmarks["humaneval"]
     for which in ("base", "tuned"):
         score = scores[which]
@@ -83,16 +89,3 @@ def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_
     assert diff.difference == pytest.approx((sum(tuned.followed) - sum(base.followed)) / 2)
     assert "ifbench instruction following (greedy, 2 prompts" in card and "strict prompt" in card
     assert not (small_dataset / "evaluation-answers").exists()  # kept only while the evaluation runs
-
-
-@pytest.mark.engine  # loads the embedded model's weights
-def test_a_chat_model_is_asked_in_its_chat_template_and_its_code_block_runs():
-    import torch
-
-    from synth.training.humaneval import pass_at_1
-    from synth.training.model import load_model, load_tokenizer, resolve_base
-
-    base = resolve_base(None)
-    model, tokenizer = load_model(base.path, "cpu", torch.float32), load_tokenizer(base.path)
-    score = pass_at_1(base.name, model, tokenizer, Sandbox(SANDBOX), limit=2, max_new_tokens=64, chat=True)
-    assert score.problems == 2 and score.passed + sum(score.failures.values()) == 2

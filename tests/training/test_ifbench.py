@@ -12,7 +12,8 @@ import nltk
 import pytest
 
 from synth.training import ifbench
-from synth.training.evaluate import instruction_difference
+from synth.training.evaluate import difference
+from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import IFBenchFileError, InstructionScore, read_prompts, scorable, score
 
 
@@ -111,8 +112,23 @@ def test_the_difference_interval_resamples_prompts_for_both_models_alike():
             model="m", benchmark="b", prompts=len(followed), instructions=len(followed), followed=followed, **shares
         )
 
-    same = instruction_difference(made([1, 0] * 20), made([1, 0] * 20), seed=0)
-    assert same.difference == same.low == same.high == 0.0
-    better = instruction_difference(made([0] * 40), made([1] * 30 + [0] * 10), seed=0)
+    same = difference(made([1, 0] * 20), made([1, 0] * 20), seed=0)
+    assert same is not None and same.difference == same.low == same.high == 0.0
+    better = difference(made([0] * 40), made([1] * 30 + [0] * 10), seed=0)
+    assert better is not None and better.metric == "strict prompt-level accuracy"
     assert better.difference == pytest.approx(0.75) and 0.5 < better.low <= 0.75 <= better.high <= 1.0
-    assert better == instruction_difference(made([0] * 40), made([1] * 30 + [0] * 10), seed=0)  # seeded
+    assert better == difference(made([0] * 40), made([1] * 30 + [0] * 10), seed=0)  # seeded
+
+
+def test_humaneval_differences_resample_the_problems_and_old_results_have_none():
+    def made(passed: list[bool]) -> BenchmarkScore:
+        return BenchmarkScore(
+            model="m", problems=len(passed), passed=sum(passed), pass_at_1=sum(passed) / len(passed), failures={},
+            passed_each=passed,
+        )  # fmt: skip
+
+    change = difference(made([False] * 20), made([True] * 5 + [False] * 15), seed=0)
+    assert change is not None and change.metric == "pass@1" and change.difference == pytest.approx(0.25)
+    assert change.low <= 0.25 <= change.high
+    old = BenchmarkScore(model="m", problems=2, passed=1, pass_at_1=0.5, failures={"error": 1})
+    assert difference(old, old, seed=0) is None  # stored before per-problem results were kept
