@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from synth.engines.base import (
@@ -107,11 +107,56 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# The KV cache size a user set in the environment before we set one, if any: theirs wins.
+_USER_KVCACHE = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+
+
 def _prepare_cpu_environment(config: VLLMEngineConfig) -> None:
     # Measured on 2-core machines: reserving no core for the runtime lets vLLM use both, and the
-    # KV cache size must be stated or vLLM's CPU build picks a size unrelated to the machine.
+    # KV cache size must be stated or vLLM's CPU build picks a size unrelated to the machine. Each
+    # engine states its own (a second engine in the process must not inherit the first's).
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kvcache_gib))
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = _USER_KVCACHE or str(config.cpu_kvcache_gib)
+
+
+def _tolerant_kernel_scan() -> None:
+    """vLLM's CPU build swaps its Triton kernels for C++ ones when the engine core starts, and finds
+    every copy of a kernel by reading `vars()` of every value of every module loaded. In its own
+    process only vLLM's modules are there; in ours, numba's llvmlite (our novelty and dedup
+    kernels) holds an object whose `__dict__` is not a mapping, and the scan raised
+    AttributeError. The scan's module gets a `vars` that reads such an object as empty (it holds
+    no kernel); everything else it reads as before."""
+    from collections.abc import Mapping
+
+    from vllm.triton_utils import dispatcher
+
+    def plain_vars(value: Any) -> Any:
+        names = vars(value)
+        return names if isinstance(names, Mapping) else {}
+
+    dispatcher.vars = plain_vars  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _engine_core_placement(in_process: bool) -> Iterator[None]:
+    """vLLM reads where its engine core runs from the environment when the engine is built; an
+    engine core built in this process then freezes vLLM's view of the environment, so the freeze is
+    lifted first (each engine reads its own settings) and the variable is put back after."""
+    import vllm.envs
+
+    if in_process:
+        _tolerant_kernel_scan()
+    vllm.envs.disable_envs_cache()
+    name = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    before = os.environ.get(name)
+    os.environ[name] = "0" if in_process else "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class VLLMEngine:
@@ -152,8 +197,10 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
+        in_process = config.in_process if config.in_process is not None else not on_gpu
         before = set(multiprocessing.active_children())
-        with output_to_library_log():  # its processes' start-up notices go to the log, not the terminal
+        # its processes' start-up notices go to the log, not the terminal
+        with output_to_library_log(), _engine_core_placement(in_process):
             self._llm: LLM | None = LLM(**kwargs)
         self._processes = _trees([c for c in multiprocessing.active_children() if c not in before])
         self._watcher = watch_children()

@@ -16,6 +16,15 @@ def ask(text: str, **fields) -> ChatRequest:
     return ChatRequest(messages=[Message(role="user", content=text)], **fields)
 
 
+def test_on_a_cpu_the_engine_core_runs_in_this_process(vllm_engine):
+    import psutil
+
+    core = vllm_engine.llm.llm_engine.engine_core
+    assert type(core).__name__ == "InprocClient"
+    assert vllm_engine._processes == [] and vllm_engine._watcher is None
+    assert not [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+
+
 def test_batch_returns_one_completion_per_request_in_order_with_token_counts(vllm_engine):
     requests = [ask(f"Count from 1 to {n}.", sampling=Sampling(temperature=0.0, max_tokens=24)) for n in (3, 5, 7)]
     completions = vllm_engine.chat(requests)
@@ -110,7 +119,8 @@ def test_seeded_batch_larger_than_one_prefill_step_runs(vllm_engine):
 
 def test_a_killed_run_leaves_no_model_process_behind():
     """SIGKILL of a process holding the engine must free the model: nothing of vLLM's may outlive it
-    (a resumed run would load the model again beside a leftover copy)."""
+    (a resumed run would load the model again beside a leftover copy). The engine core in a process
+    of its own (the default on a GPU); on a CPU it runs in the process killed."""
     import subprocess
     import sys
     import time
@@ -119,7 +129,7 @@ def test_a_killed_run_leaves_no_model_process_behind():
 
     code = (
         "from synth.engines import get_engine; from synth.schemas import VLLMEngineConfig; "
-        "get_engine(VLLMEngineConfig()); print('ready', flush=True); import time; time.sleep(600)"
+        "get_engine(VLLMEngineConfig(in_process=False)); print('ready', flush=True); import time; time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -150,8 +160,9 @@ def test_a_killed_run_leaves_no_model_process_behind():
 
 
 def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_python_exit():
-    """The real shutdown: a process loads the engine, answers once, closes it twice; the engine
-    refuses work, vLLM's processes are gone and the process exits at once (nothing to join)."""
+    """The real shutdown of an engine whose core runs in a process of its own (the default on a GPU):
+    a process loads the engine, answers once, closes it twice; the engine refuses work, vLLM's
+    processes are gone and the process exits at once (nothing to join)."""
     import subprocess
     import sys
     import time
@@ -162,7 +173,7 @@ def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_py
 from synth.engines import ChatRequest, EngineError, get_engine
 from synth.schemas import Message, Sampling, VLLMEngineConfig
 import psutil
-engine = get_engine(VLLMEngineConfig())
+engine = get_engine(VLLMEngineConfig(in_process=False))
 ask = [ChatRequest(messages=[Message(role="user", content="hi")], sampling=Sampling(max_tokens=4))]
 assert engine.chat(ask)[0].text
 children = psutil.Process().children(recursive=True)
