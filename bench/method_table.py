@@ -7,7 +7,8 @@ Steps (each a `synth` command, timed):
    `small-model` profile by default (`--profile paper` for a capable model).
 2. `synth compare` fine-tunes the same base on `--budget` records of each dataset and scores every
    model on the reference pairs (default: the shipped English seed tasks' human-written answers;
-   records asking one of those prompts are left out of training).
+   records asking one of those prompts are left out of training) and on the benchmarks
+   (`--benchmark`, default IFBench's first `--benchmark-limit` 40 scorable prompts, answered by vLLM).
 3. The Self-Instruct pool is selected down to the same budget by random, longest, IFD and Deita, and
    `synth compare` ranks the selections the same way.
 
@@ -67,6 +68,10 @@ def main() -> None:
     parser.add_argument("--docs", default=None, help="a documents folder: adds backtranslation")
     parser.add_argument("--reference", default=None, help="reference pairs (default: the seed tasks' answers)")
     parser.add_argument("--fresh", action="store_true", help="remove --out first")
+    parser.add_argument(
+        "--benchmark", action="append", default=None, help="benchmarks every model answers (default: ifbench)"
+    )
+    parser.add_argument("--benchmark-limit", type=int, default=40, help="prompts or problems of each benchmark")
     args = parser.parse_args()
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
@@ -91,6 +96,9 @@ def main() -> None:
         run(["generate", "backtranslate", "--docs", args.docs, "--out", str(datasets["backtranslation"]), *common], log)
     # 20 steps per fine-tune, as the recorded table was made (the commands' default is one epoch).
     budget = ["--budget", str(args.budget), "--reference", str(ref), "--max-steps", "20"]
+    for name in args.benchmark or ["ifbench"]:
+        budget += ["--benchmark", name]
+    budget += ["--benchmark-limit", str(args.benchmark_limit)]
     run(["compare", *map(str, datasets.values()), *budget, "--out", str(args.out / "by-generator")], log)
     pool = datasets["self-instruct"]
     selections = []

@@ -237,7 +237,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
         if "strict_prompt" in scores["base"]:
             _print_instruction_following(name, scores, result.get("differences", {}).get(name))
         else:
-            _print_pass_at_1(name, scores)
+            _print_pass_at_1(name, scores, result.get("differences", {}).get(name))
     if result["overlap"]:
         err.print(
             Text(
@@ -267,7 +267,7 @@ def _print_loss(result: dict[str, Any]) -> None:
     )
 
 
-def _print_pass_at_1(name: str, scores: dict[str, Any]) -> None:
+def _print_pass_at_1(name: str, scores: dict[str, Any], difference: dict[str, Any] | None) -> None:
     table = Table(title=f"{name}: pass@1 (greedy)", title_justify="left")
     for column in ("model", "passed", "pass@1", "failures"):
         table.add_column(column, justify="left" if column in ("model", "failures") else "right")
@@ -278,3 +278,11 @@ def _print_pass_at_1(name: str, scores: dict[str, Any]) -> None:
             Text(score["model"]), f"{score['passed']}/{score['problems']}", f"{score['pass_at_1']:.3f}", failures
         )
     console.print(table)
+    if difference:
+        console.print(
+            Text(
+                f"tuned minus base, {difference['metric']}: {difference['difference']:+.3f} "
+                f"(95% paired bootstrap interval {difference['low']:+.3f} to {difference['high']:+.3f})"
+            ),
+            soft_wrap=True,
+        )

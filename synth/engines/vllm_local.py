@@ -107,6 +107,9 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# The engines whose core runs in this process and is not closed (at most one; see `VLLMEngine`).
+_in_process: set[VLLMEngine] = set()
+
 # The KV cache size a user set in the environment before we set one, if any: theirs wins.
 _USER_KVCACHE = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
 
@@ -198,10 +201,18 @@ class VLLMEngine:
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
         in_process = config.in_process if config.in_process is not None else not on_gpu
+        if in_process and _in_process:
+            # Engine cores in one process share vLLM's parallel state, and closing one tears it down
+            # under the others: a second engine while one is open gets a process of its own.
+            log.info("an engine already runs in this process: %s gets an engine process", self.model_name)
+            in_process = False
+        self.in_process = in_process
         before = set(multiprocessing.active_children())
         # its processes' start-up notices go to the log, not the terminal
         with output_to_library_log(), _engine_core_placement(in_process):
             self._llm: LLM | None = LLM(**kwargs)
+        if in_process:
+            _in_process.add(self)
         self._processes = _trees([c for c in multiprocessing.active_children() if c not in before])
         self._watcher = watch_children()
 
@@ -333,8 +344,11 @@ class VLLMEngine:
             self._watcher.kill()
             self._watcher.wait()
         core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        try:
+            if core is not None:
+                core.shutdown()
+        finally:
+            _in_process.discard(self)
         self._llm = None
 
     def kill(self) -> None:

@@ -212,15 +212,7 @@ def _benchmark_lines(benchmarks: dict, differences: dict) -> list[str]:
                     for label, s in (("base", base), ("tuned on this data", tuned))
                 ),
                 "",
-                *(
-                    [
-                        f"Tuned minus base, {diff['metric']}: {diff['difference']:+.3f} (95% paired bootstrap "
-                        f"interval {diff['low']:+.3f} to {diff['high']:+.3f}).",
-                        "",
-                    ]
-                    if diff
-                    else []
-                ),
+                *_difference_line(diff),
             ]
             continue
         lines += [
@@ -231,8 +223,19 @@ def _benchmark_lines(benchmarks: dict, differences: dict) -> list[str]:
             f"| base | {base['passed']} | {base['pass_at_1']:.3f} |",
             f"| tuned on this data | {tuned['passed']} | {tuned['pass_at_1']:.3f} |",
             "",
+            *_difference_line(differences.get(name)),
         ]
     return lines
+
+
+def _difference_line(diff: dict | None) -> list[str]:
+    if not diff:
+        return []
+    return [
+        f"Tuned minus base, {diff['metric']}: {diff['difference']:+.3f} (95% paired bootstrap "
+        f"interval {diff['low']:+.3f} to {diff['high']:+.3f}).",
+        "",
+    ]
 
 
 def _evaluation_lines(evaluation: dict) -> list[str]:

@@ -101,7 +101,8 @@ class VLLMAnswers:
 @contextmanager
 def vllm_answers(path: str, dtype: str = "auto", seed: int = 0, max_model_len: int = 4096) -> Iterator[VLLMAnswers]:
     """A vLLM engine on the model folder `path` for the time of the block, closed after it (within a
-    time limit, then killed). `dtype` "auto" takes the folder's own; give the dtype the other model
+    time limit, then killed), taking prompt and answer up to `max_model_len` tokens (or the
+    model's own context, if shorter). `dtype` "auto" takes the folder's own; give the dtype the other model
     of a comparison ran in (`answer_dtype`) so both decode in the same precision."""
     import gc
 
@@ -112,12 +113,25 @@ def vllm_answers(path: str, dtype: str = "auto", seed: int = 0, max_model_len: i
     gc.collect()  # a model the caller dropped: its memory goes back before vLLM takes its share
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
         sys.modules["torch"].cuda.empty_cache()
-    config = VLLMEngineConfig(model=path, dtype=dtype, seed=seed, max_model_len=max_model_len)  # type: ignore[arg-type]
+    length = min(max_model_len, _context_of(path) or max_model_len)
+    config = VLLMEngineConfig(model=path, dtype=dtype, seed=seed, max_model_len=length)  # type: ignore[arg-type]
     engine = VLLMEngine(config)
     try:
         yield VLLMAnswers(engine)
     finally:
         close_bounded(engine)
+
+
+def _context_of(path: str) -> int | None:
+    """The context length a model folder's config states, if it states one."""
+    import json
+    from pathlib import Path
+
+    try:
+        stated = json.loads((Path(path) / "config.json").read_text("utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stated if isinstance(stated, int) and stated > 0 else None
 
 
 def answer_dtype(answers: Answers) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from synth.engines import ChatRequest
-from synth.schemas import Message, Sampling
+from synth.schemas import Message, Sampling, VLLMEngineConfig
 
 pytestmark = pytest.mark.engine
 
@@ -23,6 +23,23 @@ def test_on_a_cpu_the_engine_core_runs_in_this_process(vllm_engine):
     assert type(core).__name__ == "InprocClient"
     assert vllm_engine._processes == [] and vllm_engine._watcher is None
     assert not [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+
+
+def test_a_second_engine_beside_it_gets_a_process_and_closing_it_leaves_the_first_serving(vllm_engine):
+    """Engine cores in one process share vLLM's parallel state, and closing one tore it down under
+    the other ("pipeline model parallel group is not initialized")."""
+    from synth.engines import close_bounded
+    from synth.engines.vllm_local import VLLMEngine
+
+    assert vllm_engine.in_process
+    ask = [ChatRequest(messages=[Message(role="user", content="Name a colour.")], sampling=Sampling(max_tokens=6))]
+    second = VLLMEngine(VLLMEngineConfig(max_model_len=1024))
+    try:
+        assert not second.in_process and second._processes
+        assert second.chat(ask)[0].text
+    finally:
+        close_bounded(second)
+    assert vllm_engine.chat(ask)[0].text
 
 
 def test_batch_returns_one_completion_per_request_in_order_with_token_counts(vllm_engine):

@@ -41,7 +41,7 @@ def test_real_engine_run_writes_a_valid_dataset_with_provenance(tmp_path, vllm_e
 
 def test_cli_generates_a_dataset_on_the_embedded_model(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "synth.cli", "generate", "self-instruct", "--num", "3", "--prompts-per-batch", "4", "--max-batches", "2", "--out", str(tmp_path / "demo")]  # fmt: skip
+    cmd = [sys.executable, "-m", "synth.cli", "generate", "self-instruct", "--num", "3", "--prompts-per-batch", "4", "--max-batches", "1", "--out", str(tmp_path / "demo")]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "records kept" in out.stdout and str(tmp_path / "demo") in out.stdout

@@ -75,6 +75,10 @@ def test_an_evaluation_without_reference_pairs_scores_humaneval_and_ifbench_for_
         assert sum(score.failures.values()) == 2 - score.passed
     card = (small_dataset / "README.md").read_text()
     assert "humaneval pass@1 (greedy, 2 problems" in card and "no reference pairs, so no loss" in card
+    code = evaluation.differences["humaneval"]  # pass@1, tuned minus base, over the two problems
+    assert code.metric == "pass@1" and code.low <= code.difference <= code.high
+    assert code.difference == pytest.approx((scores["tuned"].passed - scores["base"].passed) / 2)
+    assert f"Tuned minus base, pass@1: {code.difference:+.3f}" in card
     # Instruction following: the first 2 prompts IFBench can check here, answered by both models.
     following = evaluation.benchmarks["ifbench"]
     base, tuned = following["base"], following["tuned"]
