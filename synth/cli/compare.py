@@ -18,6 +18,7 @@ from synth.cli.evaluate import (
     EpochsOpt,
     IsolationOpt,
     MaxStepsOpt,
+    SeedsOpt,
     check_benchmarks,
 )
 from synth.cli.options import path_argument, path_option
@@ -47,9 +48,7 @@ def compare(
         int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
     ] = 512,
     seed: SeedOpt = 0,
-    seeds: Annotated[
-        int, typer.Option("--seeds", min=1, help="Fine-tune each dataset this many times (seeds --seed onward).")
-    ] = 1,
+    seeds: SeedsOpt = 1,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     benchmark: BenchmarkOpt = None,

@@ -37,6 +37,14 @@ MaxStepsOpt = Annotated[
     int | None,
     typer.Option("--max-steps", min=1, help="Training budget in steps of --batch-size records (overrides --epochs)."),
 ]
+SeedsOpt = Annotated[
+    int,
+    typer.Option(
+        "--seeds",
+        min=1,
+        help="Fine-tune this many times (seeds --seed onward, the same records): means, with the spread.",
+    ),
+]
 BenchmarkLimitOpt = Annotated[
     int | None,
     typer.Option(
@@ -97,6 +105,7 @@ def evaluate(
         int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
     ] = 512,
     seed: SeedOpt = 0,
+    seeds: SeedsOpt = 1,
     device: DeviceOpt = "auto",
     keep_model: Annotated[
         Path | None, path_option("--keep-model", help="Keep the tuned model in this folder (default: removed).")
@@ -139,6 +148,7 @@ def evaluate(
         batch_size=batch_size,
         max_length=max_length,
         seed=seed,
+        seeds=seeds,
         device=device,
         threads=threads,
         model_dir=keep_model,
@@ -210,14 +220,7 @@ def _print_instruction_following(name: str, scores: dict[str, Any], difference: 
             *(f"{s[k]:.3f}" for k in ("strict_prompt", "strict_instruction", "loose_prompt", "loose_instruction")),
         )
     console.print(table)
-    if difference:
-        console.print(
-            Text(
-                f"tuned minus base, {difference['metric']}: {difference['difference']:+.3f} "
-                f"(95% paired bootstrap interval {difference['low']:+.3f} to {difference['high']:+.3f})"
-            ),
-            soft_wrap=True,
-        )
+    _print_difference(difference)
     for reason, n in sorted(base["left_out"].items()):
         err.print(Text(f"{name}: {n} prompts left out: {reason}", style="yellow"), soft_wrap=True)
 
@@ -257,11 +260,34 @@ def _print_loss(result: dict[str, Any]) -> None:
         score = result[name]
         table.add_row(Text(score["model"]), f"{score['loss']:.4f}", f"{score['perplexity']:.2f}")
     console.print(table)
+    if result.get("seed_losses"):
+        losses = ", ".join(f"{x:.4f}" for x in result["seed_losses"])
+        console.print(
+            Text(
+                f"tuned loss: the mean of {result['seeds']} fine-tuning seeds ({losses}; spread {result['seed_spread']:.4f})"
+            ),
+            soft_wrap=True,
+        )
     console.print(
         Text(
             f"improvement {result['improvement']:+.4f} ({result['relative_improvement']:+.1%}) after "
             f"{result['train_steps']} steps on {result['examples']} records; "
             f"written to {Path(result['dataset']) / 'evaluation.json'}"
+        ),
+        soft_wrap=True,
+    )
+
+
+def _print_difference(difference: dict[str, Any] | None) -> None:
+    """Tuned minus base on a benchmark's headline metric, its interval, and each seed's metric."""
+    if not difference:
+        return
+    by_seed = difference.get("seed_values") or []
+    seeds = f"; the tuned model's by seed: {', '.join(f'{v:.3f}' for v in by_seed)}" if by_seed else ""
+    console.print(
+        Text(
+            f"tuned minus base, {difference['metric']}: {difference['difference']:+.3f} "
+            f"(95% paired bootstrap interval {difference['low']:+.3f} to {difference['high']:+.3f}){seeds}"
         ),
         soft_wrap=True,
     )
@@ -278,11 +304,4 @@ def _print_pass_at_1(name: str, scores: dict[str, Any], difference: dict[str, An
             Text(score["model"]), f"{score['passed']}/{score['problems']}", f"{score['pass_at_1']:.3f}", failures
         )
     console.print(table)
-    if difference:
-        console.print(
-            Text(
-                f"tuned minus base, {difference['metric']}: {difference['difference']:+.3f} "
-                f"(95% paired bootstrap interval {difference['low']:+.3f} to {difference['high']:+.3f})"
-            ),
-            soft_wrap=True,
-        )
+    _print_difference(difference)

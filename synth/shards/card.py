@@ -231,9 +231,11 @@ def _benchmark_lines(benchmarks: dict, differences: dict) -> list[str]:
 def _difference_line(diff: dict | None) -> list[str]:
     if not diff:
         return []
+    by_seed = diff.get("seed_values") or []
+    seeds = f" The tuned model's by fine-tuning seed: {', '.join(f'{v:.3f}' for v in by_seed)}." if by_seed else ""
     return [
         f"Tuned minus base, {diff['metric']}: {diff['difference']:+.3f} (95% paired bootstrap "
-        f"interval {diff['low']:+.3f} to {diff['high']:+.3f}).",
+        f"interval {diff['low']:+.3f} to {diff['high']:+.3f}).{seeds}",
         "",
     ]
 
@@ -261,6 +263,15 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
         f"| base | {base:.4f} |",
         f"| tuned on this data | {tuned:.4f} |",
         "",
+        *(
+            [
+                f"The tuned loss is the mean of {evaluation['seeds']} fine-tuning seeds ("
+                f"{', '.join(f'{x:.4f}' for x in evaluation['seed_losses'])}; spread {evaluation['seed_spread']:.4f}).",
+                "",
+            ]
+            if evaluation.get("seed_losses")
+            else []
+        ),
         *benchmarks,
         f"Improvement {evaluation['improvement']:.4f} ({evaluation['relative_improvement']:.1%} of the base "
         "loss). Compare datasets only on the same reference, base, budget and seed; the full record is",

@@ -110,6 +110,9 @@ class EvaluationConfig(_Strict):
     batch_size: int = Field(default=8, ge=1)
     max_length: int = Field(default=512, ge=16)
     seed: int = 0
+    # Fine-tune this many times (seeds `seed` onward, the same records): the tuned figures are the
+    # means, with their spread.
+    seeds: int = Field(default=1, ge=1)
     device: Device = "auto"
     threads: int | None = Field(default=None, ge=1)
     model_dir: Path | None = None
@@ -168,6 +171,8 @@ class EvaluationConfig(_Strict):
     def identity(self) -> dict[str, Any]:
         """What decides the numbers, besides the base, the data and the reference."""
         exclude = {"base", "model_dir", "log_every", "device", "threads", "isolation"}
+        if self.seeds == 1:  # evaluations from before several seeds keep their key
+            exclude.add("seeds")
         if not self.benchmarks:  # evaluations from before the benchmarks keep their key
             exclude |= {"benchmarks", "benchmark_limit", "benchmark_max_tokens", "benchmark_chat", "benchmark_engine"}
         return self.model_dump(mode="json", exclude=exclude)

@@ -13,7 +13,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,11 @@ class Evaluation(BaseModel):
     base: Score
     tuned: Score
     improvement: float | None = None  # base loss minus tuned loss (positive: the data helped)
+    # Several fine-tuning seeds (`seeds` > 1): `tuned.loss` is their mean; each seed's loss and their
+    # standard deviation. A benchmark's "tuned" score is the first seed's, "tuned seed N" the others'.
+    seeds: int = 1
+    seed_losses: list[float] = []
+    seed_spread: float | None = None
     relative_improvement: float | None = None  # of the base loss
     train_steps: int
     train_epochs: float = 0.0  # passes over the records trained on (0.0: an evaluation from before it was kept)
@@ -106,6 +111,7 @@ class Difference(BaseModel):
     difference: float
     low: float
     high: float
+    seed_values: list[float] = []  # the tuned model's metric for each fine-tuning seed (several seeds only)
 
 
 def outcomes(score: BenchmarkScore | InstructionScore) -> tuple[str, list[bool]]:
@@ -117,19 +123,26 @@ def outcomes(score: BenchmarkScore | InstructionScore) -> tuple[str, list[bool]]
 
 
 def difference(
-    base: BenchmarkScore | InstructionScore, tuned: BenchmarkScore | InstructionScore, seed: int
+    base: BenchmarkScore | InstructionScore,
+    tuned: BenchmarkScore | InstructionScore | Sequence[BenchmarkScore | InstructionScore],
+    seed: int,
 ) -> Difference | None:
     """The headline metric, tuned minus base, with its interval resampling the items (the same draw
-    for both); None where the per-item results are not there (a result from before they were kept)."""
+    for both). With several tuned scores (one per fine-tuning seed) each item's outcome is the share
+    of seeds that succeeded on it, and each seed's metric is kept. None where the per-item results
+    are not there (a result from before they were kept)."""
     from synth.training.bootstrap import paired_interval
 
+    runs = [tuned] if isinstance(tuned, BenchmarkScore | InstructionScore) else list(tuned)
     metric, before = outcomes(base)
-    after = outcomes(tuned)[1]
-    if not before or len(before) != len(after):
+    after = [outcomes(r)[1] for r in runs]
+    if not before or any(len(a) != len(before) for a in after):
         return None
     ones = [1] * len(before)
-    diff, low, high = paired_interval(([float(f) for f in before], ones), ([float(f) for f in after], ones), seed)
-    return Difference(metric=metric, difference=diff, low=low, high=high)
+    shares = [sum(a[i] for a in after) / len(after) for i in range(len(before))]
+    diff, low, high = paired_interval(([float(f) for f in before], ones), (shares, ones), seed)
+    by_seed = [round(sum(a) / len(a), 4) for a in after] if len(after) > 1 else []
+    return Difference(metric=metric, difference=diff, low=low, high=high, seed_values=by_seed)
 
 
 def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
@@ -355,19 +368,39 @@ def _evaluate(
     # folder, saved in float32, in float32).
     base_score, base_benchmarks, answered_in = score(base.name, base.path, f"{ANSWERS}/base-{base_tag}")
     done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
-    say(f"{done}fine-tuning on {len(data.items)} records ({config.budget()})")
-    with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
-        folder = config.model_dir or Path(scratch) / "tuned"
-        tuned_path = train(config.training(Path(folder)), data, progress=say)
-        trained = read_report(tuned_path)
-        if trained is None:
-            raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
-        tuned_score, tuned_benchmarks, _ = score(
-            f"{base.name} + {root.name}", str(tuned_path), f"{ANSWERS}/tuned-{key[:16]}", answered_in
-        )
+    name = f"{base.name} + {root.name}"
+    runs: list[tuple[Any, Score, dict[str, BenchmarkScore | InstructionScore]]] = []
+    for k in range(config.seeds):
+        run = config.model_copy(update={"seed": config.seed + k})
+        several = config.seeds > 1
+        say(f"{done if k == 0 else ''}fine-tuning on {len(data.items)} records ({config.budget()}"
+            f"{f', seed {run.seed}' if several else ''})")  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
+            kept = config.model_dir / f"seed-{run.seed}" if several and config.model_dir else config.model_dir
+            tuned_path = train(run.training(Path(kept or Path(scratch) / "tuned")), data, progress=say)
+            trained = read_report(tuned_path)
+            if trained is None:
+                raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
+            logs = f"{ANSWERS}/tuned-{key[:16]}{f'-seed-{run.seed}' if several else ''}"
+            tuned, scored, _ = score(name, str(tuned_path), logs, answered_in)
+        runs.append((trained, tuned, scored))
+    trained, tuned_score, tuned_benchmarks = runs[0]
+    losses = [r[1].loss for r in runs if r[1].loss is not None]
+    seed_losses: list[float] = []
+    spread = None
+    if config.seeds > 1 and losses:
+        seed_losses, mean = losses, sum(losses) / len(losses)
+        spread = round((sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) ** 0.5, 6)
+        tuned_score = Score(model=name, loss=round(mean, 6), perplexity=round(math.exp(min(mean, 50.0)), 4))
     improvement = (
         base_score.loss - tuned_score.loss if base_score.loss is not None and tuned_score.loss is not None else None
     )
+    # A benchmark's "tuned" is the first seed's score; "tuned seed N" are the others' (several seeds).
+    benchmarks: dict[str, dict[str, BenchmarkScore | InstructionScore]] = {
+        k: {"base": b, "tuned": tuned_benchmarks[k]}
+        | {f"tuned seed {config.seed + i}": r[2][k] for i, r in enumerate(runs) if i > 0}
+        for k, b in base_benchmarks.items()
+    }
     evaluation = Evaluation(
         key=key,
         dataset=str(root),
@@ -390,17 +423,20 @@ def _evaluate(
         else (0.0 if improvement is not None else None),
         train_steps=trained.steps,
         train_epochs=round(trained.epochs, 4),
-        train_loss=trained.final_train_loss,
-        train_seconds=trained.seconds,
+        train_loss=round(sum(r[0].final_train_loss for r in runs) / len(runs), 6),
+        train_seconds=round(sum(r[0].seconds for r in runs), 2),
         train_tokens_per_second=trained.tokens_per_second,
+        seeds=config.seeds,
+        seed_losses=seed_losses,
+        seed_spread=spread,
         device=device,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        benchmarks={k: {"base": base_benchmarks[k], "tuned": tuned_benchmarks[k]} for k in base_benchmarks},
+        benchmarks=benchmarks,
         answered_with=f"{config.benchmark_engine} ({answered_in})" if base_benchmarks else "",
         differences={
             k: d
             for k, b in base_benchmarks.items()
-            if (d := difference(b, tuned_benchmarks[k], config.seed)) is not None
+            if (d := difference(b, [r[2][k] for r in runs], config.seed)) is not None
         },
     )
     return evaluation

@@ -53,11 +53,16 @@ def test_evaluate_prints_both_losses_and_repeats_the_numbers(tmp_path, small_dat
     stored = json.loads((small_dataset / EVALUATION).read_text())
     assert stored["train_steps"] == -(-stored["examples"] // 8) and stored["train_epochs"] == pytest.approx(1.0)
     assert stored["config"]["epochs"] == 1.0 and stored["config"]["max_steps"] is None
-    second = invoke("evaluate", str(copy), *args, "--force")
+    # The copy with two fine-tuning seeds: its first seed is the first run's model, loss for loss.
+    second = invoke("evaluate", str(copy), *args, "--force", "--seeds", "2")
     assert second.exit_code == 0, second.output
     a, b = (json.loads((d / EVALUATION).read_text()) for d in (small_dataset, copy))
-    assert (a["base"]["loss"], a["tuned"]["loss"]) == (b["base"]["loss"], b["tuned"]["loss"])
+    assert a["base"]["loss"] == b["base"]["loss"] and b["seed_losses"][0] == a["tuned"]["loss"]
     assert a["tuned"]["loss"] != a["base"]["loss"]
+    assert b["seeds"] == 2 and len(b["seed_losses"]) == 2 and b["seed_losses"][0] != b["seed_losses"][1]
+    assert b["tuned"]["loss"] == pytest.approx(sum(b["seed_losses"]) / 2, abs=2e-6) and b["seed_spread"] > 0
+    assert "the mean of 2 fine-tuning seeds" in " ".join(second.output.split())
+    assert "The tuned loss is the mean of 2 fine-tuning seeds" in (copy / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

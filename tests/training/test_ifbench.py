@@ -118,6 +118,9 @@ def test_the_difference_interval_resamples_prompts_for_both_models_alike():
     assert better is not None and better.metric == "strict prompt-level accuracy"
     assert better.difference == pytest.approx(0.75) and 0.5 < better.low <= 0.75 <= better.high <= 1.0
     assert better == difference(made([0] * 40), made([1] * 30 + [0] * 10), seed=0)  # seeded
+    # Two fine-tuning seeds: each prompt counts the share of seeds that followed it.
+    seeds = difference(made([0] * 40), [made([1] * 30 + [0] * 10), made([1] * 10 + [0] * 30)], seed=0)
+    assert seeds is not None and seeds.difference == pytest.approx(0.5) and seeds.seed_values == [0.75, 0.25]
 
 
 def test_humaneval_differences_resample_the_problems_and_old_results_have_none():
