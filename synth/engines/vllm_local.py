@@ -200,7 +200,7 @@ class VLLMEngine:
             # prefill no prompt is split, so seeded batches of any size run.
             kwargs["enable_chunked_prefill"] = False
         log.info("loading %s with vLLM (%s)", self.model_name, "GPU" if on_gpu else "CPU")
-        in_process = config.in_process if config.in_process is not None else not on_gpu
+        in_process = config.in_process
         if in_process and _in_process:
             # Engine cores in one process share vLLM's parallel state, and closing one tears it down
             # under the others: a second engine while one is open gets a process of its own.
@@ -214,7 +214,8 @@ class VLLMEngine:
         if in_process:
             _in_process.add(self)
         self._processes = _trees([c for c in multiprocessing.active_children() if c not in before])
-        self._watcher = watch_children()
+        # An engine core in this process dies with it: nothing to watch.
+        self._watcher = None if in_process else watch_children()
 
     def _params(self, request: ChatRequest) -> SamplingParams:
         from vllm import SamplingParams

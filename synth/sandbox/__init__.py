@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -74,12 +75,17 @@ class Execution:
         return self.kind == "passed"
 
     def error(self) -> str:
-        """The last line the program wrote to stderr (a traceback's last line), or the kind."""
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1].strip() if lines else self.kind
+        """The exception a traceback on stderr ends with (the last line that is not a traceback's
+        own: several processes of one program may interleave theirs), else the last line the
+        program wrote to stderr, or the kind."""
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        told = [line for line in lines if _EXCEPTION_LINE.match(line)]
+        return told[-1] if told else lines[-1] if lines else self.kind
 
 
 TAIL = 2000
+# The line a traceback ends with: "ValueError: ...", "[Errno 11] ..." after an OSError's name.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b")
 
 
 class Sandbox:

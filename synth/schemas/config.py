@@ -113,10 +113,12 @@ class VLLMEngineConfig(_Strict):
     # None: eager on CPU (compiling costs over a minute there and gains nothing), compiled on GPU.
     enforce_eager: bool | None = None
     cpu_kvcache_gib: int = Field(default=4, ge=1)
-    # Where vLLM's engine core runs. None: in this process on a CPU (it loads in about half the
-    # time, 16 s against 34 s measured here, and generates as fast), in a process of its own on a
-    # GPU (vLLM's default there: scheduling overlaps the model's work).
-    in_process: bool | None = None
+    # Where vLLM's engine core runs: in a process of its own (the default, vLLM's: the model works
+    # while this process curates and commits), or in this process (True: on a CPU it loads in about
+    # half the time, 16 s against 34 s measured here, but the runner's own work then competes with
+    # it; benchmark answers, a loop with nothing beside it, run so). One engine core at a time runs
+    # in a process; a second asking for it gets a process of its own.
+    in_process: bool = False
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     seed: int = 0
 

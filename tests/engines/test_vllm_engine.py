@@ -7,39 +7,13 @@ import json
 import pytest
 
 from synth.engines import ChatRequest
-from synth.schemas import Message, Sampling, VLLMEngineConfig
+from synth.schemas import Message, Sampling
 
 pytestmark = pytest.mark.engine
 
 
 def ask(text: str, **fields) -> ChatRequest:
     return ChatRequest(messages=[Message(role="user", content=text)], **fields)
-
-
-def test_on_a_cpu_the_engine_core_runs_in_this_process(vllm_engine):
-    import psutil
-
-    core = vllm_engine.llm.llm_engine.engine_core
-    assert type(core).__name__ == "InprocClient"
-    assert vllm_engine._processes == [] and vllm_engine._watcher is None
-    assert not [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
-
-
-def test_a_second_engine_beside_it_gets_a_process_and_closing_it_leaves_the_first_serving(vllm_engine):
-    """Engine cores in one process share vLLM's parallel state, and closing one tore it down under
-    the other ("pipeline model parallel group is not initialized")."""
-    from synth.engines import close_bounded
-    from synth.engines.vllm_local import VLLMEngine
-
-    assert vllm_engine.in_process
-    ask = [ChatRequest(messages=[Message(role="user", content="Name a colour.")], sampling=Sampling(max_tokens=6))]
-    second = VLLMEngine(VLLMEngineConfig(max_model_len=1024))
-    try:
-        assert not second.in_process and second._processes
-        assert second.chat(ask)[0].text
-    finally:
-        close_bounded(second)
-    assert vllm_engine.chat(ask)[0].text
 
 
 def test_batch_returns_one_completion_per_request_in_order_with_token_counts(vllm_engine):
@@ -136,8 +110,7 @@ def test_seeded_batch_larger_than_one_prefill_step_runs(vllm_engine):
 
 def test_a_killed_run_leaves_no_model_process_behind():
     """SIGKILL of a process holding the engine must free the model: nothing of vLLM's may outlive it
-    (a resumed run would load the model again beside a leftover copy). The engine core in a process
-    of its own (the default on a GPU); on a CPU it runs in the process killed."""
+    (a resumed run would load the model again beside a leftover copy)."""
     import subprocess
     import sys
     import time
@@ -146,7 +119,7 @@ def test_a_killed_run_leaves_no_model_process_behind():
 
     code = (
         "from synth.engines import get_engine; from synth.schemas import VLLMEngineConfig; "
-        "get_engine(VLLMEngineConfig(in_process=False)); print('ready', flush=True); import time; time.sleep(600)"
+        "get_engine(VLLMEngineConfig()); print('ready', flush=True); import time; time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -177,8 +150,8 @@ def test_a_killed_run_leaves_no_model_process_behind():
 
 
 def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_python_exit():
-    """The real shutdown of an engine whose core runs in a process of its own (the default on a GPU):
-    a process loads the engine, answers once, closes it twice; the engine refuses work, vLLM's
+    """The real shutdown of an engine whose core runs in a process of its own (the default): a
+    process loads the engine, answers once, closes it twice; the engine refuses work, vLLM's
     processes are gone and the process exits at once (nothing to join)."""
     import subprocess
     import sys
@@ -188,9 +161,9 @@ def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_py
 
     code = """
 from synth.engines import ChatRequest, EngineError, get_engine
-from synth.schemas import Message, Sampling, VLLMEngineConfig
+from synth.schemas import Message, Sampling
 import psutil
-engine = get_engine(VLLMEngineConfig(in_process=False))
+engine = get_engine(VLLMEngineConfig())
 ask = [ChatRequest(messages=[Message(role="user", content="hi")], sampling=Sampling(max_tokens=4))]
 assert engine.chat(ask)[0].text
 children = psutil.Process().children(recursive=True)

@@ -153,3 +153,18 @@ def test_without_isolation_the_limits_still_hold():
     assert box.run("print(1)").stdout == "1\n"
     assert box.run("while True:\n    pass").kind == "timeout"
     assert box.run("data = bytearray(10 * 2**30)").kind == "memory"
+
+
+def test_the_error_is_the_exception_a_traceback_ends_with_though_processes_interleave_theirs():
+    from synth.sandbox import Execution
+
+    interleaved = (
+        'Traceback (most recent call last):\n  File "solution.py", line 3, in <module>\n'
+        "BlockingIOError: [Errno 11] Resource temporarily unavailable\n"
+        "Traceback (most recent call last):\nTraceback (most recent call last):\n"
+    )
+    run = Execution(kind="refused", returncode=1, seconds=0.1, stdout="", stderr=interleaved)
+    assert run.error() == "BlockingIOError: [Errno 11] Resource temporarily unavailable"
+    plain = Execution(kind="error", returncode=1, seconds=0.1, stdout="", stderr="killed by the limit\n")
+    assert plain.error() == "killed by the limit"
+    assert Execution(kind="timeout", returncode=-9, seconds=10, stdout="", stderr="").error() == "timeout"

@@ -46,3 +46,24 @@ def test_humaneval_completions_end_before_the_next_top_level_block(vllm_engine, 
     assert score.problems == 3 and len(completions) == 3 and any(completions)
     assert score.passed + sum(score.failures.values()) == 3
     assert not [c for c in completions if any(stop in c for stop in STOPS)]
+
+
+def test_answer_engines_run_in_this_process_one_at_a_time_and_closing_one_spares_the_other(tokenizer):
+    """Engine cores in one process share vLLM's parallel state, and closing one tore it down under
+    the other ("pipeline model parallel group is not initialized"): the second gets a process."""
+    import psutil
+
+    from synth.training.answering import vllm_answers
+
+    path = resolve_base(None).path
+    prompt = render(tokenizer, ["Name a colour."], chat=True)
+    with vllm_answers(path) as first:
+        engine = first.engine
+        assert engine.in_process and engine._processes == [] and engine._watcher is None
+        with vllm_answers(path, answer_dtype(first)) as second:
+            assert not second.engine.in_process and second.engine._processes
+            assert second(prompt, 8)[0]
+            beside = second.engine._processes
+        assert not [p for p in beside if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert first(prompt, 8)[0]  # the first still serves
+    assert engine._llm is None  # closed with its block
