@@ -49,7 +49,7 @@ def main() -> None:
     tokenizer = load_tokenizer(base.path)
     prompts = scorable(read_prompts("ifbench"))[0][: args.prompts]
     rendered = render(tokenizer, [p.prompt for p in prompts], chat=True, ask="{prompt}")
-    engine = get_engine(VLLMEngineConfig(max_model_len=4096))
+    engine = get_engine(VLLMEngineConfig(max_model_len=4096, in_process=True))  # as evaluate loads it
     llm = engine.llm  # type: ignore[attr-defined]
     greedy = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=args.max_tokens)
 
