@@ -161,7 +161,7 @@ def test_a_real_engine_closed_twice_frees_its_processes_refuses_work_and_lets_py
 
     code = """
 from synth.engines import ChatRequest, EngineError, get_engine
-from synth.schemas import Message, Sampling
+from synth.schemas import Message, Sampling, VLLMEngineConfig
 import psutil
 engine = get_engine(VLLMEngineConfig())
 ask = [ChatRequest(messages=[Message(role="user", content="hi")], sampling=Sampling(max_tokens=4))]
