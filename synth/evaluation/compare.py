@@ -23,14 +23,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from synth.sandbox import Sandbox
 from synth.training.answering import answer_dtype, answers_for
-from synth.training.bootstrap import RESAMPLES, loss, paired_interval
+from synth.training.bootstrap import RESAMPLES, loss, paired_interval, standard_deviation
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, held_out
-from synth.training.evaluate import outcomes
-from synth.training.humaneval import SANDBOX, BenchmarkScore, pass_at_1
-from synth.training.ifbench import InstructionScore, benchmark_name, instruction_following
+from synth.training.evaluate import outcomes, score_benchmarks
+from synth.training.humaneval import BenchmarkScore
+from synth.training.ifbench import InstructionScore
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
 from synth.training.sft import train
 
@@ -67,7 +66,6 @@ def compare_datasets(
     say = progress or (lambda line: None)
     # model name -> benchmark name -> its score, one per fine-tuning seed
     answers: dict[str, dict[str, list[InstructionScore | BenchmarkScore]]] = {}
-    following = config.instruction_benchmarks()
     base = resolve_base(config.base)
     drawn = [draw(data, ref, budget, config.seed) for data in sources]
     for data, _ in drawn:
@@ -82,7 +80,6 @@ def compare_datasets(
         pad = tokenizer.pad_token_id
 
         answered_in = ["auto"]  # every model answers in the precision the base answered in
-        sandbox = Sandbox(SANDBOX, config.isolation) if "humaneval" in config.benchmarks else None
 
         def score(path: str, name: str) -> tuple[list[float], list[int]]:
             model = load_model(path, device, torch.float32)
@@ -92,31 +89,8 @@ def compare_datasets(
                     model = None  # vLLM loads its own copy
                 with answers_for(config.benchmark_engine, path, model, tokenizer, answered_in[0], config.seed) as made:
                     answered_in[0] = answer_dtype(made) if config.benchmark_engine == "vllm" else "float32"
-                    for source in following:
-                        answers.setdefault(name, {}).setdefault(benchmark_name(source), []).append(
-                            instruction_following(
-                                name,
-                                made,
-                                tokenizer,
-                                source,
-                                limit=config.benchmark_limit,
-                                max_new_tokens=config.benchmark_max_tokens,
-                                progress=say,
-                            )
-                        )
-                    if sandbox is not None:
-                        answers.setdefault(name, {}).setdefault("humaneval", []).append(
-                            pass_at_1(
-                                name,
-                                made,
-                                tokenizer,
-                                sandbox,
-                                limit=config.benchmark_limit,
-                                max_new_tokens=config.benchmark_max_tokens,
-                                chat=config.benchmark_chat,
-                                progress=say,
-                            )
-                        )
+                    for bench, scored in score_benchmarks(name, made, tokenizer, config, say).items():
+                        answers.setdefault(name, {}).setdefault(bench, []).append(scored)
             del model
             return losses
 
@@ -137,7 +111,6 @@ def compare_datasets(
             # Each reference pair's loss averaged over the fine-tuning seeds (its token count is the same).
             scores[name] = ([sum(r[0][i] for r in runs) / seeds for i in range(len(runs[0][0]))], runs[0][1])
             by_seed = [round(loss(*r), 6) for r in runs]
-            mean = sum(by_seed) / seeds
             rows.append(
                 {
                     "dataset": name,
@@ -145,7 +118,7 @@ def compare_datasets(
                     "removed_overlap": removed,
                     "loss": round(loss(*scores[name]), 6),
                     "seed_losses": by_seed,
-                    "seed_spread": round((sum((x - mean) ** 2 for x in by_seed) / max(1, seeds - 1)) ** 0.5, 6),
+                    "seed_spread": round(standard_deviation(by_seed), 6),
                 }
             )
     names = [data.source for data, _ in drawn]

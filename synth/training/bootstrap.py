@@ -32,3 +32,9 @@ def paired_interval(
     diffs.sort()
     low, high = diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES) - 1]
     return round(loss(*b) - loss(*a), 6), round(low, 6), round(high, 6)
+
+
+def standard_deviation(values: Sequence[float]) -> float:
+    """The sample standard deviation of `values` (0.0 for a single value): the spread over seeds."""
+    mean = sum(values) / len(values)
+    return (sum((x - mean) ** 2 for x in values) / max(1, len(values) - 1)) ** 0.5

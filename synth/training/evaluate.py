@@ -26,6 +26,7 @@ from synth.shards.layout import is_dataset
 from synth.training.answering import Answers
 from synth.training.answers import FOLDER as ANSWERS
 from synth.training.answers import AnswerLog
+from synth.training.bootstrap import standard_deviation
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
 from synth.training.humaneval import BenchmarkScore
@@ -206,7 +207,7 @@ def _score(
             model = None  # vLLM loads its own copy: this one's memory (a GPU's) goes back first
         with answers_for(config.benchmark_engine, path, model, tokenizer, answer_dtype, config.seed) as answers:
             made_in = str(dtype).removeprefix("torch.") if by_transformers else dtype_of(answers)
-            benchmarks = _benchmarks(name, answers, tokenizer, config, say, system, logs)
+            benchmarks = score_benchmarks(name, answers, tokenizer, config, say, system, logs)
     del model
     if loss is None:
         return Score(model=name), benchmarks, made_in
@@ -214,16 +215,17 @@ def _score(
     return score, benchmarks, made_in
 
 
-def _benchmarks(
+def score_benchmarks(
     name: str,
     answers: Answers,
     tokenizer: Any,
     config: EvaluationConfig,
     say: Say,
-    system: str,
-    logs: Path | None,
+    system: str = "",
+    logs: Path | None = None,
 ) -> dict[str, BenchmarkScore | InstructionScore]:
-    """Each benchmark the config names, answered by `answers`."""
+    """Each benchmark the config names, answered by `answers` (after `system`, when given), by its
+    name; with `logs` (a path prefix naming the model) the answers are kept as they are made."""
 
     def log(benchmark: str) -> AnswerLog | None:
         if logs is None:
@@ -390,7 +392,7 @@ def _evaluate(
     spread = None
     if config.seeds > 1 and losses:
         seed_losses, mean = losses, sum(losses) / len(losses)
-        spread = round((sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) ** 0.5, 6)
+        spread = round(standard_deviation(losses), 6)
         tuned_score = Score(model=name, loss=round(mean, 6), perplexity=round(math.exp(min(mean, 50.0)), 4))
     improvement = (
         base_score.loss - tuned_score.loss if base_score.loss is not None and tuned_score.loss is not None else None
