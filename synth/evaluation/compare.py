@@ -27,10 +27,10 @@ from synth.training.answering import answer_dtype, answers_for
 from synth.training.bootstrap import RESAMPLES, loss, paired_interval, standard_deviation
 from synth.training.config import EvaluationConfig
 from synth.training.data import Examples, TrainingDataError, held_out
-from synth.training.evaluate import outcomes, score_benchmarks
 from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import InstructionScore
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
+from synth.training.scoring import outcomes, score_benchmarks
 from synth.training.sft import train
 
 Say = Callable[[str], None]

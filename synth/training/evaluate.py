@@ -10,10 +10,8 @@ beside the dataset's manifest; an evaluation whose inputs have not changed is no
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.card import EVALUATION_FILE
 from synth.shards.layout import is_dataset
-from synth.training.answering import Answers
 from synth.training.answers import FOLDER as ANSWERS
-from synth.training.answers import AnswerLog
 from synth.training.bootstrap import standard_deviation
 from synth.training.config import EvaluationConfig, identity_key, read_stored
 from synth.training.data import Examples, TrainingDataError, held_out, load_examples
@@ -41,10 +37,10 @@ from synth.training.model import (
     resolve_base,
     working_on,
 )
+from synth.training.scoring import Difference, Say, difference, score_benchmarks
 from synth.training.sft import read_report, train
 
 EVALUATION = EVALUATION_FILE  # beside the manifest; the dataset card shows it
-Say = Callable[[str], None]
 
 
 class Score(BaseModel):
@@ -101,49 +97,6 @@ class Evaluation(BaseModel):
     answered_with: str = ""
     # benchmark name -> tuned minus base on its headline metric, with a 95% paired bootstrap interval
     differences: dict[str, Difference] = {}
-
-
-class Difference(BaseModel):
-    """Tuned minus base on one metric, with its 95% paired bootstrap interval over the items."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    metric: str
-    difference: float
-    low: float
-    high: float
-    seed_values: list[float] = []  # the tuned model's metric for each fine-tuning seed (several seeds only)
-
-
-def outcomes(score: BenchmarkScore | InstructionScore) -> tuple[str, list[bool]]:
-    """A benchmark score's headline metric and, per item, whether the model succeeded: strict
-    prompt-level following for instruction following, passing for HumanEval."""
-    if isinstance(score, InstructionScore):
-        return "strict prompt-level accuracy", [bool(f) for f in score.followed]
-    return "pass@1", list(score.passed_each)
-
-
-def difference(
-    base: BenchmarkScore | InstructionScore,
-    tuned: BenchmarkScore | InstructionScore | Sequence[BenchmarkScore | InstructionScore],
-    seed: int,
-) -> Difference | None:
-    """The headline metric, tuned minus base, with its interval resampling the items (the same draw
-    for both). With several tuned scores (one per fine-tuning seed) each item's outcome is the share
-    of seeds that succeeded on it, and each seed's metric is kept. None where the per-item results
-    are not there (a result from before they were kept)."""
-    from synth.training.bootstrap import paired_interval
-
-    runs = [tuned] if isinstance(tuned, BenchmarkScore | InstructionScore) else list(tuned)
-    metric, before = outcomes(base)
-    after = [outcomes(r)[1] for r in runs]
-    if not before or any(len(a) != len(before) for a in after):
-        return None
-    ones = [1] * len(before)
-    shares = [sum(a[i] for a in after) / len(after) for i in range(len(before))]
-    diff, low, high = paired_interval(([float(f) for f in before], ones), (shares, ones), seed)
-    by_seed = [round(sum(a) / len(a), 4) for a in after] if len(after) > 1 else []
-    return Difference(metric=metric, difference=diff, low=low, high=high, seed_values=by_seed)
 
 
 def evaluation_key(config: EvaluationConfig, base_fingerprint: str, data: Examples, reference: Examples) -> str:
@@ -213,57 +166,6 @@ def _score(
         return Score(model=name), benchmarks, made_in
     score = Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
     return score, benchmarks, made_in
-
-
-def score_benchmarks(
-    name: str,
-    answers: Answers,
-    tokenizer: Any,
-    config: EvaluationConfig,
-    say: Say,
-    system: str = "",
-    logs: Path | None = None,
-) -> dict[str, BenchmarkScore | InstructionScore]:
-    """Each benchmark the config names, answered by `answers` (after `system`, when given), by its
-    name; with `logs` (a path prefix naming the model) the answers are kept as they are made."""
-
-    def log(benchmark: str) -> AnswerLog | None:
-        if logs is None:
-            return None
-        return AnswerLog(logs.with_name(f"{logs.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
-
-    benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
-    for source in config.instruction_benchmarks():
-        from synth.training.ifbench import benchmark_name, instruction_following
-
-        benchmarks[benchmark_name(source)] = instruction_following(
-            name,
-            answers,
-            tokenizer,
-            source,
-            limit=config.benchmark_limit,
-            max_new_tokens=config.benchmark_max_tokens,
-            system=system,
-            progress=say,
-            log=log(benchmark_name(source)),
-        )
-    if "humaneval" in config.benchmarks:
-        from synth.sandbox import Sandbox
-        from synth.training.humaneval import SANDBOX, pass_at_1
-
-        sandbox = Sandbox(SANDBOX, config.isolation)
-        benchmarks["humaneval"] = pass_at_1(
-            name,
-            answers,
-            tokenizer,
-            sandbox,
-            limit=config.benchmark_limit,
-            max_new_tokens=config.benchmark_max_tokens,
-            chat=config.benchmark_chat,
-            progress=say,
-            log=log("humaneval"),
-        )
-    return benchmarks
 
 
 def evaluate_dataset(
@@ -375,8 +277,8 @@ def _evaluate(
     for k in range(config.seeds):
         run = config.model_copy(update={"seed": config.seed + k})
         several = config.seeds > 1
-        say(f"{done if k == 0 else ''}fine-tuning on {len(data.items)} records ({config.budget()}"
-            f"{f', seed {run.seed}' if several else ''})")  # fmt: skip
+        seed_note = f", seed {run.seed}" if several else ""
+        say(f"{done if k == 0 else ''}fine-tuning on {len(data.items)} records ({config.budget()}{seed_note})")
         with tempfile.TemporaryDirectory(prefix="synth-evaluate-") as scratch:
             kept = config.model_dir / f"seed-{run.seed}" if several and config.model_dir else config.model_dir
             tuned_path = train(run.training(Path(kept or Path(scratch) / "tuned")), data, progress=say)

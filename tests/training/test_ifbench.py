@@ -12,9 +12,9 @@ import nltk
 import pytest
 
 from synth.training import ifbench
-from synth.training.evaluate import difference
 from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import IFBenchFileError, InstructionScore, read_prompts, scorable, score
+from synth.training.scoring import difference
 
 
 def sample_answers() -> dict[str, str]:
