@@ -103,5 +103,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.code:oss_instruct_flow",
             "synth.flows.inputs:check_oss_instruct",
         ),
+        Generator(
+            "reflection",
+            "synth.schemas.reflection:ReflectionConfig",
+            "synth.flows.reflection:reflection_flow",
+            "synth.flows.inputs:check_reflection",
+        ),
     )
 }

@@ -194,7 +194,20 @@ def report(exc: BaseException, traceback_too: bool = False) -> int:
 
 class ReportingGroup(TyperGroup):
     """The top-level command group: any error a command raises ends as one line and an exit code,
-    and the engines a command built are closed when it ends (`synth.cli.ending`)."""
+    and the engines a command built are closed when it ends (`synth.cli.ending`). A few generators'
+    commands are also top-level commands (`SHORTCUTS`: `synth recycle` is `synth generate recycle`)."""
+
+    SHORTCUTS = ("recycle",)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *self.SHORTCUTS]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        found = super().get_command(ctx, name)
+        if found is None and name in self.SHORTCUTS:
+            generate = super().get_command(ctx, "generate")
+            found = generate.get_command(ctx, name) if generate is not None else None
+        return found
 
     def invoke(self, ctx: Any) -> Any:  # the command line library's Context
         from synth.cli.ending import engines_released

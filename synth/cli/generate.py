@@ -152,6 +152,47 @@ def pair_preferences(
     _run("preferences", run, options, extra, report=print_pairs)
 
 
+def recycle(
+    run: RunOptions,
+    options: dict[str, Any],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="Pairs to recycle: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file.",
+        ),
+    ],
+    student_engine_config: Annotated[
+        Path | None,
+        path_option(
+            "--student-engine-config",
+            help="The student model that scores the variants (default: the run's engine, the teacher).",
+        ),
+    ] = None,
+) -> None:
+    """Recycle pairs by reflection (Reflection-tuning, Li et al. 2023; Selective Reflection-tuning,
+    2024): a teacher (the run's engine) rewrites each pair's instruction and response, and a student
+    keeps the rewrites it can learn from, by IFD and reversed IFD. Every variant not kept is a reject
+    with its scores and the reason.
+
+    Also `synth recycle SOURCE --out D`. Re-running the same command resumes the run.
+    """
+    student = load_engine(student_engine_config) if student_engine_config else None
+    extra = [(student, where(student_engine_config))] if student is not None else []
+    options = {**options, "source": source, "student_engine": student}
+    _run("reflection", run, options, extra, report=print_recycled)
+
+
+def print_recycled(summary: dict[str, Any]) -> None:
+    """How many source pairs were recycled, by variant (before the curation chain)."""
+    counts = summary.get("recycled", {})
+    written = ", ".join(f"{n} {k.removeprefix('written ')}" for k, n in sorted(counts.items()) if k != "pairs")
+    console.print(
+        f"recycled: {counts.get('pairs', 0)} source pairs read; written: {written or 'none'} "
+        "(before curation; the rejects say why the others were not)"
+    )
+
+
 # Every registry entry is a command, built from its config's fields when asked for
 # (`synth.cli.derived`); these generators name theirs and finish the run themselves (engines to
 # load, options of their own, what to print).
@@ -159,6 +200,7 @@ CUSTOM: dict[str, Custom] = {
     "evol_instruct": Custom("evol", evolve),
     "backtranslation": Custom("backtranslate", backtranslate, nested=("self_train",)),
     "preferences": Custom("preferences", pair_preferences),
+    "reflection": Custom("recycle", recycle),
 }
 app = typer.Typer(
     cls=generator_group(_run, CUSTOM),

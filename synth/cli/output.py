@@ -263,6 +263,10 @@ def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
         console.print(table("Abilities", summary["abilities"], columns))
     if summary["samples"]:
         console.print(table("Sample records", summary["samples"], ["instruction", "input", "output"]))
+    if summary.get("recycled"):
+        from synth.shards.summary import RECYCLED_COLUMNS
+
+        console.print(table("Recycled records, before and after", summary["recycled"], RECYCLED_COLUMNS))
     if show_rejects and summary["reject_samples"]:
         console.print(table("Sample rejects", summary["reject_samples"], ["stage", "reason", "instruction", "detail"]))
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
     from synth.schemas.magpie import MagpieConfig
     from synth.schemas.preferences import PreferencesConfig
+    from synth.schemas.reflection import ReflectionConfig
 
 
 def check_self_instruct(config: SelfInstructConfig, dataset: str | Path) -> None:
@@ -79,3 +80,13 @@ def check_preferences(config: PreferencesConfig, dataset: str | Path) -> None:
     if writes_its_source(config, dataset):
         raise SourceError(f"{config.source}: write the preference pairs to another dataset than their source")
     load_instructions(config.source)
+
+
+def check_reflection(config: ReflectionConfig, dataset: str | Path) -> None:
+    """Read the source: pairs to recycle, written to another dataset than their source, and at
+    least one with a response."""
+    if Path(config.source).resolve() == Path(dataset).resolve():
+        raise SourceError(f"{config.source}: write the recycled pairs to another dataset than their source")
+    items = load_instructions(config.source)[: config.limit]
+    if not any(item.output.strip() for item in items):
+        raise SourceError(f"{config.source}: {len(items)} instructions, none with a response to recycle")

@@ -111,6 +111,24 @@ class Provenance(BaseModel):
     demos: list[str] = Field(default_factory=list)
 
 
+class Reflection(BaseModel):
+    """A recycled record's (or a reflection reject's) own block: which variant it is, the pair it
+    was made from, and the student's scores of both (ratios of perplexities; None where not scored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str  # "instruction+response" (QA), "response" (A), "instruction" (Q)
+    original_instruction: str
+    original_input: str = ""
+    original_output: str = ""
+    ifd: float | None = None
+    r_ifd: float | None = None
+    original_ifd: float | None = None
+    original_r_ifd: float | None = None
+    teacher: str = ""
+    student: str = ""
+
+
 class Record(Provenance):
     """A kept instruction-tuning example with its provenance and curation scores."""
 
@@ -151,6 +169,8 @@ class Record(Provenance):
     selection_method: str | None = None  # the method that selected the record
     selection_rank: int | None = None  # its place in the selection order, from 0
     selection_distance: float | None = None  # cosine distance to the nearest record selected before it
+    # Recycled by reflection (synth recycle): the variant, the pair it came from and the student's scores.
+    reflection: Reflection | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: object) -> None:
@@ -183,6 +203,7 @@ RejectStage = Literal[
     "score",  # a selection scorer could not score the record (its raw reply kept)
     "selection",  # a valid record the selection did not pick for its budget
     "execution",  # generated code that failed its tests (or its limits) in the sandbox
+    "reflection",  # a teacher's reflection that did not parse, or a variant the student did not keep
 ]
 
 

@@ -114,6 +114,7 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
     else:
         lines.append("No rejects.")
     lines += _pair_section(manifest)
+    lines += _reflection_section(manifest)
     lines += _stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, _evaluation_lines)
     lines += _stored_section("Judge calibration", CALIBRATION_FILE, calibration, _calibration_lines)
     lines += [
@@ -163,6 +164,29 @@ def _pair_section(manifest: Manifest) -> list[str]:
         "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
         "conversational form TRL's `DPOTrainer` reads; other records have these columns empty.",
         *_flip_lines(manifest),
+    ]
+
+
+def _reflection_section(manifest: Manifest) -> list[str]:
+    """What the `reflection` column holds, for a dataset with a recycling run."""
+    if not any(run.generator == "reflection" for run in manifest.runs.values()):
+        return []
+    return [
+        "",
+        "## Recycled pairs",
+        "",
+        "Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):",
+        "`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.",
+        "",
+        "| `reflection.` field | holds |",
+        "|---|---|",
+        "| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |",
+        "| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |",
+        "| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |",
+        "| `original_ifd`, `original_r_ifd` | the same scores of the original pair |",
+        "| `teacher`, `student` | the models that rewrote and scored it |",
+        "",
+        "The rejects hold every variant not written (stage `reflection`), with its scores and the reason.",
     ]
 
 

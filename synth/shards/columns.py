@@ -6,11 +6,32 @@ all-empty list column would otherwise be typed differently from one with values)
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Sequence
 
 import polars as pl
+from pydantic import BaseModel
 
 from synth.schemas import Record, Reject
+from synth.schemas.records import Reflection
+
+_SCALARS: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(), int: pl.Int64(), bool: pl.Boolean()}
+
+
+def struct_of(model: type[BaseModel]) -> pl.Struct:
+    """The Parquet struct of a record's typed block, derived from its pydantic model (scalar fields,
+    each optional or not)."""
+    fields: dict[str, pl.DataType] = {}
+    for name, info in model.model_fields.items():
+        kinds = [a for a in typing.get_args(info.annotation) if a is not type(None)]
+        optional = isinstance(info.annotation, types.UnionType) and len(kinds) == 1
+        kind = kinds[0] if optional else info.annotation
+        if kind not in _SCALARS:
+            raise TypeError(f"{model.__name__}.{name}: {info.annotation} has no Parquet type here")
+        fields[name] = _SCALARS[kind]
+    return pl.Struct(fields)
+
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 _SAMPLING = pl.Struct(
@@ -75,6 +96,7 @@ _TYPES: dict[str, pl.DataType] = {
     "selection_method": pl.String(),
     "selection_rank": pl.Int64(),
     "selection_distance": pl.Float64(),
+    "reflection": struct_of(Reflection),
     "created_at": pl.Datetime("us", "UTC"),
     "stage": pl.String(),
     "phase": pl.String(),

@@ -105,7 +105,23 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
         "classification_share": kept_df.select(pl.col("is_classification").cast(pl.Float64).mean()).item() or 0.0,
         "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),
         "reject_samples": _sample(rejects_df, sample, seed, ["id", "stage", "reason", "instruction", "detail"]),
+        "recycled": _sample(_before_and_after(kept_df), sample, seed, RECYCLED_COLUMNS),
     }
+
+
+RECYCLED_COLUMNS = ["variant", "instruction before", "instruction after", "output before", "output after"]
+
+
+def _before_and_after(kept: pl.DataFrame) -> pl.DataFrame:
+    """Recycled records (`synth recycle`) beside the pairs they were made from."""
+    block = pl.col("reflection").struct
+    return kept.filter(pl.col("reflection").is_not_null()).select(
+        block.field("variant").alias("variant"),
+        block.field("original_instruction").alias("instruction before"),
+        pl.col("instruction").alias("instruction after"),
+        block.field("original_output").alias("output before"),
+        pl.col("output").alias("output after"),
+    )
 
 
 def _against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:

@@ -188,3 +188,41 @@ def test_select_by_ifd_on_the_embedded_model_exits_after_its_last_line(tmp_path)
     command = Command("select", dataset, "--method", "ifd", "--budget", "3", "--out", out)
     # Loading the model takes minutes on a busy 2-core machine; exiting, seconds.
     assert command.wait(last=f"written to {out}", give_up=6 * GIVE_UP_S) == 0, command.output()
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("command", ["evaluate"])
+def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_process_it_started(tmp_path, command):
+    """The benchmark answers come from vLLM loaded in the command's own process; Ctrl-C in the
+    middle of them ends the command within seconds, and nothing it started outlives it (no engine
+    core, no compile worker: the command's process group is empty). `compare` opens its answer
+    engines through the same `answers_for` (pass "compare" here to run it too; one load of the
+    model in a process of its own is what the suite affords)."""
+    datasets = [tmp_path / "a", tmp_path / "b"][: 1 if command == "evaluate" else 2]
+    for dataset in datasets:
+        build_small_dataset(dataset, batches=1)
+    reference = tmp_path / "reference.jsonl"
+    pairs = [{"instruction": "Name a colour.", "output": "Blue."}, {"instruction": "Add 2 and 3.", "output": "5"}]
+    reference.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    run = Command(
+        command, *datasets, "--reference", reference, "--benchmark", "ifbench", "--benchmark-limit", "8",
+        "--max-steps", "1", "--threads", "1", *(["--out", tmp_path / "table"] if command == "compare" else []),
+    )  # fmt: skip
+    deadline = time.monotonic() + 6 * GIVE_UP_S  # the model loads in minutes on a busy 2-core machine
+    while not run._said("prompts") and run.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run._said("prompts"), run.output()  # "ifbench: <base> answers 8 prompts": vLLM is serving
+    interrupted = time.monotonic()
+    run.process.send_signal(signal.SIGINT)
+    assert run.wait(since=interrupted) != 0, run.output()
+    left = [p for p in psutil.process_iter(["pid", "cmdline"]) if _group(p.pid) == run.process.pid and not gone(p.pid)]
+    if left:
+        os.killpg(run.process.pid, signal.SIGKILL)
+    assert not left, f"processes of `synth {command}` outlived it: {[p.info['cmdline'] for p in left]}"
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

@@ -1,0 +1,84 @@
+"""The reflection flow (`synth recycle`): one Prefect task per chunk of source pairs.
+
+A chunk is the unit of commit and resume: re-running the same command skips committed chunks, so
+no pair is reflected on, scored or written twice. The teacher samples greedily with seeds from the
+run seed and the pair's id, so a resumed chunk makes what an uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Unpack
+
+from synth.engines import Engine, get_engine
+from synth.flows.common import Committed
+from synth.flows.inputs import check_reflection as check_inputs
+from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.run import RunOptions, generator_flow, run_job
+from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator
+from synth.generators.sources import items_digest, load_instructions
+from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
+from synth.schemas.reflection import ReflectionConfig
+
+
+def reflection_run_id(config: ReflectionConfig, engine: EngineConfig, items: list[Example]) -> str:
+    """A hash of the config, the source's content (not its path), the templates and the models."""
+    templates = TEMPLATES.hashes(config.language)
+    return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
+
+
+def add_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
+
+
+@dataclass
+class ReflectionJob(ChunkedJob[ReflectionGenerator]):
+    """Recycling's part of a run (see `synth.flows.jobs`): one batch per chunk of source pairs; the
+    counts of pairs read and of each variant written add up in the run's state (`recycled`)."""
+
+    config: ReflectionConfig
+    student: Engine | None = None  # a live student engine (tests); None: from the config, or the teacher
+    generator: ClassVar[str] = GENERATOR
+    counts_key: ClassVar[str | None] = "recycled"
+    add_counts = staticmethod(add_counts)
+
+    def build(self, maker: Maker) -> ReflectionGenerator:
+        student = self.student
+        if student is None and self.config.student_engine is not None:
+            student = get_engine(self.config.student_engine)
+        return ReflectionGenerator(self.config, maker.engine, student, self.run_id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.student is not None:
+            raise ValueError("a live student engine cannot be sent to Ray workers: name it in student_engine")
+        return super().__getstate__()
+
+    def open(self, run: RunContext) -> str:
+        return f"Recycling into {run.dataset.path}: chunks of {self.config.chunk_size} pairs done"
+
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
+        return self.counted(result, {"pairs": result.pairs, **{f"written {k}": n for k, n in result.written.items()}})
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return f"{len(spec.data)} pairs, {len(batch.kept)} recycled"
+
+
+def run_reflection(
+    config: ReflectionConfig,
+    engine: EngineConfig,
+    dataset: DatasetConfig,
+    *,
+    student: Engine | None = None,
+    **options: Unpack[RunOptions],
+) -> dict[str, Any]:
+    """Recycle (or resume recycling) the pairs of `config.source` into `dataset` (see `RunOptions`;
+    `student`: a live engine that scores the variants, instead of the config's `student_engine` or
+    the run's engine); returns a summary with the counts of pairs read and variants written."""
+    check_inputs(config, dataset.path)
+    items = load_instructions(config.source)[: config.limit]
+    rid = reflection_run_id(config, engine, items)
+    return run_job(ReflectionJob(config, items, rid, student), engine, dataset, **options)
+
+
+reflection_flow = generator_flow("reflection", ReflectionConfig, run_reflection, "Reflection (recycling)")
