@@ -206,7 +206,7 @@ class ReportingGroup(TyperGroup):
         found = super().get_command(ctx, name)
         if found is None and name in self.SHORTCUTS:
             generate = super().get_command(ctx, "generate")
-            found = generate.get_command(ctx, name) if generate is not None else None
+            found = generate.get_command(ctx, name) if isinstance(generate, TyperGroup) else None
         return found
 
     def invoke(self, ctx: Any) -> Any:  # the command line library's Context
