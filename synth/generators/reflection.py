@@ -221,6 +221,7 @@ class ReflectionGenerator:
         question = [(INSTRUCTION, i.id, {"instruction": i.prompt, "output": i.output}) for i in usable]
         asked = self._ask(question, lambda t: parse_instruction_reflection(t, language))
         families: list[dict[str, Variant]] = []
+        failed: list[tuple[Example, dict[str, Variant], str, str]] = []  # a reflection that did not parse
         for item, (parsed, reply) in zip(usable, asked, strict=True):
             family = {ORIGINAL: Variant(ORIGINAL, item.instruction, item.input, item.output)}
             if isinstance(parsed, tuple):
@@ -228,7 +229,7 @@ class ReflectionGenerator:
                     Q, parsed[0], "", parsed[1], self.templates[INSTRUCTION], reply.finish_reason == "length"
                 )
             else:
-                out.rejects.append(self._reject(batch, item, None, f"instruction reflection: {parsed}", reply.text))
+                failed.append((item, family, f"instruction reflection: {parsed}", reply.text))
             families.append(family)
         # The answer of the original (Selective Reflection-tuning only) and of Q, reflected on.
         answers = []
@@ -253,9 +254,11 @@ class ReflectionGenerator:
                     kind, base.instruction, base.input, parsed[0], template, reply.finish_reason == "length"
                 )
             else:
-                out.rejects.append(self._reject(batch, item, None, f"{kind} reflection: {parsed}", reply.text))
+                failed.append((item, family, f"{kind} reflection: {parsed}", reply.text))
         if selective:
             self._score([v for family in families for v in family.values()])
+        for item, family, reason, raw in failed:  # with the original's scores
+            out.rejects.append(self._reject(batch, item, None, reason, raw, family[ORIGINAL]))
         for item, family in zip(usable, families, strict=True):
             self._decide(batch, item, family, out)
         return out

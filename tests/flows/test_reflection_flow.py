@@ -138,3 +138,23 @@ def test_synth_recycle_writes_the_rewrites_that_the_card_describes_and_inspect_s
     shown = CliRunner().invoke(app, ["inspect", str(out)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "Recycled records, before and after" in shown.output
     assert "Unrelated words" in shown.output  # the output before
+
+
+def test_a_recipe_step_recycles_a_file_into_the_recipes_dataset(tmp_path):
+    import yaml
+
+    from synth.flows.recipe import recipe_flow
+    from synth.schemas.recipe import load_recipe
+
+    recipe = {
+        "name": "recycle",
+        "dataset": {"path": str(tmp_path / "ds")},
+        "engine": {"kind": "scripted", "responder": "tests.flows.test_reflection_flow:wordy_teacher"},
+        "steps": [{"generator": "reflection", "source": write_source(tmp_path, 3), "chunk_size": 2}],
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    (summary,) = recipe_flow(recipe=load_recipe(path))
+    assert summary["generator"] == "reflection" and summary["recycled"]["pairs"] == 3
+    (run_info,) = read_manifest(tmp_path / "ds").runs.values()
+    assert run_info.generator == "reflection" and run_info.batches_done == 2
