@@ -4,7 +4,8 @@ fine-tune, on equal budgets, through the real command line.
 Steps (each a `synth` command, timed):
 1. Self-Instruct, Magpie and Evol-Instruct (from the seed tasks) each generate into a dataset of
    their own on the configured engine (`--engine-config`, default the embedded model), in the
-   `small-model` profile by default (`--profile paper` for a capable model).
+   `small-model` profile by default (`--profile paper` for a capable model); `synth recycle`
+   rewrites the Self-Instruct pool by Selective Reflection-tuning into a fourth ("recycled").
 2. `synth compare` fine-tunes the same base on `--budget` records of each dataset and scores every
    model on the reference pairs (default: the shipped English seed tasks' human-written answers;
    records asking one of those prompts are left out of training) and on the benchmarks
@@ -91,6 +92,9 @@ def main() -> None:
 
     seeds = str(default_seeds("en"))
     run(["generate", "evol", "--from", seeds, "--limit", str(args.num), "--out", str(datasets["evol"]), *common], log)
+    # The Self-Instruct pool recycled by reflection (teacher and student: the engine's model).
+    datasets["recycled"] = args.out / "recycled"
+    run(["recycle", str(datasets["self-instruct"]), "--out", str(datasets["recycled"]), *common], log)
     if args.docs:
         datasets["backtranslation"] = args.out / "backtranslation"
         run(["generate", "backtranslate", "--docs", args.docs, "--out", str(datasets["backtranslation"]), *common], log)
