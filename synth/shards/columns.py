@@ -1,7 +1,9 @@
 """The Parquet column types of kept records and rejects, in the order of the pydantic models.
 
 Stated explicitly so every shard of a dataset has the same schema whatever its rows hold (an
-all-empty list column would otherwise be typed differently from one with values).
+all-empty list column would otherwise be typed differently from one with values). A field that
+holds a typed block (a pydantic model of scalar fields, such as `reflection`) gets its struct
+derived from the model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import polars as pl
 from pydantic import BaseModel
 
 from synth.schemas import Record, Reject
-from synth.schemas.records import Reflection
 
 _SCALARS: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(), int: pl.Int64(), bool: pl.Boolean()}
 
@@ -96,7 +97,6 @@ _TYPES: dict[str, pl.DataType] = {
     "selection_method": pl.String(),
     "selection_rank": pl.Int64(),
     "selection_distance": pl.Float64(),
-    "reflection": struct_of(Reflection),
     "created_at": pl.Datetime("us", "UTC"),
     "stage": pl.String(),
     "phase": pl.String(),
@@ -109,9 +109,19 @@ _TYPES: dict[str, pl.DataType] = {
 _LEAD = ("id", "stage", "reason", "instruction", "input", "output", "messages")
 
 
+def _block(name: str) -> pl.DataType:
+    """The struct of a field that holds a typed block of its own (a generator's, such as
+    `reflection`): derived from its model, so adding a block touches nothing here."""
+    annotation = Reject.model_fields[name].annotation
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if len(kinds) == 1 and isinstance(kinds[0], type) and issubclass(kinds[0], BaseModel):
+        return struct_of(kinds[0])
+    raise TypeError(f"Record.{name}: no Parquet type is given for {annotation}")
+
+
 def _schema(fields: Sequence[str]) -> pl.Schema:
     ordered = [f for f in _LEAD if f in fields] + [f for f in fields if f not in _LEAD]
-    return pl.Schema({name: _TYPES[name] for name in ordered})
+    return pl.Schema({name: _TYPES[name] if name in _TYPES else _block(name) for name in ordered})
 
 
 RECORD_SCHEMA = _schema(list(Record.model_fields))
