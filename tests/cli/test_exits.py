@@ -209,9 +209,9 @@ def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_proces
         "--max-steps", "1", "--threads", "1", *(["--out", tmp_path / "table"] if command == "compare" else []),
     )  # fmt: skip
     deadline = time.monotonic() + 6 * GIVE_UP_S  # the model loads in minutes on a busy 2-core machine
-    while not run._said("prompts") and run.process.poll() is None and time.monotonic() < deadline:
+    while not run._said(" answers 8 prompts") and run.process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert run._said("prompts"), run.output()  # "ifbench: <base> answers 8 prompts": vLLM is serving
+    assert run._said(" answers 8 prompts"), run.output()  # "ifbench: <base> answers 8 prompts": vLLM serves
     interrupted = time.monotonic()
     run.process.send_signal(signal.SIGINT)
     assert run.wait(since=interrupted) != 0, run.output()
