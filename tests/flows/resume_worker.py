@@ -1,4 +1,5 @@
-"""A Self-Instruct run in its own process, for the kill-and-resume test.
+"""A Self-Instruct run (or, given a source of pairs, a recycling run) in its own process, for the
+kill-and-resume test.
 
 Replies depend only on each request (its seed), so a resumed run sees exactly the replies an
 uninterrupted one would. Each engine call sleeps a little so the test can kill the process mid-run.
@@ -32,8 +33,28 @@ class SlowEngine(ScriptedEngine):
         return super().chat(requests)
 
 
+def recycle(out: str, source: str) -> None:
+    """Recycling by reflection, a chunk of two source pairs per batch: a teacher whose better answers
+    the default scripted student keeps."""
+    from synth.flows.reflection import run_reflection
+    from synth.schemas.reflection import ReflectionConfig
+    from tests.flows.test_reflection_flow import wordy_teacher
+
+    run_reflection(
+        ReflectionConfig(source=source, chunk_size=2),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=out, shard_rows=4),
+        model=SlowEngine(wordy_teacher()),
+        student=ScriptedEngine(),
+        batch_retries=0,
+    )
+
+
 if __name__ == "__main__":
     out, batches = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) > 3:  # a source of pairs: recycle it
+        recycle(out, sys.argv[3])
+        sys.exit(0)
     run_self_instruct(
         SelfInstructConfig(num_records=10_000, max_batches=batches, prompts_per_batch=3, include_seed_tasks=False),
         ScriptedEngineConfig(),

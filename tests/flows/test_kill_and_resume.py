@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,11 +19,12 @@ WORKER = Path(__file__).with_name("resume_worker.py")
 ROOT = Path(__file__).parents[2]
 
 
-def worker(out: Path, batches: int) -> subprocess.Popen:
+def worker(out: Path, batches: int, source: Path | None = None) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(WORKER), str(out), str(batches)], env=env, start_new_session=True)
+    command = [sys.executable, str(WORKER), str(out), str(batches), *([str(source)] if source else [])]
+    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
 def contents(path: Path):
@@ -32,11 +34,17 @@ def contents(path: Path):
 
 
 @pytest.mark.e2e
-def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("generator", ["self_instruct", "reflection"])
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, generator):
     batches = 6
-    assert worker(tmp_path / "whole", batches).wait(timeout=300) == 0
+    source = None
+    if generator == "reflection":  # two source pairs a batch
+        source = tmp_path / "pairs.jsonl"
+        rows = [{"id": f"src-{i}", "instruction": f"old-{i}", "output": f"ans-o-{i}"} for i in range(2 * batches)]
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert worker(tmp_path / "whole", batches, source).wait(timeout=300) == 0
 
-    victim = worker(tmp_path / "killed", batches)
+    victim = worker(tmp_path / "killed", batches, source)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         manifest = tmp_path / "killed" / "manifest.json"
@@ -48,9 +56,9 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     done = next(iter(read_manifest(tmp_path / "killed").runs.values())).batches_done
     assert 2 <= done < batches, "the kill should land mid-run"
 
-    assert worker(tmp_path / "killed", batches).wait(timeout=300) == 0
+    assert worker(tmp_path / "killed", batches, source).wait(timeout=300) == 0
     assert contents(tmp_path / "killed") == contents(tmp_path / "whole")
     assert verify(tmp_path / "killed") == []
     kept = scan(tmp_path / "killed").collect()
-    assert kept["id"].n_unique() == kept.height
+    assert kept.height > 0 and kept["id"].n_unique() == kept.height
     assert next(iter(read_manifest(tmp_path / "killed").runs.values())).batches_done == batches
