@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from synth.engines import ChatRequest, Completion, Engine
@@ -53,6 +53,8 @@ TEMPLATES = TemplateSet(
 )
 
 QA, A, Q, ORIGINAL = "instruction+response", "response", "instruction", "original"
+# With `prefill_markers`, the marker each reply is started with (the model continues after it).
+_OPENING = {INSTRUCTION: "[New Instruction]", RESPONSE: "[Better Answer]", RESPONSE_INPUT: "[Better Answer]"}
 
 # The teacher's markers (the reference's, kept in every language: the parse looks for them).
 _NEW_INSTRUCTION = re.compile(r"\[New Instruction\](.*?)(?:\[End\]|\[New Answer\]|New Answer:)", re.DOTALL)
@@ -147,11 +149,15 @@ class ReflectionGenerator:
             Message(role="system", content=system.text),
             Message(role="user", content=user.render(**{k: defuse(v) for k, v in values.items()})),
         ]
-        return ChatRequest(messages=messages, sampling=sampling, tag=name)
+        prefill = _OPENING[name] if self.config.prefill_markers else None
+        return ChatRequest(messages=messages, sampling=sampling, prefill=prefill, tag=name)
 
-    def _ask(self, asks: list[tuple[str, str, dict[str, str]]], parse) -> list[tuple[object, Completion]]:
+    def _ask(
+        self, asks: list[tuple[str, str, dict[str, str]]], parse: Callable[[str], object]
+    ) -> list[tuple[object, Completion]]:
         """Each (template name, item id, values) asked of the teacher, and asked again while its reply
-        does not parse (up to `reask` more times); the last parse (a value, or why not) and reply."""
+        does not parse (up to `reask` more times); the last parse (a value, or why not) and reply
+        (its text opening with the marker the reply was started with, if any)."""
         results: list[tuple[object, Completion] | None] = [None] * len(asks)
         todo = list(range(len(asks)))
         for attempt in range(self.config.reask + 1):
@@ -160,6 +166,8 @@ class ReflectionGenerator:
             replies = self.teacher.chat([self._request(asks[i][0], asks[i][1], attempt, **asks[i][2]) for i in todo])
             retry = []
             for i, reply in zip(todo, replies, strict=True):
+                if self.config.prefill_markers and reply.finish_reason != "error":
+                    reply = reply.model_copy(update={"text": f"{_OPENING[asks[i][0]]} {reply.text.lstrip()}"})
                 parsed = f"engine error: {reply.error}" if reply.finish_reason == "error" else parse(reply.text)
                 results[i] = (parsed, reply)
                 if isinstance(parsed, str) and reply.finish_reason != "error":

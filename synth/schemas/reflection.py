@@ -33,6 +33,9 @@ class ReflectionConfig(_Profiled):
             # The embedded model's context is 2048 tokens: the prompt holds the pair, the reply must fit.
             "teacher_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512},
             "reask": 0,  # greedy on a local engine: asking again gives the same reply
+            # The 135M model never writes the markers on its own (0 of 61 pairs measured): its replies
+            # start with them, so it writes the new text straight away (and skips the critique).
+            "prefill_markers": True,
         }
     }
 
@@ -55,6 +58,11 @@ class ReflectionConfig(_Profiled):
         default=2048, ge=16, description="Tokens of each scored text the student reads at most (the reference's 2048)."
     )
     reask: int = Field(default=1, ge=0, le=5, description="Times a reply that does not parse is asked again.")
+    prefill_markers: bool = Field(
+        default=False,
+        description="Start each teacher reply with its marker ([New Instruction], [Better Answer]) for the model to "
+        "continue: for a model too small to follow the format (it then writes no critique).",
+    )
     teacher_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=2048)
     chunk_size: int = Field(default=64, ge=1, description="Source pairs per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N source pairs.")

@@ -211,3 +211,17 @@ def test_a_student_that_cannot_score_continuations_is_refused_unless_nothing_is_
     with pytest.raises(ValueError, match="cannot score continuations"):
         ReflectionGenerator(ReflectionConfig(source="x"), ScriptedEngine(Teacher()), ChatOnly())  # type: ignore[arg-type]
     ReflectionGenerator(ReflectionConfig(source="x", selection="none"), ScriptedEngine(Teacher()), ChatOnly())  # type: ignore[arg-type]
+
+
+def test_with_prefilled_markers_each_reply_is_read_as_continuing_its_marker():
+    def teacher(request: ChatRequest) -> str:
+        if request.prefill == "[New Instruction]":
+            return " Plan a menu. [End]\n[New Answer] Soup."
+        assert request.prefill == "[Better Answer]"
+        return " Boil it for ten minutes."
+
+    config = ReflectionConfig(source="x", prefill_markers=True, selection="none")
+    result = ReflectionGenerator(config, ScriptedEngine(teacher)).run_chunk(0, pairs(1))
+    assert [(r.instruction, r.output) for r in result.kept] == [("Plan a menu.", "Boil it for ten minutes.")]
+    assert ReflectionConfig(source="x", profile="small-model").prefill_markers
+    assert not ReflectionConfig(source="x").prefill_markers  # the paper's prompts ask for the markers
