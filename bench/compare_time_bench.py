@@ -97,8 +97,8 @@ def datasets(folder: Path, records: int, reference_pairs: int) -> tuple[Path, Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=40, help="pairs in each dataset")
-    parser.add_argument("--reference-pairs", type=int, default=20)
+    parser.add_argument("--records", type=int, default=20, help="pairs in each dataset")
+    parser.add_argument("--reference-pairs", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=10, help="fine-tuning steps per model")
     parser.add_argument("--benchmark-limit", type=int, default=16, help="IFBench prompts each model answers")
     parser.add_argument("--benchmark-max-tokens", type=int, default=128)
