@@ -43,17 +43,18 @@ def timed(args: list[str]) -> tuple[float, list[tuple[float, str]]]:
     return time.monotonic() - started, lines
 
 
+# Compare's progress lines that start each stage (the first match after the previous one).
 STAGES = [
-    ("load and score the base", re.compile(r"fine-tuning on")),
-    ("fine-tune A", re.compile(r"scoring|answers \d+ prompts|ifbench: .* answers")),
-    ("score tuned A", re.compile(r"fine-tuning on")),
-    ("fine-tune B", re.compile(r"scoring|answers \d+ prompts|ifbench: .* answers")),
+    ("start, the base's loss and IFBench answers", re.compile(r"fine-tuning on")),
+    ("fine-tune A, its loss, load it in vLLM", re.compile(r"ifbench: .* answers \d+ prompts")),
+    ("A answers IFBench", re.compile(r"fine-tuning on")),
+    ("fine-tune B, its loss, load it in vLLM", re.compile(r"ifbench: .* answers \d+ prompts")),
 ]
 
 
 def stages(lines: list[tuple[float, str]], total: float) -> list[tuple[str, float]]:
-    """Compare's wall time split at its progress lines: before the first fine-tune, each fine-tune,
-    and each tuned model's scoring (the rest)."""
+    """Compare's wall time split at its progress lines (see `STAGES`); the last stage is B's
+    answers and the table."""
     marks = [0.0]
     position = 0
     for _, pattern in STAGES:
@@ -65,7 +66,7 @@ def stages(lines: list[tuple[float, str]], total: float) -> list[tuple[str, floa
         else:
             return []
     marks.append(total)
-    names = [name for name, _ in STAGES] + ["score tuned B, write the table"]
+    names = [name for name, _ in STAGES] + ["B answers IFBench, the table"]
     return [(names[i], marks[i + 1] - marks[i]) for i in range(len(names))]
 
 
@@ -137,7 +138,7 @@ def main() -> None:
     print(f"evaluate A + evaluate B, same settings: {baseline:.0f} s")
     print(f"ratio compare / (evaluate A + B): {ours / baseline:.2f}")
     for name, seconds in split:
-        print(f"  {name:32s} {seconds:6.0f} s  {seconds / ours:5.0%}")
+        print(f"  {name:42s} {seconds:6.0f} s  {seconds / ours:5.0%}")
     ranked = [row["dataset"] for row in sorted(table.get("rows", []), key=lambda r: r.get("loss", 0.0))]
     if ranked:
         print("loss ranks (best first): " + ", ".join(Path(d).name for d in ranked))
