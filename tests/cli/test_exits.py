@@ -201,11 +201,12 @@ def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_proces
     datasets = [tmp_path / "a", tmp_path / "b"][: 1 if command == "evaluate" else 2]
     for dataset in datasets:
         build_small_dataset(dataset, batches=1)
-    reference = tmp_path / "reference.jsonl"
+    reference = tmp_path / "reference.jsonl"  # compare needs one; evaluate runs on the benchmark alone
     pairs = [{"instruction": "Name a colour.", "output": "Blue."}, {"instruction": "Add 2 and 3.", "output": "5"}]
     reference.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    given = ["--reference", reference] if command == "compare" else []
     run = Command(
-        command, *datasets, "--reference", reference, "--benchmark", "ifbench", "--benchmark-limit", "8",
+        command, *datasets, *given, "--benchmark", "ifbench", "--benchmark-limit", "8",
         "--max-steps", "1", "--threads", "1", *(["--out", tmp_path / "table"] if command == "compare" else []),
     )  # fmt: skip
     deadline = time.monotonic() + 6 * GIVE_UP_S  # the model loads in minutes on a busy 2-core machine

@@ -11,6 +11,7 @@ import pytest
 from synth.flows.reflection import run_reflection
 from synth.generators.seeds import DEFAULT_SEEDS
 from synth.schemas import DatasetConfig, VLLMEngineConfig
+from synth.schemas.config import SamplingConfig
 from synth.schemas.reflection import ReflectionConfig
 from synth.shards import scan, verify
 
@@ -18,7 +19,8 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_the_embedded_model_reflects_and_scores_every_pair_with_a_reason_for_each_reject(tmp_path, vllm_engine):
-    config = ReflectionConfig(source=str(DEFAULT_SEEDS), limit=2, profile="small-model")
+    short = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=128)  # the profile's 512 ramble on a CPU
+    config = ReflectionConfig(source=str(DEFAULT_SEEDS), limit=2, profile="small-model", teacher_sampling=short)
     summary = run_reflection(config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "r")), model=vllm_engine)
     assert verify(tmp_path / "r") == [] and summary["recycled"]["pairs"] == 2
     kept = scan(tmp_path / "r").collect()
