@@ -31,7 +31,7 @@ from synth.engines import ChatRequest, Completion, Engine
 from synth.engines.base import ContinuationRequest
 from synth.generators.provenance import Origin, request_seed
 from synth.prompts import Template, TemplateSet, defuse
-from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling
+from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.records import Reflection
 from synth.schemas.reflection import ReflectionConfig
 
@@ -361,7 +361,10 @@ class ReflectionGenerator:
         """A variant not written, or (`v` None) a source pair whose reflection failed: the engine
         failed (stage `engine`) or the reply did not parse (`raw` holds it)."""
         text = v if v is not None else Variant(ORIGINAL, item.instruction, item.input, item.output)
+        # Two source pairs of the same text (ids "x" and "x-2") give two rejects.
+        where = f"reflection\x1f{reason}\x1f{text.kind}\x1f{item.id}"
         return Reject(
+            id=content_id(text.instruction, text.input, f"{text.output}\x1f{where}"),
             instruction=text.instruction,
             input=text.input,
             output=text.output,

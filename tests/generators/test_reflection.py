@@ -225,3 +225,16 @@ def test_with_prefilled_markers_each_reply_is_read_as_continuing_its_marker():
     assert [(r.instruction, r.output) for r in result.kept] == [("Plan a menu.", "Boil it for ten minutes.")]
     assert ReflectionConfig(source="x", profile="small-model").prefill_markers
     assert not ReflectionConfig(source="x").prefill_markers  # the paper's prompts ask for the markers
+
+
+def test_two_source_pairs_of_the_same_text_give_rejects_of_their_own():
+    twins = [
+        Example(instruction="old-0", output="ans-o-0", id="x"),
+        Example(instruction="old-0", output="ans-o-0", id="x-2"),
+    ]
+    teacher = ScriptedEngine(Teacher(silent={0}))
+    result = ReflectionGenerator(
+        ReflectionConfig(source="x", reask=0), teacher, ScriptedEngine(scorer=scripted_student())
+    ).run_chunk(0, twins)
+    assert len(result.rejects) == 4 and len({r.id for r in result.rejects}) == 4
+    assert {r.parent_id for r in result.rejects} == {"x", "x-2"}
