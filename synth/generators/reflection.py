@@ -32,8 +32,9 @@ from synth.engines.base import ContinuationRequest
 from synth.generators.provenance import Origin, request_seed
 from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
-from synth.schemas.records import Reflection
+from synth.schemas.records import Reflection, to_messages, user_prompt
 from synth.schemas.reflection import ReflectionConfig
+from synth.selection.scorers import assistant_header, user_turn
 
 GENERATOR = "reflection"
 INSTRUCTION = "reflect_instruction"
@@ -177,28 +178,15 @@ class ReflectionGenerator:
 
     # -- the student ------------------------------------------------------------------------------
 
-    def _render(self, prompt: str) -> str:
-        if self.tokenizer is None:
-            return f"### Instruction:\n{prompt}\n\n### Response:\n"
-        turns = [{"role": "user", "content": prompt}]
-        return str(self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
-
-    def _header(self) -> str:
-        if self.tokenizer is None:
-            return "### Response:\n"
-        closed = str(self.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False))
-        opened = self._render("x")
-        return opened[len(closed) :] if opened.startswith(closed) and len(opened) > len(closed) else "### Response:\n"
-
     def _score(self, variants: list[Variant]) -> None:
         """IFD and r-IFD of each variant, in one batch of four scorings per variant."""
-        header, guess, cap = self._header(), self.templates[GUESS], self.config.student_max_tokens
+        header, guess, cap = assistant_header(self.tokenizer), self.templates[GUESS], self.config.student_max_tokens
         requests: list[ContinuationRequest] = []
         for v in variants:
-            question = f"{v.instruction}\n\n{v.input}" if v.input else v.instruction
-            reverse = self._render(guess.render(response=v.output))
+            question = user_prompt(v.instruction, v.input)
+            reverse = user_turn(self.tokenizer, guess.render(response=v.output))
             for context, text in (
-                (self._render(question), v.output),
+                (user_turn(self.tokenizer, question), v.output),
                 (header, v.output),
                 (reverse, question),
                 (header, question),
@@ -336,8 +324,7 @@ class ReflectionGenerator:
 
     def _record(self, batch: int, item: Example, v: Variant, ori: Variant) -> Record:
         tags = ["recycled", v.kind, *(["cut-off"] if v.cut else [])]
-        prompt = f"{v.instruction}\n\n{v.input}" if v.input else v.instruction
-        messages = [Message(role="user", content=prompt), Message(role="assistant", content=v.output)]
+        messages = to_messages(v.instruction, v.input, v.output)
         return Record(
             instruction=v.instruction,
             input=v.input,

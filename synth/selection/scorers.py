@@ -155,6 +155,26 @@ _PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
 _PLAIN_HEADER = "### Response:\n"
 
 
+def user_turn(tokenizer: Any | None, prompt: str) -> str:
+    """`prompt` as the user's turn and the opening of the assistant's, in the chat template of
+    `tokenizer` (a Hugging Face tokenizer's), or in the Alpaca-style prompt without one: the context
+    a scored response follows."""
+    if tokenizer is None:
+        return _PLAIN_PROMPT.format(prompt=prompt)
+    turns = [{"role": "user", "content": prompt}]
+    return str(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+
+
+def assistant_header(tokenizer: Any | None) -> str:
+    """What the chat template adds to open the assistant's turn (the generation prompt): the
+    context a response is scored after on its own."""
+    if tokenizer is None:
+        return _PLAIN_HEADER
+    closed = str(tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False))
+    opened = user_turn(tokenizer, "x")
+    return opened[len(closed) :] if opened.startswith(closed) and len(opened) > len(closed) else _PLAIN_HEADER
+
+
 class IFDScorer:
     """Instruction-following difficulty: the response's mean per-token loss given the instruction,
     divided by its loss alone, from the engine's prompt log-probabilities (nothing is generated).
@@ -177,7 +197,7 @@ class IFDScorer:
         get = getattr(engine, "chat_template", None)
         template = get() if callable(get) else None
         self.tokenizer = getattr(template, "tokenizer", None)
-        self.header = self._assistant_header() if self.tokenizer is not None else _PLAIN_HEADER
+        self.header = assistant_header(self.tokenizer)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -187,20 +207,8 @@ class IFDScorer:
             "template": "chat" if self.tokenizer is not None else _PLAIN_PROMPT,
         }
 
-    def _render(self, prompt: str, generation: bool) -> str:
-        turns = [{"role": "user", "content": prompt}]
-        assert self.tokenizer is not None
-        return str(self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation))
-
-    def _assistant_header(self) -> str:
-        """What the chat template adds to open the assistant's turn (the generation prompt)."""
-        closed, opened = self._render("x", False), self._render("x", True)
-        return opened[len(closed) :] if opened.startswith(closed) and len(opened) > len(closed) else _PLAIN_HEADER
-
     def context(self, item: Item) -> str:
-        if self.tokenizer is None:
-            return _PLAIN_PROMPT.format(prompt=item.prompt)
-        return self._render(item.prompt, True)
+        return user_turn(self.tokenizer, item.prompt)
 
     def score(self, items: Sequence[Item]) -> ScoreBatch:
         result = ScoreBatch()

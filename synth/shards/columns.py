@@ -20,14 +20,18 @@ from synth.schemas import Record, Reject
 _SCALARS: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(), int: pl.Int64(), bool: pl.Boolean()}
 
 
+def _required(annotation: object) -> object:
+    """`X` for `X | None`; any other annotation as it is."""
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return kinds[0] if isinstance(annotation, types.UnionType) and len(kinds) == 1 else annotation
+
+
 def struct_of(model: type[BaseModel]) -> pl.Struct:
     """The Parquet struct of a record's typed block, derived from its pydantic model (scalar fields,
     each optional or not)."""
     fields: dict[str, pl.DataType] = {}
     for name, info in model.model_fields.items():
-        kinds = [a for a in typing.get_args(info.annotation) if a is not type(None)]
-        optional = isinstance(info.annotation, types.UnionType) and len(kinds) == 1
-        kind = kinds[0] if optional else info.annotation
+        kind = _required(info.annotation)
         if kind not in _SCALARS:
             raise TypeError(f"{model.__name__}.{name}: {info.annotation} has no Parquet type here")
         fields[name] = _SCALARS[kind]
@@ -113,9 +117,9 @@ def _block(name: str) -> pl.DataType:
     """The struct of a field that holds a typed block of its own (a generator's, such as
     `reflection`): derived from its model, so adding a block touches nothing here."""
     annotation = Reject.model_fields[name].annotation
-    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    if len(kinds) == 1 and isinstance(kinds[0], type) and issubclass(kinds[0], BaseModel):
-        return struct_of(kinds[0])
+    kind = _required(annotation)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return struct_of(kind)
     raise TypeError(f"Record.{name}: no Parquet type is given for {annotation}")
 
 

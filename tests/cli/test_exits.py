@@ -191,24 +191,17 @@ def test_select_by_ifd_on_the_embedded_model_exits_after_its_last_line(tmp_path)
 
 
 @pytest.mark.engine
-@pytest.mark.parametrize("command", ["evaluate"])
-def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_process_it_started(tmp_path, command):
-    """The benchmark answers come from vLLM loaded in the command's own process; Ctrl-C in the
-    middle of them ends the command within seconds, and nothing it started outlives it (no engine
-    core, no compile worker: the command's process group is empty). `compare` opens its answer
-    engines through the same `answers_for` (pass "compare" here to run it too; one load of the
-    model in a process of its own is what the suite affords)."""
-    datasets = [tmp_path / "a", tmp_path / "b"][: 1 if command == "evaluate" else 2]
-    for dataset in datasets:
-        build_small_dataset(dataset, batches=1)
-    reference = tmp_path / "reference.jsonl"  # compare needs one; evaluate runs on the benchmark alone
-    pairs = [{"instruction": "Name a colour.", "output": "Blue."}, {"instruction": "Add 2 and 3.", "output": "5"}]
-    reference.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    given = ["--reference", reference] if command == "compare" else []
+def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_process_it_started(tmp_path):
+    """`synth evaluate`'s benchmark answers come from vLLM loaded in the command's own process;
+    Ctrl-C in the middle of them ends the command within seconds, and nothing it started outlives
+    it (no engine core, no compile worker: the command's process group is empty). `compare` opens
+    its answer engines through the same `answers_for`; one load of the model in a process of its
+    own is what the suite affords."""
+    dataset = tmp_path / "ds"
+    build_small_dataset(dataset, batches=1)
     run = Command(
-        command, *datasets, *given, "--benchmark", "ifbench", "--benchmark-limit", "8",
-        "--max-steps", "1", "--threads", "1", *(["--out", tmp_path / "table"] if command == "compare" else []),
-    )  # fmt: skip
+        "evaluate", dataset, "--benchmark", "ifbench", "--benchmark-limit", "8", "--max-steps", "1", "--threads", "1"
+    )
     deadline = time.monotonic() + 6 * GIVE_UP_S  # the model loads in minutes on a busy 2-core machine
     while not run._said(" answers 8 prompts") and run.process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -219,7 +212,7 @@ def test_ctrl_c_while_vllm_answers_a_benchmark_ends_the_command_and_every_proces
     left = [p for p in psutil.process_iter(["pid", "cmdline"]) if _group(p.pid) == run.process.pid and not gone(p.pid)]
     if left:
         os.killpg(run.process.pid, signal.SIGKILL)
-    assert not left, f"processes of `synth {command}` outlived it: {[p.info['cmdline'] for p in left]}"
+    assert not left, f"processes of `synth evaluate` outlived it: {[p.info['cmdline'] for p in left]}"
 
 
 def _group(pid: int) -> int | None:
