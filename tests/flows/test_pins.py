@@ -106,7 +106,25 @@ def preferences(tmp_path):
     )
 
 
+def reflection(tmp_path):
+    from synth.flows.reflection import run_reflection
+    from synth.schemas.reflection import ReflectionConfig
+    from tests.flows.test_reflection_flow import write_source
+    from tests.generators.test_reflection import Teacher, scripted_student
+
+    run_reflection(
+        ReflectionConfig(source=write_source(tmp_path, 6), chunk_size=2),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=str(tmp_path / "ds")),
+        model=ScriptedEngine(Teacher()),
+        student=ScriptedEngine(scorer=scripted_student()),
+        batch_retries=0,
+    )
+
+
 PINS = {
+    # The reference's selection rule, row by row (tests/generators/test_reflection.py's RULE).
+    "reflection": (reflection, "3f89061ea2eb5fd0"),
     # In the paper profile the chain no longer runs our heuristics; two-turn conversations that fail
     # at turn 2 keep their first turn.
     "magpie": (magpie, "75f54da103131e29"),

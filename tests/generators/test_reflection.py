@@ -238,3 +238,14 @@ def test_two_source_pairs_of_the_same_text_give_rejects_of_their_own():
     ).run_chunk(0, twins)
     assert len(result.rejects) == 4 and len({r.id for r in result.rejects}) == 4
     assert {r.parent_id for r in result.rejects} == {"x", "x-2"}
+
+
+def test_the_paper_defaults_are_the_reference_codes():
+    """reflect_*.py: gpt-3.5-turbo at temperature 0, top-p 1, up to 2048 tokens, one retry of a
+    reply that does not parse; data_analysis.py: the student reads up to 2048 tokens;
+    get_select_data.py: the student selects."""
+    config = ReflectionConfig(source="x")
+    sampling = config.teacher_sampling
+    assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0.0, 1.0, 2048)
+    assert (config.reask, config.student_max_tokens, config.selection) == (1, 2048, "student")
+    assert not config.prefill_markers
