@@ -49,8 +49,10 @@ EngineOpt = Annotated[
     Path | None,
     path_option(
         "--engine-config",
-        help="Engine config file (TOML/YAML/JSON): kind vllm|openai, model, dtype, max_model_len, "
-        "tensor_parallel_size, sampling... Default: in-process vLLM on the embedded model.",
+        envvar="SYNTH_ENGINE_CONFIG",
+        help="Engine config file (TOML/YAML/JSON): kind vllm|openai|scripted, model, dtype, max_model_len, "
+        "tensor_parallel_size, sampling... Default: $SYNTH_ENGINE_CONFIG if set, else in-process vLLM on the "
+        "embedded model.",
     ),
 ]
 
@@ -60,7 +62,7 @@ ProfileOpt = Annotated[
     typer.Option(
         "--profile",
         help="'paper': the method as published (the default). 'small-model': settings the small embedded "
-        "model needs; the README lists each difference.",
+        "model needs; docs/generators/ lists each difference.",
     ),
 ]
 
