@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from synth.cli import compare, curate, datasets, evaluate, generate, judge, model, recipes, select, train
+from synth.cli import compare, curate, datasets, evaluate, generate, judge, model, recipes, select, train, view
 from synth.cli.errors import ReportingGroup, state
 from synth.cli.output import escape_log_records
 
@@ -55,6 +55,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("select")(select.select)
 app.command("compare")(compare.compare)
 app.command("judge-check")(judge.judge_check)
+app.command("view")(view.view)
 
 
 def main() -> None:
