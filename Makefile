@@ -9,7 +9,7 @@ LOCK := requirements/cpu.lock
 PIP_ARGS ?=
 DEMO_NUM ?= 50
 
-.PHONY: setup demo test redis bubblewrap lint bench notebook lock clean
+.PHONY: setup demo test redis bubblewrap chromium lint bench notebook lock clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: setup
 	$(BIN)/synth generate self-instruct --profile small-model --num $(DEMO_NUM) --prompts-per-batch 8 --out out/demo
 
-test: setup redis bubblewrap
+test: setup redis bubblewrap chromium
 	$(BIN)/ruff format --check synth tests bench
 	$(BIN)/ruff check synth tests bench
 	$(BIN)/mypy synth
@@ -48,6 +48,14 @@ bubblewrap:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q bubblewrap || \
 	  { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q bubblewrap; }; }
+
+# `synth view`'s browser test drives headless Chromium, so it needs Chromium and its driver as the
+# sandbox's tests need bubblewrap: a machine without the driver gets both from the OS packages.
+chromium:
+	@test -x /usr/bin/chromedriver || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver || \
+	  { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }; }
 
 lint: setup
 	$(BIN)/ruff check synth tests bench
