@@ -54,6 +54,7 @@ def view(
     if host not in LOOPBACK:
         err.print(Text(f"listening on {host}: anyone who can reach it can read these datasets"), highlight=False)
     print(f"serving {url} (Ctrl-C to stop)", flush=True)
+    threading.Thread(target=app.state.warm, name="warm", daemon=True).start()
     if not no_browser and has_browser(os.environ, sys.platform):
         threading.Thread(target=_open, args=(url,), daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)

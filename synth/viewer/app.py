@@ -93,6 +93,26 @@ class Viewer:
         context = {"datasets": self.datasets, **context}
         return self.templates.TemplateResponse(request, name, context, status_code=status)
 
+    @staticmethod
+    def overview_of(view: DatasetView, snapshot: Snapshot) -> dict[str, Any]:
+        return view.cached(snapshot, "overview", lambda: overview(snapshot))
+
+    @staticmethod
+    def facets_of(view: DatasetView, snapshot: Snapshot, kind: Kind) -> dict[str, list[tuple[str, int]]]:
+        return view.cached(snapshot, f"facets:{kind}", lambda: queries.facets(snapshot, kind))
+
+    def warm(self) -> None:
+        """Compute what the first visit would (checksums, the overviews, the filters' values) ahead
+        of it; a dataset that cannot be read now is left for its page to report."""
+        for view in self.datasets:
+            try:
+                snapshot = view.snapshot()
+                self.overview_of(view, snapshot)
+                for kind in KINDS:
+                    self.facets_of(view, snapshot, kind)
+            except (DatasetError, OSError, pl.exceptions.PolarsError):
+                continue
+
     def _dataset(self, request: Request) -> tuple[DatasetView, Snapshot]:
         number = request.path_params["number"]
         if not 0 <= number < len(self.datasets):
@@ -111,7 +131,7 @@ class Viewer:
             except DatasetError as e:
                 entries.append({"view": view, "error": str(e)})
                 continue
-            figures = view.cached(snapshot, "overview", lambda s=snapshot: overview(s))  # type: ignore[misc]
+            figures = self.overview_of(view, snapshot)
             entries.append({"view": view, "snapshot": snapshot, "figures": figures, "error": None})
         return self.page(request, "index.html", entries=entries)
 
@@ -122,7 +142,7 @@ class Viewer:
         allowed = queries.filters_for(kind)
         filters = {name: _text(params, name) for name in allowed if params.get(name)}
         query = queries.ListQuery(kind, filters, _text(params, "q"), _page(params.get("page", "1")))
-        facets = view.cached(snapshot, f"facets:{kind}", lambda: queries.facets(snapshot, kind))
+        facets = self.facets_of(view, snapshot, kind)
         result = queries.page_of(snapshot, query)
         base = f"/d/{view.number}/records"
         keep = {"kind": kind, **filters, "q": query.text}
@@ -204,4 +224,6 @@ def create_app(paths: Sequence[Path], allowed_hosts: Sequence[str] | None = None
         Route("/style.css", lambda request: FileResponse(HERE / "static" / "style.css"), methods=["GET"]),
     ]
     handlers = {HTTPException: viewer.error, pl.exceptions.PolarsError: viewer.error, OSError: viewer.error}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
+    app.state.warm = viewer.warm  # the command runs it beside the server
+    return app

@@ -89,6 +89,7 @@ class DatasetView:
     _cache_key: tuple[Any, ...] | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _computing: dict[str, threading.Lock] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -101,17 +102,21 @@ class DatasetView:
 
     def cached(self, snapshot: Snapshot, name: str, compute: Callable[[], T]) -> T:
         """`compute()` once per state of the shards: figures over the whole dataset (the overview,
-        the filters' values) are computed again only when the shards change."""
+        the filters' values) are computed again only when the shards change. A second request for
+        a figure being computed waits for it instead of computing it again."""
         with self._lock:
-            if self._cache_key != snapshot.key:
-                self._cache_key, self._cache = snapshot.key, {}
-            if name in self._cache:
-                return self._cache[name]  # type: ignore[no-any-return]
-        value = compute()
-        with self._lock:
-            if self._cache_key == snapshot.key:
-                self._cache[name] = value
-        return value
+            computing = self._computing.setdefault(name, threading.Lock())
+        with computing:
+            with self._lock:
+                if self._cache_key != snapshot.key:
+                    self._cache_key, self._cache = snapshot.key, {}
+                if name in self._cache:
+                    return self._cache[name]  # type: ignore[no-any-return]
+            value = compute()
+            with self._lock:
+                if self._cache_key == snapshot.key:
+                    self._cache[name] = value
+            return value
 
 
 def open_datasets(paths: list[Path]) -> list[DatasetView]:

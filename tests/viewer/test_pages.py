@@ -17,7 +17,7 @@ from synth.shards.card import CALIBRATION_FILE
 from synth.shards.summary import leading_verbs, length_stats
 from synth.viewer import create_app
 from synth.viewer.overview import lengths
-from tests.viewer.conftest import TOKENS, build_numbered_dataset
+from tests.viewer.conftest import TOKENS, add_shaped_records, build_numbered_dataset
 
 RECORD_LINK = re.compile(r'class="record-link" href="/d/0/record\?id=([^&"]+)')
 
@@ -259,3 +259,30 @@ def test_several_datasets_are_served_side_by_side(shaped_dataset, tmp_path):
     assert '<section class="dataset" id="dataset-1">' in viewer.get("/").text
     assert len(listed_ids(viewer.get("/d/1/records").text)) == 0  # links of dataset 1 name it
     assert viewer.get("/d/1/records").text.count('href="/d/1/record?id=') == 3
+
+
+def test_warming_computes_the_overview_once_ahead_of_the_first_visit(shaped_dataset, monkeypatch):
+    import synth.viewer.app as viewer_app
+
+    path, _ = shaped_dataset
+    computed = []
+    real = viewer_app.overview
+    monkeypatch.setattr(viewer_app, "overview", lambda snapshot: computed.append(1) or real(snapshot))
+    app = create_app([path])
+    app.state.warm()
+    assert computed == [1]
+    page = TestClient(app).get("/")
+    assert page.status_code == 200 and computed == [1]
+    (path / "manifest.json").unlink()
+    app.state.warm()  # a dataset that went away is left for its page to report
+
+
+def test_a_commit_while_serving_shows_on_the_next_request(small_dataset):
+    viewer = client(small_dataset)
+    before = read_manifest(small_dataset).rows("kept")
+    assert f'<strong class="kept-count">{before}</strong>' in viewer.get("/").text
+    add_shaped_records(small_dataset)
+    after = read_manifest(small_dataset).rows("kept")
+    assert after > before
+    assert f'<strong class="kept-count">{after}</strong>' in viewer.get("/").text
+    assert f"kept ({after})" in viewer.get("/d/0/records").text
