@@ -3,8 +3,8 @@
 Everything that lists generators reads this table: `synth generate` builds a command for each
 entry from its config, a recipe's step types are the entries' configs (each with a `generator`
 field holding its name), and the recipe runner calls the entry's flow (locally or on Ray: the flow
-takes the runner). Adding a generator is its module and one entry here (see the README's "Adding a
-generator"); `register` adds one at run time (a plugin, a test). Configs and flows are looked up
+takes the runner). Adding a generator is its module and one entry here (see "Adding a generator" in
+docs/development.md); `register` adds one at run time (a plugin, a test). Configs and flows are looked up
 by name when used, so reading the table imports nothing (neither pydantic nor Prefect): the
 command line reads it as it starts.
 """

@@ -35,7 +35,7 @@ def select(
     ],
     budget: Annotated[int, typer.Option("--budget", min=1, help="Records to select.")],
     method: Annotated[
-        str, typer.Option("--method", help="deita, ifd, longest, kcenter or random (see the README).")
+        str, typer.Option("--method", help="deita, ifd, longest, kcenter or random (see docs/selection.md).")
     ] = "deita",
     compare: Annotated[
         str | None,

@@ -180,7 +180,7 @@ class VLLMEngine:
         except ImportError as e:
             raise EngineError(
                 "vLLM is not installed: install the project with the 'cpu' or 'gpu' extra "
-                "(see README), or use an 'openai' engine pointed at a server."
+                "(see docs/engines.md), or use an 'openai' engine pointed at a server."
             ) from e
         enforce_eager = config.enforce_eager if config.enforce_eager is not None else not on_gpu
         kwargs: dict[str, Any] = dict(

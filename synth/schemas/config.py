@@ -188,7 +188,7 @@ class SelfInstructConfig(_Profiled):
     """Self-Instruct (Wang et al. 2022): grow new tasks and their instances from seed tasks.
 
     The defaults (`profile: paper`) follow the paper and its reference code; `small-model` holds
-    what the small embedded model needs (see the README's "Where we differ from the paper")."""
+    what the small embedded model needs (see docs/generators/self-instruct.md, "Where we differ from the paper")."""
 
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
@@ -282,7 +282,7 @@ class EvolInstructConfig(_Profiled):
     """Evol-Instruct (Xu et al. 2023): rounds of in-depth and in-breadth evolution with elimination.
 
     The defaults are the paper's and its reference code's (profile `paper`); `small-model` keeps
-    the settings the small embedded model needs. Deviations are listed in the README."""
+    the settings the small embedded model needs. Deviations are listed in docs/generators/evol-instruct.md."""
 
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {

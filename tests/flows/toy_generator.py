@@ -1,4 +1,4 @@
-"""A generator written the way the README's "Adding a generator" says: one module (its config,
+"""A generator written the way "Adding a generator" in docs/development.md says: one module (its config,
 prompt, job, run id, input check and flow) and one registry entry, nothing else in the project
 touched. Tests register it at run time (`ENTRY`) and run it through `synth generate toy`, a recipe
 and the Ray runner.
