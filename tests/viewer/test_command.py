@@ -24,12 +24,15 @@ def synth(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess
     )
 
 
-def test_a_folder_that_is_not_a_dataset_is_refused_by_name_with_exit_2(tmp_path):
+def test_a_folder_that_is_not_a_readable_dataset_is_refused_by_name_with_exit_2(tmp_path):
     dataset = tmp_path / "ds"
     build_small_dataset(dataset, batches=1)
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in ([empty], [dataset, empty], [tmp_path / "missing"]):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
+    for args in ([empty], [dataset, empty], [tmp_path / "missing"], [dataset, broken]):
         result = synth("view", *args, "--no-browser")
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.startswith("error: ") and str(args[-1]) in result.stderr
