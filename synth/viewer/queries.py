@@ -1,5 +1,6 @@
-"""The viewer's queries, each lazy over the good shards: filter, then count and slice one page; find
-a record by id, its Evol ancestors and children. Memory holds a page, never the dataset."""
+"""The viewer's queries, each lazy over the good shards: a filter finds the positions of its matches
+(their count), then one page of them is read; a record is found by id, with its Evol ancestors and
+children. Memory holds a page and the matches' positions, never the dataset."""
 
 from __future__ import annotations
 
