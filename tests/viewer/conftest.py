@@ -5,6 +5,8 @@ scores, curation rejects, a failed evolution), and one whose text tries to run s
 from __future__ import annotations
 
 import hashlib
+import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -129,7 +131,16 @@ def add_shaped_records(path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def shaped_dataset(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A dataset of every shape, for a test that changes it."""
     path = tmp_path / "shaped"
+    build_small_dataset(path)
+    return path, add_shaped_records(path)
+
+
+@pytest.fixture(scope="module")
+def shaped_readonly(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The same, made once for a module's tests that only read it."""
+    path = tmp_path_factory.mktemp("viewer") / "shaped"
     build_small_dataset(path)
     return path, add_shaped_records(path)
 
@@ -156,3 +167,16 @@ def fingerprint(path: Path) -> dict[str, tuple[int, str]]:
         for f in sorted(path.rglob("*"))
         if f.is_file()
     }
+
+
+RECORD_LINK = re.compile(r'class="record-link" href="/d/0/record\?id=([^&"]+)')
+
+
+def listed_ids(html: str) -> list[str]:
+    """The ids a list page links to, in order."""
+    return RECORD_LINK.findall(html)
+
+
+def text_of(html: str) -> str:
+    """The page's visible text, roughly: tags dropped, entities decoded, spaces collapsed."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())

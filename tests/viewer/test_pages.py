@@ -17,26 +17,15 @@ from synth.shards.card import CALIBRATION_FILE
 from synth.shards.summary import leading_verbs, length_stats
 from synth.viewer import create_app
 from synth.viewer.overview import lengths
-from tests.viewer.conftest import TOKENS, add_shaped_records, build_numbered_dataset
-
-RECORD_LINK = re.compile(r'class="record-link" href="/d/0/record\?id=([^&"]+)')
+from tests.viewer.conftest import TOKENS, add_shaped_records, build_numbered_dataset, listed_ids, text_of
 
 
 def client(*paths: Path) -> TestClient:
     return TestClient(create_app(list(paths)))
 
 
-def listed_ids(html: str) -> list[str]:
-    return RECORD_LINK.findall(html)
-
-
-def text_of(html: str) -> str:
-    """The page's visible text, roughly: tags dropped, entities decoded, spaces collapsed."""
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
-
-
-def test_the_overview_shows_counts_and_a_funnel_from_generated_to_kept(shaped_dataset):
-    path, _ = shaped_dataset
+def test_the_overview_shows_counts_and_a_funnel_from_generated_to_kept(shaped_readonly):
+    path, _ = shaped_readonly
     manifest = read_manifest(path)
     kept, rejected = manifest.rows("kept"), manifest.rows("rejects")
     page = client(path).get("/")
@@ -83,8 +72,8 @@ def test_the_overview_shows_lengths_mix_verbs_tokens_and_stored_reports(shaped_d
     assert f"Leading verbs verb count {verbs['verb'][0]} {verbs['count'][0]}" in text
 
 
-def test_the_overview_counts_words_as_synth_inspect_does(shaped_dataset):
-    path, _ = shaped_dataset
+def test_the_overview_counts_words_as_synth_inspect_does(shaped_readonly):
+    path, _ = shaped_readonly
     figures = lengths(scan(path))
     assert figures["stats"] == length_stats(scan(path)).to_dicts()
     kept = scan(path).collect()
@@ -93,8 +82,8 @@ def test_the_overview_counts_words_as_synth_inspect_does(shaped_dataset):
         assert figures["histogram"][0][field] == (kept[field] == "").sum()  # the empty ones have a row
 
 
-def test_lists_show_kept_records_and_rejects_with_their_reasons(shaped_dataset):
-    path, _ = shaped_dataset
+def test_lists_show_kept_records_and_rejects_with_their_reasons(shaped_readonly):
+    path, _ = shaped_readonly
     viewer = client(path)
     kept = viewer.get("/d/0/records")
     assert set(listed_ids(kept.text)) == set(scan(path).select("id").collect()["id"])
@@ -115,8 +104,8 @@ def test_lists_show_kept_records_and_rejects_with_their_reasons(shaped_dataset):
         ({"kind": "kept", "ability": "math"}, "ability", "math"),
     ],
 )
-def test_a_filter_lists_exactly_the_rows_with_that_value(shaped_dataset, params, column, value):
-    path, _ = shaped_dataset
+def test_a_filter_lists_exactly_the_rows_with_that_value(shaped_readonly, params, column, value):
+    path, _ = shaped_readonly
     frame = scan(path, params["kind"]).collect()
     expected = set(frame.filter(pl.col(column) == value)["id"])
     assert expected and len(expected) < frame.height  # the filter has something to leave out
@@ -125,16 +114,16 @@ def test_a_filter_lists_exactly_the_rows_with_that_value(shaped_dataset, params,
     assert f'<option value="{value}" selected>' in page.text
 
 
-def test_filters_combine_with_each_other_and_with_search(shaped_dataset):
-    path, _ = shaped_dataset
+def test_filters_combine_with_each_other_and_with_search(shaped_readonly):
+    path, _ = shaped_readonly
     page = client(path).get("/d/0/records", params={"kind": "rejects", "phase": "curation", "q": "JOKE"})
     rejects = scan(path, "rejects").collect()
     joke = rejects.filter(pl.col("instruction") == "Tell a joke.")["id"].to_list()
     assert listed_ids(page.text) == joke
 
 
-def test_search_is_a_case_insensitive_literal_substring_of_instruction_input_or_output(shaped_dataset):
-    path, ids = shaped_dataset
+def test_search_is_a_case_insensitive_literal_substring_of_instruction_input_or_output(shaped_readonly):
+    path, ids = shaped_readonly
     viewer = client(path)
 
     def found(text: str) -> set[str]:
@@ -184,8 +173,8 @@ def test_pages_of_a_filtered_list_hold_the_matches_in_order(tmp_path):
     assert beyond.status_code == 200 and listed_ids(beyond.text) == [] and 'id="next"' not in beyond.text
 
 
-def test_an_evolved_record_shows_its_ancestors_and_its_children_kept_and_failed(shaped_dataset):
-    path, ids = shaped_dataset
+def test_an_evolved_record_shows_its_ancestors_and_its_children_kept_and_failed(shaped_readonly):
+    path, ids = shaped_readonly
     chain = scan(path).filter(pl.col("generator") == "evol_instruct").collect().sort("round")
     root, middle = chain["id"][0], chain["id"][1]
     page = client(path).get("/d/0/record", params={"id": middle})
@@ -203,8 +192,8 @@ def test_an_evolved_record_shows_its_ancestors_and_its_children_kept_and_failed(
     assert "Rejected children (1)" in text_of(last.text) and "rejected: evolution / refusal" in text_of(last.text)
 
 
-def test_a_record_page_shows_each_section_its_record_has(shaped_dataset):
-    path, ids = shaped_dataset
+def test_a_record_page_shows_each_section_its_record_has(shaped_readonly):
+    path, ids = shaped_readonly
     viewer = client(path)
 
     def section(name: str, title: str) -> str:
@@ -226,8 +215,8 @@ def test_a_record_page_shows_each_section_its_record_has(shaped_dataset):
     assert "<h2>Preference pair</h2>" not in viewer.get("/d/0/record", params={"id": ids["segment"]}).text
 
 
-def test_record_text_is_escaped_never_markup(shaped_dataset):
-    path, ids = shaped_dataset
+def test_record_text_is_escaped_never_markup(shaped_readonly):
+    path, ids = shaped_readonly
     viewer = client(path)
     for url, params in [
         ("/d/0/record", {"id": ids["hostile"]}),
@@ -240,8 +229,8 @@ def test_record_text_is_escaped_never_markup(shaped_dataset):
     assert '<pre class="record-text" id="text-output">[click](javascript:window.__pwned=3)</pre>' in html
 
 
-def test_an_unknown_record_a_bad_parameter_and_an_unknown_dataset_are_answered_plainly(shaped_dataset):
-    path, _ = shaped_dataset
+def test_an_unknown_record_a_bad_parameter_and_an_unknown_dataset_are_answered_plainly(shaped_readonly):
+    path, _ = shaped_readonly
     viewer = client(path)
     assert viewer.get("/d/0/record", params={"id": "nope"}).status_code == 404
     assert viewer.get("/d/1/records").status_code == 404
@@ -251,8 +240,8 @@ def test_an_unknown_record_a_bad_parameter_and_an_unknown_dataset_are_answered_p
         assert "<h1>Error 400</h1>" in answer.text
 
 
-def test_several_datasets_are_served_side_by_side(shaped_dataset, tmp_path):
-    path, _ = shaped_dataset
+def test_several_datasets_are_served_side_by_side(shaped_readonly, tmp_path):
+    path, _ = shaped_readonly
     other = tmp_path / "numbered"
     build_numbered_dataset(other, kept=3)
     viewer = client(path, other)

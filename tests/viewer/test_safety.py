@@ -16,8 +16,7 @@ from synth.shards import read_manifest, scan
 from synth.shards.layout import MANIFEST
 from synth.viewer import create_app
 from synth.viewer.app import CSP
-from tests.viewer.conftest import fingerprint
-from tests.viewer.test_pages import listed_ids, text_of
+from tests.viewer.conftest import fingerprint, listed_ids, text_of
 
 EVERY_PAGE = [
     "/",
@@ -87,16 +86,16 @@ def test_a_manifest_gone_while_serving_is_an_error_page_not_a_crash(shaped_datas
 
 
 @pytest.mark.parametrize("url", [*EVERY_PAGE, "/d/0/record?id=nope", "/d/9/records", "/nowhere", "/d/0/records?page=0"])
-def test_every_response_carries_the_content_security_policy(shaped_dataset, url):
-    path, _ = shaped_dataset
+def test_every_response_carries_the_content_security_policy(shaped_readonly, url):
+    path, _ = shaped_readonly
     answer = TestClient(create_app([path])).get(url)
     assert answer.headers["content-security-policy"] == CSP
     assert "script-src" not in CSP and "default-src 'none'" in CSP  # no script from anywhere
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
-def test_pages_hold_no_script_and_no_inline_style(shaped_dataset):
-    path, ids = shaped_dataset
+def test_pages_hold_no_script_and_no_inline_style(shaped_readonly):
+    path, ids = shaped_readonly
     viewer = TestClient(create_app([path]))
     for url in [*EVERY_PAGE[:-1], *(f"/d/0/record?id={i}" for i in ids.values())]:
         html = viewer.get(url).text
@@ -119,16 +118,16 @@ def test_serving_every_page_writes_nothing_to_the_dataset(shaped_dataset):
     assert set(before) - set(damaged) == {removed} and set(damaged) <= set(before)
 
 
-def test_only_get_is_answered(shaped_dataset):
-    path, _ = shaped_dataset
+def test_only_get_is_answered(shaped_readonly):
+    path, _ = shaped_readonly
     viewer = TestClient(create_app([path]))
     for method in ("POST", "PUT", "DELETE"):
         assert viewer.request(method, "/d/0/records").status_code == 405
     assert viewer.head("/").status_code == 200
 
 
-def test_a_loopback_viewer_refuses_other_host_names(shaped_dataset):
-    path, _ = shaped_dataset
+def test_a_loopback_viewer_refuses_other_host_names(shaped_readonly):
+    path, _ = shaped_readonly
     viewer = TestClient(create_app([path], allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1:8000")
     assert viewer.get("/").status_code == 200
     rebound = viewer.get("/", headers={"host": "attacker.example:8000"})
