@@ -45,8 +45,9 @@ class Snapshot:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """What the figures computed from this reading depend on (the shards read, by content)."""
-        return tuple((s.path, s.sha256) for s in self.good)
+        """What the figures computed from this reading depend on: the manifest's version (runs and
+        their tokens are shown too) and the shards read, by content."""
+        return (self.manifest.updated_at, *((s.path, s.sha256) for s in self.good))
 
     def rows(self, kind: Kind) -> int:
         """Rows of one kind in the shards that check out (the manifest's count for each)."""

@@ -275,3 +275,16 @@ def test_a_commit_while_serving_shows_on_the_next_request(small_dataset):
     assert after > before
     assert f'<strong class="kept-count">{after}</strong>' in viewer.get("/").text
     assert f"kept ({after})" in viewer.get("/d/0/records").text
+
+
+def test_a_run_that_finishes_while_serving_shows_as_finished(small_dataset):
+    from synth.schemas import RunInfo
+    from synth.shards import DatasetWriter
+
+    viewer = client(small_dataset)
+    with DatasetWriter(small_dataset) as writer:
+        writer.start_run(RunInfo(run_id="late", generator="self_instruct", config={}, engine={}, model="scripted"))
+    assert "late self_instruct scripted running" in text_of(viewer.get("/").text)
+    with DatasetWriter(small_dataset) as writer:
+        writer.finish_run("late")
+    assert "late self_instruct scripted finished" in text_of(viewer.get("/").text)
