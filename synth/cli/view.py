@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -79,7 +80,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def has_browser(environ: dict[str, str] | os._Environ[str], platform: str) -> bool:
+def has_browser(environ: Mapping[str, str], platform: str) -> bool:
     """Whether a graphical browser can open: macOS and Windows have one; elsewhere it needs a display
     (or an explicit $BROWSER). Without one, Python would start a text browser in this terminal."""
     if environ.get("BROWSER"):
