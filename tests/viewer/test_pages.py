@@ -288,3 +288,19 @@ def test_a_run_that_finishes_while_serving_shows_as_finished(small_dataset):
     with DatasetWriter(small_dataset) as writer:
         writer.finish_run("late")
     assert "late self_instruct scripted finished" in text_of(viewer.get("/").text)
+
+
+def test_a_dataset_with_no_shards_yet_shows_zeros(tmp_path):
+    from synth.schemas import RunInfo
+    from synth.shards import DatasetWriter
+
+    path = tmp_path / "new"
+    with DatasetWriter(path) as writer:
+        writer.start_run(RunInfo(run_id="r", generator="self_instruct", config={}, engine={}))
+    viewer = client(path)
+    index = viewer.get("/").text
+    assert '<strong class="kept-count">0</strong>' in index and '<strong class="reject-count">0</strong>' in index
+    assert "generated (kept + rejects) 0 kept 0" in text_of(index)
+    for params in ({}, {"kind": "rejects", "q": "x"}):
+        page = viewer.get("/d/0/records", params=params)
+        assert page.status_code == 200 and "Nothing matches." in text_of(page.text)
