@@ -68,6 +68,17 @@ class Viewer:
             self.process.wait()
 
 
+def follow(driver, element) -> None:
+    """Click `element` and wait until the page it leads to has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
 @pytest.mark.e2e
 def test_a_browser_lists_filters_and_opens_records_and_runs_nothing_from_record_text(shaped_dataset):
     from selenium.webdriver.common.by import By
@@ -86,28 +97,28 @@ def test_a_browser_lists_filters_and_opens_records_and_runs_nothing_from_record_
         funnel = driver.find_element(By.CLASS_NAME, "funnel")
         assert "generation / heuristic" in funnel.text and "curation / judge" in funnel.text
 
-        driver.find_element(By.LINK_TEXT, "kept").click()  # the list of kept records
+        follow(driver, driver.find_element(By.LINK_TEXT, "kept"))  # the list of kept records
         assert len(driver.find_elements(By.CSS_SELECTOR, "tr.record")) == manifest.rows("kept")
 
-        driver.find_element(By.ID, "tab-rejects").click()  # rejects, filtered by stage
+        follow(driver, driver.find_element(By.ID, "tab-rejects"))  # rejects, filtered by stage
         Select(driver.find_element(By.ID, "filter-stage")).select_by_value("judge")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         rows = driver.find_elements(By.CSS_SELECTOR, "tr.record")
         assert "stage=judge" in driver.current_url and len(rows) == 1
         assert "curation / judge" in rows[0].text and "score below 4" in rows[0].text
 
-        rows[0].find_element(By.CLASS_NAME, "record-link").click()  # a reject's page
+        follow(driver, rows[0].find_element(By.CLASS_NAME, "record-link"))  # a reject's page
         assert driver.find_element(By.TAG_NAME, "h1").text.startswith("Reject")
         assert "score below 4" in driver.find_element(By.CLASS_NAME, "reject").text
 
         driver.get(url + "d/0/records?kind=kept")  # search finds the hostile record; open it
         search = driver.find_element(By.ID, "search")
         search.send_keys("__PWNED")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         assert driver.execute_script("return window.__pwned") is None
         links = driver.find_elements(By.CLASS_NAME, "record-link")
         assert [link.text for link in links] == [ids["hostile"]]
-        links[0].click()
+        follow(driver, links[0])
         assert driver.execute_script("return window.__pwned") is None
         shown = {name: driver.find_element(By.ID, f"text-{name}").text for name in ("instruction", "input", "output")}
         assert shown == {"instruction": HOSTILE_INSTRUCTION, "input": HOSTILE_INPUT, "output": HOSTILE_OUTPUT}
