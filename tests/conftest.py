@@ -8,24 +8,36 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 
-import pytest
+# Whether pytest is loading this file (a command a test starts may import it for a responder).
+_UNDER_PYTEST = "_pytest" in sys.modules
 
-# Isolate Prefect from the user's profile and keep it quiet; set before Prefect is imported.
-_PREFECT_HOME = tempfile.mkdtemp(prefix="synth-test-prefect-")
-# At exit, after the handlers of everything imported later (Prefect's among them) have run.
-atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
-os.environ["PREFECT_HOME"] = _PREFECT_HOME
-os.environ["PREFECT_API_URL"] = ""
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+import pytest  # noqa: E402
+
+
+def _isolate_prefect() -> None:
+    """Keep Prefect away from the user's profile and quiet. Set before Prefect is imported, and only
+    when pytest loads this file: a command a test starts may import it for a scripted responder,
+    and must keep the Prefect server the test handed it."""
+    home = tempfile.mkdtemp(prefix="synth-test-prefect-")
+    # At exit, after the handlers of everything imported later (Prefect's among them) have run.
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ["PREFECT_HOME"] = home
+    os.environ["PREFECT_API_URL"] = ""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+if _UNDER_PYTEST:
+    _isolate_prefect()
 
 from synth.engines import ChatRequest  # noqa: E402
 
@@ -129,13 +141,29 @@ def small_dataset(tmp_path):
     return path
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start commands (their module imports subprocess) share the session's Prefect
+    server, as the flows run in this process do: see `prefect_harness`."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if hasattr(module, "subprocess") and "prefect_harness" not in item.fixturenames:
+            item.fixturenames.append("prefect_harness")  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the whole session (it takes seconds to start)."""
+    """One temporary Prefect server for the whole session, for the flows run in this process and
+    for the commands the tests start (through PREFECT_API_URL): without it each command would
+    start a temporary server of its own, about 17 s here."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield
+        finally:
+            os.environ["PREFECT_API_URL"] = ""
 
 
 @pytest.fixture(scope="session")
