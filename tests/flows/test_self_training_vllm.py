@@ -38,7 +38,9 @@ def test_trained_models_write_grade_and_regrade_real_segments(tmp_path):
         augment_sampling=SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=48),
         grade_sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=96), self_train=loop,
     )  # fmt: skip
-    engine = VLLMEngineConfig(cpu_kvcache_gib=1, max_model_len=1024)
+    # Each model's engine core in this process where it can be (the grader beside the backward
+    # model gets a process of its own): on a CPU it loads in about half the time.
+    engine = VLLMEngineConfig(cpu_kvcache_gib=1, max_model_len=1024, in_process=True)
     summary = run_self_training(config, engine, DatasetConfig(path=str(tmp_path / "out")))
 
     work = tmp_path / "out.self-train" / "models"
