@@ -18,10 +18,14 @@ from synth.shards import read_manifest, scan, verify
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
+SEEDS = 4  # two chunks of two: enough for pipelining, lineage over two rounds and eliminations
+
 
 def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp_path, vllm_engine):
     summary = run_evol_instruct(
-        EvolInstructConfig(source=str(DEFAULT_SEEDS), rounds=2, limit=6, chunk_size=3, profile="small-model"),
+        EvolInstructConfig(
+            source=str(DEFAULT_SEEDS), rounds=2, limit=SEEDS, chunk_size=SEEDS // 2, profile="small-model"
+        ),
         VLLMEngineConfig(),
         DatasetConfig(path=str(tmp_path / "evol")),
         model=vllm_engine,
@@ -32,7 +36,7 @@ def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp
     rounds = read_manifest(tmp_path / "evol").runs[summary["run_id"]].state["rounds"]
     assert set(rounds) == {"0", "1", "2"}
     for funnel in rounds.values():
-        assert funnel["in"] == 6 == funnel["evolved"] + sum(funnel["eliminated"].values())
+        assert funnel["in"] == SEEDS == funnel["evolved"] + sum(funnel["eliminated"].values())
     rejects = scan(tmp_path / "evol", "rejects").collect()
     # Every elimination is a reject: of the evolution stage, or of the curation rules that screen
     # each round (counted in the funnel as "STAGE: reason"); the curation chain may drop records
@@ -53,7 +57,7 @@ def test_real_engine_evolves_seed_tasks_with_lineage_and_an_accounted_funnel(tmp
     assert (curated["phase"] == "curation").all()
     kept = scan(tmp_path / "evol").collect()
     assert kept.height == summary["kept"]
-    seed_ids = {f"seed_task_{i}" for i in range(6)}
+    seed_ids = {f"seed_task_{i}" for i in range(SEEDS)}
     # Round 0: the seed tasks themselves, with their own first instance.
     zero = kept.filter(pl.col("round") == 0)
     assert sorted(zero["root_id"]) == sorted(seed_ids)
