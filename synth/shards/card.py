@@ -115,8 +115,8 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
         lines.append("No rejects.")
     lines += _pair_section(manifest)
     lines += _reflection_section(manifest)
-    lines += _stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, _evaluation_lines)
-    lines += _stored_section("Judge calibration", CALIBRATION_FILE, calibration, _calibration_lines)
+    lines += stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, evaluation_lines)
+    lines += stored_section("Judge calibration", CALIBRATION_FILE, calibration, calibration_lines)
     lines += [
         "",
         "## Loading",
@@ -205,7 +205,7 @@ def _flip_lines(manifest: Manifest) -> list[str]:
     return ["", *lines] if lines else []
 
 
-def _stored_section(title: str, file: str, data: dict | None, body: Callable[[dict], list[str]]) -> list[str]:
+def stored_section(title: str, file: str, data: dict | None, body: Callable[[dict], list[str]]) -> list[str]:
     """A section made from a report stored beside the manifest (`body` of its data), where one is."""
     if not data:
         return []
@@ -264,7 +264,7 @@ def _difference_line(diff: dict | None) -> list[str]:
     ]
 
 
-def _evaluation_lines(evaluation: dict) -> list[str]:
+def evaluation_lines(evaluation: dict) -> list[str]:
     """The proxy evaluation (`synth evaluate`) of the dataset."""
     benchmarks = _benchmark_lines(evaluation.get("benchmarks", {}), evaluation.get("differences", {}))
     if not evaluation.get("reference_pairs"):  # benchmarks only
@@ -302,7 +302,7 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
     ]
 
 
-def _calibration_lines(calibration: dict) -> list[str]:
+def calibration_lines(calibration: dict) -> list[str]:
     """How well the curation judge separated good from bad responses (`synth judge-check`)."""
     auc = "n/a" if calibration["auc"] is None else f"{calibration['auc']:.3f}"
     agreement = "n/a" if calibration["agreement"] is None else f"{calibration['agreement']:.1%}"

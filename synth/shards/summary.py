@@ -100,7 +100,7 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
         "judge_scores": scores.sort("judge_score").collect().to_dicts(),
         "evolution_rounds": rounds.sort("round").collect().to_dicts(),
         "languages": mix("language"),
-        "abilities": _against_targets(mix("ability"), manifest),
+        "abilities": against_targets(mix("ability"), manifest),
         "sources": sources.sort("count", descending=True).head(20).collect().to_dicts(),
         "classification_share": kept_df.select(pl.col("is_classification").cast(pl.Float64).mean()).item() or 0.0,
         "samples": _sample(kept_df, sample, seed, ["id", "instruction", "input", "output", "generator"]),
@@ -124,7 +124,7 @@ def _before_and_after(kept: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
+def against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
     """The ability mix with each ability's target where a run asked for a mixture (the latest
     run's targets win), abilities with a target but no record included."""
     targets: dict[str, int] = {}

@@ -17,8 +17,8 @@ from typing import Any
 import polars as pl
 
 from synth.schemas.records import RejectStage
-from synth.shards.card import CALIBRATION_FILE, EVALUATION_FILE, _calibration_lines, _evaluation_lines, _stored_section
-from synth.shards.summary import _against_targets, leading_verbs
+from synth.shards.card import CALIBRATION_FILE, EVALUATION_FILE, calibration_lines, evaluation_lines, stored_section
+from synth.shards.summary import against_targets, leading_verbs
 from synth.viewer.data import Snapshot
 
 LENGTH_FIELDS = ("instruction", "input", "output")
@@ -43,7 +43,7 @@ def overview(snapshot: Snapshot) -> dict[str, Any]:
         "lengths": lengths(kept),
         "generators": _mix(kept, "generator"),
         "languages": _mix(kept, "language"),
-        "abilities": _against_targets(_mix(kept, "ability"), manifest),
+        "abilities": against_targets(_mix(kept, "ability"), manifest),
         "leading_verbs": _streamed(lambda: leading_verbs(kept)).to_dicts(),
         "tokens": tokens(snapshot),
         "reports": stored_reports(snapshot.root),
@@ -158,10 +158,10 @@ def stored_reports(root: Path) -> list[dict[str, str]]:
     card words them (its Markdown, shown as text)."""
     out = []
     for title, file, body in (
-        ("Proxy evaluation", EVALUATION_FILE, _evaluation_lines),
-        ("Judge calibration", CALIBRATION_FILE, _calibration_lines),
+        ("Proxy evaluation", EVALUATION_FILE, evaluation_lines),
+        ("Judge calibration", CALIBRATION_FILE, calibration_lines),
     ):
-        lines = _stored_section(title, file, _read_report(root / file), body)
+        lines = stored_section(title, file, _read_report(root / file), body)
         if lines:
             out.append({"title": title, "file": file, "text": "\n".join(lines[3:]).strip()})
     return out
