@@ -343,7 +343,7 @@ def test_generate_and_in_place_curate_at_once_through_the_cli_lose_nothing(tmp_p
     engine = tmp_path / "engine.json"
     # Replies that take their time: the run must still hold the dataset when `curate` first tries.
     engine.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.ray_scripts:slow_pipeline"}))
-    env = {**os.environ, "PYTHONPATH": str(root_dir), "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "p")}
+    env = {**os.environ, "PYTHONPATH": str(root_dir)}  # the session's Prefect server (PREFECT_API_URL)
     out = tmp_path / "ds"
     # Its output goes to a file: a pipe nobody reads until the end fills up and stalls a long run.
     log = tmp_path / "generate.log"
