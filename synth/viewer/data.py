@@ -16,7 +16,7 @@ import polars as pl
 
 from synth.schemas import Manifest, ShardInfo
 from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
-from synth.shards.layout import MANIFEST, DatasetError, read_manifest
+from synth.shards.layout import MANIFEST, DatasetError, is_dataset, read_manifest
 from synth.shards.read import shard_path, shard_problem
 
 Kind = Literal["kept", "rejects"]
@@ -97,7 +97,7 @@ class DatasetView:
         return self.root.resolve().name or str(self.root)
 
     def snapshot(self) -> Snapshot:
-        if not (self.root / MANIFEST).is_file():
+        if not is_dataset(self.root):
             raise DatasetError(f"{self.root}: {MANIFEST} is gone; not a dataset folder any more")
         return take_snapshot(self.root)
 
@@ -124,7 +124,7 @@ def open_datasets(paths: list[Path]) -> list[DatasetView]:
     """A view per folder, numbered in the order given; a folder that is not a dataset is a DatasetError."""
     views = []
     for number, path in enumerate(paths):
-        if not (path / MANIFEST).is_file():
+        if not is_dataset(path):
             raise DatasetError(f"{path}: no {MANIFEST}; not a dataset folder")
         read_manifest(path)  # an unreadable manifest is refused now, before anything is served
         views.append(DatasetView(number, path))

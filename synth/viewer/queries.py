@@ -151,16 +151,26 @@ def facets(snapshot: Snapshot, kind: Kind, top: int = 200) -> dict[str, list[tup
     return {name: list(result.iter_rows()) for name, result in zip(names, results, strict=True) if result.height}
 
 
+def _locate(snapshot: Snapshot, record_id: str, kinds: Sequence[Kind]) -> tuple[Kind, pl.LazyFrame, pl.Series] | None:
+    """The first of `kinds` holding a row with this id: the kind, its frame and the positions of
+    every row with the id. Only the id column is read."""
+    for kind in kinds:
+        frame = snapshot.frame(kind)
+        found = positions(frame, pl.col("id") == record_id)
+        if found.len():
+            return kind, frame, found
+    return None
+
+
 def find_record(snapshot: Snapshot, record_id: str, prefer: Kind = "kept") -> tuple[Kind, dict[str, Any], int] | None:
     """The record (or reject) with this id, the kind it was found in, and how many rows of that
     kind share the id; looked up in `prefer`'s shards first. The id column is read to find it,
     then its one row."""
-    for kind in (prefer, "rejects" if prefer == "kept" else "kept"):
-        frame = snapshot.frame(kind)
-        found = positions(frame, pl.col("id") == record_id)
-        if found.len():
-            return kind, frame.slice(int(found[0]), 1).collect().row(0, named=True), found.len()
-    return None
+    located = _locate(snapshot, record_id, (prefer, "rejects" if prefer == "kept" else "kept"))
+    if located is None:
+        return None
+    kind, frame, found = located
+    return kind, frame.slice(int(found[0]), 1).collect().row(0, named=True), found.len()
 
 
 def _lineage_columns(kind: Kind) -> list[pl.Expr | str]:
@@ -192,12 +202,11 @@ def ancestors(snapshot: Snapshot, record: Mapping[str, Any]) -> list[dict[str, A
 
 
 def _lineage_row(snapshot: Snapshot, record_id: str) -> dict[str, Any] | None:
-    for kind in KINDS:
-        frame = snapshot.frame(kind)
-        found = positions(frame, pl.col("id") == record_id)
-        if found.len():
-            return {**rows_at(frame, found[:1].to_list(), _lineage_columns(kind)).row(0, named=True), "kind": kind}
-    return None
+    located = _locate(snapshot, record_id, KINDS)
+    if located is None:
+        return None
+    kind, frame, found = located
+    return {**rows_at(frame, found[:1].to_list(), _lineage_columns(kind)).row(0, named=True), "kind": kind}
 
 
 def children(snapshot: Snapshot, record_id: str, limit: int = PAGE_SIZE) -> dict[Kind, list[dict[str, Any]]]:
