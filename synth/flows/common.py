@@ -159,14 +159,15 @@ class Pace:
     """How fast a run goes in this session: the share done, the time left at this pace, and the
     tokens the model writes per second (from the run's token counts)."""
 
-    def __init__(self, fraction: float, tokens: dict[str, Any]) -> None:
-        self.started = time.monotonic()
+    def __init__(self, fraction: float, tokens: dict[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
         self.fraction = fraction
         self.tokens = _completion_tokens(tokens)
 
     def figures(self, fraction: float, tokens: dict[str, Any]) -> tuple[float, float | None, float | None]:
         """(share done, seconds left, completion tokens per second); None where not yet known."""
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         done = min(1.0, fraction)
         left = None
         if done < 1.0 and done > self.fraction and elapsed > 0:
