@@ -176,6 +176,21 @@ def vllm_engine():
     close_engines()
 
 
+def capped(config, max_tokens: int):
+    """`config` with each of its sampling settings allowed at most `max_tokens` per reply. On a CPU
+    a batch decodes one token per step for as long as its longest reply runs, so the real-engine
+    tests whose checks do not depend on long replies cap them: the suite's time is mostly theirs."""
+    from synth.schemas import Sampling
+
+    updates = {
+        name: value.model_copy(update={"max_tokens": min(value.max_tokens, max_tokens)})
+        for name, value in config
+        if isinstance(value, Sampling)
+    }
+    assert updates, f"{type(config).__name__} has no sampling settings to cap"
+    return config.model_copy(update=updates)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

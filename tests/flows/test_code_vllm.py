@@ -1,9 +1,10 @@
 """Code generation through the real vLLM engine on the embedded model and the real sandbox.
 
-The run uses the `small-model` profile (three demonstrations, four answers per task, short
-replies): the paper's 8 demonstrations and 1536-token replies take many minutes here. The 135M model
-rarely writes code that passes its own tests, so the test checks that every seed and every answer
-is accounted for, with the stage and kind it ended in, not how many records were kept.
+The runs use the `small-model` profile (three demonstrations), with two answers per task and
+replies capped at 256 tokens: the paper's 8 demonstrations, 10 answers and 1536-token replies take
+many minutes here. The 135M model rarely writes code that passes its own tests, so the test checks
+that every seed and every answer is accounted for, with the stage and kind it ended in, not how many
+records were kept.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from synth.sandbox import KINDS
 from synth.schemas import DatasetConfig, VLLMEngineConfig
 from synth.schemas.code import SelfCodeAlignConfig
 from synth.shards import read_manifest, scan, verify
+from tests.conftest import capped
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_the_embedded_model_writes_tasks_and_answers_that_run_in_the_sandbox(tmp_path, vllm_engine):
-    config = SelfCodeAlignConfig(profile="small-model", num_records=50, batch_size=3, max_batches=1)
+    config = capped(
+        SelfCodeAlignConfig(profile="small-model", num_records=50, batch_size=3, max_batches=1, samples=2), 256
+    )
     summary = run_self_code_align(
         config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "code")), model=vllm_engine
     )
@@ -52,7 +56,7 @@ def test_the_embedded_model_writes_oss_instruct_problems_from_real_snippets(tmp_
     from synth.flows.code import run_oss_instruct
     from synth.schemas.code import OSSInstructConfig
 
-    config = OSSInstructConfig(profile="small-model", num_records=50, batch_size=4, max_batches=1)
+    config = capped(OSSInstructConfig(profile="small-model", num_records=50, batch_size=4, max_batches=1), 384)
     run_oss_instruct(config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "oss")), model=vllm_engine)
     path = tmp_path / "oss"
     assert verify(path) == []

@@ -13,30 +13,9 @@ import pytest
 from synth.flows.self_instruct import run_self_instruct
 from synth.schemas import DatasetConfig, SelfInstructConfig, VLLMEngineConfig
 from synth.shards import read_manifest, scan, verify
+from tests.conftest import capped
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("prefect_harness")]
-
-
-def test_real_engine_run_writes_a_valid_dataset_with_provenance(tmp_path, vllm_engine):
-    summary = run_self_instruct(
-        SelfInstructConfig(num_records=4, prompts_per_batch=4, max_batches=2, include_seed_tasks=False),
-        VLLMEngineConfig(),
-        DatasetConfig(path=str(tmp_path / "ds")),
-        model=vllm_engine,
-    )
-    assert verify(tmp_path / "ds") == []
-    manifest = read_manifest(tmp_path / "ds")
-    assert summary["kept"] + summary["rejected"] > 0
-    assert manifest.rows("kept") == summary["kept"] and manifest.rows("rejects") == summary["rejected"]
-    rejects = scan(tmp_path / "ds", "rejects").collect()
-    assert rejects.filter(pl.col("stage").is_null() | (pl.col("reason") == "")).height == 0
-    # The embedded model does produce new tasks with this seed (seen in every run so far).
-    kept = pl.read_parquet(tmp_path / "ds" / "data" / "*.parquet")
-    assert kept.height > 0
-    row = kept.row(0, named=True)
-    assert row["model"] == "SmolLM2-135M-Instruct" and row["generator"] == "self_instruct"
-    assert row["output"] and row["messages"][-1]["content"] == row["output"]
-    assert row["novelty_rouge_l"] <= 0.7 and row["template_hash"]
 
 
 def test_cli_generates_a_dataset_on_the_embedded_model(tmp_path):
@@ -50,38 +29,46 @@ def test_cli_generates_a_dataset_on_the_embedded_model(tmp_path):
     assert verify(tmp_path / "demo") == []
 
 
-def test_paper_profile_on_the_embedded_model_sends_the_papers_prompts_and_parses_the_replies(vllm_engine):
-    """The paper's settings reach the embedded model: instance prompts hold the paper's worked
-    tasks (16 output-first, 11 input-first) and ask for up to 5 instances, each reply becomes
-    records or instance rejects with a reason, and records name their 8 demos. (How many instances
-    the tiny model writes per task varies from run to run; the parse of several is tested with
-    scripted replies.)"""
-    from synth.generators.seeds import load_seed_tasks
-    from synth.generators.self_instruct import SelfInstructGenerator
-
+def test_a_paper_run_on_the_embedded_model_sends_the_papers_prompts_and_writes_a_dataset_with_provenance(
+    tmp_path, vllm_engine, monkeypatch
+):
+    """The paper's settings reach the embedded model through the flow: instance prompts hold the
+    paper's worked tasks (16 output-first, 11 input-first) and ask for up to 5 instances, each reply
+    becomes records or instance rejects with a reason, records name their 8 demos, and the dataset
+    checks out with each record's provenance. (How many instances the tiny model writes per task
+    varies from run to run; the parse of several is tested with scripted replies.)"""
     sent: list = []
+    chat = vllm_engine.chat
 
-    class Recording:
-        model_name = vllm_engine.model_name
+    def recording(requests):
+        sent.extend(requests)
+        return chat(requests)
 
-        def chat(self, requests):
-            sent.extend(requests)
-            return vllm_engine.chat(requests)
-
-    # Four prompts: the paper's instance prompts are long to prefill on a CPU.
-    config = SelfInstructConfig(prompts_per_batch=4)
-    gen = SelfInstructGenerator(config, Recording(), load_seed_tasks(), run_id="p")
-    result = gen.run_batch(0)
+    monkeypatch.setattr(vllm_engine, "chat", recording)
+    # One batch of four prompts: the paper's instance prompts are long to prefill on a CPU.
+    config = SelfInstructConfig(num_records=4, prompts_per_batch=4, max_batches=1, include_seed_tasks=False)
+    summary = run_self_instruct(config, VLLMEngineConfig(), DatasetConfig(path=str(tmp_path / "ds")), model=vllm_engine)
     instance_requests = [r for r in sent if r.tag.startswith("self_instruct_instances")]
     assert instance_requests, [r.tag for r in sent]
     for request in instance_requests:
         worked = request.messages[-1].content.count("Task:") - 1  # the last one is the new task's
         assert worked == (16 if request.tag.endswith("output_first") else 11), request.tag
         assert request.sampling.max_tokens == config.instance_sampling.max_tokens
-    tasks = {r.instruction for r in result.kept} | {r.instruction for r in result.rejects if r.stage == "instance"}
-    assert tasks and all(r.reason for r in result.rejects)
-    assert all(len(r.demos) == 8 for r in result.kept)
-    per_task = Counter(r.instruction for r in result.kept)
+    assert verify(tmp_path / "ds") == []
+    manifest = read_manifest(tmp_path / "ds")
+    assert manifest.rows("kept") == summary["kept"] and manifest.rows("rejects") == summary["rejected"]
+    kept, rejects = scan(tmp_path / "ds").collect(), scan(tmp_path / "ds", "rejects").collect()
+    assert rejects.filter(pl.col("stage").is_null() | (pl.col("reason") == "")).height == 0
+    instanced = rejects.filter(pl.col("stage") == "instance")
+    assert kept.height + instanced.height > 0
+    # The embedded model does produce new tasks with this seed (seen in every run so far).
+    assert kept.height > 0
+    row = kept.row(0, named=True)
+    assert row["model"] == "SmolLM2-135M-Instruct" and row["generator"] == "self_instruct"
+    assert row["output"] and row["messages"][-1]["content"] == row["output"]
+    assert row["novelty_rouge_l"] <= 0.7 and row["template_hash"]
+    assert all(len(demos) == 8 for demos in kept["demos"].to_list())
+    per_task = Counter(kept["instruction"].to_list())
     assert config.instances_per_task == 5 and all(n <= 5 for n in per_task.values())
 
 
@@ -91,15 +78,17 @@ def test_a_chinese_run_on_the_embedded_model_keeps_chinese_tasks_with_language_a
     detected language and an ability tag; everything else is a reject with a reason."""
     from synth.filters.abilities import ABILITIES
 
+    # One batch, replies of at most 256 tokens: enough for a list of tasks and their instances.
+    config = SelfInstructConfig(
+        language="zh",
+        profile="small-model",
+        num_records=3,
+        prompts_per_batch=4,
+        max_batches=1,
+        include_seed_tasks=False,
+    )
     summary = run_self_instruct(
-        SelfInstructConfig(
-            language="zh",
-            profile="small-model",
-            num_records=3,
-            prompts_per_batch=4,
-            max_batches=2,
-            include_seed_tasks=False,
-        ),
+        capped(config, 256),
         VLLMEngineConfig(),
         DatasetConfig(path=str(tmp_path / "zh")),
         model=vllm_engine,
