@@ -47,6 +47,9 @@ def test_evol_instruct_runs_on_a_ray_worker_with_the_embedded_model(tmp_path, re
                 "rounds": 1,
                 "limit": 4,
                 "profile": "small-model",
+                # Short replies: the test is about where the model runs, not what it writes.
+                "evolve_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192},
+                "response_sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192},
             }
         ],
     }
