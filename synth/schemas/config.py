@@ -106,6 +106,8 @@ class VLLMEngineConfig(_Strict):
 
     kind: Literal["vllm"] = "vllm"
     model: str | None = None
+    # "auto": the model's own, except on a CPU without bfloat16 instructions, where it is float32
+    # (emulated bfloat16 decodes far slower; see `synth.engines.vllm_local.cpu_dtype`).
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int = Field(default=2048, gt=0)
     tensor_parallel_size: int = Field(default=1, ge=1)

@@ -25,6 +25,15 @@ def test_batch_returns_one_completion_per_request_in_order_with_token_counts(vll
     assert vllm_engine.model_name == "SmolLM2-135M-Instruct"
 
 
+def test_the_engine_runs_in_the_dtype_chosen_for_this_cpu(vllm_engine):
+    """`dtype: auto` on a CPU: float32 where the CPU has no bfloat16 instructions, else the
+    model's own (bfloat16 for the embedded model)."""
+    from synth.engines.vllm_local import cpu_dtype
+
+    expected = "bfloat16" if cpu_dtype("auto") == "auto" else cpu_dtype("auto")
+    assert str(vllm_engine.llm.model_config.dtype) == f"torch.{expected}"
+
+
 def test_token_limit_is_reported_as_length(vllm_engine):
     [c] = vllm_engine.chat(
         [ask("Write a long story about a dragon.", sampling=Sampling(temperature=0.0, max_tokens=5))]

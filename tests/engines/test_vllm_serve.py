@@ -18,6 +18,7 @@ import pytest
 
 from synth.engines import ChatRequest
 from synth.engines.openai_http import OpenAIEngine
+from synth.engines.vllm_local import cpu_dtype, has_cuda
 from synth.flows.common import watching
 from synth.flows.curate import curate_file
 from synth.flows.self_instruct import run_self_instruct
@@ -45,6 +46,7 @@ def server(tmp_path_factory):
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
         "--host", "127.0.0.1", "--port", str(port),
         "--served-model-name", NAME, "--enforce-eager", "--max-model-len", "1024", "--seed", "0",
+        "--dtype", "auto" if has_cuda() else cpu_dtype("auto"),  # as the in-process engine would run
     ]  # fmt: skip
     with log.open("wb") as out:
         # A session of its own: killing its process group stops the server's engine processes too.
