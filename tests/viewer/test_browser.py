@@ -69,14 +69,19 @@ class Viewer:
 
 
 def follow(driver, element) -> None:
-    """Click `element` and wait until the page it leads to has replaced this one."""
+    """Click `element` and wait until the page it leads to has replaced this one and loaded.
+    While the old page is torn down, Chromium may answer a question about it with an inspector
+    error instead of "stale element": that too means "not yet", and the wait asks again."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 @pytest.mark.e2e
