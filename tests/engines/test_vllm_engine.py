@@ -30,7 +30,8 @@ def test_the_engine_runs_in_the_dtype_chosen_for_this_cpu(vllm_engine):
     model's own (bfloat16 for the embedded model)."""
     from synth.engines.vllm_local import cpu_dtype
 
-    expected = "bfloat16" if cpu_dtype("auto") == "auto" else cpu_dtype("auto")
+    chosen = cpu_dtype("auto")
+    expected = "bfloat16" if chosen == "auto" else chosen
     assert str(vllm_engine.llm.model_config.dtype) == f"torch.{expected}"
 
 
