@@ -143,6 +143,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     backward_model: Engine | None = None
     trained_backward: bool = False  # the backward model was fine-tuned (self-training): no few-shot prompt
     generator: ClassVar[str] = GENERATOR
+    live: ClassVar[tuple[str, str, str] | None] = ("backward_model", "a live backward engine", "give it as a config")
 
     def build(self, maker: Maker) -> BacktranslationGenerator:
         backward = self.backward_model
@@ -151,11 +152,6 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
         return BacktranslationGenerator(
             self.config, maker.engine, self.seeds.pairs, self.run_id, backward, self.trained_backward
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        if self.backward_model is not None:
-            raise ValueError("a live backward engine cannot be sent to Ray workers: give it as a config")
-        return super().__getstate__()
 
     def open(self, run: RunContext) -> str:
         return f"Backtranslation of {self.config.docs} into {run.dataset.path}: rounds done of {self.config.rounds}"

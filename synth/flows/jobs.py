@@ -151,6 +151,9 @@ class Built(MergedState, Generic[G]):
 
     _gen: G | None = field(default=None, init=False, repr=False)
     _maker: Maker | None = field(default=None, init=False, repr=False)
+    # A field that may hold live engines (tests), which cannot be shipped to Ray workers: its
+    # name, what it holds and what to give instead, for the error that says so. None: no such field.
+    live: ClassVar[tuple[str, str, str] | None] = None
 
     def build(self, maker: Maker) -> G:
         raise NotImplementedError
@@ -171,6 +174,9 @@ class Built(MergedState, Generic[G]):
         return self._gen
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.live is not None and getattr(self, self.live[0]) is not None:
+            _, held, instead = self.live
+            raise ValueError(f"{held} cannot be sent to Ray workers: {instead}")
         state = dict(self.__dict__)
         state["_gen"] = state["_maker"] = None
         return state
@@ -193,8 +199,8 @@ class ChunkedJob(Built[G]):
 
     @staticmethod
     def add_counts(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-        """The run's counts so far with one chunk's added."""
-        raise NotImplementedError
+        """The run's counts so far with one chunk's added: by default, count by count."""
+        return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
 
     def counted(self, made: Outcome, counts: dict[str, Any]) -> Batch:
         """The batch of a chunk the generator `made`, whose `counts` add to the run's when it commits."""

@@ -31,10 +31,6 @@ def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: l
     return run_id(GENERATOR, config.identity(), digest, templates, engine.kind, engine.model)
 
 
-def merge_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
-    return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
-
-
 @dataclass
 class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     """The preference pairs' part of a run (see `synth.flows.jobs`): one batch per chunk of source
@@ -43,8 +39,8 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     config: PreferencesConfig
     writers: Sequence[Engine] | None = None  # live response engines (tests); None: from the config
     generator: ClassVar[str] = GENERATOR
+    live: ClassVar[tuple[str, str, str] | None] = ("writers", "live response engines", "name them in response_engines")
     counts_key: ClassVar[str | None] = "pairs"
-    add_counts = staticmethod(merge_counts)
 
     def build(self, maker: Maker) -> PreferencesGenerator:
         writers = self.writers
@@ -52,11 +48,6 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
             writers = [get_engine(e) for e in self.config.response_engines]
         parents = Path(self.config.source).is_dir()
         return PreferencesGenerator(self.config, maker.engine, self.run_id, writers=writers, parents=parents)
-
-    def __getstate__(self) -> dict[str, Any]:
-        if self.writers is not None:
-            raise ValueError("live response engines cannot be sent to Ray workers: name them in response_engines")
-        return super().__getstate__()
 
     def open(self, run: RunContext) -> str:
         return f"Preference pairs into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"

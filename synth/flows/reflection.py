@@ -27,10 +27,6 @@ def reflection_run_id(config: ReflectionConfig, engine: EngineConfig, items: lis
     return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
 
 
-def add_counts(total: dict[str, int], new: dict[str, int]) -> dict[str, int]:
-    return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
-
-
 @dataclass
 class ReflectionJob(ChunkedJob[ReflectionGenerator]):
     """Recycling's part of a run (see `synth.flows.jobs`): one batch per chunk of source pairs; the
@@ -39,19 +35,14 @@ class ReflectionJob(ChunkedJob[ReflectionGenerator]):
     config: ReflectionConfig
     student: Engine | None = None  # a live student engine (tests); None: from the config, or the teacher
     generator: ClassVar[str] = GENERATOR
+    live: ClassVar[tuple[str, str, str] | None] = ("student", "a live student engine", "name it in student_engine")
     counts_key: ClassVar[str | None] = "recycled"
-    add_counts = staticmethod(add_counts)
 
     def build(self, maker: Maker) -> ReflectionGenerator:
         student = self.student
         if student is None and self.config.student_engine is not None:
             student = get_engine(self.config.student_engine)
         return ReflectionGenerator(self.config, maker.engine, student, self.run_id)
-
-    def __getstate__(self) -> dict[str, Any]:
-        if self.student is not None:
-            raise ValueError("a live student engine cannot be sent to Ray workers: name it in student_engine")
-        return super().__getstate__()
 
     def open(self, run: RunContext) -> str:
         return f"Recycling into {run.dataset.path}: chunks of {self.config.chunk_size} pairs done"
