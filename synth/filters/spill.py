@@ -79,24 +79,54 @@ def position(i: int, length: int) -> int:
     return k
 
 
-class Strings(Sequence[str]):
-    """A growing column of strings in mapped files: UTF-8 bytes back to back and int64 offsets.
-    Reads back by position (`column[i]`, a slice, iteration) and forgets its tail (`truncate`);
-    about one byte per character in files, nothing per string in the process."""
+class StringSequence(Sequence[str]):
+    """Strings read by position: a subclass says its length and gives its `k`th string (`at`, for
+    0 <= k < length); they read by an index counted from either end, or by a slice."""
 
-    def __init__(self, spill: Spill | None = None) -> None:
+    def at(self, k: int) -> str:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self.at(k) for k in range(*i.indices(len(self)))]
+        return self.at(position(i, len(self)))
+
+
+class _Mapped:
+    """A table that grows in a `Spill`'s mapped files: its rows (`_n`) and its arrays' files."""
+
+    def __init__(self, spill: Spill | None) -> None:
         self._spill = spill or Spill()
-        self._bytes = self._spill.empty(1 << 12, np.uint8)
-        self._offsets = self._spill.empty(1 << 10, np.int64)  # offsets[0] stays 0
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
 
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
     @property
     def nbytes(self) -> int:
         """Bytes of its mapped files (capacity, not use)."""
-        return self._bytes.nbytes + self._offsets.nbytes
+        return sum(array.nbytes for array in self._arrays())
+
+
+class Strings(_Mapped, StringSequence):
+    """A growing column of strings in mapped files: UTF-8 bytes back to back and int64 offsets.
+    Reads back by position (`column[i]`, a slice, iteration) and forgets its tail (`truncate`);
+    about one byte per character in files, nothing per string in the process."""
+
+    def __init__(self, spill: Spill | None = None) -> None:
+        super().__init__(spill)
+        self._bytes = self._spill.empty(1 << 12, np.uint8)
+        self._offsets = self._spill.empty(1 << 10, np.int64)  # offsets[0] stays 0
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self._bytes, self._offsets
 
     def extend(self, texts: Iterable[str]) -> None:
         encoded = [t.encode() for t in texts]
@@ -114,14 +144,7 @@ class Strings(Sequence[str]):
     def append(self, text: str) -> None:
         self.extend([text])
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._n))]
-        k = position(i, self._n)
+    def at(self, k: int) -> str:
         return self._bytes[self._offsets[k] : self._offsets[k + 1]].tobytes().decode()
 
     def __iter__(self) -> Iterator[str]:
@@ -143,25 +166,19 @@ def digests(texts: Iterable[str | bytes], size: int = 16) -> np.ndarray:
     return np.frombuffer(b"".join(out), dtype=np.uint64).reshape(-1, 2) if out else np.empty((0, 2), np.uint64)
 
 
-class KeyTable:
+class KeyTable(_Mapped):
     """A set of 128-bit keys (hash digests, see `digests`), numbered by the order they were added,
     in mapped files: 16 bytes per key and an open-addressing table of 8-byte row numbers at most
     half full, so 32-48 bytes a key on disk and nothing per key in the process. `find` returns
     each key's row (its first, if added twice) or -1; `truncate` forgets the keys added last."""
 
     def __init__(self, spill: Spill | None = None) -> None:
-        self._spill = spill or Spill()
+        super().__init__(spill)
         self._keys = self._spill.empty((1 << 10, 2), np.uint64)
         self._slots = self._spill.full(1 << 11, -1, np.int64)
-        self._n = 0
 
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of its mapped files (capacity, not use)."""
-        return self._keys.nbytes + self._slots.nbytes
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self._keys, self._slots
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         out = np.empty(len(keys), dtype=np.int64)

@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Unpack, overload
+from typing import Any, ClassVar, Unpack
 
 import polars as pl
 
-from synth.filters.spill import Strings, position
+from synth.filters.spill import Strings, StringSequence
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, TargetJob
 from synth.flows.run import RunOptions, generator_flow, run_job
@@ -83,7 +83,7 @@ def prompts_for_batch(config: SelfInstructConfig, kept: int, prompts_sent: int, 
     return max(min(floor, ceiling), min(ceiling, math.ceil(1.25 * remaining / per_prompt)))
 
 
-class Admitted(Sequence[str]):
+class Admitted(StringSequence):
     """The first `size` tasks of a pool that only grows, then `extra`: a view, not a copy, so a
     batch's spec costs nothing per task in the process. Pickled (for a worker in another process)
     it becomes the tuple of its tasks."""
@@ -94,14 +94,7 @@ class Admitted(Sequence[str]):
     def __len__(self) -> int:
         return self.size + len(self.extra)
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        k = position(i, len(self))
+    def at(self, k: int) -> str:
         return self.base[k] if k < self.size else self.extra[k - self.size]
 
     def __eq__(self, other: object) -> bool:
