@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import SamplingConfig, _identity, _language, _max_batches, _Profiled, _sampling
 
 Isolation = Literal["bubblewrap", "none-unsafe"]
 
@@ -55,11 +55,7 @@ class SelfCodeAlignConfig(_Profiled):
     }
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
-    max_batches: int | None = Field(
-        default=None,
-        ge=1,
-        description="Budget: stop after this many batches. Unset: until the target or the seeds end.",
-    )
+    max_batches: int | None = _max_batches("until the target or the seeds end.")
     batch_size: int = Field(default=16, ge=1, description="Seed snippets per batch.")
     code: str | None = Field(
         default=None,
@@ -114,7 +110,7 @@ class OSSInstructConfig(_Profiled):
     }
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
-    max_batches: int | None = Field(default=None, ge=1, description="Budget: stop after this many batches.")
+    max_batches: int | None = _max_batches(None)
     batch_size: int = Field(default=32, ge=1, description="Seeds per batch.")
     code: str | None = Field(
         default=None,

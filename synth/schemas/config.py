@@ -55,6 +55,15 @@ def _language() -> Any:
     )
 
 
+_STALLS = "no budget; the run ends at its target, or early only when it stalls (10 batches in a row keep no record)."
+
+
+def _max_batches(unset: str | None = _STALLS) -> Any:
+    """A run's budget of batches (unset: none); `unset` says when a run without one ends."""
+    description = "Budget: stop after this many batches." + (f" Unset: {unset}" if unset else "")
+    return Field(default=None, ge=1, description=description)
+
+
 def _identity(config: BaseModel, exclude: set[str]) -> dict[str, Any]:
     """`config` as it enters a run id, without `exclude`; English, the default language, is left
     out so that runs started before the language setting existed keep their ids."""
@@ -212,12 +221,7 @@ class SelfInstructConfig(_Profiled):
     )
     language: str = _language()
     num_records: int = Field(default=100, ge=1, description="Stop once this many records (instances) are kept.")
-    max_batches: int | None = Field(
-        default=None,
-        ge=1,
-        description="Budget: stop after this many batches. Unset: no budget; the run ends at its target, or "
-        "early only when it stalls (10 batches in a row keep no record).",
-    )
+    max_batches: int | None = _max_batches()
     prompts_per_batch: int = Field(default=16, ge=1, description="Task-generation prompts per batch.")
     num_seed_demos: int = Field(
         default=6, ge=0, description="In-context tasks per prompt drawn from the seed tasks (the paper: 6 of 8)."

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import SamplingConfig, _identity, _language, _max_batches, _Profiled, _sampling
 
 
 class MagpieConfig(_Profiled):
@@ -28,12 +28,7 @@ class MagpieConfig(_Profiled):
     }
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
-    max_batches: int | None = Field(
-        default=None,
-        ge=1,
-        description="Budget: stop after this many batches. Unset: no budget; the run ends at its target, or "
-        "early only when it stalls (10 batches in a row keep no record).",
-    )
+    max_batches: int | None = _max_batches()
     batch_size: int = Field(default=64, ge=1, description="Conversations started per batch.")
     turns: int = Field(default=1, ge=1, le=16, description="User and assistant turns per conversation.")
     system_prompt: str = Field(
