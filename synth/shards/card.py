@@ -113,8 +113,11 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
                 lines.append(f"| {stage} | {reason} | {n} |")
     else:
         lines.append("No rejects.")
-    lines += _pair_section(manifest)
-    lines += _reflection_section(manifest)
+    generators = {run.generator for run in manifest.runs.values()}
+    if "preferences" in generators:
+        lines += _pair_section(manifest)
+    if "reflection" in generators:
+        lines += _REFLECTION_SECTION
     lines += stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, evaluation_lines)
     lines += stored_section("Judge calibration", CALIBRATION_FILE, calibration, calibration_lines)
     lines += [
@@ -141,8 +144,6 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
 
 def _pair_section(manifest: Manifest) -> list[str]:
     """What the preference-pair columns hold, for a dataset with a run of the pair generator."""
-    if not any(run.generator == "preferences" for run in manifest.runs.values()):
-        return []
     return [
         "",
         "## Preference pairs",
@@ -167,27 +168,24 @@ def _pair_section(manifest: Manifest) -> list[str]:
     ]
 
 
-def _reflection_section(manifest: Manifest) -> list[str]:
-    """What the `reflection` column holds, for a dataset with a recycling run."""
-    if not any(run.generator == "reflection" for run in manifest.runs.values()):
-        return []
-    return [
-        "",
-        "## Recycled pairs",
-        "",
-        "Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):",
-        "`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.",
-        "",
-        "| `reflection.` field | holds |",
-        "|---|---|",
-        "| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |",
-        "| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |",
-        "| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |",
-        "| `original_ifd`, `original_r_ifd` | the same scores of the original pair |",
-        "| `teacher`, `student` | the models that rewrote and scored it |",
-        "",
-        "The rejects hold every variant not written (stage `reflection`), with its scores and the reason.",
-    ]
+# What the `reflection` column holds, for a dataset with a recycling run.
+_REFLECTION_SECTION = [
+    "",
+    "## Recycled pairs",
+    "",
+    "Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):",
+    "`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.",
+    "",
+    "| `reflection.` field | holds |",
+    "|---|---|",
+    "| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |",
+    "| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |",
+    "| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |",
+    "| `original_ifd`, `original_r_ifd` | the same scores of the original pair |",
+    "| `teacher`, `student` | the models that rewrote and scored it |",
+    "",
+    "The rejects hold every variant not written (stage `reflection`), with its scores and the reason.",
+]
 
 
 def _flip_lines(manifest: Manifest) -> list[str]:
@@ -316,7 +314,9 @@ def calibration_lines(calibration: dict) -> list[str]:
     ]
 
 
-def _read_json(path: Path) -> dict | None:
+def read_report(path: Path) -> dict | None:
+    """A report stored beside the manifest (the evaluation, the judge calibration) as a dict; None
+    where there is none, or it is not a JSON object."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -325,5 +325,5 @@ def _read_json(path: Path) -> dict | None:
 
 
 def write_card(path: Path, manifest: Manifest) -> None:
-    card = render_card(manifest, _read_json(path / EVALUATION_FILE), _read_json(path / CALIBRATION_FILE))
+    card = render_card(manifest, read_report(path / EVALUATION_FILE), read_report(path / CALIBRATION_FILE))
     atomic_write_bytes(path / "README.md", card.encode())

@@ -9,7 +9,6 @@ one integer per record, never the records' text. The same definitions as `synth 
 
 from __future__ import annotations
 
-import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,14 @@ from typing import Any
 import polars as pl
 
 from synth.schemas.records import RejectStage
-from synth.shards.card import CALIBRATION_FILE, EVALUATION_FILE, calibration_lines, evaluation_lines, stored_section
+from synth.shards.card import (
+    CALIBRATION_FILE,
+    EVALUATION_FILE,
+    calibration_lines,
+    evaluation_lines,
+    read_report,
+    stored_section,
+)
 from synth.shards.summary import against_targets, leading_verbs
 from synth.viewer.data import Snapshot
 
@@ -145,14 +151,6 @@ def tokens(snapshot: Snapshot) -> dict[str, Any] | None:
     return {"prompt": prompt, "completion": completion, "per_kept": per}
 
 
-def _read_report(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def stored_reports(root: Path) -> list[dict[str, str]]:
     """The proxy evaluation and the judge calibration stored beside the manifest, as the dataset
     card words them (its Markdown, shown as text)."""
@@ -161,7 +159,7 @@ def stored_reports(root: Path) -> list[dict[str, str]]:
         ("Proxy evaluation", EVALUATION_FILE, evaluation_lines),
         ("Judge calibration", CALIBRATION_FILE, calibration_lines),
     ):
-        lines = stored_section(title, file, _read_report(root / file), body)
+        lines = stored_section(title, file, read_report(root / file), body)
         if lines:
             out.append({"title": title, "file": file, "text": "\n".join(lines[3:]).strip()})
     return out
