@@ -9,24 +9,28 @@ import typer
 from rich.text import Text
 
 from synth.cli.errors import fail
-from synth.cli.evaluate import (
-    BenchmarkChatOpt,
-    BenchmarkEngineOpt,
-    BenchmarkLimitOpt,
-    BenchmarkMaxTokensOpt,
-    BenchmarkOpt,
-    EpochsOpt,
-    IsolationOpt,
-    MaxStepsOpt,
-    SeedsOpt,
-    check_benchmarks,
-)
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err, table
-from synth.cli.train import BaseOpt, BatchOpt, DeviceOpt, LrOpt, SeedOpt, ThreadsOpt, _checked, _choice
+from synth.cli.tuning import (
+    BaseOpt,
+    BatchOpt,
+    BenchmarkOptions,
+    DeviceOpt,
+    EpochsOpt,
+    LrOpt,
+    MaxLengthOpt,
+    MaxStepsOpt,
+    SeedOpt,
+    SeedsOpt,
+    ThreadsOpt,
+    benchmark_options,
+    checked,
+    choice,
+)
 from synth.flows import api
 
 
+@benchmark_options
 def compare(
     datasets: Annotated[list[Path], path_argument("DATASETS", help="Two or more dataset directories (or files).")],
     reference: Annotated[
@@ -44,19 +48,13 @@ def compare(
     max_steps: MaxStepsOpt = None,
     lr: LrOpt = 2e-4,
     batch_size: BatchOpt = 8,
-    max_length: Annotated[
-        int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
-    ] = 512,
+    max_length: MaxLengthOpt = 512,
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    benchmark: BenchmarkOpt = None,
-    benchmark_limit: BenchmarkLimitOpt = None,
-    benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
-    benchmark_engine: BenchmarkEngineOpt = "vllm",
-    isolation: IsolationOpt = "bubblewrap",
-    benchmark_chat: BenchmarkChatOpt = False,
+    *,
+    benchmarks: BenchmarkOptions,
     out: Annotated[
         Path | None, path_option("--out", help="Folder to write the table into (compare.json, compare.md).")
     ] = None,
@@ -73,17 +71,17 @@ def compare(
     from synth.training.data import load_examples
     from synth.training.model import resolve_base
 
-    _choice(device, "--device", ("auto", "cpu", "cuda"))
+    choice(device, "--device", ("auto", "cpu", "cuda"))
     if len(datasets) < 2:
         fail("give two or more datasets to compare")
     if len({p.resolve() for p in datasets}) != len(datasets):
         fail("a dataset is named twice")
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
-    check_benchmarks(benchmark or [], benchmark_engine, isolation)
-    sources = [_checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
-    ref = _checked(load_examples, reference)
-    _checked(resolve_base, base)
+    benchmarks.check()
+    sources = [checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
+    ref = checked(load_examples, reference)
+    checked(resolve_base, base)
     config = EvaluationConfig(
         base=base,
         epochs=epochs,
@@ -94,12 +92,7 @@ def compare(
         seed=seed,
         device=device,
         threads=threads,
-        benchmarks=sorted(set(benchmark or [])),
-        benchmark_limit=benchmark_limit,
-        benchmark_max_tokens=benchmark_max_tokens,
-        benchmark_engine=benchmark_engine,  # type: ignore[arg-type]
-        benchmark_chat=benchmark_chat,
-        isolation=isolation,  # type: ignore[arg-type]
+        **benchmarks.config_fields(),
     )
 
     def say(line: str) -> None:
@@ -107,7 +100,7 @@ def compare(
 
     from synth.evaluation.compare import compare_datasets, markdown
 
-    result = _checked(compare_datasets, sources, ref, config, budget, say, seeds)
+    result = checked(compare_datasets, sources, ref, config, budget, say, seeds)
     rows = [
         {
             "dataset": r["dataset"],

@@ -14,76 +14,29 @@ from synth.cli.checks import check_prefect_api
 from synth.cli.errors import fail, log_tracebacks_off, state
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err
-from synth.cli.train import (
+from synth.cli.tuning import (
     BaseOpt,
     BatchOpt,
+    BenchmarkOptions,
     DeviceOpt,
+    EpochsOpt,
     LogEveryOpt,
     LoraAlphaOpt,
     LoraROpt,
     LrOpt,
+    MaxLengthOpt,
+    MaxStepsOpt,
     SeedOpt,
+    SeedsOpt,
     ThreadsOpt,
-    _checked,
-    _choice,
+    benchmark_options,
+    checked,
+    choice,
 )
 from synth.flows import api
 
-# The fine-tuning budget and the benchmark settings `synth compare` shares.
-EpochsOpt = Annotated[
-    float, typer.Option("--epochs", min=0.01, help="Training budget: passes over the records trained on.")
-]
-MaxStepsOpt = Annotated[
-    int | None,
-    typer.Option("--max-steps", min=1, help="Training budget in steps of --batch-size records (overrides --epochs)."),
-]
-SeedsOpt = Annotated[
-    int,
-    typer.Option(
-        "--seeds",
-        min=1,
-        help="Fine-tune this many times (seeds --seed onward, the same records): means, with the spread.",
-    ),
-]
-BenchmarkLimitOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--benchmark-limit", "--limit", min=1, help="Score each benchmark's first N problems or prompts only."
-    ),
-]
-BenchmarkMaxTokensOpt = Annotated[
-    int, typer.Option("--benchmark-max-tokens", min=1, help="Tokens each model may write per benchmark answer.")
-]
-BenchmarkOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--benchmark",
-        help="Also score the models on a benchmark: humaneval (pass@1, greedy; programs run in the "
-        "sandbox), ifbench (instruction following checked by programs: strict and loose accuracy) or an "
-        "IFEval-format JSONL FILE of prompts with instruction ids and arguments. Repeatable.",
-    ),
-]
-IsolationOpt = Annotated[
-    str, typer.Option("--isolation", help="How benchmark programs run: bubblewrap, or none-unsafe (no isolation).")
-]
-BenchmarkChatOpt = Annotated[
-    bool,
-    typer.Option(
-        "--benchmark-chat",
-        help="Ask each HumanEval problem in the model's chat template and take the code block of the reply "
-        "(chat models), instead of continuing the prompt.",
-    ),
-]
-BenchmarkEngineOpt = Annotated[
-    str,
-    typer.Option(
-        "--benchmark-engine",
-        help="What makes the benchmark answers: vllm (each model loaded in vLLM in turn, closed before the "
-        "next one trains) or transformers (generate on the model loaded for the loss: slow, needs no vLLM).",
-    ),
-]
 
-
+@benchmark_options
 def evaluate(
     dataset: Annotated[Path, path_argument("DATASET", help="Dataset directory to evaluate (its kept records).")],
     reference: Annotated[
@@ -101,9 +54,7 @@ def evaluate(
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,
     batch_size: BatchOpt = 8,
-    max_length: Annotated[
-        int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
-    ] = 512,
+    max_length: MaxLengthOpt = 512,
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     device: DeviceOpt = "auto",
@@ -113,12 +64,8 @@ def evaluate(
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
     threads: ThreadsOpt = None,
     log_every: LogEveryOpt = 10,
-    benchmark: BenchmarkOpt = None,
-    benchmark_limit: BenchmarkLimitOpt = None,
-    benchmark_max_tokens: BenchmarkMaxTokensOpt = 512,
-    benchmark_engine: BenchmarkEngineOpt = "vllm",
-    isolation: IsolationOpt = "bubblewrap",
-    benchmark_chat: BenchmarkChatOpt = False,
+    *,
+    benchmarks: BenchmarkOptions,
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
     the base's and the tuned model's loss per token on the reference outputs (and, with --benchmark,
@@ -133,8 +80,8 @@ def evaluate(
     from synth.training.data import load_examples
     from synth.training.model import check_out, resolve_base
 
-    _choice(device, "--device", ("auto", "cpu", "cuda"))
-    check_benchmarks(benchmark or [], benchmark_engine, isolation)
+    choice(device, "--device", ("auto", "cpu", "cuda"))
+    benchmarks.check()
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
@@ -153,59 +100,23 @@ def evaluate(
         threads=threads,
         model_dir=keep_model,
         log_every=log_every,  # type: ignore[arg-type]
-        benchmarks=sorted(set(benchmark or [])),  # type: ignore[arg-type]
-        benchmark_limit=benchmark_limit,
-        benchmark_max_tokens=benchmark_max_tokens,
-        benchmark_chat=benchmark_chat,
-        benchmark_engine=benchmark_engine,  # type: ignore[arg-type]
-        isolation=isolation,  # type: ignore[arg-type]
+        **benchmarks.config_fields(),
     )
-    if reference is None and not benchmark:
+    if reference is None and not benchmarks.benchmark:
         fail("nothing to measure: give --reference (held-out pairs) or --benchmark")
-    _checked(load_examples, dataset)
+    checked(load_examples, dataset)
     if reference is not None:
-        _checked(load_examples, reference)
-    _checked(resolve_base, base)
+        checked(load_examples, reference)
+    checked(resolve_base, base)
     if keep_model is not None:
-        _checked(check_out, keep_model)
+        checked(check_out, keep_model)
     check_prefect_api()
     log_tracebacks_off()
     state.writing_to = dataset
     from synth.flows.training import evaluate_flow
 
-    result = _checked(evaluate_flow, str(dataset), str(reference) if reference is not None else None, config, force)
+    result = checked(evaluate_flow, str(dataset), str(reference) if reference is not None else None, config, force)
     _print_evaluation(result)
-
-
-def check_benchmarks(names: list[str], engine: str, isolation: str) -> None:
-    """Each --benchmark is humaneval, ifbench or an IFEval-format JSONL file that reads; the
-    instruction-following checkers are installed when a benchmark needs them, the sandbox works
-    when HumanEval's programs will run, and the answering engine is one we have."""
-    _choice(engine, "--benchmark-engine", ("vllm", "transformers"))
-    _choice(isolation, "--isolation", ("bubblewrap", "none-unsafe"))
-    for name in names:
-        if name not in ("humaneval", "ifbench"):
-            _check_instruction_file(name)
-    if any(name != "humaneval" for name in names):
-        from synth.training.ifbench import available
-
-        if problem := available():
-            fail(problem)
-    if "humaneval" in names:
-        from synth.sandbox import Sandbox
-
-        Sandbox(isolation=isolation).available()  # type: ignore[arg-type]
-
-
-def _check_instruction_file(name: str) -> None:
-    from synth.training.ifbench import IFBenchFileError, read_prompts
-
-    if not name.endswith(".jsonl"):
-        fail(f"--benchmark: {name!r} is not humaneval, ifbench or a .jsonl file in the IFEval format")
-    try:
-        read_prompts(name)
-    except IFBenchFileError as e:
-        fail(f"--benchmark: {e}")
 
 
 def _print_instruction_following(name: str, scores: dict[str, Any], difference: dict[str, Any] | None) -> None:

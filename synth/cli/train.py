@@ -8,61 +8,34 @@ server starts; a model folder that is already up to date is reported without sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from synth.cli.checks import check_prefect_api
-from synth.cli.errors import fail, log_tracebacks_off, state
+from synth.cli.errors import log_tracebacks_off, state
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console
+from synth.cli.tuning import (
+    BaseOpt,
+    BatchOpt,
+    DeviceOpt,
+    LogEveryOpt,
+    LoraAlphaOpt,
+    LoraROpt,
+    LrOpt,
+    MaxLengthOpt,
+    SeedOpt,
+    ThreadsOpt,
+    checked,
+    choice,
+)
 from synth.flows import api
 
 if TYPE_CHECKING:
     from synth.training import TrainingReport
-
-BaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base",
-        help="Base model: a local model folder (or a name already in the local Hugging Face cache; nothing "
-        "is downloaded). Default: the embedded model.",
-    ),
-]
-LrOpt = Annotated[float, typer.Option("--lr", min=0, help="Peak learning rate (linear decay).")]
-LoraROpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
-LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha (scale = alpha / rank).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step (per device).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the data order, the LoRA initialization and dropout.")]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (CUDA in bfloat16 when visible, else the CPU in float32), cpu or cuda.")
-]
-LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Say the loss and speed every N steps.")]
-ThreadsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--threads",
-        min=1,
-        help="CPU threads for torch (default: all cores; 1 is faster on a CPU other jobs keep busy).",
-    ),
-]
-
-
-def _choice(value: str, flag: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        fail(f"{flag} {value!r}: choose one of {', '.join(choices)}")
-
-
-def _checked(check: Any, *args: Any) -> Any:
-    """Run a check of `synth.training`; what it rejects ends as one line with exit code 2."""
-    from synth.training import TrainingDataError, TrainingSetupError
-
-    try:
-        return check(*args)
-    except (TrainingDataError, TrainingSetupError) as e:
-        fail(str(e))
 
 
 def _targets(value: str) -> list[str] | str:
@@ -100,9 +73,7 @@ def train_model(
     ] = "q_proj,k_proj,v_proj,o_proj",
     batch_size: BatchOpt = 8,
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps of gradient accumulation.")] = 1,
-    max_length: Annotated[
-        int, typer.Option("--max-length", min=16, help="Tokens per example; longer ones are cut.")
-    ] = 1024,
+    max_length: MaxLengthOpt = 1024,
     seed: SeedOpt = 0,
     eval_share: Annotated[
         float, typer.Option("--eval-share", min=0, max=0.99, help="Share of the examples held out for an eval loss.")
@@ -127,9 +98,9 @@ def train_model(
     from synth.training.data import load_examples
     from synth.training.model import check_out, resolve_base
 
-    _choice(direction, "--direction", ("forward", "backward"))
-    _choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
-    _choice(device, "--device", ("auto", "cpu", "cuda"))
+    choice(direction, "--direction", ("forward", "backward"))
+    choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
+    choice(device, "--device", ("auto", "cpu", "cuda"))
     config = TrainingConfig(
         out=out,
         base=base,
@@ -152,12 +123,12 @@ def train_model(
         threads=threads,
         log_every=log_every,  # type: ignore[arg-type]
     )
-    examples = _checked(load_examples, data)
-    _checked(resolve_base, base)
-    _checked(check_out, out)
+    examples = checked(load_examples, data)
+    checked(resolve_base, base)
+    checked(check_out, out)
     from synth.training.sft import up_to_date  # torch and friends: only once the input is known to be good
 
-    if _checked(up_to_date, config, examples):
+    if checked(up_to_date, config, examples):
         console.print(Text(f"{out}: up to date (same base, data and settings); not trained again"), soft_wrap=True)
         _print_training(out)
         return
@@ -166,7 +137,7 @@ def train_model(
     state.writing_to = out
     from synth.flows.training import train_flow
 
-    _checked(train_flow, config, str(data))
+    checked(train_flow, config, str(data))
     _print_training(out)
 
 
