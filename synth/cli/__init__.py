@@ -8,6 +8,7 @@ package; heavy modules (Prefect, vLLM) load inside the commands, so `synth --hel
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -42,20 +43,26 @@ def _options(
         os.environ["SYNTH_VERBOSE"] = "1"
 
 
+# The commands after `generate`, in the order `synth --help` lists them.
+COMMANDS: dict[str, Callable[..., None]] = {
+    "run": recipes.run_recipe,
+    "serve": recipes.serve_recipes,
+    "curate": curate.curate,
+    "inspect": datasets.inspect_dataset,
+    "export": datasets.export_dataset,
+    "prepare-model": model.prepare_model,
+    "verify": datasets.verify_dataset,
+    "train": train.train_model,
+    "evaluate": evaluate.evaluate,
+    "select": select.select,
+    "compare": compare.compare,
+    "judge-check": judge.judge_check,
+    "view": view.view,
+}
+
 app.add_typer(generate.app, name="generate")
-app.command("run")(recipes.run_recipe)
-app.command("serve")(recipes.serve_recipes)
-app.command("curate")(curate.curate)
-app.command("inspect")(datasets.inspect_dataset)
-app.command("export")(datasets.export_dataset)
-app.command("prepare-model")(model.prepare_model)
-app.command("verify")(datasets.verify_dataset)
-app.command("train")(train.train_model)
-app.command("evaluate")(evaluate.evaluate)
-app.command("select")(select.select)
-app.command("compare")(compare.compare)
-app.command("judge-check")(judge.judge_check)
-app.command("view")(view.view)
+for name, command in COMMANDS.items():
+    app.command(name)(command)
 
 
 def main() -> None:
