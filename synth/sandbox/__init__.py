@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from synth.schemas.code import Isolation, SandboxConfig
+from synth.schemas.code import MAX_SLOTS, Isolation, SandboxConfig
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +50,16 @@ _BY_CODE |= {105: "output", 106: "exit"}
 _BY_SIGNAL: dict[int, Kind] = {signal.SIGXCPU: "timeout", signal.SIGXFSZ: "output", signal.SIGKILL: "memory"}
 _LAUNCHER = (Path(__file__).parent / "launcher.py").read_text(encoding="utf-8")
 _FIRST_UID = 2_000_000_000  # far above any real account: each slot's user owns nothing on the host
+
+
+def slot_uid(slot: int, pid: int | None = None) -> int:
+    """The user a slot's programs run as, its own for each process as well as each slot: two runs
+    on one machine (two commands, Ray workers on one node) never share a user, whose processes
+    the process limit counts together and whose leftovers would look like the other run's."""
+    pid = os.getpid() if pid is None else pid
+    return _FIRST_UID + (pid % (1 << 22)) * MAX_SLOTS + slot  # Linux pids stay below 2**22
+
+
 INSTALL = (
     "running generated code needs bubblewrap (Debian/Ubuntu: apt install bubblewrap; Fedora: dnf install "
     "bubblewrap; Arch: pacman -S bubblewrap); or pass --isolation none-unsafe to run it without isolation"
@@ -148,8 +158,8 @@ class Sandbox:
                 config.processes + _tasks_of(os.getuid()),
                 config.output_kb * 1024,
                 256,
-                _FIRST_UID + slot,
-                _FIRST_UID + slot,
+                slot_uid(slot),
+                slot_uid(slot),
             ]
             launcher = [_interpreter(), "-I", "-S", "-c", _LAUNCHER, *map(str, limits)]
             if self.isolation == "bubblewrap":

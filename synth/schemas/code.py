@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synth.schemas.config import SamplingConfig, _identity, _language, _max_batches, _Profiled, _sampling
 
 Isolation = Literal["bubblewrap", "none-unsafe"]
+MAX_SLOTS = 256  # programs a sandbox runs at once, at most: each slot runs as a user of its own
 
 
 class SandboxConfig(BaseModel):
@@ -22,12 +23,12 @@ class SandboxConfig(BaseModel):
     processes: int = Field(default=32, ge=1, description="Processes and threads a program may have at once.")
     output_kb: int = Field(default=1024, ge=1, description="What a program may print or write to one file, in KiB.")
     tmp_mb: int = Field(default=64, ge=1, description="Size of the private /tmp, in MiB.")
-    workers: int = Field(default=0, ge=0, description="Programs run at once; 0: one per CPU core.")
+    workers: int = Field(default=0, ge=0, le=MAX_SLOTS, description="Programs run at once; 0: one per CPU core.")
 
     def slots(self) -> int:
         import os
 
-        return self.workers or os.cpu_count() or 1
+        return self.workers or min(os.cpu_count() or 1, MAX_SLOTS)
 
 
 class SelfCodeAlignConfig(_Profiled):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from synth.sandbox import _FIRST_UID, Sandbox, SandboxConfig, SandboxUnavailable
+from synth.sandbox import Sandbox, SandboxConfig, SandboxUnavailable, slot_uid
+from synth.schemas.code import MAX_SLOTS
 
 LIMITS = SandboxConfig(timeout_s=6, cpu_s=3, workers=2)
 
@@ -23,12 +26,14 @@ def sandbox() -> Sandbox:
 
 
 def _survivors() -> list[int]:
-    """Processes of the sandbox's users still alive (the program runs as one of them under root)."""
+    """Processes of this process's sandbox users still alive (the program runs as one of them
+    under root; another test process's sandboxes run as users of their own)."""
+    ours = range(slot_uid(0), slot_uid(MAX_SLOTS))
     alive = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid >= _FIRST_UID:
+                if entry.stat().st_uid in ours:
                     alive.append(int(entry.name))
             except OSError:
                 continue
@@ -168,3 +173,15 @@ def test_the_error_is_the_exception_a_traceback_ends_with_though_processes_inter
     plain = Execution(kind="error", returncode=1, seconds=0.1, stdout="", stderr="killed by the limit\n")
     assert plain.error() == "killed by the limit"
     assert Execution(kind="timeout", returncode=-9, seconds=10, stdout="", stderr="").error() == "timeout"
+
+
+def test_two_processes_run_their_programs_as_users_of_their_own():
+    """Two runs on one machine (two commands, Ray workers on one node) never share a user: the
+    process limit counts a user's processes together, and one run's leftovers must not look like
+    the other's. Each process's first slot has a user of its own."""
+    program = "import os; print(os.getuid())"
+    here = Sandbox(SandboxConfig(workers=1)).run(program)
+    script = f"from synth.sandbox import Sandbox, SandboxConfig\nprint(Sandbox(SandboxConfig(workers=1)).run({program!r}).stdout)"
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert here.passed and int(here.stdout) == slot_uid(0)
+    assert int(other.stdout) not in (slot_uid(0), slot_uid(1))
