@@ -38,6 +38,11 @@ def _isolate_prefect() -> None:
 
 if _UNDER_PYTEST:
     _isolate_prefect()
+    # pytest-xdist's workers get COLUMNS=80 and LINES=24; the CLI's consoles would keep that
+    # width for the whole worker, where a test's `env={"COLUMNS": ...}` is meant to decide it.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
 
 from synth.engines import ChatRequest  # noqa: E402
 
@@ -139,6 +144,13 @@ def small_dataset(tmp_path):
     path = tmp_path / "small"
     build_small_dataset(path)
     return path
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, in pyproject.toml): one worker a core, at most 4. Each worker that
+    reaches a real-engine test loads its own engine (a 4 GiB KV cache on a CPU), so memory, not
+    cores, bounds the count on a large machine. `-n 0` runs the suite in this process."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -108,6 +108,7 @@ def tokens_by_run(path) -> list[tuple]:
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time on the machine
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp_path, redis_url, monkeypatch):
     from synth.flows.recipe import recipe_flow

@@ -18,6 +18,8 @@ from tests.flows.test_recipe import write
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.usefixtures("prefect_harness"),
+    # One local Ray cluster at a time on the machine: the Ray tests share a test worker.
+    pytest.mark.xdist_group("ray"),
 ]
 
 
