@@ -5,7 +5,7 @@ runner as a generator's batches: lock, resume, commits and summary."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,14 +16,13 @@ from synth.filters.base import FilterChain
 from synth.filters.decontamination import DecontaminationFilter
 from synth.filters.dedup import MinHashIndex
 from synth.filters.redis_index import RedisMinHashIndex
-from synth.flows.common import Committed, run_summary
-from synth.flows.curation import build_chain
+from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
 from synth.flows.run import run_job
 from synth.schemas import DatasetConfig, Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.schemas.records import add_counts, flat_counts
-from synth.shards import DatasetError, DatasetWriter
+from synth.shards import DatasetError
 from synth.shards.layout import MANIFEST, is_dataset
 from synth.shards.read import kept_frames
 from synth.shards.record_files import RecordsFile
@@ -49,6 +48,66 @@ def _curate_run(config: CurationConfig, source: str) -> RunInfo:
     return RunInfo(run_id=rid, generator=CURATE, config=config.model_dump(), engine={}, model="")
 
 
+@dataclass
+class CurateInPlaceJob(MergedState):
+    """A dataset's kept records curated in place, a run of the `curate` kind with one batch that
+    replaces the kept shards (`replaces`): the first of each duplicate group stays, everything
+    dropped moves to the rejects with its stage and reason. The batch reads one shard at a time and
+    writes as it goes, so memory holds `batch_size` records. A pass killed before its commit starts
+    over: nothing of it is in the dataset."""
+
+    config: CurationConfig
+    batch_size: int
+    run_id: str
+    generator: ClassVar[str] = CURATE
+    generator_run: ClassVar[bool] = False
+    replaces: ClassVar[bool] = True
+    records_in: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+
+    def open(self, run: RunContext) -> str:
+        return f"Curating {run.dataset.path} in place"
+
+    def plan(self, run: RunContext) -> Iterator[Spec]:
+        # Each call is one pass over what the dataset keeps now (a later pass curates what was added
+        # since), and a pass killed before its commit is made again.
+        yield Spec(run.info.batches_done, (Path(run.dataset.path), list(run.writer.manifest.shards)))
+
+    def make(self, maker: Maker, spec: Spec) -> Batch:
+        raise NotImplementedError("a dataset curated in place is one replacement (see `replacement`)")
+
+    def replacement(self, chain: FilterChain, spec: Spec) -> Iterator[tuple[list[Record], list[Reject]]]:
+        root, shards = spec.data
+        for frame in kept_frames(root, shards=shards):
+            for part in frame.iter_slices(self.batch_size):
+                records = _rows_to_records(part)
+                self.records_in += len(records)
+                result = chain.apply(records)
+                add_counts(self.counts, flat_counts(result.counts))
+                kept_ids = {r.id for r in result.kept}
+                self.dropped.extend(r.id for r in records if r.id not in kept_ids)
+                yield result.kept, result.rejects
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        return "kept records replaced"
+
+    def progress(self, run: RunContext) -> float:
+        return float(run.info.batches_done)
+
+    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+        # The dataset's own indexes must forget what left it.
+        minhash = self.config.minhash
+        if minhash.enabled and minhash.backend == "local":
+            MinHashIndex.open(run.dataset.path, minhash, rebuild=True)
+        elif minhash.enabled and self.dropped:
+            index = RedisMinHashIndex.open(run.dataset.path, minhash)
+            with index.locked():
+                index.remove(self.dropped)
+        summary.update(records_in=self.records_in, counts=self.counts)
+        summary["benchmark_hits"] = benchmark_hits(run.chain) if run.chain is not None else {}
+
+
 def curate_dataset(
     path: str | Path,
     config: CurationConfig,
@@ -56,51 +115,16 @@ def curate_dataset(
     batch_size: int = 10_000,
     wait: float | None = 0,
 ) -> dict[str, Any]:
-    """Apply the chain to a dataset's kept records in place: the first of each duplicate group
-    stays, everything dropped moves to the rejects with its stage and reason.
-
-    Holds the dataset's writer lock from before the first read to the last write, so records a
-    generator commits meanwhile are never lost (a second writer waits `wait` seconds, or fails
-    naming the holder). Reads one shard at a time and writes as it goes: memory holds a batch."""
+    """Apply the chain to a dataset's kept records in place (`CurateInPlaceJob`), through the same
+    runner as a generator's batches. Holds the dataset's writer lock from before the first read to
+    the last write, so records a generator commits meanwhile are never lost (a second writer waits
+    `wait` seconds, or fails naming the holder); `engine` is the judge's, when the config has one."""
     root = Path(path)
     if not is_dataset(root):
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
-    # The dataset's records are what is being curated: the indexes start empty, not from the
-    # shards, and live in this process (no other writer can add to the dataset meanwhile).
-    local = config.model_copy(deep=True)
-    local.minhash.backend = "local"
-    chain, _ = build_chain(local, dataset=None, engine=engine)
-    run = _curate_run(config, f"in-place:{root.resolve()}")
-    counts: dict[str, dict[str, int]] = {}
-    dropped: list[str] = []
-    seen = 0
-
-    def batches(writer: DatasetWriter) -> Iterator[tuple[list[Record], list[Reject]]]:
-        nonlocal seen
-        for frame in kept_frames(root, shards=list(writer.manifest.shards)):
-            for part in frame.iter_slices(batch_size):
-                records = _rows_to_records(part)
-                seen += len(records)
-                result = chain.apply(records)
-                add_counts(counts, flat_counts(result.counts))
-                kept_ids = {r.id for r in result.kept}
-                dropped.extend(r.id for r in records if r.id not in kept_ids)
-                yield result.kept, result.rejects
-
-    with DatasetWriter(root, wait=wait, holder=f"synth curate {run.run_id}") as writer:
-        writer.start_run(run)
-        writer.replace_kept(run.run_id, batches(writer))
-        writer.finish_run(run.run_id)
-        summary = run_summary(writer, run.run_id, root, reached_target=True)
-        # The dataset's own indexes must forget what left it.
-        if config.minhash.enabled and config.minhash.backend == "local":
-            MinHashIndex.open(root, config.minhash, rebuild=True)
-        elif config.minhash.enabled and dropped:
-            index = RedisMinHashIndex.open(root, config.minhash)
-            with index.locked():
-                index.remove(dropped)
-    summary.update(records_in=seen, counts=counts, benchmark_hits=benchmark_hits(chain))
-    return summary
+    job = CurateInPlaceJob(config, batch_size, _curate_run(config, f"in-place:{root.resolve()}").run_id)
+    dataset = DatasetConfig(path=str(root), wait=wait)
+    return run_job(job, None, dataset, curation=config, model=engine, batch_retries=0)
 
 
 @dataclass

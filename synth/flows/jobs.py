@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from synth.engines import Engine
 from synth.filters.base import FilterChain
 from synth.flows.common import run_logger
-from synth.schemas import DatasetConfig, Outcome, RunInfo
+from synth.schemas import DatasetConfig, Outcome, Record, Reject, RunInfo
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed
@@ -121,6 +121,13 @@ class Job(Protocol):
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         """Add the generator's own figures to the run's summary."""
         ...
+
+
+class Replacing(Protocol):
+    """A job that says `replaces = True`: its one batch swaps the dataset's kept records for the
+    curated batches `replacement` yields (curating a dataset in place; the local runner only)."""
+
+    def replacement(self, chain: FilterChain, spec: Spec) -> Iterator[tuple[list[Record], list[Reject]]]: ...
 
 
 def chain_settings(job: Job) -> tuple[str, str | None]:

@@ -11,6 +11,9 @@ is curated and committed, so the engine does not wait for the curation.
   a retry made batch n differently) it is dropped and made again.
 Each batch is made from its spec alone, so a run, resumed or not, writes exactly what it writes
 unpipelined.
+
+A job that says `replaces = True` (curating a dataset in place) has one batch, which swaps the
+dataset's kept records for what its `replacement(chain, spec)` yields, curated against itself.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -33,7 +36,7 @@ from synth.filters.minhash import Index
 from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
 from synth.flows.common import commit_curated, run_logger, start_run, worth_retrying
 from synth.flows.curation import build_chain
-from synth.flows.jobs import Batch, Job, Maker, Retries, RunContext, Spec, chain_settings
+from synth.flows.jobs import Batch, Job, Maker, Replacing, Retries, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
 from synth.shards import DatasetWriter
@@ -125,9 +128,10 @@ def run_locally(
         live = Metered(given or NoEngine())  # counts the tokens each batch uses
         start_run(writer, job.run_id, job.generator, job.config, engine, live.model_name, curation)
         language, profile = chain_settings(job)
+        replaces = getattr(job, "replaces", False)
         chain, index = build_chain(
-            curation or CurationConfig(),
-            dataset.path,
+            _against_itself(curation) if replaces else curation or CurationConfig(),
+            None if replaces else dataset.path,
             engine=live if given is not None else None,
             rebuild_index=rebuild_index,
             language=language,
@@ -149,7 +153,10 @@ def run_locally(
             try:
                 for spec in plan:
                     tracker.show()
-                    step(job, run, local, spec)
+                    if replaces:
+                        writer.replace_kept(job.run_id, cast(Replacing, job).replacement(chain, spec))
+                    else:
+                        step(job, run, local, spec)
                     made += 1
                     tracker.committed()
             finally:  # after a failure, a batch made ahead and not started yet is not started (one
@@ -161,6 +168,15 @@ def run_locally(
         tracker.show()
         use = engine_use(live.busy_seconds, time.perf_counter() - started, made, pipelined)
         return finished(job, run, use)
+
+
+def _against_itself(curation: CurationConfig | None) -> CurationConfig:
+    """The chain of a job that replaces the dataset's kept records (`replaces = True`, curating a
+    dataset in place): those records are what is being curated, so its indexes start empty and live
+    in this process (the run holds the lock: no other writer adds to the dataset meanwhile)."""
+    local = (curation or CurationConfig()).model_copy(deep=True)
+    local.minhash.backend = "local"
+    return local
 
 
 class _Plan:

@@ -98,6 +98,22 @@ def test_curating_a_dataset_in_place_moves_drops_to_the_rejects(tmp_path):
     )
 
 
+def test_each_in_place_pass_curates_what_the_dataset_keeps_then(tmp_path):
+    """Curating in place again is a second pass, not a finished run: what was added since it last
+    ran (here a copy of a kept record) is curated too, and what stayed stays."""
+    raw = CurationConfig(exact_dedup=False, heuristics={"enabled": False}, minhash={"enabled": False})
+    curate_file(write_jsonl(tmp_path / "in.jsonl", ROWS), tmp_path / "ds", raw)
+    first = curate_dataset(tmp_path / "ds", CurationConfig())
+    kept = scan(tmp_path / "ds").collect()
+    curate_file(write_jsonl(tmp_path / "more.jsonl", [ROWS[0]]), tmp_path / "ds", raw)
+    assert scan(tmp_path / "ds").collect().height == kept.height + 1
+    second = curate_dataset(tmp_path / "ds", CurationConfig())
+    assert second["run_id"] == first["run_id"] and second["batches"] == first["batches"] + 1
+    assert second["records_in"] == kept.height + 1 and second["kept"] == kept.height
+    assert sorted(scan(tmp_path / "ds").collect()["instruction"]) == sorted(kept["instruction"])
+    assert verify(tmp_path / "ds") == []
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
