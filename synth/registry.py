@@ -109,5 +109,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.reflection:reflection_flow",
             "synth.flows.inputs:check_reflection",
         ),
+        Generator(
+            "unnatural",
+            "synth.schemas.unnatural:UnnaturalConfig",
+            "synth.flows.unnatural:unnatural_flow",
+            "synth.flows.inputs:check_unnatural",
+        ),
     )
 }

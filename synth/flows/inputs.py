@@ -11,6 +11,7 @@ from synth.generators.documents import read_documents
 from synth.generators.seed_pairs import load_seed_pairs
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.sources import SourceError, load_instructions
+from synth.generators.unnatural import read_seed_sets
 
 if TYPE_CHECKING:
     from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from synth.schemas.magpie import MagpieConfig
     from synth.schemas.preferences import PreferencesConfig
     from synth.schemas.reflection import ReflectionConfig
+    from synth.schemas.unnatural import UnnaturalConfig
 
 
 def check_self_instruct(config: SelfInstructConfig, dataset: str | Path) -> None:
@@ -90,3 +92,8 @@ def check_reflection(config: ReflectionConfig, dataset: str | Path) -> None:
     items = load_instructions(config.source)[: config.limit]
     if not any(item.output.strip() for item in items):
         raise SourceError(f"{config.source}: {len(items)} instructions, none with a response to recycle")
+
+
+def check_unnatural(config: UnnaturalConfig, dataset: str | Path) -> None:
+    """Read the seed examples (sets of three, each with instruction, input and constraints)."""
+    read_seed_sets(config.seeds, config.language)

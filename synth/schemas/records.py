@@ -129,6 +129,21 @@ class Reflection(BaseModel):
     student: str = ""
 
 
+class Unnatural(BaseModel):
+    """An Unnatural Instructions record's own block: the output constraints its prompt showed (kept
+    here, not in the training text), its core example (its own id on a core record), which
+    paraphrase it is (0: the core example), the seed set its core prompt showed, and a paraphrase's
+    wording with its {INPUT} slot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    constraints: str
+    core_id: str
+    paraphrase: int = 0
+    seed_set: int = 0
+    template: str = ""
+
+
 class Record(Provenance):
     """A kept instruction-tuning example with its provenance and curation scores."""
 
@@ -171,6 +186,8 @@ class Record(Provenance):
     selection_distance: float | None = None  # cosine distance to the nearest record selected before it
     # Recycled by reflection (synth recycle): the variant, the pair it came from and the student's scores.
     reflection: Reflection | None = None
+    # Unnatural Instructions: the constraints, the core example and the paraphrase number.
+    unnatural: Unnatural | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: object) -> None:
@@ -204,6 +221,7 @@ RejectStage = Literal[
     "selection",  # a valid record the selection did not pick for its budget
     "execution",  # generated code that failed its tests (or its limits) in the sandbox
     "reflection",  # a teacher's reflection that did not parse, or a variant the student did not keep
+    "expansion",  # a paraphrase of an instruction that lost its input slot or came back empty
 ]
 
 

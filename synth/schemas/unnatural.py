@@ -1,0 +1,55 @@
+"""Unnatural Instructions' config (Honovich et al. 2022): a fourth example elicited from three."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
+
+
+class UnnaturalConfig(_Profiled):
+    """Unnatural Instructions (Honovich et al. 2022, "Unnatural Instructions: Tuning Language Models
+    with (Almost) No Human Labor").
+
+    Each prompt shows three demonstrations of (instruction, input, constraints), one of the seed
+    pool's sets of three, the sets taken in turn, and asks for a fourth, sampled with nucleus
+    sampling (p = 0.99). Candidates missing a field, copying a demonstration, or repeating an
+    instruction and input already generated are rejects. The output is then written greedily from
+    instruction, input and constraints; the constraints are kept in the record's `unnatural` block,
+    not in its training text. With `expand` each kept example's instruction is paraphrased
+    (`paraphrases` times, from two demonstrations), keeping a {INPUT} slot for the same input."""
+
+    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "small-model": {
+            # The embedded 135M model's context is 2048 tokens and it rambles past a field's end.
+            "example_sampling": {"temperature": 1.0, "top_p": 0.99, "max_tokens": 256},
+            "output_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
+            "paraphrase_sampling": {"temperature": 1.0, "top_p": 0.99, "max_tokens": 128},
+        }
+    }
+
+    seeds: str | None = Field(
+        default=None,
+        description="Seed examples: a JSONL file of objects with instruction, input and constraints, read in sets "
+        "of three (file order); default: the built-in 15 (5 sets) of the language.",
+    )
+    num_records: int = Field(default=100, ge=1, description="Core examples to ask for (one prompt each).")
+    batch_size: int = Field(default=64, ge=1, description="Prompts per committed batch.")
+    expand: bool = Field(default=True, description="Add paraphrases of each kept instruction (the paper's full set).")
+    paraphrases: int = Field(default=2, ge=1, le=16, description="Paraphrases asked for per core example.")
+    language: str = _language()
+    example_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.99, max_tokens=512)
+    output_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=512)
+    paraphrase_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.99, max_tokens=256)
+    seed: int = Field(default=0, description="Run seed (the model's sampling).")
+
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {"seeds": self.seeds}
+
+    def identity(self) -> dict[str, Any]:
+        """What defines a run's output: everything but the seed file's path (its content is hashed)
+        and the number of prompts (a larger one extends the run)."""
+        return _identity(self, {"seeds", "num_records"})
