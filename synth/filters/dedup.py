@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from synth.filters import lsh_kernels
 from synth.filters.base import reject
+from synth.filters.families import within_families
 from synth.filters.minhash import (
     Index,
     SignedBatch,
@@ -358,7 +359,7 @@ class NearDedupFilter:
             known = self.index.contains([r.id for r in records])
             fresh = [r for r, seen in zip(records, known, strict=True) if not seen]
             batch = sign([record_text(r) for r in fresh], self.index.config)
-            found = self.index.duplicates(batch)
+            found = within_families(fresh, self.index.duplicates(batch), self.index, record_text)
             keep = [i for i, dup in enumerate(found) if dup is None]
             self.index.add([fresh[i].id for i in keep], batch.take(keep))
         verdicts = iter(found)
