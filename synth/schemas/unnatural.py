@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import Field
 
@@ -20,15 +20,6 @@ class UnnaturalConfig(_Profiled):
     instruction, input and constraints; the constraints are kept in the record's `unnatural` block,
     not in its training text. With `expand` each kept example's instruction is paraphrased
     (`paraphrases` times, from two demonstrations), keeping a {INPUT} slot for the same input."""
-
-    _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "small-model": {
-            # The embedded 135M model's context is 2048 tokens and it rambles past a field's end.
-            "example_sampling": {"temperature": 1.0, "top_p": 0.99, "max_tokens": 256},
-            "output_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
-            "paraphrase_sampling": {"temperature": 1.0, "top_p": 0.99, "max_tokens": 128},
-        }
-    }
 
     seeds: str | None = Field(
         default=None,
