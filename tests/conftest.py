@@ -36,6 +36,21 @@ def _isolate_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker's model code cores of its own: vLLM binds an engine's
+    threads to every core by default, so two workers' engines (and the engines of the commands
+    they start, which inherit this) would fight over the same cores and spin at each other's
+    barriers. Torch's threads follow `OMP_NUM_THREADS`. Python code still runs on any core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0))
+    if not worker or count < 2 or len(cpus) < count:
+        return
+    k = int(worker.removeprefix("gw"))
+    mine = cpus[k * len(cpus) // count : (k + 1) * len(cpus) // count]
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, mine)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(mine)))
+
+
 if _UNDER_PYTEST:
     _isolate_prefect()
     # pytest-xdist's workers get COLUMNS=80 and LINES=24; the CLI's consoles would keep that
@@ -43,6 +58,11 @@ if _UNDER_PYTEST:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.pop("COLUMNS", None)
         os.environ.pop("LINES", None)
+    _share_cores_between_workers()
+    # Each test worker holds an engine and the commands tests start load more: a 2 GiB KV cache
+    # each (the default is 4; the tests' batches of the embedded model need far less) keeps two
+    # workers and their commands within a 24 GiB machine. Set before the engine module reads it.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 from synth.engines import ChatRequest  # noqa: E402
 
