@@ -112,3 +112,22 @@ def test_pins_a_fixed_seed_scripted_run_writes_exactly_the_pinned_records(tmp_pa
     got = digest(tmp_path / "ds")
     print(f"unnatural: {got}")
     assert got == "651228994f9d71f6"
+
+
+def test_a_recipe_step_writes_what_the_command_writes(tmp_path):
+    """`generator: unnatural` in a recipe runs the same job as the command: the same records."""
+    from synth.flows.recipe import recipe_flow
+    from synth.schemas.recipe import load_recipe
+    from tests.flows.test_recipe import write
+
+    step = {"generator": "unnatural", "num_records": 6, "batch_size": 3, "paraphrases": 1, "seed": 5}
+    data = {"name": "ui", "dataset": {"path": str(tmp_path / "ds")}, "engine": ENGINE, "steps": [step]}
+    [summary] = recipe_flow(recipe=load_recipe(write(tmp_path, data)))
+    run(tmp_path / "direct", num_records=6, batch_size=3, paraphrases=1)
+    assert summary["generator"] == "unnatural" and summary["kept"] > 0
+
+    def texts(path, kind="kept"):
+        return sorted(scan(path, kind).select("instruction", "input", "output").collect().rows())
+
+    assert texts(tmp_path / "ds") == texts(tmp_path / "direct")
+    assert texts(tmp_path / "ds", "rejects") == texts(tmp_path / "direct", "rejects")
