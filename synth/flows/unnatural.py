@@ -1,11 +1,11 @@
 """The Unnatural Instructions flow: `num_records` prompts, `batch_size` a batch, in order.
 
-Each batch asks the prompts after those asked so far (a larger `num_records` extends a run); each request's seed comes from the run seed and the
-prompt's number, and each prompt's seed set from its number, so a resumed run asks exactly what an
-uninterrupted one would. The duplicate filter is run-wide: the keys (instruction and input) of the
-examples generated so far are the run's state, each batch's spec carries them and its delta adds
-its own. The next batch's spec follows from the batch made alone (curation does not change it), so
-the local runner makes it ahead (`speculate`) while the batch before is curated and committed.
+Each batch asks the next `batch_size` prompts (a larger `num_records` extends a run); each request's
+seed comes from the run seed and the prompt's number, and each prompt's seed set from its number,
+so a resumed run asks exactly what an uninterrupted one would. The batches read nothing of one
+another (the duplicate filter runs within a batch; across batches the curation chain's dedup
+removes a repeat), so the runners make them ahead and, on Ray, side by side; the run's state is
+two counters, whatever the run's size.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class UnnaturalJob(Built[UnnaturalGenerator]):
     sets: list[list[Demo]]
     run_id: str
     generator: ClassVar[str] = GENERATOR
+    independent: ClassVar[bool] = True
 
     def build(self, maker: Maker) -> UnnaturalGenerator:
         return UnnaturalGenerator(self.config, maker.engine, self.sets, run_id=self.run_id)
@@ -47,33 +48,23 @@ class UnnaturalJob(Built[UnnaturalGenerator]):
         expand = f", {self.config.paraphrases} paraphrases each" if self.config.expand else ""
         return f"Unnatural Instructions into {run.dataset.path}: {self.config.num_records} prompts{expand}"
 
-    def _spec(self, batch: int, state: dict[str, Any]) -> Spec | None:
-        """Batch `batch` from the run's state: the next prompts and the keys generated so far."""
-        first = state.get("asked", 0)
-        count = min(self.config.batch_size, self.config.num_records - first)
-        return Spec(batch, {"first": first, "count": count, "seen": list(state.get("seen", []))}) if count > 0 else None
-
     def plan(self, run: RunContext) -> Any:
-        # Lazily: batch n + 1 is planned once batch n is committed, from the keys it added.
-        while (spec := self._spec(run.info.batches_done, run.info.state)) is not None:
-            yield spec
-
-    def speculate(self, run: RunContext, spec: Spec, batch: Batch) -> Spec | None:
-        """The next batch's spec once `batch` commits: its prompts counted and its keys added,
-        whatever curation keeps."""
-        return self._spec(spec.batch + 1, self.fold(run.info.state, batch.delta))
+        # From the first prompt not asked yet, `batch_size` a batch: a resumed or extended run
+        # goes on where the committed batches stopped.
+        batch, first = run.info.batches_done, run.info.state.get("asked", 0)
+        while first < self.config.num_records:
+            count = min(self.config.batch_size, self.config.num_records - first)
+            yield Spec(batch, {"first": first, "count": count})
+            batch, first = batch + 1, first + count
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         data = spec.data
-        made, keys = self.gen_for(maker).run_batch(spec.batch, data["first"], data["count"], data["seen"])
-        return Batch(made.kept, made.rejects, {"seen": keys, "asked": data["count"]})
+        made = self.gen_for(maker).run_batch(spec.batch, data["first"], data["count"])
+        cores = sum(1 for r in made.kept if r.unnatural is not None and r.unnatural.paraphrase == 0)
+        return Batch(made.kept, made.rejects, {"asked": data["count"], "cores": cores})
 
     def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **state,
-            "seen": sorted({*state.get("seen", []), *delta.get("seen", [])}),
-            "asked": state.get("asked", 0) + delta.get("asked", 0),
-        }
+        return {**state, **{key: state.get(key, 0) + delta.get(key, 0) for key in ("asked", "cores")}}
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
         return f"{spec.data['count']} prompts, {result.kept} records kept"
@@ -83,7 +74,7 @@ class UnnaturalJob(Built[UnnaturalGenerator]):
 
     def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
         summary["prompts"] = run.info.state.get("asked", 0)
-        summary["core_examples"] = len(run.info.state.get("seen", []))
+        summary["core_examples"] = run.info.state.get("cores", 0)  # made by the generator, before curation
 
 
 def run_unnatural(

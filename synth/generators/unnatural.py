@@ -4,7 +4,8 @@ Core generation (paper §2.1): a prompt shows three seed examples of (instructio
 constraints), one of the pool's sets of three, the sets taken in turn, and the model continues
 with a fourth (nucleus sampling, p = 0.99). Three filters make rejects: a candidate missing a
 field (stage `parse`), one whose instruction copies a demonstration's (`novelty`), and one whose
-instruction and input were generated before in the run (`dedup`). The output is then written
+instruction and input were generated before in the batch (`dedup`; across batches the
+curation chain's exact and near dedup drop a repeat, whose greedy output repeats too). The output is then written
 greedily from instruction, input and constraints; the record's training text is the instruction
 and input, the constraints stay in its `unnatural` block.
 
@@ -150,7 +151,7 @@ class Core:
 
 class UnnaturalGenerator:
     """Makes one batch of Unnatural Instructions examples at a time: `count` prompts from the
-    run's prompt `first`, against the (instruction, input) keys generated before (`seen`)."""
+    run's prompt `first`."""
 
     def __init__(self, config: UnnaturalConfig, engine: Engine, sets: list[list[Demo]], run_id: str = "") -> None:
         self.config = config
@@ -170,9 +171,11 @@ class UnnaturalGenerator:
         stop = [f"\n{labels(self.config.language)['example']} "]
         return set_no, ChatRequest(raw=prompt, sampling=sampling, stop=stop, tag=CORE)
 
-    def run_batch(self, batch: int, first: int, count: int, seen: Sequence[str]) -> tuple[Outcome, list[str]]:
-        """The batch's records and rejects, and the keys of the examples it generated."""
-        out, known, cores = Outcome(), set(seen), []
+    def run_batch(self, batch: int, first: int, count: int) -> Outcome:
+        """The batch's records and rejects. The duplicate filter runs within the batch; across
+        batches the curation chain's exact and near dedup remove a repeated instruction and input
+        (its greedy output repeats too), so a run keeps no list of keys that grows with it."""
+        out, known, cores = Outcome(), set(), []
         numbers = range(first, first + count)
         asked = [self.core_request(n) for n in numbers]
         replies = self.engine.chat([request for _, request in asked])
@@ -199,7 +202,7 @@ class UnnaturalGenerator:
             out.kept.append(self._record(batch, core))
         if self.config.expand:
             self._expand(batch, cores, out)
-        return out, sorted(known - set(seen))
+        return out
 
     def _outputs(self, batch: int, cores: list[Core], out: Outcome) -> list[Core]:
         """Each candidate's output, written greedily from instruction, input and constraints."""

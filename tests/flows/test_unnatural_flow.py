@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -17,7 +18,7 @@ from synth.schemas.unnatural import UnnaturalConfig
 from synth.shards import read_manifest, scan, verify
 from tests.faults.test_commit_faults import Replay, fail_first_commit, outcome
 from tests.flows.test_pins import digest
-from tests.generators.test_unnatural import reply
+from tests.generators.test_unnatural import DUPLICATE, reply
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ENGINE = {"kind": "scripted", "responder": "tests.generators.test_unnatural:responder"}
@@ -131,3 +132,28 @@ def test_a_recipe_step_writes_what_the_command_writes(tmp_path):
 
     assert texts(tmp_path / "ds") == texts(tmp_path / "direct")
     assert texts(tmp_path / "ds", "rejects") == texts(tmp_path / "direct", "rejects")
+
+
+def test_an_example_repeated_in_a_later_batch_is_dropped_and_the_state_stays_two_counters(tmp_path):
+    """The model repeats one example in every batch: the curation chain's dedup drops it in every
+    batch after the first. The run keeps no list of keys
+    that grows with it: its state is the prompts asked and the core examples made."""
+    asked = {"n": 0}
+
+    def repeats(request):  # the first prompt of each batch of 4 gets the same example
+        if request.tag == "unnatural_core":
+            asked["n"] += 1
+            if asked["n"] % 4 == 1:
+                return DUPLICATE + "\n\nExample 5"
+        return reply(request)
+
+    summary = run(tmp_path / "ds", ScriptedEngine(repeats), num_records=24)
+    kept = scan(tmp_path / "ds").collect()
+    cores = kept.filter(pl.col("unnatural").struct.field("paraphrase") == 0)
+    assert cores.filter(pl.col("instruction").str.starts_with("Name a fruit")).height == 1
+    rejects = scan(tmp_path / "ds", "rejects").collect()
+    dropped = rejects.filter(pl.col("instruction").str.starts_with("Name a fruit") & (pl.col("stage") == "dedup"))
+    assert summary["batches"] == 6 and set(dropped["batch"]) == {1, 2, 3, 4, 5}
+    assert cores["batch"].min() < dropped["batch"].min()
+    (info,) = read_manifest(tmp_path / "ds").runs.values()
+    assert set(info.state) - {"tokens"} == {"asked", "cores"} and info.state["asked"] == 24

@@ -65,15 +65,14 @@ def config(**changes) -> UnnaturalConfig:
     return UnnaturalConfig(**{"num_records": 20, "batch_size": 10, "paraphrases": 2, "seed": 3, **changes})
 
 
-def batch(cfg: UnnaturalConfig, first: int = 0, count: int = 20, seen=()):
+def batch(cfg: UnnaturalConfig, first: int = 0, count: int = 20):
     engine = ScriptedEngine(reply)
     gen = UnnaturalGenerator(cfg, engine, read_seed_sets(cfg.seeds, cfg.language), run_id="r")
-    out, keys = gen.run_batch(0, first, count, list(seen))
-    return out, keys, engine
+    return gen.run_batch(0, first, count), engine
 
 
 def test_the_prompt_shows_one_seed_set_of_three_and_the_sets_rotate():
-    _, _, engine = batch(config(), count=10)
+    _, engine = batch(config(), count=10)
     sets = read_seed_sets()
     cores = [r for r in engine.calls[0] if r.tag == CORE]
     for number, request in enumerate(cores):
@@ -84,7 +83,7 @@ def test_the_prompt_shows_one_seed_set_of_three_and_the_sets_rotate():
 
 
 def test_the_core_step_samples_at_p_099_and_the_output_is_greedy():
-    _, _, engine = batch(config())
+    _, engine = batch(config())
     requests = [r for call in engine.calls for r in call]
     core = [r.sampling for r in requests if r.tag == CORE]
     outputs = [r.sampling for r in requests if r.tag == OUTPUT]
@@ -94,7 +93,7 @@ def test_the_core_step_samples_at_p_099_and_the_output_is_greedy():
 
 
 def test_each_filter_makes_a_reject_with_its_stage_and_reason_and_nothing_is_lost():
-    out, keys, _ = batch(config())
+    out, _ = batch(config())
     reasons = Counter((r.stage, r.reason) for r in out.rejects if r.stage != "expansion")
     assert reasons[("parse", "missing field: constraints")] > 0
     assert reasons[("novelty", "copy of a demonstration")] > 0
@@ -103,17 +102,10 @@ def test_each_filter_makes_a_reject_with_its_stage_and_reason_and_nothing_is_los
     # Every prompt ends as one core record or one reject; the repeated example is kept once.
     assert len(cores) + sum(reasons.values()) == 20
     assert sum(r.instruction.startswith("Name a fruit") for r in cores) == 1
-    assert len(keys) == len(cores)
-
-
-def test_a_key_seen_in_an_earlier_batch_is_a_duplicate():
-    _, keys, _ = batch(config(), count=10)
-    out, _, _ = batch(config(), first=10, count=10, seen=keys)
-    assert not any(r.instruction.startswith("Name a fruit") and r.unnatural.paraphrase == 0 for r in out.kept)
 
 
 def test_constraints_are_kept_in_the_block_not_in_the_training_text():
-    out, _, engine = batch(config())
+    out, engine = batch(config())
     cores = [r for r in out.kept if r.unnatural.paraphrase == 0]
     assert cores
     for record in cores:
@@ -126,7 +118,7 @@ def test_constraints_are_kept_in_the_block_not_in_the_training_text():
 
 
 def test_each_paraphrase_is_linked_to_its_core_and_keeps_its_input_and_output():
-    out, _, _ = batch(config())
+    out, _ = batch(config())
     cores = {r.id: r for r in out.kept if r.unnatural.paraphrase == 0}
     paraphrases = [r for r in out.kept if r.unnatural.paraphrase > 0]
     assert paraphrases
@@ -142,7 +134,7 @@ def test_each_paraphrase_is_linked_to_its_core_and_keeps_its_input_and_output():
 
 
 def test_without_expansion_only_core_records_are_written():
-    out, _, engine = batch(config(expand=False))
+    out, engine = batch(config(expand=False))
     assert out.kept and all(r.unnatural.paraphrase == 0 for r in out.kept)
     assert not any(r.tag == EXPAND for call in engine.calls for r in call)
 
@@ -150,7 +142,7 @@ def test_without_expansion_only_core_records_are_written():
 def test_every_template_has_a_chinese_version_and_the_zh_seeds_parse():
     assert "zh" in languages()
     assert TEMPLATES.load("zh").keys() == TEMPLATES.load("en").keys()
-    out, _, _ = batch(config(language="zh"), count=5)  # the scripted replies are English: parse rejects
+    out, _ = batch(config(language="zh"), count=5)  # the scripted replies are English: parse rejects
     assert len(out.rejects) == 5 and {r.stage for r in out.rejects} == {"parse"}
     assert len(read_seed_sets(None, "zh")) == 5
 
