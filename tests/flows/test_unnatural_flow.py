@@ -157,3 +157,33 @@ def test_an_example_repeated_in_a_later_batch_is_dropped_and_the_state_stays_two
     assert cores["batch"].min() < dropped["batch"].min()
     (info,) = read_manifest(tmp_path / "ds").runs.values()
     assert set(info.state) - {"tokens"} == {"asked", "cores"} and info.state["asked"] == 24
+
+
+def test_a_batch_made_on_a_ray_worker_is_the_batch_made_here(tmp_path, redis_url):
+    """The job as Ray ships it (pickled) makes, curates and stages on a worker the records a local
+    run commits for the same batch, with its tokens counted."""
+    import cloudpickle
+
+    from synth.flows.jobs import Spec
+    from synth.flows.scaleout import make_staged, read_staged
+    from synth.flows.unnatural import UnnaturalJob, unnatural_run_id
+    from synth.generators.unnatural import read_seed_sets
+    from synth.schemas.curation import CurationConfig, MinHashConfig
+    from synth.shards import DatasetWriter
+
+    config = UnnaturalConfig(num_records=6, batch_size=6, paraphrases=1, seed=5)
+    engine = ScriptedEngineConfig(responder=ENGINE["responder"])
+    sets = read_seed_sets()
+    shipped = cloudpickle.loads(cloudpickle.dumps(UnnaturalJob(config, sets, unnatural_run_id(config, engine, sets))))
+    with DatasetWriter(tmp_path / "ds"):  # the flow opens the dataset first
+        pass
+    curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
+    staged = make_staged(shipped, Spec(0, {"first": 0, "count": 6}), engine, curation, str(tmp_path / "ds"))
+    kept, rejects, meta = read_staged(staged)
+    run(tmp_path / "local", num_records=6, batch_size=6, paraphrases=1)
+    local = scan(tmp_path / "local").collect()
+    assert sorted((r.instruction, r.input, r.output) for r in kept) == sorted(
+        local.select("instruction", "input", "output").rows()
+    )
+    assert meta["delta"]["asked"] == 6 and meta["tokens"]["unnatural_core"]["completion"] > 0
+    assert len(rejects) == scan(tmp_path / "local", "rejects").collect().height
