@@ -1,5 +1,5 @@
-"""A Self-Instruct run (or, given a source of pairs, a recycling run) in its own process, for the
-kill-and-resume test.
+"""A Self-Instruct run (or, given a source of pairs, a recycling run; given `unnatural`, an
+Unnatural Instructions run) in its own process, for the kill-and-resume test.
 
 Replies depend only on each request (its seed), so a resumed run sees exactly the replies an
 uninterrupted one would. Each engine call sleeps a little so the test can kill the process mid-run.
@@ -50,8 +50,26 @@ def recycle(out: str, source: str) -> None:
     )
 
 
+def unnatural(out: str, batches: int) -> None:
+    """Unnatural Instructions, four prompts a batch, with its scripted model."""
+    from synth.flows.unnatural import run_unnatural
+    from synth.schemas.unnatural import UnnaturalConfig
+    from tests.generators.test_unnatural import reply as unnatural_reply
+
+    run_unnatural(
+        UnnaturalConfig(num_records=4 * batches, batch_size=4, paraphrases=1, seed=5),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=out, shard_rows=4),
+        model=SlowEngine(unnatural_reply),
+        batch_retries=0,
+    )
+
+
 if __name__ == "__main__":
     out, batches = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) > 3 and sys.argv[3] == "unnatural":
+        unnatural(out, batches)
+        sys.exit(0)
     if len(sys.argv) > 3:  # a source of pairs: recycle it
         recycle(out, sys.argv[3])
         sys.exit(0)

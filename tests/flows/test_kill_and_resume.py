@@ -19,7 +19,7 @@ WORKER = Path(__file__).with_name("resume_worker.py")
 ROOT = Path(__file__).parents[2]
 
 
-def worker(out: Path, batches: int, source: Path | None = None) -> subprocess.Popen:
+def worker(out: Path, batches: int, source: Path | str | None = None) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", "PYTHONPATH": str(ROOT)}
@@ -34,10 +34,10 @@ def contents(path: Path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("generator", ["self_instruct", "reflection"])
+@pytest.mark.parametrize("generator", ["self_instruct", "reflection", "unnatural"])
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, generator):
     batches = 6
-    source = None
+    source: Path | str | None = "unnatural" if generator == "unnatural" else None
     if generator == "reflection":  # two source pairs a batch
         source = tmp_path / "pairs.jsonl"
         rows = [{"id": f"src-{i}", "instruction": f"old-{i}", "output": f"ans-o-{i}"} for i in range(2 * batches)]
