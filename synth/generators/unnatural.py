@@ -43,10 +43,11 @@ TEMPLATES = TemplateSet((CORE, OUTPUT, EXPAND))
 SLOT = "{INPUT}"
 SET_SIZE = 3  # demonstrations per prompt (the paper's three)
 
-# The field labels of a demonstration and of the model's reply, by language (the templates use the same).
+# The field labels of a demonstration and of the model's reply, by language (the templates use the
+# same). Every language's prompts keep the English labels, as the other generators' do, so a reply
+# parses the same way whatever the prompt's language.
 LABELS = {
     "en": {"example": "Example", "instruction": "Instruction:", "input": "Input:", "constraints": "Constraints:"},
-    "zh": {"example": "示例", "instruction": "指令：", "input": "输入：", "constraints": "约束："},
 }
 FIELDS = ("instruction", "input", "constraints")
 SEEDS_DIR = Path(__file__).parent / "seeds"
@@ -116,7 +117,7 @@ def render_demos(demos: Sequence[Demo], language: str) -> str:
     blocks = []
     for n, demo in enumerate(demos, start=1):
         rows = [f"{words['example']} {n}"]
-        rows += [f"{words[name]} {defuse(getattr(demo, name))}".replace("： ", "：") for name in FIELDS]
+        rows += [f"{words[name]} {defuse(getattr(demo, name))}" for name in FIELDS]
         blocks.append("\n".join(rows))
     return "\n\n".join(blocks)
 
