@@ -17,6 +17,8 @@ from synth.filters.base import reject
 from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import JudgeConfig
+from synth.schemas.files import ConfigFileError
+from synth.shards.files import utf8_lines
 
 GRADE_SCHEMA = {
     "type": "object",
@@ -44,6 +46,16 @@ def parse_grade(text: str) -> tuple[int, str] | None:
     return int(last.group(1)), text[: last.start()].strip()
 
 
+def read_rubric(path: str | Path) -> str:
+    """A rubric file's text for the judge's prompt: UTF-8, a leading byte-order mark dropped; a
+    missing or empty file, bytes that are not UTF-8 or a control character (an escape sequence,
+    a NUL) raise `ConfigFileError` naming the file and line, so none reaches a prompt."""
+    text = "\n".join(line for _, line in utf8_lines(Path(path), ConfigFileError)).strip()
+    if not text:
+        raise ConfigFileError(f"{path}: the rubric file is empty")
+    return text
+
+
 class JudgeFilter:
     """Keeps records the engine scores at or above `threshold` on the rubric."""
 
@@ -53,7 +65,7 @@ class JudgeFilter:
         self.config = config
         self.engine = engine
         if config.rubric:
-            self.rubric = Path(config.rubric).read_text(encoding="utf-8").strip()
+            self.rubric = read_rubric(config.rubric)
         else:
             self.rubric = load_template("judge_rubric").text
         self.rubric_hash = hashlib.sha256(self.rubric.encode()).hexdigest()[:12]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import polars as pl
@@ -20,7 +21,7 @@ from synth.filters.minhash import signatures
 from synth.filters.novelty_filter import NoveltyFilter
 from synth.flows.common import commit_curated
 from synth.flows.curation import build_chain
-from synth.schemas import Record, Reject, RunInfo
+from synth.schemas import ConfigFileError, Record, Reject, RunInfo
 from synth.schemas.curation import (
     CurationConfig,
     DecontaminationConfig,
@@ -214,6 +215,31 @@ def test_judge_uses_one_batched_call_with_structured_output_and_a_custom_rubric(
     assert len(engine.calls) == 1 and len(engine.calls[0]) == 2
     request: ChatRequest = engine.calls[0][0]
     assert request.json_schema is not None and "mentions rain" in request.messages[0].content
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"Score 5 if \x1b[31mred\x1b[0m.\n", "rubric.txt:1: control character U+001B"),
+        (b"Be fair.\nScore \x00 five\n", "rubric.txt:2: control character U+0000"),
+        (b"Score \xff\n", "rubric.txt:1: not UTF-8 text"),
+        (b" \n\n", "rubric.txt: the rubric file is empty"),
+        (None, "rubric.txt: no such file"),
+    ],
+)
+def test_a_rubric_file_that_is_not_plain_text_is_refused_naming_its_line(tmp_path, content, message):
+    rubric = tmp_path / "rubric.txt"
+    if content is not None:
+        rubric.write_bytes(content)
+    with pytest.raises(ConfigFileError, match=re.escape(message)):
+        JudgeFilter(JudgeConfig(rubric=str(rubric)), judge_engine("{}"))
+
+
+def test_a_rubric_files_byte_order_mark_never_reaches_the_prompt(tmp_path):
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_bytes("\ufeffScore 5 if the answer mentions rain.\r\n".encode())
+    f = JudgeFilter(JudgeConfig(rubric=str(rubric)), judge_engine('{"rationale": "ok", "score": 5}'))
+    assert f.rubric == "Score 5 if the answer mentions rain."
 
 
 def test_decontamination_drops_overlaps_and_reports_the_items_hit(tmp_path):
