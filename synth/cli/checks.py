@@ -162,8 +162,13 @@ def check_curation(config: CurationConfig, where: str) -> None:
                 fail(f"{where}decontamination.benchmarks: {e}")
     if config.novelty.enabled and config.novelty.reference and not Path(config.novelty.reference).exists():
         fail(f"{where}novelty.reference: {config.novelty.reference}: no such file or folder")
-    if config.judge.enabled and config.judge.rubric and not Path(config.judge.rubric).is_file():
-        fail(f"{where}judge.rubric: {config.judge.rubric}: no such file")
+    if config.judge.enabled and config.judge.rubric:
+        from synth.filters.judge import read_rubric
+
+        try:
+            read_rubric(config.judge.rubric)
+        except ValueError as e:
+            fail(f"{where}judge.rubric: {e}")
     if config.abilities.taxonomy:
         from synth.filters.abilities import load_taxonomy
 

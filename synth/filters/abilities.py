@@ -23,6 +23,9 @@ from synth.filters.base import reject
 from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import AbilitiesConfig
+from synth.schemas.files import ConfigFileError
+from synth.shards.files import utf8_lines
+from synth.text import value_control_problem
 
 ABILITIES: dict[str, str] = {
     "creative_writing": "stories, poems, slogans, scripts and other original writing",
@@ -39,13 +42,24 @@ ABILITIES: dict[str, str] = {
 
 
 def load_taxonomy(path: str | None) -> dict[str, str]:
-    """The taxonomy of `path` (a JSON or YAML mapping of key to definition), or the default."""
+    """The taxonomy of `path` (a JSON or YAML mapping of key to definition), or the default. A file
+    that cannot be read as one raises `ConfigFileError` naming it (and the line, where known)."""
     if path is None:
         return dict(ABILITIES)
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    # Line by line first: a BOM dropped, bad bytes and control characters refused with file:LINE.
+    text = "\n".join(line for _, line in utf8_lines(Path(path), ConfigFileError))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigFileError(f"{path}{where}: not valid JSON or YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict) or not data or not all(isinstance(k, str) and k for k in data):
-        raise ValueError(f"{path}: expected a mapping of ability key to definition")
-    return {k: str(v) for k, v in data.items()}
+        raise ConfigFileError(f"{path}: expected a mapping of ability key to definition")
+    taxonomy = {k: str(v) for k, v in data.items()}
+    if problem := value_control_problem(taxonomy):  # an escape in a quoted string ("\e")
+        raise ConfigFileError(f"{path}: a definition holds a {problem}; only text, tabs and line breaks are read")
+    return taxonomy
 
 
 def parse_ability(text: str, keys: Sequence[str]) -> str | None:

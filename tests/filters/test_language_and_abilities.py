@@ -88,6 +88,23 @@ def test_a_taxonomy_file_replaces_the_default_and_a_key_outside_it_does_not_pars
 
 
 @pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"poetry: writing \x1b[2Jpoems\n", r"abilities\.yaml:1: control character U\+001B"),
+        (b'poetry: "writing \\e poems"\n', r"abilities\.yaml: a definition holds a control character U\+001B"),
+        (b"poetry: [writing\nprose: x\n", r"abilities\.yaml:\d+: not valid JSON or YAML"),
+    ],
+)
+def test_a_taxonomy_file_that_is_not_plain_text_is_refused_naming_it(tmp_path, content, message):
+    from synth.schemas import ConfigFileError
+
+    path = tmp_path / "abilities.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigFileError, match=message):
+        load_taxonomy(str(path))
+
+
+@pytest.mark.parametrize(
     ("config", "language", "stages"),
     [
         (CurationConfig(), "en", ["heuristic", "dedup", "dedup"]),
