@@ -144,6 +144,30 @@ class Unnatural(BaseModel):
     template: str = ""
 
 
+class Codeclm(BaseModel):
+    """A CodecLM record's (or a contrastive reject's) own block: the seed's metadata (use case, its
+    skills joined by "; "), how many Self-Rubrics rounds were applied to the basic instruction (0:
+    kept as decoded), the metadata's rubrics and the actions applied (one a line), and the
+    contrastive filter's scores: the strong and target answers' averaged 1-10 scores, their gap
+    (strong minus target), and whose answer the record holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_id: str
+    use_case: str
+    skills: str
+    rounds: int = 0
+    basic_instruction: str = ""
+    rubrics: str = ""
+    actions: str = ""
+    strong_score: float | None = None
+    target_score: float | None = None
+    gap: float | None = None
+    answer: str = ""  # "strong" or "target": whose answer is the output
+    strong_model: str = ""
+    target_model: str = ""
+
+
 class Record(Provenance):
     """A kept instruction-tuning example with its provenance and curation scores."""
 
@@ -188,6 +212,8 @@ class Record(Provenance):
     reflection: Reflection | None = None
     # Unnatural Instructions: the constraints, the core example and the paraphrase number.
     unnatural: Unnatural | None = None
+    # CodecLM: the metadata, the Self-Rubrics rounds applied and the contrastive filter's scores.
+    codeclm: Codeclm | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def model_post_init(self, __context: object) -> None:
@@ -222,6 +248,7 @@ RejectStage = Literal[
     "execution",  # generated code that failed its tests (or its limits) in the sandbox
     "reflection",  # a teacher's reflection that did not parse, or a variant the student did not keep
     "expansion",  # a paraphrase of an instruction that lost its input slot or came back empty
+    "contrastive",  # CodecLM: an instruction whose answers stayed within the gap threshold every iteration
 ]
 
 
