@@ -115,5 +115,11 @@ GENERATORS: dict[str, Generator] = {
             "synth.flows.unnatural:unnatural_flow",
             "synth.flows.inputs:check_unnatural",
         ),
+        Generator(
+            "codeclm",
+            "synth.schemas.codeclm:CodeclmConfig",
+            "synth.flows.codeclm:codeclm_flow",
+            "synth.flows.inputs:check_codeclm",
+        ),
     )
 }

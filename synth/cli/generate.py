@@ -193,6 +193,28 @@ def print_recycled(summary: dict[str, Any]) -> None:
     )
 
 
+def codeclm(
+    run: RunOptions,
+    options: dict[str, Any],
+    target_engine_config: Annotated[
+        Path | None,
+        path_option(
+            "--target-engine-config",
+            help="The target model whose answers the strong model's are compared with (default: the run's engine).",
+        ),
+    ] = None,
+) -> None:
+    """CodecLM (Wang et al. 2024): the strong model (the run's engine) encodes seed instructions into
+    metadata, decodes it into instructions, makes them harder with Self-Rubrics, and keeps the pairs
+    whose strong answer beats the target model's by more than the threshold (Contrastive Filtering).
+
+    Re-running the same command resumes the run.
+    """
+    target = load_engine(target_engine_config) if target_engine_config else None
+    extra = [(target, where(target_engine_config))] if target is not None else []
+    _run("codeclm", run, {**options, "target_engine": target}, extra)
+
+
 # Every registry entry is a command, built from its config's fields when asked for
 # (`synth.cli.derived`); these generators name theirs and finish the run themselves (engines to
 # load, options of their own, what to print).
@@ -201,6 +223,7 @@ CUSTOM: dict[str, Custom] = {
     "backtranslation": Custom("backtranslate", backtranslate, nested=("self_train",)),
     "preferences": Custom("preferences", pair_preferences),
     "reflection": Custom("recycle", recycle),
+    "codeclm": Custom("codeclm", codeclm),
 }
 app = typer.Typer(
     cls=generator_group(_run, CUSTOM),

@@ -16,6 +16,7 @@ from synth.generators.unnatural import read_seed_sets
 if TYPE_CHECKING:
     from synth.schemas import BacktranslationConfig, EvolInstructConfig, SelfInstructConfig
     from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
+    from synth.schemas.codeclm import CodeclmConfig
     from synth.schemas.magpie import MagpieConfig
     from synth.schemas.preferences import PreferencesConfig
     from synth.schemas.reflection import ReflectionConfig
@@ -97,3 +98,8 @@ def check_reflection(config: ReflectionConfig, dataset: str | Path) -> None:
 def check_unnatural(config: UnnaturalConfig, dataset: str | Path) -> None:
     """Read the seed examples (sets of three, each with instruction, input and constraints)."""
     read_seed_sets(config.seeds, config.language)
+
+
+def check_codeclm(config: CodeclmConfig, dataset: str | Path) -> None:
+    """Read the seed instructions (Self-Instruct's seed formats)."""
+    load_seed_tasks(config.seeds, config.language)

@@ -28,6 +28,7 @@ from typing import Any
 from synth.engines import ChatRequest, Engine
 from synth.engines.base import Completion
 from synth.generators.codeclm_replies import (
+    SCORES_SCHEMA,
     labelled,
     labels,
     numbered,
@@ -234,7 +235,9 @@ class CodeclmGenerator:
                 sampling = self._sampling(
                     self.config.judge_sampling, "judge", c.meta.seed.id, c.number, iteration, order
                 )
-                requests.append(self._ask(JUDGE, sampling, question=c.instruction, answer_1=one, answer_2=two))
+                request = self._ask(JUDGE, sampling, question=c.instruction, answer_1=one, answer_2=two)
+                request.json_schema = SCORES_SCHEMA if self.config.structured_judge else None
+                requests.append(request)
         replies = self.strong.chat(requests)
         scored = []
         for i, c in enumerate(candidates):

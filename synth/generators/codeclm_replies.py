@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from synth.prompts import reply_object
 from synth.schemas import SeedTask
 
 MAX_SKILLS = 3  # the paper's encoder lists at most three skills
@@ -15,6 +16,14 @@ SCALE = (1.0, 10.0)  # the judge's score scale (paper: 10)
 LABELS = {
     "en": {"use_case": "Use case", "skills": "Skills", "rubrics": "Rubrics", "actions": "Actions", "colon": ":"},
     "zh": {"use_case": "用途", "skills": "技能", "rubrics": "评判标准", "actions": "改进动作", "colon": "："},
+}
+# The judge's reply as structured output (`structured_judge`): the two scores, nothing else.
+_SCORE = {"type": "integer", "enum": list(range(1, 11))}
+SCORES_SCHEMA = {
+    "type": "object",
+    "properties": {"assistant_1": _SCORE, "assistant_2": _SCORE},
+    "required": ["assistant_1", "assistant_2"],
+    "additionalProperties": False,
 }
 _ITEM = re.compile(r"^\s*(?:\d+\s*[.)、:：]|[-*•])\s*(.+?)\s*$")
 _SCORES = re.compile(r"(\d+(?:\.\d+)?)\s*(?:[,，/;]|\s)\s*(\d+(?:\.\d+)?)")
@@ -58,7 +67,13 @@ def parse_rubrics(text: str, language: str) -> tuple[list[str], list[str]]:
 
 
 def parse_scores(text: str) -> tuple[float, float] | None:
-    """The two scores of a judge reply (its first line holding two on the 1-10 scale), or None."""
+    """The two scores of a judge reply (its first line holding two on the 1-10 scale, or the
+    structured reply's two), or None."""
+    data = reply_object(text)
+    if data is not None:
+        a, b = data.get("assistant_1"), data.get("assistant_2")
+        ok = all(isinstance(s, int | float) and not isinstance(s, bool) and SCALE[0] <= s <= SCALE[1] for s in (a, b))
+        return (float(a), float(b)) if ok else None  # type: ignore[arg-type]
     for line in text.strip().splitlines():
         if found := _SCORES.search(line):
             a, b = float(found[1]), float(found[2])

@@ -31,6 +31,10 @@ class CodeclmConfig(_Profiled):
             # and both answers, so each must stay well under a third of it.
             "generation_sampling": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 384},
             "response_sampling": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 512},
+            # It never writes the judge's line of two scores on its own (0 of 16 replies measured), and
+            # in JSON it puts blank lines between the tokens: 32 tokens cut most replies short.
+            "structured_judge": True,
+            "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128},
         }
     }
 
@@ -58,6 +62,11 @@ class CodeclmConfig(_Profiled):
         default=True,
         description="Keep the target's answer where it beats the strong one by more than the threshold (the "
         "paper's implicit regularization); off: such instructions go back for improvement too.",
+    )
+    structured_judge: bool = Field(
+        default=False,
+        description="Have the judge answer as structured output (JSON with the two scores) instead of the "
+        "paper's line of two numbers: for a model that does not keep to the format.",
     )
     target_engine: EngineConfig | None = Field(
         default=None, description="The target model whose answers are compared; None: the run's engine."

@@ -222,3 +222,15 @@ def test_every_template_has_a_chinese_version_and_zh_replies_parse():
     assert parse_rubrics("评判标准：\n1. 甲\n2. 乙\n改进动作：\n1. 丙", "zh") == (["甲", "乙"], ["丙"])
     assert parse_scores("8 3\nbecause") == (8.0, 3.0) and parse_scores("11 3") is None
     assert len(load_seed_tasks(None, "zh")) > 0
+
+
+def test_a_structured_judge_asks_for_the_two_scores_as_json_and_reads_them(tmp_path):
+    from synth.generators.codeclm_replies import SCORES_SCHEMA
+
+    _, strong, _ = chunk(config(tmp_path, structured_judge=True))
+    assert {str(r.json_schema) for r in requests(strong, JUDGE)} == {str(SCORES_SCHEMA)}
+    _, plain, _ = chunk(config(tmp_path))
+    assert all(r.json_schema is None for r in requests(plain, JUDGE))
+    assert parse_scores('{"assistant_1": 9, "assistant_2": 4}') == (9.0, 4.0)
+    assert parse_scores('{"assistant_1": 0, "assistant_2": 4}') is None
+    assert CodeclmConfig(profile="small-model").structured_judge and not CodeclmConfig().structured_judge
