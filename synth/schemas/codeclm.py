@@ -31,7 +31,7 @@ class CodeclmConfig(_Profiled):
             # and both answers, so each must stay well under a third of it.
             "generation_sampling": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 384},
             "response_sampling": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 512},
-            # It never writes the judge's line of two scores on its own (0 of 16 replies measured), and
+            # It does not write the judge's line of two scores (none of 8 instructions judged, measured), and
             # in JSON it puts blank lines between the tokens: 32 tokens cut most replies short.
             "structured_judge": True,
             "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128},
