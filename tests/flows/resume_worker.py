@@ -1,5 +1,5 @@
-"""A Self-Instruct run (or, given a source of pairs, a recycling run; given `unnatural`, an
-Unnatural Instructions run) in its own process, for the kill-and-resume test.
+"""A Self-Instruct run (or, given a source of pairs, a recycling run; given `unnatural` or
+`codeclm`, a run of that generator) in its own process, for the kill-and-resume test.
 
 Replies depend only on each request (its seed), so a resumed run sees exactly the replies an
 uninterrupted one would. Each engine call sleeps a little so the test can kill the process mid-run.
@@ -65,10 +65,31 @@ def unnatural(out: str, batches: int) -> None:
     )
 
 
+def codeclm(out: str, batches: int) -> None:
+    """CodecLM, one seed instruction a batch, with its scripted strong and target models."""
+    from pathlib import Path
+
+    from synth.flows.codeclm import run_codeclm
+    from synth.schemas.codeclm import CodeclmConfig
+    from tests.generators.test_codeclm import reply as codeclm_reply
+    from tests.generators.test_codeclm import write_seeds
+
+    firsts = ("Plan", "Write", "Describe", "Explain", "List", "Compare", "Design", "Review")
+    seeds = write_seeds(Path(out).parent, [f"{word} something for a weekend at the coast." for word in firsts])
+    run_codeclm(
+        CodeclmConfig(seeds=str(seeds), limit=batches, chunk_size=1, instructions_per_metadata=3, seed=5),
+        ScriptedEngineConfig(),
+        DatasetConfig(path=out, shard_rows=4),
+        model=SlowEngine(codeclm_reply),
+        target=ScriptedEngine(codeclm_reply, model_name="target-model"),
+        batch_retries=0,
+    )
+
+
 if __name__ == "__main__":
     out, batches = sys.argv[1], int(sys.argv[2])
-    if len(sys.argv) > 3 and sys.argv[3] == "unnatural":
-        unnatural(out, batches)
+    if len(sys.argv) > 3 and sys.argv[3] in ("unnatural", "codeclm"):
+        (unnatural if sys.argv[3] == "unnatural" else codeclm)(out, batches)
         sys.exit(0)
     if len(sys.argv) > 3:  # a source of pairs: recycle it
         recycle(out, sys.argv[3])

@@ -34,10 +34,10 @@ def contents(path: Path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("generator", ["self_instruct", "reflection", "unnatural"])
+@pytest.mark.parametrize("generator", ["self_instruct", "reflection", "unnatural", "codeclm"])
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, generator):
     batches = 6
-    source: Path | str | None = "unnatural" if generator == "unnatural" else None
+    source: Path | str | None = generator if generator in ("unnatural", "codeclm") else None
     if generator == "reflection":  # two source pairs a batch
         source = tmp_path / "pairs.jsonl"
         rows = [{"id": f"src-{i}", "instruction": f"old-{i}", "output": f"ans-o-{i}"} for i in range(2 * batches)]
