@@ -24,7 +24,7 @@ from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import AbilitiesConfig
 from synth.schemas.files import ConfigFileError
-from synth.shards.files import utf8_lines
+from synth.shards.files import checked_text
 from synth.text import value_control_problem
 
 ABILITIES: dict[str, str] = {
@@ -47,7 +47,7 @@ def load_taxonomy(path: str | None) -> dict[str, str]:
     if path is None:
         return dict(ABILITIES)
     # Line by line first: a BOM dropped, bad bytes and control characters refused with file:LINE.
-    text = "\n".join(line for _, line in utf8_lines(Path(path), ConfigFileError))
+    text = checked_text(Path(path), ConfigFileError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

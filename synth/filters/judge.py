@@ -18,7 +18,7 @@ from synth.prompts import defuse, load_template, reply_object
 from synth.schemas import Message, Outcome, Record
 from synth.schemas.curation import JudgeConfig
 from synth.schemas.files import ConfigFileError
-from synth.shards.files import utf8_lines
+from synth.shards.files import checked_text
 
 GRADE_SCHEMA = {
     "type": "object",
@@ -50,7 +50,7 @@ def read_rubric(path: str | Path) -> str:
     """A rubric file's text for the judge's prompt: UTF-8, a leading byte-order mark dropped; a
     missing or empty file, bytes that are not UTF-8 or a control character (an escape sequence,
     a NUL) raise `ConfigFileError` naming the file and line, so none reaches a prompt."""
-    text = "\n".join(line for _, line in utf8_lines(Path(path), ConfigFileError)).strip()
+    text = checked_text(Path(path), ConfigFileError).strip()
     if not text:
         raise ConfigFileError(f"{path}: the rubric file is empty")
     return text

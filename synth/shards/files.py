@@ -80,6 +80,12 @@ def utf8_lines_from(
             yield number, start, line
 
 
+def checked_text(path: Path, error: type[ValueError]) -> str:
+    """The whole file as `utf8_lines` reads it, its lines joined by "\\n": a leading byte-order
+    mark dropped, bad bytes and control characters raising `error` with the file and line."""
+    return "\n".join(line for _, line in utf8_lines(path, error))
+
+
 def lone_surrogate(value: object) -> bool:
     """Whether a parsed JSON value holds a string (or key) with an unpaired surrogate."""
     if isinstance(value, str):
