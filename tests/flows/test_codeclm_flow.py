@@ -149,13 +149,9 @@ def test_a_recipe_step_writes_what_the_run_writes(tmp_path):
 def test_a_chunk_made_from_the_job_as_ray_ships_it_is_the_chunk_a_local_run_commits(tmp_path, redis_url):
     """The job as Ray ships it (pickled, its target engine a config the worker builds) makes,
     curates and stages the records and rejects a local run commits for the same seeds."""
-    import cloudpickle
-
     from synth.flows.codeclm import CodeclmJob, codeclm_run_id, load_seeds
     from synth.flows.jobs import Spec
-    from synth.flows.scaleout import make_staged, read_staged
-    from synth.schemas.curation import CurationConfig, MinHashConfig
-    from synth.shards import DatasetWriter
+    from tests.flows.test_ray import staged_on_a_worker
 
     seeds = str(write_seeds(tmp_path))
     config = CodeclmConfig.model_validate(
@@ -164,12 +160,7 @@ def test_a_chunk_made_from_the_job_as_ray_ships_it_is_the_chunk_a_local_run_comm
     engine = ScriptedEngineConfig(responder=RESPONDER)
     items = load_seeds(config)
     job = CodeclmJob(config, items, codeclm_run_id(config, engine, items))
-    shipped = cloudpickle.loads(cloudpickle.dumps(job))
-    with DatasetWriter(tmp_path / "ds"):  # the flow opens the dataset first
-        pass
-    curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
-    staged = make_staged(shipped, Spec(0, items), engine, curation, str(tmp_path / "ds"))
-    kept, rejects, meta = read_staged(staged)
+    kept, rejects, meta = staged_on_a_worker(job, Spec(0, items), engine, redis_url, tmp_path / "ds")
     run_codeclm(config, engine, DatasetConfig(path=str(tmp_path / "local")))
     local = scan(tmp_path / "local").collect()
     assert kept and sorted((r.instruction, r.output) for r in kept) == sorted(

@@ -76,6 +76,19 @@ def test_a_ray_runner_needs_the_shared_redis_index(tmp_path):
         load_recipe(write(tmp_path, data))
 
 
+def staged_on_a_worker(job, spec: Spec, engine, redis_url: str, dataset: Path) -> tuple[list, list, dict]:
+    """Batch `spec` of `job` made, curated and staged as a Ray worker does it: from the job as Ray
+    ships it (pickled), against the shared Redis index. Returns the staged kept records, rejects and
+    meta."""
+    import cloudpickle
+
+    shipped = cloudpickle.loads(cloudpickle.dumps(job))
+    with DatasetWriter(dataset):  # the flow opens the dataset (and so gives it its id) first
+        pass
+    curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
+    return read_staged(make_staged(shipped, spec, engine, curation, str(dataset)))
+
+
 def test_a_staged_batch_is_reused_not_regenerated(tmp_path, redis_url):
     """A batch staged before a crash is committed from its folder: the worker does not run it again."""
     curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))

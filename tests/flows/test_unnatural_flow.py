@@ -162,24 +162,16 @@ def test_an_example_repeated_in_a_later_batch_is_dropped_and_the_state_stays_two
 def test_a_batch_made_on_a_ray_worker_is_the_batch_made_here(tmp_path, redis_url):
     """The job as Ray ships it (pickled) makes, curates and stages on a worker the records a local
     run commits for the same batch, with its tokens counted."""
-    import cloudpickle
-
     from synth.flows.jobs import Spec
-    from synth.flows.scaleout import make_staged, read_staged
     from synth.flows.unnatural import UnnaturalJob, unnatural_run_id
     from synth.generators.unnatural import read_seed_sets
-    from synth.schemas.curation import CurationConfig, MinHashConfig
-    from synth.shards import DatasetWriter
+    from tests.flows.test_ray import staged_on_a_worker
 
     config = UnnaturalConfig(num_records=6, batch_size=6, paraphrases=1, seed=5)
     engine = ScriptedEngineConfig(responder=ENGINE["responder"])
     sets = read_seed_sets()
-    shipped = cloudpickle.loads(cloudpickle.dumps(UnnaturalJob(config, sets, unnatural_run_id(config, engine, sets))))
-    with DatasetWriter(tmp_path / "ds"):  # the flow opens the dataset first
-        pass
-    curation = CurationConfig(minhash=MinHashConfig(backend="redis", redis_url=redis_url))
-    staged = make_staged(shipped, Spec(0, {"first": 0, "count": 6}), engine, curation, str(tmp_path / "ds"))
-    kept, rejects, meta = read_staged(staged)
+    job = UnnaturalJob(config, sets, unnatural_run_id(config, engine, sets))
+    kept, rejects, meta = staged_on_a_worker(job, Spec(0, {"first": 0, "count": 6}), engine, redis_url, tmp_path / "ds")
     run(tmp_path / "local", num_records=6, batch_size=6, paraphrases=1)
     local = scan(tmp_path / "local").collect()
     assert sorted((r.instruction, r.input, r.output) for r in kept) == sorted(
