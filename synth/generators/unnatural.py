@@ -43,12 +43,10 @@ TEMPLATES = TemplateSet((CORE, OUTPUT, EXPAND))
 SLOT = "{INPUT}"
 SET_SIZE = 3  # demonstrations per prompt (the paper's three)
 
-# The field labels of a demonstration and of the model's reply, by language (the templates use the
-# same). Every language's prompts keep the English labels, as the other generators' do, so a reply
-# parses the same way whatever the prompt's language.
-LABELS = {
-    "en": {"example": "Example", "instruction": "Instruction:", "input": "Input:", "constraints": "Constraints:"},
-}
+# The field labels of a demonstration and of the model's reply (the templates use the same). Every
+# language's prompts keep these English labels, as the other generators' do, so a reply parses the
+# same way whatever the prompt's language.
+LABELS = {"example": "Example", "instruction": "Instruction:", "input": "Input:", "constraints": "Constraints:"}
 FIELDS = ("instruction", "input", "constraints")
 SEEDS_DIR = Path(__file__).parent / "seeds"
 
@@ -99,10 +97,6 @@ def read_seed_sets(path: str | Path | None = None, language: str = "en") -> list
     return list(sets.values())
 
 
-def labels(language: str) -> dict[str, str]:
-    return LABELS.get(language, LABELS["en"])
-
-
 def normalized(text: str) -> str:
     return " ".join(text.split()).casefold()
 
@@ -112,22 +106,20 @@ def pair_digest(instruction: str, input: str) -> str:
     return hashlib.sha256(f"{normalized(instruction)}\x1f{normalized(input)}".encode()).hexdigest()[:16]
 
 
-def render_demos(demos: Sequence[Demo], language: str) -> str:
-    words = labels(language)
+def render_demos(demos: Sequence[Demo]) -> str:
     blocks = []
     for n, demo in enumerate(demos, start=1):
-        rows = [f"{words['example']} {n}"]
-        rows += [f"{words[name]} {defuse(getattr(demo, name))}" for name in FIELDS]
+        rows = [f"{LABELS['example']} {n}"]
+        rows += [f"{LABELS[name]} {defuse(getattr(demo, name))}" for name in FIELDS]
         blocks.append("\n".join(rows))
     return "\n\n".join(blocks)
 
 
-def parse_example(reply: str, language: str) -> tuple[dict[str, str], list[str]]:
+def parse_example(reply: str) -> tuple[dict[str, str], list[str]]:
     """The fields of the model's fourth example (its reply continues after the instruction's label),
     and the names of those missing or empty."""
-    words = labels(language)
-    text = reply.split(f"\n{words['example']} ")[0]
-    marks = {name: words[name] for name in FIELDS[1:]}
+    text = reply.split(f"\n{LABELS['example']} ")[0]
+    marks = {name: LABELS[name] for name in FIELDS[1:]}
     found: dict[str, str] = {}
     pattern = "|".join(re.escape(m) for m in marks.values())
     parts = re.split(f"^\\s*({pattern})", text, flags=re.MULTILINE)
@@ -167,9 +159,9 @@ class UnnaturalGenerator:
     def core_request(self, number: int) -> tuple[int, ChatRequest]:
         """The prompt of the run's `number`th example: the seed set it shows, and the request."""
         set_no = number % len(self.sets)
-        prompt = self.templates[CORE].render(examples=render_demos(self.sets[set_no], self.config.language))
+        prompt = self.templates[CORE].render(examples=render_demos(self.sets[set_no]))
         sampling = self._sampling(self.config.example_sampling, "core", number)
-        stop = [f"\n{labels(self.config.language)['example']} "]
+        stop = [f"\n{LABELS['example']} "]
         return set_no, ChatRequest(raw=prompt, sampling=sampling, stop=stop, tag=CORE)
 
     def run_batch(self, batch: int, first: int, count: int) -> Outcome:
@@ -185,7 +177,7 @@ class UnnaturalGenerator:
             if reply.finish_reason == "error":
                 out.rejects.append(self._reject(batch, core, "engine", "engine error", reply, request))
                 continue
-            core.fields, missing = parse_example(reply.text, self.config.language)
+            core.fields, missing = parse_example(reply.text)
             if missing:
                 reason = "missing field: " + ", ".join(missing)
                 out.rejects.append(self._reject(batch, core, "parse", reason, reply, request))
