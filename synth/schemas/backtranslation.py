@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _sampling, _Strict
+from synth.schemas.config import SamplingConfig, _language, _RunConfig, _sampling
 from synth.schemas.self_train import SelfTrainConfig
 
 
-class BacktranslationConfig(_Strict):
+class BacktranslationConfig(_RunConfig):
     """Instruction backtranslation (Li et al. 2023, Humpback): segment, self-augment, self-curate."""
+
+    _INPUT_FIELDS = ("docs", "seeds")  # the documents' path enters the run id on its own
+    # The self-training loop's settings decide its models, whose weights enter its runs' ids.
+    _IDENTITY_EXCLUDES = frozenset({"self_train"})
 
     docs: str = Field(description="Folder of .txt/.md/.html files, or a JSONL/Parquet file with a text field.")
     seeds: str | None = Field(
@@ -44,13 +46,3 @@ class BacktranslationConfig(_Strict):
     self_train: SelfTrainConfig | None = Field(
         default=None, description="Run the paper's self-training loop (trained backward model and graders)."
     )
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"docs": self.docs, "seeds": self.seeds}
-
-    def identity(self) -> dict[str, Any]:
-        """Everything but the paths: the documents' path is part of the run id on its own, and the
-        seed file is identified by its pairs' content. The self-training loop's settings decide its
-        models, whose weights enter its runs' ids."""
-        return _identity(self, {"docs", "seeds", "self_train"})

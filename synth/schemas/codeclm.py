@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
 
 
 class CodeclmConfig(_Profiled):
@@ -37,6 +37,7 @@ class CodeclmConfig(_Profiled):
             "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128},
         }
     }
+    _INPUT_FIELDS = ("seeds",)
 
     seeds: str | None = Field(
         default=None,
@@ -77,11 +78,3 @@ class CodeclmConfig(_Profiled):
     response_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=1.0, max_tokens=2048)
     judge_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=32)
     seed: int = Field(default=0, description="Run seed (the models' sampling and the choice of actions).")
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"seeds": self.seeds}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the seed file's path (its content is hashed)."""
-        return _identity(self, {"seeds"})

@@ -77,7 +77,27 @@ Profile = Literal["paper", "small-model"]
 PROFILES: tuple[str, ...] = ("paper", "small-model")
 
 
-class _Profiled(_Strict):
+class _RunConfig(_Strict):
+    """A generator config: the files it reads and what of it defines a run.
+
+    `_INPUT_FIELDS` name the fields that hold a path the run reads (checked when a recipe loads);
+    the run id hashes those files' content, not their path, so these fields stay out of the
+    config's identity, and so do the `_IDENTITY_EXCLUDES` (a larger target, say, extends a run
+    instead of starting a new one)."""
+
+    _INPUT_FIELDS: ClassVar[tuple[str, ...]] = ()
+    _IDENTITY_EXCLUDES: ClassVar[frozenset[str]] = frozenset()
+
+    def input_paths(self) -> dict[str, str | None]:
+        """The files this config reads, by key (checked when a recipe loads)."""
+        return {name: getattr(self, name) for name in self._INPUT_FIELDS}
+
+    def identity(self) -> dict[str, Any]:
+        """What defines a run's output: everything but the input files' paths and the `_IDENTITY_EXCLUDES`."""
+        return _identity(self, {*self._INPUT_FIELDS, *self._IDENTITY_EXCLUDES})
+
+
+class _Profiled(_RunConfig):
     """A generator config whose defaults come from a named profile.
 
     `paper` (the default) is the method as its paper and reference code run it. Other profiles
@@ -213,6 +233,10 @@ class SelfInstructConfig(_Profiled):
             "extra_non_text_keywords": True,
         }
     }
+    _INPUT_FIELDS = ("seeds",)
+    # Raising `--num` on the same command extends the run instead of starting a new one; the seed
+    # tasks' own instances are a run of their own.
+    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches", "include_seed_tasks"})
 
     seeds: str | None = Field(
         default=None,
@@ -270,16 +294,6 @@ class SelfInstructConfig(_Profiled):
     )
     seed: int = Field(default=0, description="Run seed (sampling of in-context tasks and of the model).")
 
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"seeds": self.seeds}
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that define what a run produces; the target size and budget are left out
-        so that raising `--num` on the same command extends the run instead of starting a new one; the
-        seed file is identified by its content, not its path."""
-        return _identity(self, {"num_records", "max_batches", "seeds", "include_seed_tasks"})
-
 
 EVOL_OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input", "breadth")
 
@@ -303,6 +317,7 @@ class EvolInstructConfig(_Profiled):
             "extra_eliminations": True,
         }
     }
+    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Instructions to evolve: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet "
@@ -344,14 +359,6 @@ class EvolInstructConfig(_Profiled):
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError("weights must be non-negative with at least one positive")
         return weights
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"source": self.source}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the source path (its content is hashed)."""
-        return _identity(self, {"source"})
 
 
 class DatasetConfig(_Strict):

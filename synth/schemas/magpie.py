@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _max_batches, _Profiled, _sampling
+from synth.schemas.config import SamplingConfig, _language, _max_batches, _Profiled, _sampling
 
 
 class MagpieConfig(_Profiled):
@@ -26,6 +26,8 @@ class MagpieConfig(_Profiled):
             "response_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 384},
         }
     }
+    # No files to read; the target size and budget do not define the run's output.
+    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches"})
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
     max_batches: int | None = _max_batches()
@@ -50,11 +52,3 @@ class MagpieConfig(_Profiled):
     query_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=1.0, max_tokens=512)
     response_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=2048)
     seed: int = Field(default=0, description="Run seed (the model's sampling).")
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads: none (Magpie needs no seeds)."""
-        return {}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the target size and budget."""
-        return _identity(self, {"num_records", "max_batches"})

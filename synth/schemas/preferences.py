@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
 
 
 class PreferencesConfig(_Profiled):
@@ -31,6 +31,7 @@ class PreferencesConfig(_Profiled):
             "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
         }
     }
+    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet or "
@@ -65,11 +66,3 @@ class PreferencesConfig(_Profiled):
     judge_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=256)
     compare_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
     seed: int = Field(default=0, description="Run seed (the responses' and grades' sampling).")
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"source": self.source}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the source path (its content is hashed)."""
-        return _identity(self, {"source"})

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from synth.schemas.config import EngineConfig, SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
 
 
 class ReflectionConfig(_Profiled):
@@ -38,6 +38,7 @@ class ReflectionConfig(_Profiled):
             "prefill_markers": True,
         }
     }
+    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Pairs to recycle: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file "
@@ -67,11 +68,3 @@ class ReflectionConfig(_Profiled):
     chunk_size: int = Field(default=64, ge=1, description="Source pairs per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N source pairs.")
     seed: int = Field(default=0, description="Run seed (the teacher's sampling seeds).")
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"source": self.source}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the source path (its content is hashed)."""
-        return _identity(self, {"source"})

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from synth.schemas.config import SamplingConfig, _identity, _language, _Profiled, _sampling
+from synth.schemas.config import SamplingConfig, _language, _Profiled, _sampling
 
 
 class UnnaturalConfig(_Profiled):
@@ -20,6 +18,9 @@ class UnnaturalConfig(_Profiled):
     instruction, input and constraints; the constraints are kept in the record's `unnatural` block,
     not in its training text. With `expand` each kept example's instruction is paraphrased
     (`paraphrases` times, from two demonstrations), keeping a {INPUT} slot for the same input."""
+
+    _INPUT_FIELDS = ("seeds",)
+    _IDENTITY_EXCLUDES = frozenset({"num_records"})  # a larger number of prompts extends the run
 
     seeds: str | None = Field(
         default=None,
@@ -35,12 +36,3 @@ class UnnaturalConfig(_Profiled):
     output_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=512)
     paraphrase_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.99, max_tokens=256)
     seed: int = Field(default=0, description="Run seed (the model's sampling).")
-
-    def input_paths(self) -> dict[str, str | None]:
-        """The files this config reads, by key (checked when a recipe loads)."""
-        return {"seeds": self.seeds}
-
-    def identity(self) -> dict[str, Any]:
-        """What defines a run's output: everything but the seed file's path (its content is hashed)
-        and the number of prompts (a larger one extends the run)."""
-        return _identity(self, {"seeds", "num_records"})
