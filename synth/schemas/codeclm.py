@@ -25,6 +25,8 @@ class CodeclmConfig(_Profiled):
     iterations (the basic instruction counting as the first). What is still within the threshold
     then is a reject (stage `contrastive`) with its scores. Defaults are the paper's (§5.3, A.3)."""
 
+    _INPUT_FIELDS = ("seeds",)
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             # The embedded model's context is 2048 tokens: the judge's prompt holds the instruction
@@ -37,7 +39,6 @@ class CodeclmConfig(_Profiled):
             "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128},
         }
     }
-    _INPUT_FIELDS = ("seeds",)
 
     seeds: str | None = Field(
         default=None,

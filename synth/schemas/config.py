@@ -221,6 +221,11 @@ class SelfInstructConfig(_Profiled):
     The defaults (`profile: paper`) follow the paper and its reference code; `small-model` holds
     what the small embedded model needs (see docs/generators/self-instruct.md, "Where we differ from the paper")."""
 
+    _INPUT_FIELDS = ("seeds",)
+    # Raising `--num` on the same command extends the run instead of starting a new one; the seed
+    # tasks' own instances are a run of their own.
+    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches", "include_seed_tasks"})
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             "max_new_tasks_per_prompt": 8,
@@ -233,10 +238,6 @@ class SelfInstructConfig(_Profiled):
             "extra_non_text_keywords": True,
         }
     }
-    _INPUT_FIELDS = ("seeds",)
-    # Raising `--num` on the same command extends the run instead of starting a new one; the seed
-    # tasks' own instances are a run of their own.
-    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches", "include_seed_tasks"})
 
     seeds: str | None = Field(
         default=None,
@@ -304,6 +305,8 @@ class EvolInstructConfig(_Profiled):
     The defaults are the paper's and its reference code's (profile `paper`); `small-model` keeps
     the settings the small embedded model needs. Deviations are listed in docs/generators/evol-instruct.md."""
 
+    _INPUT_FIELDS = ("source",)
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             # A 135M model rambles at temperature 1 and rarely stops before 2048 tokens.
@@ -317,7 +320,6 @@ class EvolInstructConfig(_Profiled):
             "extra_eliminations": True,
         }
     }
-    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Instructions to evolve: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet "

@@ -19,6 +19,9 @@ class MagpieConfig(_Profiled):
     Defaults are the reference code's: user messages sampled at temperature 1 and top-p 1 (up to
     512 tokens, stopped at the first line break), responses greedy; no system prompt."""
 
+    # No files to read; the target size and budget do not define the run's output.
+    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches"})
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             # A 135M model at temperature 1 writes noise; it needs a cooler, shorter query.
@@ -26,8 +29,6 @@ class MagpieConfig(_Profiled):
             "response_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 384},
         }
     }
-    # No files to read; the target size and budget do not define the run's output.
-    _IDENTITY_EXCLUDES = frozenset({"num_records", "max_batches"})
 
     num_records: int = Field(default=100, ge=1, description="Stop once this many records are kept.")
     max_batches: int | None = _max_batches()

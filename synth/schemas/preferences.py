@@ -23,6 +23,8 @@ class PreferencesConfig(_Profiled):
     compared side by side in both orders (Zheng et al. 2023) and a pair whose verdict flips with the
     order, or that prefers the rejected one, is a reject."""
 
+    _INPUT_FIELDS = ("source",)
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             # A 135M model rambles on; one greedy grade is all its judgement is worth.
@@ -31,7 +33,6 @@ class PreferencesConfig(_Profiled):
             "judge_sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
         }
     }
-    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Instructions to answer: a dataset directory, or a JSONL, JSON array (Alpaca format), Parquet or "

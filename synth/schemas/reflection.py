@@ -28,6 +28,8 @@ class ReflectionConfig(_Profiled):
     must both be below 1. At most one pair per source pair; everything else is a reject with its
     scores. `selection: none` (Reflection-tuning, 2023) writes QA for every pair reflected on both."""
 
+    _INPUT_FIELDS = ("source",)
+
     _PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "small-model": {
             # The embedded model's context is 2048 tokens: the prompt holds the pair, the reply must fit.
@@ -38,7 +40,6 @@ class ReflectionConfig(_Profiled):
             "prefill_markers": True,
         }
     }
-    _INPUT_FIELDS = ("source",)
 
     source: str = Field(
         description="Pairs to recycle: a dataset directory, or a JSONL, JSON array (Alpaca format) or Parquet file "
