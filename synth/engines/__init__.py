@@ -33,6 +33,7 @@ __all__ = [
     "get_engine",
     "held_engines",
     "load_responder",
+    "second_engine",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ def get_engine(config: EngineConfig) -> Engine:
             engine = _build(config)
             _engines[key] = engine
         return engine
+
+
+def second_engine(live: Engine | None, config: EngineConfig | None) -> Engine | None:
+    """A run's second engine (a target, a student, a backward model): `live` where a test gives
+    one, else the engine `config` names; None where neither is given (the run's engine serves)."""
+    if live is not None or config is None:
+        return live
+    return get_engine(config)
 
 
 def _build(config: EngineConfig) -> Engine:

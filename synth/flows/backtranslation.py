@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Unpack
 
 import polars as pl
 
-from synth.engines import Engine, get_engine
+from synth.engines import Engine, second_engine
 from synth.flows.common import Committed
 from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, run_job
@@ -146,9 +146,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     live: ClassVar[tuple[str, str, str] | None] = ("backward_model", "a live backward engine", "give it as a config")
 
     def build(self, maker: Maker) -> BacktranslationGenerator:
-        backward = self.backward_model
-        if backward is None and self.backward_engine is not None:
-            backward = get_engine(self.backward_engine)
+        backward = second_engine(self.backward_model, self.backward_engine)
         return BacktranslationGenerator(
             self.config, maker.engine, self.seeds.pairs, self.run_id, backward, self.trained_backward
         )

@@ -12,10 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
-from synth.engines import Engine, get_engine
-from synth.flows.common import Committed
+from synth.engines import Engine, second_engine
 from synth.flows.inputs import check_codeclm as check_inputs
-from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, seed_text
 from synth.generators.seeds import load_seed_tasks
@@ -49,22 +48,15 @@ class CodeclmJob(ChunkedJob[CodeclmGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str, str] | None] = ("target", "a live target engine", "name it in target_engine")
     counts_key: ClassVar[str | None] = GENERATOR
+    words: ClassVar[ChunkWords] = ChunkWords("CodecLM", "seed instructions", "pairs kept")
 
     def build(self, maker: Maker) -> CodeclmGenerator:
-        target = self.target
-        if target is None and self.config.target_engine is not None:
-            target = get_engine(self.config.target_engine)
+        target = second_engine(self.target, self.config.target_engine)
         return CodeclmGenerator(self.config, maker.engine, target, self.run_id)
-
-    def open(self, run: RunContext) -> str:
-        return f"CodecLM into {run.dataset.path}: chunks of {self.config.chunk_size} seed instructions done"
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         return self.counted(result, dict(result.counts))
-
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"{len(spec.data)} seed instructions, {len(batch.kept)} pairs kept"
 
 
 def run_codeclm(

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
-from synth.flows.common import Committed
-from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator
 from synth.generators.sources import items_digest, load_instructions
@@ -56,20 +55,15 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     config: EvolInstructConfig
     generator: ClassVar[str] = GENERATOR
     counts_key: ClassVar[str | None] = "rounds"
+    words: ClassVar[ChunkWords] = ChunkWords("Evol-Instruct", "instructions")
     add_counts = staticmethod(merge_rounds)
 
     def build(self, maker: Maker) -> EvolInstructGenerator:
         return EvolInstructGenerator(self.config, maker.engine, run_id=self.run_id)
 
-    def open(self, run: RunContext) -> str:
-        return f"Evol-Instruct into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
-
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data, screen=maker.rules)
         return self.counted(result, {str(k): f.as_dict() for k, f in result.rounds.items()})
-
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"{len(spec.data)} instructions"
 
 
 def run_evol_instruct(

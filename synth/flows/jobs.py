@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -189,6 +189,16 @@ class Built(MergedState, Generic[G]):
         return state
 
 
+class ChunkWords(NamedTuple):
+    """How the progress artifact and the log lines of a chunked run speak of it: the method
+    ("CodecLM"), its source items ("seed instructions") and, where the log line counts them, the
+    kept records ("pairs kept")."""
+
+    title: str
+    items: str
+    kept: str | None = None
+
+
 @dataclass
 class ChunkedJob(Built[G]):
     """A job over a fixed list of source items, one batch per chunk of the config's `chunk_size`:
@@ -203,6 +213,7 @@ class ChunkedJob(Built[G]):
     run_id: str
     independent: ClassVar[bool] = True
     counts_key: ClassVar[str | None] = None  # where the chunks' counts add up, in the run's state and summary
+    words: ClassVar[ChunkWords]
 
     @staticmethod
     def add_counts(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +243,14 @@ class ChunkedJob(Built[G]):
         state["items"] = []
         state.pop("chunks", None)
         return state
+
+    def open(self, run: RunContext) -> str:
+        title, items = self.words.title, self.words.items
+        return f"{title} into {run.dataset.path}: chunks of {self.config.chunk_size} {items} done"
+
+    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+        kept = f", {len(batch.kept)} {self.words.kept}" if self.words.kept else ""
+        return f"{len(spec.data)} {self.words.items}{kept}"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         for chunk in range(run.info.batches_done, len(self.chunks)):

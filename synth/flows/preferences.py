@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
-from synth.flows.common import Committed
 from synth.flows.inputs import check_preferences as check_inputs
-from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator
 from synth.generators.sources import items_digest, load_instructions
@@ -41,6 +40,7 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str, str] | None] = ("writers", "live response engines", "name them in response_engines")
     counts_key: ClassVar[str | None] = "pairs"
+    words: ClassVar[ChunkWords] = ChunkWords("Preference pairs", "instructions", "paired")
 
     def build(self, maker: Maker) -> PreferencesGenerator:
         writers = self.writers
@@ -49,18 +49,12 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
         parents = Path(self.config.source).is_dir()
         return PreferencesGenerator(self.config, maker.engine, self.run_id, writers=writers, parents=parents)
 
-    def open(self, run: RunContext) -> str:
-        return f"Preference pairs into {run.dataset.path}: chunks of {self.config.chunk_size} instructions done"
-
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         counts = {"instructions": result.instructions, "paired": result.paired}
         if self.config.position_check:
             counts |= {"position_checked": result.position_checked, "flipped": result.flipped}
         return self.counted(result, counts)
-
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"{len(spec.data)} instructions, {len(batch.kept)} paired"
 
 
 def run_preferences(

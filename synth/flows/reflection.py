@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
-from synth.engines import Engine, get_engine
-from synth.flows.common import Committed
+from synth.engines import Engine, second_engine
 from synth.flows.inputs import check_reflection as check_inputs
-from synth.flows.jobs import Batch, ChunkedJob, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator
 from synth.generators.sources import items_digest, load_instructions
@@ -37,22 +36,15 @@ class ReflectionJob(ChunkedJob[ReflectionGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str, str] | None] = ("student", "a live student engine", "name it in student_engine")
     counts_key: ClassVar[str | None] = "recycled"
+    words: ClassVar[ChunkWords] = ChunkWords("Recycling", "pairs", "recycled")
 
     def build(self, maker: Maker) -> ReflectionGenerator:
-        student = self.student
-        if student is None and self.config.student_engine is not None:
-            student = get_engine(self.config.student_engine)
+        student = second_engine(self.student, self.config.student_engine)
         return ReflectionGenerator(self.config, maker.engine, student, self.run_id)
-
-    def open(self, run: RunContext) -> str:
-        return f"Recycling into {run.dataset.path}: chunks of {self.config.chunk_size} pairs done"
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         return self.counted(result, {"pairs": result.pairs, **{f"written {k}": n for k, n in result.written.items()}})
-
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        return f"{len(spec.data)} pairs, {len(batch.kept)} recycled"
 
 
 def run_reflection(
