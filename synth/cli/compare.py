@@ -11,26 +11,11 @@ from rich.text import Text
 from synth.cli.errors import fail
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err, table
-from synth.cli.tuning import (
-    BaseOpt,
-    BatchOpt,
-    BenchmarkOptions,
-    DeviceOpt,
-    EpochsOpt,
-    LrOpt,
-    MaxLengthOpt,
-    MaxStepsOpt,
-    SeedOpt,
-    SeedsOpt,
-    ThreadsOpt,
-    benchmark_options,
-    checked,
-    choice,
-)
+from synth.cli.tuning import BenchmarkOptions, TuningOptions, checked, option_groups
 from synth.flows import api
 
 
-@benchmark_options
+@option_groups
 def compare(
     datasets: Annotated[list[Path], path_argument("DATASETS", help="Two or more dataset directories (or files).")],
     reference: Annotated[
@@ -43,17 +28,8 @@ def compare(
     budget: Annotated[
         int | None, typer.Option("--budget", min=1, help="Records drawn from each dataset (seeded); default: all.")
     ] = None,
-    base: BaseOpt = None,
-    epochs: EpochsOpt = 1.0,
-    max_steps: MaxStepsOpt = None,
-    lr: LrOpt = 2e-4,
-    batch_size: BatchOpt = 8,
-    max_length: MaxLengthOpt = 512,
-    seed: SeedOpt = 0,
-    seeds: SeedsOpt = 1,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
     *,
+    tuning: TuningOptions,
     benchmarks: BenchmarkOptions,
     out: Annotated[
         Path | None, path_option("--out", help="Folder to write the table into (compare.json, compare.md).")
@@ -71,7 +47,7 @@ def compare(
     from synth.training.data import load_examples
     from synth.training.model import resolve_base
 
-    choice(device, "--device", ("auto", "cpu", "cuda"))
+    tuning.check()
     if len(datasets) < 2:
         fail("give two or more datasets to compare")
     if len({p.resolve() for p in datasets}) != len(datasets):
@@ -81,32 +57,22 @@ def compare(
     benchmarks.check()
     sources = [checked(load_examples, path) for path in datasets]  # read once: bad files fail before a model loads
     ref = checked(load_examples, reference)
-    checked(resolve_base, base)
-    config = EvaluationConfig(
-        base=base,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
-        batch_size=batch_size,
-        max_length=max_length,
-        seed=seed,
-        device=device,
-        threads=threads,
-        **benchmarks.config_fields(),
-    )
+    checked(resolve_base, tuning.base)
+    config = EvaluationConfig(**tuning.config_fields(), **benchmarks.config_fields())
 
     def say(line: str) -> None:
         err.print(Text(line), soft_wrap=True)
 
     from synth.evaluation.compare import compare_datasets, markdown
 
-    result = checked(compare_datasets, sources, ref, config, budget, say, seeds)
+    result = checked(compare_datasets, sources, ref, config, budget, say, tuning.seeds)
     rows = [
         {
             "dataset": r["dataset"],
             "records": r["records"] or "",
             "overlap removed": r["removed_overlap"] or "",
-            "loss": f"{r['loss']:.4f}" + (f" ± {r['seed_spread']:.4f}" if seeds > 1 and "seed_spread" in r else ""),
+            "loss": f"{r['loss']:.4f}"
+            + (f" ± {r['seed_spread']:.4f}" if tuning.seeds > 1 and "seed_spread" in r else ""),
             "vs base (interval; * excludes 0)": _change(r),
         }
         for r in result["rows"]

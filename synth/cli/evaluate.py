@@ -15,28 +15,18 @@ from synth.cli.errors import fail, log_tracebacks_off, state
 from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err
 from synth.cli.tuning import (
-    BaseOpt,
-    BatchOpt,
     BenchmarkOptions,
-    DeviceOpt,
-    EpochsOpt,
     LogEveryOpt,
     LoraAlphaOpt,
     LoraROpt,
-    LrOpt,
-    MaxLengthOpt,
-    MaxStepsOpt,
-    SeedOpt,
-    SeedsOpt,
-    ThreadsOpt,
-    benchmark_options,
+    TuningOptions,
     checked,
-    choice,
+    option_groups,
 )
 from synth.flows import api
 
 
-@benchmark_options
+@option_groups
 def evaluate(
     dataset: Annotated[Path, path_argument("DATASET", help="Dataset directory to evaluate (its kept records).")],
     reference: Annotated[
@@ -47,24 +37,15 @@ def evaluate(
             "Optional with --benchmark (then no loss is taken).",
         ),
     ] = None,
-    base: BaseOpt = None,
-    epochs: EpochsOpt = 1.0,
-    max_steps: MaxStepsOpt = None,
-    lr: LrOpt = 2e-4,
+    *,
+    tuning: TuningOptions,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,
-    batch_size: BatchOpt = 8,
-    max_length: MaxLengthOpt = 512,
-    seed: SeedOpt = 0,
-    seeds: SeedsOpt = 1,
-    device: DeviceOpt = "auto",
     keep_model: Annotated[
         Path | None, path_option("--keep-model", help="Keep the tuned model in this folder (default: removed).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Evaluate again even when nothing changed.")] = False,
-    threads: ThreadsOpt = None,
     log_every: LogEveryOpt = 10,
-    *,
     benchmarks: BenchmarkOptions,
 ) -> None:
     """Proxy evaluation: fine-tune the base on the dataset with a fixed budget and seed, then compare
@@ -80,26 +61,18 @@ def evaluate(
     from synth.training.data import load_examples
     from synth.training.model import check_out, resolve_base
 
-    choice(device, "--device", ("auto", "cpu", "cuda"))
+    tuning.check()
     benchmarks.check()
     if not is_dataset(dataset):
         fail(f"{dataset}: no {MANIFEST}; not a dataset directory")
     read_manifest(dataset)
     config = EvaluationConfig(
-        base=base,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
+        **tuning.config_fields(),
+        seeds=tuning.seeds,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
-        batch_size=batch_size,
-        max_length=max_length,
-        seed=seed,
-        seeds=seeds,
-        device=device,
-        threads=threads,
         model_dir=keep_model,
-        log_every=log_every,  # type: ignore[arg-type]
+        log_every=log_every,
         **benchmarks.config_fields(),
     )
     if reference is None and not benchmarks.benchmark:
@@ -107,7 +80,7 @@ def evaluate(
     checked(load_examples, dataset)
     if reference is not None:
         checked(load_examples, reference)
-    checked(resolve_base, base)
+    checked(resolve_base, tuning.base)
     if keep_model is not None:
         checked(check_out, keep_model)
     check_prefect_api()

@@ -1,6 +1,7 @@
-"""Options `synth train`, `synth evaluate` and `synth compare` share: the fine-tuning settings,
-and the benchmarks the tuned models are scored on (one `BenchmarkOptions` parameter, see
-`benchmark_options`); and the checks of their values that run before any model loads."""
+"""Options `synth train`, `synth evaluate` and `synth compare` share: the fine-tuning settings
+(`TuningOptions`, for evaluate and compare) and the benchmarks the tuned models are scored on
+(`BenchmarkOptions`), each group one parameter of the command (see `option_groups`); and the
+checks of their values that run before any model loads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
@@ -58,6 +59,32 @@ SeedsOpt = Annotated[
         help="Fine-tune this many times (seeds --seed onward, the same records): means, with the spread.",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class TuningOptions:
+    """The fine-tuning settings of `synth evaluate` and `synth compare`, declared once: each field is
+    an option, in the order the command line shows them."""
+
+    base: BaseOpt = None
+    epochs: EpochsOpt = 1.0
+    max_steps: MaxStepsOpt = None
+    lr: LrOpt = 2e-4
+    batch_size: BatchOpt = 8
+    max_length: MaxLengthOpt = 512
+    seed: SeedOpt = 0
+    seeds: SeedsOpt = 1
+    device: DeviceOpt = "auto"
+    threads: ThreadsOpt = None
+
+    def config_fields(self) -> dict[str, Any]:
+        """What an `EvaluationConfig` takes from these (`seeds` apart: a comparison takes it as an
+        argument of its own)."""
+        names = ("base", "epochs", "max_steps", "batch_size", "max_length", "seed", "device", "threads")
+        return {"learning_rate": self.lr, **{name: getattr(self, name) for name in names}}
+
+    def check(self) -> None:
+        choice(self.device, "--device", ("auto", "cpu", "cuda"))
 
 
 def choice(value: str, flag: str, choices: tuple[str, ...]) -> None:
@@ -164,22 +191,29 @@ def _check_instruction_file(name: str) -> None:
 _Command = TypeVar("_Command", bound=Callable[..., None])
 
 
-def benchmark_options(command: _Command) -> _Command:
-    """Let `command` take the benchmark options as one parameter `benchmarks: BenchmarkOptions`: the
-    command line shows them, option by option, where that parameter stands."""
-    hints = typing.get_type_hints(BenchmarkOptions, include_extras=True)
-    group = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
-        for f in fields(BenchmarkOptions)
-    ]
+def option_groups(command: _Command) -> _Command:
+    """Let `command` take a group of options as one parameter typed with a frozen dataclass whose
+    fields are the options (`TuningOptions`, `BenchmarkOptions`): the command line shows them,
+    option by option, where that parameter stands, and the command gets the dataclass."""
+    groups: dict[str, Any] = {}
     params: list[inspect.Parameter] = []
     for p in inspect.signature(command, eval_str=True).parameters.values():
-        params += group if p.name == "benchmarks" else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+        if not is_dataclass(p.annotation):
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        groups[p.name] = group = p.annotation
+        hints = typing.get_type_hints(group, include_extras=True)
+        params += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
+            for f in fields(group)
+        ]
+    assert len({p.name for p in params}) == len(params), "an option of a group has the name of another option"
 
     @functools.wraps(command)
     def with_options(**given: Any) -> None:
-        benchmarks = BenchmarkOptions(**{f.name: given.pop(f.name) for f in fields(BenchmarkOptions)})
-        command(**given, benchmarks=benchmarks)
+        for name, group in groups.items():
+            given[name] = group(**{f.name: given.pop(f.name) for f in fields(group)})
+        command(**given)
 
     with_options.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return cast(_Command, with_options)
