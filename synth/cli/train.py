@@ -7,8 +7,9 @@ server starts; a model folder that is already up to date is reported without sta
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,6 +32,7 @@ from synth.cli.tuning import (
     ThreadsOpt,
     checked,
     choice,
+    option_groups,
 )
 from synth.flows import api
 
@@ -44,6 +46,59 @@ def _targets(value: str) -> list[str] | str:
     return [t.strip() for t in value.split(",") if t.strip()]
 
 
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The settings of `synth train`, one option each, named as the `TrainingConfig` fields they set
+    (in the order the command line shows them)."""
+
+    direction: Annotated[
+        str,
+        typer.Option(
+            "--direction",
+            help="forward: instruction (+input) -> output. backward: output -> instruction (Humpback's backward model).",
+        ),
+    ] = "forward"
+    base: BaseOpt = None
+    epochs: Annotated[float, typer.Option("--epochs", min=0, help="Passes over the data.")] = 3.0
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after N steps (overrides --epochs).")
+    ] = None
+    learning_rate: LrOpt = 2e-4
+    lora_r: LoraROpt = 16
+    lora_alpha: LoraAlphaOpt = 32
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0, max=0.99, help="LoRA dropout.")] = 0.05
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="Modules to adapt, comma-separated, or all-linear.")
+    ] = "q_proj,k_proj,v_proj,o_proj"
+    batch_size: BatchOpt = 8
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps of gradient accumulation.")] = 1
+    max_length: MaxLengthOpt = 1024
+    seed: SeedOpt = 0
+    eval_share: Annotated[
+        float, typer.Option("--eval-share", min=0, max=0.99, help="Share of the examples held out for an eval loss.")
+    ] = 0.0
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Trade compute for memory (large models on a GPU).")
+    ] = False
+    save_dtype: Annotated[
+        str,
+        typer.Option("--save-dtype", help="auto (the training dtype: float32 on a CPU), float32, bfloat16 or float16."),
+    ] = "auto"
+    device: DeviceOpt = "auto"
+    threads: ThreadsOpt = None
+    log_every: LogEveryOpt = 10
+
+    def check(self) -> None:
+        choice(self.direction, "--direction", ("forward", "backward"))
+        choice(self.save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
+        choice(self.device, "--device", ("auto", "cpu", "cuda"))
+
+    def config_fields(self) -> dict[str, Any]:
+        """What a `TrainingConfig` takes from these: each as it is, the modules to adapt as a list."""
+        return {**asdict(self), "lora_targets": _targets(self.lora_targets)}
+
+
+@option_groups
 def train_model(
     data: Annotated[
         Path,
@@ -52,42 +107,8 @@ def train_model(
         ),
     ],
     out: Annotated[Path, path_option("--out", help="Model folder to write (a merged model vLLM can load).")],
-    direction: Annotated[
-        str,
-        typer.Option(
-            "--direction",
-            help="forward: instruction (+input) -> output. backward: output -> instruction (Humpback's backward model).",
-        ),
-    ] = "forward",
-    base: BaseOpt = None,
-    epochs: Annotated[float, typer.Option("--epochs", min=0, help="Passes over the data.")] = 3.0,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Stop after N steps (overrides --epochs).")
-    ] = None,
-    lr: LrOpt = 2e-4,
-    lora_r: LoraROpt = 16,
-    lora_alpha: LoraAlphaOpt = 32,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0, max=0.99, help="LoRA dropout.")] = 0.05,
-    lora_targets: Annotated[
-        str, typer.Option("--lora-targets", help="Modules to adapt, comma-separated, or all-linear.")
-    ] = "q_proj,k_proj,v_proj,o_proj",
-    batch_size: BatchOpt = 8,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps of gradient accumulation.")] = 1,
-    max_length: MaxLengthOpt = 1024,
-    seed: SeedOpt = 0,
-    eval_share: Annotated[
-        float, typer.Option("--eval-share", min=0, max=0.99, help="Share of the examples held out for an eval loss.")
-    ] = 0.0,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing", help="Trade compute for memory (large models on a GPU).")
-    ] = False,
-    save_dtype: Annotated[
-        str,
-        typer.Option("--save-dtype", help="auto (the training dtype: float32 on a CPU), float32, bfloat16 or float16."),
-    ] = "auto",
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    log_every: LogEveryOpt = 10,
+    *,
+    settings: TrainingOptions,
 ) -> None:
     """Fine-tune a model with LoRA (TRL's SFT trainer) and save it merged, with training.json.
 
@@ -98,33 +119,10 @@ def train_model(
     from synth.training.data import load_examples
     from synth.training.model import check_out, resolve_base
 
-    choice(direction, "--direction", ("forward", "backward"))
-    choice(save_dtype, "--save-dtype", ("auto", "float32", "bfloat16", "float16"))
-    choice(device, "--device", ("auto", "cpu", "cuda"))
-    config = TrainingConfig(
-        out=out,
-        base=base,
-        direction=direction,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,  # type: ignore[arg-type]
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        lora_targets=_targets(lora_targets),
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        seed=seed,
-        eval_share=eval_share,
-        gradient_checkpointing=gradient_checkpointing,
-        save_dtype=save_dtype,
-        device=device,
-        threads=threads,
-        log_every=log_every,  # type: ignore[arg-type]
-    )
+    settings.check()
+    config = TrainingConfig(out=out, **settings.config_fields())
     examples = checked(load_examples, data)
-    checked(resolve_base, base)
+    checked(resolve_base, settings.base)
     checked(check_out, out)
     from synth.training.sft import up_to_date  # torch and friends: only once the input is known to be good
 
