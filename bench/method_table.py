@@ -2,10 +2,12 @@
 fine-tune, on equal budgets, through the real command line.
 
 Steps (each a `synth` command, timed):
-1. Self-Instruct, Magpie and Evol-Instruct (from the seed tasks) each generate into a dataset of
-   their own on the configured engine (`--engine-config`, default the embedded model), in the
-   `small-model` profile by default (`--profile paper` for a capable model); `synth recycle`
-   rewrites the Self-Instruct pool by Selective Reflection-tuning into a fourth ("recycled").
+1. Self-Instruct, Magpie, Evol-Instruct (from the seed tasks), Unnatural Instructions and CodecLM
+   (from the first `--codeclm-seeds` seed tasks, the engine's model as both strong and target) each
+   generate into a dataset of their own on the configured engine (`--engine-config`, default the
+   embedded model), in the `small-model` profile by default (`--profile paper` for a capable
+   model); `synth recycle` rewrites the Self-Instruct pool by Selective Reflection-tuning. A dataset
+   that keeps fewer records than the budget is named and left out of the comparison.
 2. `synth compare` fine-tunes the same base on `--budget` records of each dataset and scores every
    model on the reference pairs (default: the shipped English seed tasks' human-written answers;
    records asking one of those prompts are left out of training) and on the benchmarks
@@ -59,10 +61,18 @@ def reference(path: Path) -> Path:
     return path
 
 
+def records(dataset: Path) -> int:
+    """Kept records of a dataset, from its manifest."""
+    from synth.shards.layout import read_manifest
+
+    return sum(shard.rows for shard in read_manifest(dataset).shards if shard.kind == "kept")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/method-table"))
     parser.add_argument("--num", type=int, default=60, help="records each generator aims for")
+    parser.add_argument("--codeclm-seeds", type=int, default=8, help="seed instructions CodecLM encodes")
     parser.add_argument("--budget", type=int, default=40, help="records per dataset in each comparison")
     parser.add_argument("--profile", default="small-model")
     parser.add_argument("--engine-config", default=None)
@@ -92,12 +102,24 @@ def main() -> None:
 
     seeds = str(default_seeds("en"))
     run(["generate", "evol", "--from", seeds, "--limit", str(args.num), "--out", str(datasets["evol"]), *common], log)
+    # Unnatural Instructions: one prompt per core example, each kept one expanded by paraphrases.
+    datasets["unnatural"] = args.out / "unnatural"
+    run(["generate", "unnatural", "--num", str(args.num), "--out", str(datasets["unnatural"]), *common], log)
+    # CodecLM from the first seed tasks, the engine's model as both strong and target model.
+    datasets["codeclm"] = args.out / "codeclm"
+    limit = ["--limit", str(args.codeclm_seeds)]
+    run(["generate", "codeclm", *limit, "--out", str(datasets["codeclm"]), *common], log)
     # The Self-Instruct pool recycled by reflection (teacher and student: the engine's model).
     datasets["recycled"] = args.out / "recycled"
     run(["recycle", str(datasets["self-instruct"]), "--out", str(datasets["recycled"]), *common], log)
     if args.docs:
         datasets["backtranslation"] = args.out / "backtranslation"
         run(["generate", "backtranslate", "--docs", args.docs, "--out", str(datasets["backtranslation"]), *common], log)
+    kept = {name: records(path) for name, path in datasets.items()}
+    short = {name: n for name, n in kept.items() if n < args.budget}
+    for name, n in short.items():
+        print(f"{name}: {n} records kept, fewer than the budget of {args.budget}: left out of the comparison")
+        del datasets[name]
     # 20 steps per fine-tune, as the recorded table was made (the commands' default is one epoch).
     budget = ["--budget", str(args.budget), "--reference", str(ref), "--max-steps", "20"]
     for name in args.benchmark or ["ifbench"]:
@@ -116,7 +138,8 @@ def main() -> None:
         selections.append(str(target))
     run(["compare", *selections, *budget, "--out", str(args.out / "by-selection")], log)
     total = time.monotonic() - started
-    (args.out / "commands.json").write_text(json.dumps({"total_seconds": round(total, 1), "steps": log}, indent=2))
+    summary = {"total_seconds": round(total, 1), "kept": kept, "left_out": sorted(short), "steps": log}
+    (args.out / "commands.json").write_text(json.dumps(summary, indent=2))
     for table in ("by-generator", "by-selection"):
         print(f"\n## {table}\n")
         print((args.out / table / "compare.md").read_text())
