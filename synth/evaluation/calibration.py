@@ -28,7 +28,7 @@ from typing import Any
 from synth.filters.judge import JudgeFilter, parse_grade
 from synth.generators.seeds import load_seed_tasks
 from synth.schemas import Record
-from synth.shards.files import json_line, utf8_lines
+from synth.shards.files import json_objects
 
 DEFECTS = ("truncated", "other_answer", "refusal", "off_topic", "repeated_question", "wrong_language")
 
@@ -78,12 +78,7 @@ def read_labelled(path: str | Path) -> list[Labelled]:
     """The labelled responses of a JSONL file; a bad line fails naming the file and the line."""
     file = Path(path)
     items = []
-    for number, line in utf8_lines(file, CalibrationInputError):
-        if not line.strip():
-            continue
-        data = json_line(file, number, line, CalibrationInputError)
-        if not isinstance(data, dict):
-            raise CalibrationInputError(f"{file}:{number}: expected a JSON object")
+    for number, data in json_objects(file, CalibrationInputError):
         for key in ("instruction", "output"):
             if not isinstance(data.get(key), str) or not data[key].strip():
                 raise CalibrationInputError(f"{file}:{number}: field '{key}' is missing, empty or not text")

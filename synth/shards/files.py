@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from synth.text import BOM, control_problem, value_control_problem
 
@@ -109,3 +110,15 @@ def json_line(path: Path, number: int, line: str, error: type[ValueError]) -> ob
     if problem := value_control_problem(data):
         raise error(f"{path}:{number}: a JSON string holds a {problem}; only text, tabs and line breaks are read")
     return data
+
+
+def json_objects(path: Path, error: type[ValueError]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL file, parsed as `json_line` parses
+    it; a line that holds anything but a JSON object raises `error` as "file:LINE: expected a JSON object"."""
+    for number, line in utf8_lines(path, error):
+        if not line.strip():
+            continue
+        data = json_line(path, number, line, error)
+        if not isinstance(data, dict):
+            raise error(f"{path}:{number}: expected a JSON object")
+        yield number, data
