@@ -32,7 +32,7 @@ from synth.engines.base import ContinuationRequest
 from synth.generators.provenance import Origin, request_seed
 from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
-from synth.schemas.records import Reflection, to_messages, user_prompt
+from synth.schemas.records import Reflection, user_prompt
 from synth.schemas.reflection import ReflectionConfig
 from synth.selection.scorers import assistant_header, user_turn
 
@@ -324,12 +324,10 @@ class ReflectionGenerator:
 
     def _record(self, batch: int, item: Example, v: Variant, ori: Variant) -> Record:
         tags = ["recycled", v.kind, *(["cut-off"] if v.cut else [])]
-        messages = to_messages(v.instruction, v.input, v.output)
-        return Record(
+        return Record(  # its messages: the variant's chat form, as a `Record` fills them in
             instruction=v.instruction,
             input=v.input,
             output=v.output,
-            messages=messages,
             tags=tags,
             reflection=self._block(item, v, ori),
             **self._fields(batch, item, v),

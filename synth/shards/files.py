@@ -112,13 +112,15 @@ def json_line(path: Path, number: int, line: str, error: type[ValueError]) -> ob
     return data
 
 
-def json_objects(path: Path, error: type[ValueError]) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_objects(
+    path: Path, error: type[ValueError], expected: str = "a JSON object"
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line of a JSONL file, parsed as `json_line` parses
-    it; a line that holds anything but a JSON object raises `error` as "file:LINE: expected a JSON object"."""
+    it; a line that holds anything but a JSON object raises `error` as "file:LINE: expected {expected}"."""
     for number, line in utf8_lines(path, error):
         if not line.strip():
             continue
         data = json_line(path, number, line, error)
         if not isinstance(data, dict):
-            raise error(f"{path}:{number}: expected a JSON object")
+            raise error(f"{path}:{number}: expected {expected}")
         yield number, data
