@@ -67,8 +67,9 @@ def default_seed_file(language: str = "en") -> Path:
 
 def read_seed_sets(path: str | Path | None = None, language: str = "en") -> list[list[Demo]]:
     """The seed examples of `path` (the built-in ones of `language` when None) in sets of three:
-    by their `set` field where every line has one, else three by three in file order. A problem
-    is a `SeedFileError` naming the file and line."""
+    by their `set` field where every line has one, else three by three in file order. A line may
+    also be in the published dataset's form (`instances`, see `released_form`). A problem is a
+    `SeedFileError` naming the file and line."""
     file = Path(path) if path is not None else default_seed_file(language)
     if path is None and not file.is_file():
         raise SeedFileError(f"no built-in Unnatural Instructions seeds for language {language!r}; pass --seeds")
@@ -81,6 +82,7 @@ def read_seed_sets(path: str | Path | None = None, language: str = "en") -> list
         data = json_line(file, number, line, SeedFileError)
         if not isinstance(data, dict):
             raise SeedFileError(f"{file}:{number}: expected a JSON object with instruction, input and constraints")
+        data = released_form(data)
         for name in FIELDS:
             if not isinstance(data.get(name), str) or not data[name].strip():
                 raise SeedFileError(f"{file}:{number}: missing or empty field {name!r} (a string)")
@@ -95,6 +97,16 @@ def read_seed_sets(path: str | Path | None = None, language: str = "en") -> list
                 f"{file}:{lines[key]}: seed set {key} has {len(demos)} examples; each prompt shows a set of {SET_SIZE}"
             )
     return list(sets.values())
+
+
+def released_form(data: dict) -> dict:
+    """A line in the form of the published dataset (an instruction with a list of `instances`, each
+    with its input and constraints) read as a seed example: its first instance's input and
+    constraints. Any other line is returned as it is."""
+    instances = data.get("instances")
+    if "input" in data or not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+        return data
+    return {**data, "input": instances[0].get("input"), "constraints": instances[0].get("constraints")}
 
 
 def normalized(text: str) -> str:

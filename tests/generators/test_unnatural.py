@@ -168,3 +168,19 @@ def test_a_bad_seed_file_fails_naming_its_line(tmp_path, lines, where):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(SeedFileError, match=re.escape(f"{path}{where}")):
         read_seed_sets(path)
+
+
+def test_a_seed_line_in_the_published_datasets_form_gives_its_first_instance(tmp_path):
+    def released(n):
+        instances = [{"input": f"in {n}", "constraints": f"c {n}", "output": "o"}, {"input": "x", "constraints": "y"}]
+        return json.dumps({"instruction": f"task {n}", "instances": instances})
+
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(released(n) for n in range(3)) + "\n")
+    [demos] = read_seed_sets(path)
+    assert [(d.instruction, d.input, d.constraints) for d in demos] == [
+        (f"task {n}", f"in {n}", f"c {n}") for n in range(3)
+    ]
+    path.write_text(json.dumps({"instruction": "t", "instances": [{"input": "i"}]}) + "\n")
+    with pytest.raises(SeedFileError, match=re.escape(f"{path}:1: missing or empty field 'constraints'")):
+        read_seed_sets(path)
