@@ -35,7 +35,7 @@ from synth.prompts import TemplateSet, defuse
 from synth.schemas import Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.records import Unnatural
 from synth.schemas.unnatural import UnnaturalConfig
-from synth.shards.files import json_line, utf8_lines
+from synth.shards.files import json_objects
 
 GENERATOR = "unnatural"
 CORE, OUTPUT, EXPAND = "unnatural_core", "unnatural_output", "unnatural_expand"  # templates and request tags
@@ -76,13 +76,8 @@ def read_seed_sets(path: str | Path | None = None, language: str = "en") -> list
     sets: dict[object, list[Demo]] = {}
     lines: dict[object, int] = {}
     count = 0
-    for number, line in utf8_lines(file, SeedFileError):
-        if not line.strip():
-            continue
-        data = json_line(file, number, line, SeedFileError)
-        if not isinstance(data, dict):
-            raise SeedFileError(f"{file}:{number}: expected a JSON object with instruction, input and constraints")
-        data = released_form(data)
+    for number, found in json_objects(file, SeedFileError, "a JSON object with instruction, input and constraints"):
+        data = released_form(found)
         for name in FIELDS:
             if not isinstance(data.get(name), str) or not data[name].strip():
                 raise SeedFileError(f"{file}:{number}: missing or empty field {name!r} (a string)")
