@@ -39,7 +39,7 @@ def main() -> None:
 
     from synth.engines import close_engines, get_engine
     from synth.schemas import VLLMEngineConfig
-    from synth.training.answering import TransformersAnswers, VLLMAnswers
+    from synth.training.answering import Answerer, TransformersAnswers, VLLMAnswers
     from synth.training.answers import AnswerLog
     from synth.training.humaneval import render
     from synth.training.ifbench import instruction_following, read_prompts, scorable
@@ -72,15 +72,8 @@ def main() -> None:
         made.clear()
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            instruction_following(
-                "base",
-                Recording(engine),
-                tokenizer,
-                "ifbench",
-                limit=args.prompts,
-                max_new_tokens=args.max_tokens,
-                log=AnswerLog(Path(scratch) / "answers.jsonl"),
-            )
+            model = Answerer("base", Recording(engine), tokenizer, limit=args.prompts, max_new_tokens=args.max_tokens)
+            instruction_following(model, "ifbench", log=AnswerLog(Path(scratch) / "answers.jsonl"))
             seconds = time.perf_counter() - started
         return seconds, sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in made)
 

@@ -30,7 +30,7 @@ from synth.training.data import Examples, TrainingDataError, held_out
 from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import InstructionScore
 from synth.training.model import completion_losses, encode_for, load_model, resolve_base, working_on
-from synth.training.scoring import outcomes, score_benchmarks
+from synth.training.scoring import Benchmarking, outcomes, score_benchmarks
 from synth.training.sft import train
 
 Say = Callable[[str], None]
@@ -89,7 +89,7 @@ def compare_datasets(
                     model = None  # vLLM loads its own copy
                 with answers_for(config.benchmark_engine, path, model, tokenizer, answered_in[0], config.seed) as made:
                     answered_in[0] = answer_dtype(made) if config.benchmark_engine == "vllm" else "float32"
-                    for bench, scored in score_benchmarks(name, made, tokenizer, config, say).items():
+                    for bench, scored in score_benchmarks(name, made, Benchmarking(config, tokenizer, say)).items():
                         answers.setdefault(name, {}).setdefault(bench, []).append(scored)
             del model
             return losses

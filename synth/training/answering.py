@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from synth.schemas import Sampling
@@ -32,6 +33,25 @@ class Answers(Protocol):
     def __call__(
         self, prompts: Sequence[str], max_new_tokens: int, stops: Sequence[str] = (), on_batch: OnBatch | None = None
     ) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """A model as a benchmark asks it: its `name` (in the score and the progress lines), the
+    backend making its `answers`, the `tokenizer` whose chat template renders the prompts, how
+    many of the benchmark's items it is asked (`limit`; None: all), the most tokens an answer may
+    have, and where progress lines go (None: nowhere)."""
+
+    name: str
+    answers: Answers
+    tokenizer: Any
+    limit: int | None = None
+    max_new_tokens: int = 512
+    progress: Callable[[str], None] | None = None
+
+    def say(self, line: str) -> None:
+        if self.progress:
+            self.progress(line)
 
 
 class TransformersAnswers:

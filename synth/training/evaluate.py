@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from synth.training.humaneval import BenchmarkScore
 from synth.training.ifbench import InstructionScore
 from synth.training.model import (
     Base,
+    Encoded,
     EncodedSet,
     completion_loss,
     encode_for,
@@ -37,7 +38,7 @@ from synth.training.model import (
     resolve_base,
     working_on,
 )
-from synth.training.scoring import Difference, Say, difference, score_benchmarks
+from synth.training.scoring import Benchmarking, Difference, Say, difference, score_benchmarks
 from synth.training.sft import read_report, train
 
 EVALUATION = EVALUATION_FILE  # beside the manifest; the dataset card shows it
@@ -130,42 +131,45 @@ def inference_system(dataset: str | Path) -> str:
     return str(first["content"]) if first and first.get("role") == "system" else ""
 
 
-def _score(
-    name: str,
-    path: str,
-    device: str,
-    dtype: Any,
-    reference: Any,
-    tokenizer: Any,
-    config: EvaluationConfig,
-    say: Say,
-    system: str = "",
-    logs: Path | None = None,
-    answer_dtype: str = "auto",
-) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore], str]:
-    """The model's loss on the reference, its score on each benchmark the config names, and the
-    dtype its answers were made in (`answer_dtype`, or the folder's own for "auto"). With
-    `logs` (a path prefix naming the model), each benchmark's answers are kept in a log beside
-    it as they are made, and those an unfinished run left there are read back."""
-    from synth.training.answering import answer_dtype as dtype_of
-    from synth.training.answering import answers_for
+@dataclass(frozen=True)
+class _Scorer:
+    """Scores each model of one evaluation alike: loaded on `device` in `dtype`, its loss on the
+    `reference` pairs (encoded; none: no loss) and its answers to the benchmarks `setup` names."""
 
-    by_transformers = config.benchmark_engine == "transformers"
-    model = load_model(path, device, dtype) if reference or (config.benchmarks and by_transformers) else None
-    loss = completion_loss(model, reference, tokenizer.pad_token_id)[0] if reference else None
-    benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
-    made_in = answer_dtype
-    if config.benchmarks:
-        if not by_transformers:
-            model = None  # vLLM loads its own copy: this one's memory (a GPU's) goes back first
-        with answers_for(config.benchmark_engine, path, model, tokenizer, answer_dtype, config.seed) as answers:
-            made_in = str(dtype).removeprefix("torch.") if by_transformers else dtype_of(answers)
-            benchmarks = score_benchmarks(name, answers, tokenizer, config, say, system, logs)
-    del model
-    if loss is None:
-        return Score(model=name), benchmarks, made_in
-    score = Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
-    return score, benchmarks, made_in
+    setup: Benchmarking
+    device: str
+    dtype: Any
+    reference: list[Encoded]
+
+    def __call__(
+        self, name: str, path: str, logs: Path | None = None, answer_dtype: str = "auto"
+    ) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore], str]:
+        """The model's loss on the reference, its score on each benchmark, and the dtype its answers
+        were made in (`answer_dtype`, or the folder's own for "auto"). With `logs` (a path prefix
+        naming the model), each benchmark's answers are kept in a log beside it as they are made,
+        and those an unfinished run left there are read back."""
+        from synth.training.answering import answer_dtype as dtype_of
+        from synth.training.answering import answers_for
+
+        config, reference = self.setup.config, self.reference
+        by_transformers = config.benchmark_engine == "transformers"
+        wanted = reference or (config.benchmarks and by_transformers)
+        model = load_model(path, self.device, self.dtype) if wanted else None
+        loss = completion_loss(model, reference, self.setup.tokenizer.pad_token_id)[0] if reference else None
+        benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
+        made_in = answer_dtype
+        if config.benchmarks:
+            if not by_transformers:
+                model = None  # vLLM loads its own copy: this one's memory (a GPU's) goes back first
+            tokenizer = self.setup.tokenizer
+            with answers_for(config.benchmark_engine, path, model, tokenizer, answer_dtype, config.seed) as answers:
+                made_in = str(self.dtype).removeprefix("torch.") if by_transformers else dtype_of(answers)
+                benchmarks = score_benchmarks(name, answers, self.setup, logs)
+        del model
+        if loss is None:
+            return Score(model=name), benchmarks, made_in
+        score = Score(model=name, loss=round(loss, 6), perplexity=round(math.exp(min(loss, 50.0)), 4))
+        return score, benchmarks, made_in
 
 
 def evaluate_dataset(
@@ -251,26 +255,11 @@ def _evaluate(
     settings = {k: v for k, v in config.identity().items() if k.startswith("benchmark")}
     base_tag = identity_key({"base": base.fingerprint, "system": system, **settings})[:16]
 
-    def score(
-        name: str, path: str, answers: str, answer_dtype: str = "auto"
-    ) -> tuple[Score, dict[str, BenchmarkScore | InstructionScore], str]:
-        return _score(
-            name,
-            path,
-            device,
-            torch.float32,
-            encoded.items,
-            tokenizer,
-            config,
-            say,
-            system,
-            root / answers,
-            answer_dtype,
-        )
+    score = _Scorer(Benchmarking(config, tokenizer, say, system), device, torch.float32, encoded.items)
 
     # The tuned model answers in the precision the base answered in (vLLM would load the tuned
     # folder, saved in float32, in float32).
-    base_score, base_benchmarks, answered_in = score(base.name, base.path, f"{ANSWERS}/base-{base_tag}")
+    base_score, base_benchmarks, answered_in = score(base.name, base.path, root / f"{ANSWERS}/base-{base_tag}")
     done = f"base loss {base_score.loss:.4f}; " if base_score.loss is not None else ""
     name = f"{base.name} + {root.name}"
     runs: list[tuple[Any, Score, dict[str, BenchmarkScore | InstructionScore]]] = []
@@ -286,7 +275,7 @@ def _evaluate(
             if trained is None:
                 raise RuntimeError(f"{tuned_path}: the trained model has no readable training.json")
             logs = f"{ANSWERS}/tuned-{key[:16]}{f'-seed-{run.seed}' if several else ''}"
-            tuned, scored, _ = score(name, str(tuned_path), logs, answered_in)
+            tuned, scored, _ = score(name, str(tuned_path), root / logs, answered_in)
         runs.append((trained, tuned, scored))
     trained, tuned_score, tuned_benchmarks = runs[0]
     losses = [r[1].loss for r in runs if r[1].loss is not None]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from synth.filters.code_benchmarks import CodeProblem, humaneval_problems
 from synth.sandbox import Sandbox
 from synth.schemas.code import SandboxConfig
-from synth.training.answering import Answers
+from synth.training.answering import Answerer
 from synth.training.answers import AnswerLog, answered
 
 STOPS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
@@ -95,38 +95,27 @@ def render(
     ]
 
 
-def pass_at_1(
-    name: str,
-    answers: Answers,
-    tokenizer: Any,
-    sandbox: Sandbox,
-    *,
-    limit: int | None = None,
-    max_new_tokens: int = 512,
-    chat: bool = False,
-    progress: Callable[[str], None] | None = None,
-    log: AnswerLog | None = None,
-) -> BenchmarkScore:
-    """HumanEval pass@1 (greedy) of the model behind `answers`: completions of each prompt (raw, or
-    `chat`: asked in the chat template `tokenizer` renders; those `log` holds from an unfinished run
-    are read back), programs run in `sandbox`."""
-    chosen = problems(limit)
-    if progress:
-        progress(f"HumanEval: {name} completes {len(chosen)} problems")
+def pass_at_1(model: Answerer, sandbox: Sandbox, *, chat: bool = False, log: AnswerLog | None = None) -> BenchmarkScore:
+    """HumanEval pass@1 (greedy) of `model`: completions of each prompt (raw, or `chat`: asked in
+    the chat template its tokenizer renders; those `log` holds from an unfinished run are read
+    back), programs run in `sandbox`."""
+    chosen = problems(model.limit)
+    model.say(f"HumanEval: {model.name} completes {len(chosen)} problems")
 
     def make(prompts: Sequence[str], keep: Callable[[int, int, list[str]], None]) -> list[str]:
-        return answers(render(tokenizer, prompts, chat=chat), max_new_tokens, () if chat else STOPS, keep)
+        rendered = render(model.tokenizer, prompts, chat=chat)
+        return model.answers(rendered, model.max_new_tokens, () if chat else STOPS, keep)
 
     completions, reused = answered([p.task_id for p in chosen], [p.prompt for p in chosen], log, make)
-    if reused and progress:
-        progress(f"HumanEval: {reused} of {name}'s completions read back from an unfinished evaluation")
+    if reused:
+        model.say(f"HumanEval: {reused} of {model.name}'s completions read back from an unfinished evaluation")
     build = chat_program if chat else program
     runs = list(sandbox.run_many(build(p, c) for p, c in zip(chosen, completions, strict=True)))
     passed = sum(r.passed for r in runs)
     failures = Counter(r.kind for r in runs if not r.passed)
     score = passed / len(chosen) if chosen else math.nan
     return BenchmarkScore(
-        model=name,
+        model=model.name,
         problems=len(chosen),
         passed=passed,
         pass_at_1=round(score, 4),

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.shards.files import utf8_lines
 from synth.text import value_control_problem
-from synth.training.answering import Answers
+from synth.training.answering import Answerer
 from synth.training.answers import AnswerLog, answered
 
 SHIPPED = "ifbench"
@@ -264,39 +264,32 @@ def benchmark_name(source: str) -> str:
 
 
 def instruction_following(
-    name: str,
-    answers: Answers,
-    tokenizer: Any,
-    source: str,
-    *,
-    limit: int | None = None,
-    max_new_tokens: int = 512,
-    system: str = "",
-    progress: Callable[[str], None] | None = None,
-    log: AnswerLog | None = None,
+    model: Answerer, source: str, *, system: str = "", log: AnswerLog | None = None
 ) -> InstructionScore:
-    """Greedy answers (from `answers`) to the benchmark's scorable prompts (the first `limit`), each
-    asked in the chat template `tokenizer` renders (after `system`, when given), and their score. Answers `log` holds (an unfinished
-    evaluation's) are read back, not made again; those made are added to it batch by batch."""
+    """Greedy answers of `model` to the benchmark's scorable prompts (its first `limit`), each asked
+    in the chat template its tokenizer renders (after `system`, when given), and their score.
+    Answers `log` holds (an unfinished evaluation's) are read back, not made again; those made are
+    added to it batch by batch."""
     from synth.training.humaneval import render
 
+    benchmark = benchmark_name(source)
     prompts, left = scorable(read_prompts(source))
-    chosen = prompts[:limit] if limit else prompts
-    if progress:
-        progress(f"{benchmark_name(source)}: {name} answers {len(chosen)} prompts")
+    chosen = prompts[: model.limit] if model.limit else prompts
+    model.say(f"{benchmark}: {model.name} answers {len(chosen)} prompts")
     every, shown = max(1, len(chosen) // 10), [0]  # about ten progress lines per model
 
     def make(texts: Sequence[str], keep: Callable[[int, int, list[str]], None]) -> list[str]:
         def on_batch(done: int, total: int, new: list[str]) -> None:
             keep(done, total, new)
-            if progress and (done - shown[0] >= every or done == total):
+            if done - shown[0] >= every or done == total:
                 shown[0] = done
-                progress(f"{benchmark_name(source)}: {name} answered {done}/{total}")
+                model.say(f"{benchmark}: {model.name} answered {done}/{total}")
 
-        return answers(render(tokenizer, texts, chat=True, ask="{prompt}", system=system), max_new_tokens, (), on_batch)
+        rendered = render(model.tokenizer, texts, chat=True, ask="{prompt}", system=system)
+        return model.answers(rendered, model.max_new_tokens, (), on_batch)
 
     keys = [f"{p.key}:{hashlib.sha256(p.prompt.encode()).hexdigest()[:12]}" for p in chosen]
     replies, reused = answered(keys, [p.prompt for p in chosen], log, make)
-    if reused and progress:
-        progress(f"{benchmark_name(source)}: {reused} of {name}'s answers read back from an unfinished evaluation")
-    return score(name, benchmark_name(source), chosen, replies, left)
+    if reused:
+        model.say(f"{benchmark}: {reused} of {model.name}'s answers read back from an unfinished evaluation")
+    return score(model.name, benchmark, chosen, replies, left)

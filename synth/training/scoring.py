@@ -1,6 +1,7 @@
 """Benchmark scores of one model, and the difference between two models' scores on the same items.
 
-`score_benchmarks` runs every benchmark an `EvaluationConfig` names through one answering backend;
+`score_benchmarks` runs every benchmark an `EvaluationConfig` names (held in `Benchmarking`, with
+the tokenizer and system message the models are asked with) through one answering backend;
 `difference` takes the headline metric of a tuned model (or of several fine-tuning seeds) minus the
 base's, with a paired bootstrap interval over the benchmark's items.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from synth.training.answering import Answers
+from synth.training.answering import Answerer, Answers
 from synth.training.answers import AnswerLog
 from synth.training.config import EvaluationConfig
 from synth.training.humaneval import BenchmarkScore
@@ -66,52 +68,49 @@ def difference(
     return Difference(metric=metric, difference=diff, low=low, high=high, seed_values=by_seed)
 
 
+@dataclass(frozen=True)
+class Benchmarking:
+    """How the models of one evaluation are asked the benchmarks: the config naming them (and
+    their size, token limit and chat form), the tokenizer rendering their prompts, where progress
+    lines go, and the system message instruction-following prompts are asked after ("": none)."""
+
+    config: EvaluationConfig
+    tokenizer: Any
+    say: Say
+    system: str = ""
+
+
 def score_benchmarks(
-    name: str,
-    answers: Answers,
-    tokenizer: Any,
-    config: EvaluationConfig,
-    say: Say,
-    system: str = "",
-    logs: Path | None = None,
+    name: str, answers: Answers, setup: Benchmarking, logs: Path | None = None
 ) -> dict[str, BenchmarkScore | InstructionScore]:
-    """Each benchmark the config names, answered by `answers` (after `system`, when given), by its
-    name; with `logs` (a path prefix naming the model) the answers are kept as they are made."""
+    """Each benchmark `setup` names, answered by `answers` (the model `name`), by its name; with
+    `logs` (a path prefix naming the model) the answers are kept as they are made."""
 
     def log(benchmark: str) -> AnswerLog | None:
         if logs is None:
             return None
         return AnswerLog(logs.with_name(f"{logs.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', benchmark)}.jsonl"))
 
+    config = setup.config
+    model = Answerer(
+        name,
+        answers,
+        setup.tokenizer,
+        limit=config.benchmark_limit,
+        max_new_tokens=config.benchmark_max_tokens,
+        progress=setup.say,
+    )
     benchmarks: dict[str, BenchmarkScore | InstructionScore] = {}
     for source in config.instruction_benchmarks():
         from synth.training.ifbench import benchmark_name, instruction_following
 
         benchmarks[benchmark_name(source)] = instruction_following(
-            name,
-            answers,
-            tokenizer,
-            source,
-            limit=config.benchmark_limit,
-            max_new_tokens=config.benchmark_max_tokens,
-            system=system,
-            progress=say,
-            log=log(benchmark_name(source)),
+            model, source, system=setup.system, log=log(benchmark_name(source))
         )
     if "humaneval" in config.benchmarks:
         from synth.sandbox import Sandbox
         from synth.training.humaneval import SANDBOX, pass_at_1
 
         sandbox = Sandbox(SANDBOX, config.isolation)
-        benchmarks["humaneval"] = pass_at_1(
-            name,
-            answers,
-            tokenizer,
-            sandbox,
-            limit=config.benchmark_limit,
-            max_new_tokens=config.benchmark_max_tokens,
-            chat=config.benchmark_chat,
-            progress=say,
-            log=log("humaneval"),
-        )
+        benchmarks["humaneval"] = pass_at_1(model, sandbox, chat=config.benchmark_chat, log=log("humaneval"))
     return benchmarks

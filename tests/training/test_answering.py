@@ -8,7 +8,7 @@ import pytest
 from synth.engines import ChatRequest
 from synth.sandbox import Sandbox
 from synth.schemas import Message, Sampling
-from synth.training.answering import VLLMAnswers, answer_dtype
+from synth.training.answering import Answerer, VLLMAnswers, answer_dtype
 from synth.training.answers import AnswerLog
 from synth.training.humaneval import SANDBOX, STOPS, pass_at_1, render
 from synth.training.ifbench import read_prompts, scorable
@@ -45,9 +45,8 @@ def test_answers_are_the_engines_own_greedy_replies_to_the_same_chat(vllm_engine
 
 def test_humaneval_completions_end_before_the_next_top_level_block(vllm_engine, tokenizer, tmp_path):
     log = AnswerLog(tmp_path / "humaneval.jsonl")
-    score = pass_at_1(
-        "base", VLLMAnswers(vllm_engine), tokenizer, Sandbox(SANDBOX), limit=3, max_new_tokens=96, log=log
-    )
+    model = Answerer("base", VLLMAnswers(vllm_engine), tokenizer, limit=3, max_new_tokens=96)
+    score = pass_at_1(model, Sandbox(SANDBOX), log=log)
     completions = list(log.read().values())
     assert score.problems == 3 and len(completions) == 3 and any(completions)
     assert score.passed + sum(score.failures.values()) == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from synth.training import ifbench
+from synth.training.answering import Answerer
 from synth.training.answers import AnswerLog, answered
 
 
@@ -43,21 +44,22 @@ def scripted_answers(made: list[str], die_after: int | None = None):
 
 def test_a_killed_benchmark_run_resumes_from_its_answers_and_scores_the_same(tmp_path):
     whole: list[str] = []
-    expected = ifbench.instruction_following("m", scripted_answers(whole), Plain(), "ifbench", limit=10)
+    expected = ifbench.instruction_following(Answerer("m", scripted_answers(whole), Plain(), limit=10), "ifbench")
 
     log = AnswerLog(tmp_path / "answers" / "m-ifbench.jsonl")
     first: list[str] = []
     with pytest.raises(Killed):
-        ifbench.instruction_following("m", scripted_answers(first, die_after=2), Plain(), "ifbench", limit=10, log=log)
+        ifbench.instruction_following(
+            Answerer("m", scripted_answers(first, die_after=2), Plain(), limit=10), "ifbench", log=log
+        )
     assert len(first) == 6 and len(log.read()) == 6  # two batches landed before the kill
     with open(log.path, "a") as f:
         f.write('{"key": "torn')  # the kill tore the line it was writing
 
     second: list[str] = []
     lines: list[str] = []
-    resumed = ifbench.instruction_following(
-        "m", scripted_answers(second), Plain(), "ifbench", limit=10, log=log, progress=lines.append
-    )
+    model = Answerer("m", scripted_answers(second), Plain(), limit=10, progress=lines.append)
+    resumed = ifbench.instruction_following(model, "ifbench", log=log)
     assert second == whole[6:]  # only the four not answered before
     assert resumed == expected
     assert any("6 of m's answers read back" in line for line in lines)
