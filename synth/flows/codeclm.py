@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, second_engine
-from synth.flows.inputs import check_codeclm as check_inputs
 from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, seed_text
+from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, check_inputs, seed_text
 from synth.generators.seeds import load_seed_tasks
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, run_id
 from synth.schemas.codeclm import CodeclmConfig

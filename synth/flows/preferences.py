@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
-from synth.flows.inputs import check_preferences as check_inputs
 from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator
+from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator, check_inputs
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, second_engine
-from synth.flows.inputs import check_reflection as check_inputs
 from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator
+from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator, check_inputs
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.reflection import ReflectionConfig

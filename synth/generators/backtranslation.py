@@ -32,13 +32,14 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from synth.engines import ChatRequest, Engine
 from synth.filters.judge import GRADE_SCHEMA, parse_grade
 from synth.filters.novelty import snippet
-from synth.generators.documents import Segment
+from synth.generators.documents import Segment, read_documents
 from synth.generators.provenance import Origin, request_seed
-from synth.generators.seed_pairs import unusable
+from synth.generators.seed_pairs import load_seed_pairs, unusable
 from synth.prompts import TemplateSet, defuse
 from synth.schemas import BacktranslationConfig, Message, Outcome, Record, Reject, SeedTask
 
@@ -254,3 +255,10 @@ def segment_reject(seg: Segment, reason: str, run_id: str, seed: int) -> Reject:
 
 def document_reject(doc: str, reason: str, run_id: str, seed: int) -> Reject:
     return Reject(generator=GENERATOR, stage="document", reason=reason, run_id=run_id, seed=seed, source_doc=doc)
+
+
+def check_inputs(config: BacktranslationConfig, dataset: str | Path) -> None:
+    """Read the seed pairs and open the corpus (its schema, and its first usable document)."""
+    if config.seeds is not None:
+        load_seed_pairs(config.seeds, config.language, training=config.self_train is not None)
+    read_documents(config.docs, config.text_field)

@@ -23,6 +23,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synth.engines import ChatRequest, Engine
@@ -38,6 +39,7 @@ from synth.generators.codeclm_replies import (
     seed_text,
 )
 from synth.generators.provenance import Origin, request_seed
+from synth.generators.seeds import load_seed_tasks
 from synth.prompts import TemplateSet, defuse
 from synth.schemas import Message, Outcome, Record, Reject, Sampling, SeedTask
 from synth.schemas.codeclm import CodeclmConfig
@@ -367,3 +369,8 @@ class CodeclmGenerator:
             codeclm=block,
             **self.origin.fields(batch, template=template, sampling=request.sampling),
         )
+
+
+def check_inputs(config: CodeclmConfig, dataset: str | Path) -> None:
+    """Read the seed instructions (Self-Instruct's seed formats)."""
+    load_seed_tasks(config.seeds, config.language)

@@ -43,6 +43,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synth.engines import ChatRequest, Engine
@@ -50,6 +51,7 @@ from synth.filters.base import FilterChain
 from synth.filters.novelty import snippet
 from synth.generators.evol_eliminations import EQUALITY_SCHEMA, leak_reason, parse_equality, response_failure
 from synth.generators.provenance import Origin, request_seed
+from synth.generators.sources import load_instructions
 from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import EvolInstructConfig, Example, Message, Outcome, Record, Reject, content_id
 from synth.schemas.config import EVOL_OPERATIONS as OPERATIONS
@@ -342,3 +344,11 @@ class EvolInstructGenerator:
         self, chunk: int, rnd: int, parent: PoolItem, op: str, reason: str, evolved: str, **fields: object
     ) -> Reject:
         return Reject(stage=STAGE, reason=reason, instruction=evolved, **self._common(chunk, rnd, parent, op), **fields)  # type: ignore[arg-type]
+
+
+def check_inputs(config: EvolInstructConfig, dataset: str | Path) -> None:
+    """Read the source (a source that is the dataset itself and does not exist yet is left to an
+    earlier step of a recipe)."""
+    source = Path(config.source)
+    if source.exists() or source.resolve() != Path(dataset).resolve():
+        load_instructions(config.source)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from synth.engines import ChatRequest, Engine
 from synth.engines.base import ChatTemplate, Completion, context_length
@@ -221,3 +222,7 @@ class MagpieGenerator:
             raw=reply.text,
             **self._fields(batch),
         )
+
+
+def check_inputs(config: MagpieConfig, dataset: str | Path) -> None:
+    """Magpie reads no seed or source file: nothing to check."""

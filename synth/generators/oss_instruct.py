@@ -22,6 +22,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from synth.engines import ChatRequest, Engine
@@ -166,3 +167,12 @@ class OSSInstructGenerator:
         if snippet is not None:
             fields |= {"source_doc": snippet.path, "source_start": snippet.start, "source_end": snippet.end}
         return fields
+
+
+def check_inputs(config: OSSInstructConfig, dataset: str | Path) -> None:
+    """Find the code files, read the benchmark files, and, where solutions run, the sandbox."""
+    code_files(config.code)
+    for path in config.decontaminate:
+        file_pieces(path)
+    if config.execute:
+        Sandbox(isolation=config.isolation).available()

@@ -25,11 +25,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters.judge import GRADE_SCHEMA, parse_grade
 from synth.generators.provenance import Origin, request_seed
+from synth.generators.sources import SourceError, load_instructions
 from synth.prompts import TemplateSet, defuse, reply_object
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.preferences import PreferencesConfig
@@ -337,3 +339,11 @@ class PreferencesGenerator:
             raw=reply.text,
             **self._fields(batch, item, model=model),
         )
+
+
+def check_inputs(config: PreferencesConfig, dataset: str | Path) -> None:
+    """Read the source; the pairs go to another dataset than the one they are made from (a source
+    that changes while it is read would change the run)."""
+    if Path(config.source).resolve() == Path(dataset).resolve():
+        raise SourceError(f"{config.source}: write the preference pairs to another dataset than their source")
+    load_instructions(config.source)

@@ -26,10 +26,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.engines.base import ContinuationRequest
 from synth.generators.provenance import Origin, request_seed
+from synth.generators.sources import SourceError, load_instructions
 from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
 from synth.schemas.records import Reflection, user_prompt
@@ -378,3 +380,13 @@ def _above(x: float | None, y: float | None) -> bool:
 
 def _below(x: float | None, y: float | None) -> bool:
     return x is not None and y is not None and x < y
+
+
+def check_inputs(config: ReflectionConfig, dataset: str | Path) -> None:
+    """Read the source: pairs to recycle, written to another dataset than their source, and at
+    least one with a response."""
+    if Path(config.source).resolve() == Path(dataset).resolve():
+        raise SourceError(f"{config.source}: write the recycled pairs to another dataset than their source")
+    items = load_instructions(config.source)[: config.limit]
+    if not any(item.output.strip() for item in items):
+        raise SourceError(f"{config.source}: {len(items)} instructions, none with a response to recycle")

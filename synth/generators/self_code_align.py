@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from synth.engines import ChatRequest, Engine
@@ -43,7 +44,7 @@ from synth.generators.code_replies import (
     parse_answer,
     task_text,
 )
-from synth.generators.code_seeds import Snippet
+from synth.generators.code_seeds import Snippet, usable_seeds
 from synth.generators.provenance import Origin, request_seed
 from synth.prompts import Template, TemplateSet
 from synth.sandbox import Sandbox
@@ -319,3 +320,12 @@ class SelfCodeAlignGenerator:
             tags=task["tags"],
             demos=task["demos"] + task.get("shots", []),
         )
+
+
+def check_inputs(config: SelfCodeAlignConfig, dataset: str | Path) -> None:
+    """Cut the seed functions (a file that is not Python fails naming its line; no usable function
+    at all is an error), read the benchmark files, and make sure generated code can run isolated."""
+    Sandbox(isolation=config.isolation).available()  # the cheapest check first
+    usable_seeds(config.code, config.classes)
+    for path in config.decontaminate:
+        file_pieces(path)

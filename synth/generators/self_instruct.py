@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from synth.engines import ChatRequest, Completion, Engine
 from synth.filters import InstructionHeuristics, RougeNoveltyIndex
@@ -29,7 +30,7 @@ from synth.filters.heuristics import NON_TEXT_KEYWORDS, SELF_INSTRUCT_KEYWORDS
 from synth.filters.novelty import neighbor_ref
 from synth.filters.spill import Strings
 from synth.generators.provenance import Origin, request_seed
-from synth.generators.seeds import MAX_SEED_CHARS, seed_chars
+from synth.generators.seeds import MAX_SEED_CHARS, load_seed_tasks, seed_chars
 from synth.generators.self_instruct_replies import (
     TASK_LINE,
     instance_reasons,
@@ -380,3 +381,8 @@ class SelfInstructGenerator:
                             **common,  # type: ignore[arg-type]
                         )
                     )
+
+
+def check_inputs(config: SelfInstructConfig, dataset: str | Path) -> None:
+    """Read the seed tasks (before Prefect or a model loads, so a bad file fails at once)."""
+    load_seed_tasks(config.seeds, config.language)

@@ -328,3 +328,8 @@ class UnnaturalGenerator:
             unnatural=self._block(core) if fields.get("constraints") or core.id else None,
             **self._fields(batch, OUTPUT if request.tag == OUTPUT else CORE, request.sampling),
         )
+
+
+def check_inputs(config: UnnaturalConfig, dataset: str | Path) -> None:
+    """Read the seed examples (sets of three, each with instruction, input and constraints)."""
+    read_seed_sets(config.seeds, config.language)

@@ -21,7 +21,7 @@ COPY = Generator(
     "evol_copy",
     "synth.schemas:EvolInstructConfig",
     "synth.flows.evol_instruct:evol_instruct_flow",
-    "synth.flows.inputs:check_evol_instruct",
+    "synth.generators.evol_instruct:check_inputs",
 )
 
 
