@@ -259,6 +259,7 @@ def document_reject(doc: str, reason: str, run_id: str, seed: int) -> Reject:
 
 def check_inputs(config: BacktranslationConfig, dataset: str | Path) -> None:
     """Read the seed pairs and open the corpus (its schema, and its first usable document)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     if config.seeds is not None:
         load_seed_pairs(config.seeds, config.language, training=config.self_train is not None)
     read_documents(config.docs, config.text_field)

@@ -373,4 +373,5 @@ class CodeclmGenerator:
 
 def check_inputs(config: CodeclmConfig, dataset: str | Path) -> None:
     """Read the seed instructions (Self-Instruct's seed formats)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     load_seed_tasks(config.seeds, config.language)

@@ -349,6 +349,7 @@ class EvolInstructGenerator:
 def check_inputs(config: EvolInstructConfig, dataset: str | Path) -> None:
     """Read the source (a source that is the dataset itself and does not exist yet is left to an
     earlier step of a recipe)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     source = Path(config.source)
     if source.exists() or source.resolve() != Path(dataset).resolve():
         load_instructions(config.source)

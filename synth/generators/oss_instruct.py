@@ -171,6 +171,7 @@ class OSSInstructGenerator:
 
 def check_inputs(config: OSSInstructConfig, dataset: str | Path) -> None:
     """Find the code files, read the benchmark files, and, where solutions run, the sandbox."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     code_files(config.code)
     for path in config.decontaminate:
         file_pieces(path)

@@ -344,6 +344,7 @@ class PreferencesGenerator:
 def check_inputs(config: PreferencesConfig, dataset: str | Path) -> None:
     """Read the source; the pairs go to another dataset than the one they are made from (a source
     that changes while it is read would change the run)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     if Path(config.source).resolve() == Path(dataset).resolve():
         raise SourceError(f"{config.source}: write the preference pairs to another dataset than their source")
     load_instructions(config.source)

@@ -385,6 +385,7 @@ def _below(x: float | None, y: float | None) -> bool:
 def check_inputs(config: ReflectionConfig, dataset: str | Path) -> None:
     """Read the source: pairs to recycle, written to another dataset than their source, and at
     least one with a response."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     if Path(config.source).resolve() == Path(dataset).resolve():
         raise SourceError(f"{config.source}: write the recycled pairs to another dataset than their source")
     items = load_instructions(config.source)[: config.limit]

@@ -325,7 +325,8 @@ class SelfCodeAlignGenerator:
 def check_inputs(config: SelfCodeAlignConfig, dataset: str | Path) -> None:
     """Cut the seed functions (a file that is not Python fails naming its line; no usable function
     at all is an error), read the benchmark files, and make sure generated code can run isolated."""
-    Sandbox(isolation=config.isolation).available()  # the cheapest check first
+    TEMPLATES.load(config.language)  # the language has every prompt
+    Sandbox(isolation=config.isolation).available()  # before the slower cut of the seeds
     usable_seeds(config.code, config.classes)
     for path in config.decontaminate:
         file_pieces(path)

@@ -385,4 +385,5 @@ class SelfInstructGenerator:
 
 def check_inputs(config: SelfInstructConfig, dataset: str | Path) -> None:
     """Read the seed tasks (before Prefect or a model loads, so a bad file fails at once)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     load_seed_tasks(config.seeds, config.language)

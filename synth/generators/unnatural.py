@@ -332,4 +332,5 @@ class UnnaturalGenerator:
 
 def check_inputs(config: UnnaturalConfig, dataset: str | Path) -> None:
     """Read the seed examples (sets of three, each with instruction, input and constraints)."""
+    TEMPLATES.load(config.language)  # the language has every prompt
     read_seed_sets(config.seeds, config.language)

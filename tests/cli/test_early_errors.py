@@ -176,3 +176,23 @@ def test_select_from_a_dataset_without_kept_records_is_refused_before_prefect_lo
         pass
     result, heavy = synth(tmp_path, "select", tmp_path / "empty", "--budget", "3", "--out", tmp_path / "s")
     refused(result, heavy, tmp_path / "empty", "no kept records")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "self-instruct"],
+        ["generate", "unnatural"],
+        ["generate", "codeclm"],
+        ["generate", "evol", "--from", "synth/generators/seeds/default_seed_tasks.jsonl"],
+        ["generate", "code"],
+    ],
+    ids=lambda command: command[1],
+)
+def test_a_language_without_prompts_is_refused_before_any_model_loads(tmp_path, command):
+    """A language the built-in prompts do not cover fails in a second, naming the missing template,
+    not after the model has loaded."""
+    out = tmp_path / "out"
+    result, heavy = synth(tmp_path, *command, "--language", "fr", "--out", out)
+    refused(result, heavy, "no 'fr' prompt template", "languages: en, zh")
+    assert not out.exists()
