@@ -72,6 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/method-table"))
     parser.add_argument("--num", type=int, default=60, help="records each generator aims for")
+    parser.add_argument(
+        "--unnatural-prompts",
+        type=int,
+        default=240,
+        help="core prompts Unnatural Instructions asks (16 of 60 were kept on the embedded model, with paraphrases)",
+    )
     parser.add_argument("--codeclm-seeds", type=int, default=8, help="seed instructions CodecLM encodes")
     parser.add_argument("--budget", type=int, default=40, help="records per dataset in each comparison")
     parser.add_argument("--profile", default="small-model")
@@ -104,7 +110,8 @@ def main() -> None:
     run(["generate", "evol", "--from", seeds, "--limit", str(args.num), "--out", str(datasets["evol"]), *common], log)
     # Unnatural Instructions: one prompt per core example, each kept one expanded by paraphrases.
     datasets["unnatural"] = args.out / "unnatural"
-    run(["generate", "unnatural", "--num", str(args.num), "--out", str(datasets["unnatural"]), *common], log)
+    prompts = ["--num", str(args.unnatural_prompts)]
+    run(["generate", "unnatural", *prompts, "--out", str(datasets["unnatural"]), *common], log)
     # CodecLM from the first seed tasks, the engine's model as both strong and target model.
     datasets["codeclm"] = args.out / "codeclm"
     limit = ["--limit", str(args.codeclm_seeds)]
