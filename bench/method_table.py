@@ -19,7 +19,7 @@ Backtranslation is left out: it needs a corpus of documents, and none ships with
 one with `--docs DIR` to add it). Nothing is asserted; the tables and the wall time of each step are
 printed, and written to `--out` (default `out/method-table/`).
 
-Run: `.venv/bin/python bench/method_table.py` (about 40 minutes on 2 CPU cores with the embedded
+Run: `.venv/bin/python bench/method_table.py` (about 90 minutes on 2 CPU cores with the embedded
 model), `--help` for the sizes.
 """
 
