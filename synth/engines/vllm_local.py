@@ -7,8 +7,6 @@ import functools
 import logging
 import multiprocessing
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ from synth.engines.base import (
     output_to_library_log,
     sampling_params,
 )
+from synth.engines.children import reap, trees, watch_children
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
 
@@ -30,41 +29,6 @@ if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
 
 log = logging.getLogger(__name__)
-
-
-# Run by a watcher process: wait until the engine's process is gone (its end of the pipe closes),
-# then kill the processes vLLM started for it, each only if it is still the same process.
-_WATCHER = """
-import sys, psutil
-sys.stdin.buffer.read()
-for item in sys.argv[1:]:
-    pid, started = item.split("@")
-    try:
-        p = psutil.Process(int(pid))
-        if abs(p.create_time() - float(started)) < 0.01:
-            p.kill()
-    except psutil.Error:
-        pass
-"""
-
-
-def watch_children() -> subprocess.Popen | None:
-    """Make sure the processes vLLM started for this one die with it.
-
-    vLLM's engine core and workers are separate processes. When this process is killed (SIGKILL,
-    the OOM killer) they stay alive holding the model's memory (seen: still running a minute
-    after), so a resumed run would load a second copy beside them. A small watcher holds a pipe
-    from this process and kills them when the pipe closes. Stop it (`kill()`) before shutting
-    vLLM down normally."""
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    if not children:
-        return None
-    args = [f"{c.pid}@{c.create_time()}" for c in children]
-    return subprocess.Popen(
-        [sys.executable, "-c", _WATCHER, *args], stdin=subprocess.PIPE, start_new_session=True, close_fds=True
-    )
 
 
 def _refused(error: Exception) -> bool:
@@ -236,7 +200,7 @@ class VLLMEngine:
             self._llm: LLM | None = LLM(**kwargs)
         if in_process:
             _in_process.add(self)
-        self._processes = _trees([c for c in multiprocessing.active_children() if c not in before])
+        self._processes = trees([c for c in multiprocessing.active_children() if c not in before])
         # An engine core in this process dies with it: nothing to watch.
         self._watcher = None if in_process else watch_children()
 
@@ -371,6 +335,7 @@ class VLLMEngine:
         try:
             if core is not None:
                 core.shutdown()
+            reap(self._processes)  # gone when close returns, not soon after
         finally:
             _in_process.discard(self)
         self._llm = None
@@ -384,17 +349,3 @@ class VLLMEngine:
             with contextlib.suppress(psutil.Error):
                 process.kill()  # psutil refuses a pid that now names another process
         self._llm = None
-
-
-def _trees(children: list[Any]) -> list[Any]:
-    """The processes `children` (multiprocessing's) and their descendants, as psutil processes
-    (which remember their start time); not multiprocessing's resource tracker, which this
-    process shares with every other user of multiprocessing."""
-    import psutil
-
-    found = []
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            process = psutil.Process(child.pid)
-            found += [process, *process.children(recursive=True)]
-    return found

@@ -30,7 +30,8 @@ class LLM:
 
 
 def test_close_stops_the_watcher_and_the_engine_core_once_and_the_engine_refuses_work():
-    from synth.engines.vllm_local import VLLMEngine, watch_children
+    from synth.engines.children import watch_children
+    from synth.engines.vllm_local import VLLMEngine
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # as vLLM's would be
     try:
