@@ -1,5 +1,5 @@
 """The processes vLLM starts for an engine (its engine core and workers): found as they start,
-killed with this process if it dies, and reaped when the engine closes."""
+killed with this process if it dies, and awaited when the engine closes."""
 
 from __future__ import annotations
 
@@ -58,22 +58,17 @@ def trees(children: list[Any]) -> list[Any]:
     return found
 
 
-def reap(processes: list[Any], timeout: float = 10.0) -> None:
-    """Wait until an engine's `processes` have ended after its shutdown asked them to, and kill
-    those still running after `timeout` seconds. vLLM's shutdown can return while its engine core
-    is still exiting, so without this a closed engine's process could outlive the close. An ended
+def ended(processes: list[Any], timeout: float = 10.0) -> bool:
+    """Whether an engine's `processes` have all ended within `timeout` seconds (after its shutdown
+    asked them to). vLLM's shutdown can return while its engine core is still exiting. An ended
     child is left for multiprocessing to collect (waiting on it here would take its exit status
     from multiprocessing, which would then count it as running for good)."""
-    import psutil
-
     deadline = time.monotonic() + timeout
     alive = [p for p in processes if running(p)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
         alive = [p for p in alive if running(p)]
-    for process in alive:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
+    return not alive
 
 
 def running(process: Any) -> bool:

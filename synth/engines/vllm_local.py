@@ -21,7 +21,7 @@ from synth.engines.base import (
     output_to_library_log,
     sampling_params,
 )
-from synth.engines.children import reap, trees, watch_children
+from synth.engines.children import ended, trees, watch_children
 from synth.engines.embedded import resolve_model
 from synth.schemas import VLLMEngineConfig
 
@@ -335,7 +335,8 @@ class VLLMEngine:
         try:
             if core is not None:
                 core.shutdown()
-            reap(self._processes)  # gone when close returns, not soon after
+            if not ended(self._processes):  # gone when close returns, not soon after
+                self.kill()
         finally:
             _in_process.discard(self)
         self._llm = None
