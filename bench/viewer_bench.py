@@ -5,7 +5,7 @@ Builds (once; reused from a temporary folder) a dataset of `--records` kept reco
 rejects as a handful of Parquet shards with a manifest that `synth.shards` reads. The shards are
 written with polars directly, in about half the time of the project's `DatasetWriter`, which
 builds a pydantic model per record (about 70 s per million measured here). The columns follow
-RECORD_SCHEMA / REJECT_SCHEMA and the manifest carries each shard's size and checksum, so the
+`shard_schema` and the manifest carries each shard's size and checksum, so the
 viewer checks them as it checks any dataset.
 
 Then it times, in this process, the app's pages through starlette's TestClient (query, HTML
@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from synth.schemas import Manifest, RunInfo, ShardInfo
-from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
+from synth.shards.columns import shard_schema
 from synth.shards.layout import MANIFEST, SHARD_DIRS
 
 FORMAT = 1  # bump when the generated data changes, so an old folder is not reused
@@ -129,7 +129,7 @@ def build(root: Path, records: int, rejects: int) -> None:
         info = RunInfo(run_id=run, generator="self_instruct", config={}, engine={}, model="bench", status="finished")
         for part in range(KEPT_SHARDS_PER_RUN):
             n = max(0, min(kept_per_shard, records - start))
-            frame = _conform(_records(rng, pool, n, run, start), RECORD_SCHEMA)
+            frame = _conform(_records(rng, pool, n, run, start), shard_schema("kept"))
             manifest.shards.append(_write(root, f"data/{run}-b00000-{part:03d}.parquet", frame, "kept", run))
             start, info.kept = start + n, info.kept + n
         n = max(0, min(rejects_per_run, rejects - r * rejects_per_run))
@@ -139,7 +139,7 @@ def build(root: Path, records: int, rejects: int) -> None:
         phase = np.where(np.isin(stage, ["heuristic", "novelty"]), "generation", "curation")
         frame = frame.with_columns(stage=pl.Series(stage), reason=pl.Series(reason), phase=pl.Series(phase))
         manifest.shards.append(
-            _write(root, f"rejects/{run}-b00000-000.parquet", _conform(frame, REJECT_SCHEMA), "rejects", run)
+            _write(root, f"rejects/{run}-b00000-000.parquet", _conform(frame, shard_schema("rejects")), "rejects", run)
         )
         info.rejected, info.batches_done = n, 1
         manifest.runs[run] = info

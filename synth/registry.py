@@ -11,6 +11,7 @@ command line reads it as it starts.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from synth.schemas.records import Block
+
 
 @dataclass(frozen=True)
 class Generator:
@@ -27,12 +30,15 @@ class Generator:
     Prefect flow that runs it (config, dataset, engine, curation, runner: its batches run on Ray
     workers when given a Ray runner and a Ray task runner), and the check of its inputs (config,
     dataset path: reads its seeds or sources and fails naming the file and line, before any model
-    loads); each as "module:attribute"."""
+    loads); each as "module:attribute". Optionally its records' own typed block (a `Block`, kept in
+    a column named after the generator) and the reject stages only it writes."""
 
     name: str
     config_path: str
     flow_path: str
     inputs_path: str
+    block_path: str = ""
+    stages: tuple[str, ...] = ()
 
     @property
     def config(self) -> type[BaseModel]:
@@ -52,6 +58,21 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+@functools.cache
+def _block(path: str) -> type[Block]:
+    return _load(path)
+
+
+def blocks() -> dict[str, type[Block]]:
+    """The typed blocks records may carry, by column name (the generator's name), in table order."""
+    return {g.name: _block(g.block_path) for g in GENERATORS.values() if g.block_path}
+
+
+def stages() -> list[str]:
+    """The reject stages the generators declare, in table order (each once)."""
+    return list(dict.fromkeys(s for g in GENERATORS.values() for s in g.stages))
+
+
 def register(generator: Generator) -> Generator:
     """Add `generator` to the table (replacing an entry of the same name); returns it."""
     GENERATORS[generator.name] = generator
@@ -66,18 +87,21 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas:SelfInstructConfig",
             "synth.flows.self_instruct:self_instruct_flow",
             "synth.generators.self_instruct:check_inputs",
+            stages=("classification", "instance"),
         ),
         Generator(
             "evol_instruct",
             "synth.schemas:EvolInstructConfig",
             "synth.flows.evol_instruct:evol_instruct_flow",
             "synth.generators.evol_instruct:check_inputs",
+            stages=("evolution",),
         ),
         Generator(
             "backtranslation",
             "synth.schemas:BacktranslationConfig",
             "synth.flows.self_training:backtranslation_flow",
             "synth.generators.backtranslation:check_inputs",
+            stages=("document", "segment", "augmentation", "self-curation"),
         ),
         Generator(
             "magpie",
@@ -90,36 +114,45 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas.preferences:PreferencesConfig",
             "synth.flows.preferences:preferences_flow",
             "synth.generators.preferences:check_inputs",
+            stages=("preference",),
         ),
         Generator(
             "code",
             "synth.schemas.code:SelfCodeAlignConfig",
             "synth.flows.code:code_flow",
             "synth.generators.self_code_align:check_inputs",
+            stages=("execution",),
         ),
         Generator(
             "oss_instruct",
             "synth.schemas.code:OSSInstructConfig",
             "synth.flows.code:oss_instruct_flow",
             "synth.generators.oss_instruct:check_inputs",
+            stages=("document", "execution"),
         ),
         Generator(
             "reflection",
             "synth.schemas.reflection:ReflectionConfig",
             "synth.flows.reflection:reflection_flow",
             "synth.generators.reflection:check_inputs",
+            block_path="synth.schemas.reflection:Reflection",
+            stages=("reflection",),
         ),
         Generator(
             "unnatural",
             "synth.schemas.unnatural:UnnaturalConfig",
             "synth.flows.unnatural:unnatural_flow",
             "synth.generators.unnatural:check_inputs",
+            block_path="synth.schemas.unnatural:Unnatural",
+            stages=("expansion",),
         ),
         Generator(
             "codeclm",
             "synth.schemas.codeclm:CodeclmConfig",
             "synth.flows.codeclm:codeclm_flow",
             "synth.generators.codeclm:check_inputs",
+            block_path="synth.schemas.codeclm:Codeclm",
+            stages=("contrastive",),
         ),
     )
 }

@@ -19,7 +19,7 @@ from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.unnatural import GENERATOR, TEMPLATES, Demo, UnnaturalGenerator, read_seed_sets
 from synth.schemas import DatasetConfig, EngineConfig, run_id
-from synth.schemas.unnatural import UnnaturalConfig
+from synth.schemas.unnatural import Unnatural, UnnaturalConfig
 
 
 def seeds_digest(sets: list[list[Demo]]) -> str:
@@ -60,7 +60,7 @@ class UnnaturalJob(Built[UnnaturalGenerator]):
     def make(self, maker: Maker, spec: Spec) -> Batch:
         data = spec.data
         made = self.gen_for(maker).run_batch(spec.batch, data["first"], data["count"])
-        cores = sum(1 for r in made.kept if r.unnatural is not None and r.unnatural.paraphrase == 0)
+        cores = sum(1 for r in made.kept if (block := Unnatural.of(r)) is not None and block.paraphrase == 0)
         return Batch(made.kept, made.rejects, {"asked": data["count"], "cores": cores})
 
     def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:

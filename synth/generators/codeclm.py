@@ -42,8 +42,7 @@ from synth.generators.provenance import Origin, request_seed
 from synth.generators.seeds import load_seed_tasks
 from synth.prompts import TemplateSet, defuse
 from synth.schemas import Message, Outcome, Record, Reject, Sampling, SeedTask
-from synth.schemas.codeclm import CodeclmConfig
-from synth.schemas.records import Codeclm
+from synth.schemas.codeclm import Codeclm, CodeclmConfig
 
 GENERATOR = "codeclm"
 ENCODE, DECODE, RUBRICS, IMPROVE, JUDGE = (

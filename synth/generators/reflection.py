@@ -34,8 +34,8 @@ from synth.generators.provenance import Origin, request_seed
 from synth.generators.sources import SourceError, load_instructions
 from synth.prompts import Template, TemplateSet, defuse
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
-from synth.schemas.records import Reflection, user_prompt
-from synth.schemas.reflection import ReflectionConfig
+from synth.schemas.records import user_prompt
+from synth.schemas.reflection import Reflection, ReflectionConfig
 from synth.selection.scorers import assistant_header, user_turn
 
 GENERATOR = "reflection"

@@ -33,8 +33,7 @@ from synth.generators.provenance import Origin, request_seed
 from synth.generators.seeds import SeedFileError
 from synth.prompts import TemplateSet, defuse
 from synth.schemas import Message, Outcome, Record, Reject, Sampling, content_id
-from synth.schemas.records import Unnatural
-from synth.schemas.unnatural import UnnaturalConfig
+from synth.schemas.unnatural import Unnatural, UnnaturalConfig
 from synth.shards.files import json_objects
 
 GENERATOR = "unnatural"

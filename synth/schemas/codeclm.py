@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
+from synth.schemas.records import Block
 
 
 class CodeclmConfig(_Profiled):
@@ -79,3 +80,27 @@ class CodeclmConfig(_Profiled):
     response_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=1.0, max_tokens=2048)
     judge_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=32)
     seed: int = Field(default=0, description="Run seed (the models' sampling and the choice of actions).")
+
+
+class Codeclm(Block):
+    """A CodecLM record's (or a contrastive reject's) own block: the seed's metadata (use case, its
+    skills joined by "; "), how many Self-Rubrics rounds were applied to the basic instruction (0:
+    kept as decoded), the metadata's rubrics and the actions applied (one a line), and the
+    contrastive filter's scores: the strong and target answers' averaged 1-10 scores, their gap
+    (strong minus target), and whose answer the record holds."""
+
+    title = "CodecLM"
+
+    seed_id: str
+    use_case: str
+    skills: str
+    rounds: int = 0
+    basic_instruction: str = ""
+    rubrics: str = ""
+    actions: str = ""
+    strong_score: float | None = None
+    target_score: float | None = None
+    gap: float | None = None
+    answer: str = ""  # "strong" or "target": whose answer is the output
+    strong_model: str = ""
+    target_model: str = ""

@@ -7,9 +7,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from synth import registry
 
 
 class Message(BaseModel):
@@ -111,65 +113,32 @@ class Provenance(BaseModel):
     demos: list[str] = Field(default_factory=list)
 
 
-class Reflection(BaseModel):
-    """A recycled record's (or a reflection reject's) own block: which variant it is, the pair it
-    was made from, and the student's scores of both (ratios of perplexities; None where not scored)."""
+class Block(BaseModel):
+    """A generator's own typed block on its records (and rejects): the fields only it writes, kept
+    in one Parquet struct column named after the generator. The generator's registry entry names
+    its block (`block_path`), which is how a record read back from a shard or a JSON line gets it
+    typed again; `Block.of` gives a record's block of that type."""
 
     model_config = ConfigDict(extra="forbid")
+    title: ClassVar[str] = ""  # the heading of its section on a record's page (default: its column)
 
-    variant: str  # "instruction+response" (QA), "response" (A), "instruction" (Q)
-    original_instruction: str
-    original_input: str = ""
-    original_output: str = ""
-    ifd: float | None = None
-    r_ifd: float | None = None
-    original_ifd: float | None = None
-    original_r_ifd: float | None = None
-    teacher: str = ""
-    student: str = ""
-
-
-class Unnatural(BaseModel):
-    """An Unnatural Instructions record's own block: the output constraints its prompt showed (kept
-    here, not in the training text), its core example (its own id on a core record), which
-    paraphrase it is (0: the core example), the seed set its core prompt showed, and a paraphrase's
-    wording with its {INPUT} slot."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    constraints: str
-    core_id: str
-    paraphrase: int = 0
-    seed_set: int = 0
-    template: str = ""
-
-
-class Codeclm(BaseModel):
-    """A CodecLM record's (or a contrastive reject's) own block: the seed's metadata (use case, its
-    skills joined by "; "), how many Self-Rubrics rounds were applied to the basic instruction (0:
-    kept as decoded), the metadata's rubrics and the actions applied (one a line), and the
-    contrastive filter's scores: the strong and target answers' averaged 1-10 scores, their gap
-    (strong minus target), and whose answer the record holds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed_id: str
-    use_case: str
-    skills: str
-    rounds: int = 0
-    basic_instruction: str = ""
-    rubrics: str = ""
-    actions: str = ""
-    strong_score: float | None = None
-    target_score: float | None = None
-    gap: float | None = None
-    answer: str = ""  # "strong" or "target": whose answer is the output
-    strong_model: str = ""
-    target_model: str = ""
+    @classmethod
+    def of(cls, record: Record) -> Self | None:
+        """`record`'s block of this type, or None where it has none."""
+        for value in (record.__pydantic_extra__ or {}).values():
+            if isinstance(value, cls):
+                return value
+        return None
 
 
 class Record(Provenance):
-    """A kept instruction-tuning example with its provenance and curation scores."""
+    """A kept instruction-tuning example with its provenance and curation scores.
+
+    Besides its fields a record may carry generators' blocks (`Block`), each under its generator's
+    name (`unnatural=Unnatural(...)`); a block given as a dict is typed by the registry's entry.
+    Any other unknown name is ignored, as pydantic does by default."""
+
+    model_config = ConfigDict(extra="allow")
 
     id: str = ""
     instruction: str
@@ -208,13 +177,21 @@ class Record(Provenance):
     selection_method: str | None = None  # the method that selected the record
     selection_rank: int | None = None  # its place in the selection order, from 0
     selection_distance: float | None = None  # cosine distance to the nearest record selected before it
-    # Recycled by reflection (synth recycle): the variant, the pair it came from and the student's scores.
-    reflection: Reflection | None = None
-    # Unnatural Instructions: the constraints, the core example and the paraphrase number.
-    unnatural: Unnatural | None = None
-    # CodecLM: the metadata, the Self-Rubrics rounds applied and the contrastive filter's scores.
-    codeclm: Codeclm | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_blocks(cls, data: Any) -> Any:
+        fields = cls.__pydantic_fields__
+        if not isinstance(data, dict) or all(key in fields for key in data):
+            return data
+        kept, known = {}, None
+        for key, value in data.items():
+            if key in fields or isinstance(value, Block):
+                kept[key] = value
+            elif (known := known or registry.blocks()) and key in known:
+                kept[key] = None if value is None else known[key].model_validate(value)
+        return kept
 
     def model_post_init(self, __context: object) -> None:
         if not self.id:
@@ -223,18 +200,11 @@ class Record(Provenance):
             self.messages = to_messages(self.instruction, self.input, self.output)
 
 
-RejectStage = Literal[
-    "parse",
-    "heuristic",
-    "novelty",
-    "classification",
-    "instance",
-    "engine",
-    "evolution",
-    "document",
-    "segment",
-    "augmentation",
-    "self-curation",
+# The reject stages every generator and the curation chain may write, in the order the pipeline
+# applies them: those the model's text fails first, then the curation chain's. A generator's own
+# stages are in its registry entry (`stages`); `reject_stages` lists them all.
+GENERATION_STAGES = ("parse", "heuristic", "novelty", "engine")
+CURATION_STAGES = (
     "curation",  # datasets written before self-curation had its own name
     "judge",
     "language",
@@ -242,14 +212,24 @@ RejectStage = Literal[
     "mixture",
     "dedup",
     "decontamination",
-    "preference",  # no usable chosen/rejected pair: a tie, too small a margin, a verdict that flips
     "score",  # a selection scorer could not score the record (its raw reply kept)
     "selection",  # a valid record the selection did not pick for its budget
-    "execution",  # generated code that failed its tests (or its limits) in the sandbox
-    "reflection",  # a teacher's reflection that did not parse, or a variant the student did not keep
-    "expansion",  # a paraphrase of an instruction that lost its input slot or came back empty
-    "contrastive",  # CodecLM: an instruction whose answers stayed within the gap threshold every iteration
-]
+)
+
+
+def reject_stages() -> list[str]:
+    """Every reject stage, in pipeline order: the model text's checks, the generators' own stages
+    (registry order), then the curation chain's."""
+    return [*GENERATION_STAGES, *registry.stages(), *CURATION_STAGES]
+
+
+def _known_stage(stage: str) -> str:
+    if stage in GENERATION_STAGES or stage in CURATION_STAGES or stage in registry.stages():
+        return stage
+    raise ValueError(f"unknown reject stage {stage!r}; stages: {', '.join(reject_stages())}")
+
+
+RejectStage = Annotated[str, AfterValidator(_known_stage)]
 
 
 class Reject(Record):

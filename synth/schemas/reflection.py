@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
+from synth.schemas.records import Block
 
 
 class ReflectionConfig(_Profiled):
@@ -69,3 +70,21 @@ class ReflectionConfig(_Profiled):
     chunk_size: int = Field(default=64, ge=1, description="Source pairs per committed batch.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N source pairs.")
     seed: int = Field(default=0, description="Run seed (the teacher's sampling seeds).")
+
+
+class Reflection(Block):
+    """A recycled record's (or a reflection reject's) own block: which variant it is, the pair it
+    was made from, and the student's scores of both (ratios of perplexities; None where not scored)."""
+
+    title = "Recycled from"
+
+    variant: str  # "instruction+response" (QA), "response" (A), "instruction" (Q)
+    original_instruction: str
+    original_input: str = ""
+    original_output: str = ""
+    ifd: float | None = None
+    r_ifd: float | None = None
+    original_ifd: float | None = None
+    original_r_ifd: float | None = None
+    teacher: str = ""
+    student: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from synth.schemas.config import SamplingConfig, _language, _Profiled, _sampling
+from synth.schemas.records import Block
 
 
 class UnnaturalConfig(_Profiled):
@@ -36,3 +37,18 @@ class UnnaturalConfig(_Profiled):
     output_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=512)
     paraphrase_sampling: SamplingConfig = _sampling(temperature=1.0, top_p=0.99, max_tokens=256)
     seed: int = Field(default=0, description="Run seed (the model's sampling).")
+
+
+class Unnatural(Block):
+    """An Unnatural Instructions record's own block: the output constraints its prompt showed (kept
+    here, not in the training text), its core example (its own id on a core record), which
+    paraphrase it is (0: the core example), the seed set its core prompt showed, and a paraphrase's
+    wording with its {INPUT} slot."""
+
+    title = "Unnatural Instructions"
+
+    constraints: str
+    core_id: str
+    paraphrase: int = 0
+    seed_set: int = 0
+    template: str = ""

@@ -12,7 +12,7 @@ import yaml
 
 from synth.schemas import Manifest
 from synth.shards.atomic import atomic_write_bytes
-from synth.shards.columns import RECORD_SCHEMA
+from synth.shards.columns import shard_schema
 
 
 def _feature(dtype: Any) -> dict:
@@ -32,8 +32,8 @@ def _feature(dtype: Any) -> dict:
     return {"dtype": names[dtype.base_type()]}
 
 
-def features(schema: pl.Schema = RECORD_SCHEMA) -> list[dict]:
-    return [{"name": name, **_feature(dtype)} for name, dtype in schema.items()]
+def features(schema: pl.Schema | None = None) -> list[dict]:
+    return [{"name": name, **_feature(dtype)} for name, dtype in (schema or shard_schema()).items()]
 
 
 def _size_category(n: int) -> str:

@@ -1,20 +1,23 @@
 """The Parquet column types of kept records and rejects, in the order of the pydantic models.
 
 Stated explicitly so every shard of a dataset has the same schema whatever its rows hold (an
-all-empty list column would otherwise be typed differently from one with values). A field that
-holds a typed block (a pydantic model of scalar fields, such as `reflection`) gets its struct
-derived from the model.
+all-empty list column would otherwise be typed differently from one with values). Each generator
+with a typed block of its own (a pydantic model of scalar fields, such as `reflection`) adds a
+struct column derived from its model, named after the generator (its registry entry).
 """
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Sequence
+from typing import Literal
 
 import polars as pl
 from pydantic import BaseModel
 
+from synth import registry
 from synth.schemas import Record, Reject
 
 _SCALARS: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(), int: pl.Int64(), bool: pl.Boolean()}
@@ -113,25 +116,37 @@ _TYPES: dict[str, pl.DataType] = {
 _LEAD = ("id", "stage", "reason", "instruction", "input", "output", "messages")
 
 
-def _block(name: str) -> pl.DataType:
-    """The struct of a field that holds a typed block of its own (a generator's, such as
-    `reflection`): derived from its model, so adding a block touches nothing here."""
-    annotation = Reject.model_fields[name].annotation
-    kind = _required(annotation)
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return struct_of(kind)
-    raise TypeError(f"Record.{name}: no Parquet type is given for {annotation}")
-
-
-def _schema(fields: Sequence[str]) -> pl.Schema:
+def _schema(model: type[Record], blocks: tuple[tuple[str, type[BaseModel]], ...]) -> pl.Schema:
+    """The columns of `model`'s fields, with each generator's block (a struct derived from its
+    model) before `created_at`: adding a generator with a block touches nothing here."""
+    names = list(model.model_fields)
+    at = names.index("created_at")
+    structs = {name: struct_of(block) for name, block in blocks}
+    fields = [*names[:at], *structs, *names[at:]]
     ordered = [f for f in _LEAD if f in fields] + [f for f in fields if f not in _LEAD]
-    return pl.Schema({name: _TYPES[name] if name in _TYPES else _block(name) for name in ordered})
+    columns = {name: structs[name] if name in structs else _TYPES[name] for name in ordered}
+    return pl.Schema(columns)
 
 
-RECORD_SCHEMA = _schema(list(Record.model_fields))
-REJECT_SCHEMA = _schema(list(Reject.model_fields))
+@functools.cache
+def _schemas(blocks: tuple[tuple[str, type[BaseModel]], ...]) -> tuple[pl.Schema, pl.Schema]:
+    return _schema(Record, blocks), _schema(Reject, blocks)
+
+
+def shard_schema(kind: Literal["kept", "rejects"] = "kept") -> pl.Schema:
+    """The fixed Parquet schema of kept records or of rejects, with a column for the block of each
+    generator in the registry (so a generator registered at run time gets its column)."""
+    kept, rejects = _schemas(tuple(registry.blocks().items()))
+    return kept if kind == "kept" else rejects
 
 
 def to_frame(rows: Sequence[Record], schema: pl.Schema) -> pl.DataFrame:
-    """Records (or rejects) as a DataFrame with the dataset's fixed schema."""
+    """Records (or rejects) as a DataFrame with the dataset's fixed schema. A block no registered
+    generator declares has no column: an error, not a silent loss."""
+    for row in rows:
+        if unknown := [name for name in row.__pydantic_extra__ or {} if name not in schema]:
+            raise ValueError(
+                f"record {row.id}: no column for block {', '.join(unknown)}; "
+                "a generator's registry entry names its block (block_path)"
+            )
     return pl.DataFrame([r.model_dump() for r in rows], schema=schema)

@@ -11,7 +11,7 @@ from typing import Literal
 import polars as pl
 
 from synth.schemas import ShardInfo
-from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
+from synth.shards.columns import shard_schema
 from synth.shards.layout import (
     MANIFEST,
     DamagedShardError,
@@ -75,7 +75,7 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     manifest = read_manifest(root)
     shards = [s for s in manifest.shards if s.kind == kind]
     files = [str(checked_path(root, s) if check else shard_path(root, s)) for s in shards]
-    schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
+    schema = shard_schema(kind)
     if not files:
         return pl.LazyFrame(schema=schema)
     # Shards written before a column existed read it as null; columns a newer writer added are ignored.

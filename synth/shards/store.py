@@ -43,7 +43,7 @@ from synth.schemas import Manifest, Record, Reject, RunInfo, ShardInfo
 from synth.schemas.records import count_reasons
 from synth.shards.atomic import ReplacedNotSyncedError, atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
-from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA, to_frame
+from synth.shards.columns import shard_schema, to_frame
 from synth.shards.layout import (
     LIBRARY_LOG,
     LOCK,
@@ -186,7 +186,7 @@ class DatasetWriter:
     ) -> list[ShardInfo]:
         """Write `rows` as staged shards (whole files under names no `*.parquet` glob matches);
         `_publish` gives them their final names once the manifest lists them."""
-        schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
+        schema = shard_schema(kind)
         shards = []
         for part, start in enumerate(range(0, len(rows), self.shard_rows), start=first_part):
             chunk = rows[start : start + self.shard_rows]

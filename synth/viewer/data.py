@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import polars as pl
 
 from synth.schemas import Manifest, ShardInfo
-from synth.shards.columns import RECORD_SCHEMA, REJECT_SCHEMA
+from synth.shards.columns import shard_schema
 from synth.shards.layout import MANIFEST, DatasetError, is_dataset, read_manifest
 from synth.shards.read import shard_path, shard_problem
 
@@ -56,7 +56,7 @@ class Snapshot:
     def frame(self, kind: Kind) -> pl.LazyFrame:
         """A LazyFrame over the good shards of one kind, with the dataset's fixed schema (as
         `synth.shards.read.scan` builds it, minus the shards that failed their check)."""
-        schema = RECORD_SCHEMA if kind == "kept" else REJECT_SCHEMA
+        schema = shard_schema(kind)
         files = [str(shard_path(self.root, s)) for s in self.good if s.kind == kind]
         if not files:
             return pl.LazyFrame(schema=schema)

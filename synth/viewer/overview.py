@@ -9,13 +9,12 @@ one integer per record, never the records' text. The same definitions as `synth 
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from synth.schemas.records import RejectStage
+from synth.schemas.records import reject_stages
 from synth.shards.card import (
     CALIBRATION_FILE,
     EVALUATION_FILE,
@@ -31,8 +30,6 @@ LENGTH_FIELDS = ("instruction", "input", "output")
 # Word-count buckets of the length histogram: (label, upper bound inclusive).
 BUCKETS = [("1-10", 10), ("11-25", 25), ("26-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500)]
 LAST_BUCKET = ">500"
-# Stages in the order the pipeline applies them (the order the reject stages are declared in).
-STAGE_ORDER = list(typing.get_args(RejectStage))
 PHASE_ORDER = ["generation", "curation"]
 RUN_FIELDS = {"run_id", "generator", "model", "status", "kept", "rejected"}
 
@@ -77,9 +74,11 @@ def funnel_steps(snapshot: Snapshot) -> dict[str, Any]:
     for row in counts:
         stages.setdefault((row["phase"] or "", row["stage"] or ""), []).append((row["reason"] or "", row["count"]))
 
+    known = reject_stages()
+
     def order(key: tuple[str, str]) -> tuple[int, int, str]:
         phase, stage = key
-        rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+        rank = known.index(stage) if stage in known else len(known)
         return (PHASE_ORDER.index(phase) if phase in PHASE_ORDER else len(PHASE_ORDER), rank, stage)
 
     generated = snapshot.rows("kept") + snapshot.rows("rejects")

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from synth import registry
+
 # Section title -> the columns it shows, in order. A section with no non-empty column is left out.
 SECTIONS: dict[str, list[str]] = {
     "Provenance": [
@@ -84,8 +86,8 @@ def fields(row: dict[str, Any], names: list[str] | tuple[str, ...]) -> list[Fiel
 
 
 def arrange(row: dict[str, Any]) -> dict[str, Any]:
-    """The record's columns grouped for its page."""
-    reflection = row.get("reflection")
+    """The record's columns grouped for its page; each generator's block it carries is a section of
+    its own, under the block's title."""
     pair = [
         {
             "side": side,
@@ -100,6 +102,10 @@ def arrange(row: dict[str, Any]) -> dict[str, Any]:
         "reject": fields(row, REJECT_COLUMNS),
         "pair": pair if any(side["text"] for side in pair) else [],
         "sections": {title: found for title, names in SECTIONS.items() if (found := fields(row, names))},
-        "reflection": fields(reflection, list(reflection)) if isinstance(reflection, dict) else [],
+        "blocks": [
+            (block.title or name, found)
+            for name, block in registry.blocks().items()
+            if isinstance(value := row.get(name), dict) and (found := fields(value, list(value)))
+        ],
         "all": fields(row, list(row)),
     }

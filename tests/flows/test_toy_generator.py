@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synth import registry
-from synth.schemas import ConfigFileError
+from synth.schemas import ConfigFileError, Record
 from synth.schemas.recipe import load_recipe
 from synth.shards import read_manifest, scan, verify
+from synth.viewer.record import arrange
 from tests.flows import toy_generator
 from tests.flows.test_recipe import write
 
@@ -59,7 +60,16 @@ def test_synth_generate_runs_a_generator_registered_at_run_time_and_resumes(toy,
     assert [r[0] for r in written(out)] == [0, 1, 3, 4, 6]
     assert all("rivers" in r[1] for r in written(out))
     rejects = scan(out, "rejects").collect()
-    assert rejects["stage"].to_list() == ["parse", "parse"] and sorted(rejects["seed"]) == [2, 5]
+    assert rejects["stage"].to_list() == ["off-form", "off-form"] and sorted(rejects["seed"]) == [2, 5]
+    # Its own block comes back typed in its own column, on records and rejects alike.
+    kept = scan(out).collect().sort("seed")
+    assert kept["toy"].to_list() == [{"topic": "rivers", "number": n} for n in (0, 1, 3, 4, 6)]
+    assert sorted(b["number"] for b in rejects["toy"]) == [2, 5]
+    assert toy_generator.Toy.of(Record.model_validate(kept.row(0, named=True))) == toy_generator.Toy(
+        topic="rivers", number=0
+    )
+    # A record's page shows the block under its title.
+    assert [title for title, _ in arrange(kept.row(0, named=True))["blocks"]] == ["Toy question"]
     assert sum(t["completion"] for t in run.state["tokens"].values()) > 0
     # A value the config refuses names the option; the same command again writes nothing twice.
     bad = CliRunner().invoke(app, [*args[:-4], "--batch-size", "0", *args[-4:]])

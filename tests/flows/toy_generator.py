@@ -4,7 +4,9 @@ touched. Tests register it at run time (`ENTRY`) and run it through `synth gener
 and the Ray runner.
 
 Toy questions: each request asks the model for one question about the config's topic and its
-answer ("Q: ... A: ..."); a reply in that form is a record, any other reply a parse reject. The
+answer ("Q: ... A: ..."); a reply in that form is a record, any other reply a reject of the toy's
+own stage ("off-form"). Records and rejects carry the toy's own typed block (`Toy`: the topic and
+the question's number), which the shards keep in a `toy` column. The
 batches are independent (each request's seed comes from the run seed, the batch and the request),
 so runners make them ahead and Ray runs several at once.
 """
@@ -24,10 +26,20 @@ from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.registry import Generator
 from synth.schemas import DatasetConfig, EngineConfig, Message, Record, Reject, Sampling, run_id
+from synth.schemas.records import Block
 
 GENERATOR = "toy"
 PROMPT = "Write one question about {topic} that a curious child might ask, then answer it. Reply as 'Q: ... A: ...'."
 _REPLY = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s*A:\s*(?P<a>.+?)\s*$", re.DOTALL)
+
+
+class Toy(Block):
+    """A toy record's own block: what it is about and which question it is."""
+
+    title = "Toy question"
+
+    topic: str
+    number: int
 
 
 class ToyConfig(BaseModel):
@@ -78,11 +90,13 @@ class ToyJob(MergedState):
         rejects: list[Reject] = []
         common = {"generator": GENERATOR, "run_id": self.run_id, "batch": spec.batch, "model": maker.engine.model_name}
         for n, reply in zip(numbers, maker.engine.chat(requests), strict=True):
-            found = _REPLY.match(reply.text)
+            found, block = _REPLY.match(reply.text), Toy(topic=self.config.topic, number=n)
             if found is None:
-                rejects.append(Reject(**common, seed=n, stage="parse", reason="not 'Q: ... A: ...'", raw=reply.text))
+                rejects.append(
+                    Reject(**common, seed=n, stage="off-form", reason="not 'Q: ... A: ...'", raw=reply.text, toy=block)
+                )
             else:
-                kept.append(Record(**common, seed=n, instruction=found["q"], output=found["a"]))
+                kept.append(Record(**common, seed=n, instruction=found["q"], output=found["a"], toy=block))
         return Batch(kept, rejects, {"asked": first + len(numbers)})
 
     def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
@@ -106,7 +120,14 @@ def run_toy(config: ToyConfig, engine: EngineConfig, dataset: DatasetConfig, **o
 
 toy_flow = generator_flow("toy", ToyConfig, run_toy, "Toy questions")
 
-ENTRY = Generator(GENERATOR, f"{__name__}:ToyConfig", f"{__name__}:toy_flow", f"{__name__}:check_inputs")
+ENTRY = Generator(
+    GENERATOR,
+    f"{__name__}:ToyConfig",
+    f"{__name__}:toy_flow",
+    f"{__name__}:check_inputs",
+    block_path=f"{__name__}:Toy",
+    stages=("off-form",),
+)
 
 
 def reply(request: ChatRequest) -> str:

@@ -20,13 +20,12 @@ import yaml
 from synth.schemas import SCHEMA_VERSION, Record, Reject, RunInfo
 from synth.shards import (
     MANIFEST,
-    RECORD_SCHEMA,
-    REJECT_SCHEMA,
     DatasetBusyError,
     DatasetError,
     DatasetWriter,
     read_manifest,
     scan,
+    shard_schema,
     store,
     verify,
 )
@@ -102,7 +101,7 @@ def test_committed_batch_scans_back_with_fixed_schema_and_same_rows(tmp_path):
 
     frame = scan(tmp_path / "ds").collect()
     assert isinstance(scan(tmp_path / "ds"), pl.LazyFrame)
-    assert frame.schema == RECORD_SCHEMA
+    assert frame.schema == shard_schema("kept")
     assert frame.height == len(kept)
     by_id = {row["id"]: row for row in frame.iter_rows(named=True)}
     assert set(by_id) == {r.id for r in kept}
@@ -116,7 +115,7 @@ def test_committed_batch_scans_back_with_fixed_schema_and_same_rows(tmp_path):
         assert row["novelty_neighbors"] == r.novelty_neighbors
 
     rej = scan(tmp_path / "ds", "rejects").collect()
-    assert rej.schema == REJECT_SCHEMA
+    assert rej.schema == shard_schema("rejects")
     assert sorted(rej.select("stage", "reason", "raw").rows()) == sorted((r.stage, r.reason, r.raw) for r in dropped)
 
 
@@ -129,7 +128,7 @@ def test_shards_with_and_without_list_values_scan_together(tmp_path):
         w.commit_batch("run-a", 0, plain, [])
         w.commit_batch("run-a", 1, rich, [])
     frame = scan(tmp_path / "ds").collect()
-    assert frame.schema == RECORD_SCHEMA
+    assert frame.schema == shard_schema("kept")
     assert set(frame["id"]) == {r.id for r in plain + rich}
 
 
@@ -137,8 +136,8 @@ def test_scan_of_dataset_without_shards_is_empty_with_schema(tmp_path):
     with DatasetWriter(tmp_path / "ds") as w:
         w.start_run(run())
     assert scan(tmp_path / "ds").collect().height == 0
-    assert scan(tmp_path / "ds").collect_schema() == RECORD_SCHEMA
-    assert scan(tmp_path / "ds", "rejects").collect_schema() == REJECT_SCHEMA
+    assert scan(tmp_path / "ds").collect_schema() == shard_schema("kept")
+    assert scan(tmp_path / "ds", "rejects").collect_schema() == shard_schema("rejects")
 
 
 def test_scan_without_manifest_raises_dataset_error(tmp_path):

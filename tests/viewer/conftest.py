@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from synth.schemas import Record, Reject, RunInfo
-from synth.schemas.records import Reflection
+from synth.schemas.reflection import Reflection
 from synth.shards import DatasetWriter, scan
 from tests.conftest import build_small_dataset
 
