@@ -143,7 +143,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     backward_model: Engine | None = None
     trained_backward: bool = False  # the backward model was fine-tuned (self-training): no few-shot prompt
     generator: ClassVar[str] = GENERATOR
-    live: ClassVar[tuple[str, str, str] | None] = ("backward_model", "a live backward engine", "give it as a config")
+    live: ClassVar[tuple[str, str] | None] = ("backward_model", "backward_engine")
 
     def build(self, maker: Maker) -> BacktranslationGenerator:
         backward = second_engine(self.backward_model, self.backward_engine)

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
-from synth.engines import Engine, second_engine
+from synth.engines import Engine
 from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, check_inputs, seed_text
@@ -45,13 +45,12 @@ class CodeclmJob(ChunkedJob[CodeclmGenerator]):
     config: CodeclmConfig
     target: Engine | None = None  # a live target engine (tests); None: from the config, or the run's engine
     generator: ClassVar[str] = GENERATOR
-    live: ClassVar[tuple[str, str, str] | None] = ("target", "a live target engine", "name it in target_engine")
+    live: ClassVar[tuple[str, str] | None] = ("target", "target_engine")
     counts_key: ClassVar[str | None] = GENERATOR
     words: ClassVar[ChunkWords] = ChunkWords("CodecLM", "seed instructions", "pairs kept")
 
     def build(self, maker: Maker) -> CodeclmGenerator:
-        target = second_engine(self.target, self.config.target_engine)
-        return CodeclmGenerator(self.config, maker.engine, target, self.run_id)
+        return CodeclmGenerator(self.config, maker.engine, self.second(), self.run_id)
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, 
 
 from pydantic import BaseModel
 
-from synth.engines import Engine
+from synth.engines import Engine, second_engine
 from synth.filters.base import FilterChain
 from synth.flows.common import run_logger
 from synth.schemas import DatasetConfig, Outcome, Record, Reject, RunInfo
@@ -158,12 +158,19 @@ class Built(MergedState, Generic[G]):
 
     _gen: G | None = field(default=None, init=False, repr=False)
     _maker: Maker | None = field(default=None, init=False, repr=False)
-    # A field that may hold live engines (tests), which cannot be shipped to Ray workers: its
-    # name, what it holds and what to give instead, for the error that says so. None: no such field.
-    live: ClassVar[tuple[str, str, str] | None] = None
+    # A field that may hold live engines (tests), which cannot be shipped to Ray workers, and the
+    # config field that names them instead, for the error that says so. None: no such field.
+    live: ClassVar[tuple[str, str] | None] = None
 
     def build(self, maker: Maker) -> G:
         raise NotImplementedError
+
+    def second(self) -> Engine | None:
+        """The job's second engine (a target, a student): the live one its `live` field holds (tests),
+        else the one its config's field of the paired name gives, else None (the run's engine)."""
+        assert self.live is not None, f"{type(self).__name__}: no second engine field"
+        held, named = self.live
+        return second_engine(getattr(self, held), getattr(self.config, named))  # type: ignore[attr-defined]
 
     def gen_for(self, maker: Maker) -> G:
         if self._gen is None or self._maker is not maker:
@@ -182,8 +189,8 @@ class Built(MergedState, Generic[G]):
 
     def __getstate__(self) -> dict[str, Any]:
         if self.live is not None and getattr(self, self.live[0]) is not None:
-            _, held, instead = self.live
-            raise ValueError(f"{held} cannot be sent to Ray workers: {instead}")
+            held, instead = self.live
+            raise ValueError(f"live engines ({held}) cannot be sent to Ray workers: name them in {instead}")
         state = dict(self.__dict__)
         state["_gen"] = state["_maker"] = None
         return state

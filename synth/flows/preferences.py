@@ -37,7 +37,7 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     config: PreferencesConfig
     writers: Sequence[Engine] | None = None  # live response engines (tests); None: from the config
     generator: ClassVar[str] = GENERATOR
-    live: ClassVar[tuple[str, str, str] | None] = ("writers", "live response engines", "name them in response_engines")
+    live: ClassVar[tuple[str, str] | None] = ("writers", "response_engines")
     counts_key: ClassVar[str | None] = "pairs"
     words: ClassVar[ChunkWords] = ChunkWords("Preference pairs", "instructions", "paired")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
-from synth.engines import Engine, second_engine
+from synth.engines import Engine
 from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator, check_inputs
@@ -33,13 +33,12 @@ class ReflectionJob(ChunkedJob[ReflectionGenerator]):
     config: ReflectionConfig
     student: Engine | None = None  # a live student engine (tests); None: from the config, or the teacher
     generator: ClassVar[str] = GENERATOR
-    live: ClassVar[tuple[str, str, str] | None] = ("student", "a live student engine", "name it in student_engine")
+    live: ClassVar[tuple[str, str] | None] = ("student", "student_engine")
     counts_key: ClassVar[str | None] = "recycled"
     words: ClassVar[ChunkWords] = ChunkWords("Recycling", "pairs", "recycled")
 
     def build(self, maker: Maker) -> ReflectionGenerator:
-        student = second_engine(self.student, self.config.student_engine)
-        return ReflectionGenerator(self.config, maker.engine, student, self.run_id)
+        return ReflectionGenerator(self.config, maker.engine, self.second(), self.run_id)
 
     def make(self, maker: Maker, spec: Spec) -> Batch:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)

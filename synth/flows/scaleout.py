@@ -33,6 +33,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from synth import registry
 from synth.engines import get_engine
 from synth.engines.base import Metered, add_tokens
 from synth.engines.embedded import EMBEDDED_MODEL_NAME
@@ -42,6 +43,7 @@ from synth.flows.bookkeeping import Tracker, after_commit, engine_use, finished
 from synth.flows.common import Committed, start_run, worth_retrying
 from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, Retries, RunContext, Spec, chain_settings
+from synth.registry import Generator
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
@@ -88,9 +90,15 @@ def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def make_staged(job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str) -> str:
+def make_staged(
+    job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str, entry: Generator | None = None
+) -> str:
     """Make, curate and stage one batch of `job`; returns the staged folder's path (one staged
-    before is returned as it is, not made again)."""
+    before is returned as it is, not made again). `entry`: the job's registry entry on the flow,
+    registered here where this process lacks it (a generator registered at run time, whose block
+    and reject stages the worker's records need)."""
+    if entry is not None and registry.GENERATORS.get(entry.name) != entry:
+        registry.register(entry)
     target = staged_path(dataset, job.run_id, spec.batch)
     if target.exists():
         return str(target)
@@ -116,9 +124,11 @@ def make_staged(job: Job, spec: Spec, engine: EngineConfig, curation: CurationCo
 
 
 @task(name="staged-batch", cache_policy=NONE, retry_condition_fn=worth_retrying)
-def stage_batch(job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str) -> str:
+def stage_batch(
+    job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str, entry: Generator | None
+) -> str:
     """A batch on a Ray worker (see `make_staged`)."""
-    path = make_staged(job, spec, engine, curation, dataset)
+    path = make_staged(job, spec, engine, curation, dataset, entry)
     get_run_logger().info("batch %d of %s staged at %s", spec.batch, job.run_id, path)
     return path
 
@@ -182,6 +192,7 @@ def run_on_ray(
     if curation.minhash.enabled and curation.minhash.backend != "redis":
         raise ValueError("a Ray runner needs the shared MinHash index: set curation.minhash.backend to 'redis'")
     stage = stage_batch.with_options(name=f"{job.generator}-staged-batch", **retries.task_options())
+    entry = registry.GENERATORS.get(job.generator)
     model_name = engine.model or EMBEDDED_MODEL_NAME
     with DatasetWriter(dataset.path, shard_rows=dataset.shard_rows, wait=dataset.wait, holder=job.run_id) as writer:
         start_run(writer, job.run_id, job.generator, job.config, engine, model_name, curation)
@@ -194,7 +205,9 @@ def run_on_ray(
         try:
             while True:
                 while len(in_flight) < width and (spec := next(plan, None)) is not None:
-                    in_flight.append((spec, _submit(runner, stage, job, spec, engine, curation, str(dataset.path))))
+                    in_flight.append(
+                        (spec, _submit(runner, stage, job, spec, engine, curation, str(dataset.path), entry))
+                    )
                 if not in_flight:
                     break
                 spec, future = in_flight.popleft()

@@ -49,12 +49,17 @@ LONG = 80
 
 @dataclass(frozen=True)
 class Field:
+    """A column as the page shows it: its name, its value as text, and whether that text is long
+    or multi-line (shown in a block of its own)."""
+
     name: str
     text: str
+    long: bool
 
-    @property
-    def long(self) -> bool:
-        return len(self.text) > LONG or "\n" in self.text
+    @classmethod
+    def of(cls, name: str, value: Any) -> Field:
+        text = shown(value)
+        return cls(name, text, len(text) > LONG or "\n" in text)
 
 
 def present(value: Any) -> bool:
@@ -82,7 +87,7 @@ def shown(value: Any) -> str:
 
 
 def fields(row: dict[str, Any], names: list[str] | tuple[str, ...]) -> list[Field]:
-    return [Field(name, shown(row[name])) for name in names if name in row and present(row[name])]
+    return [Field.of(name, row[name]) for name in names if name in row and present(row[name])]
 
 
 def arrange(row: dict[str, Any]) -> dict[str, Any]:

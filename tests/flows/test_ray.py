@@ -132,6 +132,11 @@ def test_a_recipe_runs_on_a_local_ray_cluster_as_it_runs_locally_and_resumes(tmp
     si, evol, bt, toy, code = summaries
     assert si["kept"] >= 12 and evol["kept"] > 0 and evol["source_instructions"] == 8 and bt["kept"] > 0
     assert toy["kept"] == 6 and toy["asked"] == 9  # seeds 2, 5 and 8 are answered off-form
+    # The toy's own block and reject stage, made on workers that were never told of the toy.
+    toys = scan(tmp_path / "ds").filter(pl.col("generator") == "toy").collect()
+    assert sorted(b["number"] for b in toys["toy"]) == [0, 1, 3, 4, 6, 7]
+    toy_rejects = scan(tmp_path / "ds", "rejects").filter(pl.col("generator") == "toy").collect()
+    assert toy_rejects["stage"].to_list() == ["off-form"] * 3
     assert code["kept"] >= 4 and code["funnel"]["kept"] == code["kept"] and code["funnel"]["execution:assertion"] > 0
 
     path = tmp_path / "ds"
