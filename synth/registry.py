@@ -31,7 +31,7 @@ class Generator:
     workers when given a Ray runner and a Ray task runner), and the check of its inputs (config,
     dataset path: reads its seeds or sources and fails naming the file and line, before any model
     loads); each as "module:attribute". Optionally its records' own typed block (a `Block`, kept in
-    a column named after the generator) and the reject stages only it writes."""
+    the block's column) and the reject stages only it writes."""
 
     name: str
     config_path: str
@@ -64,8 +64,9 @@ def _block(path: str) -> type[Block]:
 
 
 def blocks() -> dict[str, type[Block]]:
-    """The typed blocks records may carry, by column name (the generator's name), in table order."""
-    return {g.name: _block(g.block_path) for g in GENERATORS.values() if g.block_path}
+    """The typed blocks records may carry, by column, in table order (two generators may share one)."""
+    found = (_block(g.block_path) for g in GENERATORS.values() if g.block_path)
+    return {block.column: block for block in found}
 
 
 def stages() -> list[str]:
@@ -114,6 +115,7 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas.preferences:PreferencesConfig",
             "synth.flows.preferences:preferences_flow",
             "synth.generators.preferences:check_inputs",
+            block_path="synth.schemas.preferences:Preferences",
             stages=("preference",),
         ),
         Generator(
@@ -121,6 +123,7 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas.code:SelfCodeAlignConfig",
             "synth.flows.code:code_flow",
             "synth.generators.self_code_align:check_inputs",
+            block_path="synth.schemas.code:Code",
             stages=("execution",),
         ),
         Generator(
@@ -128,6 +131,7 @@ GENERATORS: dict[str, Generator] = {
             "synth.schemas.code:OSSInstructConfig",
             "synth.flows.code:oss_instruct_flow",
             "synth.generators.oss_instruct:check_inputs",
+            block_path="synth.schemas.code:Code",
             stages=("document", "execution"),
         ),
         Generator(

@@ -33,7 +33,7 @@ from synth.generators.provenance import Origin, request_seed
 from synth.prompts import TemplateSet
 from synth.sandbox import Sandbox
 from synth.schemas import Message, Record, Reject
-from synth.schemas.code import OSSInstructConfig
+from synth.schemas.code import Code, OSSInstructConfig
 
 GENERATOR = "oss_instruct"
 PROMPT = "oss_instruct"
@@ -142,16 +142,15 @@ class OSSInstructGenerator:
         out.execution_seconds = time.monotonic() - started
         for (record, program), run in zip(tested, runs, strict=True):
             if run.passed:
-                out.kept.append(record.model_copy(update={"execution": "passed", "tests": program}))
+                out.kept.append(record.model_copy(update={"code": Code(tests=program, execution="passed")}))
             else:
                 out.rejects.append(
                     Reject(
-                        **record.model_dump(exclude={"id", "execution", "tests"}),
+                        **record.model_dump(exclude={"id", "code"}),
                         stage="execution",
                         reason=run.kind,
                         detail=execution_detail(run),
-                        execution=run.kind,
-                        tests=program,
+                        code=Code(tests=program, execution=run.kind),
                     )
                 )
 

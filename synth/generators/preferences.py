@@ -34,7 +34,7 @@ from synth.generators.provenance import Origin, request_seed
 from synth.generators.sources import SourceError, load_instructions
 from synth.prompts import TemplateSet, defuse, reply_object
 from synth.schemas import Example, Message, Outcome, Record, Reject, Sampling, content_id
-from synth.schemas.preferences import PreferencesConfig
+from synth.schemas.preferences import Preferences, PreferencesConfig
 
 GENERATOR = "preferences"
 RESPONSE = "preference_response"  # request tags (scripted engines route on them); also the templates' names
@@ -270,16 +270,12 @@ class PreferencesGenerator:
         return self.origin.fields(batch, template=self.grade_template, sampling=sampling, **lineage) | more
 
     def _pair_fields(self, best: Candidate, worst: Candidate) -> dict[str, Any]:
-        return {
-            "chosen": best.text,
-            "rejected": worst.text,
-            "chosen_score": best.score,
-            "rejected_score": worst.score,
-            "chosen_rationale": best.rationale,
-            "rejected_rationale": worst.rationale,
-            "chosen_model": best.model,
-            "rejected_model": worst.model,
-        }
+        """The pair's block: each side's response, grade, rationale and model."""
+
+        def side(name: str, c: Candidate) -> dict[str, Any]:
+            return {name: c.text, f"{name}_score": c.score, f"{name}_rationale": c.rationale, f"{name}_model": c.model}
+
+        return {Preferences.column: Preferences(**side("chosen", best), **side("rejected", worst))}
 
     def _record(self, batch: int, item: Example, best: Candidate, worst: Candidate) -> Record:
         messages = [*self._messages(item), Message(role="assistant", content=best.text)]

@@ -49,7 +49,7 @@ from synth.generators.provenance import Origin, request_seed
 from synth.prompts import Template, TemplateSet
 from synth.sandbox import Sandbox
 from synth.schemas import Outcome, Record, Reject, Sampling
-from synth.schemas.code import SelfCodeAlignConfig
+from synth.schemas.code import Code, SelfCodeAlignConfig
 
 GENERATOR = "code"  # `synth generate code`; the records' tags say which method made them
 CONCEPTS, TASK, RESPONSE = "code_concepts", "code_task", "code_response"
@@ -194,7 +194,7 @@ class SelfCodeAlignGenerator:
             else:
                 detail = execution_detail(run)
                 reject = self._task_reject(batch, task, "execution", run.kind, detail, raw=answer.response)
-                out.rejects.append(reject.model_copy(update={"tests": answer.tests, "execution": run.kind}))
+                out.rejects.append(reject.model_copy(update={"code": Code(tests=answer.tests, execution=run.kind)}))
         for seed_id, found in passing.items():
             draw = random.Random(request_seed(self.config.seed, "keep", seed_id))
             chosen = draw.randrange(len(found))
@@ -315,8 +315,7 @@ class SelfCodeAlignGenerator:
             sampling=self.config.response_sampling,
             instruction=task["task"],
             output=answer.response,
-            tests=answer.tests,
-            execution="passed",
+            code=Code(tests=answer.tests, execution="passed"),
             tags=task["tags"],
             demos=task["demos"] + task.get("shots", []),
         )

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.schemas.config import SamplingConfig, _identity, _language, _max_batches, _Profiled, _sampling
+from synth.schemas.records import Block
 
 Isolation = Literal["bubblewrap", "none-unsafe"]
 MAX_SLOTS = 256  # programs a sandbox runs at once, at most: each slot runs as a user of its own
@@ -145,3 +146,17 @@ class OSSInstructConfig(_Profiled):
         data = _identity(self, {"num_records", "max_batches", "isolation"})
         data["sandbox"].pop("workers", None)
         return data
+
+
+class Code(Block):
+    """Generated code's own block (SelfCodeAlign, OSS-Instruct): the tests the response carried (or
+    the program that exercised it) and how solution and tests ended when run in the sandbox
+    (`passed`, or the failure's kind on a reject). Datasets written before the block held these as
+    flat columns of the same names."""
+
+    column = "code"
+    title = "Code"
+    legacy = ("tests", "execution")
+
+    tests: str | None = None
+    execution: str | None = None

@@ -89,6 +89,7 @@ class Codeclm(Block):
     contrastive filter's scores: the strong and target answers' averaged 1-10 scores, their gap
     (strong minus target), and whose answer the record holds."""
 
+    column = "codeclm"
     title = "CodecLM"
 
     seed_id: str

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
+from synth.schemas.records import Block
 
 
 class PreferencesConfig(_Profiled):
@@ -67,3 +68,33 @@ class PreferencesConfig(_Profiled):
     judge_sampling: SamplingConfig = _sampling(temperature=0.7, top_p=0.9, max_tokens=256)
     compare_sampling: SamplingConfig = _sampling(temperature=0.0, top_p=1.0, max_tokens=256)
     seed: int = Field(default=0, description="Run seed (the responses' and grades' sampling).")
+
+
+class Preferences(Block):
+    """A preference pair's own block: the chosen response (also the record's `output`) and the
+    rejected one, their mean grades (1-5), the judge's rationales and the models that wrote them.
+    A reject that got as far as a pair (a tie, too small a margin, a verdict that flips) has it too.
+    Datasets written before the block held these as flat columns of the same names."""
+
+    column = "preferences"
+    title = "Preference pair"
+    section = False  # the record's page shows the pair side by side
+    legacy = (
+        "chosen",
+        "rejected",
+        "chosen_score",
+        "rejected_score",
+        "chosen_rationale",
+        "rejected_rationale",
+        "chosen_model",
+        "rejected_model",
+    )
+
+    chosen: str | None = None
+    rejected: str | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    chosen_rationale: str | None = None
+    rejected_rationale: str | None = None
+    chosen_model: str | None = None
+    rejected_model: str | None = None

@@ -115,12 +115,18 @@ class Provenance(BaseModel):
 
 class Block(BaseModel):
     """A generator's own typed block on its records (and rejects): the fields only it writes, kept
-    in one Parquet struct column named after the generator. The generator's registry entry names
-    its block (`block_path`), which is how a record read back from a shard or a JSON line gets it
-    typed again; `Block.of` gives a record's block of that type."""
+    in one Parquet struct column (`column`). The generator's registry entry names its block
+    (`block_path`), which is how a record read back from a shard or a JSON line gets it typed
+    again; `Block.of` gives a record's block of that type.
+
+    `legacy` names the fields that shards written before the block existed hold as flat columns of
+    the same names: reading such a shard gathers them into the block (`synth.shards.read`)."""
 
     model_config = ConfigDict(extra="forbid")
+    column: ClassVar[str]  # the record's key and the shards' column
     title: ClassVar[str] = ""  # the heading of its section on a record's page (default: its column)
+    section: ClassVar[bool] = True  # False: the record's page shows it in a place of its own
+    legacy: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def of(cls, record: Record) -> Self | None:
@@ -156,19 +162,6 @@ class Record(Provenance):
     language: str | None = None  # detected language of the instruction (ISO 639-1), by the language check
     ability: str | None = None  # the ability the record exercises, by the ability tagger (a taxonomy key)
     tags: list[str] = Field(default_factory=list)
-    # code generation: the tests the response carried, and how solution and tests ended when run
-    # in the sandbox (`passed`, or the failure's kind on a reject)
-    tests: str | None = None
-    execution: str | None = None
-    # Preference pairs (synth generate preferences): `output` holds the chosen response too.
-    chosen: str | None = None
-    rejected: str | None = None
-    chosen_score: float | None = None
-    rejected_score: float | None = None
-    chosen_rationale: str | None = None
-    rejected_rationale: str | None = None
-    chosen_model: str | None = None
-    rejected_model: str | None = None
     # Selection scores (synth select): each filled by the scorer that computes it.
     complexity_score: float | None = None  # the instruction's complexity, rated by a model (Deita)
     quality_score: float | None = None  # the response's quality, rated by a model (Deita)
@@ -187,7 +180,11 @@ class Record(Provenance):
             return data
         kept, known = {}, None
         for key, value in data.items():
-            if key in fields or isinstance(value, Block):
+            if key in fields:
+                kept[key] = value
+            elif isinstance(value, Block):
+                if key != value.column:
+                    raise ValueError(f"{key}: a {type(value).__name__} block goes under {value.column!r}")
                 kept[key] = value
             elif (known := known or registry.blocks()) and key in known:
                 kept[key] = None if value is None else known[key].model_validate(value)

@@ -76,6 +76,7 @@ class Reflection(Block):
     """A recycled record's (or a reflection reject's) own block: which variant it is, the pair it
     was made from, and the student's scores of both (ratios of perplexities; None where not scored)."""
 
+    column = "reflection"
     title = "Recycled from"
 
     variant: str  # "instruction+response" (QA), "response" (A), "instruction" (Q)

@@ -45,6 +45,7 @@ class Unnatural(Block):
     paraphrase it is (0: the core example), the seed set its core prompt showed, and a paraphrase's
     wording with its {INPUT} slot."""
 
+    column = "unnatural"
     title = "Unnatural Instructions"
 
     constraints: str

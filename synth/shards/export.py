@@ -27,10 +27,14 @@ ExportFormat = Literal["jsonl", "alpaca", "sharegpt", "messages", "dpo"]
 FORMATS: tuple[str, ...] = ("jsonl", "alpaca", "sharegpt", "messages", "dpo")
 
 
-def _assistant(column: str) -> pl.Expr:
-    """One assistant turn holding `column`, as a list of one `{"role", "content"}` struct."""
-    turn = pl.struct(pl.lit("assistant").alias("role"), pl.col(column).alias("content"))
-    return pl.concat_list(turn).alias(column)
+def _assistant(side: str) -> pl.Expr:
+    """One assistant turn holding the pair's `side`, as a list of one `{"role", "content"}` struct."""
+    turn = pl.struct(pl.lit("assistant").alias("role"), _pair(side).alias("content"))
+    return pl.concat_list(turn).alias(side)
+
+
+def _pair(side: str) -> pl.Expr:
+    return pl.col("preferences").struct.field(side)
 
 
 def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
@@ -44,7 +48,7 @@ def export_frame(path: str | Path, fmt: ExportFormat) -> pl.DataFrame:
         return kept.select("id", "messages").collect()
     if fmt == "dpo":
         prompt = pl.col("messages").list.head(pl.col("messages").list.len() - 1).alias("prompt")
-        pairs = kept.filter(pl.col("chosen").is_not_null() & pl.col("rejected").is_not_null())
+        pairs = kept.filter(_pair("chosen").is_not_null() & _pair("rejected").is_not_null())
         return pairs.select("id", prompt, _assistant("chosen"), _assistant("rejected")).collect()
     if fmt == "sharegpt":
         turn = pl.struct(

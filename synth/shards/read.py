@@ -21,6 +21,7 @@ from synth.shards.layout import (
     read_manifest,
     staged_name,
 )
+from synth.shards.legacy import file_columns, gathered, needs_gathering, shards_frame
 
 # Shards whose checksum this process has confirmed, by (path, size, mtime): a run scans the same
 # shards several times (dedup indexes, novelty pool, resume state) and each is hashed once.
@@ -75,11 +76,9 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
     manifest = read_manifest(root)
     shards = [s for s in manifest.shards if s.kind == kind]
     files = [str(checked_path(root, s) if check else shard_path(root, s)) for s in shards]
-    schema = shard_schema(kind)
-    if not files:
-        return pl.LazyFrame(schema=schema)
-    # Shards written before a column existed read it as null; columns a newer writer added are ignored.
-    return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert", extra_columns="ignore")
+    # Shards written before a column existed read it as null; columns a newer writer added are
+    # ignored; the flat fields of shards from before a block's move are gathered into it.
+    return shards_frame(files, shard_schema(kind))
 
 
 def kept_frames(
@@ -89,9 +88,12 @@ def kept_frames(
     time, each checked against the manifest first: memory holds a shard, never the dataset."""
     for shard in read_manifest(root).shards if shards is None else shards:
         if shard.kind == "kept":
-            yield pl.read_parquet(
-                checked_path(root, shard), columns=None if columns is None else list(columns), glob=False
-            )
+            path = checked_path(root, shard)
+            if needs_gathering(held := file_columns(path)):
+                frame = gathered(pl.scan_parquet(path, glob=False), held)
+                yield (frame if columns is None else frame.select(columns)).collect()
+            else:
+                yield pl.read_parquet(path, columns=None if columns is None else list(columns), glob=False)
 
 
 def verify(path: str | Path) -> list[str]:

@@ -17,6 +17,7 @@ import polars as pl
 from synth.schemas import Manifest, ShardInfo
 from synth.shards.columns import shard_schema
 from synth.shards.layout import MANIFEST, DatasetError, is_dataset, read_manifest
+from synth.shards.legacy import shards_frame
 from synth.shards.read import shard_path, shard_problem
 
 Kind = Literal["kept", "rejects"]
@@ -56,11 +57,8 @@ class Snapshot:
     def frame(self, kind: Kind) -> pl.LazyFrame:
         """A LazyFrame over the good shards of one kind, with the dataset's fixed schema (as
         `synth.shards.read.scan` builds it, minus the shards that failed their check)."""
-        schema = shard_schema(kind)
         files = [str(shard_path(self.root, s)) for s in self.good if s.kind == kind]
-        if not files:
-            return pl.LazyFrame(schema=schema)
-        return pl.scan_parquet(files, schema=schema, glob=False, missing_columns="insert", extra_columns="ignore")
+        return shards_frame(files, shard_schema(kind))
 
 
 def take_snapshot(root: Path) -> Snapshot:

@@ -38,7 +38,6 @@ SECTIONS: dict[str, list[str]] = {
         "response_tokens",
     ],
     "Curation": ["novelty_rouge_l", "novelty_neighbors", "language", "ability", "tags", "is_classification"],
-    "Code": ["tests", "execution"],
 }
 TEXT_COLUMNS = ("instruction", "input", "output")
 REJECT_COLUMNS = ("phase", "stage", "reason", "detail", "raw")
@@ -93,11 +92,13 @@ def fields(row: dict[str, Any], names: list[str] | tuple[str, ...]) -> list[Fiel
 def arrange(row: dict[str, Any]) -> dict[str, Any]:
     """The record's columns grouped for its page; each generator's block it carries is a section of
     its own, under the block's title."""
+    pair_block = row.get("preferences")
+    pair_row = pair_block if isinstance(pair_block, dict) else {}
     pair = [
         {
             "side": side,
-            "text": row.get(side) or "",
-            "fields": fields(row, [f"{side}_score", f"{side}_model", f"{side}_rationale"]),
+            "text": pair_row.get(side) or "",
+            "fields": fields(pair_row, [f"{side}_score", f"{side}_model", f"{side}_rationale"]),
         }
         for side in PAIR_SIDES
     ]
@@ -110,7 +111,7 @@ def arrange(row: dict[str, Any]) -> dict[str, Any]:
         "blocks": [
             (block.title or name, found)
             for name, block in registry.blocks().items()
-            if isinstance(value := row.get(name), dict) and (found := fields(value, list(value)))
+            if block.section and isinstance(value := row.get(name), dict) and (found := fields(value, list(value)))
         ],
         "all": fields(row, list(row)),
     }

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -40,7 +41,13 @@ def command(tmp_path, out, num=8, responder="responder") -> list[str]:
 
 
 def contents(path: Path):
-    kept = scan(path).select("id", "instruction", "output", "tests", "batch").sort("id").collect().rows()
+    kept = (
+        scan(path)
+        .select("id", "instruction", "output", pl.col("code").struct.field("tests"), "batch")
+        .sort("id")
+        .collect()
+        .rows()
+    )
     rejects = scan(path, "rejects").select("id", "stage", "reason", "batch").sort("id").collect().rows()
     return kept, rejects
 
@@ -53,7 +60,11 @@ def test_generate_code_keeps_answers_that_passed_in_the_sandbox(tmp_path):
     assert result.exit_code == 0, result.output
     assert verify(out) == []
     kept = scan(out).collect()
-    assert kept.height >= 8 and set(kept["execution"]) == {"passed"} and set(kept["tests"]) == {"assert double(4) == 8"}
+    assert (
+        kept.height >= 8
+        and set(kept["code"].struct.field("execution")) == {"passed"}
+        and set(kept["code"].struct.field("tests")) == {"assert double(4) == 8"}
+    )
     assert kept["output"].str.contains("return 2 * x", literal=True).all() and kept["generator"].unique().to_list() == [
         "code"
     ]
@@ -97,7 +108,7 @@ def test_a_recipe_step_generates_code(tmp_path):
     }
     (summary,) = recipe_flow(recipe=load_recipe(write(tmp_path, recipe)))
     assert summary["kept"] >= 4 and summary["funnel"]["kept"] == summary["kept"]
-    assert set(scan(tmp_path / "ds").collect()["execution"]) == {"passed"}
+    assert set(scan(tmp_path / "ds").collect()["code"].struct.field("execution")) == {"passed"}
 
 
 @pytest.mark.e2e
@@ -184,7 +195,11 @@ def test_generate_oss_instruct_writes_problems_and_runs_their_asserts_when_asked
     assert result.exit_code == 0, result.output
     assert verify(out) == []
     kept, rejects = scan(out).collect(), scan(out, "rejects").collect()
-    assert kept.height >= 6 and set(kept["execution"]) == {"passed"} and set(kept["generator"]) == {"oss_instruct"}
+    assert (
+        kept.height >= 6
+        and set(kept["code"].struct.field("execution")) == {"passed"}
+        and set(kept["generator"]) == {"oss_instruct"}
+    )
     assert kept["instruction"].str.starts_with("Write `double(x)`").all()
     stages = Counter(zip(rejects["stage"], rejects["reason"], strict=True))
     assert set(stages) == {("parse", "no [Problem Description] and [Solution] sections"), ("execution", "assertion")}

@@ -85,8 +85,10 @@ def test_a_run_writes_pairs_and_tie_rejects_and_resumes_after_a_crash_without_re
     assert sorted(rejects["source_id"]) == ["q0", "q3", "q6"]  # each instruction written once
     assert set(rejects["reason"]) == {"tie"} and set(rejects["phase"]) == {"generation"}
     row = kept.row(0, named=True)
-    assert row["chosen"].startswith("Reply 3:") and row["rejected"].startswith("Reply 0:")
-    assert (row["chosen_score"], row["rejected_score"]) == (5.0, 2.0) and row["output"] == row["chosen"]
+    assert row["preferences"]["chosen"].startswith("Reply 3:") and row["preferences"]["rejected"].startswith("Reply 0:")
+    assert (row["preferences"]["chosen_score"], row["preferences"]["rejected_score"]) == (5.0, 2.0) and row[
+        "output"
+    ] == row["preferences"]["chosen"]
 
     again = run(tmp_path, source, Graded())  # a finished run: nothing new
     assert again["batches"] == summary["batches"] and scan(tmp_path / "pairs").collect().height == 4
@@ -137,14 +139,20 @@ def test_the_cli_writes_pairs_that_export_for_trl_dpo_and_the_card_describes_the
     assert example["prompt"][0]["content"] == "Be brief."
     assert [m["role"] for m in example["chosen"]] == [m["role"] for m in example["rejected"]] == ["assistant"]
     kept = scan(out).collect().filter(pl.col("id") == example["id"])
-    assert example["chosen"][0]["content"] == kept["chosen"][0] != example["rejected"][0]["content"]
+    assert (
+        example["chosen"][0]["content"]
+        == kept["preferences"].struct.field("chosen")[0]
+        != example["rejected"][0]["content"]
+    )
 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_model())
     text = maybe_apply_chat_template(example, tokenizer)  # what DPOTrainer does to each example
     assert text["prompt"].endswith("<|im_start|>assistant\n") and "Be brief." in text["prompt"]
-    assert text["chosen"].startswith(kept["chosen"][0]) and text["rejected"].startswith("Reply 0:")
+    assert text["chosen"].startswith(kept["preferences"].struct.field("chosen")[0]) and text["rejected"].startswith(
+        "Reply 0:"
+    )
 
 
 @pytest.mark.engine
@@ -166,8 +174,11 @@ def test_the_embedded_model_answers_grades_and_pairs_through_the_real_engine(vll
     assert not [r for r in result.rejects if r.reason == "unparseable grade"], [r.raw for r in result.rejects]
     assert sorted([*(r.source_id for r in result.kept), *(r.source_id for r in result.rejects)]) == ["a", "b"]
     for pair in result.kept:
-        assert pair.chosen_score is not None and pair.rejected_score is not None
-        assert 1 <= pair.rejected_score < pair.chosen_score <= 5 and pair.chosen != pair.rejected
+        assert pair.preferences.chosen_score is not None and pair.preferences.rejected_score is not None
+        assert (
+            1 <= pair.preferences.rejected_score < pair.preferences.chosen_score <= 5
+            and pair.preferences.chosen != pair.preferences.rejected
+        )
     for reject in result.rejects:
         assert reject.reason == "tie" and json.loads(reject.raw)
 

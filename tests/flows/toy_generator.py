@@ -36,6 +36,7 @@ _REPLY = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s*A:\s*(?P<a>.+?)\s*$", re.DOTALL)
 class Toy(Block):
     """A toy record's own block: what it is about and which question it is."""
 
+    column = "toy"
     title = "Toy question"
 
     topic: str

@@ -12,7 +12,7 @@ from synth.engines.scripted import ScriptedEngine
 from synth.generators.code_seeds import code_files, line_snippet
 from synth.generators.oss_instruct import PROMPT, OSSInstructGenerator, parse_reply, program_with_asserts
 from synth.sandbox import Sandbox
-from synth.schemas.code import OSSInstructConfig, SandboxConfig
+from synth.schemas.code import Code, OSSInstructConfig, SandboxConfig
 from tests.flows.code_script import seed_folder
 
 GOOD = "[Problem Description]\nWrite `triple(x)`.\n\n[Solution]\n```python\ndef triple(x):\n    return 3 * x\n```\n"
@@ -67,7 +67,7 @@ def test_each_seed_becomes_a_record_or_a_reject_with_its_reason(tmp_path):
         assert (
             record.source_doc.rsplit("/", 1)[-1].startswith("module_")
             and record.tags == ["oss-instruct"]
-            and record.execution is None
+            and Code.of(record) is None
         )
     assert {(r.stage, r.reason) for r in out.rejects} == {
         ("parse", "no [Problem Description] and [Solution] sections"),
@@ -79,9 +79,9 @@ def test_with_execute_solutions_with_asserts_run_and_failures_are_rejects(tmp_pa
     seed_folder(tmp_path / "code")
     config = OSSInstructConfig(code=str(tmp_path / "code"), humaneval=False, execute=True)
     out = run(config, [TESTED, FAILING, GOOD])
-    kept = Counter(r.execution or "untested" for r in out.kept)
+    kept = Counter(block.execution if (block := Code.of(r)) else "untested" for r in out.kept)
     assert kept["passed"] > 0 and kept["untested"] > 0
-    assert all("untested" in r.tags for r in out.kept if r.execution is None)
+    assert all("untested" in r.tags for r in out.kept if Code.of(r) is None)
     assert {(r.stage, r.reason) for r in out.rejects} == {("execution", "assertion")}
     assert all("AssertionError" in r.detail for r in out.rejects)
 

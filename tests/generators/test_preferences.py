@@ -89,13 +89,19 @@ def test_the_best_and_the_worst_graded_responses_make_the_pair():
     result = generate(script, ["Explain tides."])
     assert not result.rejects and result.paired == 1 and result.instructions == 1
     (pair,) = result.kept
-    assert (pair.chosen, pair.rejected) == ("answer 1 to Explain tides.", "answer 2 to Explain tides.")
-    assert (pair.chosen_score, pair.rejected_score) == (5.0, 1.0)
-    assert pair.chosen_rationale == "answer 1 to Explain tides. is worth 5"
-    assert pair.rejected_rationale == "answer 2 to Explain tides. is worth 1"
-    assert pair.chosen_model == pair.rejected_model == pair.model == "judge-model"
-    assert pair.output == pair.chosen and pair.instruction == "Explain tides."
-    assert [(m.role, m.content) for m in pair.messages] == [("user", "Explain tides."), ("assistant", pair.chosen)]
+    assert (pair.preferences.chosen, pair.preferences.rejected) == (
+        "answer 1 to Explain tides.",
+        "answer 2 to Explain tides.",
+    )
+    assert (pair.preferences.chosen_score, pair.preferences.rejected_score) == (5.0, 1.0)
+    assert pair.preferences.chosen_rationale == "answer 1 to Explain tides. is worth 5"
+    assert pair.preferences.rejected_rationale == "answer 2 to Explain tides. is worth 1"
+    assert pair.preferences.chosen_model == pair.preferences.rejected_model == pair.model == "judge-model"
+    assert pair.output == pair.preferences.chosen and pair.instruction == "Explain tides."
+    assert [(m.role, m.content) for m in pair.messages] == [
+        ("user", "Explain tides."),
+        ("assistant", pair.preferences.chosen),
+    ]
     assert pair.generator == "preferences" and pair.source_id == "id0" and pair.parent_id is None
     assert pair.template == GRADE and pair.template_hash == load_template(GRADE).hash
     responses = [r for r in script.requests if r.tag == RESPONSE]
@@ -109,7 +115,10 @@ def test_the_best_and_the_worst_graded_responses_make_the_pair():
 def test_among_equal_best_scores_the_earlier_response_is_chosen_and_the_run_is_repeatable():
     first = generate(Script({"Q one?": [4, 4, 2, 2]}), ["Q one?"])
     again = generate(Script({"Q one?": [4, 4, 2, 2]}), ["Q one?"])
-    assert (first.kept[0].chosen, first.kept[0].rejected) == ("answer 0 to Q one?", "answer 2 to Q one?")
+    assert (first.kept[0].preferences.chosen, first.kept[0].preferences.rejected) == (
+        "answer 0 to Q one?",
+        "answer 2 to Q one?",
+    )
     assert [r.id for r in first.kept] == [r.id for r in again.kept]
 
 
@@ -128,15 +137,15 @@ def test_a_margin_under_the_minimum_is_a_reject_that_keeps_the_would_be_pair():
     assert [r.instruction for r in result.kept] == ["Far?"]
     (close,) = result.rejects
     assert (close.stage, close.reason, close.detail) == ("preference", "margin under 2", "margin 1.00")
-    assert (close.chosen, close.rejected) == ("answer 1 to Close?", "answer 0 to Close?")
-    assert (close.chosen_score, close.rejected_score) == (4.0, 3.0)
+    assert (close.preferences.chosen, close.preferences.rejected) == ("answer 1 to Close?", "answer 0 to Close?")
+    assert (close.preferences.chosen_score, close.preferences.rejected_score) == (4.0, 3.0)
 
 
 def test_an_unparseable_grade_is_a_reject_with_the_raw_reply_and_the_rest_still_pair():
     script = Script({"Q?": [5, "I think it is fine.", 1], "R?": ["???", 4, '{"score": 9}']})
     result = generate(script, ["Q?", "R?"], samples=3)
     (pair,) = result.kept
-    assert (pair.chosen, pair.rejected) == ("answer 0 to Q?", "answer 2 to Q?")
+    assert (pair.preferences.chosen, pair.preferences.rejected) == ("answer 0 to Q?", "answer 2 to Q?")
     by_reason = {(r.instruction, r.reason): r for r in result.rejects}
     assert set(by_reason) == {("Q?", UNPARSEABLE_GRADE), ("R?", UNPARSEABLE_GRADE), ("R?", FEW)}
     bad = by_reason[("Q?", UNPARSEABLE_GRADE)]
@@ -152,14 +161,18 @@ def test_an_unparseable_grade_is_a_reject_with_the_raw_reply_and_the_rest_still_
 
 def test_a_score_line_outside_json_still_grades():
     result = generate(Script({"Q?": ["Good answer.\nScore: 4", 2]}), ["Q?"], samples=2)
-    assert result.kept[0].chosen_score == 4.0 and result.kept[0].chosen_rationale == "Good answer."
+    assert (
+        result.kept[0].preferences.chosen_score == 4.0 and result.kept[0].preferences.chosen_rationale == "Good answer."
+    )
 
 
 def test_grades_of_a_response_are_averaged_over_judge_samples():
     script = Script({"Q?": [[5, 4, 4], [2, 2, 3]]})
     result = generate(script, ["Q?"], samples=2, judge_samples=3)
     (pair,) = result.kept
-    assert pair.chosen_score == pytest.approx(13 / 3) and pair.rejected_score == pytest.approx(7 / 3)
+    assert pair.preferences.chosen_score == pytest.approx(13 / 3) and pair.preferences.rejected_score == pytest.approx(
+        7 / 3
+    )
     seeds = [r.sampling.seed for r in script.requests if r.tag == GRADE]
     assert len(seeds) == 6 and len(set(seeds)) == 6
 
@@ -168,7 +181,7 @@ def test_one_unparseable_grade_among_judge_samples_leaves_the_response_ungraded(
     script = Script({"Q?": [[5, "junk", 5], [2, 2, 2], [3, 3, 3]]})
     result = generate(script, ["Q?"], samples=3, judge_samples=3)
     (pair,) = result.kept
-    assert (pair.chosen, pair.chosen_score) == ("answer 2 to Q?", 3.0)
+    assert (pair.preferences.chosen, pair.preferences.chosen_score) == ("answer 2 to Q?", 3.0)
     (bad,) = result.rejects
     assert bad.reason == UNPARSEABLE_GRADE and bad.raw == "junk"
 
@@ -186,7 +199,7 @@ def test_failed_and_empty_responses_are_rejects_not_candidates():
     engine = ScriptedEngine(respond)
     gen = PreferencesGenerator(PreferencesConfig(source="x", judge_samples=1), engine)
     result = gen.run_chunk(0, items("Q?"))
-    assert (result.kept[0].chosen, result.kept[0].rejected) == ("best-answer", "plain-answer")
+    assert (result.kept[0].preferences.chosen, result.kept[0].preferences.rejected) == ("best-answer", "plain-answer")
     reasons = sorted((r.stage, r.reason, r.detail) for r in result.rejects)
     assert reasons == [("engine", "engine error", "response 0: boom"), ("preference", "empty response", "response 1")]
     assert len({r.id for r in result.rejects}) == 2
@@ -210,8 +223,8 @@ def test_several_engines_write_the_responses_in_turn_and_the_pair_names_their_mo
     (pair,) = gen.run_chunk(0, items("Q?")).kept
     assert [r.sampling.seed for r in other.requests] != [r.sampling.seed for r in main.requests]
     assert len(main.requests) == len(other.requests) == 2
-    assert (pair.chosen, pair.chosen_model) == ("other 0 to Q?", "model-b")
-    assert pair.rejected_model == "model-a" and pair.model == "model-b"
+    assert (pair.preferences.chosen, pair.preferences.chosen_model) == ("other 0 to Q?", "model-b")
+    assert pair.preferences.rejected_model == "model-a" and pair.model == "model-b"
 
 
 @pytest.mark.parametrize(
@@ -229,7 +242,7 @@ def test_a_side_by_side_verdict_that_flips_or_disagrees_is_a_reject(prefer, reas
     assert not result.kept
     (reject,) = result.rejects
     assert (reject.stage, reject.reason) == ("preference", reason)
-    assert (reject.chosen, reject.rejected) == ("answer 1 to Q?", "answer 0 to Q?")
+    assert (reject.preferences.chosen, reject.preferences.rejected) == ("answer 1 to Q?", "answer 0 to Q?")
     assert set(json.loads(reject.raw)) == {"chosen first", "chosen second"}
     # The flip rate counts pairs with two verdicts, and those that flipped.
     assert (result.position_checked, result.flipped) == (
@@ -240,7 +253,7 @@ def test_a_side_by_side_verdict_that_flips_or_disagrees_is_a_reject(prefer, reas
 def test_a_consistent_side_by_side_verdict_keeps_the_pair_after_both_orders_were_asked():
     script = Script({"Q?": [2, 5]})
     result = generate(script, ["Q?"], samples=2, position_check=True)
-    assert [r.chosen for r in result.kept] == ["answer 1 to Q?"]
+    assert [r.preferences.chosen for r in result.kept] == ["answer 1 to Q?"]
     assert (result.position_checked, result.flipped) == (1, 0)
     compares = [r for r in script.requests if r.tag == COMPARE]
     assert len(compares) == 2 and all(r.json_schema == COMPARE_SCHEMA for r in compares)

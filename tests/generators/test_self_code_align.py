@@ -88,7 +88,10 @@ def test_each_task_keeps_one_passing_answer_and_every_other_answer_is_a_reject_w
     out = generator(config, scripted(ANSWERS)).run_batch(0, seeds(2))
     assert len(out.kept) == 2  # one per task
     for record in out.kept:
-        assert record.execution == "passed" and record.tests in {"assert add(2, 3) == 5", "assert add(1, 1) == 2"}
+        assert record.code.execution == "passed" and record.code.tests in {
+            "assert add(2, 3) == 5",
+            "assert add(1, 1) == 2",
+        }
         assert record.instruction == "Write `add(a, b)` that returns the sum of two integers."
         assert "```python" in record.output and "<tests>" not in record.output
         assert record.source_doc == "m.py" and record.tags[0] == "self-code-align"
@@ -105,8 +108,8 @@ def test_each_task_keeps_one_passing_answer_and_every_other_answer_is_a_reject_w
         ("parse", "no <tests> after the response"): 2,
     }
     crash = next(r for r in out.rejects if r.reason == "exception")
-    assert "NameError: name 'undefined_name' is not defined" in crash.detail and crash.execution == "exception"
-    assert crash.tests == "assert add(2, 3) == 5" and crash.instruction.startswith("Write `add")
+    assert "NameError: name 'undefined_name' is not defined" in crash.detail and crash.code.execution == "exception"
+    assert crash.code.tests == "assert add(2, 3) == 5" and crash.instruction.startswith("Write `add")
 
 
 def test_the_kept_answer_is_drawn_by_the_run_seed_and_the_same_on_a_rerun():

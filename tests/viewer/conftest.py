@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from synth.schemas import Record, Reject, RunInfo
+from synth.schemas.preferences import Preferences
 from synth.schemas.reflection import Reflection
 from synth.shards import DatasetWriter, scan
 from tests.conftest import build_small_dataset
@@ -33,14 +34,16 @@ def add_shaped_records(path: Path) -> dict[str, str]:
         generator="preferences",
         instruction="Name a colour.",
         output="Blue.",
-        chosen="Blue.",
-        rejected="Colour is a word.",
-        chosen_score=4.5,
-        rejected_score=1.5,
-        chosen_rationale="Answers the question.",
-        rejected_rationale="Does not name one.",
-        chosen_model="model-a",
-        rejected_model="model-b",
+        preferences=Preferences(
+            chosen="Blue.",
+            rejected="Colour is a word.",
+            chosen_score=4.5,
+            rejected_score=1.5,
+            chosen_rationale="Answers the question.",
+            rejected_rationale="Does not name one.",
+            chosen_model="model-a",
+            rejected_model="model-b",
+        ),
         **common,
     )
     recycled = Record(
