@@ -120,7 +120,7 @@ class Block(BaseModel):
     again; `Block.of` gives a record's block of that type.
 
     `legacy` names the fields that shards written before the block existed hold as flat columns of
-    the same names: reading such a shard gathers them into the block (`synth.shards.read`)."""
+    the same names: reading such a shard gathers them into the block (`synth.shards.legacy`)."""
 
     model_config = ConfigDict(extra="forbid")
     column: ClassVar[str]  # the record's key and the shards' column
@@ -140,9 +140,10 @@ class Block(BaseModel):
 class Record(Provenance):
     """A kept instruction-tuning example with its provenance and curation scores.
 
-    Besides its fields a record may carry generators' blocks (`Block`), each under its generator's
-    name (`unnatural=Unnatural(...)`); a block given as a dict is typed by the registry's entry.
-    Any other unknown name is ignored, as pydantic does by default."""
+    Besides its fields a record may carry generators' blocks (`Block`), each under the block's
+    column (`unnatural=Unnatural(...)`); a block given as a dict (read back from a shard or a JSON
+    line) is typed by the registry entry that names it. Any other unknown name is ignored, as
+    pydantic does by default."""
 
     model_config = ConfigDict(extra="allow")
 
