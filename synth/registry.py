@@ -11,7 +11,6 @@ command line reads it as it starts.
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-    from synth.schemas.records import Block
 
 
 @dataclass(frozen=True)
@@ -58,15 +55,10 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-@functools.cache
-def _block(path: str) -> type[Block]:
-    return _load(path)
-
-
-def blocks() -> dict[str, type[Block]]:
-    """The typed blocks records may carry, by column, in table order (two generators may share one)."""
-    found = (_block(g.block_path) for g in GENERATORS.values() if g.block_path)
-    return {block.column: block for block in found}
+def block_paths() -> list[str]:
+    """Where the generators' record blocks are ("module:attribute"), in table order (two
+    generators may name the same block); `synth.schemas.records.blocks` loads them."""
+    return list(dict.fromkeys(g.block_path for g in GENERATORS.values() if g.block_path))
 
 
 def stages() -> list[str]:

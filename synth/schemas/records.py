@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,6 +139,21 @@ class Block(BaseModel):
         return None
 
 
+@functools.cache
+def _load_block(path: str) -> type[Block]:
+    module, _, name = path.partition(":")
+    block = getattr(importlib.import_module(module), name)
+    if not (isinstance(block, type) and issubclass(block, Block)):
+        raise TypeError(f"{path}: a registry entry's block_path names a Block, not {block!r}")
+    return block
+
+
+def blocks() -> dict[str, type[Block]]:
+    """The typed blocks records may carry, by column, from the registry's entries (table order)."""
+    found = (_load_block(path) for path in registry.block_paths())
+    return {block.column: block for block in found}
+
+
 class Record(Provenance):
     """A kept instruction-tuning example with its provenance and curation scores.
 
@@ -187,7 +204,7 @@ class Record(Provenance):
                 if key != value.column:
                     raise ValueError(f"{key}: a {type(value).__name__} block goes under {value.column!r}")
                 kept[key] = value
-            elif (known := known or registry.blocks()) and key in known:
+            elif (known := known or blocks()) and key in known:
                 kept[key] = None if value is None else known[key].model_validate(value)
         return kept
 

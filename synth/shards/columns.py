@@ -17,8 +17,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel
 
-from synth import registry
 from synth.schemas import Record, Reject
+from synth.schemas.records import blocks
 
 _SCALARS: dict[type, pl.DataType] = {str: pl.String(), float: pl.Float64(), int: pl.Int64(), bool: pl.Boolean()}
 
@@ -126,7 +126,7 @@ def _schemas(blocks: tuple[tuple[str, type[BaseModel]], ...]) -> tuple[pl.Schema
 def shard_schema(kind: Literal["kept", "rejects"] = "kept") -> pl.Schema:
     """The fixed Parquet schema of kept records or of rejects, with a column for the block of each
     generator in the registry (so a generator registered at run time gets its column)."""
-    kept, rejects = _schemas(tuple(registry.blocks().items()))
+    kept, rejects = _schemas(tuple(blocks().items()))
     return kept if kind == "kept" else rejects
 
 

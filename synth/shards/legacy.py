@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 import polars as pl
 import pyarrow.parquet as pq
 
-from synth import registry
+from synth.schemas.records import blocks
 from synth.shards.columns import struct_of
 
 
@@ -37,7 +37,7 @@ def gathered(frame: pl.LazyFrame, columns: Collection[str]) -> pl.LazyFrame:
     """`frame` (of a shard holding `columns`) with each block's flat legacy columns gathered into
     the block's column, and the flat ones dropped; as it is where it holds none."""
     made, flat_names = [], set()
-    for block in registry.blocks().values():
+    for block in blocks().values():
         flat = [name for name in block.legacy if name in columns]
         if not flat or block.column in columns:
             continue
@@ -53,8 +53,7 @@ def gathered(frame: pl.LazyFrame, columns: Collection[str]) -> pl.LazyFrame:
 
 def needs_gathering(columns: Collection[str]) -> bool:
     return any(
-        block.column not in columns and any(name in columns for name in block.legacy)
-        for block in registry.blocks().values()
+        block.column not in columns and any(name in columns for name in block.legacy) for block in blocks().values()
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from synth import registry
+from synth.schemas.records import blocks
 
 # Section title -> the columns it shows, in order. A section with no non-empty column is left out.
 SECTIONS: dict[str, list[str]] = {
@@ -110,7 +110,7 @@ def arrange(row: dict[str, Any]) -> dict[str, Any]:
         "sections": {title: found for title, names in SECTIONS.items() if (found := fields(row, names))},
         "blocks": [
             (block.title or name, found)
-            for name, block in registry.blocks().items()
+            for name, block in blocks().items()
             if block.section and isinstance(value := row.get(name), dict) and (found := fields(value, list(value)))
         ],
         "all": fields(row, list(row)),
