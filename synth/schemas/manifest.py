@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from synth.schemas.records import ReasonCounts, add_counts, flat_counts
 
 SCHEMA_VERSION = 1
+BLOCKS_LAYOUT = 2  # the layout this writer gives its shards (`ShardInfo.layout`)
 
 
 def _now() -> datetime:
@@ -27,6 +28,11 @@ class ShardInfo(BaseModel):
     run_id: str
     batch: int
     recovered: bool = Field(default=False, description="Listed again by `synth verify --repair` from the file itself.")
+    layout: int = Field(
+        default=1,
+        description="Its columns' layout: 2, generators' own fields in their blocks; 1 (shards listed "
+        "before this field), perhaps flat columns a reader gathers into blocks, as the file's footer says.",
+    )
 
 
 class QuarantineEntry(BaseModel):

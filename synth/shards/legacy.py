@@ -3,9 +3,10 @@
 Such a shard holds the fields as flat columns (a preference pair's `chosen`, `rejected`...; code's
 `tests`, `execution`), which the block's `legacy` names. Reading it gathers them into the block's
 struct column, null where the record held none of them, so a dataset written before the move reads
-as one written after it, with nothing lost. Whether a shard needs this is told by its own Parquet
-footer (read once per file state), not by the manifest: a shard listed again by `verify --repair`
-is read the same way.
+as one written after it, with nothing lost. A shard the manifest lists with the blocks' layout
+(`ShardInfo.layout`, set by every writer since) is read as it is; for any other (listed before the
+field existed, or again by `verify --repair`) its own Parquet footer tells (read once per file
+state).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Collection, Sequence
 import polars as pl
 import pyarrow.parquet as pq
 
+from synth.schemas import ShardInfo
+from synth.schemas.manifest import BLOCKS_LAYOUT
 from synth.schemas.records import blocks
 from synth.shards.columns import struct_of
 
@@ -57,16 +60,24 @@ def needs_gathering(columns: Collection[str]) -> bool:
     )
 
 
-def shards_frame(files: Sequence[str], schema: pl.Schema) -> pl.LazyFrame:
-    """One LazyFrame over `files` with `schema`: a column a shard lacks reads as null, one the schema
-    does not know is left out, and a shard from before a block's move has its fields gathered."""
+def flat_columns(path: str | os.PathLike[str], shard: ShardInfo) -> frozenset[str] | None:
+    """The columns of a shard whose blocks' fields lie flat (to gather), or None where it has none."""
+    if shard.layout >= BLOCKS_LAYOUT:
+        return None
+    columns = file_columns(path)
+    return columns if needs_gathering(columns) else None
+
+
+def shards_frame(files: Sequence[tuple[str, ShardInfo]], schema: pl.Schema) -> pl.LazyFrame:
+    """One LazyFrame over the shards at `files` (path, manifest entry) with `schema`: a column a
+    shard lacks reads as null, one the schema does not know is left out, and a shard from before a
+    block's move has its fields gathered."""
     if not files:
         return pl.LazyFrame(schema=schema)
     parts: list[pl.LazyFrame] = []
     current: list[str] = []
-    for file in files:
-        columns = file_columns(file)
-        if not needs_gathering(columns):
+    for file, shard in files:
+        if (columns := flat_columns(file, shard)) is None:
             current.append(file)
             continue
         if current:

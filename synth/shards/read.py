@@ -21,7 +21,7 @@ from synth.shards.layout import (
     read_manifest,
     staged_name,
 )
-from synth.shards.legacy import file_columns, gathered, needs_gathering, shards_frame
+from synth.shards.legacy import flat_columns, gathered, shards_frame
 
 # Shards whose checksum this process has confirmed, by (path, size, mtime): a run scans the same
 # shards several times (dedup indexes, novelty pool, resume state) and each is hashed once.
@@ -75,7 +75,7 @@ def scan(path: str | Path, kind: Literal["kept", "rejects"] = "kept", check: boo
         raise DatasetError(f"{root}: no {MANIFEST}; not a dataset directory")
     manifest = read_manifest(root)
     shards = [s for s in manifest.shards if s.kind == kind]
-    files = [str(checked_path(root, s) if check else shard_path(root, s)) for s in shards]
+    files = [(str(checked_path(root, s) if check else shard_path(root, s)), s) for s in shards]
     # Shards written before a column existed read it as null; columns a newer writer added are
     # ignored; the flat fields of shards from before a block's move are gathered into it.
     return shards_frame(files, shard_schema(kind))
@@ -89,8 +89,8 @@ def kept_frames(
     for shard in read_manifest(root).shards if shards is None else shards:
         if shard.kind == "kept":
             path = checked_path(root, shard)
-            if needs_gathering(held := file_columns(path)):
-                frame = gathered(pl.scan_parquet(path, glob=False), held)
+            if (flat := flat_columns(path, shard)) is not None:
+                frame = gathered(pl.scan_parquet(path, glob=False), flat)
                 yield (frame if columns is None else frame.select(columns)).collect()
             else:
                 yield pl.read_parquet(path, columns=None if columns is None else list(columns), glob=False)

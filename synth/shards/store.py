@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from synth.schemas import Manifest, Record, Reject, RunInfo, ShardInfo
+from synth.schemas.manifest import BLOCKS_LAYOUT
 from synth.schemas.records import count_reasons
 from synth.shards.atomic import ReplacedNotSyncedError, atomic_write_bytes, fsync_dir
 from synth.shards.card import write_card
@@ -206,6 +207,7 @@ class DatasetWriter:
                     sha256=hashlib.sha256(data).hexdigest(),
                     run_id=run_id,
                     batch=batch,
+                    layout=BLOCKS_LAYOUT,
                 )
             )
         return shards

@@ -57,7 +57,7 @@ class Snapshot:
     def frame(self, kind: Kind) -> pl.LazyFrame:
         """A LazyFrame over the good shards of one kind, with the dataset's fixed schema (as
         `synth.shards.read.scan` builds it, minus the shards that failed their check)."""
-        files = [str(shard_path(self.root, s)) for s in self.good if s.kind == kind]
+        files = [(str(shard_path(self.root, s)), s) for s in self.good if s.kind == kind]
         return shards_frame(files, shard_schema(kind))
 
 

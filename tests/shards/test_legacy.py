@@ -13,8 +13,9 @@ import pytest
 
 from synth.schemas import Record
 from synth.schemas.code import Code
+from synth.schemas.manifest import BLOCKS_LAYOUT
 from synth.schemas.preferences import Preferences
-from synth.shards import DatasetWriter, read_manifest, scan, shard_schema
+from synth.shards import DatasetWriter, legacy, read_manifest, scan, shard_schema
 from synth.shards.export import export_frame
 from synth.shards.legacy import file_columns
 from synth.shards.read import kept_frames
@@ -71,7 +72,7 @@ def test_the_dpo_export_still_finds_the_pair(before):
     assert pairs["chosen"].to_list() == [[{"role": "assistant", "content": "Blue."}]]
 
 
-def test_shards_of_both_layouts_read_together_in_manifest_order(before):
+def test_shards_of_both_layouts_read_together_in_manifest_order(before, monkeypatch):
     new = Record(
         generator="preferences",
         instruction="Name a shape.",
@@ -81,7 +82,14 @@ def test_shards_of_both_layouts_read_together_in_manifest_order(before):
     )
     with DatasetWriter(before) as writer:
         writer.commit_batch("legacy-run", 1, [new], [])
+    layouts = {s.batch: s.layout for s in read_manifest(before).shards if s.kind == "kept"}
+    assert layouts == {0: 1, 1: BLOCKS_LAYOUT}
+    # Only the shard listed before the layout field has its footer read: a dataset of many new
+    # shards costs no file opening beyond the scan itself.
+    footers: list[str] = []
+    monkeypatch.setattr(legacy, "file_columns", lambda path: footers.append(Path(path).name) or file_columns(path))
     kept = scan(before).collect()
+    assert footers == ["legacy-run-b00000-000.parquet"]
     assert kept["instruction"].to_list() == ["Name a colour.", "Write double.", "Say hi.", "Name a shape."]
     chosen = kept.select(pl.col("preferences").struct.field("chosen"))["chosen"].to_list()
     assert chosen == ["Blue.", None, None, "Square."]
