@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
 from synth.schemas.records import Block
+
+if TYPE_CHECKING:
+    from synth.schemas.manifest import RunInfo
 
 
 class PreferencesConfig(_Profiled):
@@ -98,3 +102,43 @@ class Preferences(Block):
     rejected_rationale: str | None = None
     chosen_model: str | None = None
     rejected_model: str | None = None
+
+    @classmethod
+    def card_section(cls, runs: Sequence[RunInfo]) -> list[str]:
+        return [
+            "",
+            "## Preference pairs",
+            "",
+            "Records of the `preferences` generator are pairs for DPO-style training. Several responses",
+            "to the same instruction were sampled and each graded 1-5 by a judge model on a rubric;",
+            "the best and the worst graded make the pair (ties and too small margins are rejects).",
+            "",
+            "| column | holds |",
+            "|---|---|",
+            "| `instruction`, `input` | the prompt (with `messages[:-1]`, any system turn) |",
+            "| `preferences.chosen`, `output` | the best graded response |",
+            "| `preferences.rejected` | the worst graded response |",
+            "| `preferences.chosen_score`, `.rejected_score` | their mean grades (1-5) |",
+            "| `preferences.chosen_rationale`, `.rejected_rationale` | the judge's reasons |",
+            "| `preferences.chosen_model`, `.rejected_model` | the models that wrote them |",
+            "| `source_id`, `parent_id` | the source instruction (`parent_id` when it is a record of a dataset) |",
+            "",
+            "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
+            "conversational form TRL's `DPOTrainer` reads; other records have a null `preferences`.",
+            *_flip_lines(runs),
+        ]
+
+
+def _flip_lines(runs: Sequence[RunInfo]) -> list[str]:
+    """The side-by-side judge's position-flip rate, for runs that checked positions."""
+    lines = []
+    for run in runs:
+        pairs = run.state.get("pairs")
+        if not isinstance(pairs, dict) or not pairs.get("position_checked"):
+            continue
+        checked, flipped = pairs["position_checked"], pairs.get("flipped", 0)
+        lines.append(
+            f"Run `{run.run_id}` showed {checked} pairs to the judge side by side in both orders: the verdict "
+            f"flipped with the order for {flipped} ({flipped / checked:.1%}), and those pairs are rejects."
+        )
+    return ["", *lines] if lines else []

@@ -5,15 +5,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import inspect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from synth import registry
+
+if TYPE_CHECKING:
+    from synth.schemas.manifest import RunInfo
 
 
 class Message(BaseModel):
@@ -115,6 +119,10 @@ class Provenance(BaseModel):
     demos: list[str] = Field(default_factory=list)
 
 
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
 class Block(BaseModel):
     """A generator's own typed block on its records (and rejects): the fields only it writes, kept
     in one Parquet struct column (`column`). The generator's registry entry names its block
@@ -129,6 +137,24 @@ class Block(BaseModel):
     title: ClassVar[str] = ""  # the heading of its section on a record's page (default: its column)
     section: ClassVar[bool] = True  # False: the record's page shows it in a place of its own
     legacy: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def card_section(cls, runs: Sequence[RunInfo]) -> list[str]:
+        """The dataset card's section on this block, for a dataset with `runs` of the generators
+        that write it: by default its fields and their types; a block may say more."""
+        generators = ", ".join(sorted({f"`{run.generator}`" for run in runs}))
+        about = " ".join(inspect.cleandoc(cls.__doc__ or "").split())
+        lines = [
+            "",
+            f"## {cls.title or cls.column}",
+            "",
+            f"Records of {generators} carry a `{cls.column}` struct.",
+            about,
+        ]
+        lines += ["", "| field | type |", "|---|---|"]
+        return lines + [
+            f"| `{cls.column}.{name}` | {_type_name(f.annotation)} |" for name, f in cls.model_fields.items()
+        ]
 
     @classmethod
     def of(cls, record: Record) -> Self | None:
@@ -146,6 +172,12 @@ def _load_block(path: str) -> type[Block]:
     if not (isinstance(block, type) and issubclass(block, Block)):
         raise TypeError(f"{path}: a registry entry's block_path names a Block, not {block!r}")
     return block
+
+
+def generator_block(generator: str) -> type[Block] | None:
+    """The block a generator's records carry (its registry entry's), or None."""
+    entry = registry.GENERATORS.get(generator)
+    return _load_block(entry.block_path) if entry is not None and entry.block_path else None
 
 
 def blocks() -> dict[str, type[Block]]:

@@ -10,7 +10,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from synth.schemas import Manifest
+from synth.schemas import Manifest, RunInfo
+from synth.schemas.records import Block, generator_block
 from synth.shards.atomic import atomic_write_bytes
 from synth.shards.columns import shard_schema
 
@@ -113,11 +114,7 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
                 lines.append(f"| {stage} | {reason} | {n} |")
     else:
         lines.append("No rejects.")
-    generators = {run.generator for run in manifest.runs.values()}
-    if "preferences" in generators:
-        lines += _pair_section(manifest)
-    if "reflection" in generators:
-        lines += _REFLECTION_SECTION
+    lines += _block_sections(manifest)
     lines += stored_section("Proxy evaluation", EVALUATION_FILE, evaluation, evaluation_lines)
     lines += stored_section("Judge calibration", CALIBRATION_FILE, calibration, calibration_lines)
     lines += [
@@ -142,65 +139,14 @@ def render_card(manifest: Manifest, evaluation: dict | None = None, calibration:
     return "\n".join(lines)
 
 
-def _pair_section(manifest: Manifest) -> list[str]:
-    """What the preference-pair columns hold, for a dataset with a run of the pair generator."""
-    return [
-        "",
-        "## Preference pairs",
-        "",
-        "Records of the `preferences` generator are pairs for DPO-style training. Several responses",
-        "to the same instruction were sampled and each graded 1-5 by a judge model on a rubric;",
-        "the best and the worst graded make the pair (ties and too small margins are rejects).",
-        "",
-        "| column | holds |",
-        "|---|---|",
-        "| `instruction`, `input` | the prompt (with `messages[:-1]`, any system turn) |",
-        "| `preferences.chosen`, `output` | the best graded response |",
-        "| `preferences.rejected` | the worst graded response |",
-        "| `preferences.chosen_score`, `.rejected_score` | their mean grades (1-5) |",
-        "| `preferences.chosen_rationale`, `.rejected_rationale` | the judge's reasons |",
-        "| `preferences.chosen_model`, `.rejected_model` | the models that wrote them |",
-        "| `source_id`, `parent_id` | the source instruction (`parent_id` when it is a record of a dataset) |",
-        "",
-        "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
-        "conversational form TRL's `DPOTrainer` reads; other records have a null `preferences`.",
-        *_flip_lines(manifest),
-    ]
-
-
-# What the `reflection` column holds, for a dataset with a recycling run.
-_REFLECTION_SECTION = [
-    "",
-    "## Recycled pairs",
-    "",
-    "Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):",
-    "`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.",
-    "",
-    "| `reflection.` field | holds |",
-    "|---|---|",
-    "| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |",
-    "| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |",
-    "| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |",
-    "| `original_ifd`, `original_r_ifd` | the same scores of the original pair |",
-    "| `teacher`, `student` | the models that rewrote and scored it |",
-    "",
-    "The rejects hold every variant not written (stage `reflection`), with its scores and the reason.",
-]
-
-
-def _flip_lines(manifest: Manifest) -> list[str]:
-    """The side-by-side judge's position-flip rate, for runs that checked positions."""
-    lines = []
+def _block_sections(manifest: Manifest) -> list[str]:
+    """What each generator's own block holds, for the blocks of the generators that ran (the
+    block says it: `Block.card_section`)."""
+    runs: dict[type[Block], list[RunInfo]] = {}
     for run in manifest.runs.values():
-        pairs = run.state.get("pairs") if run.generator == "preferences" else None
-        if not isinstance(pairs, dict) or not pairs.get("position_checked"):
-            continue
-        checked, flipped = pairs["position_checked"], pairs.get("flipped", 0)
-        lines.append(
-            f"Run `{run.run_id}` showed {checked} pairs to the judge side by side in both orders: the verdict "
-            f"flipped with the order for {flipped} ({flipped / checked:.1%}), and those pairs are rejects."
-        )
-    return ["", *lines] if lines else []
+        if (block := generator_block(run.generator)) is not None:
+            runs.setdefault(block, []).append(run)
+    return [line for block, its_runs in runs.items() for line in block.card_section(its_runs)]
 
 
 def stored_section(title: str, file: str, data: dict | None, body: Callable[[dict], list[str]]) -> list[str]:

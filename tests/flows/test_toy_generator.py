@@ -68,6 +68,9 @@ def test_synth_generate_runs_a_generator_registered_at_run_time_and_resumes(toy,
     assert toy_generator.Toy.of(Record.model_validate(kept.row(0, named=True))) == toy_generator.Toy(
         topic="rivers", number=0
     )
+    # The dataset card says what the block holds, from the block itself.
+    card = (out / "README.md").read_text()
+    assert "## Toy question" in card and "| `toy.number` | int |" in card and "which question it is" in card
     # A record's page shows the block under its title.
     assert [title for title, _ in arrange(kept.row(0, named=True))["blocks"]] == ["Toy question"]
     assert sum(t["completion"] for t in run.state["tokens"].values()) > 0
