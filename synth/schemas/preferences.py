@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
-from synth.schemas.records import Block
-
-if TYPE_CHECKING:
-    from synth.schemas.manifest import RunInfo
+from synth.schemas.records import Block, RunView
 
 
 class PreferencesConfig(_Profiled):
@@ -82,6 +79,26 @@ class Preferences(Block):
 
     column = "preferences"
     title = "Preference pair"
+    card = """\
+## Preference pairs
+
+Records of the `preferences` generator are pairs for DPO-style training. Several responses
+to the same instruction were sampled and each graded 1-5 by a judge model on a rubric;
+the best and the worst graded make the pair (ties and too small margins are rejects).
+
+| column | holds |
+|---|---|
+| `instruction`, `input` | the prompt (with `messages[:-1]`, any system turn) |
+| `preferences.chosen`, `output` | the best graded response |
+| `preferences.rejected` | the worst graded response |
+| `preferences.chosen_score`, `.rejected_score` | their mean grades (1-5) |
+| `preferences.chosen_rationale`, `.rejected_rationale` | the judge's reasons |
+| `preferences.chosen_model`, `.rejected_model` | the models that wrote them |
+| `source_id`, `parent_id` | the source instruction (`parent_id` when it is a record of a dataset) |
+
+`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the
+conversational form TRL's `DPOTrainer` reads; other records have a null `preferences`.
+"""
     section = False  # the record's page shows the pair side by side
     legacy = (
         "chosen",
@@ -104,32 +121,11 @@ class Preferences(Block):
     rejected_model: str | None = None
 
     @classmethod
-    def card_section(cls, runs: Sequence[RunInfo]) -> list[str]:
-        return [
-            "",
-            "## Preference pairs",
-            "",
-            "Records of the `preferences` generator are pairs for DPO-style training. Several responses",
-            "to the same instruction were sampled and each graded 1-5 by a judge model on a rubric;",
-            "the best and the worst graded make the pair (ties and too small margins are rejects).",
-            "",
-            "| column | holds |",
-            "|---|---|",
-            "| `instruction`, `input` | the prompt (with `messages[:-1]`, any system turn) |",
-            "| `preferences.chosen`, `output` | the best graded response |",
-            "| `preferences.rejected` | the worst graded response |",
-            "| `preferences.chosen_score`, `.rejected_score` | their mean grades (1-5) |",
-            "| `preferences.chosen_rationale`, `.rejected_rationale` | the judge's reasons |",
-            "| `preferences.chosen_model`, `.rejected_model` | the models that wrote them |",
-            "| `source_id`, `parent_id` | the source instruction (`parent_id` when it is a record of a dataset) |",
-            "",
-            "`synth export DIR --format dpo` writes `prompt` / `chosen` / `rejected` in the",
-            "conversational form TRL's `DPOTrainer` reads; other records have a null `preferences`.",
-            *_flip_lines(runs),
-        ]
+    def card_section(cls, runs: Sequence[RunView]) -> list[str]:
+        return super().card_section(runs) + _flip_lines(runs)
 
 
-def _flip_lines(runs: Sequence[RunInfo]) -> list[str]:
+def _flip_lines(runs: Sequence[RunView]) -> list[str]:
     """The side-by-side judge's position-flip rate, for runs that checked positions."""
     lines = []
     for run in runs:

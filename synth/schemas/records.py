@@ -10,14 +10,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from synth import registry
-
-if TYPE_CHECKING:
-    from synth.schemas.manifest import RunInfo
 
 
 class Message(BaseModel):
@@ -119,6 +116,14 @@ class Provenance(BaseModel):
     demos: list[str] = Field(default_factory=list)
 
 
+class RunView(Protocol):
+    """What a block's card section reads of a run (a `RunInfo`)."""
+
+    run_id: str
+    generator: str
+    state: dict[str, Any]
+
+
 def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
@@ -137,21 +142,18 @@ class Block(BaseModel):
     title: ClassVar[str] = ""  # the heading of its section on a record's page (default: its column)
     section: ClassVar[bool] = True  # False: the record's page shows it in a place of its own
     legacy: ClassVar[tuple[str, ...]] = ()
+    card: ClassVar[str] = ""  # the dataset card's section on it (markdown, from its "## " heading)
 
     @classmethod
-    def card_section(cls, runs: Sequence[RunInfo]) -> list[str]:
+    def card_section(cls, runs: Sequence[RunView]) -> list[str]:
         """The dataset card's section on this block, for a dataset with `runs` of the generators
-        that write it: by default its fields and their types; a block may say more."""
+        that write it: its `card` text where it has one, else its docstring and its fields."""
+        if cls.card:
+            return ["", *inspect.cleandoc(cls.card).splitlines()]
+        lines = ["", f"## {cls.title or cls.column}", ""]
         generators = ", ".join(sorted({f"`{run.generator}`" for run in runs}))
         about = " ".join(inspect.cleandoc(cls.__doc__ or "").split())
-        lines = [
-            "",
-            f"## {cls.title or cls.column}",
-            "",
-            f"Records of {generators} carry a `{cls.column}` struct.",
-            about,
-        ]
-        lines += ["", "| field | type |", "|---|---|"]
+        lines += [f"Records of {generators} carry a `{cls.column}` struct.", about, "", "| field | type |", "|---|---|"]
         return lines + [
             f"| `{cls.column}.{name}` | {_type_name(f.annotation)} |" for name, f in cls.model_fields.items()
         ]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from synth.schemas.config import EngineConfig, SamplingConfig, _language, _Profiled, _sampling
 from synth.schemas.records import Block
-
-if TYPE_CHECKING:
-    from synth.schemas.manifest import RunInfo
 
 
 class ReflectionConfig(_Profiled):
@@ -82,6 +78,22 @@ class Reflection(Block):
 
     column = "reflection"
     title = "Recycled from"
+    card = """\
+## Recycled pairs
+
+Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):
+`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.
+
+| `reflection.` field | holds |
+|---|---|
+| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |
+| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |
+| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |
+| `original_ifd`, `original_r_ifd` | the same scores of the original pair |
+| `teacher`, `student` | the models that rewrote and scored it |
+
+The rejects hold every variant not written (stage `reflection`), with its scores and the reason.
+"""
 
     variant: str  # "instruction+response" (QA), "response" (A), "instruction" (Q)
     original_instruction: str
@@ -93,23 +105,3 @@ class Reflection(Block):
     original_r_ifd: float | None = None
     teacher: str = ""
     student: str = ""
-
-    @classmethod
-    def card_section(cls, runs: Sequence[RunInfo]) -> list[str]:
-        return [
-            "",
-            "## Recycled pairs",
-            "",
-            "Records of the `reflection` generator are source pairs a teacher model rewrote (Reflection-tuning):",
-            "`instruction` and `output` are the rewrite, and the `reflection` column holds the rest.",
-            "",
-            "| `reflection.` field | holds |",
-            "|---|---|",
-            "| `variant` | `instruction+response` (new instruction, its answer reflected on) or `response` (a better answer) |",
-            "| `original_instruction`, `original_input`, `original_output` | the pair it was made from (`parent_id`: its id) |",
-            "| `ifd`, `r_ifd` | the student's IFD and reversed IFD of this pair (ratios of perplexities) |",
-            "| `original_ifd`, `original_r_ifd` | the same scores of the original pair |",
-            "| `teacher`, `student` | the models that rewrote and scored it |",
-            "",
-            "The rejects hold every variant not written (stage `reflection`), with its scores and the reason.",
-        ]
