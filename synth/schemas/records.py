@@ -6,6 +6,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import typing
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,11 @@ class RunView(Protocol):
 
 
 def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    """A block field's type as a card's table cell shows it (no "|", which would split the cell)."""
+    kinds = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
+    if kinds:
+        return " or ".join(kinds) + (", or null" if type(None) in typing.get_args(annotation) else "")
+    return getattr(annotation, "__name__", str(annotation))
 
 
 class Block(BaseModel):

@@ -45,3 +45,15 @@ def test_a_block_without_a_column_fails_the_write_instead_of_vanishing(monkeypat
     frame = to_frame([record], shard_schema("kept"))
     assert frame["toy"].to_list() == [{"topic": "t", "number": 1}]
     assert list(frame.columns).index("toy") == list(frame.columns).index("created_at") - 1
+
+
+def test_every_blocks_card_section_is_a_well_formed_table():
+    """Each registered block's card section (its own text, or the default built from its fields)
+    has a heading, and every table row has as many cells as its header."""
+    from synth.schemas.records import blocks
+
+    for column, block in blocks().items():
+        lines = block.card_section([])
+        assert lines[1].startswith("## "), column
+        table = [line for line in lines if line.startswith("|")]
+        assert table and all(row.count("|") == table[0].count("|") for row in table), column
