@@ -55,6 +55,21 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+class Table(dict[str, Generator]):
+    """The table of generators: a dict that counts its changes (`changes`), so what is derived from
+    it (the record blocks) is derived again only after one."""
+
+    changes = 0
+
+    def __setitem__(self, name: str, generator: Generator) -> None:
+        super().__setitem__(name, generator)
+        self.changes += 1
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.changes += 1
+
+
 def block_paths() -> list[str]:
     """Where the generators' record blocks are ("module:attribute"), in table order (two
     generators may name the same block); `synth.schemas.records.blocks` loads them."""
@@ -72,8 +87,8 @@ def register(generator: Generator) -> Generator:
     return generator
 
 
-GENERATORS: dict[str, Generator] = {
-    g.name: g
+GENERATORS: Table = Table(
+    (g.name, g)
     for g in (
         Generator(
             "self_instruct",
@@ -151,4 +166,4 @@ GENERATORS: dict[str, Generator] = {
             stages=("contrastive",),
         ),
     )
-}
+)

@@ -189,8 +189,12 @@ def generator_block(generator: str) -> type[Block] | None:
 
 def blocks() -> dict[str, type[Block]]:
     """The typed blocks records may carry, by column, from the registry's entries (table order)."""
-    found = (_load_block(path) for path in registry.block_paths())
-    return {block.column: block for block in found}
+    return _blocks(registry.GENERATORS.changes)
+
+
+@functools.cache
+def _blocks(changes: int) -> dict[str, type[Block]]:  # once per state of the registry's table
+    return {block.column: block for block in map(_load_block, registry.block_paths())}
 
 
 class Record(Provenance):
@@ -233,19 +237,18 @@ class Record(Provenance):
     @classmethod
     def _typed_blocks(cls, data: Any) -> Any:
         fields = cls.__pydantic_fields__
-        if not isinstance(data, dict) or all(key in fields for key in data):
+        if not isinstance(data, dict) or data.keys() <= fields.keys():
             return data
-        kept, known = {}, None
-        for key, value in data.items():
-            if key in fields:
-                kept[key] = value
-            elif isinstance(value, Block):
+        out, known, extra = dict(data), blocks(), [key for key in data if key not in fields]
+        for key in extra:
+            value = out.pop(key)
+            if isinstance(value, Block):
                 if key != value.column:
                     raise ValueError(f"{key}: a {type(value).__name__} block goes under {value.column!r}")
-                kept[key] = value
-            elif (known := known or blocks()) and key in known:
-                kept[key] = None if value is None else known[key].model_validate(value)
-        return kept
+                out[key] = value
+            elif key in known:
+                out[key] = None if value is None else known[key].model_validate(value)
+        return out
 
     def model_post_init(self, __context: object) -> None:
         if not self.id:
