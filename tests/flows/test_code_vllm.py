@@ -44,8 +44,9 @@ def test_the_embedded_model_writes_tasks_and_answers_that_run_in_the_sandbox(tmp
     assert answered.height + kept.height > 0 and (answered["instruction"] != "").all()
     executed = rejects.filter(rejects["stage"] == "execution")
     assert set(executed["reason"]) <= set(KINDS) - {"passed"}
-    assert executed["execution"].to_list() == executed["reason"].to_list() and (executed["detail"] != "").all()
-    assert set(kept["execution"].to_list()) <= {"passed"}
+    ran = executed["code"].struct.field("execution")
+    assert ran.to_list() == executed["reason"].to_list() and (executed["detail"] != "").all()
+    assert set(kept["code"].struct.field("execution").to_list()) <= {"passed"}
     # Nothing vanished: each seed either failed before its answers or its answers all ended somewhere.
     stages = Counter(rejects["stage"].to_list())
     assert sum(stages.values()) + kept.height >= 3
