@@ -24,7 +24,7 @@ from synth.schemas.records import blocks
 from synth.shards.columns import struct_of
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # bounded: a process may read datasets of any number of shards
 def _footer_columns(path: str, size: int, mtime: int) -> frozenset[str]:
     # pyarrow reads the footer alone, and takes the path as a path (polars would read it as a glob)
     return frozenset(pq.read_schema(path).names)
