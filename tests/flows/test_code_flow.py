@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from synth.flows.recipe import recipe_flow  # Prefect configures its logging here, not inside a CLI test's capture
@@ -26,17 +27,17 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 ROOT = Path(__file__).parents[2]
 
 
-def engine_file(tmp_path, responder="responder") -> Path:
+def engine_file(tmp_path) -> Path:
     path = tmp_path / "engine.json"
-    path.write_text(json.dumps({"kind": "scripted", "responder": f"tests.flows.code_script:{responder}"}))
+    path.write_text(json.dumps({"kind": "scripted", "responder": "tests.flows.code_script:responder"}))
     return path
 
 
-def command(tmp_path, out, num=8, responder="responder") -> list[str]:
+def command(tmp_path, out, num=8) -> list[str]:
     seed_folder(tmp_path / "code")
     return [
         "generate", "code", "--num", str(num), "--batch-size", "2", "--samples", "3", "--shots", "2",
-        "--code", str(tmp_path / "code"), "--out", str(out), "--engine-config", str(engine_file(tmp_path, responder)),
+        "--code", str(tmp_path / "code"), "--out", str(out), "--engine-config", str(engine_file(tmp_path)),
     ]  # fmt: skip
 
 
@@ -111,16 +112,29 @@ def test_a_recipe_step_generates_code(tmp_path):
     assert set(scan(tmp_path / "ds").collect()["code"].struct.field("execution")) == {"passed"}
 
 
+# Limits wide enough that a program start stalled by a loaded machine cannot turn a passing answer
+# into a timeout in one run and not the other: these tests compare two runs' records.
+PATIENT_SANDBOX = {"timeout_s": 60.0, "cpu_s": 60}
+
+
 @pytest.mark.e2e
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or "", "PYTHONPATH": str(ROOT)}
     synth = [sys.executable, "-m", "synth.cli"]
+    seed_folder(tmp_path / "code")
 
     def run(out: Path) -> subprocess.Popen:
-        args = command(tmp_path, out, num=12, responder="slow_responder")
-        return subprocess.Popen([*synth, *args], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+        step = {"generator": "code", "code": str(tmp_path / "code"), "num_records": 12, "batch_size": 2}
+        recipe = {
+            "name": out.name,
+            "dataset": {"path": str(out)},
+            "engine": {"kind": "scripted", "responder": "tests.flows.code_script:slow_responder"},
+            "steps": [step | {"samples": 3, "shots": 2, "sandbox": PATIENT_SANDBOX}],
+        }
+        (path := tmp_path / f"{out.name}.yaml").write_text(yaml.safe_dump(recipe))
+        return subprocess.Popen([*synth, "run", str(path)], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
 
     assert run(tmp_path / "whole").wait(timeout=300) == 0
     victim = run(tmp_path / "killed")
@@ -148,7 +162,7 @@ def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_
     from synth.flows.code import CodeJob, run_self_code_align
     from synth.sandbox import Sandbox
     from synth.schemas import DatasetConfig, ScriptedEngineConfig
-    from synth.schemas.code import SelfCodeAlignConfig
+    from synth.schemas.code import SandboxConfig, SelfCodeAlignConfig
     from tests.flows.code_script import reply
 
     seed_folder(tmp_path / "code")
@@ -167,7 +181,14 @@ def test_the_next_batch_is_made_while_this_ones_programs_run_and_the_records_do_
         return reply(request)
 
     monkeypatch.setattr(Sandbox, "run_many", slow_run_many)
-    config = SelfCodeAlignConfig(code=str(tmp_path / "code"), num_records=100, batch_size=4, samples=2, max_batches=3)
+    config = SelfCodeAlignConfig(
+        code=str(tmp_path / "code"),
+        num_records=100,
+        batch_size=4,
+        samples=2,
+        max_batches=3,
+        sandbox=SandboxConfig(**PATIENT_SANDBOX),
+    )
 
     def run(out: str) -> list[tuple]:
         run_self_code_align(

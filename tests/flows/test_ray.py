@@ -65,7 +65,22 @@ def ray_recipe(tmp_path, redis_url, workers: int = 2, toy: bool = False) -> dict
         # A generator the test registers (`tests.flows.toy_generator`), with independent batches.
         + ([{"generator": "toy", "num_records": 9, "batch_size": 2}] if toy else [])
         # Code generation: each worker runs its batch's programs in a sandbox of its own.
-        + ([{"generator": "code", "code": str(code), "num_records": 4, "batch_size": 2, "samples": 3}] if toy else []),
+        # Wide sandbox limits: a program start stalled by a loaded machine must not make the Ray
+        # run's records differ from the local run's.
+        + (
+            [
+                {
+                    "generator": "code",
+                    "code": str(code),
+                    "num_records": 4,
+                    "batch_size": 2,
+                    "samples": 3,
+                    "sandbox": {"timeout_s": 60.0, "cpu_s": 60},
+                }
+            ]
+            if toy
+            else []
+        ),
     }
 
 
