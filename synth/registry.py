@@ -39,18 +39,19 @@ class Generator:
 
     @property
     def config(self) -> type[BaseModel]:
-        return _load(self.config_path)
+        return load(self.config_path)
 
     @property
     def check_inputs(self) -> Callable[[Any, str | Path], None]:
-        return _load(self.inputs_path)
+        return load(self.inputs_path)
 
     @property
     def flow(self) -> Callable[..., dict[str, Any]]:
-        return _load(self.flow_path)
+        return load(self.flow_path)
 
 
-def _load(path: str) -> Any:
+def load(path: str) -> Any:
+    """The object a "module:attribute" path names (imported when asked for)."""
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import inspect
 import typing
 from collections import Counter
@@ -174,8 +173,7 @@ class Block(BaseModel):
 
 @functools.cache
 def _load_block(path: str) -> type[Block]:
-    module, _, name = path.partition(":")
-    block = getattr(importlib.import_module(module), name)
+    block = registry.load(path)
     if not (isinstance(block, type) and issubclass(block, Block)):
         raise TypeError(f"{path}: a registry entry's block_path names a Block, not {block!r}")
     return block
@@ -280,8 +278,14 @@ def reject_stages() -> list[str]:
     return [*GENERATION_STAGES, *registry.stages(), *CURATION_STAGES]
 
 
+@functools.cache
+def _registered_stages(changes: int) -> frozenset[str]:  # once per state of the registry's table
+    return frozenset(registry.stages())
+
+
 def _known_stage(stage: str) -> str:
-    if stage in GENERATION_STAGES or stage in CURATION_STAGES or stage in registry.stages():
+    shared = stage in GENERATION_STAGES or stage in CURATION_STAGES
+    if shared or stage in _registered_stages(registry.GENERATORS.changes):
         return stage
     raise ValueError(f"unknown reject stage {stage!r}; stages: {', '.join(reject_stages())}")
 

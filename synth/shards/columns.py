@@ -1,9 +1,9 @@
 """The Parquet column types of kept records and rejects, in the order of the pydantic models.
 
 Stated explicitly so every shard of a dataset has the same schema whatever its rows hold (an
-all-empty list column would otherwise be typed differently from one with values). Each generator
-with a typed block of its own (a pydantic model of scalar fields, such as `reflection`) adds a
-struct column derived from its model, named after the generator (its registry entry).
+all-empty list column would otherwise be typed differently from one with values). Each block a
+registry entry names (a pydantic model of scalar fields, such as `reflection`) adds a struct
+column derived from its model, under the block's `column`.
 """
 
 from __future__ import annotations
@@ -106,12 +106,12 @@ _TYPES: dict[str, pl.DataType] = {
 _LEAD = ("id", "stage", "reason", "instruction", "input", "output", "messages")
 
 
-def _schema(model: type[Record], blocks: tuple[tuple[str, type[BaseModel]], ...]) -> pl.Schema:
+def _schema(model: type[Record], block_types: tuple[tuple[str, type[BaseModel]], ...]) -> pl.Schema:
     """The columns of `model`'s fields, with each generator's block (a struct derived from its
     model) before `created_at`: adding a generator with a block touches nothing here."""
     names = list(model.model_fields)
     at = names.index("created_at")
-    structs = {name: struct_of(block) for name, block in blocks}
+    structs = {name: struct_of(block) for name, block in block_types}
     fields = [*names[:at], *structs, *names[at:]]
     ordered = [f for f in _LEAD if f in fields] + [f for f in fields if f not in _LEAD]
     columns = {name: structs[name] if name in structs else _TYPES[name] for name in ordered}
@@ -119,8 +119,8 @@ def _schema(model: type[Record], blocks: tuple[tuple[str, type[BaseModel]], ...]
 
 
 @functools.cache
-def _schemas(blocks: tuple[tuple[str, type[BaseModel]], ...]) -> tuple[pl.Schema, pl.Schema]:
-    return _schema(Record, blocks), _schema(Reject, blocks)
+def _schemas(block_types: tuple[tuple[str, type[BaseModel]], ...]) -> tuple[pl.Schema, pl.Schema]:
+    return _schema(Record, block_types), _schema(Reject, block_types)
 
 
 def shard_schema(kind: Literal["kept", "rejects"] = "kept") -> pl.Schema:
