@@ -46,7 +46,10 @@ class Generator:
         return load(self.inputs_path)
 
     @property
-    def flow(self) -> Callable[..., dict[str, Any]]:
+    def flow(self) -> Callable[..., Any]:
+        """The flow; it returns the run's summary (a `synth.schemas.runs.RunSummary`, of its job's
+        own summary type; not named here, where the schemas layer, which reads the registry, is
+        not imported)."""
         return load(self.flow_path)
 
 

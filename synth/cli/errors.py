@@ -59,6 +59,7 @@ _KNOWN_ERRORS = {
     "CodeSeedError": 2,
     "SandboxUnavailable": 2,
     "TemplateError": 2,
+    "StateError": 2,
     "DatasetBusyError": 1,
     "DatasetError": 2,
     "EngineError": 1,

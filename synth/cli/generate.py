@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,13 +31,17 @@ from synth.cli.output import (
 )
 from synth.registry import GENERATORS
 
+if TYPE_CHECKING:
+    from synth.flows.preferences import PreferencesSummary
+    from synth.flows.reflection import ReflectionSummary
+
 
 def _run(
     generator: str,
     run: RunOptions,
     options: dict[str, Any],
     more_engines: list[tuple[Any, str]] | None = None,
-    report: Callable[[dict[str, Any]], None] | None = None,
+    report: Callable[[Any], None] | None = None,  # takes the generator's own summary type
     **flow_args: Any,
 ) -> None:
     """Build the generator's config (its class from the registry) from the command's `options` and
@@ -183,9 +187,9 @@ def recycle(
     _run("reflection", run, options, extra, report=print_recycled)
 
 
-def print_recycled(summary: dict[str, Any]) -> None:
+def print_recycled(summary: ReflectionSummary) -> None:
     """How many source pairs were recycled, by variant (before the curation chain)."""
-    counts = summary.get("recycled", {})
+    counts = summary["recycled"]
     written = ", ".join(f"{n} {k.removeprefix('written ')}" for k, n in sorted(counts.items()) if k != "pairs")
     console.print(
         f"recycled: {counts.get('pairs', 0)} source pairs read; written: {written or 'none'} "
@@ -232,9 +236,9 @@ app = typer.Typer(
 )
 
 
-def print_pairs(summary: dict[str, Any]) -> None:
+def print_pairs(summary: PreferencesSummary) -> None:
     """How many source instructions became pairs (before the curation chain)."""
-    pairs = summary.get("pairs", {})
+    pairs = summary["pairs"]
     console.print(
         f"preference pairs: {pairs.get('paired', 0)} of {pairs.get('instructions', 0)} instructions paired "
         "(before curation; the rejects say why the others were not)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +19,13 @@ from rich.text import Text
 from synth.text import printable
 
 if TYPE_CHECKING:
+    from synth.flows.backtranslation import BacktranslationSummary
     from synth.flows.common import RunProgress
+    from synth.flows.curate import CurateFileSummary
+    from synth.flows.evol_instruct import EvolInstructSummary
+    from synth.flows.self_training import SelfTrainingSummary
     from synth.schemas import QuarantineEntry
+    from synth.schemas.runs import RunSummary
     from synth.shards.repair import Report
 
 console = Console()
@@ -131,8 +136,11 @@ def _prefect_console_handlers() -> list[logging.Handler]:
     return found
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    """Records kept, rejects by stage and reason, and where the shards are (data printed literally)."""
+def print_summary(summary: RunSummary) -> None:
+    """Records kept, rejects by stage and reason, and where the shards are (data printed literally);
+    with why a run towards a target stopped, and a Self-Instruct run's seed-task run, where the
+    summary has them."""
+    own: Mapping[str, Any] = summary  # what the run's own summary type adds, read by name
     rejects = Table(title="Rejects by stage and reason", show_lines=False)
     rejects.add_column("stage")
     rejects.add_column("reason")
@@ -142,16 +150,16 @@ def print_summary(summary: dict[str, Any]) -> None:
             rejects.add_row(Text(printable(stage)), Text(printable(reason)), str(n))
     console.print(rejects)
     path = Path(summary["dataset"])
-    stopped = summary.get("stopped") or "stopped before the target"
+    stopped = own.get("stopped") or "stopped before the target"
     status = "" if summary["reached_target"] else f" [yellow]({escape(stopped)})[/]"
     console.print(
         f"[bold green]{summary['kept']} records kept[/], {summary['rejected']} rejected, "
         f"in {summary['batches']} batches (run {escape(printable(summary['run_id']))}){status}"
     )
-    if summary.get("seed_run"):
+    if own.get("seed_run"):
         console.print(
-            f"the seed tasks' own instances are in the dataset too: {summary.get('seed_records', 0)} records "
-            f"(run {escape(printable(summary['seed_run']))}, tagged seed-data)"
+            f"the seed tasks' own instances are in the dataset too: {own.get('seed_records', 0)} records "
+            f"(run {escape(printable(own['seed_run']))}, tagged seed-data)"
         )
     if tokens := summary.get("tokens"):
         prompt = sum(t["prompt"] for t in tokens.values())
@@ -183,7 +191,7 @@ def print_profile(config: Any) -> None:
         )
 
 
-def print_evol_rounds(summary: dict[str, Any]) -> None:
+def print_evol_rounds(summary: EvolInstructSummary) -> None:
     """An Evol-Instruct run's funnel per round: instructions in, evolved, eliminated."""
     rows = [
         {"round": r, "in": f["in"], "evolved": f["evolved"], **{"eliminated": sum(f["eliminated"].values())}}
@@ -192,7 +200,7 @@ def print_evol_rounds(summary: dict[str, Any]) -> None:
     console.print(table("Rounds", rows, ["round", "in", "evolved", "eliminated"]))
 
 
-def print_self_training(summary: dict[str, Any]) -> None:
+def print_self_training(summary: SelfTrainingSummary) -> None:
     """The models a self-training run trained and used."""
     loop = summary["self_training"]
     console.print(Text(printable(f"backward model: {loop['backward_model']}")))
@@ -201,7 +209,7 @@ def print_self_training(summary: dict[str, Any]) -> None:
     console.print(Text(printable(f"iterations' candidates and models in {loop['work']}")))
 
 
-def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
+def print_backtranslation_funnel(summary: BacktranslationSummary) -> None:
     """A backtranslation run's funnel: documents and segments used, seed pairs, grades per round."""
     funnel = summary["funnel"]
     console.print(
@@ -230,7 +238,7 @@ def print_backtranslation_funnel(summary: dict[str, Any]) -> None:
     console.print(table("Rounds", rows, ["round", "graded", "unparseable", "kept", "scores"]))
 
 
-def print_curation(summary: dict[str, Any]) -> None:
+def print_curation(summary: CurateFileSummary) -> None:
     """What curation read, the benchmark items it found, and the run summary."""
     console.print(f"{summary['records_in']} records in")
     if summary["benchmark_hits"]:
@@ -271,7 +279,7 @@ def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
         console.print(table("Sample rejects", summary["reject_samples"], ["stage", "reason", "instruction", "detail"]))
 
 
-def print_json(summary: dict[str, Any]) -> None:
+def print_json(summary: Mapping[str, Any]) -> None:
     """`summary` as indented JSON on stdout, for scripts (no Rich formatting)."""
     print(json.dumps(summary, indent=2, default=str))
 

@@ -3,8 +3,9 @@ responses, k-center, random), or compare several methods on the same budget."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -14,6 +15,9 @@ from synth.cli.checks import check_dataset, check_out, writing
 from synth.cli.errors import fail
 from synth.cli.options import EngineOpt, WaitOpt, load_engine, path_argument, path_option
 from synth.cli.output import console, err
+
+if TYPE_CHECKING:
+    from synth.schemas.selection import MethodRow
 
 
 def _methods(value: str) -> list[str]:
@@ -132,7 +136,7 @@ def select(
             print_comparison(rows, budget)
         else:
             summary = select_dataset(dataset, out, config, engine_config=engine, scores=scores, wait=wait, say=say)
-            print_comparison([summary], budget)
+            print_comparison([{**summary, "proxy_loss": None}], budget)
             console.print(
                 Text(f"{summary['kept']} selected, {summary['rejected']} left out as rejects; written to {out}"),
                 soft_wrap=True,
@@ -143,7 +147,7 @@ def _number(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def print_comparison(rows: list[dict[str, Any]], budget: int) -> None:
+def print_comparison(rows: Sequence[MethodRow], budget: int) -> None:
     """One row per method: N, mean Deita score, mean response tokens, diversity, proxy loss."""
     table = Table(title=f"Selection, budget {budget}", title_justify="left")
     columns = ["method", "N", "mean deita score", "mean tokens", "mean ifd", "diversity", "proxy loss", "dataset"]

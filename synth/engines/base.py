@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from synth.schemas import Message, Sampling
+from synth.schemas.runs import Tokens
 
 
 class ChatRequest(BaseModel):
@@ -168,9 +169,11 @@ class EngineConfigError(ValueError):
 _counting_for: ContextVar[int | None] = ContextVar("counting_for", default=None)
 
 
-def add_tokens(total: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+def add_tokens(total: Tokens | None, more: Tokens) -> Tokens:
     """Token counts ({tag: {prompt, completion}}) with `more` added, as a new table."""
-    table = {tag: dict(v) for tag, v in (total or {}).items()}
+    table: Tokens = {
+        tag: {"prompt": v.get("prompt", 0), "completion": v.get("completion", 0)} for tag, v in (total or {}).items()
+    }
     for tag, counts in more.items():
         entry = table.setdefault(tag, {"prompt": 0, "completion": 0})
         entry["prompt"] += counts.get("prompt", 0)
@@ -241,7 +244,7 @@ class Metered:
     def context_length(self) -> int | None:
         return context_length(self.engine)
 
-    def take(self, into: dict[str, Any] | None = None, batch: int | None = None) -> dict[str, Any]:
+    def take(self, into: Tokens | None = None, batch: int | None = None) -> Tokens:
         """The counts since the last take added to `into` ({tag: {prompt, completion}}), as a new
         table: those made outside `counting_for`, and those made inside `counting_for(batch)`."""
         table = add_tokens(into, {})

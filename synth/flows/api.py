@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from synth.evaluation.calibration import Labelled
+    from synth.flows.curate import CurateFileSummary
     from synth.schemas import EngineConfig
     from synth.schemas.curation import CurationConfig, JudgeConfig
     from synth.shards.record_files import RecordsFile
@@ -92,7 +93,7 @@ def curate(
     engine: EngineConfig | None = None,
     wait: float = 0,
     rebuild_index: bool = False,
-) -> dict[str, Any]:
+) -> CurateFileSummary:
     """Curate a dataset directory in place (`out` is None; its MinHash index is always rebuilt
     afterwards), or a JSONL/Parquet file of records into the dataset `out` (its index rebuilt first
     with `rebuild_index`; a `RecordsFile` is one checked already). `engine` is the judge's model,

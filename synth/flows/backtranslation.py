@@ -10,16 +10,17 @@ re-segmented (cheap) but never sent to the model again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Literal, Unpack
 
 import polars as pl
+from typing_extensions import TypedDict
 
 from synth.engines import Engine, second_engine
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec, state_of
 from synth.flows.run import RunOptions, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
@@ -30,15 +31,74 @@ from synth.generators.backtranslation import (
     segment_reject,
 )
 from synth.generators.documents import Segment, Skipped
-from synth.generators.seed_pairs import SeedPairs, load_seed_pairs
+from synth.generators.seed_pairs import SeedPairs, SeedsReport, load_seed_pairs
 from synth.generators.segments import corpus_segments
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
+from synth.schemas.runs import RunState, RunSummary
 from synth.shards import scan
+
+
+class ChunkCounts(TypedDict):
+    """What a chunk read of the corpus (round 1 only): documents, documents skipped by reason,
+    segments, segments dropped by reason."""
+
+    documents: int
+    documents_skipped: dict[str, int]
+    segments: int
+    segments_dropped: dict[str, int]
+
+
+class ChunkStats(TypedDict):
+    """A chunk's grading figures: pairs graded, kept, unparseable, and graded per score."""
+
+    graded: int
+    kept: int
+    unparseable: int
+    scores: dict[str, int]
+
+
+class Funnel(TypedDict):
+    """A run's funnel: the seed pairs, what the corpus held and dropped, and each round's
+    grading figures (by round number, as a JSON key)."""
+
+    seeds: SeedsReport
+    documents: int
+    documents_skipped: dict[str, int]
+    segments: int
+    segments_dropped: dict[str, int]
+    rounds: dict[str, ChunkStats]
+
+
+class Position(TypedDict):
+    """Where a run goes on: the round, and its first chunk not committed."""
+
+    round: int
+    chunk: int
+
+
+class BacktranslationDelta(TypedDict):
+    round: int
+    chunk: int
+    counts: ChunkCounts
+    stats: ChunkStats
+
+
+class BacktranslationState(RunState, total=False):
+    funnel: Funnel
+    position: Position
+
+
+class BacktranslationSummary(RunSummary):
+    funnel: Funnel
+
+
+def _no_counts() -> ChunkCounts:
+    return {"documents": 0, "documents_skipped": {}, "segments": 0, "segments_dropped": {}}
 
 
 def chunks(
     config: BacktranslationConfig, rid: str, rnd: int, done: set[str]
-) -> Iterator[tuple[list[Segment], list[Reject], dict]]:
+) -> Iterator[tuple[list[Segment], list[Reject], ChunkCounts]]:
     """(segments, rejects met on the way, counts) per chunk of round `rnd`, skipping segments in `done`.
 
     Only round 1 reports dropped documents and segments (later rounds see the same ones again).
@@ -46,16 +106,15 @@ def chunks(
     first = rnd == 1
     segments: list[Segment] = []
     rejects: list[Reject] = []
-    counts: dict = {"documents": 0, "documents_skipped": {}, "segments": 0, "segments_dropped": {}}
+    counts = _no_counts()
 
-    def drop(bucket: str, reason: str) -> None:
+    def drop(bucket: Literal["documents_skipped", "segments_dropped"], reason: str) -> None:
         counts[bucket][reason] = counts[bucket].get(reason, 0) + 1
 
-    def flush() -> tuple[list[Segment], list[Reject], dict]:
+    def flush() -> tuple[list[Segment], list[Reject], ChunkCounts]:
         nonlocal segments, rejects, counts
         out = (segments, rejects, counts)
-        segments, rejects = [], []
-        counts = {"documents": 0, "documents_skipped": {}, "segments": 0, "segments_dropped": {}}
+        segments, rejects, counts = [], [], _no_counts()
         return out
 
     for item in corpus_segments(config):
@@ -80,28 +139,38 @@ def chunks(
         yield flush()
 
 
-def chunk_stats(result: ChunkResult) -> dict[str, Any]:
+def chunk_stats(result: ChunkResult) -> ChunkStats:
     """A chunk's grading figures as data (what its batch adds to the run's funnel)."""
     stats = result.stats
     scores = {str(score): n for score, n in sorted(stats.scores.items())}
     return {"graded": stats.graded, "kept": stats.kept, "unparseable": stats.unparseable, "scores": scores}
 
 
-def merge_funnel(total: dict, counts: dict, rnd: int, stats: dict[str, Any], seeds: dict | None = None) -> dict:
+def _copy_stats(stats: ChunkStats) -> ChunkStats:
+    return {**stats, "scores": dict(stats["scores"])}
+
+
+def merge_funnel(
+    total: Mapping[str, Any], counts: ChunkCounts, rnd: int, stats: ChunkStats, seeds: SeedsReport
+) -> Funnel:
     """Add one chunk's counts and grading figures (`chunk_stats`) to the run's funnel: documents,
     segments, graded, kept by score; and the seed pairs (`SeedPairs.report`: used, skipped by
     reason) of the run."""
-    funnel = {
-        "seeds": seeds if seeds is not None else total.get("seeds", {}),
+    funnel: Funnel = {
+        "seeds": seeds,
         "documents": total.get("documents", 0) + counts["documents"],
         "documents_skipped": dict(total.get("documents_skipped", {})),
         "segments": total.get("segments", 0) + counts["segments"],
         "segments_dropped": dict(total.get("segments_dropped", {})),
-        "rounds": {k: {**v, "scores": dict(v["scores"])} for k, v in total.get("rounds", {}).items()},
+        "rounds": {k: _copy_stats(v) for k, v in total.get("rounds", {}).items()},
     }
-    for bucket in ("documents_skipped", "segments_dropped"):
-        for reason, n in counts[bucket].items():
-            funnel[bucket][reason] = funnel[bucket].get(reason, 0) + n
+    for into, more in zip(
+        (funnel["documents_skipped"], funnel["segments_dropped"]),
+        (counts["documents_skipped"], counts["segments_dropped"]),
+        strict=True,
+    ):
+        for reason, n in more.items():
+            into[reason] = into.get(reason, 0) + n
     r = funnel["rounds"].setdefault(str(rnd), {"graded": 0, "kept": 0, "unparseable": 0, "scores": {}})
     r["graded"] += stats["graded"]
     r["kept"] += stats["kept"]
@@ -143,6 +212,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
     backward_model: Engine | None = None
     trained_backward: bool = False  # the backward model was fine-tuned (self-training): no few-shot prompt
     generator: ClassVar[str] = GENERATOR
+    state_type: ClassVar[Any] = BacktranslationState
     live: ClassVar[tuple[str, str] | None] = ("backward_model", "backward_engine")
 
     def build(self, maker: Maker) -> BacktranslationGenerator:
@@ -156,7 +226,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         config, path = self.config, run.dataset.path
-        position = run.info.state.get("position", {"round": 1, "chunk": 0})
+        position = state_of(run.info, BacktranslationState).get("position", {"round": 1, "chunk": 0})
         for rnd in range(position["round"], config.rounds + 1):
             earlier = curated(path, self.run_id, before_round=rnd)
             pool = [*self.seeds.pairs, *earlier.select("instruction", "output").iter_rows()]
@@ -165,30 +235,34 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
                 if index >= skip:
                     yield Spec(run.info.batches_done, (rnd, index, *chunk, pool))
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[BacktranslationDelta]:
         rnd, index, segments, rejects, counts, pool = spec.data
         gen = self.gen_for(maker)
         gen.pool = pool  # the round's pool (the same list for every chunk of a round)
         result = gen.run_chunk(spec.batch, rnd, segments) if segments else ChunkResult()
-        delta = {"round": rnd, "chunk": index, "counts": counts, "stats": chunk_stats(result)}
+        delta: BacktranslationDelta = {"round": rnd, "chunk": index, "counts": counts, "stats": chunk_stats(result)}
         return Batch(result.kept, rejects + result.rejects, delta)
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    def fold(self, state: BacktranslationState, delta: BacktranslationDelta) -> BacktranslationState:
         funnel = merge_funnel(
             state.get("funnel", {}), delta["counts"], delta["round"], delta["stats"], self.seeds.report()
         )
         return {**state, "funnel": funnel, "position": {"round": delta["round"], "chunk": delta["chunk"] + 1}}
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[BacktranslationDelta], result: Committed) -> str:
         rnd, index, segments = spec.data[:3]
         return f"round {rnd} chunk {index}: {len(segments)} segments (scores {batch.delta['stats']['scores']})"
 
     def progress(self, run: RunContext) -> float:
-        position = run.info.state.get("position", {"round": 1})
+        position = state_of(run.info, BacktranslationState).get("position", {"round": 1, "chunk": 0})
         return (position["round"] - 1) / self.config.rounds
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["funnel"] = {**run.info.state.get("funnel", {}), "seeds": self.seeds.report()}
+    def finish(self, run: RunContext, summary: RunSummary) -> BacktranslationSummary:
+        seeds = self.seeds.report()
+        funnel = state_of(run.info, BacktranslationState).get("funnel")
+        if funnel is None:  # no chunk was committed
+            return {**summary, "funnel": {"seeds": seeds, **_no_counts(), "rounds": {}}}
+        return {**summary, "funnel": {**funnel, "seeds": seeds}}
 
 
 def backtranslation_run_id(
@@ -218,7 +292,7 @@ def run_backtranslation(
     backward_engine: EngineConfig | None = None,
     backward_model: Engine | None = None,
     **options: Unpack[RunOptions],
-) -> dict[str, Any]:
+) -> BacktranslationSummary:
     """Run (or resume) backtranslation over `config.docs` into `dataset` (see `RunOptions`; the
     backward step may have its own engine, as a config or a live one); returns a summary, whose
     funnel counts the seed pairs used and skipped (`funnel["seeds"]`)."""

@@ -3,16 +3,21 @@ after a commit, the engine's share of the run, and the summary at the end."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from synth.flows.common import Pace, Progress, run_logger, run_summary, tell_watchers
+from synth.schemas.runs import EngineUse, RunState, RunSummary, check_state
+from synth.shards.layout import MANIFEST
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed
     from synth.flows.jobs import Batch, Job, RunContext, Spec
 
+R = TypeVar("R", bound=RunSummary)
 
-def after_commit(job: Job, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> list[str]:
+
+def after_commit(job: Job[Any], run: RunContext, spec: Spec, batch: Batch[Any], result: Committed) -> list[str]:
     """Tell the job its batch is in, count a batch that kept nothing towards a stall, and log it;
     returns the paths of the shards written."""
     run.empty = 0 if result.kept else run.empty + 1
@@ -23,33 +28,42 @@ def after_commit(job: Job, run: RunContext, spec: Spec, batch: Batch, result: Co
 
 class Tracker:
     """What a run shows of its progress: the flow run's progress artifact (`show`), and after each
-    commit the log line with the pace and the watchers' update (`committed`)."""
+    commit the log line with the pace and the watchers' update (`committed`). A run resumed on a
+    state its job cannot read (a damaged manifest) stops here, before its first batch."""
 
-    def __init__(self, job: Job, run: RunContext) -> None:
+    def __init__(self, job: Job[Any], run: RunContext) -> None:
+        where = f"{Path(run.dataset.path) / MANIFEST}: run {run.run_id}"
+        check_state(job.state_type, run.info.state, where)
         self.job, self.run = job, run
         self.artifact = Progress(job.open(run))
-        self.pace = Pace(job.progress(run), run.info.state.get("tokens", {}))
+        self.pace = Pace(job.progress(run), self._state.get("tokens", {}))
+
+    @property
+    def _state(self) -> RunState:
+        return self.run.info.state  # type: ignore[return-value]  # checked above, then folded by the job
 
     def show(self) -> None:
         self.artifact.update(self.job.progress(self.run))
 
     def committed(self) -> None:
         fraction, info = self.job.progress(self.run), self.run.info
-        run_logger().info("progress: %s", self.pace.line(fraction, info.state.get("tokens", {})))
+        run_logger().info("progress: %s", self.pace.line(fraction, self._state.get("tokens", {})))
         tell_watchers(self.pace.progress(info, fraction))
 
 
-def finished(job: Job, run: RunContext, engine: dict[str, Any]) -> dict[str, Any]:
+def finished(job: Job[R], run: RunContext, engine: EngineUse) -> R:
     """Mark the run finished in the manifest; returns its summary with the engine's use and the
     job's own figures."""
     run.writer.finish_run(job.run_id)
     summary = run_summary(run.writer, job.run_id, run.dataset.path, reached_target=True)
     summary["engine"] = engine
-    job.finish(run, summary)
-    return summary
+    done = job.finish(run, summary)
+    if done is None:  # a job written to the older protocol, which added to the summary in place
+        raise TypeError(f"{type(job).__name__}.finish must return the run's summary (with its own figures added)")
+    return done
 
 
-def engine_use(busy: float, wall: float, batches: int, pipelined: bool) -> dict[str, Any]:
+def engine_use(busy: float, wall: float, batches: int, pipelined: bool) -> EngineUse:
     """How much of this session's batch loop the engine spent serving calls, and its idle time
     per batch (what pipelining and a faster curation win back)."""
     return {

@@ -15,8 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Unpack
 
+from typing_extensions import TypedDict
+
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Maker, RunContext, Spec, TargetJob
+from synth.flows.job_kinds import TargetJob
+from synth.flows.jobs import Batch, Maker, RunContext, Spec, state_of
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.code_replies import demonstrations_hash
 from synth.generators.code_seeds import Snippet, code_files, usable_seeds
@@ -27,6 +30,7 @@ from synth.generators.self_code_align import GENERATOR, TEMPLATES, SelfCodeAlign
 from synth.sandbox import Sandbox
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
+from synth.schemas.runs import RunState, RunSummary, TargetSummary
 
 
 def seed_order(config: SelfCodeAlignConfig) -> list[Snippet]:
@@ -42,6 +46,32 @@ def self_code_align_run_id(config: SelfCodeAlignConfig, engine: EngineConfig, se
     return run_id(GENERATOR, config.identity(), digest, templates, demonstrations_hash(), engine.kind, engine.model)
 
 
+class CodeDelta(TypedDict):
+    """What a code batch adds up: its funnel (seeds, each reject stage, each execution kind,
+    kept) and the seconds its programs ran."""
+
+    funnel: dict[str, int]
+    execution_seconds: float
+
+
+class CodeState(RunState, total=False):
+    """The funnel and the execution seconds, over the run's committed batches."""
+
+    funnel: dict[str, int]
+    execution_seconds: float
+
+
+class CodeSummary(TargetSummary):
+    funnel: dict[str, int]
+    execution_seconds: float
+
+
+class SelfCodeAlignSummary(CodeSummary):
+    """A SelfCodeAlign run's summary: with the number of seed functions it had."""
+
+    seeds: int
+
+
 @dataclass
 class CodeJob(TargetJob[Any]):
     """A code generator's part of a run (see `synth.flows.jobs`): batches of `batch_size` seeds,
@@ -53,6 +83,7 @@ class CodeJob(TargetJob[Any]):
     what batch n's seeds are, when the seeds run out and whether programs run at all."""
 
     config: Any  # a code config: batch_size, num_records, max_batches, sandbox, isolation
+    state_type: ClassVar[Any] = CodeState
     _sandbox: Sandbox | None = field(default=None, init=False, repr=False)
 
     def seeds_of(self, batch: int) -> Any:
@@ -84,7 +115,7 @@ class CodeJob(TargetJob[Any]):
     def size(self, info: RunInfo) -> int:
         return self.config.batch_size
 
-    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
+    def spec_for(self, info: RunInfo, pending: Batch[CodeDelta] | None = None) -> Spec:
         return Spec(info.batches_done, self.seeds_of(info.batches_done))
 
     def _stop(self, info: RunInfo, empty: int) -> str:
@@ -103,7 +134,7 @@ class CodeJob(TargetJob[Any]):
             return None
         return Spec(following, self.seeds_of(following))
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[CodeDelta]:
         free = maker.engine_free
         made = self.gen_for(maker).run_batch(spec.batch, spec.data, (lambda: free(spec)) if free else None)
         funnel = Counter({"seeds": len(spec.data)})
@@ -112,16 +143,16 @@ class CodeJob(TargetJob[Any]):
         funnel["kept"] = len(made.kept)
         return Batch(made.kept, made.rejects, {"funnel": dict(funnel), "execution_seconds": made.execution_seconds})
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    def fold(self, state: CodeState, delta: CodeDelta) -> CodeState:
         total = Counter(state.get("funnel", {}))
         total.update(delta.get("funnel", {}))
         seconds = state.get("execution_seconds", 0.0) + delta.get("execution_seconds", 0.0)
         return {**state, "funnel": dict(total), "execution_seconds": round(seconds, 3)}
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        super().finish(run, summary)
-        summary["funnel"] = run.info.state.get("funnel", {})
-        summary["execution_seconds"] = run.info.state.get("execution_seconds", 0.0)
+    def finish(self, run: RunContext, summary: RunSummary) -> CodeSummary:
+        state = state_of(run.info, CodeState)
+        funnel, seconds = state.get("funnel", {}), state.get("execution_seconds", 0.0)
+        return {**super().finish(run, summary), "funnel": funnel, "execution_seconds": seconds}
 
 
 @dataclass
@@ -160,18 +191,17 @@ class SelfCodeAlignJob(CodeJob):
             return f"every one of the {len(self.seeds)} seeds was used; {info.kept} of {self.config.num_records} kept"
         return super().stop_line(info)
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[CodeDelta], result: Committed) -> str:
         ran = sum(n for k, n in batch.delta["funnel"].items() if k.startswith("execution:")) + len(batch.kept)
         return f"{len(spec.data)} seeds, {ran} answers run ({self.run_total(run)})"
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        super().finish(run, summary)
-        summary["seeds"] = len(self.seeds)
+    def finish(self, run: RunContext, summary: RunSummary) -> SelfCodeAlignSummary:
+        return {**super().finish(run, summary), "seeds": len(self.seeds)}
 
 
 def run_self_code_align(
     config: SelfCodeAlignConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
-) -> dict[str, Any]:
+) -> SelfCodeAlignSummary:
     """Run (or resume) SelfCodeAlign into `dataset` (see `RunOptions`); returns a summary."""
     seeds = seed_order(config)
     job = SelfCodeAlignJob(config, seeds, self_code_align_run_id(config, engine, seeds))
@@ -210,13 +240,13 @@ class OSSInstructJob(CodeJob):
         self.check_sandbox()
         return f"OSS-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[CodeDelta], result: Committed) -> str:
         return f"{len(spec.data)} snippets ({self.run_total(run)})"
 
 
 def run_oss_instruct(
     config: OSSInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
-) -> dict[str, Any]:
+) -> CodeSummary:
     """Run (or resume) OSS-Instruct into `dataset` (see `RunOptions`); returns a summary."""
     return run_job(OSSInstructJob(config, oss_instruct_run_id(config, engine)), engine, dataset, **options)
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine
-from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
+from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
+from synth.flows.jobs import Batch, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, check_inputs, seed_text
 from synth.generators.seeds import load_seed_tasks
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, run_id
 from synth.schemas.codeclm import CodeclmConfig
+from synth.schemas.runs import RunState
 
 
 def seeds_digest(seeds: list[SeedTask]) -> str:
@@ -36,8 +38,18 @@ def load_seeds(config: CodeclmConfig) -> list[SeedTask]:
     return load_seed_tasks(config.seeds, config.language)[: config.limit]
 
 
+class CodeclmState(RunState, total=False):
+    codeclm: dict[str, int]
+
+
+class CodeclmSummary(ChunkedSummary):
+    """A CodecLM run's summary: its chunks' counts (pairs, and records written per kind)."""
+
+    codeclm: dict[str, int]
+
+
 @dataclass
-class CodeclmJob(ChunkedJob[CodeclmGenerator]):
+class CodeclmJob(ChunkedJob[CodeclmGenerator, dict[str, int], CodeclmSummary]):
     """CodecLM's part of a run (see `synth.flows.jobs`): one batch per chunk of seed instructions;
     the chunks' counts (seeds, metadata, instructions, records kept by rounds) add up in the run's
     state (`codeclm`)."""
@@ -47,12 +59,13 @@ class CodeclmJob(ChunkedJob[CodeclmGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("target", "target_engine")
     counts_key: ClassVar[str | None] = GENERATOR
+    state_type: ClassVar[Any] = CodeclmState
     words: ClassVar[ChunkWords] = ChunkWords("CodecLM", "seed instructions", "pairs kept")
 
     def build(self, maker: Maker) -> CodeclmGenerator:
         return CodeclmGenerator(self.config, maker.engine, self.second(), self.run_id)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, dict[str, int]]]:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         return self.counted(result, dict(result.counts))
 
@@ -64,7 +77,7 @@ def run_codeclm(
     *,
     target: Engine | None = None,
     **options: Unpack[RunOptions],
-) -> dict[str, Any]:
+) -> CodeclmSummary:
     """Run (or resume) CodecLM from the seed instructions into `dataset` (see `RunOptions`; the run's
     engine is the strong model; `target`: a live target engine instead of the config's
     `target_engine` or the run's engine); returns a summary with the chunks' counts."""

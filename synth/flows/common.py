@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.filters.redis_log import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
+from synth.schemas.runs import RunSummary, Tokens
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.atomic import ReplacedNotSyncedError, is_disk_full
 
@@ -44,7 +45,7 @@ def commit_curated(
     index: Index | None,
     kept: Sequence[Record],
     rejects: Sequence[Reject],
-    state: dict[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
     meter: Metered | None = None,
 ) -> Committed:
     """Run a batch's records through the curation chain, commit what survives with every reject,
@@ -159,13 +160,13 @@ class Pace:
     """How fast a run goes in this session: the share done, the time left at this pace, and the
     tokens the model writes per second (from the run's token counts)."""
 
-    def __init__(self, fraction: float, tokens: dict[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, fraction: float, tokens: Tokens, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.started = clock()
         self.fraction = fraction
         self.tokens = _completion_tokens(tokens)
 
-    def figures(self, fraction: float, tokens: dict[str, Any]) -> tuple[float, float | None, float | None]:
+    def figures(self, fraction: float, tokens: Tokens) -> tuple[float, float | None, float | None]:
         """(share done, seconds left, completion tokens per second); None where not yet known."""
         elapsed = self.clock() - self.started
         done = min(1.0, fraction)
@@ -176,7 +177,7 @@ class Pace:
         rate = written / elapsed if elapsed > 0 and written > 0 else None
         return done, left, rate
 
-    def line(self, fraction: float, tokens: dict[str, Any]) -> str:
+    def line(self, fraction: float, tokens: Tokens) -> str:
         done, left, rate = self.figures(fraction, tokens)
         parts = [f"{done:.0%} done"]
         if left is not None:
@@ -191,7 +192,7 @@ class Pace:
         return RunProgress(info.run_id, info.generator, done, info.kept, info.rejected, stages, left, rate)
 
 
-def _completion_tokens(tokens: dict[str, Any]) -> int:
+def _completion_tokens(tokens: Tokens) -> int:
     return sum(t.get("completion", 0) for t in tokens.values())
 
 
@@ -225,7 +226,7 @@ def start_run(
     )
 
 
-def run_summary(writer: DatasetWriter, rid: str, path: str | Path, reached_target: bool) -> dict[str, Any]:
+def run_summary(writer: DatasetWriter, rid: str, path: str | Path, reached_target: bool) -> RunSummary:
     """What a finished run did, as the CLI prints it and a flow returns it."""
     run = writer.manifest.runs[rid]
     return {

@@ -22,6 +22,7 @@ from synth.flows.run import run_job
 from synth.schemas import DatasetConfig, Record, Reject, RunInfo, run_id
 from synth.schemas.curation import CurationConfig
 from synth.schemas.records import add_counts, flat_counts
+from synth.schemas.runs import RunState, RunSummary
 from synth.shards import DatasetError
 from synth.shards.layout import MANIFEST, is_dataset
 from synth.shards.read import kept_frames
@@ -46,6 +47,20 @@ def _rows_to_records(frame: pl.DataFrame) -> list[Record]:
 def _curate_run(config: CurationConfig, source: str) -> RunInfo:
     rid = run_id(CURATE, config.model_dump(), source)
     return RunInfo(run_id=rid, generator=CURATE, config=config.model_dump(), engine={}, model="")
+
+
+class CurateFileSummary(RunSummary):
+    """A curation run's summary: the records it read and each benchmark's hits (from the chain's
+    decontamination filter)."""
+
+    records_in: int
+    benchmark_hits: dict[str, int]
+
+
+class CurateInPlaceSummary(CurateFileSummary):
+    """Curating in place: with what the pass dropped, per stage and reason."""
+
+    counts: dict[str, dict[str, int]]
 
 
 @dataclass
@@ -74,7 +89,7 @@ class CurateInPlaceJob(MergedState):
         # since), and a pass killed before its commit is made again.
         yield Spec(run.info.batches_done, (Path(run.dataset.path), list(run.writer.manifest.shards)))
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[Any]:
         raise NotImplementedError("a dataset curated in place is one replacement (see `replacement`)")
 
     def replacement(self, chain: FilterChain, spec: Spec) -> Iterator[tuple[list[Record], list[Reject]]]:
@@ -89,13 +104,13 @@ class CurateInPlaceJob(MergedState):
                 self.dropped.extend(r.id for r in records if r.id not in kept_ids)
                 yield result.kept, result.rejects
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[Any], result: Committed) -> str:
         return "kept records replaced"
 
     def progress(self, run: RunContext) -> float:
         return float(run.info.batches_done)
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
+    def finish(self, run: RunContext, summary: RunSummary) -> CurateInPlaceSummary:
         # The dataset's own indexes must forget what left it.
         minhash = self.config.minhash
         if minhash.enabled and minhash.backend == "local":
@@ -104,8 +119,8 @@ class CurateInPlaceJob(MergedState):
             index = RedisMinHashIndex.open(run.dataset.path, minhash)
             with index.locked():
                 index.remove(self.dropped)
-        summary.update(records_in=self.records_in, counts=self.counts)
-        summary["benchmark_hits"] = benchmark_hits(run.chain) if run.chain is not None else {}
+        hits = benchmark_hits(run.chain) if run.chain is not None else {}
+        return {**summary, "records_in": self.records_in, "counts": self.counts, "benchmark_hits": hits}
 
 
 def curate_dataset(
@@ -114,7 +129,7 @@ def curate_dataset(
     engine: Engine | None = None,
     batch_size: int = 10_000,
     wait: float | None = 0,
-) -> dict[str, Any]:
+) -> CurateInPlaceSummary:
     """Apply the chain to a dataset's kept records in place (`CurateInPlaceJob`), through the same
     runner as a generator's batches. Holds the dataset's writer lock from before the first read to
     the last write, so records a generator commits meanwhile are never lost (a second writer waits
@@ -146,18 +161,18 @@ class CurateFileJob(MergedState):
         for batch in range(run.info.batches_done, self.source.batches):
             yield Spec(batch, batch * self.source.batch_size)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
-        return Batch(self.source.batch(spec.batch), [])
+    def make(self, maker: Maker, spec: Spec) -> Batch[RunState]:
+        return Batch(self.source.batch(spec.batch), [], {})
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[RunState], result: Committed) -> str:
         return f"records {spec.data} to {spec.data + len(batch.kept) - 1}"
 
     def progress(self, run: RunContext) -> float:
         return run.info.batches_done / max(1, self.source.batches)
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["records_in"] = self.source.count
-        summary["benchmark_hits"] = benchmark_hits(run.chain) if run.chain is not None else {}
+    def finish(self, run: RunContext, summary: RunSummary) -> CurateFileSummary:
+        hits = benchmark_hits(run.chain) if run.chain is not None else {}
+        return {**summary, "records_in": self.source.count, "benchmark_hits": hits}
 
 
 def curate_file(
@@ -168,7 +183,7 @@ def curate_file(
     batch_size: int = 10_000,
     wait: float | None = 0,
     rebuild_index: bool = False,
-) -> dict[str, Any]:
+) -> CurateFileSummary:
     """Curate records from a file into a dataset, deduplicated against what the dataset holds
     (its MinHash index rebuilt from the shards first with `rebuild_index`); `engine` is the
     judge's, when the config has one. The whole file is checked before anything is written."""

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
-from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
+from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
+from synth.flows.jobs import Batch, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
-from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator
+from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator, RoundCounts
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, run_id
+from synth.schemas.runs import RunState
 
 
 def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
@@ -31,10 +33,13 @@ def evol_run_id(config: EvolInstructConfig, engine: EngineConfig, items: list[Ex
     return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
 
 
-def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+Rounds = dict[str, RoundCounts]  # round number (a JSON key) -> its funnel
+
+
+def merge_rounds(total: Rounds, new: Rounds) -> Rounds:
     """Add one chunk's per-round funnel (round -> `RoundFunnel.as_dict()`) to the run's running
     totals (JSON keys are strings)."""
-    merged = {
+    merged: Rounds = {
         k: {"in": v["in"], "evolved": v["evolved"], "eliminated": dict(v["eliminated"])} for k, v in total.items()
     }
     for rnd, funnel in new.items():
@@ -46,8 +51,18 @@ def merge_rounds(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class EvolInstructState(RunState, total=False):
+    rounds: Rounds
+
+
+class EvolInstructSummary(ChunkedSummary):
+    """An Evol-Instruct run's summary: each round's funnel (instructions in, evolved, eliminated by reason)."""
+
+    rounds: Rounds
+
+
 @dataclass
-class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
+class EvolInstructJob(ChunkedJob[EvolInstructGenerator, Rounds, EvolInstructSummary]):
     """Evol-Instruct's part of a run (see `synth.flows.jobs`): one batch per chunk of source
     instructions, every round inside it; the per-round funnel accumulates in the run's state
     (`rounds`)."""
@@ -55,20 +70,21 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator]):
     config: EvolInstructConfig
     generator: ClassVar[str] = GENERATOR
     counts_key: ClassVar[str | None] = "rounds"
+    state_type: ClassVar[Any] = EvolInstructState
     words: ClassVar[ChunkWords] = ChunkWords("Evol-Instruct", "instructions")
     add_counts = staticmethod(merge_rounds)
 
     def build(self, maker: Maker) -> EvolInstructGenerator:
         return EvolInstructGenerator(self.config, maker.engine, run_id=self.run_id)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, Rounds]]:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data, screen=maker.rules)
         return self.counted(result, {str(k): f.as_dict() for k, f in result.rounds.items()})
 
 
 def run_evol_instruct(
     config: EvolInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
-) -> dict[str, Any]:
+) -> EvolInstructSummary:
     """Run (or resume) Evol-Instruct from `config.source` into `dataset` (see `RunOptions`); returns a summary."""
     config = effective_config(config, dataset)
     items = load_instructions(config.source)[: config.limit]

@@ -4,24 +4,24 @@ dataset's writer. What a batch adds to the run's state travels with it as data (
 is folded into the committed state by the runner that commits it (`Job.fold`), so a batch can be
 made anywhere: in the flow's process, ahead of its turn in a background thread, or on a Ray worker.
 
-Runners (`synth.flows.local` on this process, `synth.flows.scaleout` on Ray; `synth.flows.run` picks one) own the rest: the
-lock, the run's start and finish in the manifest, curation, commits in batch order, token
-metering, progress and the summary.
+Runners (`synth.flows.local` on this process, `synth.flows.scaleout` on Ray; `synth.flows.run`
+picks one) own the rest: the lock, the run's start and finish in the manifest, curation, commits in
+batch order, token metering, progress and the summary. The kinds of job generators build on
+(chunked, towards a target, one batch) are in `synth.flows.job_kinds`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
 from synth.engines import Engine, second_engine
 from synth.filters.base import FilterChain
-from synth.flows.common import run_logger
 from synth.schemas import DatasetConfig, Outcome, Record, Reject, RunInfo
+from synth.schemas.runs import RunState, RunSummary
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed
@@ -37,12 +37,16 @@ class Spec:
     data: Any = None
 
 
-@dataclass
-class Batch(Outcome):
-    """What a generator made for one batch, before curation, and what it adds to the run's state
-    (JSON data; `Job.fold` adds it to the committed state when the batch commits)."""
+D = TypeVar("D")
 
-    delta: dict[str, Any] = field(default_factory=dict)
+
+@dataclass
+class Batch(Outcome, Generic[D]):
+    """What a generator made for one batch, before curation, and what it adds to the run's state
+    (`delta`: JSON data of the job's own delta type; `Job.fold` adds it to the committed state when
+    the batch commits)."""
+
+    delta: D = field(default_factory=dict)  # type: ignore[assignment]
 
 
 @dataclass(eq=False)
@@ -78,10 +82,24 @@ class RunContext:
         return self.writer.manifest.runs[self.run_id]
 
 
-class Job(Protocol):
-    """A generator's part of a run. A job may also say `independent = True` (a class attribute):
-    making batch n+1 reads nothing that committing batch n changes, so runners make batches ahead
-    of their turn (a background thread locally; several workers on Ray)."""
+R_co = TypeVar("R_co", bound=RunSummary, covariant=True)
+S = TypeVar("S", bound=RunState)
+
+
+def state_of(info: RunInfo, shape: type[S]) -> S:
+    """The committed state of the run `info` as its job's state type `shape` (a `RunState`): what
+    the job folded into it, checked against `shape` when the run started (see `Job.state_type`)."""
+    return cast(S, info.state)
+
+
+class Job(Protocol[R_co]):
+    """A generator's part of a run, whose summary is an `R_co`. A job may also say
+    `independent = True` (a class attribute): making batch n+1 reads nothing that committing batch
+    n changes, so runners make batches ahead of their turn (a background thread locally; several
+    workers on Ray).
+
+    `state_type` is the type of the run's state (a `RunState`, checked when a run resumes); `fold` adds
+    a batch's delta to it. Both are typed by each job: the protocol takes them as any."""
 
     @property
     def generator(self) -> str:
@@ -94,6 +112,11 @@ class Job(Protocol):
     @property
     def config(self) -> BaseModel: ...
 
+    @property
+    def state_type(self) -> Any:
+        """The job's state type (a `RunState` TypedDict)."""
+        ...
+
     def open(self, run: RunContext) -> str:
         """Read what the run needs from the committed dataset (a pool to refill, say); returns the
         progress artifact's description. Runs on the flow; loads no model."""
@@ -104,22 +127,22 @@ class Job(Protocol):
         before is committed."""
         ...
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[Any]:
         """Make one batch (on the flow or on a worker): reads only `spec` and the job's config."""
         ...
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    def fold(self, state: Any, delta: Any) -> Any:
         """The run's state once a batch with `delta` is committed on top of `state`."""
         ...
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[Any], result: Committed) -> str:
         """Called on the flow once the batch is in the dataset; returns what the log line says of it."""
         ...
 
     def progress(self, run: RunContext) -> float: ...
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        """Add the generator's own figures to the run's summary."""
+    def finish(self, run: RunContext, summary: RunSummary) -> R_co:
+        """The run's summary with the job's own figures added."""
         ...
 
 
@@ -141,9 +164,12 @@ def chain_settings(job: Job) -> tuple[str, str | None]:
 
 
 class MergedState:
-    """A job whose batches' deltas are the state keys they set (the default `fold`)."""
+    """A job whose batches' deltas are the state keys they set (the default `fold`), of its
+    `state_type`."""
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    state_type: ClassVar[Any] = RunState
+
+    def fold(self, state: Any, delta: Any) -> Any:
         return {**state, **delta}
 
 
@@ -196,90 +222,6 @@ class Built(MergedState, Generic[G]):
         return state
 
 
-class ChunkWords(NamedTuple):
-    """How the progress artifact and the log lines of a chunked run speak of it: the method
-    ("CodecLM"), its source items ("seed instructions") and, where the log line counts them, the
-    kept records ("pairs kept")."""
-
-    title: str
-    items: str
-    kept: str | None = None
-
-
-@dataclass
-class ChunkedJob(Built[G]):
-    """A job over a fixed list of source items, one batch per chunk of the config's `chunk_size`:
-    batch n is chunk n, so a resumed run goes on at the first chunk not committed. Its summary
-    counts the source items. Subclasses build the generator (`build`) and make a chunk (`make`),
-    which reads nothing of the committed state (so its batches are independent). A job whose
-    chunks have counts of their own makes its batches with `counted`: the counts add up
-    (`add_counts`) in the run's state and its summary under `counts_key`."""
-
-    config: Any  # a config with a `chunk_size`
-    items: list[Any]
-    run_id: str
-    independent: ClassVar[bool] = True
-    counts_key: ClassVar[str | None] = None  # where the chunks' counts add up, in the run's state and summary
-    words: ClassVar[ChunkWords]
-
-    @staticmethod
-    def add_counts(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-        """The run's counts so far with one chunk's added: by default, count by count."""
-        return {k: total.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
-
-    def counted(self, made: Outcome, counts: dict[str, Any]) -> Batch:
-        """The batch of a chunk the generator `made`, whose `counts` add to the run's when it commits."""
-        assert self.counts_key is not None, "counts_key first"
-        return Batch(made.kept, made.rejects, {self.counts_key: counts})
-
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-        key = self.counts_key
-        if key is None or key not in delta:
-            return super().fold(state, delta)
-        return {**state, key: self.add_counts(state.get(key, {}), delta[key])}
-
-    @cached_property
-    def chunks(self) -> list[list[Any]]:
-        size = self.config.chunk_size
-        return [self.items[i : i + size] for i in range(0, len(self.items), size)]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # A worker gets its chunk in the batch's spec: the source list (maybe millions of items)
-        # stays on the flow.
-        state = super().__getstate__()
-        state["items"] = []
-        state.pop("chunks", None)
-        return state
-
-    def open(self, run: RunContext) -> str:
-        title, items = self.words.title, self.words.items
-        return f"{title} into {run.dataset.path}: chunks of {self.config.chunk_size} {items} done"
-
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
-        kept = f", {len(batch.kept)} {self.words.kept}" if self.words.kept else ""
-        return f"{len(spec.data)} {self.words.items}{kept}"
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        for chunk in range(run.info.batches_done, len(self.chunks)):
-            yield Spec(chunk, self.chunks[chunk])
-
-    def progress(self, run: RunContext) -> float:
-        return run.info.batches_done / max(1, len(self.chunks))
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["source_instructions"] = len(self.items)
-        if self.counts_key is not None:
-            summary[self.counts_key] = run.info.state.get(self.counts_key, {})
-
-
-# A run without a budget of its own (`max_batches` unset) ends early only when this many batches
-# in a row keep no record. Ten: a healthy run rarely keeps nothing in one batch (Self-Instruct's
-# default 16 prompts ask for over a hundred tasks; Magpie's 64 conversations), so ten in a row say
-# that the model, the prompts or the curation reject everything, or that the pool is exhausted,
-# while a few empty batches from a flaky server or a run of tiny batches do not end the run; and
-# ten wasted batches cost minutes, not hours.
-STALL_BATCHES = 10
-
 RETRY_DELAYS = (5.0, 30.0)
 
 
@@ -294,99 +236,3 @@ class Retries:
     def task_options(self) -> dict[str, Any]:
         """The options of a Prefect batch task that retries this way."""
         return {"retries": self.times, "retry_delay_seconds": list(self.delays) or [0.0]}
-
-
-@dataclass
-class TargetJob(Built[G]):
-    """A job that makes batches until the config's `num_records` are kept; its progress is the
-    share of the target kept. It stops before the target only on a budget the user set
-    (`max_batches`) or on a stall (`STALL_BATCHES` batches in a row that kept nothing), and says
-    which in `stopped` (also the summary's `stopped`, and a warning in the run's log). Subclasses
-    build the generator (`build`), size the next batch from the committed run (`size`) and make
-    it (`make`). Its batches are dependent: each is planned from the run as the one before left it."""
-
-    config: Any  # a config with `num_records` and `max_batches` (None: no budget)
-    stopped: str = field(default="", init=False)
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        # The stall is counted over this session's batches (`run.empty`): a resumed run that had
-        # stalled tries again.
-        while not (why := self._stop(run.info, run.empty)):
-            yield self.spec(run)
-        self.stopped = why
-        if why != "target":
-            run_logger().warning("run stopped before its target: %s", self.stop_line(run.info))
-
-    def spec(self, run: RunContext) -> Spec:
-        """The next batch, planned from the committed run."""
-        return self.spec_for(run.info)
-
-    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
-        """The batch planned from the run `info`, where `pending`, a batch made and not yet
-        committed, is taken as committed (`info` then holds its counts and folded state)."""
-        return Spec(info.batches_done, self.size(info))
-
-    def speculate(self, run: RunContext, spec: Spec, batch: Batch) -> Spec | None:
-        """The next batch's spec once `batch` (of `spec`) commits, when that is certain whatever
-        curation keeps of it: the spec planned as if curation kept every record equals the one
-        planned as if it kept none, and neither run would stop. None otherwise (the runner then
-        waits for the commit; near the target the size follows the kept count)."""
-        state = self.fold(run.info.state, batch.delta)
-        done = spec.batch + 1
-        kept_all = run.info.model_copy(
-            update={"kept": run.info.kept + len(batch.kept), "batches_done": done, "state": state}
-        )
-        kept_none = run.info.model_copy(update={"batches_done": done, "state": state})
-        if self._stop(kept_all, 0 if batch.kept else run.empty + 1) or self._stop(kept_none, run.empty + 1):
-            return None
-        following = self.spec_for(kept_all, batch)
-        return following if following == self.spec_for(kept_none, batch) else None
-
-    def _stop(self, info: RunInfo, empty: int) -> str:
-        if info.kept >= self.config.num_records:
-            return "target"
-        budget = self.config.max_batches
-        if budget is not None and info.batches_done >= budget:
-            return "budget"
-        if empty >= STALL_BATCHES:
-            return "stalled"
-        return ""
-
-    def stop_line(self, info: RunInfo) -> str:
-        """Why the run ended, in words."""
-        kept = f"{info.kept} of {self.config.num_records} records kept"
-        if self.stopped == "budget":
-            return f"the batch budget the config sets (max_batches {self.config.max_batches}) is spent; {kept}"
-        if self.stopped == "stalled":
-            return f"stalled: the last {STALL_BATCHES} batches kept no record; {kept}"
-        return f"target reached: {kept}"
-
-    def size(self, info: RunInfo) -> int:
-        """The next batch's size, from the committed run."""
-        raise NotImplementedError
-
-    def run_total(self, run: RunContext) -> str:
-        """What a batch's log line says of the run as a whole."""
-        return f"run total {run.info.kept}/{self.config.num_records} kept"
-
-    def progress(self, run: RunContext) -> float:
-        return run.info.kept / self.config.num_records
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["reached_target"] = run.info.kept >= self.config.num_records
-        summary["stopped"] = self.stop_line(run.info)
-
-
-class OneBatchJob(MergedState):
-    """A run of one batch, planned until it is committed (data written as it is, such as a
-    method's seed data); the subclass's `make` returns a delta holding `done: True`."""
-
-    def plan(self, run: RunContext) -> Iterator[Spec]:
-        if not run.info.state.get("done"):
-            yield Spec(run.info.batches_done)
-
-    def progress(self, run: RunContext) -> float:
-        return 1.0 if run.info.state.get("done") else 0.0
-
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        pass

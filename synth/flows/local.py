@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -39,7 +39,10 @@ from synth.flows.curation import build_chain
 from synth.flows.jobs import Batch, Job, Maker, Replacing, Retries, RunContext, Spec, chain_settings
 from synth.schemas import DatasetConfig, EngineConfig
 from synth.schemas.curation import CurationConfig
+from synth.schemas.runs import RunSummary
 from synth.shards import DatasetWriter
+
+R = TypeVar("R", bound=RunSummary)
 
 
 @dataclass(eq=False)
@@ -50,11 +53,11 @@ class Local:
     maker: Maker
     chain: FilterChain
     index: Index | None
-    ahead: dict[int, tuple[Spec, Future[Batch]]] = field(default_factory=dict)
-    made_hook: Callable[[Spec, Batch], None] | None = None
+    ahead: dict[int, tuple[Spec, Future[Batch[Any]]]] = field(default_factory=dict)
+    made_hook: Callable[[Spec, Batch[Any]], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # `ahead`, from the loop and a making thread
 
-    def make(self, job: Job, spec: Spec) -> Batch:
+    def make(self, job: Job[Any], spec: Spec) -> Batch[Any]:
         """Batch `spec`: the one made ahead if there is one for this very spec and it succeeded,
         else made now (once nothing is being made ahead: the job's generator serves one batch at a
         time). Then the next batch starts being made (pipelined runs)."""
@@ -85,7 +88,7 @@ class Local:
 
 
 @task(name="batch", cache_policy=NONE, retry_condition_fn=worth_retrying)
-def run_batch(job: Job, run: RunContext, local: Local, spec: Spec) -> list[str]:
+def run_batch(job: Job[Any], run: RunContext, local: Local, spec: Spec) -> list[str]:
     """Make one batch, curate it and commit it; returns the paths of the shards written."""
     batch = local.make(job, spec)
     meter = local.maker.engine if isinstance(local.maker.engine, Metered) else None
@@ -110,7 +113,7 @@ class NoEngine:
 
 
 def run_locally(
-    job: Job,
+    job: Job[R],
     engine: EngineConfig | None,
     dataset: DatasetConfig,
     curation: CurationConfig | None,
@@ -118,7 +121,7 @@ def run_locally(
     retries: Retries,
     pipeline: bool,
     rebuild_index: bool = False,
-) -> dict[str, Any]:
+) -> R:
     """Run (or resume) `job` into `dataset` on this process; returns the run's summary. With
     neither an engine config nor a live engine the run calls no model; `rebuild_index` rebuilds
     the dataset's MinHash index from its shards first."""
@@ -201,13 +204,13 @@ class _Plan:
 
 
 def _making_ahead(
-    job: Job, run: RunContext, local: Local, plan: _Plan, ahead: ThreadPoolExecutor
-) -> Callable[[Spec, Batch], None]:
+    job: Job[Any], run: RunContext, local: Local, plan: _Plan, ahead: ThreadPoolExecutor
+) -> Callable[[Spec, Batch[Any]], None]:
     """The hook that, once a batch is made, starts making the next one (its tokens counted for it):
     the next planned batch of an independent job, or the one a speculating job expects."""
     speculate = getattr(job, "speculate", None)
 
-    def make_next(spec: Spec, batch: Batch) -> None:
+    def make_next(spec: Spec, batch: Batch[Any]) -> None:
         following = speculate(run, spec, batch) if speculate is not None else plan.peek()
         if following is not None:
             _submit(job, local, ahead, following)
@@ -215,7 +218,7 @@ def _making_ahead(
     return make_next
 
 
-def _making_beside(job: Job, run: RunContext, local: Local, ahead: ThreadPoolExecutor) -> Callable[[Spec], None]:
+def _making_beside(job: Job[Any], run: RunContext, local: Local, ahead: ThreadPoolExecutor) -> Callable[[Spec], None]:
     """The hook a batch calls once its model calls are done (`Maker.engine_free`): it starts making
     the batch the job expects next, beside the rest of this one."""
 
@@ -227,7 +230,7 @@ def _making_beside(job: Job, run: RunContext, local: Local, ahead: ThreadPoolExe
     return next_now
 
 
-def _submit(job: Job, local: Local, ahead: ThreadPoolExecutor, spec: Spec) -> None:
+def _submit(job: Job[Any], local: Local, ahead: ThreadPoolExecutor, spec: Spec) -> None:
     """Start making `spec` in the background, unless it is on its way already (a batch made again on
     a retry, or started beside the one before it)."""
     with local.lock:
@@ -235,7 +238,7 @@ def _submit(job: Job, local: Local, ahead: ThreadPoolExecutor, spec: Spec) -> No
             local.ahead[spec.batch] = (spec, ahead.submit(_metered, job, local, spec))
 
 
-def _metered(job: Job, local: Local, spec: Spec) -> Batch:
+def _metered(job: Job[Any], local: Local, spec: Spec) -> Batch[Any]:
     engine = local.maker.engine
     if isinstance(engine, Metered):
         with engine.counting_for(spec.batch):

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
-from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
+from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
+from synth.flows.jobs import Batch, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenerator, check_inputs
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
+from synth.schemas.runs import RunState
 
 
 def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[Example]) -> str:
@@ -29,8 +31,18 @@ def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: l
     return run_id(GENERATOR, config.identity(), digest, templates, engine.kind, engine.model)
 
 
+class PreferencesState(RunState, total=False):
+    pairs: dict[str, int]
+
+
+class PreferencesSummary(ChunkedSummary):
+    """A preference-pairs run's summary: the instructions read and paired (and, with the position check, checked and flipped)."""
+
+    pairs: dict[str, int]
+
+
 @dataclass
-class PreferencesJob(ChunkedJob[PreferencesGenerator]):
+class PreferencesJob(ChunkedJob[PreferencesGenerator, dict[str, int], PreferencesSummary]):
     """The preference pairs' part of a run (see `synth.flows.jobs`): one batch per chunk of source
     instructions; the counts of instructions read and paired accumulate in the run's state (`pairs`)."""
 
@@ -39,6 +51,7 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("writers", "response_engines")
     counts_key: ClassVar[str | None] = "pairs"
+    state_type: ClassVar[Any] = PreferencesState
     words: ClassVar[ChunkWords] = ChunkWords("Preference pairs", "instructions", "paired")
 
     def build(self, maker: Maker) -> PreferencesGenerator:
@@ -48,7 +61,7 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator]):
         parents = Path(self.config.source).is_dir()
         return PreferencesGenerator(self.config, maker.engine, self.run_id, writers=writers, parents=parents)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, dict[str, int]]]:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         counts = {"instructions": result.instructions, "paired": result.paired}
         if self.config.position_check:
@@ -63,7 +76,7 @@ def run_preferences(
     *,
     writers: Sequence[Engine] | None = None,
     **options: Unpack[RunOptions],
-) -> dict[str, Any]:
+) -> PreferencesSummary:
     """Run (or resume) preference pairs from `config.source` into `dataset` (see `RunOptions`;
     `writers`: live engines that write responses beside the run's, instead of the config's
     `response_engines`); returns a summary with the counts of instructions read and paired."""

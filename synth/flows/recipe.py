@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, serve
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,10 +19,11 @@ from pydantic import BaseModel
 from synth.engines import engines_opened
 from synth.registry import GENERATORS
 from synth.schemas.recipe import LocalRunner, RayRunner, Recipe, load_recipe
+from synth.schemas.runs import RunSummary
 from synth.shards.summary import funnel, summarize
 
 
-def _run_step(recipe: Recipe, step: BaseModel) -> dict[str, Any]:
+def _run_step(recipe: Recipe, step: BaseModel) -> RunSummary:
     """One step: its generator's flow, with its batches on Ray workers when the recipe's runner is
     Ray (see `synth.flows.scaleout`)."""
     generator = GENERATORS[step.generator]  # type: ignore[attr-defined]
@@ -92,7 +92,7 @@ def ray_session(runner: LocalRunner | RayRunner) -> Iterator[None]:
 
 
 @flow(name="recipe", log_prints=True)
-def recipe_flow(recipe: Recipe) -> list[dict[str, Any]]:
+def recipe_flow(recipe: Recipe) -> list[RunSummary]:
     """Every step of `recipe`, in order, into its dataset; returns each step's summary."""
     with gpu_slot(recipe), ray_session(recipe.runner):
         summaries = [_run_step(recipe, step) for step in recipe.steps]

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
 
 from synth.engines import Engine
-from synth.flows.jobs import Batch, ChunkedJob, ChunkWords, Maker, Spec
+from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
+from synth.flows.jobs import Batch, Maker, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerator, check_inputs
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.reflection import ReflectionConfig
+from synth.schemas.runs import RunState
 
 
 def reflection_run_id(config: ReflectionConfig, engine: EngineConfig, items: list[Example]) -> str:
@@ -25,8 +27,18 @@ def reflection_run_id(config: ReflectionConfig, engine: EngineConfig, items: lis
     return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
 
 
+class ReflectionState(RunState, total=False):
+    recycled: dict[str, int]
+
+
+class ReflectionSummary(ChunkedSummary):
+    """A Reflection-tuning run's summary: the counts of pairs read and variants written."""
+
+    recycled: dict[str, int]
+
+
 @dataclass
-class ReflectionJob(ChunkedJob[ReflectionGenerator]):
+class ReflectionJob(ChunkedJob[ReflectionGenerator, dict[str, int], ReflectionSummary]):
     """Recycling's part of a run (see `synth.flows.jobs`): one batch per chunk of source pairs; the
     counts of pairs read and of each variant written add up in the run's state (`recycled`)."""
 
@@ -35,12 +47,13 @@ class ReflectionJob(ChunkedJob[ReflectionGenerator]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("student", "student_engine")
     counts_key: ClassVar[str | None] = "recycled"
+    state_type: ClassVar[Any] = ReflectionState
     words: ClassVar[ChunkWords] = ChunkWords("Recycling", "pairs", "recycled")
 
     def build(self, maker: Maker) -> ReflectionGenerator:
         return ReflectionGenerator(self.config, maker.engine, self.second(), self.run_id)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, dict[str, int]]]:
         result = self.gen_for(maker).run_chunk(spec.batch, spec.data)
         return self.counted(result, {"pairs": result.pairs, **{f"written {k}": n for k, n in result.written.items()}})
 
@@ -52,7 +65,7 @@ def run_reflection(
     *,
     student: Engine | None = None,
     **options: Unpack[RunOptions],
-) -> dict[str, Any]:
+) -> ReflectionSummary:
     """Recycle (or resume recycling) the pairs of `config.source` into `dataset` (see `RunOptions`;
     `student`: a live engine that scores the variants, instead of the config's `student_engine` or
     the run's engine); returns a summary with the counts of pairs read and variants written."""

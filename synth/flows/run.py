@@ -16,7 +16,7 @@ commits, so a retried or resumed batch starts from the committed state. The runn
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from prefect import flow
 from pydantic import BaseModel
@@ -27,6 +27,9 @@ from synth.flows.local import run_locally
 from synth.schemas import DatasetConfig, EngineConfig, VLLMEngineConfig
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
+from synth.schemas.runs import RunSummary
+
+R = TypeVar("R", bound=RunSummary)
 
 
 class RunOptions(TypedDict, total=False):
@@ -54,9 +57,7 @@ class RunOptions(TypedDict, total=False):
     rebuild_index: bool
 
 
-def run_job(
-    job: Job, engine: EngineConfig | None, dataset: DatasetConfig, **options: Unpack[RunOptions]
-) -> dict[str, Any]:
+def run_job(job: Job[R], engine: EngineConfig | None, dataset: DatasetConfig, **options: Unpack[RunOptions]) -> R:
     """Run (or resume) `job` into `dataset` on the runner the options name; returns the run's
     summary. `engine` None (and no `model`): the run calls no model (a local run only)."""
     curation = options.get("curation")
@@ -74,7 +75,7 @@ def run_job(
     return run_locally(job, engine, dataset, curation, model, retries, pipeline, options.get("rebuild_index", False))
 
 
-def generator_flow(name: str, config_type: type[BaseModel], run: Callable[..., dict[str, Any]], title: str) -> Any:
+def generator_flow(name: str, config_type: type[BaseModel], run: Callable[..., RunSummary], title: str) -> Any:
     """The Prefect flow of a generator whose run takes only the common options: `name` as Prefect
     shows it, `run(config, engine, dataset, curation=..., runner=...)` its run function. Its
     parameters are typed with `config_type`, so Prefect validates them as it would a hand-written
@@ -86,7 +87,7 @@ def generator_flow(name: str, config_type: type[BaseModel], run: Callable[..., d
         engine: Any = None,
         curation: CurationConfig | None = None,
         runner: RayRunner | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         return run(config, engine or VLLMEngineConfig(), dataset, curation=curation, runner=runner)
 
     run_generator.__annotations__ = {

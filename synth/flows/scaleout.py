@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -47,9 +47,22 @@ from synth.registry import Generator
 from synth.schemas import DatasetConfig, EngineConfig, Record, Reject
 from synth.schemas.curation import CurationConfig
 from synth.schemas.recipe import RayRunner
+from synth.schemas.runs import RunSummary, Tokens
 from synth.shards import DatasetWriter
 
 STAGING = "staging"
+
+R = TypeVar("R", bound=RunSummary)
+
+
+class StagedMeta(TypedDict):
+    """What a staged batch says of itself besides its records: the worker that made it, the
+    delta it adds to the run's state, the tokens it used and its engine's busy seconds."""
+
+    worker: str
+    delta: Any  # the job's delta type
+    tokens: Tokens
+    busy_seconds: float
 
 
 def staged_path(dataset: str | Path, rid: str, batch: int) -> Path:
@@ -64,7 +77,7 @@ _parts: dict[str, tuple[Job, Maker, FilterChain]] = {}
 
 
 def _worker_parts(
-    job: Job, engine: EngineConfig, curation: CurationConfig, dataset: str
+    job: Job[Any], engine: EngineConfig, curation: CurationConfig, dataset: str
 ) -> tuple[Job, Maker, FilterChain]:
     key = json.dumps([dataset, job.run_id, curation.model_dump(mode="json"), engine.model_dump(mode="json")])
     if key not in _parts:
@@ -75,7 +88,7 @@ def _worker_parts(
     return _parts[key]
 
 
-def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta: dict[str, Any]) -> None:
+def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta: StagedMeta) -> None:
     """Stage a batch: a temporary folder renamed into place, so a folder that exists is whole."""
     if target.exists():
         return
@@ -91,7 +104,12 @@ def _write_staged(target: Path, kept: list[Record], rejects: list[Reject], meta:
 
 
 def make_staged(
-    job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str, entry: Generator | None = None
+    job: Job[Any],
+    spec: Spec,
+    engine: EngineConfig,
+    curation: CurationConfig,
+    dataset: str,
+    entry: Generator | None = None,
 ) -> str:
     """Make, curate and stage one batch of `job`; returns the staged folder's path (one staged
     before is returned as it is, not made again). `entry`: the job's registry entry on the flow,
@@ -106,10 +124,10 @@ def make_staged(
     meter = maker.engine
     assert isinstance(meter, Metered)
     busy = meter.busy_seconds
-    batch: Batch = job.make(maker, spec)
+    batch: Batch[Any] = job.make(maker, spec)
     try:
         curated = chain.apply(batch.kept)
-        meta = {
+        meta: StagedMeta = {
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "delta": batch.delta,
             "tokens": meter.take(),  # a failed attempt's tokens too: they were spent
@@ -125,7 +143,7 @@ def make_staged(
 
 @task(name="staged-batch", cache_policy=NONE, retry_condition_fn=worth_retrying)
 def stage_batch(
-    job: Job, spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str, entry: Generator | None
+    job: Job[Any], spec: Spec, engine: EngineConfig, curation: CurationConfig, dataset: str, entry: Generator | None
 ) -> str:
     """A batch on a Ray worker (see `make_staged`)."""
     path = make_staged(job, spec, engine, curation, dataset, entry)
@@ -136,7 +154,7 @@ def stage_batch(
 # -- on the flow ------------------------------------------------------------------------------------
 
 
-def read_staged(path: str | Path) -> tuple[list[Record], list[Reject], dict[str, Any]]:
+def read_staged(path: str | Path) -> tuple[list[Record], list[Reject], StagedMeta]:
     folder = Path(path)
     kept = [Record.model_validate_json(line) for line in (folder / "kept.jsonl").read_text().splitlines() if line]
     rejects = [Reject.model_validate_json(line) for line in (folder / "rejects.jsonl").read_text().splitlines() if line]
@@ -160,7 +178,7 @@ def discard_staged(dataset: str | Path, rid: str, from_batch: int, curation: Cur
         folder.rmdir()
 
 
-def _commit(job: Job, run: RunContext, spec: Spec, path: str) -> float:
+def _commit(job: Job[Any], run: RunContext, spec: Spec, path: str) -> float:
     """Commit a staged batch in the run's order, folding its delta, tokens and worker into the
     state, then remove its folder; returns the seconds its engine was busy."""
     kept, rejects, meta = read_staged(path)
@@ -176,13 +194,13 @@ def _commit(job: Job, run: RunContext, spec: Spec, path: str) -> float:
 
 
 def run_on_ray(
-    job: Job,
+    job: Job[R],
     engine: EngineConfig,
     dataset: DatasetConfig,
     curation: CurationConfig,
     runner: RayRunner,
     retries: Retries,
-) -> dict[str, Any]:
+) -> R:
     """Run (or resume) `job` with its batches on Ray workers; returns the run's summary. The flow
     calling this needs a Ray task runner. An ability mixture is refused (each worker's chain would
     count only its own records, so together they would overshoot its targets), and so is a

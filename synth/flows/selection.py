@@ -38,7 +38,8 @@ from synth.schemas import (
     run_id,
 )
 from synth.schemas.curation import KEEP_ALL
-from synth.schemas.selection import SelectionConfig
+from synth.schemas.runs import RunState, RunSummary
+from synth.schemas.selection import MethodRow, SelectionConfig, SelectionSummary, SubsetFigures, SubsetInfo
 from synth.selection.candidates import (
     IFD_FLAG,
     SCORE_COLUMNS,
@@ -184,7 +185,7 @@ def _mean(values: np.ndarray) -> float | None:
     return round(float(values.mean()), 4) if len(values) else None
 
 
-def figures(candidates: Candidates, choice: Choice) -> dict[str, Any]:
+def figures(candidates: Candidates, choice: Choice) -> SubsetFigures:
     """What a subset looks like: its size, mean scores and diversity (mean cosine distance to the
     nearest other selected record, where embeddings exist)."""
     at = choice.selection.indices
@@ -235,6 +236,10 @@ def _run(source: Path, config: SelectionConfig, method: str, candidates: Candida
     return SelectionRun(**setup), run_id(SELECT, setup)
 
 
+class SelectionState(RunState, total=False):
+    selection: SubsetInfo
+
+
 @dataclass
 class SelectionJob(MergedState):
     """A method's choice written as a dataset: the source's kept records in order, one batch per
@@ -247,9 +252,10 @@ class SelectionJob(MergedState):
     scores: dict[str, dict[str, Any]]
     selected: dict[str, dict[str, Any]]
     choice: Choice
-    figures: dict[str, Any]
+    figures: SubsetInfo
     batch_size: int
     generator: ClassVar[str] = SELECT
+    state_type: ClassVar[Any] = SelectionState
     generator_run: ClassVar[bool] = False
     made: int = 0  # batches written by this session
     seen: set[str] = field(default_factory=set)  # ids met so far: a repeated one is a duplicate
@@ -267,19 +273,19 @@ class SelectionJob(MergedState):
                     yield Spec(batch, part)
                 batch += 1
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[SelectionState]:
         kept, rejects = _split(spec.data, self.scores, self.selected, self.choice, self.seen)
         return Batch(kept, rejects, {"selection": self.figures})
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[SelectionState], result: Committed) -> str:
         self.made += 1
         return f"{spec.data.height} source records"
 
     def progress(self, run: RunContext) -> float:
         return 1.0 if run.info.status == "finished" else 0.0
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        pass
+    def finish(self, run: RunContext, summary: RunSummary) -> RunSummary:
+        return summary
 
 
 class SelectionRun(BaseModel):
@@ -302,7 +308,7 @@ def write_selection(
     *,
     batch_size: int = 10_000,
     wait: float | None = 0,
-) -> dict[str, Any]:
+) -> SelectionSummary:
     """Write `choice` as the dataset `out`: the selected records kept, every other record of
     `source` a reject. One committed batch per `batch_size` source records, so a killed run
     resumes after its last committed batch; a finished run with the same inputs is not written
@@ -310,11 +316,16 @@ def write_selection(
     root = Path(source)
     setup, rid = _run(root, config, choice.method, candidates)
     scores, selected = _annotations(candidates, choice)
-    summary = {**figures(candidates, choice), "dataset": str(out), "run_id": rid}
-    job = SelectionJob(setup, rid, root, scores, selected, choice, summary, batch_size)
+    subset: SubsetInfo = {**figures(candidates, choice), "dataset": str(out), "run_id": rid}
+    job = SelectionJob(setup, rid, root, scores, selected, choice, subset, batch_size)
     written = run_job(job, None, DatasetConfig(path=str(out), wait=wait), curation=KEEP_ALL, batch_retries=0)
-    counts = {k: written[k] for k in ("kept", "rejected", "rejects_by_reason")}
-    return {**summary, **counts, "up_to_date": job.made == 0}
+    return {
+        **subset,
+        "kept": written["kept"],
+        "rejected": written["rejected"],
+        "rejects_by_reason": written["rejects_by_reason"],
+        "up_to_date": job.made == 0,
+    }
 
 
 def _split(
@@ -354,7 +365,7 @@ def select_dataset(
     *,
     wait: float | None = 0,
     **scoring: Unpack[ScoringOptions],
-) -> dict[str, Any]:
+) -> SelectionSummary:
     """Select `config.budget` records of `source` by `config.method` into the dataset `out`
     (scored as `scoring` says: see `ScoringOptions`)."""
     candidates = prepare(source, [config.method], config, **scoring)
@@ -371,20 +382,20 @@ def compare_methods(
     evaluation: Any | None = None,
     wait: float | None = 0,
     **scoring: Unpack[ScoringOptions],
-) -> list[dict[str, Any]]:
+) -> list[MethodRow]:
     """One subset per method on the same budget, as `out/METHOD`, each from the same stored scores
     and embeddings (the diversity column needs them for every method; see `ScoringOptions`). With
     `reference`, each subset also gets the proxy evaluation of `synth evaluate` (a fine-tune per
     method: slow), and its row the tuned model's loss per token on the reference pairs."""
     candidates = prepare(source, methods, config, with_embeddings=True, **scoring)
-    rows = []
+    rows: list[MethodRow] = []
     for method in methods:
         method_config = config.model_copy(update={"method": method})
         folder = Path(out) / method
-        row = write_selection(
+        written = write_selection(
             source, folder, candidates, choose(candidates, method, method_config), method_config, wait=wait
         )
-        row["proxy_loss"] = None
+        row: MethodRow = {**written, "proxy_loss": None}
         if reference is not None:
             from synth.training import evaluate_dataset
 

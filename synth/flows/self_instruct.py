@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any, ClassVar, Unpack
 
 import polars as pl
+from typing_extensions import TypedDict
 
 from synth.filters.spill import Strings, StringSequence
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Maker, OneBatchJob, RunContext, Spec, TargetJob
+from synth.flows.job_kinds import OneBatchJob, TargetJob
+from synth.flows.jobs import Batch, Maker, RunContext, Spec, state_of
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.provenance import Origin
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, TEMPLATES, SelfInstructGenerator
 from synth.schemas import DatasetConfig, EngineConfig, Record, RunInfo, SeedTask, SelfInstructConfig, run_id
+from synth.schemas.runs import RunState, TargetSummary
 from synth.shards import scan
 
 
@@ -118,6 +121,29 @@ class SelfInstructSpec:
     pool: Sequence[str]
 
 
+class SelfInstructState(RunState, total=False):
+    """What a Self-Instruct run keeps to size its next batch: the prompts sent so far and in the
+    last batch (the pool itself is rebuilt from the shards, see `accepted_tasks`)."""
+
+    prompts_sent: int
+    last_prompts: int
+
+
+class SelfInstructDelta(TypedDict):
+    """What one batch adds: its prompts, and the tasks it admitted to the pool, in order."""
+
+    prompts: int
+    accepted_tasks: list[str]
+
+
+class SelfInstructSummary(TargetSummary):
+    """A Self-Instruct run's summary: with the seed tasks' own run, when their instances were
+    written (`seed_run`, None otherwise) and how many records it kept."""
+
+    seed_run: str | None
+    seed_records: int
+
+
 @dataclass
 class SelfInstructJob(TargetJob[SelfInstructGenerator]):
     """Self-Instruct's part of a run (see `synth.flows.jobs`): batches of task-generation prompts
@@ -127,6 +153,7 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
     seeds: list[SeedTask]
     run_id: str
     generator: ClassVar[str] = GENERATOR
+    state_type: ClassVar[Any] = SelfInstructState
     # Machine tasks admitted, in order, in a mapped file (`Strings`): the pool grows with the run.
     pool: Strings = field(default_factory=Strings, init=False)
 
@@ -139,15 +166,16 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
         return f"Self-Instruct into {run.dataset.path}: records kept of {self.config.num_records}"
 
     def size(self, info: RunInfo) -> int:
-        sent, last = info.state.get("prompts_sent", 0), info.state.get("last_prompts")
+        state = state_of(info, SelfInstructState)
+        sent, last = state.get("prompts_sent", 0), state.get("last_prompts")
         return prompts_for_batch(self.config, info.kept, sent, last)
 
-    def spec_for(self, info: RunInfo, pending: Batch | None = None) -> Spec:
+    def spec_for(self, info: RunInfo, pending: Batch[SelfInstructDelta] | None = None) -> Spec:
         # The pool the next batch samples from: every task admitted so far, the pending batch's too.
         admitted = Admitted(self.pool, len(self.pool), pending.delta["accepted_tasks"] if pending is not None else ())
         return Spec(info.batches_done, SelfInstructSpec(self.size(info), admitted))
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[SelfInstructDelta]:
         gen = self.gen_for(maker)
         pool = spec.data.pool
         held = len(gen.machine_tasks)
@@ -159,16 +187,17 @@ class SelfInstructJob(TargetJob[SelfInstructGenerator]):
         if len(gen.machine_tasks) < len(pool):
             gen.add_to_pool(pool[len(gen.machine_tasks) :])
         result = gen.run_batch(spec.batch, spec.data.prompts)
-        return Batch(result.kept, result.rejects, {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks})
+        delta: SelfInstructDelta = {"prompts": result.prompts, "accepted_tasks": result.accepted_tasks}
+        return Batch(result.kept, result.rejects, delta)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "pool": Strings()}  # a worker gets the pool in each spec
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    def fold(self, state: SelfInstructState, delta: SelfInstructDelta) -> SelfInstructState:
         prompts = delta["prompts"]
         return {**state, "prompts_sent": state.get("prompts_sent", 0) + prompts, "last_prompts": prompts}
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[SelfInstructDelta], result: Committed) -> str:
         tasks = batch.delta["accepted_tasks"]
         self.pool.extend(tasks)
         return f"{spec.data.prompts} prompts, {len(tasks)} new tasks ({self.run_total(run)})"
@@ -187,7 +216,7 @@ class SeedTasksJob(OneBatchJob):
     def open(self, run: RunContext) -> str:
         return f"Seed tasks into {run.dataset.path}"
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, bool]]:
         origin = Origin(GENERATOR, self.run_id, self.config.seed)
         records = [
             Record(
@@ -205,7 +234,7 @@ class SeedTasksJob(OneBatchJob):
         ]
         return Batch(records, [], {"done": True})
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[Any], result: Committed) -> str:
         return f"{len(batch.kept)} seed instances"
 
 
@@ -215,7 +244,7 @@ def seed_tasks_run_id(config: SelfInstructConfig, seeds: list[SeedTask]) -> str:
 
 def run_self_instruct(
     config: SelfInstructConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
-) -> dict[str, Any]:
+) -> SelfInstructSummary:
     """Run (or resume) Self-Instruct into `dataset` (see `RunOptions`); returns a summary of the run."""
     seeds = load_seed_tasks(config.seeds, config.language)
     if (curation := options.get("curation")) is not None and curation.mixture:
@@ -230,8 +259,7 @@ def run_self_instruct(
     summary = run_job(
         SelfInstructJob(config, seeds, self_instruct_run_id(config, engine, seeds)), engine, dataset, **options
     )
-    summary["seed_run"], summary["seed_records"] = seed_run, seed_records
-    return summary
+    return {**summary, "seed_run": seed_run, "seed_records": seed_records}
 
 
 self_instruct_flow = generator_flow("self-instruct", SelfInstructConfig, run_self_instruct, "Self-Instruct")

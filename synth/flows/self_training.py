@@ -22,15 +22,24 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired
 
 import polars as pl
 from prefect import flow
+from typing_extensions import TypedDict
 
 from synth.engines import EngineConfigError, engines_opened
-from synth.flows.backtranslation import BacktranslationJob, backtranslation_run_id, chunk_stats, run_backtranslation
+from synth.flows.backtranslation import (
+    BacktranslationJob,
+    BacktranslationSummary,
+    Funnel,
+    backtranslation_run_id,
+    chunk_stats,
+    run_backtranslation,
+)
 from synth.flows.common import Committed, prints_not_logged
-from synth.flows.jobs import Batch, Built, Maker, OneBatchJob, RunContext, Spec
+from synth.flows.job_kinds import OneBatchJob
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec, state_of
 from synth.flows.run import run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
 from synth.generators.documents import Segment
@@ -48,6 +57,7 @@ from synth.schemas import (
 from synth.schemas.curation import KEEP_ALL, CurationConfig
 from synth.schemas.recipe import RayRunner
 from synth.schemas.records import to_messages
+from synth.schemas.runs import RunState, RunSummary
 from synth.schemas.self_train import SelfTrainConfig
 from synth.shards import scan
 
@@ -89,6 +99,40 @@ def write_candidates(path: str | Path, rid: str, out: Path) -> Path:
     return out
 
 
+class RegradeDelta(TypedDict):
+    """Where the next batch starts in the candidates, and this batch's grades by score."""
+
+    position: int
+    scores: dict[str, int]
+
+
+class RegradeState(RunState, total=False):
+    position: int
+
+
+class RegradeSummary(RunSummary):
+    iteration: int
+
+
+class SelfTrainingFigures(TypedDict):
+    """What the loop made: its models, each iteration's run, the seed pairs' run and its folder."""
+
+    backward_model: str
+    graders: list[str]
+    runs: list[str]
+    seed_run: str | None
+    work: str
+
+
+class SelfTrainingSummary(RunSummary):
+    """The last iteration's summary (the few-shot run's funnel, or a later iteration's number) with
+    what the loop made."""
+
+    funnel: NotRequired[Funnel]
+    iteration: NotRequired[int]
+    self_training: SelfTrainingFigures
+
+
 @dataclass
 class RegradeJob(Built[BacktranslationGenerator]):
     """One self-curation iteration: the run's engine (M_k) grades every candidate of `source`, one
@@ -100,6 +144,7 @@ class RegradeJob(Built[BacktranslationGenerator]):
     iteration: int
     augmented_system: str
     generator: ClassVar[str] = GENERATOR
+    state_type: ClassVar[Any] = RegradeState
 
     def build(self, maker: Maker) -> BacktranslationGenerator:
         return BacktranslationGenerator(self.config, maker.engine, [], self.run_id)
@@ -109,11 +154,11 @@ class RegradeJob(Built[BacktranslationGenerator]):
         return f"Self-training iteration {self.iteration}: {run.model_name} grades {self._total} candidates"
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
-        start = run.info.state.get("position", 0)
+        start = state_of(run.info, RegradeState).get("position", 0)
         for offset in range(start, self._total, self.config.chunk_size):
             yield Spec(run.info.batches_done, offset)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[RegradeDelta]:
         rows = pl.scan_parquet(self.source).slice(spec.data, self.config.chunk_size).collect().to_dicts()
         by_key = {(r["source_doc"], r["source_start"], r["source_end"], r["instruction"]): r for r in rows}
         pairs = [
@@ -137,20 +182,20 @@ class RegradeJob(Built[BacktranslationGenerator]):
                 Message(role="system", content=self.augmented_system),
                 *to_messages(record.instruction, record.input, record.output),
             ]
-        delta = {"position": spec.data + len(rows), "scores": chunk_stats(result)["scores"]}
+        delta: RegradeDelta = {"position": spec.data + len(rows), "scores": chunk_stats(result)["scores"]}
         return Batch(result.kept, result.rejects, delta)
 
-    def fold(self, state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    def fold(self, state: RegradeState, delta: RegradeDelta) -> RegradeState:
         return {**state, "position": delta["position"]}
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[RegradeDelta], result: Committed) -> str:
         return f"iteration {self.iteration}, candidates from {spec.data}: scores {batch.delta['scores']}"
 
     def progress(self, run: RunContext) -> float:
-        return run.info.state.get("position", 0) / max(self._total, 1)
+        return state_of(run.info, RegradeState).get("position", 0) / max(self._total, 1)
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["iteration"] = self.iteration
+    def finish(self, run: RunContext, summary: RunSummary) -> RegradeSummary:
+        return {**summary, "iteration": self.iteration}
 
 
 @dataclass
@@ -166,7 +211,7 @@ class SeedJob(OneBatchJob):
     def open(self, run: RunContext) -> str:
         return f"Seed pairs into {run.dataset.path}"
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[dict[str, bool]]:
         records = [
             Record(
                 instruction=instruction,
@@ -182,7 +227,7 @@ class SeedJob(OneBatchJob):
         ]
         return Batch(records, [], {"done": True})
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[Any], result: Committed) -> str:
         return f"{len(self.pairs)} seed pairs"
 
 
@@ -193,7 +238,7 @@ def run_self_training(
     *,
     curation: CurationConfig | None = None,
     trainer: Trainer | None = None,
-) -> dict[str, Any]:
+) -> SelfTrainingSummary:
     """Run (or resume) the loop over `config.docs` into `dataset`, as `config.self_train` sets it
     (its defaults where that is None); the models are fine-tuned from `engine`'s model and served by
     engines of the same config. Returns the last iteration's summary with `self_training`: the
@@ -255,7 +300,9 @@ def run_self_training(
     with engines_opened():
         rid = backtranslation_run_id(config, serve(graders[0]), serve(backward), seeds)
         job = BacktranslationJob(config, seeds, rid, serve(backward), trained_backward=True)
-        summary = run_job(job, serve(graders[0]), target, curation=curation if last else KEEP_ALL)
+        summary: BacktranslationSummary | RegradeSummary = run_job(
+            job, serve(graders[0]), target, curation=curation if last else KEEP_ALL
+        )
         seed_run = finish(graders[0]) if last else None
     runs = [rid]
     for k in range(1, loop.iterations + 1):
@@ -271,14 +318,14 @@ def run_self_training(
             summary = run_job(regrade, serve(graders[-1]), target, curation=curation if last else KEEP_ALL)
             seed_run = finish(graders[-1]) if last else None
         runs.append(rid)
-    summary["self_training"] = {
+    made: SelfTrainingFigures = {
         "backward_model": str(backward),
         "graders": [str(g) for g in graders],
         "runs": runs,
         "seed_run": seed_run,
         "work": str(work),
     }
-    return summary
+    return {**summary, "self_training": made}  # type: ignore[typeddict-item]  # either iteration's summary
 
 
 @flow(name="backtranslation", log_prints=True)
@@ -289,7 +336,7 @@ def backtranslation_flow(
     backward_engine: EngineConfig | None = None,
     curation: CurationConfig | None = None,
     runner: RayRunner | None = None,
-) -> dict[str, Any]:
+) -> BacktranslationSummary | SelfTrainingSummary:
     """Backtranslation into a dataset directory, on the configured engine (the embedded model by
     default): the few-shot run of `synth.flows.backtranslation`, or with `config.self_train` the
     paper's self-training loop above. It lives here, above both, so neither imports the other.

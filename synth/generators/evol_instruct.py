@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from synth.engines import ChatRequest, Engine
 from synth.filters.base import FilterChain
 from synth.filters.novelty import snippet
@@ -85,13 +87,17 @@ class PoolItem:
     depth: int = 0
 
 
+# One round's funnel as data: instructions in, evolved, eliminated by reason.
+RoundCounts = TypedDict("RoundCounts", {"in": int, "evolved": int, "eliminated": dict[str, int]})
+
+
 @dataclass
 class RoundFunnel:
     entered: int = 0
     evolved: int = 0
     eliminated: Counter[str] = field(default_factory=Counter)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> RoundCounts:
         return {"in": self.entered, "evolved": self.evolved, "eliminated": dict(self.eliminated)}
 
 

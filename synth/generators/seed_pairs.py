@@ -23,7 +23,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from synth.generators.seeds import SeedFileError, load_seed_tasks
 from synth.shards.files import json_line, lone_surrogate, read_utf8, utf8_lines
@@ -96,6 +97,15 @@ def unusable(instruction: str, input: str, output: str) -> str | None:
     return None
 
 
+class SeedsReport(TypedDict):
+    """Where a run's seed pairs came from (None: the built-in seed tasks), how many it used, and
+    how many it skipped, per reason."""
+
+    file: str | None
+    used: int
+    skipped: dict[str, int]
+
+
 @dataclass
 class SeedPairs:
     """The usable (instruction, output) pairs of a seed file (`path` None: the built-in set), and
@@ -132,7 +142,7 @@ class SeedPairs:
         """A hash of the training pairs' content (what the self-training loop's seed run depends on)."""
         return hashlib.sha256(json.dumps(self.training).encode()).hexdigest()
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> SeedsReport:
         """For a run's funnel: where the pairs came from, how many are used, skipped per reason."""
         return {"file": self.source, "used": len(self.pairs), "skipped": dict(self.reasons)}
 

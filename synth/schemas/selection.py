@@ -3,9 +3,10 @@ and the embedding engine that the diversity-aware methods use."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from synth.schemas.config import OpenAIServer, SamplingConfig, _sampling, _Strict
 
@@ -99,3 +100,45 @@ class SelectionConfig(_Strict):
     def identity(self) -> dict[str, Any]:
         """What defines a selection's result (the batch size only changes how work is split)."""
         return self.model_dump(exclude={"score_batch"})
+
+
+class SubsetFigures(TypedDict):
+    """What a selected subset looks like: the method, its size and the candidates', the mean of
+    each score over it (None where no selected record has one) and its diversity (mean cosine
+    distance to the nearest other selected record; None without embeddings)."""
+
+    method: str
+    selected: int
+    candidates: int
+    mean_deita_score: float | None
+    mean_complexity: float | None
+    mean_quality: float | None
+    mean_ifd: float | None
+    mean_response_tokens: float | None
+    diversity: float | None
+
+
+class SubsetInfo(SubsetFigures):
+    """A subset's figures with the dataset it was written to and its run (a selection run's state
+    holds this under `selection`)."""
+
+    dataset: str
+    run_id: str
+
+
+class SelectionSummary(SubsetInfo):
+    """A written selection: its figures, the output's kept and rejected counts, and whether the
+    run found it already written (`up_to_date`)."""
+
+    kept: int
+    rejected: int
+    rejects_by_reason: dict[str, dict[str, int]]
+    up_to_date: bool
+
+
+class MethodRow(SelectionSummary):
+    """One method's row of a comparison: with the proxy evaluation's loss of the model tuned on
+    the subset (None without a reference set) and the base model's."""
+
+    proxy_loss: float | None
+    base_loss: NotRequired[float]

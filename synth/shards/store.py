@@ -34,10 +34,10 @@ import hashlib
 import io
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from synth.schemas import Manifest, Record, Reject, RunInfo, ShardInfo
 from synth.schemas.manifest import BLOCKS_LAYOUT
@@ -240,7 +240,7 @@ class DatasetWriter:
         batch: int,
         kept: Sequence[Record],
         rejects: Sequence[Reject],
-        state: dict | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> list[ShardInfo]:
         """Write one batch's records and rejects, then record the batch as done in the manifest.
 
@@ -263,7 +263,7 @@ class DatasetWriter:
             run.rejected += len(rejects)
             count_reasons(rejects, into=run.rejects_by_reason)
             if state is not None:
-                run.state = state
+                run.state = dict(state)
             run.updated_at = datetime.now(UTC)
             self._save(manifest, card=False)
         except BaseException:

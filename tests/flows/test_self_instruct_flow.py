@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from synth.engines import ChatRequest, EngineError, ScriptedEngine
-from synth.flows.jobs import STALL_BATCHES
+from synth.flows.job_kinds import STALL_BATCHES
 from synth.flows.self_instruct import run_self_instruct, self_instruct_flow
 from synth.schemas import DatasetConfig, ScriptedEngineConfig, SelfInstructConfig
 from synth.shards import read_manifest, scan, verify

@@ -22,11 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.engines import ChatRequest
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
+from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec, state_of
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.registry import Generator
 from synth.schemas import DatasetConfig, EngineConfig, Message, Record, Reject, Sampling, run_id
 from synth.schemas.records import Block
+from synth.schemas.runs import RunState, RunSummary
 
 GENERATOR = "toy"
 PROMPT = "Write one question about {topic} that a curious child might ask, then answer it. Reply as 'Q: ... A: ...'."
@@ -58,12 +59,21 @@ class ToyConfig(BaseModel):
         return self.model_dump()
 
 
+class ToyState(RunState, total=False):
+    asked: int
+
+
+class ToySummary(RunSummary):
+    asked: int
+
+
 @dataclass
 class ToyJob(MergedState):
     config: ToyConfig
     run_id: str
     generator: ClassVar[str] = GENERATOR
     independent: ClassVar[bool] = True
+    state_type: ClassVar[Any] = ToyState
 
     @property
     def batches(self) -> int:
@@ -76,7 +86,7 @@ class ToyJob(MergedState):
         for batch in range(run.info.batches_done, self.batches):
             yield Spec(batch)
 
-    def make(self, maker: Maker, spec: Spec) -> Batch:
+    def make(self, maker: Maker, spec: Spec) -> Batch[ToyState]:
         first = spec.batch * self.config.batch_size
         numbers = range(first, min(first + self.config.batch_size, self.config.num_records))
         requests = [
@@ -100,21 +110,23 @@ class ToyJob(MergedState):
                 kept.append(Record(**common, seed=n, instruction=found["q"], output=found["a"], toy=block))
         return Batch(kept, rejects, {"asked": first + len(numbers)})
 
-    def committed(self, run: RunContext, spec: Spec, batch: Batch, result: Committed) -> str:
+    def committed(self, run: RunContext, spec: Spec, batch: Batch[ToyState], result: Committed) -> str:
         return f"{result.kept} questions kept"
 
     def progress(self, run: RunContext) -> float:
         return run.info.batches_done / self.batches
 
-    def finish(self, run: RunContext, summary: dict[str, Any]) -> None:
-        summary["asked"] = run.info.state.get("asked", 0)
+    def finish(self, run: RunContext, summary: RunSummary) -> ToySummary:
+        return {**summary, "asked": state_of(run.info, ToyState).get("asked", 0)}
 
 
 def check_inputs(config: ToyConfig, out: Any) -> None:
     """Toy questions read no file."""
 
 
-def run_toy(config: ToyConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]) -> dict:
+def run_toy(
+    config: ToyConfig, engine: EngineConfig, dataset: DatasetConfig, **options: Unpack[RunOptions]
+) -> ToySummary:
     job = ToyJob(config, run_id(GENERATOR, config.identity(), engine.kind, engine.model))
     return run_job(job, engine, dataset, **options)
 
