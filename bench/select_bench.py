@@ -84,7 +84,7 @@ def timed(label: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def write_bench(n: int, embeddings: np.ndarray, scores: np.ndarray, budget: int, threshold: float) -> None:
-    from synth.flows.selection import write_selection
+    from synth.flows.selection_write import write_selection
     from synth.schemas import Record, RunInfo
     from synth.schemas.selection import SelectionConfig
     from synth.selection.candidates import Candidates, choose, load_items

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from synth.schemas import QuarantineEntry
     from synth.schemas.runs import RunSummary
     from synth.shards.repair import Report
+    from synth.shards.summary import DatasetSummary
 
 console = Console()
 err = Console(stderr=True)
@@ -54,7 +55,7 @@ def escape_log_records() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+def table(title: str, rows: Sequence[Mapping[str, Any]], columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -247,7 +248,7 @@ def print_curation(summary: CurateFileSummary) -> None:
     print_summary(summary)
 
 
-def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
+def print_inspection(summary: DatasetSummary, show_rejects: bool) -> None:
     """A dataset's summary (`synth.shards.summary.summarize`) as tables."""
     console.print(
         f"[bold]{escape(printable(summary['path']))}[/]: [green]{summary['kept']} kept[/], {summary['rejected']} rejected "
@@ -258,14 +259,14 @@ def print_inspection(summary: dict[str, Any], show_rejects: bool) -> None:
     console.print(table("Generators", summary["generators"], ["generator", "count"]))
     console.print(table("Lengths (words)", summary["lengths"], ["field", "mean", "p50", "p90", "max"]))
     console.print(table("Leading verbs", summary["leading_verbs"], ["verb", "count"]))
-    for key, title, column in (
-        ("judge_scores", "Judge scores", "judge_score"),
-        ("evolution_rounds", "Evolution rounds", "round"),
-        ("languages", "Languages", "language"),
-        ("sources", "Source documents", "source_doc"),
+    for rows, title, column in (
+        (summary["judge_scores"], "Judge scores", "judge_score"),
+        (summary["evolution_rounds"], "Evolution rounds", "round"),
+        (summary["languages"], "Languages", "language"),
+        (summary["sources"], "Source documents", "source_doc"),
     ):
-        if summary[key]:
-            console.print(table(title, summary[key], [column, "count"]))
+        if rows:
+            console.print(table(title, rows, [column, "count"]))
     if summary["abilities"]:
         columns = ["ability", "count", *(["target"] if "target" in summary["abilities"][0] else [])]
         console.print(table("Abilities", summary["abilities"], columns))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Unpack
+from typing import ClassVar, Unpack
 
 from synth.engines import Engine
 from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
@@ -20,7 +20,6 @@ from synth.generators.codeclm import GENERATOR, TEMPLATES, CodeclmGenerator, che
 from synth.generators.seeds import load_seed_tasks
 from synth.schemas import DatasetConfig, EngineConfig, SeedTask, run_id
 from synth.schemas.codeclm import CodeclmConfig
-from synth.schemas.runs import RunState
 
 
 def seeds_digest(seeds: list[SeedTask]) -> str:
@@ -36,10 +35,6 @@ def codeclm_run_id(config: CodeclmConfig, engine: EngineConfig, seeds: list[Seed
 
 def load_seeds(config: CodeclmConfig) -> list[SeedTask]:
     return load_seed_tasks(config.seeds, config.language)[: config.limit]
-
-
-class CodeclmState(RunState, total=False):
-    codeclm: dict[str, int]
 
 
 class CodeclmSummary(ChunkedSummary):
@@ -59,7 +54,6 @@ class CodeclmJob(ChunkedJob[CodeclmGenerator, dict[str, int], CodeclmSummary]):
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("target", "target_engine")
     counts_key: ClassVar[str | None] = GENERATOR
-    state_type: ClassVar[Any] = CodeclmState
     words: ClassVar[ChunkWords] = ChunkWords("CodecLM", "seed instructions", "pairs kept")
 
     def build(self, maker: Maker) -> CodeclmGenerator:

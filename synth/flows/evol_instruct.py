@@ -17,7 +17,6 @@ from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.evol_instruct import GENERATOR, TEMPLATES, EvolInstructGenerator, RoundCounts
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, EvolInstructConfig, Example, run_id
-from synth.schemas.runs import RunState
 
 
 def effective_config(config: EvolInstructConfig, dataset: DatasetConfig) -> EvolInstructConfig:
@@ -51,10 +50,6 @@ def merge_rounds(total: Rounds, new: Rounds) -> Rounds:
     return merged
 
 
-class EvolInstructState(RunState, total=False):
-    rounds: Rounds
-
-
 class EvolInstructSummary(ChunkedSummary):
     """An Evol-Instruct run's summary: each round's funnel (instructions in, evolved, eliminated by reason)."""
 
@@ -70,7 +65,7 @@ class EvolInstructJob(ChunkedJob[EvolInstructGenerator, Rounds, EvolInstructSumm
     config: EvolInstructConfig
     generator: ClassVar[str] = GENERATOR
     counts_key: ClassVar[str | None] = "rounds"
-    state_type: ClassVar[Any] = EvolInstructState
+    counts_type: ClassVar[Any] = Rounds
     words: ClassVar[ChunkWords] = ChunkWords("Evol-Instruct", "instructions")
     add_counts = staticmethod(merge_rounds)
 

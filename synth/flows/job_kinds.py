@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar, cast, get_type_hints
+
+from typing_extensions import TypedDict
 
 from synth.flows.common import run_logger
 from synth.flows.jobs import Batch, Built, G, MergedState, RunContext, Spec, state_of
@@ -40,6 +42,12 @@ class ChunkedSummary(RunSummary):
     source_instructions: int
 
 
+def counted_state(name: str, key: str, counts: Any) -> Any:
+    """The state type (a `RunState`) of a run that adds up counts of type `counts` under `key`."""
+    make = cast(Any, TypedDict)  # a TypedDict made at run time, from the subclass's key
+    return make(name, {**get_type_hints(RunState), key: counts}, total=False)
+
+
 @dataclass
 class ChunkedJob(Built[G], Generic[G, C, R]):
     """A job over a fixed list of source items, one batch per chunk of the config's `chunk_size`:
@@ -48,14 +56,20 @@ class ChunkedJob(Built[G], Generic[G, C, R]):
     make a chunk (`make`), which reads nothing of the committed state (so its batches are
     independent). A job whose chunks have counts of their own (a `C`) makes its batches with
     `counted`: the counts add up (`add_counts`) in the run's state and its summary under
-    `counts_key`, a key its `state_type` and `R` declare."""
+    `counts_key`, a key `R` declares; its `state_type` is made from the key and `counts_type`."""
 
     config: Any  # a config with a `chunk_size`
     items: list[Any]
     run_id: str
     independent: ClassVar[bool] = True
     counts_key: ClassVar[str | None] = None  # where the chunks' counts add up, in the run's state and summary
+    counts_type: ClassVar[Any] = dict[str, int]  # a chunk's counts, and the run's (a `C`)
     words: ClassVar[ChunkWords]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.counts_key is not None:  # the run's state: the shared part and the counts
+            cls.state_type = counted_state(f"{cls.__name__}State", cls.counts_key, cls.counts_type)
 
     @staticmethod
     def add_counts(total: C, new: C) -> C:

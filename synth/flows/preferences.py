@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Unpack
+from typing import ClassVar, Unpack
 
 from synth.engines import Engine, get_engine
 from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
@@ -21,7 +21,6 @@ from synth.generators.preferences import GENERATOR, TEMPLATES, PreferencesGenera
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.preferences import PreferencesConfig
-from synth.schemas.runs import RunState
 
 
 def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: list[Example]) -> str:
@@ -29,10 +28,6 @@ def preferences_run_id(config: PreferencesConfig, engine: EngineConfig, items: l
     digest = items_digest(items, outputs=False)
     templates = TEMPLATES.hashes(config.language)
     return run_id(GENERATOR, config.identity(), digest, templates, engine.kind, engine.model)
-
-
-class PreferencesState(RunState, total=False):
-    pairs: dict[str, int]
 
 
 class PreferencesSummary(ChunkedSummary):
@@ -51,7 +46,6 @@ class PreferencesJob(ChunkedJob[PreferencesGenerator, dict[str, int], Preference
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("writers", "response_engines")
     counts_key: ClassVar[str | None] = "pairs"
-    state_type: ClassVar[Any] = PreferencesState
     words: ClassVar[ChunkWords] = ChunkWords("Preference pairs", "instructions", "paired")
 
     def build(self, maker: Maker) -> PreferencesGenerator:

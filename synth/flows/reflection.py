@@ -8,7 +8,7 @@ run seed and the pair's id, so a resumed chunk makes what an uninterrupted run w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Unpack
+from typing import ClassVar, Unpack
 
 from synth.engines import Engine
 from synth.flows.job_kinds import ChunkedJob, ChunkedSummary, ChunkWords
@@ -18,17 +18,12 @@ from synth.generators.reflection import GENERATOR, TEMPLATES, ReflectionGenerato
 from synth.generators.sources import items_digest, load_instructions
 from synth.schemas import DatasetConfig, EngineConfig, Example, run_id
 from synth.schemas.reflection import ReflectionConfig
-from synth.schemas.runs import RunState
 
 
 def reflection_run_id(config: ReflectionConfig, engine: EngineConfig, items: list[Example]) -> str:
     """A hash of the config, the source's content (not its path), the templates and the models."""
     templates = TEMPLATES.hashes(config.language)
     return run_id(GENERATOR, config.identity(), items_digest(items), templates, engine.kind, engine.model)
-
-
-class ReflectionState(RunState, total=False):
-    recycled: dict[str, int]
 
 
 class ReflectionSummary(ChunkedSummary):
@@ -47,7 +42,6 @@ class ReflectionJob(ChunkedJob[ReflectionGenerator, dict[str, int], ReflectionSu
     generator: ClassVar[str] = GENERATOR
     live: ClassVar[tuple[str, str] | None] = ("student", "student_engine")
     counts_key: ClassVar[str | None] = "recycled"
-    state_type: ClassVar[Any] = ReflectionState
     words: ClassVar[ChunkWords] = ChunkWords("Recycling", "pairs", "recycled")
 
     def build(self, maker: Maker) -> ReflectionGenerator:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from typing_extensions import TypedDict
 
+from synth.schemas import Manifest
 from synth.shards.layout import read_manifest
 from synth.shards.read import scan
 
@@ -60,7 +62,43 @@ def leading_verbs(kept: pl.LazyFrame, top: int = 15) -> pl.DataFrame:
     )
 
 
-def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any]:
+Rows = list[dict[str, Any]]  # a table's rows, column -> value
+
+
+class RunRow(TypedDict):
+    run_id: str
+    generator: str
+    model: str
+    status: str
+    kept: int
+    rejected: int
+
+
+class DatasetSummary(TypedDict):
+    """What `synth inspect` shows of a dataset (and `--json` writes): counts, the runs, the funnel
+    and the mixes as table rows, and a few sampled records and rejects."""
+
+    path: str
+    kept: int
+    rejected: int
+    keep_rate: float
+    runs: list[RunRow]
+    funnel: Rows
+    generators: Rows
+    lengths: Rows
+    leading_verbs: Rows
+    judge_scores: Rows
+    evolution_rounds: Rows
+    languages: Rows
+    abilities: Rows
+    sources: Rows
+    classification_share: float
+    samples: Rows
+    reject_samples: Rows
+    recycled: Rows
+
+
+def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> DatasetSummary:
     """Every figure of the inspection view as plain JSON-able data."""
     manifest = read_manifest(path)
     kept = scan(path, "kept")
@@ -71,7 +109,7 @@ def summarize(path: str | Path, sample: int = 3, seed: int = 0) -> dict[str, Any
     rounds = kept.filter(pl.col("round").is_not_null()).group_by("round").agg(pl.len().alias("count"))
     sources = kept.filter(pl.col("source_doc").is_not_null()).group_by("source_doc").agg(pl.len().alias("count"))
 
-    def mix(column: str) -> list[dict[str, Any]]:
+    def mix(column: str) -> Rows:
         counts = kept.filter(pl.col(column).is_not_null()).group_by(column).agg(pl.len().alias("count"))
         return counts.sort(["count", column], descending=[True, False]).collect().to_dicts()
 
@@ -124,7 +162,7 @@ def _before_and_after(kept: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str, Any]]:
+def against_targets(rows: Rows, manifest: Manifest) -> Rows:
     """The ability mix with each ability's target where a run asked for a mixture (the latest
     run's targets win), abilities with a target but no record included."""
     targets: dict[str, int] = {}
@@ -137,7 +175,7 @@ def against_targets(rows: list[dict[str, Any]], manifest: Any) -> list[dict[str,
     return [{**r, "target": targets.get(r["ability"])} for r in rows]
 
 
-def _sample(frame: pl.DataFrame, n: int, seed: int, columns: list[str]) -> list[dict[str, Any]]:
+def _sample(frame: pl.DataFrame, n: int, seed: int, columns: list[str]) -> Rows:
     if n <= 0 or frame.is_empty():
         return []
     return frame.sample(min(n, frame.height), seed=seed).select(columns).to_dicts()

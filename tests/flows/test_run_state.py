@@ -40,3 +40,28 @@ def test_a_state_is_checked_key_by_key_and_keeps_what_it_does_not_know():
         check_state(RunState, {"tokens": {"gen": {"prompt": 3}}}, "m: run r")
     with pytest.raises(StateError, match=r"workers\.w1"):
         check_state(RunState, {"workers": {"w1": "two"}}, "m")
+
+
+@pytest.mark.parametrize(
+    ("job", "key", "good", "bad"),
+    [
+        (
+            "synth.flows.evol_instruct:EvolInstructJob",
+            "rounds",
+            {"1": {"in": 4, "evolved": 3, "eliminated": {}}},
+            {"1": {"in": 4, "evolved": "three", "eliminated": {}}},
+        ),
+        ("synth.flows.preferences:PreferencesJob", "pairs", {"instructions": 2, "paired": 1}, {"paired": [1]}),
+        ("synth.flows.reflection:ReflectionJob", "recycled", {"pairs": 2}, ["pairs"]),
+        ("synth.flows.codeclm:CodeclmJob", "codeclm", {"pairs": 2}, {"pairs": None}),
+    ],
+)
+def test_a_chunked_jobs_state_is_its_counts_under_its_own_key(job, key, good, bad):
+    from synth.registry import load
+
+    shape = load(job).state_type
+    check_state(shape, {key: good, "tokens": {"gen": {"prompt": 1, "completion": 2}}}, "m")
+    with pytest.raises(StateError, match=rf"m: .*{key}"):
+        check_state(shape, {key: bad}, "m")
+    with pytest.raises(StateError, match="tokens"):  # the shared part is checked too
+        check_state(shape, {key: good, "tokens": {"gen": "many"}}, "m")
