@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -13,6 +13,9 @@ from synth.cli.options import path_argument, path_option
 from synth.cli.output import console, err, table
 from synth.cli.tuning import BenchmarkOptions, TuningOptions, checked, option_groups
 from synth.flows import api
+
+if TYPE_CHECKING:
+    from synth.evaluation.compare import BenchmarkRow, LossRow, PairDifference
 
 
 @option_groups
@@ -110,7 +113,7 @@ def compare(
         console.print(Text(f"written to {out / 'compare.json'} and {out / 'compare.md'}"), soft_wrap=True)
 
 
-def _print_pairs(pairs: list[dict], digits: int) -> None:
+def _print_pairs(pairs: list[PairDifference], digits: int) -> None:
     """Each pair of datasets' difference (b - a) with its interval, and which is better, if either."""
     for p in pairs:
         verdict = f"{p['better']} is better" if p["better"] else "not told apart"
@@ -118,7 +121,7 @@ def _print_pairs(pairs: list[dict], digits: int) -> None:
         console.print(Text(f"{p['b']} - {p['a']}: {change}: {verdict}"), soft_wrap=True)
 
 
-def _change(row: dict, digits: int = 4) -> str:
+def _change(row: LossRow | BenchmarkRow, digits: int = 4) -> str:
     if "vs_base" not in row:
         return ""
     mark = " *" if row["significant"] else ""

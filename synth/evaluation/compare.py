@@ -21,7 +21,9 @@ import random
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
 
 from synth.training.answering import answer_dtype, answers_for
 from synth.training.bootstrap import RESAMPLES, loss, paired_interval, standard_deviation
@@ -34,6 +36,92 @@ from synth.training.scoring import Benchmarking, outcomes, score_benchmarks
 from synth.training.sft import train
 
 Say = Callable[[str], None]
+
+
+class VsBase(TypedDict):
+    """A model's difference from the base on the table's metric, with its 95% paired bootstrap
+    interval, and whether the interval excludes 0."""
+
+    vs_base: float
+    vs_base_low: float
+    vs_base_high: float
+    significant: bool
+
+
+class LossRow(TypedDict):
+    """One model's loss per completion token on the reference pairs (the base's row has no
+    difference, and no seeds)."""
+
+    dataset: str
+    records: int
+    removed_overlap: int
+    loss: float
+    seed_losses: NotRequired[list[float]]
+    seed_spread: NotRequired[float]
+    vs_base: NotRequired[float]
+    vs_base_low: NotRequired[float]
+    vs_base_high: NotRequired[float]
+    significant: NotRequired[bool]
+
+
+class PairDifference(TypedDict):
+    """Dataset b minus dataset a, its interval, and the better one where the interval excludes 0."""
+
+    a: str
+    b: str
+    b_minus_a: float
+    low: float
+    high: float
+    better: str | None
+
+
+class BenchmarkRow(TypedDict):
+    """One model on a benchmark: the accuracies (instruction following) or pass@1 (code), means
+    over its fine-tuning seeds, and its difference from the base."""
+
+    dataset: str
+    strict_prompt: NotRequired[float]
+    strict_instruction: NotRequired[float]
+    loose_prompt: NotRequired[float]
+    loose_instruction: NotRequired[float]
+    pass_at_1: NotRequired[float]
+    vs_base: NotRequired[float]
+    vs_base_low: NotRequired[float]
+    vs_base_high: NotRequired[float]
+    significant: NotRequired[bool]
+
+
+class BenchmarkTable(TypedDict):
+    """One benchmark across the models: instruction following (its prompts, and those left out by
+    reason) or code (its problems)."""
+
+    kind: Literal["instruction following", "code"]
+    rows: list[BenchmarkRow]
+    pairs: list[PairDifference]
+    prompts: NotRequired[int]
+    left_out: NotRequired[dict[str, int]]
+    problems: NotRequired[int]
+
+
+class Comparison(TypedDict):
+    """The comparison as data (what `synth compare` prints and writes as JSON)."""
+
+    reference: str
+    reference_pairs: int
+    base: str
+    budget: int | None
+    seeds: int
+    config: dict[str, Any]
+    resamples: int
+    rows: list[LossRow]
+    pairs: list[PairDifference]
+    lowest_loss: str
+    benchmarks: dict[str, BenchmarkTable]
+    answered_with: str
+
+
+def _vs_base(change: float, low: float, high: float) -> VsBase:
+    return {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
 
 
 def draw(data: Examples, reference: Examples, budget: int | None, seed: int) -> tuple[Examples, int]:
@@ -53,7 +141,7 @@ def compare_datasets(
     budget: int | None = None,
     progress: Say | None = None,
     seeds: int = 1,
-) -> dict[str, Any]:
+) -> Comparison:
     """Fine-tune the base on `budget` records of each of `sources` (each named by its source) and
     score every model on the reference pairs `ref` (see the module's docstring); returns the table
     as data. With `seeds` above 1 each dataset is
@@ -96,7 +184,7 @@ def compare_datasets(
 
         say(f"scoring the base model {base.name} on {len(encoded.items)} reference pairs")
         scores = {"base": score(base.path, "base")}
-        rows: list[dict[str, Any]] = [
+        rows: list[LossRow] = [
             {"dataset": "base", "records": 0, "removed_overlap": 0, "loss": round(loss(*scores["base"]), 6)}
         ]
         for data, removed in drawn:
@@ -123,8 +211,7 @@ def compare_datasets(
             )
     names = [data.source for data, _ in drawn]
     for row in rows[1:]:
-        change, low, high = paired_interval(scores["base"], scores[row["dataset"]], config.seed)
-        row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
+        row.update(_vs_base(*paired_interval(scores["base"], scores[row["dataset"]], config.seed)))
     pairs = _pairs(names, scores.__getitem__, config.seed, higher_is_better=False)
     best = min(rows[1:], key=lambda r: r["loss"])["dataset"]
     benchmarks = {bench: _benchmark_table(answers, bench, names, config.seed) for bench in answers.get("base", {})}
@@ -146,7 +233,7 @@ def compare_datasets(
 
 def _benchmark_table(
     answers: dict[str, dict[str, list[InstructionScore | BenchmarkScore]]], bench: str, names: list[str], seed: int
-) -> dict[str, Any]:
+) -> BenchmarkTable:
     """One benchmark across the models: per model its metrics (means over its fine-tuning seeds) and
     its headline metric (strict prompt-level accuracy; pass@1) against the base and between
     datasets, each with its 95% paired bootstrap interval over the items (per item, the share of
@@ -158,16 +245,14 @@ def _benchmark_table(
 
     first_run = answers["base"][bench][0]
     metrics = _ACCURACIES if isinstance(first_run, InstructionScore) else ("pass_at_1",)
-    rows = []
+    rows: list[BenchmarkRow] = []
     for name in ["base", *names]:
         runs = answers[name][bench]
-        row: dict[str, Any] = {
-            "dataset": name,
-            **{k: round(sum(getattr(r, k) for r in runs) / len(runs), 4) for k in metrics},
-        }
+        row: BenchmarkRow = {"dataset": name}
+        for metric in metrics:  # one of the row's metric keys
+            row[metric] = round(sum(getattr(r, metric) for r in runs) / len(runs), 4)  # type: ignore[literal-required]
         if name != "base":
-            change, low, high = paired_interval(succeeded("base"), succeeded(name), seed)
-            row |= {"vs_base": change, "vs_base_low": low, "vs_base_high": high, "significant": high < 0 or low > 0}
+            row.update(_vs_base(*paired_interval(succeeded("base"), succeeded(name), seed)))
         rows.append(row)
     pairs = _pairs(names, succeeded, seed, higher_is_better=True)
     if isinstance(first_run, InstructionScore):
@@ -186,10 +271,10 @@ def _pairs(
     items: Callable[[str], tuple[Sequence[float], Sequence[int]]],
     seed: int,
     higher_is_better: bool,
-) -> list[dict[str, Any]]:
+) -> list[PairDifference]:
     """Each pair of datasets' difference (b minus a, on their per-item scores `items(name)`), its
     95% paired bootstrap interval, and the better one where the interval excludes 0."""
-    pairs = []
+    pairs: list[PairDifference] = []
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
             change, low, high = paired_interval(items(first), items(second), seed)
@@ -202,7 +287,7 @@ def _pairs(
 _ACCURACIES = ("strict_prompt", "strict_instruction", "loose_prompt", "loose_instruction")
 
 
-def markdown(table: dict[str, Any]) -> str:
+def markdown(table: Comparison) -> str:
     """The comparison as a Markdown table, with the pairwise differences below it."""
     lines = [
         f"Reference: `{table['reference']}` ({table['reference_pairs']} pairs); base `{table['base']}`; "
@@ -252,20 +337,20 @@ def markdown(table: dict[str, Any]) -> str:
                 "| dataset | strict prompt | strict instruction | loose prompt | loose instruction | vs base | interval |",
                 "|---|---:|---:|---:|---:|---:|---|",
             ]
-        for row in bench["rows"]:
+        for scored in bench["rows"]:
             change = (
-                f"{row['vs_base']:+.3f}{' *' if row['significant'] else ''} | "
-                f"[{row['vs_base_low']:+.3f}, {row['vs_base_high']:+.3f}]"
-                if "vs_base" in row
+                f"{scored['vs_base']:+.3f}{' *' if scored['significant'] else ''} | "
+                f"[{scored['vs_base_low']:+.3f}, {scored['vs_base_high']:+.3f}]"
+                if "vs_base" in scored
                 else " | "
             )
             scores = (
-                f"{row['pass_at_1']:.3f}"
+                f"{scored['pass_at_1']:.3f}"
                 if code
-                else f"{row['strict_prompt']:.3f} | {row['strict_instruction']:.3f} | "
-                f"{row['loose_prompt']:.3f} | {row['loose_instruction']:.3f}"
+                else f"{scored['strict_prompt']:.3f} | {scored['strict_instruction']:.3f} | "
+                f"{scored['loose_prompt']:.3f} | {scored['loose_instruction']:.3f}"
             )
-            lines.append(f"| {row['dataset']} | {scores} | {change} |")
+            lines.append(f"| {scored['dataset']} | {scores} | {change} |")
         for p in bench["pairs"]:
             verdict = f"{p['better']} is better" if p["better"] else "not told apart"
             lines.append(f"\n{p['b']} - {p['a']}: {p['b_minus_a']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]: {verdict}")
