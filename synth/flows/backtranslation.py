@@ -20,7 +20,7 @@ from typing_extensions import TypedDict
 
 from synth.engines import Engine, second_engine
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, run_job
 from synth.generators.backtranslation import (
     GENERATOR,
@@ -34,7 +34,7 @@ from synth.generators.documents import Segment, Skipped
 from synth.generators.seed_pairs import SeedPairs, SeedsReport, load_seed_pairs
 from synth.generators.segments import corpus_segments
 from synth.schemas import BacktranslationConfig, DatasetConfig, EngineConfig, Reject, run_id
-from synth.schemas.runs import RunState, RunSummary
+from synth.schemas.runs import RunState, RunSummary, state_of
 from synth.shards import scan
 
 

@@ -19,7 +19,7 @@ from typing_extensions import TypedDict
 
 from synth.flows.common import Committed
 from synth.flows.job_kinds import TargetJob
-from synth.flows.jobs import Batch, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.code_replies import demonstrations_hash
 from synth.generators.code_seeds import Snippet, code_files, usable_seeds
@@ -30,7 +30,7 @@ from synth.generators.self_code_align import GENERATOR, TEMPLATES, SelfCodeAlign
 from synth.sandbox import Sandbox
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.code import OSSInstructConfig, SelfCodeAlignConfig
-from synth.schemas.runs import RunState, RunSummary, TargetSummary
+from synth.schemas.runs import RunState, RunSummary, TargetSummary, state_of
 
 
 def seed_order(config: SelfCodeAlignConfig) -> list[Snippet]:

@@ -17,7 +17,7 @@ from synth.filters.base import FilterChain
 from synth.filters.minhash import Index
 from synth.filters.redis_log import RedisUnavailableError
 from synth.schemas import Record, Reject, RunInfo, ShardInfo
-from synth.schemas.runs import RunSummary, Tokens
+from synth.schemas.runs import RunState, RunSummary, Tokens, state_of
 from synth.shards import DatasetError, DatasetWriter
 from synth.shards.atomic import ReplacedNotSyncedError, is_disk_full
 
@@ -187,7 +187,7 @@ class Pace:
         return ", ".join(parts)
 
     def progress(self, info: RunInfo, fraction: float) -> RunProgress:
-        done, left, rate = self.figures(fraction, info.state.get("tokens", {}))
+        done, left, rate = self.figures(fraction, state_of(info, RunState).get("tokens", {}))
         stages = {stage: sum(reasons.values()) for stage, reasons in info.rejects_by_reason.items()}
         return RunProgress(info.run_id, info.generator, done, info.kept, info.rejected, stages, left, rate)
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar, c
 from typing_extensions import TypedDict
 
 from synth.flows.common import run_logger
-from synth.flows.jobs import Batch, Built, G, MergedState, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Built, G, MergedState, RunContext, Spec
 from synth.schemas import Outcome, RunInfo
-from synth.schemas.runs import RunState, RunSummary, TargetSummary
+from synth.schemas.runs import RunState, RunSummary, TargetSummary, state_of
 
 if TYPE_CHECKING:
     from synth.flows.common import Committed

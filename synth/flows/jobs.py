@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -83,13 +83,6 @@ class RunContext:
 
 
 R_co = TypeVar("R_co", bound=RunSummary, covariant=True)
-S = TypeVar("S", bound=RunState)
-
-
-def state_of(info: RunInfo, shape: type[S]) -> S:
-    """The committed state of the run `info` as its job's state type `shape` (a `RunState`): what
-    the job folded into it, checked against `shape` when the run started (see `Job.state_type`)."""
-    return cast(S, info.state)
 
 
 class Job(Protocol[R_co]):

@@ -16,12 +16,12 @@ from typing_extensions import TypedDict
 
 from synth.flows.common import Committed
 from synth.flows.job_kinds import TargetJob
-from synth.flows.jobs import Batch, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.magpie import GENERATOR, MagpieGenerator
 from synth.schemas import DatasetConfig, EngineConfig, RunInfo, run_id
 from synth.schemas.magpie import MagpieConfig
-from synth.schemas.runs import RunState, RunSummary, TargetSummary
+from synth.schemas.runs import RunState, RunSummary, TargetSummary, state_of
 
 _log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from typing_extensions import TypedDict
 from synth.filters.spill import Strings, StringSequence
 from synth.flows.common import Committed
 from synth.flows.job_kinds import OneBatchJob, TargetJob
-from synth.flows.jobs import Batch, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.provenance import Origin
 from synth.generators.seeds import load_seed_tasks
 from synth.generators.self_instruct import GENERATOR, TEMPLATES, SelfInstructGenerator
 from synth.schemas import DatasetConfig, EngineConfig, Record, RunInfo, SeedTask, SelfInstructConfig, run_id
-from synth.schemas.runs import RunState, TargetSummary
+from synth.schemas.runs import RunState, TargetSummary, state_of
 from synth.shards import scan
 
 

@@ -39,7 +39,7 @@ from synth.flows.backtranslation import (
 )
 from synth.flows.common import Committed, prints_not_logged
 from synth.flows.job_kinds import OneBatchJob
-from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import run_job
 from synth.generators.backtranslation import GENERATOR, BacktranslationGenerator
 from synth.generators.documents import Segment
@@ -57,7 +57,7 @@ from synth.schemas import (
 from synth.schemas.curation import KEEP_ALL, CurationConfig
 from synth.schemas.recipe import RayRunner
 from synth.schemas.records import to_messages
-from synth.schemas.runs import RunState, RunSummary
+from synth.schemas.runs import RunState, RunSummary, state_of
 from synth.schemas.self_train import SelfTrainConfig
 from synth.shards import scan
 

@@ -18,11 +18,11 @@ from typing import Any, ClassVar, Unpack
 from typing_extensions import TypedDict
 
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Built, Maker, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.generators.unnatural import GENERATOR, TEMPLATES, Demo, UnnaturalGenerator, read_seed_sets
 from synth.schemas import DatasetConfig, EngineConfig, run_id
-from synth.schemas.runs import RunState, RunSummary
+from synth.schemas.runs import RunState, RunSummary, state_of
 from synth.schemas.unnatural import Unnatural, UnnaturalConfig
 
 

@@ -9,12 +9,15 @@ generator's job declares its own state and summary next to it, extending these.
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import TYPE_CHECKING, Any, NotRequired, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from synth.schemas.records import ReasonCounts
+
+if TYPE_CHECKING:
+    from synth.schemas.manifest import RunInfo
 
 
 class TokenCounts(TypedDict):
@@ -66,6 +69,15 @@ class TargetSummary(RunSummary):
     """The summary of a run towards a number of kept records: why it stopped, in words."""
 
     stopped: str
+
+
+S = TypeVar("S", bound=RunState)
+
+
+def state_of(info: RunInfo, shape: type[S]) -> S:
+    """The committed state of the run `info` as its job's state type `shape` (a `RunState`): what
+    the job folded into it, checked against `shape` when the run started (`check_state`)."""
+    return cast(S, info.state)
 
 
 class StateError(ValueError):

@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.engines import ChatRequest
 from synth.flows.common import Committed
-from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec, state_of
+from synth.flows.jobs import Batch, Maker, MergedState, RunContext, Spec
 from synth.flows.run import RunOptions, generator_flow, run_job
 from synth.registry import Generator
 from synth.schemas import DatasetConfig, EngineConfig, Message, Record, Reject, Sampling, run_id
 from synth.schemas.records import Block
-from synth.schemas.runs import RunState, RunSummary
+from synth.schemas.runs import RunState, RunSummary, state_of
 
 GENERATOR = "toy"
 PROMPT = "Write one question about {topic} that a curious child might ask, then answer it. Reply as 'Q: ... A: ...'."
