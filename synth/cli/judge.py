@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from synth.cli.errors import fail
 from synth.cli.options import EngineOpt, load_curation, load_engine, path_argument, path_option, where
 from synth.cli.output import console, table
 from synth.flows import api
+
+if TYPE_CHECKING:
+    from synth.evaluation.calibration import CalibrationReport, ScoreGroup
 
 
 def judge_check(
@@ -81,14 +84,14 @@ def judge_check(
         console.print(f"kept with the dataset: {dataset / CALIBRATION_FILE} (its card shows it)")
 
 
-def print_judge_check(report: dict[str, Any]) -> None:
+def print_judge_check(report: CalibrationReport) -> None:
     auc = "n/a" if report["auc"] is None else f"{report['auc']:.3f}"
     agreement = "n/a" if report["agreement"] is None else f"{report['agreement']:.1%}"
     console.print(
-        f"{report['source']}: {report['responses']} responses, {report['unparseable']} unparseable; "
+        f"{report.get('source', 'labelled set')}: {report['responses']} responses, {report['unparseable']} unparseable; "
         f"ROC AUC {auc} (0.5 is chance); agreement at threshold {report['threshold']}: {agreement}"
     )
-    groups = [("good", report["by_label"]["good"]), ("bad", report["by_label"]["bad"])]
+    groups: list[tuple[str, ScoreGroup]] = [("good", report["by_label"]["good"]), ("bad", report["by_label"]["bad"])]
     groups += [(f"  {kind}", g) for kind, g in report["by_defect"].items()]
     rows = [
         {"responses": name, "n": g["n"], "mean score": g["mean"], **g["scores"], "dropped": g["dropped"]}

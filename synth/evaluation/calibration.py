@@ -23,7 +23,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NotRequired
+
+from typing_extensions import TypedDict
 
 from synth.filters.judge import JudgeFilter, parse_grade
 from synth.generators.seeds import load_seed_tasks
@@ -173,14 +175,46 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     return u / (len(good) * len(bad))
 
 
-def report(items: Sequence[Labelled], scores: Sequence[int | None], threshold: int) -> dict[str, Any]:
+class ScoreGroup(TypedDict):
+    """A group of responses (a label, a defect): how many, their mean score (None for none), the
+    count of each score 1..5 (as JSON keys) and how many fall below the threshold."""
+
+    n: int
+    mean: float | None
+    scores: dict[str, int]
+    dropped: int
+
+
+class ByLabel(TypedDict):
+    good: ScoreGroup
+    bad: ScoreGroup
+
+
+class CalibrationReport(TypedDict):
+    """How well a judge's scores separate good responses from bad (`synth judge-check` prints it
+    and writes it as JSON; a dataset's card shows it). `source`: the labelled set, added by the
+    caller; `judge_model` and `judge_rubric`: added by the run that graded."""
+
+    responses: int
+    unparseable: int
+    threshold: int
+    auc: float | None
+    agreement: float | None
+    by_label: ByLabel
+    by_defect: dict[str, ScoreGroup]
+    judge_model: NotRequired[str]
+    judge_rubric: NotRequired[str]
+    source: NotRequired[str]
+
+
+def report(items: Sequence[Labelled], scores: Sequence[int | None], threshold: int) -> CalibrationReport:
     """The calibration figures (see the module's docstring) of `scores` against `items`' labels."""
     graded = [(i, s) for i, s in zip(items, scores, strict=True) if s is not None]
     labels = [i.label for i, _ in graded]
     values = [float(s) for _, s in graded]
     agree = sum((s >= threshold) == (i.label == 1) for i, s in graded)
 
-    def group(members: list[tuple[Labelled, int]]) -> dict[str, Any]:
+    def group(members: list[tuple[Labelled, int]]) -> ScoreGroup:
         counts = Counter(s for _, s in members)
         return {
             "n": len(members),

@@ -7,10 +7,10 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from synth.evaluation.calibration import Labelled
+    from synth.evaluation.calibration import CalibrationReport, Labelled
     from synth.flows.curate import CurateFileSummary
     from synth.schemas import EngineConfig
     from synth.schemas.curation import CurationConfig, JudgeConfig
@@ -110,7 +110,7 @@ def curate(
     return curate_file(target, out, config, engine=model, wait=wait, rebuild_index=rebuild_index)
 
 
-def judge_check(items: Sequence[Labelled], judge: JudgeConfig, engine: EngineConfig) -> dict[str, Any]:
+def judge_check(items: Sequence[Labelled], judge: JudgeConfig, engine: EngineConfig) -> CalibrationReport:
     """Grade `items` with the judge `judge` configures on the model `engine` names (built here and
     closed again), and report how well its scores separate the labels (`synth.evaluation.calibration`)."""
     from synth.engines import engines_opened, get_engine
