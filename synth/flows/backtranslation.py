@@ -76,6 +76,9 @@ class Position(TypedDict):
     chunk: int
 
 
+START: Position = {"round": 1, "chunk": 0}  # where a run that committed nothing goes on
+
+
 class BacktranslationDelta(TypedDict):
     round: int
     chunk: int
@@ -146,6 +149,11 @@ def chunk_stats(result: ChunkResult) -> ChunkStats:
     return {"graded": stats.graded, "kept": stats.kept, "unparseable": stats.unparseable, "scores": scores}
 
 
+def _add_reasons(into: dict[str, int], more: dict[str, int]) -> None:
+    for reason, n in more.items():
+        into[reason] = into.get(reason, 0) + n
+
+
 def _copy_stats(stats: ChunkStats) -> ChunkStats:
     return {**stats, "scores": dict(stats["scores"])}
 
@@ -164,13 +172,8 @@ def merge_funnel(
         "segments_dropped": dict(total.get("segments_dropped", {})),
         "rounds": {k: _copy_stats(v) for k, v in total.get("rounds", {}).items()},
     }
-    for into, more in zip(
-        (funnel["documents_skipped"], funnel["segments_dropped"]),
-        (counts["documents_skipped"], counts["segments_dropped"]),
-        strict=True,
-    ):
-        for reason, n in more.items():
-            into[reason] = into.get(reason, 0) + n
+    _add_reasons(funnel["documents_skipped"], counts["documents_skipped"])
+    _add_reasons(funnel["segments_dropped"], counts["segments_dropped"])
     r = funnel["rounds"].setdefault(str(rnd), {"graded": 0, "kept": 0, "unparseable": 0, "scores": {}})
     r["graded"] += stats["graded"]
     r["kept"] += stats["kept"]
@@ -226,7 +229,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
 
     def plan(self, run: RunContext) -> Iterator[Spec]:
         config, path = self.config, run.dataset.path
-        position = state_of(run.info, BacktranslationState).get("position", {"round": 1, "chunk": 0})
+        position = state_of(run.info, BacktranslationState).get("position", START)
         for rnd in range(position["round"], config.rounds + 1):
             earlier = curated(path, self.run_id, before_round=rnd)
             pool = [*self.seeds.pairs, *earlier.select("instruction", "output").iter_rows()]
@@ -254,7 +257,7 @@ class BacktranslationJob(Built[BacktranslationGenerator]):
         return f"round {rnd} chunk {index}: {len(segments)} segments (scores {batch.delta['stats']['scores']})"
 
     def progress(self, run: RunContext) -> float:
-        position = state_of(run.info, BacktranslationState).get("position", {"round": 1, "chunk": 0})
+        position = state_of(run.info, BacktranslationState).get("position", START)
         return (position["round"] - 1) / self.config.rounds
 
     def finish(self, run: RunContext, summary: RunSummary) -> BacktranslationSummary:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from synth.flows.common import Pace, Progress, run_logger, run_summary, tell_watchers
-from synth.schemas.runs import EngineUse, RunState, RunSummary, check_state
+from synth.schemas.runs import EngineUse, RunState, RunSummary, check_state, state_of
 from synth.shards.layout import MANIFEST
 
 if TYPE_CHECKING:
@@ -36,18 +36,14 @@ class Tracker:
         check_state(job.state_type, run.info.state, where)
         self.job, self.run = job, run
         self.artifact = Progress(job.open(run))
-        self.pace = Pace(job.progress(run), self._state.get("tokens", {}))
-
-    @property
-    def _state(self) -> RunState:
-        return self.run.info.state  # type: ignore[return-value]  # checked above, then folded by the job
+        self.pace = Pace(job.progress(run), state_of(run.info, RunState).get("tokens", {}))
 
     def show(self) -> None:
         self.artifact.update(self.job.progress(self.run))
 
     def committed(self) -> None:
         fraction, info = self.job.progress(self.run), self.run.info
-        run_logger().info("progress: %s", self.pace.line(fraction, self._state.get("tokens", {})))
+        run_logger().info("progress: %s", self.pace.line(fraction, state_of(info, RunState).get("tokens", {})))
         tell_watchers(self.pace.progress(info, fraction))
 
 

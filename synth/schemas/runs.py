@@ -9,6 +9,7 @@ generator's job declares its own state and summary next to it, extending these.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, NotRequired, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
@@ -85,17 +86,16 @@ class StateError(ValueError):
     damaged manifest): the run is not resumed on it."""
 
 
-_adapters: dict[Any, TypeAdapter[Any]] = {}
+@functools.cache
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
 
 
 def check_state(shape: Any, state: dict[str, Any], where: str) -> None:
     """Raise `StateError` (naming `where`: the manifest and the run) unless `state` fits `shape`, a
     `RunState` type."""
-    adapter = _adapters.get(shape)
-    if adapter is None:
-        adapter = _adapters[shape] = TypeAdapter(shape)
     try:
-        adapter.validate_python(state, strict=False)
+        _adapter(shape).validate_python(state, strict=False)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'state'}: {err['msg']}" for err in e.errors())
         raise StateError(f"{where}: the run's state cannot be resumed ({problems}); nothing was written") from None
